@@ -1,0 +1,1 @@
+//! Simulators of devices and outside parties.

@@ -1,0 +1,2 @@
+//! The store terminal side: gateway client and peripheral drivers.
+pub use proto;
