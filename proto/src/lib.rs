@@ -1,1 +1,2 @@
+pub mod device;
 pub mod order;
