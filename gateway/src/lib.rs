@@ -1,1 +1,14 @@
+//! The smart-terminal order gateway: orders from every channel in one
+//! queue per store, over SQLite or PostgreSQL.
 
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod keys;
+pub mod orders;
+pub mod telemetry;

@@ -1,1 +1,242 @@
-fn main() {}
+//! `gateway`: serve, migrate, manage keys.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gateway::config::{self, FileConfig};
+use gateway::db::Db;
+use gateway::http::{self, AppState};
+use gateway::keys::{self, KeySpec, Role};
+use proto::order::{StoreId, TerminalId};
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "Smart-terminal order gateway")]
+struct Cli {
+    /// TOML configuration file (flags and environment override it).
+    #[arg(long, env = "GATEWAY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    /// sqlite://path/to/file.db (default sqlite://data/gateway.db) or postgres://…
+    #[arg(long, env = "GATEWAY_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long, env = "GATEWAY_LISTEN")]
+        listen: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+        /// Seed demo stores, products and stock, and print demo keys.
+        #[arg(long, env = "GATEWAY_DEMO")]
+        demo: bool,
+        /// Do not apply pending migrations on start.
+        #[arg(long, env = "GATEWAY_NO_MIGRATE")]
+        no_migrate: bool,
+    },
+    /// Apply, revert or list database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the newest applied migration.
+    Down,
+    /// List migrations and whether each is applied.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Make a key; prints it as the last line (it is not shown again).
+    Create {
+        #[arg(long, value_parser = ["admin", "app", "terminal"])]
+        role: String,
+        /// The store a terminal key belongs to.
+        #[arg(long)]
+        store: Option<String>,
+        /// The terminal's id (its SOAP username); made up when absent.
+        #[arg(long)]
+        terminal: Option<String>,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key by its id.
+    Revoke { id: String },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let file = FileConfig::load(cli.config.as_deref())?;
+    gateway::telemetry::init(file.log.as_deref());
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run(cli.command, file))
+}
+
+fn database_url(args: DbArgs, file: &FileConfig) -> String {
+    args.database_url
+        .or_else(|| file.database_url.clone())
+        .unwrap_or_else(|| config::DEFAULT_DATABASE_URL.to_owned())
+}
+
+async fn connect(args: DbArgs, file: &FileConfig) -> anyhow::Result<Db> {
+    let url = database_url(args, file);
+    tracing::info!(database = %config::redact_url(&url), "connecting");
+    Db::connect(&url).await
+}
+
+async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
+    match command {
+        Command::Serve {
+            listen,
+            db,
+            demo,
+            no_migrate,
+        } => {
+            let listen = listen
+                .or_else(|| file.listen.clone())
+                .unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned());
+            let db = connect(db, &file).await?;
+            if !no_migrate && file.migrate.unwrap_or(true) {
+                db.migrate_up().await?;
+            }
+            if demo {
+                for line in gateway::demo::seed(&db).await? {
+                    println!("{line}");
+                }
+            }
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            let addr = listener.local_addr()?;
+            println!("gateway listening on http://{addr}");
+            tracing::info!(%addr, "serving");
+            let (close_tx, close_rx) = tokio::sync::watch::channel(false);
+            let state = AppState::new(db, close_rx);
+            http::serve(listener, state, async move {
+                shutdown_signal().await;
+                let _ = close_tx.send(true);
+            })
+            .await?;
+            tracing::info!("stopped");
+        }
+        Command::Migrate { action, db } => {
+            let db = connect(db, &file).await?;
+            match action {
+                MigrateAction::Up => {
+                    db.migrate_up().await?;
+                    println!("migrations applied");
+                }
+                MigrateAction::Down => match db.migrate_down().await? {
+                    Some(v) => println!("reverted migration {v}"),
+                    None => println!("nothing to revert"),
+                },
+                MigrateAction::Status => {
+                    for m in db.migration_status().await? {
+                        let mark = if m.applied { "applied" } else { "pending" };
+                        println!("{:>6}  {mark:<8} {}", m.version, m.description);
+                    }
+                }
+            }
+        }
+        Command::Keys { action, db } => {
+            let db = connect(db, &file).await?;
+            match action {
+                KeysAction::Create {
+                    role,
+                    store,
+                    terminal,
+                    label,
+                } => {
+                    let role = Role::parse(&role).context("unknown role")?;
+                    let store = store.map(|s| StoreId::parse(&s)).transpose()?;
+                    let terminal = terminal.map(|t| TerminalId::parse(&t)).transpose()?;
+                    let key = keys::create(
+                        &db,
+                        KeySpec {
+                            role,
+                            store,
+                            terminal,
+                            label,
+                        },
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    eprintln!("key id {} ({})", key.id, role.as_str());
+                    println!("{}", key.token);
+                }
+                KeysAction::List => {
+                    for k in keys::list(&db)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                    {
+                        println!(
+                            "{}  {:<8} store={} terminal={} {}{}",
+                            k.id,
+                            k.role,
+                            k.store.as_deref().unwrap_or("-"),
+                            k.terminal.as_deref().unwrap_or("-"),
+                            k.label.as_deref().unwrap_or(""),
+                            if k.revoked { " (revoked)" } else { "" }
+                        );
+                    }
+                }
+                KeysAction::Revoke { id } => {
+                    if keys::revoke(&db, &id)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                    {
+                        println!("revoked {id}");
+                    } else {
+                        anyhow::bail!("no active key {id}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,10 @@
+DROP TABLE idempotency_keys;
+DROP TABLE api_keys;
+DROP TABLE order_events;
+DROP TABLE order_history;
+DROP TABLE order_lines;
+DROP TABLE orders;
+DROP TABLE display_counters;
+DROP TABLE store_items;
+DROP TABLE products;
+DROP TABLE stores;

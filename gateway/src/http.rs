@@ -1,0 +1,116 @@
+//! The HTTP surface: one router, shared state, the server loop.
+
+mod catalog;
+pub mod extract;
+mod orders;
+mod problem;
+mod stores;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::db::Db;
+use crate::error::Error;
+use crate::events::Hub;
+use crate::keys::KeyCache;
+
+/// Largest request body accepted anywhere.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub hub: Hub,
+    pub keys: KeyCache,
+    /// Turns true when the server is shutting down; long streams end.
+    pub closing: watch::Receiver<bool>,
+    pub inner: Arc<Inner>,
+}
+
+/// Settings the handlers need.
+#[derive(Debug, Clone)]
+pub struct Inner {
+    /// How often feed readers look for changes made by other instances.
+    pub feed_poll: Duration,
+}
+
+impl AppState {
+    pub fn new(db: Db, closing: watch::Receiver<bool>) -> Self {
+        AppState {
+            db,
+            hub: Hub::default(),
+            keys: KeyCache::default(),
+            closing,
+            inner: Arc::new(Inner {
+                feed_poll: Duration::from_millis(1000),
+            }),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .nest(
+            "/api/v1",
+            catalog::router()
+                .merge(orders::router())
+                .merge(stores::router()),
+        )
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(problem::panic_response))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Ready: the database answers.
+async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+    match st.db.ping().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "database unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Alive: answers without touching anything (also the benchmarks' baseline).
+async fn livez() -> &'static str {
+    "ok"
+}
+
+async fn fallback() -> Error {
+    Error::not_found("not_found", "no such route")
+}

@@ -1,0 +1,156 @@
+//! Admin endpoints for products, stores and stock, and the store catalog.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use proto::order::{Money, Sku, StoreId, Unit};
+use serde::Deserialize;
+
+use super::AppState;
+use super::extract::{Auth, JsonBody};
+use crate::catalog::{self, ItemChange, ProductSpec};
+use crate::clock;
+use crate::error::{Error, Result};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/products/{sku}", put(put_product))
+        .route("/stores/{store}", put(put_store))
+        .route("/stores/{store}/stock/{sku}", put(put_item))
+        .route("/stores/{store}/items/{sku}", put(put_item))
+        .route("/stores/{store}/catalog", get(get_catalog))
+}
+
+#[derive(Deserialize)]
+struct ProductBody {
+    name: String,
+    unit: String,
+    price: String,
+}
+
+async fn put_product(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path(sku): Path<String>,
+    body: JsonBody<ProductBody>,
+) -> Result<(StatusCode, Json<catalog::Product>)> {
+    who.require_admin()?;
+    let b = body.value;
+    let spec = ProductSpec {
+        sku: Sku::parse(&sku)?,
+        name: catalog::check_name("product", &b.name)?,
+        unit: Unit::parse(&b.unit)?,
+        price: Money::parse(&b.price)?,
+    };
+    let (p, created) = catalog::put_product(&st.db, spec).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(p),
+    ))
+}
+
+#[derive(Deserialize)]
+struct StoreBody {
+    name: String,
+}
+
+async fn put_store(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path(store): Path<String>,
+    body: JsonBody<StoreBody>,
+) -> Result<(StatusCode, Json<catalog::Store>)> {
+    who.require_admin()?;
+    let id = StoreId::parse(&store)?;
+    let name = catalog::check_name("store", &body.value.name)?;
+    let (s, created) = catalog::put_store(&st.db, &id, name).await?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(s),
+    ))
+}
+
+/// `null` and absent differ here: `"price": null` removes the override.
+#[derive(Deserialize)]
+struct ItemBody {
+    on_hand: Option<String>,
+    available: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    price: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    snoozed_until: Option<Option<String>>,
+}
+
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+async fn put_item(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((store, sku)): Path<(String, String)>,
+    body: JsonBody<ItemBody>,
+) -> Result<Json<catalog::CatalogItem>> {
+    who.require_admin()?;
+    let store = StoreId::parse(&store)?;
+    let sku = Sku::parse(&sku)?;
+    let b = body.value;
+    if b.on_hand.is_none()
+        && b.available.is_none()
+        && b.price.is_none()
+        && b.snoozed_until.is_none()
+    {
+        return Err(Error::unprocessable(
+            "invalid_request",
+            "give at least one of on_hand, available, price, snoozed_until",
+        ));
+    }
+    let price = b
+        .price
+        .map(|p| p.map(|p| Money::parse(&p)).transpose())
+        .transpose()?;
+    let snoozed_until = b
+        .snoozed_until
+        .map(|s| {
+            s.map(|s| {
+                clock::parse_rfc3339(&s).ok_or_else(|| {
+                    Error::unprocessable(
+                        "invalid_time",
+                        format!("snoozed_until must be an RFC 3339 time, got {s:?}"),
+                    )
+                })
+            })
+            .transpose()
+        })
+        .transpose()?;
+    let change = ItemChange {
+        on_hand: b.on_hand,
+        available: b.available,
+        price,
+        snoozed_until,
+    };
+    Ok(Json(catalog::put_item(&st.db, &store, &sku, change).await?))
+}
+
+async fn get_catalog(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path(store): Path<String>,
+) -> Result<Json<catalog::Catalog>> {
+    let store = StoreId::parse(&store)?;
+    who.check_store(&store)?;
+    Ok(Json(catalog::catalog(&st.db, &store).await?))
+}

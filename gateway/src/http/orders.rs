@@ -1,0 +1,225 @@
+//! Orders over REST: create (idempotent), read, act.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use proto::order::{Channel, Order, OrderAction, PaymentStatus, Sku, StoreId};
+use serde::Deserialize;
+
+use super::AppState;
+use super::extract::{Auth, JsonBody};
+use crate::error::{Error, Result};
+use crate::keys::Role;
+use crate::orders::{self, Created, IdemKey, NewLine, NewOrder};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orders", post(create))
+        .route("/orders/{id}", get(get_one))
+        .route("/orders/{id}/{action}", post(act))
+}
+
+/// A quantity as a string (`"0.355"`) or a whole JSON number (`2`). Decimal
+/// JSON numbers are refused: they would pass through binary floating point.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum QuantityIn {
+    Text(String),
+    Whole(i64),
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct LineIn {
+    sku: String,
+    quantity: QuantityIn,
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    store_id: String,
+    lines: Vec<LineIn>,
+    note: Option<String>,
+    /// The app's own order number, if it has one: a second order with the
+    /// same number returns the first.
+    channel_order_id: Option<String>,
+}
+
+fn parse_lines(lines: Vec<LineIn>) -> Result<Vec<NewLine>> {
+    lines
+        .into_iter()
+        .map(|l| {
+            let quantity = match l.quantity {
+                QuantityIn::Text(s) => s,
+                QuantityIn::Whole(n) => n.to_string(),
+                QuantityIn::Other(_) => {
+                    return Err(Error::unprocessable(
+                        "invalid_quantity",
+                        "quantity must be a string like \"0.355\" or a whole number",
+                    ));
+                }
+            };
+            Ok(NewLine {
+                sku: Sku::parse(&l.sku)?,
+                quantity,
+            })
+        })
+        .collect()
+}
+
+const MAX_IDEM_KEY: usize = 200;
+
+async fn create(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    headers: HeaderMap,
+    body: JsonBody<CreateBody>,
+) -> Result<Response> {
+    let idem = match headers.get("idempotency-key") {
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= MAX_IDEM_KEY)
+                .ok_or_else(|| {
+                    Error::bad_request(
+                        "invalid_idempotency_key",
+                        format!(
+                            "Idempotency-Key must be 1-{MAX_IDEM_KEY} visible ASCII characters"
+                        ),
+                    )
+                })?;
+            Some(IdemKey {
+                owner: who.key_id.clone(),
+                key: key.to_owned(),
+                request_hash: body.digest.clone(),
+            })
+        }
+        None => None,
+    };
+    let b = body.value;
+    let store = StoreId::parse(&b.store_id)
+        .map_err(|e| Error::unprocessable("unknown_store", e.message))?;
+    let channel = match who.role {
+        Role::Terminal => {
+            who.check_store(&store)?;
+            Channel::Terminal
+        }
+        Role::App | Role::Admin => Channel::Official,
+    };
+    if let Some(r) = &b.channel_order_id {
+        if r.is_empty() || r.len() > 64 {
+            return Err(Error::unprocessable(
+                "invalid_request",
+                "channel_order_id must be 1-64 characters",
+            ));
+        }
+    }
+    let new = NewOrder {
+        store,
+        channel,
+        platform: None,
+        channel_order_id: b.channel_order_id,
+        lines: parse_lines(b.lines)?,
+        note: b.note,
+        payment_status: PaymentStatus::Unpaid,
+        actor: who.actor(),
+    };
+    match orders::create(&st.db, &st.hub, new, idem).await? {
+        Created::Order { order, replayed } => {
+            let status = if replayed {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok(with_location(status, order))
+        }
+        Created::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut resp = (status, body).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(resp)
+        }
+    }
+}
+
+fn with_location(status: StatusCode, order: Order) -> Response {
+    let loc = HeaderValue::from_str(&format!("/api/v1/orders/{}", order.id)).ok();
+    let mut resp = (status, Json(order)).into_response();
+    if let Some(loc) = loc {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    resp
+}
+
+async fn get_one(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Order>> {
+    let order = orders::get(&st.db, &id).await?;
+    who.check_store(&order.store_id)?;
+    Ok(Json(order))
+}
+
+#[derive(Deserialize, Default)]
+struct ActBody {
+    reason: Option<String>,
+}
+
+async fn act(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Order>> {
+    let body = body.map_err(|e| {
+        Error::new(
+            e.status(),
+            "payload_too_large",
+            format!("the body is larger than {} bytes", super::BODY_LIMIT),
+        )
+    })?;
+    let action =
+        OrderAction::parse(&action).map_err(|e| Error::not_found("unknown_action", e.message))?;
+    // The body is optional (accept/ready/complete need none).
+    let reason = if body.is_empty() {
+        None
+    } else {
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
+        if !is_json {
+            return Err(Error::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+        super::extract::parse_json::<ActBody>(&body)?.value.reason
+    };
+    if who.role == Role::App && action != OrderAction::Cancel {
+        return Err(Error::forbidden("the app may only cancel orders"));
+    }
+    let guard = |o: &Order| {
+        who.check_store(&o.store_id)?;
+        if who.role == Role::App && o.channel != Channel::Official {
+            return Err(Error::forbidden(
+                "the app may only cancel its own channel's orders",
+            ));
+        }
+        Ok(())
+    };
+    let order = orders::act(&st.db, &st.hub, &id, action, reason, &who.actor(), &guard).await?;
+    Ok(Json(order))
+}

@@ -1,0 +1,762 @@
+//! Order use cases: create (reserving stock), act on an order (the state
+//! machine), read one, list a store's queue. Each write is one transaction.
+
+use proto::order::{
+    self as po, Channel, Money, Order, OrderAction, OrderLine, OrderStatus, PaymentStatus,
+    Quantity, Sku, StatusChange, StoreId, Unit,
+};
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use crate::catalog;
+use crate::clock::{self, now_micros};
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::events::{self, Hub};
+
+pub const MAX_LINES: usize = 100;
+pub const MAX_NOTE_CHARS: usize = 500;
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// One requested line, before the catalog has priced it.
+#[derive(Debug, Clone)]
+pub struct NewLine {
+    pub sku: Sku,
+    /// As sent; parsed once the product's unit is known.
+    pub quantity: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub store: StoreId,
+    pub channel: Channel,
+    pub platform: Option<String>,
+    /// The channel's own id of this order; a second order with the same id
+    /// in the same store and channel returns the first.
+    pub channel_order_id: Option<String>,
+    pub lines: Vec<NewLine>,
+    pub note: Option<String>,
+    pub payment_status: PaymentStatus,
+    /// Who placed it, for the history.
+    pub actor: String,
+}
+
+/// An `Idempotency-Key` as seen by the order store: scoped to the caller.
+pub struct IdemKey {
+    pub owner: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+pub enum Created {
+    /// A new order (or the existing one for a repeated channel order id,
+    /// `replayed` set).
+    Order { order: Order, replayed: bool },
+    /// A repeated idempotency key: the stored original answer.
+    Replay { status: u16, body: String },
+}
+
+pub fn check_note(note: Option<String>) -> Result<Option<String>> {
+    match note {
+        Some(n) if n.chars().count() > MAX_NOTE_CHARS => Err(Error::unprocessable(
+            "invalid_note",
+            format!("note is longer than {MAX_NOTE_CHARS} characters"),
+        )),
+        Some(n) if n.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Option<String>> {
+    let reason = reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    match &reason {
+        None if action.needs_reason() => Err(Error::unprocessable(
+            "reason_required",
+            format!("{} needs a reason", action.as_str()),
+        )),
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(Error::unprocessable(
+            "invalid_reason",
+            format!("reason is longer than {MAX_REASON_CHARS} characters"),
+        )),
+        _ => Ok(reason),
+    }
+}
+
+/// Creates an order: prices every line from the catalog, reserves its stock,
+/// numbers it for the day, and records it in the store feed — all or nothing.
+pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
+    if new.lines.is_empty() {
+        return Err(Error::unprocessable(
+            "invalid_lines",
+            "an order needs at least one line",
+        ));
+    }
+    if new.lines.len() > MAX_LINES {
+        return Err(Error::unprocessable(
+            "invalid_lines",
+            format!("an order has at most {MAX_LINES} lines"),
+        ));
+    }
+    let note = check_note(new.note.clone())?;
+    let now = now_micros();
+    let mut tx = db.write().await?;
+
+    if let Some(k) = &idem {
+        let fresh = sqlx::query(
+            "INSERT INTO idempotency_keys (key_id, idem_key, request_hash, status_code, response, created_at)
+             VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT (key_id, idem_key) DO NOTHING",
+        )
+        .bind(k.owner.clone())
+        .bind(k.key.clone())
+        .bind(k.request_hash.clone())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            let row = sqlx::query(
+                "SELECT request_hash, status_code, response FROM idempotency_keys
+                 WHERE key_id = $1 AND idem_key = $2",
+            )
+            .bind(k.owner.clone())
+            .bind(k.key.clone())
+            .fetch_one(&mut **tx)
+            .await?;
+            let hash: String = row.get("request_hash");
+            if hash != k.request_hash {
+                return Err(Error::unprocessable(
+                    "idempotency_conflict",
+                    "this Idempotency-Key was already used with a different request",
+                ));
+            }
+            return Ok(Created::Replay {
+                status: u16::try_from(row.get::<i64, _>("status_code")).unwrap_or(200),
+                body: row.get("response"),
+            });
+        }
+    }
+
+    if !catalog::store_exists(&mut tx, &new.store).await? {
+        return Err(Error::unprocessable(
+            "unknown_store",
+            format!("no store {}", new.store),
+        ));
+    }
+    // The store row lock, taken first by every order write of this store.
+    let seq = events::next_seq(&mut tx, &new.store)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+
+    if let Some(ref_id) = &new.channel_order_id {
+        if let Some(id) = find_by_channel_ref(
+            &mut tx,
+            &new.store,
+            new.channel,
+            new.platform.as_deref(),
+            ref_id,
+        )
+        .await?
+        {
+            let order = load(&mut tx, &id)
+                .await?
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
+            // Nothing changed: drop the transaction (and the feed number).
+            drop(tx);
+            return Ok(Created::Order {
+                order,
+                replayed: true,
+            });
+        }
+    }
+
+    let mut lines = Vec::with_capacity(new.lines.len());
+    let mut total = Money::ZERO;
+    for line in &new.lines {
+        let priced = price_line(&mut tx, &new.store, line, now).await?;
+        reserve(&mut tx, &new.store, &priced.sku, priced.quantity).await?;
+        total = total
+            .checked_add(priced.line_total)
+            .ok_or_else(|| Error::unprocessable("invalid_quantity", "order total is too large"))?;
+        lines.push(priced);
+    }
+
+    let day = clock::business_day(now);
+    let display_no: i64 = sqlx::query(
+        "INSERT INTO display_counters (store_id, business_day, last_no) VALUES ($1, $2, 1)
+         ON CONFLICT (store_id, business_day) DO UPDATE SET last_no = display_counters.last_no + 1
+         RETURNING last_no",
+    )
+    .bind(new.store.as_str().to_owned())
+    .bind(day.clone())
+    .fetch_one(&mut **tx)
+    .await?
+    .get(0);
+
+    let id = uuid::Uuid::now_v7().to_string();
+    sqlx::query(
+        "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
+                             status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
+    )
+    .bind(id.clone())
+    .bind(new.store.as_str().to_owned())
+    .bind(new.channel.as_str())
+    .bind(new.platform.clone().unwrap_or_default())
+    .bind(new.channel_order_id.clone())
+    .bind(display_no)
+    .bind(day.clone())
+    .bind(OrderStatus::Created.as_str())
+    .bind(new.payment_status.as_str())
+    .bind(total.fen())
+    .bind(note.clone())
+    .bind(new.actor.clone())
+    .bind(now)
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    for (i, l) in lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id.clone())
+        .bind(i as i64 + 1)
+        .bind(l.sku.as_str().to_owned())
+        .bind(l.name.clone())
+        .bind(l.unit.as_str())
+        .bind(l.quantity.milli())
+        .bind(l.unit_price.fen())
+        .bind(l.line_total.fen())
+        .execute(&mut **tx)
+        .await?;
+    }
+    record_history(
+        &mut tx,
+        &id,
+        now,
+        &new.actor,
+        None,
+        OrderStatus::Created,
+        None,
+    )
+    .await?;
+
+    let order = Order {
+        id: id.clone(),
+        store_id: new.store.clone(),
+        channel: new.channel,
+        platform: new.platform.clone(),
+        channel_order_id: new.channel_order_id.clone(),
+        display_no,
+        business_day: day,
+        status: OrderStatus::Created,
+        payment_status: new.payment_status,
+        lines,
+        total,
+        currency: po::CURRENCY,
+        note,
+        created_at: clock::rfc3339(now),
+        updated_at: clock::rfc3339(now),
+        seq,
+        history: vec![StatusChange {
+            at: clock::rfc3339(now),
+            by: new.actor.clone(),
+            from: None,
+            to: OrderStatus::Created,
+            reason: None,
+        }],
+    };
+    let payload = feed_payload("order.created", seq, &order)?;
+    events::append(
+        &mut tx,
+        &new.store,
+        seq,
+        &id,
+        "order.created",
+        now,
+        &payload,
+    )
+    .await?;
+
+    if let Some(k) = &idem {
+        let body = serde_json::to_string(&order).map_err(Error::internal)?;
+        sqlx::query(
+            "UPDATE idempotency_keys SET status_code = 201, response = $1 WHERE key_id = $2 AND idem_key = $3",
+        )
+        .bind(body)
+        .bind(k.owner.clone())
+        .bind(k.key.clone())
+        .execute(&mut **tx)
+        .await?;
+    }
+    match tx.commit().await {
+        Ok(()) => {}
+        Err(e) if is_unique_violation(&e) && new.channel_order_id.is_some() => {
+            // Another instance created the same channel order meanwhile.
+            let mut conn = db.pool.acquire().await?;
+            let id = find_by_channel_ref(
+                &mut conn,
+                &new.store,
+                new.channel,
+                new.platform.as_deref(),
+                new.channel_order_id.as_deref().unwrap_or_default(),
+            )
+            .await?
+            .ok_or_else(|| Error::internal(e))?;
+            let order = load(&mut conn, &id)
+                .await?
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
+            return Ok(Created::Order {
+                order,
+                replayed: true,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    hub.notify(&new.store);
+    Ok(Created::Order {
+        order,
+        replayed: false,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn feed_payload(kind: &str, seq: i64, order: &Order) -> Result<String> {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        seq: i64,
+        order: &'a Order,
+    }
+    serde_json::to_string(&Payload { kind, seq, order }).map_err(Error::internal)
+}
+
+async fn find_by_channel_ref(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    channel: Channel,
+    platform: Option<&str>,
+    ref_id: &str,
+) -> Result<Option<String>> {
+    let row = sqlx::query(
+        "SELECT id FROM orders WHERE store_id = $1 AND channel = $2 AND platform = $3 AND channel_order_id = $4",
+    )
+    .bind(store.as_str().to_owned())
+    .bind(channel.as_str())
+    .bind(platform.unwrap_or_default().to_owned())
+    .bind(ref_id.to_owned())
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+async fn price_line(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    line: &NewLine,
+    now: i64,
+) -> Result<OrderLine> {
+    let row = sqlx::query(
+        "SELECT p.name, p.unit, p.price_fen, i.price_fen AS override_fen, i.available, i.snoozed_until
+         FROM products p LEFT JOIN store_items i ON i.sku = p.sku AND i.store_id = $1
+         WHERE p.sku = $2",
+    )
+    .bind(store.as_str().to_owned())
+    .bind(line.sku.as_str().to_owned())
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| Error::unprocessable("unknown_sku", format!("no product {}", line.sku)))?;
+    let unit = Unit::parse(&row.get::<String, _>("unit")).map_err(Error::internal)?;
+    let quantity = Quantity::parse(unit, &line.quantity)?;
+    if row.get::<Option<i64>, _>("available") == Some(0) {
+        return Err(Error::conflict(
+            "item_unavailable",
+            format!("{} is not sold in store {store}", line.sku),
+        ));
+    }
+    if let Some(until) = row
+        .get::<Option<i64>, _>("snoozed_until")
+        .filter(|u| *u > now)
+    {
+        return Err(Error::conflict(
+            "item_unavailable",
+            format!(
+                "{} is unavailable until {}",
+                line.sku,
+                clock::rfc3339(until)
+            ),
+        ));
+    }
+    let list = row.get::<i64, _>("price_fen");
+    let unit_price = Money::from_fen(row.get::<Option<i64>, _>("override_fen").unwrap_or(list));
+    let line_total = po::line_total(unit_price, quantity)
+        .ok_or_else(|| Error::unprocessable("invalid_quantity", "line total is too large"))?;
+    Ok(OrderLine {
+        sku: line.sku.clone(),
+        name: row.get("name"),
+        unit,
+        quantity,
+        unit_price,
+        line_total,
+    })
+}
+
+/// Reserves stock, or refuses: never more than on hand less already reserved.
+async fn reserve(conn: &mut AnyConnection, store: &StoreId, sku: &Sku, q: Quantity) -> Result<()> {
+    let n = sqlx::query(
+        "UPDATE store_items SET reserved = reserved + $1
+         WHERE store_id = $2 AND sku = $3 AND on_hand - reserved >= $1",
+    )
+    .bind(q.milli())
+    .bind(store.as_str().to_owned())
+    .bind(sku.as_str().to_owned())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(Error::conflict(
+            "out_of_stock",
+            format!("not enough {sku} in store {store} for {q}"),
+        ))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum StockEffect {
+    Release,
+    Consume,
+}
+
+async fn apply_stock(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    lines: &[OrderLine],
+    effect: StockEffect,
+) -> Result<()> {
+    let sql = match effect {
+        StockEffect::Release => {
+            "UPDATE store_items SET reserved = CASE WHEN reserved >= $1 THEN reserved - $1 ELSE 0 END
+             WHERE store_id = $2 AND sku = $3"
+        }
+        StockEffect::Consume => {
+            "UPDATE store_items SET reserved = CASE WHEN reserved >= $1 THEN reserved - $1 ELSE 0 END,
+                                    on_hand = CASE WHEN on_hand >= $1 THEN on_hand - $1 ELSE 0 END
+             WHERE store_id = $2 AND sku = $3"
+        }
+    };
+    for l in lines {
+        sqlx::query(sql)
+            .bind(l.quantity.milli())
+            .bind(store.as_str().to_owned())
+            .bind(l.sku.as_str().to_owned())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn record_history(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    at: i64,
+    by: &str,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
+    reason: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO order_history (order_id, at, by_whom, from_status, to_status, reason)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(order_id.to_owned())
+    .bind(at)
+    .bind(by.to_owned())
+    .bind(from.map(|s| s.as_str()))
+    .bind(to.as_str())
+    .bind(reason.map(str::to_owned))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Who may do what to an order, beyond seeing its store.
+pub type Guard<'a> = &'a (dyn Fn(&Order) -> Result<()> + Send + Sync);
+
+/// Applies a store (or customer) action through the one state machine.
+pub async fn act(
+    db: &Db,
+    hub: &Hub,
+    id: &str,
+    action: OrderAction,
+    reason: Option<String>,
+    actor: &str,
+    guard: Guard<'_>,
+) -> Result<Order> {
+    let reason = check_reason(action, reason)?;
+    let now = now_micros();
+    let mut tx = db.write().await?;
+    let store = order_store(&mut tx, id).await?;
+    let seq = events::next_seq(&mut tx, &store)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+    let current = load(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+    guard(&current)?;
+    let to = po::transition(current.status, action)?;
+    let n = sqlx::query(
+        "UPDATE orders SET status = $1, updated_at = $2, seq = $3 WHERE id = $4 AND status = $5",
+    )
+    .bind(to.as_str())
+    .bind(now)
+    .bind(seq)
+    .bind(id.to_owned())
+    .bind(current.status.as_str())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Err(Error::conflict(
+            "concurrent_update",
+            "the order changed meanwhile; reload and retry",
+        ));
+    }
+    match to {
+        OrderStatus::Rejected | OrderStatus::Cancelled => {
+            apply_stock(&mut tx, &store, &current.lines, StockEffect::Release).await?
+        }
+        OrderStatus::Completed => {
+            apply_stock(&mut tx, &store, &current.lines, StockEffect::Consume).await?
+        }
+        _ => {}
+    }
+    record_history(
+        &mut tx,
+        id,
+        now,
+        actor,
+        Some(current.status),
+        to,
+        reason.as_deref(),
+    )
+    .await?;
+    let order = load(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+    let payload = feed_payload("order.status_changed", seq, &order)?;
+    events::append(
+        &mut tx,
+        &store,
+        seq,
+        id,
+        "order.status_changed",
+        now,
+        &payload,
+    )
+    .await?;
+    tx.commit().await?;
+    hub.notify(&store);
+    Ok(order)
+}
+
+fn not_found(id: &str) -> Error {
+    Error::not_found("order_not_found", format!("no order {id}"))
+}
+
+async fn order_store(conn: &mut AnyConnection, id: &str) -> Result<StoreId> {
+    let row = sqlx::query("SELECT store_id FROM orders WHERE id = $1")
+        .bind(id.to_owned())
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    StoreId::parse(&row.get::<String, _>(0)).map_err(Error::internal)
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Order> {
+    let mut conn = db.pool.acquire().await?;
+    load(&mut conn, id).await?.ok_or_else(|| not_found(id))
+}
+
+const ORDER_COLS: &str =
+    "id, store_id, channel, platform, channel_order_id, display_no, business_day, status,
+     payment_status, total_fen, note, created_at, updated_at, seq";
+
+fn order_from_row(r: &sqlx::any::AnyRow) -> Result<Order> {
+    let platform: String = r.get("platform");
+    Ok(Order {
+        id: r.get("id"),
+        store_id: StoreId::parse(&r.get::<String, _>("store_id")).map_err(Error::internal)?,
+        channel: Channel::parse(&r.get::<String, _>("channel")).map_err(Error::internal)?,
+        platform: (!platform.is_empty()).then_some(platform),
+        channel_order_id: r.get("channel_order_id"),
+        display_no: r.get("display_no"),
+        business_day: r.get("business_day"),
+        status: OrderStatus::parse(&r.get::<String, _>("status")).map_err(Error::internal)?,
+        payment_status: PaymentStatus::parse(&r.get::<String, _>("payment_status"))
+            .map_err(Error::internal)?,
+        lines: Vec::new(),
+        total: Money::from_fen(r.get("total_fen")),
+        currency: po::CURRENCY,
+        note: r.get("note"),
+        created_at: clock::rfc3339(r.get("created_at")),
+        updated_at: clock::rfc3339(r.get("updated_at")),
+        seq: r.get("seq"),
+        history: Vec::new(),
+    })
+}
+
+/// Loads one order with its lines and history.
+pub async fn load(conn: &mut AnyConnection, id: &str) -> Result<Option<Order>> {
+    let sql = format!("SELECT {ORDER_COLS} FROM orders WHERE id = $1");
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_owned())
+        .fetch_optional(&mut *conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut orders = vec![order_from_row(&row)?];
+    fill_details(conn, &mut orders).await?;
+    Ok(orders.pop())
+}
+
+/// Loads the lines and history of several orders in two queries.
+async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let placeholders = (1..=orders.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let lines_sql = format!(
+        "SELECT order_id, sku, name, unit, qty_milli, unit_price_fen, line_total_fen FROM order_lines
+         WHERE order_id IN ({placeholders}) ORDER BY order_id, line_no"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(lines_sql));
+    for o in orders.iter() {
+        q = q.bind(o.id.clone());
+    }
+    let index: std::collections::HashMap<String, usize> = orders
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o.id.clone(), i))
+        .collect();
+    for r in q.fetch_all(&mut *conn).await? {
+        let oid: String = r.get("order_id");
+        let Some(&i) = index.get(&oid) else { continue };
+        let unit = Unit::parse(&r.get::<String, _>("unit")).map_err(Error::internal)?;
+        orders[i].lines.push(OrderLine {
+            sku: Sku::parse(&r.get::<String, _>("sku")).map_err(Error::internal)?,
+            name: r.get("name"),
+            unit,
+            quantity: Quantity::from_milli(unit, r.get("qty_milli")),
+            unit_price: Money::from_fen(r.get("unit_price_fen")),
+            line_total: Money::from_fen(r.get("line_total_fen")),
+        });
+    }
+    let hist_sql = format!(
+        "SELECT order_id, at, by_whom, from_status, to_status, reason FROM order_history
+         WHERE order_id IN ({placeholders}) ORDER BY id"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(hist_sql));
+    for o in orders.iter() {
+        q = q.bind(o.id.clone());
+    }
+    for r in q.fetch_all(&mut *conn).await? {
+        let oid: String = r.get("order_id");
+        let Some(&i) = index.get(&oid) else { continue };
+        let from: Option<String> = r.get("from_status");
+        orders[i].history.push(StatusChange {
+            at: clock::rfc3339(r.get("at")),
+            by: r.get("by_whom"),
+            from: from
+                .map(|f| OrderStatus::parse(&f))
+                .transpose()
+                .map_err(Error::internal)?,
+            to: OrderStatus::parse(&r.get::<String, _>("to_status")).map_err(Error::internal)?,
+            reason: r.get("reason"),
+        });
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub statuses: Vec<OrderStatus>,
+    pub channel: Option<Channel>,
+    /// Only orders changed after this feed position.
+    pub since: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub orders: Vec<Order>,
+    /// Pass as `since` to get only what changed after this page.
+    pub cursor: i64,
+    pub has_more: bool,
+}
+
+/// The aggregated queue: every order of a store, whatever its channel, in
+/// the order of their last change.
+pub async fn list(db: &Db, store: &StoreId, f: &Filter) -> Result<Page> {
+    let mut conn = db.pool.acquire().await?;
+    let head = sqlx::query("SELECT event_seq FROM stores WHERE id = $1")
+        .bind(store.as_str().to_owned())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::not_found("unknown_store", format!("no store {store}")))?
+        .get::<i64, _>(0);
+    let mut sql = format!("SELECT {ORDER_COLS} FROM orders WHERE store_id = $1 AND seq > $2");
+    let mut n = 2;
+    if !f.statuses.is_empty() {
+        let ph: Vec<String> = f
+            .statuses
+            .iter()
+            .map(|_| {
+                n += 1;
+                format!("${n}")
+            })
+            .collect();
+        sql.push_str(&format!(" AND status IN ({})", ph.join(", ")));
+    }
+    if f.channel.is_some() {
+        n += 1;
+        sql.push_str(&format!(" AND channel = ${n}"));
+    }
+    n += 1;
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${n}"));
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(store.as_str().to_owned())
+        .bind(f.since.unwrap_or(0));
+    for s in &f.statuses {
+        q = q.bind(s.as_str());
+    }
+    if let Some(c) = f.channel {
+        q = q.bind(c.as_str());
+    }
+    let rows = q.bind(f.limit + 1).fetch_all(&mut *conn).await?;
+    let has_more = rows.len() as i64 > f.limit;
+    let mut orders = rows
+        .iter()
+        .take(f.limit as usize)
+        .map(order_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    fill_details(&mut conn, &mut orders).await?;
+    let cursor = if has_more {
+        orders.last().map(|o| o.seq).unwrap_or(head)
+    } else {
+        head.max(f.since.unwrap_or(0))
+    };
+    Ok(Page {
+        orders,
+        cursor,
+        has_more,
+    })
+}
