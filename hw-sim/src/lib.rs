@@ -1,1 +1,6 @@
-//! Simulators of devices and outside parties.
+//! Simulators of devices and outside parties, for office testing.
+//!
+//! Each simulator is a module with a `clap` argument struct and a `run`; the
+//! `hw-sim` binary has one subcommand per module.
+
+pub mod devices;

@@ -1,0 +1,394 @@
+//! A receipt printer that reads ESC/POS, keeps every receipt it printed, and
+//! fails like a real one: out of paper, cover open, cutter jammed.
+//!
+//! When printing stops in the middle of a job, what was printed stays on the
+//! paper as a torn-off fragment (`cut: false`) and the printer drops the rest
+//! of that job — everything up to the next `ESC @` — so the host must print
+//! the job again after recovery. Real-time commands (`DLE EOT`, `DLE ENQ`) are
+//! answered even while offline.
+
+use std::time::Instant;
+
+use proto::device::Decode;
+use proto::device::escpos::{
+    self, Command, ErrorCause, OfflineCause, PaperSensor, PrinterStatus, Status, StatusKind,
+};
+use serde::{Deserialize, Serialize};
+
+use super::line::Model;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Paper {
+    #[default]
+    Ok,
+    NearEnd,
+    End,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cover {
+    #[default]
+    Closed,
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cutter {
+    #[default]
+    Ok,
+    Jammed,
+}
+
+/// `PUT /printer/state`; omitted fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateRequest {
+    pub paper: Option<Paper>,
+    pub cover: Option<Cover>,
+    pub cutter: Option<Cutter>,
+    /// The paper runs out after this many more printed lines.
+    pub paper_left_lines: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PrinterState {
+    pub paper: Paper,
+    pub cover: Cover,
+    pub cutter: Cutter,
+    pub paper_left_lines: Option<u32>,
+    pub online: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrintedReceipt {
+    /// The printed text, decoded from GB18030 to UTF-8, lines ended by `\n`.
+    pub text: String,
+    /// The payloads of the QR codes printed on it.
+    pub qr: Vec<String>,
+    /// Whether it was cut off cleanly; `false` for a fragment left when
+    /// printing stopped.
+    pub cut: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Drawer {
+    pub open: bool,
+    pub kicks: u32,
+}
+
+#[derive(Default)]
+struct Page {
+    text: String,
+    qr: Vec<String>,
+    pending: Vec<u8>,
+}
+
+impl Page {
+    fn is_empty(&self) -> bool {
+        self.text.is_empty() && self.qr.is_empty() && self.pending.is_empty()
+    }
+}
+
+#[derive(Default)]
+pub struct Printer {
+    buf: Vec<u8>,
+    chinese: bool,
+    page: Page,
+    qr_stored: Option<Vec<u8>>,
+    receipts: Vec<PrintedReceipt>,
+    paper: Paper,
+    paper_left_lines: Option<u32>,
+    cover: Cover,
+    cutter: Cutter,
+    /// A job was cut short: drop data until the next `ESC @`.
+    interrupted: bool,
+    drawer: Drawer,
+}
+
+/// Bytes kept while waiting for the rest of a command; a printer's receive
+/// buffer is a few KB.
+const MAX_BUFFER: usize = 64 * 1024;
+
+impl Printer {
+    pub fn receipts(&self) -> Vec<PrintedReceipt> {
+        self.receipts.clone()
+    }
+
+    pub fn clear_receipts(&mut self) {
+        self.receipts.clear();
+    }
+
+    pub fn drawer(&self) -> Drawer {
+        self.drawer
+    }
+
+    pub fn set_drawer_open(&mut self, open: bool) {
+        self.drawer.open = open;
+    }
+
+    pub fn state(&self) -> PrinterState {
+        PrinterState {
+            paper: self.paper,
+            cover: self.cover,
+            cutter: self.cutter,
+            paper_left_lines: self.paper_left_lines,
+            online: self.online(),
+        }
+    }
+
+    pub fn set_state(&mut self, req: StateRequest) {
+        if let Some(p) = req.paper {
+            self.paper = p;
+        }
+        if let Some(c) = req.cover {
+            self.cover = c;
+        }
+        if let Some(c) = req.cutter {
+            self.cutter = c;
+        }
+        if req.paper_left_lines.is_some() {
+            self.paper_left_lines = req.paper_left_lines;
+        }
+        if !self.online() {
+            self.stop_printing();
+        }
+    }
+
+    fn online(&self) -> bool {
+        self.paper != Paper::End && self.cover == Cover::Closed && self.cutter == Cutter::Ok
+    }
+
+    fn status(&self, kind: StatusKind) -> Status {
+        match kind {
+            StatusKind::Printer => Status::Printer(PrinterStatus {
+                drawer_open: self.drawer.open,
+                offline: !self.online(),
+            }),
+            StatusKind::OfflineCause => Status::OfflineCause(OfflineCause {
+                cover_open: self.cover == Cover::Open,
+                feed_button: false,
+                paper_end_stop: self.paper == Paper::End,
+                error: self.cutter == Cutter::Jammed,
+            }),
+            StatusKind::ErrorCause => Status::ErrorCause(ErrorCause {
+                cutter_error: self.cutter == Cutter::Jammed,
+                unrecoverable: false,
+                auto_recoverable: false,
+            }),
+            StatusKind::PaperSensor => Status::PaperSensor(PaperSensor {
+                near_end: self.paper != Paper::Ok,
+                paper_end: self.paper == Paper::End,
+            }),
+        }
+    }
+
+    /// Printing stopped: what is on the paper becomes a fragment, the rest of
+    /// the job is lost.
+    fn stop_printing(&mut self) {
+        self.flush_text();
+        if !self.page.is_empty() {
+            let page = std::mem::take(&mut self.page);
+            self.receipts.push(PrintedReceipt {
+                text: page.text,
+                qr: page.qr,
+                cut: false,
+            });
+        }
+        self.interrupted = true;
+    }
+
+    fn flush_text(&mut self) {
+        let bytes = std::mem::take(&mut self.page.pending);
+        if bytes.is_empty() {
+            return;
+        }
+        if self.chinese {
+            self.page.text.push_str(&escpos::decode_gb18030(&bytes));
+        } else {
+            self.page.text.extend(
+                bytes
+                    .iter()
+                    .map(|&b| if b < 0x80 { b as char } else { '?' }),
+            );
+        }
+    }
+
+    fn print_line(&mut self) {
+        self.flush_text();
+        self.page.text.push('\n');
+        self.use_paper(1);
+    }
+
+    fn use_paper(&mut self, lines: u32) {
+        if let Some(left) = self.paper_left_lines {
+            let left = left.saturating_sub(lines);
+            self.paper_left_lines = Some(left);
+            if left == 0 {
+                self.paper = Paper::End;
+                self.paper_left_lines = None;
+                self.stop_printing();
+            }
+        }
+    }
+
+    fn execute(&mut self, cmd: Command, out: &mut Vec<u8>) {
+        // Real-time commands first: they work even while offline.
+        match cmd {
+            Command::StatusRequest(kind) => {
+                out.push(self.status(kind).to_byte());
+                return;
+            }
+            Command::Recover(_) => return,
+            _ => {}
+        }
+        if !self.online() {
+            self.interrupted = true;
+            return;
+        }
+        if self.interrupted {
+            if cmd != Command::Init {
+                return;
+            }
+            self.interrupted = false;
+        }
+        match cmd {
+            Command::Init => {
+                self.flush_text();
+                self.chinese = false;
+                self.qr_stored = None;
+            }
+            Command::Text(t) => self.page.pending.extend(t),
+            Command::LineFeed => self.print_line(),
+            Command::FeedLines(n) => self.use_paper(u32::from(n)),
+            Command::ChineseOn | Command::ChineseOff => {
+                self.flush_text();
+                self.chinese = cmd == Command::ChineseOn;
+            }
+            Command::QrStore(data) => self.qr_stored = Some(data),
+            Command::QrPrint => {
+                if let Some(data) = &self.qr_stored {
+                    let payload = String::from_utf8_lossy(data).into_owned();
+                    self.page.qr.push(payload);
+                    self.use_paper(8);
+                }
+            }
+            Command::Cut => {
+                self.flush_text();
+                if self.cutter == Cutter::Jammed {
+                    self.stop_printing();
+                    return;
+                }
+                let page = std::mem::take(&mut self.page);
+                self.receipts.push(PrintedReceipt {
+                    text: page.text,
+                    qr: page.qr,
+                    cut: true,
+                });
+            }
+            Command::DrawerKick { .. } => {
+                self.drawer.open = true;
+                self.drawer.kicks += 1;
+            }
+            Command::ProcessId(id) => out.extend(escpos::process_id_response(id)),
+            Command::Align(_)
+            | Command::Bold(_)
+            | Command::Size { .. }
+            | Command::QrModel(_)
+            | Command::QrModuleSize(_)
+            | Command::QrLevel(_)
+            | Command::Ignored
+            | Command::StatusRequest(_)
+            | Command::Recover(_) => {}
+        }
+    }
+}
+
+impl Model for Printer {
+    fn on_bytes(&mut self, input: &[u8], _now: Instant) -> Vec<u8> {
+        self.buf.extend_from_slice(input);
+        let mut out = vec![];
+        let mut used = 0;
+        loop {
+            match escpos::decode(&self.buf[used..]) {
+                Decode::Done(cmd, n) => {
+                    used += n;
+                    self.execute(cmd, &mut out);
+                }
+                Decode::Invalid { skip, reason } => {
+                    tracing::debug!(reason, "printer skipped bytes");
+                    used += skip;
+                }
+                Decode::NeedMore => break,
+            }
+        }
+        self.buf.drain(..used);
+        if self.buf.len() > MAX_BUFFER {
+            self.buf.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::device::escpos::{ProcessId, QrLevel, Receipt};
+
+    fn feed(p: &mut Printer, bytes: &[u8]) -> Vec<u8> {
+        // One byte at a time: splits must not matter.
+        bytes
+            .iter()
+            .flat_map(|b| p.on_bytes(&[*b], Instant::now()))
+            .collect()
+    }
+
+    #[test]
+    fn prints_and_answers() {
+        let mut p = Printer::default();
+        let r = Receipt::new()
+            .line("欢迎光临 Welcome")
+            .qr("支付 https://x".as_bytes(), 4, QrLevel::M)
+            .cut()
+            .process_id(ProcessId::for_job(7));
+        let out = feed(&mut p, r.as_bytes());
+        assert_eq!(out, escpos::process_id_response(ProcessId::for_job(7)));
+        assert_eq!(
+            p.receipts(),
+            vec![PrintedReceipt {
+                text: "欢迎光临 Welcome\n".into(),
+                qr: vec!["支付 https://x".into()],
+                cut: true
+            }]
+        );
+    }
+
+    #[test]
+    fn paper_end_leaves_a_fragment_and_drops_the_rest_of_the_job() {
+        let mut p = Printer::default();
+        p.set_state(StateRequest {
+            paper_left_lines: Some(2),
+            ..Default::default()
+        });
+        let r = Receipt::new()
+            .line("a")
+            .line("b")
+            .line("c")
+            .cut()
+            .process_id(ProcessId::for_job(1));
+        let out = feed(&mut p, r.as_bytes());
+        assert!(out.is_empty());
+        assert_eq!(feed(&mut p, &[0x10, 0x04, 4]), vec![0x7E]);
+        assert_eq!(p.receipts().len(), 1);
+        assert!(!p.receipts()[0].cut);
+        p.set_state(StateRequest {
+            paper: Some(Paper::Ok),
+            ..Default::default()
+        });
+        let out = feed(&mut p, r.as_bytes());
+        assert_eq!(out.len(), 7);
+        assert_eq!(p.receipts()[1].text, "a\nb\nc\n");
+    }
+}

@@ -1,0 +1,28 @@
+use clap::{Parser, Subcommand};
+
+/// Simulators of the store's devices and outside parties, for office testing.
+#[derive(Parser)]
+#[command(name = "hw-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receipt printer, scale, scanner and customer display on pseudo-terminals.
+    Devices(hw_sim::devices::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Devices(args) => hw_sim::devices::run(args).await,
+    }
+}
