@@ -210,18 +210,20 @@ pub async fn list(db: &Db) -> Result<Vec<KeyInfo>> {
 /// does not cost a query per request. Revocation takes effect within `TTL`.
 #[derive(Clone, Default)]
 pub struct KeyCache {
-    inner: Arc<RwLock<HashMap<String, (Instant, Option<Principal>)>>>,
+    inner: Arc<RwLock<HashMap<String, CachedKey>>>,
 }
+
+/// When a key was looked up, and what was found (`None`: no such key).
+type CachedKey = (Instant, Option<Principal>);
 
 const TTL: Duration = Duration::from_secs(10);
 
 impl KeyCache {
     pub async fn authenticate(&self, db: &Db, token: &str) -> Result<Principal> {
         let hash = hash_key(token);
-        if let Some((at, p)) = self.inner.read().ok().and_then(|m| m.get(&hash).cloned()) {
-            if at.elapsed() < TTL {
-                return p.ok_or_else(|| Error::unauthorized("unknown or revoked API key"));
-            }
+        let cached = self.inner.read().ok().and_then(|m| m.get(&hash).cloned());
+        if let Some((_, p)) = cached.filter(|(at, _)| at.elapsed() < TTL) {
+            return p.ok_or_else(|| Error::unauthorized("unknown or revoked API key"));
         }
         let row = sqlx::query(
             "SELECT id, role, store_id, terminal_id FROM api_keys

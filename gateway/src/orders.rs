@@ -51,7 +51,7 @@ pub struct IdemKey {
 pub enum Created {
     /// A new order (or the existing one for a repeated channel order id,
     /// `replayed` set).
-    Order { order: Order, replayed: bool },
+    Order { order: Box<Order>, replayed: bool },
     /// A repeated idempotency key: the stored original answer.
     Replay { status: u16, body: String },
 }
@@ -150,26 +150,29 @@ pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) ->
         .await?
         .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
 
-    if let Some(ref_id) = &new.channel_order_id {
-        if let Some(id) = find_by_channel_ref(
-            &mut tx,
-            &new.store,
-            new.channel,
-            new.platform.as_deref(),
-            ref_id,
-        )
-        .await?
-        {
-            let order = load(&mut tx, &id)
-                .await?
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
-            // Nothing changed: drop the transaction (and the feed number).
-            drop(tx);
-            return Ok(Created::Order {
-                order,
-                replayed: true,
-            });
+    let existing = match &new.channel_order_id {
+        Some(ref_id) => {
+            find_by_channel_ref(
+                &mut tx,
+                &new.store,
+                new.channel,
+                new.platform.as_deref(),
+                ref_id,
+            )
+            .await?
         }
+        None => None,
+    };
+    if let Some(id) = existing {
+        let order = load(&mut tx, &id)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
+        // Nothing changed: the transaction (and the feed number) is dropped.
+        drop(tx);
+        return Ok(Created::Order {
+            order: Box::new(order),
+            replayed: true,
+        });
     }
 
     let mut lines = Vec::with_capacity(new.lines.len());
@@ -310,7 +313,7 @@ pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) ->
                 .await?
                 .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
             return Ok(Created::Order {
-                order,
+                order: Box::new(order),
                 replayed: true,
             });
         }
@@ -318,7 +321,7 @@ pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) ->
     }
     hub.notify(&new.store);
     Ok(Created::Order {
-        order,
+        order: Box::new(order),
         replayed: false,
     })
 }

@@ -1,1 +1,343 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared helpers of the end-to-end tests: `TestApp` runs the real gateway
+//! on 127.0.0.1:0 over a throwaway database (a SQLite file in a temporary
+//! folder, or a fresh PostgreSQL database) and talks to it over HTTP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gateway::db::Db;
+use gateway::http::{self, AppState};
+use gateway::keys::{self, KeySpec, Role};
+use proto::order::{Money, Sku, StoreId, Unit};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+pub use gateway::db::Backend;
+
+/// Where PostgreSQL is; tests make their own database on it.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A PostgreSQL database made for one test, dropped with it.
+pub struct ThrowawayPg {
+    pub url: String,
+    name: String,
+}
+
+impl ThrowawayPg {
+    /// Makes a database, or says why not: `Err` when PostgreSQL is not
+    /// reachable (a test then skips, or fails under CI=true).
+    pub async fn create() -> Result<Self, String> {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let admin = postgres_admin_url();
+        let mut conn =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::AnyConnection::connect(&admin))
+                .await
+                .map_err(|_| format!("timed out connecting to {admin}"))?
+                .map_err(|e| format!("cannot connect to {admin}: {e}"))?;
+        let name = format!("gw_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| format!("cannot create a database on {admin}: {e}"))?;
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        Ok(ThrowawayPg {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+}
+
+impl Drop for ThrowawayPg {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee: use a thread of our own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::AnyConnection::connect(&postgres_admin_url()).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A throwaway database of either kind.
+pub enum TestDb {
+    Sqlite(tempfile::TempDir, String),
+    Postgres(ThrowawayPg),
+}
+
+impl TestDb {
+    /// `None` when the backend is unavailable here (PostgreSQL down outside
+    /// CI: the reason is printed). Under CI=true an unreachable PostgreSQL
+    /// fails the test.
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}/gateway.db", dir.path().display());
+                Some(TestDb::Sqlite(dir, url))
+            }
+            Backend::Postgres => match ThrowawayPg::create().await {
+                Ok(pg) => Some(TestDb::Postgres(pg)),
+                Err(why) if in_ci() => panic!("PostgreSQL is required under CI=true: {why}"),
+                Err(why) => {
+                    eprintln!("SKIPPED (PostgreSQL unavailable): {why}");
+                    None
+                }
+            },
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite(_, url) => url,
+            TestDb::Postgres(pg) => &pg.url,
+        }
+    }
+}
+
+/// The real gateway, serving HTTP on a port of its own.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: Db,
+    pub admin: String,
+    pub app: String,
+    /// Terminal keys by store.
+    pub terminals: HashMap<String, String>,
+    closing: watch::Sender<bool>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    // Last: the database goes after the server.
+    _store: TestDb,
+}
+
+impl TestApp {
+    /// Starts a gateway with stores S001 and S002 and keys for each role.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        let store = TestDb::new(backend).await?;
+        let db = Db::connect(store.url()).await.expect("connect");
+        db.migrate_up().await.expect("migrate");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (closing, closing_rx) = watch::channel(false);
+        let mut state = AppState::new(db.clone(), closing_rx.clone());
+        std::sync::Arc::make_mut(&mut state.inner).feed_poll = Duration::from_millis(200);
+        let mut rx = closing_rx;
+        let server = tokio::spawn(async move {
+            let _ = http::serve(listener, state, async move {
+                let _ = rx.wait_for(|c| *c).await;
+            })
+            .await;
+        });
+        let mk = |role, store: Option<&str>| {
+            let db = db.clone();
+            let store = store.map(|s| StoreId::parse(s).expect("store"));
+            async move {
+                keys::create(
+                    &db,
+                    KeySpec {
+                        role,
+                        store,
+                        terminal: None,
+                        label: None,
+                    },
+                )
+                .await
+                .expect("key")
+                .token
+            }
+        };
+        let admin = mk(Role::Admin, None).await;
+        let app = mk(Role::App, None).await;
+        let mut terminals = HashMap::new();
+        for s in ["S001", "S002"] {
+            gateway::catalog::put_store(&db, &StoreId::parse(s).expect("id"), format!("门店 {s}"))
+                .await
+                .expect("store");
+            terminals.insert(s.to_owned(), mk(Role::Terminal, Some(s)).await);
+        }
+        Some(TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+            db,
+            admin,
+            app,
+            terminals,
+            closing,
+            server: Some(server),
+            _store: store,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn terminal(&self, store: &str) -> &str {
+        &self.terminals[store]
+    }
+
+    /// A product listed in every test store with this much stock.
+    pub async fn product(&self, sku: &str, name: &str, unit: Unit, price: &str, stock: &str) {
+        gateway::catalog::put_product(
+            &self.db,
+            gateway::catalog::ProductSpec {
+                sku: Sku::parse(sku).expect("sku"),
+                name: name.to_owned(),
+                unit,
+                price: Money::parse(price).expect("price"),
+            },
+        )
+        .await
+        .expect("product");
+        for s in ["S001", "S002"] {
+            self.stock(s, sku, stock).await;
+        }
+    }
+
+    pub async fn stock(&self, store: &str, sku: &str, on_hand: &str) {
+        let r = self
+            .http
+            .put(self.url(&format!("/api/v1/stores/{store}/stock/{sku}")))
+            .bearer_auth(&self.admin)
+            .json(&json!({ "on_hand": on_hand }))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            r.status(),
+            200,
+            "setting stock: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// One catalog item of a store, as the catalog endpoint shows it.
+    pub async fn item(&self, store: &str, sku: &str) -> Value {
+        let cat: Value = self
+            .get_json(&format!("/api/v1/stores/{store}/catalog"), &self.admin)
+            .await
+            .1;
+        cat["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["sku"] == sku).cloned())
+            .unwrap_or(Value::Null)
+    }
+
+    pub async fn get_json(&self, path: &str, key: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Places an official order through the app key.
+    pub async fn order(&self, store: &str, lines: &[(&str, &str)]) -> (u16, Value) {
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(s, q)| json!({"sku": s, "quantity": q}))
+            .collect();
+        self.post_json(
+            "/api/v1/orders",
+            &self.app,
+            &json!({"store_id": store, "lines": lines}),
+        )
+        .await
+    }
+
+    pub async fn act(&self, id: &str, action: &str, key: &str) -> (u16, Value) {
+        self.post_json(
+            &format!("/api/v1/orders/{id}/{action}"),
+            key,
+            &json!({"reason": "test"}),
+        )
+        .await
+    }
+
+    /// Every order of a store, across channels.
+    pub async fn queue(&self, store: &str) -> Vec<Value> {
+        let (_, v) = self
+            .get_json(&format!("/api/v1/stores/{store}/orders"), &self.admin)
+            .await;
+        v["orders"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.closing.send(true);
+        if let Some(s) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), s).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.closing.send(true);
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+}
+
+/// Runs a test body once per backend: `sqlite` and `postgres` test cases.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}

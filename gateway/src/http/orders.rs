@@ -110,13 +110,14 @@ async fn create(
         }
         Role::App | Role::Admin => Channel::Official,
     };
-    if let Some(r) = &b.channel_order_id {
-        if r.is_empty() || r.len() > 64 {
-            return Err(Error::unprocessable(
-                "invalid_request",
-                "channel_order_id must be 1-64 characters",
-            ));
-        }
+    if b.channel_order_id
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 64)
+    {
+        return Err(Error::unprocessable(
+            "invalid_request",
+            "channel_order_id must be 1-64 characters",
+        ));
     }
     let new = NewOrder {
         store,
@@ -135,7 +136,7 @@ async fn create(
             } else {
                 StatusCode::CREATED
             };
-            Ok(with_location(status, order))
+            Ok(with_location(status, *order))
         }
         Created::Replay { status, body } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);

@@ -1,0 +1,9 @@
+//! Black-box tests of the REST surface, each on SQLite and on PostgreSQL.
+
+mod api {
+    pub mod auth;
+    pub mod feed;
+    pub mod inventory;
+    pub mod orders;
+    pub mod validation;
+}

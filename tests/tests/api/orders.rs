@@ -1,0 +1,295 @@
+//! Creating orders, idempotency, the state machine, totals and names.
+
+use proto::order::Unit;
+use serde_json::{Value, json};
+use tests::{Backend, TestApp, on_both_databases};
+
+on_both_databases!(
+    idempotent_create_returns_the_original,
+    same_key_different_body_is_a_conflict,
+    every_illegal_transition_is_refused,
+    weights_are_totalled_to_the_fen,
+    chinese_names_round_trip,
+    display_numbers_count_per_store,
+    history_records_who_when_and_why,
+    channel_order_id_never_duplicates,
+);
+
+async fn setup(b: Backend) -> Option<TestApp> {
+    let app = TestApp::spawn(b).await?;
+    app.product("COLA", "可口可乐", Unit::Piece, "3.50", "100")
+        .await;
+    app.product("DUCK-NECK", "卤鸭脖", Unit::Kg, "39.90", "20.000")
+        .await;
+    Some(app)
+}
+
+async fn create_with_key(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(app.url("/api/v1/orders"))
+        .bearer_auth(&app.app)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn idempotent_create_returns_the_original(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let body = json!({"store_id": "S001", "lines": [{"sku": "COLA", "quantity": "2"}]});
+    let (s1, o1) = create_with_key(&app, "retry-1", &body).await;
+    let (s2, o2) = create_with_key(&app, "retry-1", &body).await;
+    assert_eq!(s1, 201, "{o1}");
+    assert_eq!(s2, 201, "a retry answers like the original: {o2}");
+    assert_eq!(o1["id"], o2["id"]);
+    assert_eq!(o1, o2);
+    // Key order in the JSON does not make a different request.
+    let reordered = json!({"lines": [{"quantity": "2", "sku": "COLA"}], "store_id": "S001"});
+    let (s3, o3) = create_with_key(&app, "retry-1", &reordered).await;
+    assert_eq!((s3, &o3["id"]), (201, &o1["id"]));
+    assert_eq!(app.queue("S001").await.len(), 1, "one order, not three");
+    assert_eq!(
+        app.item("S001", "COLA").await["reserved"],
+        "2",
+        "stock reserved once"
+    );
+    // Another key is another order.
+    let (s4, o4) = create_with_key(&app, "retry-2", &body).await;
+    assert_eq!(s4, 201);
+    assert_ne!(o4["id"], o1["id"]);
+    app.stop().await;
+}
+
+async fn same_key_different_body_is_a_conflict(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let body = json!({"store_id": "S001", "lines": [{"sku": "COLA", "quantity": "2"}]});
+    let (s1, _) = create_with_key(&app, "k", &body).await;
+    assert_eq!(s1, 201);
+    let other = json!({"store_id": "S001", "lines": [{"sku": "COLA", "quantity": "3"}]});
+    let (s2, p) = create_with_key(&app, "k", &other).await;
+    assert_eq!(s2, 422, "{p}");
+    assert_eq!(p["code"], "idempotency_conflict");
+    assert_eq!(app.queue("S001").await.len(), 1);
+    assert_eq!(app.item("S001", "COLA").await["reserved"], "2");
+    app.stop().await;
+}
+
+/// Drives a new order to `status` through legal steps.
+async fn order_in(app: &TestApp, status: &str) -> String {
+    let (s, o) = app.order("S001", &[("COLA", "1")]).await;
+    assert_eq!(s, 201, "{o}");
+    let id = o["id"].as_str().unwrap().to_owned();
+    let path: &[&str] = match status {
+        "created" => &[],
+        "accepted" => &["accept"],
+        "ready" => &["accept", "ready"],
+        "completed" => &["accept", "ready", "complete"],
+        "rejected" => &["reject"],
+        "cancelled" => &["cancel"],
+        _ => unreachable!(),
+    };
+    for step in path {
+        let (s, o) = app.act(&id, step, app.terminal("S001")).await;
+        assert_eq!(s, 200, "{step}: {o}");
+    }
+    id
+}
+
+async fn every_illegal_transition_is_refused(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let allowed = [
+        ("created", "accept", "accepted"),
+        ("accepted", "ready", "ready"),
+        ("ready", "complete", "completed"),
+        ("created", "reject", "rejected"),
+        ("accepted", "reject", "rejected"),
+        ("created", "cancel", "cancelled"),
+        ("accepted", "cancel", "cancelled"),
+    ];
+    let statuses = [
+        "created",
+        "accepted",
+        "ready",
+        "completed",
+        "rejected",
+        "cancelled",
+    ];
+    let actions = ["accept", "reject", "ready", "complete", "cancel"];
+    for from in statuses {
+        for action in actions {
+            let id = order_in(&app, from).await;
+            let (s, body) = app.act(&id, action, app.terminal("S001")).await;
+            let (_, after) = app
+                .get_json(&format!("/api/v1/orders/{id}"), &app.admin)
+                .await;
+            match allowed.iter().find(|(f, a, _)| *f == from && *a == action) {
+                Some((_, _, to)) => {
+                    assert_eq!(s, 200, "{from} --{action}--> should work: {body}");
+                    assert_eq!(after["status"], *to);
+                }
+                None => {
+                    assert_eq!(s, 409, "{from} --{action}--> must be refused: {body}");
+                    assert_eq!(body["code"], "illegal_transition");
+                    assert_eq!(
+                        after["status"], from,
+                        "a refused transition changes nothing"
+                    );
+                }
+            }
+        }
+    }
+    // An unknown action is not a transition at all.
+    let id = order_in(&app, "created").await;
+    let (s, body) = app.act(&id, "teleport", app.terminal("S001")).await;
+    assert_eq!((s, body["code"].as_str()), (404, Some("unknown_action")));
+    app.stop().await;
+}
+
+async fn weights_are_totalled_to_the_fen(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let (s, o) = app
+        .order("S001", &[("DUCK-NECK", "0.355"), ("COLA", "2")])
+        .await;
+    assert_eq!(s, 201, "{o}");
+    // 0.355 kg × 39.90 = 14.1645 → 14.16; 2 × 3.50 = 7.00.
+    assert_eq!(o["lines"][0]["line_total"], "14.16");
+    assert_eq!(o["lines"][0]["quantity"], "0.355");
+    assert_eq!(o["lines"][0]["unit"], "kg");
+    assert_eq!(o["lines"][0]["unit_price"], "39.90");
+    assert_eq!(o["lines"][1]["line_total"], "7.00");
+    assert_eq!(o["total"], "21.16");
+    assert_eq!(o["currency"], "CNY");
+    // Half-up at exactly half a fen: 0.125 kg × 0.20 = 0.025 → 0.03.
+    app.product("BAG", "购物袋", Unit::Kg, "0.20", "5.000")
+        .await;
+    let (_, o) = app.order("S001", &[("BAG", "0.125")]).await;
+    assert_eq!(o["total"], "0.03");
+    app.stop().await;
+}
+
+async fn chinese_names_round_trip(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let r = app
+        .http
+        .put(app.url("/api/v1/products/WING"))
+        .bearer_auth(&app.admin)
+        .json(&json!({"name": "卤鸭翅（特辣）🌶", "unit": "kg", "price": "49.90"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = app
+        .http
+        .put(app.url("/api/v1/stores/S001"))
+        .bearer_auth(&app.admin)
+        .json(&json!({"name": "人民路店"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "existing store renamed");
+    app.stock("S001", "WING", "3.000").await;
+    let (_, cat) = app
+        .get_json("/api/v1/stores/S001/catalog", app.terminal("S001"))
+        .await;
+    assert_eq!(cat["store_name"], "人民路店");
+    let wing = cat["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sku"] == "WING")
+        .unwrap()
+        .clone();
+    assert_eq!(wing["name"], "卤鸭翅（特辣）🌶");
+    let (_, o) = app.order("S001", &[("WING", "1.5")]).await;
+    assert_eq!(o["lines"][0]["name"], "卤鸭翅（特辣）🌶");
+    let (_, again) = app
+        .get_json(
+            &format!("/api/v1/orders/{}", o["id"].as_str().unwrap()),
+            &app.admin,
+        )
+        .await;
+    assert_eq!(again["lines"][0]["name"], "卤鸭翅（特辣）🌶");
+    app.stop().await;
+}
+
+async fn display_numbers_count_per_store(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let mut s1 = Vec::new();
+    for _ in 0..3 {
+        s1.push(
+            app.order("S001", &[("COLA", "1")]).await.1["display_no"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let s2 = app.order("S002", &[("COLA", "1")]).await.1["display_no"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(s1, [1, 2, 3]);
+    assert_eq!(s2, 1, "each store counts on its own");
+    // A refused order does not use up a number.
+    let (s, _) = app.order("S001", &[("COLA", "1000")]).await;
+    assert_eq!(s, 409);
+    assert_eq!(app.order("S001", &[("COLA", "1")]).await.1["display_no"], 4);
+    app.stop().await;
+}
+
+async fn history_records_who_when_and_why(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let (_, o) = app.order("S001", &[("COLA", "1")]).await;
+    let id = o["id"].as_str().unwrap();
+    app.act(id, "accept", app.terminal("S001")).await;
+    let (s, o) = app
+        .post_json(
+            &format!("/api/v1/orders/{id}/reject"),
+            app.terminal("S001"),
+            &json!({"reason": "卖完了"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{o}");
+    let h = o["history"].as_array().unwrap();
+    assert_eq!(h.len(), 3);
+    assert_eq!(
+        (h[0]["from"].clone(), h[0]["to"].clone()),
+        (Value::Null, json!("created"))
+    );
+    assert!(h[0]["by"].as_str().unwrap().starts_with("app:"));
+    assert_eq!(
+        (h[1]["from"].clone(), h[1]["to"].clone()),
+        (json!("created"), json!("accepted"))
+    );
+    assert!(h[1]["by"].as_str().unwrap().starts_with("terminal:S001"));
+    assert_eq!(h[2]["to"], "rejected");
+    assert_eq!(h[2]["reason"], "卖完了");
+    assert!(
+        h.iter()
+            .all(|c| c["at"].as_str().unwrap().ends_with("+08:00"))
+    );
+    // Reject and cancel need a reason.
+    let (_, o2) = app.order("S001", &[("COLA", "1")]).await;
+    let (s, p) = app
+        .post_json(
+            &format!("/api/v1/orders/{}/cancel", o2["id"].as_str().unwrap()),
+            &app.admin,
+            &json!({}),
+        )
+        .await;
+    assert_eq!((s, p["code"].as_str()), (422, Some("reason_required")));
+    app.stop().await;
+}
+
+async fn channel_order_id_never_duplicates(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let body = json!({"store_id": "S001", "channel_order_id": "APP-20261127-0001", "lines": [{"sku": "COLA", "quantity": "1"}]});
+    let (s1, o1) = app.post_json("/api/v1/orders", &app.app, &body).await;
+    let (s2, o2) = app.post_json("/api/v1/orders", &app.app, &body).await;
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(o1["id"], o2["id"]);
+    assert_eq!(o1["channel_order_id"], "APP-20261127-0001");
+    assert_eq!(app.queue("S001").await.len(), 1);
+    app.stop().await;
+}
