@@ -1,2 +1,4 @@
 //! The store terminal side: gateway client and peripheral drivers.
 pub use proto;
+
+pub mod device;
