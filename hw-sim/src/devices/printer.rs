@@ -256,7 +256,8 @@ impl Printer {
         }
         match cmd {
             Command::Init => {
-                self.flush_text();
+                // ESC @ clears the print buffer: a line not yet fed is lost.
+                self.page.pending.clear();
                 self.chinese = false;
                 self.qr_stored = None;
             }
@@ -282,11 +283,14 @@ impl Printer {
                     return;
                 }
                 let page = std::mem::take(&mut self.page);
-                self.receipts.push(PrintedReceipt {
-                    text: page.text,
-                    qr: page.qr,
-                    cut: true,
-                });
+                // Cutting blank paper leaves nothing worth keeping.
+                if !page.is_empty() {
+                    self.receipts.push(PrintedReceipt {
+                        text: page.text,
+                        qr: page.qr,
+                        cut: true,
+                    });
+                }
             }
             Command::DrawerKick { .. } => {
                 self.drawer.open = true;

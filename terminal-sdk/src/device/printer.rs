@@ -50,6 +50,8 @@ impl PrinterHealth {
 struct Job {
     id: JobId,
     bytes: Vec<u8>,
+    /// Some of it may be on paper already.
+    attempted: bool,
 }
 
 pub struct Printer<C: Connect> {
@@ -174,7 +176,11 @@ impl<C: Connect> Printer<C> {
             .clone()
             .process_id(ProcessId::for_job(id.0))
             .into_bytes();
-        self.pending = Some(Job { id, bytes });
+        self.pending = Some(Job {
+            id,
+            bytes,
+            attempted: false,
+        });
         self.run_pending().await
     }
 
@@ -191,7 +197,24 @@ impl<C: Connect> Printer<C> {
         let Some(job) = self.pending.as_ref() else {
             return Err(self.port.error(ErrorKind::Failure, "no job"));
         };
-        let (id, bytes) = (job.id, job.bytes.clone());
+        let (id, attempted) = (job.id, job.attempted);
+        let mut bytes = vec![];
+        if attempted {
+            // Whatever the failed attempt left on the paper is fed out and
+            // cut off first, so the reprint is one clean receipt.
+            bytes.extend([
+                escpos::ESC,
+                b'@',
+                escpos::ESC,
+                b'd',
+                4,
+                escpos::GS,
+                b'V',
+                66,
+                0,
+            ]);
+        }
+        bytes.extend(&job.bytes);
         self.port.set_state(State::Busy);
         let result = self.send_job(id, &bytes).await;
         match &result {
@@ -213,6 +236,9 @@ impl<C: Connect> Printer<C> {
 
     async fn send_job(&mut self, id: JobId, bytes: &[u8]) -> Result<()> {
         self.check_ready().await?;
+        if let Some(job) = self.pending.as_mut() {
+            job.attempted = true;
+        }
         self.port.write_all(bytes).await?;
         let want = ProcessId::for_job(id.0);
         let deadline = Instant::now() + self.job_timeout;
