@@ -1,2 +1,3 @@
 pub mod device;
 pub mod order;
+pub mod soap;

@@ -1,0 +1,357 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::order::{Money, OrderAction, OrderStatus, Sku};
+
+fn token() -> UsernameToken {
+    UsernameToken {
+        username: "S001-T01".into(),
+        password: "gk_secret&<".into(),
+    }
+}
+
+fn submit() -> SubmitOrder {
+    SubmitOrder {
+        client_order_id: "T01-20261127-0001".into(),
+        lines: vec![
+            SubmitLine {
+                sku: Sku::parse("COLA").unwrap(),
+                quantity: "2".into(),
+            },
+            SubmitLine {
+                sku: Sku::parse("DUCK-NECK").unwrap(),
+                quantity: "0.355".into(),
+            },
+        ],
+        note: Some("少辣 <no> & \"spicy\"".into()),
+    }
+}
+
+#[test]
+fn every_request_round_trips_with_its_token() {
+    let requests = [
+        Request::SubmitOrder(submit()),
+        Request::GetOrder(GetOrder {
+            order_id: "0190-abc".into(),
+        }),
+        Request::ListOrders(ListOrders {
+            statuses: vec![OrderStatus::Created, OrderStatus::Accepted],
+            channel: Some(crate::order::Channel::ThirdParty),
+            since: Some(42),
+            limit: Some(10),
+        }),
+        Request::ListOrders(ListOrders::default()),
+        Request::UpdateOrderStatus(UpdateOrderStatus {
+            order_id: "x".into(),
+            action: OrderAction::Reject,
+            reason: Some("sold out".into()),
+        }),
+        Request::GetCatalog(GetCatalog {
+            known_version: Some("3.4".into()),
+        }),
+        Request::Heartbeat(Heartbeat {
+            software_version: "1.2.3".into(),
+            peripherals: vec![PeripheralHealth {
+                kind: PeripheralKind::Printer,
+                status: PeripheralStatus::PaperNearEnd,
+                detail: Some("roll low".into()),
+            }],
+        }),
+    ];
+    for req in requests {
+        let xml = match &req {
+            Request::SubmitOrder(m) => write_request(&token(), m),
+            Request::GetOrder(m) => write_request(&token(), m),
+            Request::ListOrders(m) => write_request(&token(), m),
+            Request::UpdateOrderStatus(m) => write_request(&token(), m),
+            Request::GetCatalog(m) => write_request(&token(), m),
+            Request::Heartbeat(m) => write_request(&token(), m),
+        };
+        let env = parse_request(xml.as_bytes()).unwrap();
+        assert_eq!(env.token.clone().unwrap(), Some(token()));
+        assert_eq!(env.request().unwrap(), req, "{xml}");
+    }
+}
+
+fn order() -> crate::order::Order {
+    use crate::order::*;
+    let unit_price = Money::parse("39.90").unwrap();
+    let q = Quantity::parse(Unit::Kg, "0.355").unwrap();
+    Order {
+        id: "0190a".into(),
+        store_id: StoreId::parse("S001").unwrap(),
+        channel: Channel::Terminal,
+        platform: None,
+        channel_order_id: Some("c-1".into()),
+        display_no: 7,
+        business_day: "2026-11-27".into(),
+        status: OrderStatus::Rejected,
+        payment_status: PaymentStatus::Unpaid,
+        lines: vec![OrderLine {
+            sku: Sku::parse("DUCK").unwrap(),
+            name: "鸭脖 & wings".into(),
+            unit: Unit::Kg,
+            quantity: q,
+            unit_price,
+            line_total: line_total(unit_price, q).unwrap(),
+        }],
+        total: Money::parse("14.16").unwrap(),
+        currency: CURRENCY,
+        note: Some("n".into()),
+        created_at: "2026-11-27T19:46:45.123456+08:00".into(),
+        updated_at: "2026-11-27T19:47:00+08:00".into(),
+        seq: 12,
+        history: vec![
+            StatusChange {
+                at: "2026-11-27T19:46:45.123456+08:00".into(),
+                by: "terminal:S001-T01".into(),
+                from: None,
+                to: OrderStatus::Created,
+                reason: None,
+            },
+            StatusChange {
+                at: "2026-11-27T19:47:00+08:00".into(),
+                by: "terminal:S001-T01".into(),
+                from: Some(OrderStatus::Created),
+                to: OrderStatus::Rejected,
+                reason: Some("sold out".into()),
+            },
+        ],
+    }
+}
+
+#[test]
+fn responses_round_trip() {
+    let r = SubmitOrderResponse {
+        replayed: true,
+        order: order(),
+    };
+    assert_eq!(
+        parse_response::<SubmitOrderResponse>(write_response(&r).as_bytes()).unwrap(),
+        r
+    );
+    let l = ListOrdersResponse {
+        orders: vec![order(), order()],
+        cursor: 99,
+        has_more: false,
+    };
+    assert_eq!(
+        parse_response::<ListOrdersResponse>(write_response(&l).as_bytes()).unwrap(),
+        l
+    );
+    let c = GetCatalogResponse {
+        store_id: crate::order::StoreId::parse("S001").unwrap(),
+        store_name: "Store".into(),
+        version: "3.4".into(),
+        unchanged: false,
+        items: vec![CatalogItem {
+            sku: Sku::parse("DUCK").unwrap(),
+            name: "Duck".into(),
+            unit: crate::order::Unit::Kg,
+            price: Money::parse("39.90").unwrap(),
+            list_price: Money::parse("42").unwrap(),
+            on_hand: crate::order::Quantity::parse_stock(crate::order::Unit::Kg, "0").unwrap(),
+            reserved: crate::order::Quantity::parse_stock(crate::order::Unit::Kg, "0").unwrap(),
+            sellable: crate::order::Quantity::parse_stock(crate::order::Unit::Kg, "0").unwrap(),
+            available: false,
+            listed: true,
+            snoozed_until: None,
+        }],
+    };
+    assert_eq!(
+        parse_response::<GetCatalogResponse>(write_response(&c).as_bytes()).unwrap(),
+        c
+    );
+    let h = HeartbeatResponse {
+        received_at: "2026-11-27T19:47:00+08:00".into(),
+    };
+    assert_eq!(
+        parse_response::<HeartbeatResponse>(write_response(&h).as_bytes()).unwrap(),
+        h
+    );
+    // The wrong response element is malformed, not a silent success.
+    assert!(matches!(
+        parse_response::<GetOrderResponse>(write_response(&h).as_bytes()),
+        Err(ResponseError::Malformed(_))
+    ));
+}
+
+#[test]
+fn faults_round_trip_with_their_code() {
+    for f in [
+        Fault::client("out_of_stock", "not enough COLA"),
+        Fault::server("internal", "internal error"),
+        Fault::new(FaultKind::VersionMismatch, "soap_version_mismatch", "1.2"),
+    ] {
+        let got = parse_response::<GetOrderResponse>(f.to_envelope().as_bytes());
+        assert_eq!(got, Err(ResponseError::Fault(f)));
+    }
+}
+
+fn envelope(header: &str, body: &str) -> String {
+    format!(
+        r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" xmlns:t="urn:smart-terminal:gateway:v1"><soapenv:Header>{header}</soapenv:Header><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"#
+    )
+}
+
+fn code_of(xml: &str) -> String {
+    match parse_request(xml.as_bytes()) {
+        Err(f) => f.code,
+        Ok(env) => match (env.token.clone(), env.request()) {
+            (Err(f), _) => f.code,
+            (_, Err(f)) => f.code,
+            (Ok(_), Ok(_)) => "ok".into(),
+        },
+    }
+}
+
+#[test]
+fn bad_envelopes_get_the_right_fault() {
+    let ok_body = "<t:GetOrder><t:orderId>1</t:orderId></t:GetOrder>";
+    let cases = [
+        (envelope("", ok_body), "ok"),
+        (envelope("", ""), "unknown_operation"),
+        (envelope("", "<t:DeleteEverything/>"), "unknown_operation"),
+        (
+            envelope("", "<GetOrder><orderId>1</orderId></GetOrder>"),
+            "unknown_operation",
+        ),
+        (
+            envelope("", "<t:GetOrder><t:orderID>1</t:orderID></t:GetOrder>"),
+            "invalid_request",
+        ),
+        (
+            envelope("", "<t:GetOrder><orderId>1</orderId></t:GetOrder>"),
+            "invalid_request",
+        ),
+        (envelope("", "<t:GetOrder/>"), "invalid_request"),
+        (
+            envelope("", &format!("{ok_body}{ok_body}")),
+            "invalid_request",
+        ),
+        (
+            envelope(
+                r#"<x:Trace xmlns:x="urn:x" soapenv:mustUnderstand="1"/>"#,
+                ok_body,
+            ),
+            "must_understand",
+        ),
+        (
+            envelope(r#"<x:Trace xmlns:x="urn:x"/>"#, ok_body),
+            "ok",
+        ),
+        (
+            r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>"#
+                .to_owned(),
+            "soap_version_mismatch",
+        ),
+        ("<html/>".to_owned(), "not_soap"),
+        (
+            envelope(
+                r#"<w:Security xmlns:w="http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"><w:UsernameToken><w:Username>a</w:Username><w:Password Type="urn:x#PasswordDigest">b</w:Password></w:UsernameToken></w:Security>"#,
+                ok_body,
+            ),
+            "unauthorized",
+        ),
+        (
+            envelope(
+                "",
+                "<t:ListOrders><t:status>lost</t:status></t:ListOrders>",
+            ),
+            "invalid_status",
+        ),
+        (
+            envelope("", "<t:ListOrders><t:since>-1</t:since></t:ListOrders>"),
+            "invalid_cursor",
+        ),
+        (
+            envelope(
+                "",
+                "<t:SubmitOrder><t:clientOrderId>a</t:clientOrderId><t:line><t:sku>a b</t:sku><t:quantity>1</t:quantity></t:line></t:SubmitOrder>",
+            ),
+            "invalid_sku",
+        ),
+    ];
+    for (xml, want) in cases {
+        assert_eq!(code_of(&xml), want, "{xml}");
+    }
+}
+
+#[test]
+fn wsdl_is_well_formed_and_names_every_operation() {
+    let w = wsdl::wsdl("http://127.0.0.1:8080/soap/terminal?a=1&b=\"2\"");
+    let root = xml::parse(w.as_bytes(), 1 << 20).unwrap();
+    assert!(root.is("http://schemas.xmlsoap.org/wsdl/", "definitions"));
+    for op in OPERATIONS {
+        assert!(w.contains(&format!("<xsd:element name=\"{op}\">")), "{op}");
+        assert!(
+            w.contains(&format!("<xsd:element name=\"{op}Response\">")),
+            "{op}"
+        );
+    }
+    assert!(w.contains("?a=1&amp;b=&quot;2&quot;"));
+}
+
+fn valid_request() -> String {
+    write_request(&token(), &submit())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let _ = parse_request(&bytes).map(|e| e.request());
+        let _ = parse_response::<ListOrdersResponse>(&bytes);
+    }
+
+    #[test]
+    fn mutated_envelopes_never_panic(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..12)
+    ) {
+        let mut bytes = valid_request().into_bytes();
+        for (at, b, op) in edits {
+            if bytes.is_empty() { break; }
+            let i = at.index(bytes.len());
+            match op {
+                0 => bytes[i] = b,
+                1 => { bytes.remove(i); }
+                _ => bytes.insert(i, b),
+            }
+        }
+        let _ = parse_request(&bytes).map(|e| e.request());
+    }
+
+    #[test]
+    fn spliced_xml_fragments_never_panic(
+        parts in proptest::collection::vec(prop::sample::select(vec![
+            "<t:SubmitOrder>", "</t:SubmitOrder>", "<t:line>", "</t:line>", "<t:sku>", "</t:sku>",
+            "COLA", "&amp;", "&#x0;", "&#xFFFFFF;", "&bogus;", "<![CDATA[x]]>", "<!-- c -->",
+            "<?pi x?>", "<!DOCTYPE x>", "<t:quantity>", "</t:quantity>", "1.5", "\u{FEFF}",
+            "<a xmlns:p='urn:p' p:x='1' p:x='2'>", "</a>", "<p:y/>", "]]>", "<", ">", "\"",
+        ]), 0..64)
+    ) {
+        let body: String = parts.concat();
+        let xml = envelope("", &body);
+        let _ = parse_request(xml.as_bytes()).map(|e| e.request());
+        let _ = parse_response::<SubmitOrderResponse>(xml.as_bytes());
+    }
+}
+
+#[test]
+fn a_deep_envelope_is_refused_quickly() {
+    let body = format!("{}{}", "<a>".repeat(200_000), "</a>".repeat(200_000));
+    let xml = envelope("", &body);
+    // Over the request limit: refused before parsing.
+    assert_eq!(code_of(&xml), "payload_too_large");
+    let body = "<a>".repeat(10_000);
+    assert_eq!(code_of(&envelope("", &body)), "too_deep");
+}
+
+#[test]
+fn money_in_messages_is_decimal_text() {
+    let xml = write_response(&GetOrderResponse { order: order() });
+    assert!(xml.contains("<tns:unitPrice>39.90</tns:unitPrice>"));
+    assert!(xml.contains("<tns:quantity>0.355</tns:quantity>"));
+    assert_eq!(Money::parse("14.16").unwrap().to_string(), "14.16");
+}
