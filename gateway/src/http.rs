@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(orders::router())
                 .merge(stores::router()),
         )
+        .merge(crate::soap::router())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(problem::panic_response))

@@ -11,4 +11,5 @@ pub mod events;
 pub mod http;
 pub mod keys;
 pub mod orders;
+pub mod soap;
 pub mod telemetry;

@@ -1,0 +1,308 @@
+//! The terminal's SOAP 1.1 endpoint: `POST /soap/terminal` (document/literal
+//! wrapped, WS-Security `UsernameToken`) and its WSDL at
+//! `GET /soap/terminal?wsdl`. Envelopes and messages live in `proto::soap`;
+//! this module authenticates, calls the same use cases as REST, and turns
+//! every [`Error`] into a Fault carrying the REST `code`.
+
+mod terminals;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use proto::order::{Channel, PaymentStatus, Sku, StoreId};
+use proto::soap::{
+    self, CatalogItem, Fault, FaultKind, GetCatalogResponse, GetOrderResponse, HeartbeatResponse,
+    ListOrdersResponse, Request, SubmitOrderResponse, UpdateOrderStatusResponse, UsernameToken,
+};
+
+use crate::catalog;
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::keys::{Principal, Role};
+use crate::orders::{self, Created, Filter, NewLine, NewOrder};
+
+/// Orders in a ListOrders answer when the terminal does not say.
+const DEFAULT_LIST_LIMIT: i64 = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/soap/terminal", get(wsdl).post(endpoint))
+        .route("/api/v1/stores/{store}/terminals", get(terminals::list))
+}
+
+const XML: &str = "text/xml; charset=utf-8";
+
+fn xml_response(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(XML));
+    resp
+}
+
+/// SOAP 1.1 answers every Fault with HTTP 500, whoever is at fault.
+fn fault_response(f: &Fault) -> Response {
+    xml_response(StatusCode::INTERNAL_SERVER_ERROR, f.to_envelope())
+}
+
+/// Logs like REST (only server faults as errors) and hides 5xx detail.
+fn error_fault(e: Error) -> Fault {
+    e.log();
+    let kind = if e.is_server_error() {
+        FaultKind::Server
+    } else {
+        FaultKind::Client
+    };
+    Fault::new(kind, e.code, e.message)
+}
+
+fn refused(f: Fault) -> Response {
+    tracing::debug!(code = %f.code, "SOAP request refused: {}", f.message);
+    fault_response(&f)
+}
+
+async fn wsdl(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let wants_wsdl = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p.eq_ignore_ascii_case("wsdl")));
+    if !wants_wsdl {
+        return Error::bad_request(
+            "wsdl_only",
+            "GET /soap/terminal?wsdl gives the WSDL; operations are POSTed",
+        )
+        .into_response();
+    }
+    xml_response(StatusCode::OK, soap::wsdl::wsdl(&endpoint_url(&headers)))
+}
+
+/// The address written into the WSDL: the host the caller used, so a client
+/// that loaded the WSDL calls back the same way. A Host that is not a plain
+/// host[:port] falls back to localhost.
+fn endpoint_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}/soap/terminal")
+}
+
+async fn endpoint(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return refused(Fault::client(
+                "payload_too_large",
+                format!("the message is larger than {} bytes", soap::MAX_REQUEST),
+            ));
+        }
+        Err(e) => return refused(Fault::client("invalid_body", e.body_text())),
+    };
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let mime = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        // application/soap+xml is SOAP 1.2: let the envelope check say so.
+        if !matches!(
+            mime.as_str(),
+            "text/xml" | "application/xml" | "application/soap+xml"
+        ) {
+            return refused(Fault::client(
+                "unsupported_media_type",
+                "send the envelope as Content-Type: text/xml; charset=utf-8",
+            ));
+        }
+    }
+    let env = match soap::parse_request(&body) {
+        Ok(env) => env,
+        Err(f) => return refused(f),
+    };
+    let who = match env.token.clone() {
+        Err(f) => return refused(f),
+        Ok(None) => {
+            return refused(Fault::client(
+                "unauthorized",
+                "missing WS-Security UsernameToken (Username = terminal id, Password = terminal key)",
+            ));
+        }
+        Ok(Some(token)) => match authenticate(&st, &token).await {
+            Ok(p) => p,
+            Err(e) => return fault_response(&error_fault(e)),
+        },
+    };
+    let request = match env.request() {
+        Ok(r) => r,
+        Err(f) => return refused(f),
+    };
+    let op = request.name();
+    match dispatch(&st, &who, request).await {
+        Ok(xml) => {
+            tracing::debug!(op, terminal = ?who.terminal, "SOAP request served");
+            xml_response(StatusCode::OK, xml)
+        }
+        Err(e) => fault_response(&error_fault(e)),
+    }
+}
+
+/// A terminal key whose terminal id is the token's Username.
+async fn authenticate(st: &AppState, token: &UsernameToken) -> Result<Principal> {
+    if token.password.is_empty() || token.password.len() > 256 {
+        return Err(Error::unauthorized(
+            "the UsernameToken has no usable Password",
+        ));
+    }
+    let who = st.keys.authenticate(&st.db, &token.password).await?;
+    let same_terminal = who
+        .terminal
+        .as_ref()
+        .is_some_and(|t| t.as_str() == token.username);
+    if who.role != Role::Terminal || who.store.is_none() || !same_terminal {
+        return Err(Error::unauthorized(
+            "the Username must be the terminal id the key was made for, with a terminal key",
+        ));
+    }
+    Ok(who)
+}
+
+fn own_store(who: &Principal) -> Result<StoreId> {
+    who.store
+        .clone()
+        .ok_or_else(|| Error::unauthorized("this key is not bound to a store"))
+}
+
+async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<String> {
+    let store = own_store(who)?;
+    match request {
+        Request::SubmitOrder(m) => {
+            // Scoped by terminal: two terminals may both number sales from 1.
+            let terminal = who.terminal.as_ref().map(|t| t.as_str()).unwrap_or("");
+            let new = NewOrder {
+                store,
+                channel: Channel::Terminal,
+                platform: None,
+                channel_order_id: Some(format!("{terminal}:{}", m.client_order_id)),
+                lines: m
+                    .lines
+                    .into_iter()
+                    .map(|l| NewLine {
+                        sku: l.sku,
+                        quantity: l.quantity,
+                    })
+                    .collect(),
+                note: m.note,
+                payment_status: PaymentStatus::Unpaid,
+                actor: who.actor(),
+            };
+            match orders::create(&st.db, &st.hub, new, None).await? {
+                Created::Order { order, replayed } => {
+                    Ok(soap::write_response(&SubmitOrderResponse {
+                        replayed,
+                        order: *order,
+                    }))
+                }
+                Created::Replay { .. } => Err(Error::internal(anyhow::anyhow!(
+                    "an idempotency replay without an idempotency key"
+                ))),
+            }
+        }
+        Request::GetOrder(m) => {
+            let order = orders::get(&st.db, &m.order_id).await?;
+            who.check_store(&order.store_id)?;
+            Ok(soap::write_response(&GetOrderResponse { order }))
+        }
+        Request::ListOrders(m) => {
+            let f = Filter {
+                statuses: m.statuses,
+                channel: m.channel,
+                since: m.since,
+                limit: m.limit.unwrap_or(DEFAULT_LIST_LIMIT),
+            };
+            let page = orders::list(&st.db, &store, &f).await?;
+            Ok(soap::write_response(&ListOrdersResponse {
+                orders: page.orders,
+                cursor: page.cursor,
+                has_more: page.has_more,
+            }))
+        }
+        Request::UpdateOrderStatus(m) => {
+            let guard = |o: &proto::order::Order| who.check_store(&o.store_id);
+            let order = orders::act(
+                &st.db,
+                &st.hub,
+                &m.order_id,
+                m.action,
+                m.reason,
+                &who.actor(),
+                &guard,
+            )
+            .await?;
+            Ok(soap::write_response(&UpdateOrderStatusResponse { order }))
+        }
+        Request::GetCatalog(m) => {
+            let c = catalog::catalog(&st.db, &store).await?;
+            let unchanged = m.known_version.as_deref() == Some(c.version.as_str());
+            let items = if unchanged {
+                Vec::new()
+            } else {
+                c.items
+                    .into_iter()
+                    .map(|i| {
+                        Ok(CatalogItem {
+                            sku: Sku::parse(&i.sku).map_err(Error::internal)?,
+                            name: i.name,
+                            unit: i.unit,
+                            price: i.price,
+                            list_price: i.list_price,
+                            on_hand: i.on_hand,
+                            reserved: i.reserved,
+                            sellable: i.sellable,
+                            available: i.available,
+                            listed: i.listed,
+                            snoozed_until: i.snoozed_until,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            Ok(soap::write_response(&GetCatalogResponse {
+                store_id: store,
+                store_name: c.store_name,
+                version: c.version,
+                unchanged,
+                items,
+            }))
+        }
+        Request::Heartbeat(m) => {
+            let terminal = who
+                .terminal
+                .clone()
+                .ok_or_else(|| Error::unauthorized("this key has no terminal id"))?;
+            let at = terminals::record(&st.db, &terminal, &store, &m).await?;
+            Ok(soap::write_response(&HeartbeatResponse {
+                received_at: clock::rfc3339(at),
+            }))
+        }
+    }
+}
