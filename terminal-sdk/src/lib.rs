@@ -1,4 +1,6 @@
 //! The store terminal side: gateway client and peripheral drivers.
 pub use proto;
 
+pub mod client;
+
 pub mod device;

@@ -1,0 +1,297 @@
+//! The terminal's client for the gateway's SOAP interface: one async method
+//! per operation, built on the `proto::soap` messages.
+//!
+//! Retries are safe by construction: a submit is resent byte for byte, so it
+//! carries the same `clientOrderId` and the gateway answers with the first
+//! order; reads and heartbeats are idempotent; a status change whose first
+//! answer was lost is checked with `GetOrder` instead of being blindly
+//! repeated. A Fault becomes [`ClientError::Fault`] carrying the gateway's
+//! stable code (`out_of_stock`, `illegal_transition`, …).
+
+use std::fmt;
+use std::time::Duration;
+
+use proto::order::{Order, OrderAction, OrderStatus, TerminalId};
+use proto::soap::{
+    self, Fault, FaultKind, GetCatalog, GetCatalogResponse, GetOrder, GetOrderResponse, Heartbeat,
+    HeartbeatResponse, ListOrders, ListOrdersResponse, Message, ResponseError, SubmitOrder,
+    SubmitOrderResponse, UpdateOrderStatus, UpdateOrderStatusResponse, UsernameToken,
+};
+
+/// How to reach the gateway and how patiently.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// e.g. `http://gateway.local:8080` (the endpoint is `/soap/terminal`).
+    pub base_url: String,
+    pub terminal: TerminalId,
+    /// The terminal's API key (role terminal).
+    pub key: String,
+    /// Limit for one attempt, connect to last byte.
+    pub timeout: Duration,
+    /// Attempts in all for a retryable failure (at least 1).
+    pub attempts: u32,
+    /// Pause before the second attempt; doubles after each.
+    pub backoff: Duration,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("terminal", &self.terminal)
+            .field("key", &"<redacted>")
+            .field("timeout", &self.timeout)
+            .field("attempts", &self.attempts)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>, terminal: TerminalId, key: impl Into<String>) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            terminal,
+            key: key.into(),
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The gateway answered with a Fault.
+    Fault(Fault),
+    /// No answer: connection refused or broken.
+    Transport(String),
+    /// No answer in time (the request may or may not have been applied).
+    Timeout,
+    /// An answer that is not the expected SOAP message (e.g. a proxy's page).
+    Protocol { status: u16, message: String },
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Fault(fault) => write!(f, "{fault}"),
+            ClientError::Transport(m) => write!(f, "gateway unreachable: {m}"),
+            ClientError::Timeout => f.write_str("the gateway did not answer in time"),
+            ClientError::Protocol { status, message } => {
+                write!(f, "unexpected answer (HTTP {status}): {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl ClientError {
+    /// The stable code: the gateway's for a Fault, else `transport`,
+    /// `timeout` or `protocol`.
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Fault(f) => &f.code,
+            ClientError::Transport(_) => "transport",
+            ClientError::Timeout => "timeout",
+            ClientError::Protocol { .. } => "protocol",
+        }
+    }
+
+    /// Worth trying again with the same request.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Fault(f) => f.kind == FaultKind::Server && f.code == "unavailable",
+            ClientError::Transport(_) | ClientError::Timeout => true,
+            ClientError::Protocol { status, .. } => matches!(status, 502..=504),
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    if e.is_timeout() {
+        ClientError::Timeout
+    } else {
+        ClientError::Transport(e.to_string())
+    }
+}
+
+/// The status an action leads to (used to recognise a lost answer).
+fn target(action: OrderAction) -> OrderStatus {
+    match action {
+        OrderAction::Accept => OrderStatus::Accepted,
+        OrderAction::Reject => OrderStatus::Rejected,
+        OrderAction::Ready => OrderStatus::Ready,
+        OrderAction::Complete => OrderStatus::Completed,
+        OrderAction::Cancel => OrderStatus::Cancelled,
+    }
+}
+
+/// A client for one terminal. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct GatewayClient {
+    http: reqwest::Client,
+    endpoint: String,
+    token: UsernameToken,
+    cfg: ClientConfig,
+}
+
+impl fmt::Debug for GatewayClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatewayClient")
+            .field("endpoint", &self.endpoint)
+            .field("terminal", &self.cfg.terminal)
+            .finish()
+    }
+}
+
+impl GatewayClient {
+    pub fn new(cfg: ClientConfig) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        Ok(GatewayClient {
+            http,
+            endpoint: format!("{}/soap/terminal", cfg.base_url.trim_end_matches('/')),
+            token: UsernameToken {
+                username: cfg.terminal.to_string(),
+                password: cfg.key.clone(),
+            },
+            cfg,
+        })
+    }
+
+    /// A counter sale. Retried on transport failures with the same
+    /// `clientOrderId`, so it is created at most once.
+    pub async fn submit_order(
+        &self,
+        req: &SubmitOrder,
+    ) -> Result<SubmitOrderResponse, ClientError> {
+        self.call(req).await
+    }
+
+    pub async fn get_order(&self, order_id: &str) -> Result<Order, ClientError> {
+        let r: GetOrderResponse = self
+            .call(&GetOrder {
+                order_id: order_id.to_owned(),
+            })
+            .await?;
+        Ok(r.order)
+    }
+
+    /// The store's queue, all channels; pass the answer's `cursor` as
+    /// `since` next time.
+    pub async fn list_orders(&self, req: &ListOrders) -> Result<ListOrdersResponse, ClientError> {
+        self.call(req).await
+    }
+
+    /// Accept, reject, ready, complete or cancel. When an attempt's answer is
+    /// lost and the retry finds the order already moved, the order is read
+    /// back: if it is where this action leads, that counts as success.
+    pub async fn update_order_status(
+        &self,
+        order_id: &str,
+        action: OrderAction,
+        reason: Option<&str>,
+    ) -> Result<Order, ClientError> {
+        let req = UpdateOrderStatus {
+            order_id: order_id.to_owned(),
+            action,
+            reason: reason.map(str::to_owned),
+        };
+        let body = soap::write_request(&self.token, &req);
+        let mut lost_answer = false;
+        let mut attempt = 1;
+        loop {
+            match self
+                .once::<UpdateOrderStatusResponse>(UpdateOrderStatus::ELEMENT, &body)
+                .await
+            {
+                Ok(r) => return Ok(r.order),
+                Err(ClientError::Fault(f)) if lost_answer && f.code == "illegal_transition" => {
+                    let order = self.get_order(order_id).await?;
+                    if order.status == target(action) {
+                        return Ok(order);
+                    }
+                    return Err(ClientError::Fault(f));
+                }
+                Err(e) if e.is_retryable() && attempt < self.cfg.attempts.max(1) => {
+                    lost_answer |= matches!(e, ClientError::Timeout | ClientError::Transport(_));
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The catalog; with the version the terminal holds, `unchanged` is set
+    /// and no items are sent when nothing moved.
+    pub async fn get_catalog(
+        &self,
+        known_version: Option<&str>,
+    ) -> Result<GetCatalogResponse, ClientError> {
+        self.call(&GetCatalog {
+            known_version: known_version.map(str::to_owned),
+        })
+        .await
+    }
+
+    pub async fn heartbeat(&self, req: &Heartbeat) -> Result<HeartbeatResponse, ClientError> {
+        self.call(req).await
+    }
+
+    /// Sends an idempotent request, retrying what is worth retrying.
+    async fn call<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp, ClientError> {
+        let body = soap::write_request(&self.token, req);
+        let mut attempt = 1;
+        loop {
+            match self.once::<Resp>(Req::ELEMENT, &body).await {
+                Err(e) if e.is_retryable() && attempt < self.cfg.attempts.max(1) => {
+                    self.pause(attempt).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn pause(&self, attempt: u32) {
+        let factor = 1u32 << attempt.saturating_sub(1).min(6);
+        tokio::time::sleep(self.cfg.backoff.saturating_mul(factor)).await;
+    }
+
+    async fn once<Resp: Message>(&self, op: &str, body: &str) -> Result<Resp, ClientError> {
+        let resp = self
+            .http
+            .post(&self.endpoint)
+            .header("content-type", "text/xml; charset=utf-8")
+            .header("soapaction", format!("\"{}/{op}\"", soap::NS))
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        if resp
+            .content_length()
+            .is_some_and(|n| n > soap::MAX_RESPONSE as u64)
+        {
+            return Err(ClientError::Protocol {
+                status,
+                message: "the answer is too large".into(),
+            });
+        }
+        let bytes = resp.bytes().await.map_err(transport)?;
+        soap::parse_response::<Resp>(&bytes).map_err(|e| match e {
+            ResponseError::Fault(f) => ClientError::Fault(f),
+            ResponseError::Malformed(f) => ClientError::Protocol {
+                status,
+                message: f.message,
+            },
+        })
+    }
+}
