@@ -1,0 +1,180 @@
+//! Load generator: orders created per second and their latency through the
+//! real HTTP stack, next to a no-op route on the same server in the same
+//! run, on SQLite and on PostgreSQL.
+//!
+//! cargo run --release -p tests --bin loadgen -- --seconds 10 --concurrency 32
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use proto::order::Unit;
+use serde_json::json;
+use tests::{Backend, TestApp};
+
+#[derive(Parser)]
+struct Args {
+    /// sqlite, postgres or both.
+    #[arg(long, default_value = "both")]
+    db: String,
+    /// Seconds of load per measured route.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+const SKUS: usize = 64;
+
+struct Figures {
+    count: u64,
+    errors: u64,
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let backends: Vec<Backend> = match args.db.as_str() {
+            "sqlite" => vec![Backend::Sqlite],
+            "postgres" => vec![Backend::Postgres],
+            _ => vec![Backend::Sqlite, Backend::Postgres],
+        };
+        println!(
+            "loadgen: {} s per route, {} in flight, gateway and client in one process on {} cores",
+            args.seconds,
+            args.concurrency,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        );
+        println!(
+            "{:<10} {:<22} {:>9} {:>7} {:>10} {:>9} {:>9}",
+            "database", "route", "requests", "errors", "per sec", "p50 ms", "p99 ms"
+        );
+        for b in backends {
+            let Some(app) = TestApp::spawn(b).await else {
+                println!("{b:?}: skipped (database unavailable)");
+                continue;
+            };
+            for i in 0..SKUS {
+                app.product(&format!("SKU{i:03}"), &format!("商品{i}"), Unit::Piece, "2.50", "100000").await;
+            }
+            let app = Arc::new(app);
+            let name = format!("{b:?}").to_lowercase();
+            // Warm both paths up, then measure.
+            run(&app, Route::Noop, Duration::from_secs(1), args.concurrency).await;
+            run(&app, Route::Order, Duration::from_secs(1), args.concurrency).await;
+            let before = count_orders(&app).await;
+            let noop = run(&app, Route::Noop, Duration::from_secs(args.seconds), args.concurrency).await;
+            print_row(&name, "GET /livez (no-op)", &noop);
+            let orders = run(&app, Route::Order, Duration::from_secs(args.seconds), args.concurrency).await;
+            print_row(&name, "POST /api/v1/orders", &orders);
+            let stored = count_orders(&app).await - before;
+            println!(
+                "{name:<10} ratio orders/no-op = {:.3}   (2xx answered: {}, orders in the database: {stored})",
+                orders.per_sec / noop.per_sec,
+                orders.count
+            );
+            if stored != orders.count {
+                println!("WARNING: {} answered orders are not in the database", orders.count as i64 - stored as i64);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn print_row(db: &str, route: &str, f: &Figures) {
+    println!(
+        "{db:<10} {route:<22} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
+        f.count,
+        f.errors,
+        f.per_sec,
+        f.p50.as_secs_f64() * 1e3,
+        f.p99.as_secs_f64() * 1e3
+    );
+}
+
+async fn count_orders(app: &TestApp) -> u64 {
+    let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM orders")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap_or((0,));
+    row.0 as u64
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Noop,
+    Order,
+}
+
+async fn run(app: &Arc<TestApp>, route: Route, how_long: Duration, concurrency: usize) -> Figures {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let (app, stop, errors) = (app.clone(), stop.clone(), errors.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(4096);
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let ok = match route {
+                        Route::Noop => app
+                            .http
+                            .get(app.url("/livez"))
+                            .send()
+                            .await
+                            .is_ok_and(|r| r.status().is_success()),
+                        Route::Order => {
+                            n += 1;
+                            let sku = format!("SKU{:03}", (w * 7 + n) % SKUS);
+                            app.http
+                                .post(app.url("/api/v1/orders"))
+                                .bearer_auth(&app.app)
+                                .header("Idempotency-Key", format!("load-{w}-{n}-{}", uuid::Uuid::new_v4()))
+                                .json(&json!({"store_id": "S001", "lines": [{"sku": sku, "quantity": "1"}]}))
+                                .send()
+                                .await
+                                .is_ok_and(|r| r.status().as_u16() == 201)
+                        }
+                    };
+                    if ok {
+                        lat.push(t.elapsed());
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    tokio::time::sleep(how_long).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Figures {
+        count: all.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+    }
+}
