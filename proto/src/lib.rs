@@ -1,3 +1,4 @@
 pub mod device;
 pub mod order;
 pub mod soap;
+pub mod wechatpay;
