@@ -81,7 +81,27 @@ async fn wsdl_is_served_with_this_address() {
 #[tokio::test]
 async fn every_operation_works_and_matches_rest() {
     let app = App::spawn().await;
+    every_operation(&app).await;
+    app.stop().await;
+}
 
+/// The same on PostgreSQL (the heartbeat upsert and migration 0002 there).
+#[tokio::test]
+async fn every_operation_works_on_postgres() {
+    let pg = match tests::ThrowawayPg::create().await {
+        Ok(pg) => pg,
+        Err(why) => {
+            assert!(!tests::in_ci(), "PostgreSQL is needed under CI: {why}");
+            eprintln!("skipping the PostgreSQL run: {why}");
+            return;
+        }
+    };
+    let app = App::spawn_on(Some(pg)).await;
+    every_operation(&app).await;
+    app.stop().await;
+}
+
+async fn every_operation(app: &App) {
     // SubmitOrder: pieces and a weight, priced by the catalog.
     let mut s = sale("T01-0001", &[("COLA", "2"), ("DUCK", "0.355")]);
     s.note = Some("少辣 & <quick>".into());
@@ -324,7 +344,6 @@ async fn every_operation_works_and_matches_rest() {
             .0,
         404
     );
-    app.stop().await;
 }
 
 /// Every domain Fault through SOAP, with the REST code and Client/Server.

@@ -27,6 +27,7 @@ pub struct App {
     stop: Option<oneshot::Sender<()>>,
     _closing: watch::Sender<bool>,
     _dir: tempfile::TempDir,
+    _pg: Option<tests::ThrowawayPg>,
 }
 
 async fn key(db: &Db, role: Role, store: Option<&str>, terminal: Option<&str>) -> String {
@@ -61,8 +62,16 @@ pub async fn stock(db: &Db, store: &str, sku: &str, on_hand: &str) {
 
 impl App {
     pub async fn spawn() -> App {
+        Self::spawn_on(None).await
+    }
+
+    /// On a throwaway PostgreSQL database instead of SQLite.
+    pub async fn spawn_on(pg: Option<tests::ThrowawayPg>) -> App {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/gateway.db", dir.path().display());
+        let url = match &pg {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}/gateway.db", dir.path().display()),
+        };
         let db = Db::connect(&url).await.unwrap();
         db.migrate_up().await.unwrap();
         for (s, name) in [("S001", "Store one"), ("S002", "Store two")] {
@@ -121,6 +130,7 @@ impl App {
             stop: Some(stop_tx),
             _closing: closing_tx,
             _dir: dir,
+            _pg: pg,
         }
     }
 
