@@ -4,3 +4,4 @@
 //! `hw-sim` binary has one subcommand per module.
 
 pub mod devices;
+pub mod payments;

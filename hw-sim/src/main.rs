@@ -12,6 +12,8 @@ struct Cli {
 enum Command {
     /// Receipt printer, scale, scanner and customer display on pseudo-terminals.
     Devices(hw_sim::devices::Args),
+    /// A WeChat-Pay-v2-shaped payment provider with a ledger and scenarios.
+    Payments(hw_sim::payments::Args),
 }
 
 #[tokio::main]
@@ -24,5 +26,6 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Devices(args) => hw_sim::devices::run(args).await,
+        Command::Payments(args) => hw_sim::payments::run(args).await,
     }
 }

@@ -1,0 +1,410 @@
+//! `hw-sim payments`: a WeChat-Pay-v2-shaped provider. It serves the real
+//! paths (`/pay/micropay`, `/pay/orderquery`, `/secapi/pay/reverse`,
+//! `/secapi/pay/refund`) in XML, checks every request's signature, signs its
+//! answers, and keeps a ledger. Beside them, a control API:
+//! `PUT /scenario` picks what happens to a code (or to every code), and
+//! `GET /ledger` shows where the money is.
+//!
+//! Plain HTTP only: the real `/secapi/` paths need a client certificate.
+
+mod ledger;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use proto::wechatpay::{self as wx, Params, SignType, err};
+use rand::Rng;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use ledger::{Ledger, MicropayAnswer, RefundAnswer, ReverseAnswer};
+pub use ledger::{LedgerEntry, Outcome, Scenario};
+
+/// How long a `no_answer` micropay holds the connection at most.
+const SILENCE: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Address to serve the provider and its control API on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    #[arg(long, default_value = "wx2421b1c4370ec43b")]
+    pub appid: String,
+    #[arg(long, default_value = "10000100")]
+    pub mch_id: String,
+    /// The merchant's API key both sides sign with.
+    #[arg(long, env = "HW_SIM_WECHATPAY_KEY")]
+    pub key: String,
+}
+
+/// Who the simulated provider is, and the key it shares with the merchant.
+#[derive(Clone)]
+pub struct Credentials {
+    pub appid: String,
+    pub mch_id: String,
+    pub key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("appid", &self.appid)
+            .field("mch_id", &self.mch_id)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Runs the simulator until Ctrl-C.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let provider = Provider::new(Credentials {
+        appid: args.appid,
+        mch_id: args.mch_id,
+        key: args.key,
+    });
+    let listener = TcpListener::bind(args.listen).await?;
+    println!("payment provider: http://{}", listener.local_addr()?);
+    provider
+        .serve(listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+pub struct Provider {
+    creds: Credentials,
+    ledger: Mutex<Ledger>,
+    closing: watch::Sender<bool>,
+}
+
+impl Provider {
+    pub fn new(creds: Credentials) -> Arc<Provider> {
+        Arc::new(Provider {
+            creds,
+            ledger: Mutex::new(Ledger::default()),
+            closing: watch::Sender::new(false),
+        })
+    }
+
+    fn books(&self) -> MutexGuard<'_, Ledger> {
+        // A panic while holding the lock leaves the books as they were.
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_scenario(&self, s: Scenario) {
+        self.books().set_scenario(s);
+    }
+
+    pub fn ledger(&self) -> Vec<LedgerEntry> {
+        self.books().entries(Instant::now())
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route(wx::PATH_MICROPAY, post(micropay))
+            .route(wx::PATH_ORDERQUERY, post(orderquery))
+            .route(wx::PATH_REVERSE, post(reverse))
+            .route(wx::PATH_REFUND, post(refund))
+            .route("/scenario", put(put_scenario))
+            .route("/ledger", get(get_ledger))
+            .with_state(self)
+    }
+
+    /// Serves on `listener` until `shutdown` resolves; silent calls are then
+    /// dropped so the shutdown does not wait for them.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let closing = self.closing.clone();
+        axum::serve(listener, Arc::clone(&self).router())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = closing.send(true);
+            })
+            .await
+    }
+
+    /// Checks the envelope every call shares: parses, our appid and mch_id,
+    /// a nonce, a valid signature. `Err` is the answer to send back.
+    fn open(&self, body: &[u8]) -> Result<(Params, SignType), Refused> {
+        let params = wx::decode(body).map_err(|e| Refused::Return(e.0))?;
+        let sign_type = SignType::of(&params).ok_or_else(|| Refused::Return("sign_type".into()))?;
+        if params.get("appid") != Some(&self.creds.appid) {
+            return Err(Refused::Return("appid不存在".into()));
+        }
+        if params.get("mch_id") != Some(&self.creds.mch_id) {
+            return Err(Refused::Return("mch_id不存在".into()));
+        }
+        if params
+            .get("nonce_str")
+            .is_none_or(|n| n.is_empty() || n.len() > 32)
+        {
+            return Err(Refused::Return("nonce_str".into()));
+        }
+        if !wx::verify(&params, &self.creds.key) {
+            tracing::warn!("request with a bad signature");
+            return Err(Refused::Return("签名错误".into()));
+        }
+        Ok((params, sign_type))
+    }
+
+    fn refused(&self, r: Refused) -> Response {
+        match r {
+            Refused::Return(msg) => self.fail_return(&msg),
+            Refused::Param(t) => self.answer(t, Some(err::PARAM_ERROR), Params::new()),
+        }
+    }
+
+    /// `return_code=FAIL`: the call itself was refused (unsigned).
+    fn fail_return(&self, msg: &str) -> Response {
+        let mut p = Params::new();
+        p.insert("return_code".into(), wx::FAIL.into());
+        p.insert("return_msg".into(), msg.into());
+        xml(wx::encode(&p))
+    }
+
+    /// A signed business answer: `result_code` SUCCESS, or FAIL with `err_code`.
+    fn answer(&self, sign_type: SignType, fail: Option<&str>, fields: Params) -> Response {
+        let mut p = fields;
+        p.insert("return_code".into(), wx::SUCCESS.into());
+        p.insert("return_msg".into(), "OK".into());
+        p.insert("appid".into(), self.creds.appid.clone());
+        p.insert("mch_id".into(), self.creds.mch_id.clone());
+        p.insert("nonce_str".into(), nonce());
+        match fail {
+            None => {
+                p.insert("result_code".into(), wx::SUCCESS.into());
+            }
+            Some(code) => {
+                p.insert("result_code".into(), wx::FAIL.into());
+                p.insert("err_code".into(), code.into());
+                p.insert("err_code_des".into(), describe(code).into());
+            }
+        }
+        wx::sign_in_place(&mut p, &self.creds.key, sign_type);
+        xml(wx::encode(&p))
+    }
+}
+
+fn xml(body: String) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn nonce() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..16)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+fn describe(code: &str) -> &'static str {
+    match code {
+        err::USERPAYING => "需要用户输入支付密码",
+        err::SYSTEMERROR => "系统超时",
+        err::NOTENOUGH => "余额不足",
+        err::AUTH_CODE_INVALID => "授权码检验错误",
+        err::ORDERPAID => "订单已支付",
+        err::ORDERREVERSED => "订单已撤销",
+        err::ORDERCLOSED => "订单已关闭",
+        err::ORDERNOTEXIST => "此交易订单号不存在",
+        err::TRADE_ERROR => "交易错误",
+        err::PARAM_ERROR => "参数错误",
+        _ => "错误",
+    }
+}
+
+/// Why a call is answered without touching the books.
+enum Refused {
+    /// `return_code=FAIL` with this message (bad envelope or signature).
+    Return(String),
+    /// A signed PARAM_ERROR.
+    Param(SignType),
+}
+
+/// A required parameter.
+fn required<'a>(p: &'a Params, name: &str, t: SignType) -> Result<&'a str, Refused> {
+    match p.get(name).map(String::as_str) {
+        Some(v) if !v.is_empty() && v.len() <= 128 => Ok(v),
+        _ => Err(Refused::Param(t)),
+    }
+}
+
+/// A required positive amount in fen.
+fn fee(p: &Params, name: &str, t: SignType) -> Result<i64, Refused> {
+    required(p, name, t)?
+        .parse::<i64>()
+        .ok()
+        .filter(|f| *f > 0)
+        .ok_or(Refused::Param(t))
+}
+
+fn charge_fields(c: &ledger::Charge) -> Params {
+    let mut p = Params::new();
+    p.insert("out_trade_no".into(), c.out_trade_no.clone());
+    p.insert("transaction_id".into(), c.transaction_id.clone());
+    p.insert("total_fee".into(), c.total_fee.to_string());
+    p.insert("fee_type".into(), "CNY".into());
+    p.insert("trade_type".into(), "MICROPAY".into());
+    p.insert("openid".into(), "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into());
+    p
+}
+
+async fn micropay(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
+    let fields = sim.open(&body).and_then(|(p, t)| {
+        Ok((
+            required(&p, "out_trade_no", t)?.to_owned(),
+            required(&p, "auth_code", t)?.to_owned(),
+            fee(&p, "total_fee", t)?,
+            required(&p, "body", t).map(|_| t)?,
+        ))
+    });
+    let (out_trade_no, auth_code, total_fee, t) = match fields {
+        Ok(v) => v,
+        Err(r) => return sim.refused(r),
+    };
+    let answer = sim
+        .books()
+        .micropay(&out_trade_no, &auth_code, total_fee, Instant::now());
+    tracing::info!(out_trade_no, code = %wx::mask(&auth_code), total_fee, ?answer, "micropay");
+    match answer {
+        MicropayAnswer::Paid(c) => sim.answer(t, None, charge_fields(&c)),
+        MicropayAnswer::Fail(code) => sim.answer(t, Some(code), Params::new()),
+        MicropayAnswer::Silence => {
+            let mut closing = sim.closing.subscribe();
+            tokio::select! {
+                _ = tokio::time::sleep(SILENCE) => {}
+                _ = closing.wait_for(|c| *c) => {}
+            }
+            (StatusCode::GATEWAY_TIMEOUT, "").into_response()
+        }
+    }
+}
+
+async fn orderquery(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
+    let fields = sim
+        .open(&body)
+        .and_then(|(p, t)| Ok((required(&p, "out_trade_no", t)?.to_owned(), t)));
+    let (out_trade_no, t) = match fields {
+        Ok(v) => v,
+        Err(r) => return sim.refused(r),
+    };
+    let out_trade_no = out_trade_no.as_str();
+    let found = sim.books().query(out_trade_no, Instant::now());
+    match found {
+        None => sim.answer(t, Some(err::ORDERNOTEXIST), Params::new()),
+        Some(c) => {
+            let mut f = charge_fields(&c);
+            f.insert("trade_state".into(), c.state.as_str().into());
+            sim.answer(t, None, f)
+        }
+    }
+}
+
+async fn reverse(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
+    let fields = sim
+        .open(&body)
+        .and_then(|(p, t)| Ok((required(&p, "out_trade_no", t)?.to_owned(), t)));
+    let (out_trade_no, t) = match fields {
+        Ok(v) => v,
+        Err(r) => return sim.refused(r),
+    };
+    let out_trade_no = out_trade_no.as_str();
+    let answer = sim.books().reverse(out_trade_no, Instant::now());
+    tracing::info!(out_trade_no, ?answer, "reverse");
+    let mut f = Params::new();
+    match answer {
+        ReverseAnswer::Done => {
+            f.insert("recall".into(), "N".into());
+            sim.answer(t, None, f)
+        }
+        ReverseAnswer::Fail { code, recall } => {
+            f.insert("recall".into(), if recall { "Y" } else { "N" }.into());
+            sim.answer(t, Some(code), f)
+        }
+    }
+}
+
+async fn refund(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
+    let fields = sim.open(&body).and_then(|(p, t)| {
+        Ok((
+            required(&p, "out_trade_no", t)?.to_owned(),
+            required(&p, "out_refund_no", t)?.to_owned(),
+            fee(&p, "total_fee", t)?,
+            fee(&p, "refund_fee", t)?,
+            t,
+        ))
+    });
+    let (out_trade_no, out_refund_no, total_fee, refund_fee, t) = match fields {
+        Ok(v) => v,
+        Err(r) => return sim.refused(r),
+    };
+    let (out_trade_no, out_refund_no) = (out_trade_no.as_str(), out_refund_no.as_str());
+    let answer = sim.books().refund(
+        out_trade_no,
+        out_refund_no,
+        total_fee,
+        refund_fee,
+        Instant::now(),
+    );
+    tracing::info!(out_trade_no, out_refund_no, refund_fee, ?answer, "refund");
+    match answer {
+        RefundAnswer::Done {
+            refund_id,
+            refund_fee,
+        } => {
+            let mut f = Params::new();
+            f.insert("out_trade_no".into(), out_trade_no.into());
+            f.insert("out_refund_no".into(), out_refund_no.into());
+            f.insert("refund_id".into(), refund_id);
+            f.insert("refund_fee".into(), refund_fee.to_string());
+            f.insert("total_fee".into(), total_fee.to_string());
+            sim.answer(t, None, f)
+        }
+        RefundAnswer::Fail(code) => sim.answer(t, Some(code), Params::new()),
+    }
+}
+
+async fn put_scenario(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Scenario>(&body) {
+        Ok(s) => {
+            sim.set_scenario(s.clone());
+            (StatusCode::OK, Json(s)).into_response()
+        }
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            json!({
+                "type": "about:blank",
+                "title": "Bad Request",
+                "status": 400,
+                "code": "invalid_scenario",
+                "detail": e.to_string(),
+            })
+            .to_string(),
+        )
+            .into_response(),
+    }
+}
+
+async fn get_ledger(State(sim): State<Arc<Provider>>) -> Json<serde_json::Value> {
+    Json(json!({ "charges": sim.ledger() }))
+}
