@@ -65,6 +65,8 @@ pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
     gate: Option<Arc<Mutex<()>>>,
+    /// SQLite only: writes concurrent orders in one transaction.
+    batcher: Option<crate::orders::Batcher>,
 }
 
 impl Db {
@@ -105,11 +107,18 @@ impl Db {
         }
         .with_context(|| format!("connecting to the {backend:?} database"))?;
         let gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        Ok(Db {
+        let mut db = Db {
             pool,
             backend,
             gate,
-        })
+            batcher: None,
+        };
+        if let Some(gate) = &db.gate {
+            // The batcher's own handle has no batcher: it writes directly.
+            let batcher = crate::orders::Batcher::start(&url, gate.clone(), db.clone()).await?;
+            db.batcher = Some(batcher);
+        }
+        Ok(db)
     }
 
     fn migrator(&self) -> &'static Migrator {
@@ -178,6 +187,10 @@ impl Db {
             Backend::Postgres => self.pool.begin().await?,
         };
         Ok(WriteTx { tx, _gate: gate })
+    }
+
+    pub fn batcher(&self) -> Option<&crate::orders::Batcher> {
+        self.batcher.as_ref()
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {

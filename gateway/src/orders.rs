@@ -1,6 +1,10 @@
 //! Order use cases: create (reserving stock), act on an order (the state
 //! machine), read one, list a store's queue. Each write is one transaction.
 
+mod batch;
+
+pub use batch::Batcher;
+
 use proto::order::{
     self as po, Channel, Money, Order, OrderAction, OrderLine, OrderStatus, PaymentStatus,
     Quantity, Sku, StatusChange, StoreId, Unit,
@@ -87,6 +91,25 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
 /// Creates an order: prices every line from the catalog, reserves its stock,
 /// numbers it for the day, and records it in the store feed — all or nothing.
 pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
+    check_shape(&new)?;
+    let created = match db.batcher() {
+        // SQLite: many orders share one transaction (group commit).
+        Some(batcher) => batcher.create(new.clone(), idem).await?,
+        None => create_direct(db, new.clone(), idem).await?,
+    };
+    if matches!(
+        created,
+        Created::Order {
+            replayed: false,
+            ..
+        }
+    ) {
+        hub.notify(&new.store);
+    }
+    Ok(created)
+}
+
+fn check_shape(new: &NewOrder) -> Result<()> {
     if new.lines.is_empty() {
         return Err(Error::unprocessable(
             "invalid_lines",
@@ -99,6 +122,57 @@ pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) ->
             format!("an order has at most {MAX_LINES} lines"),
         ));
     }
+    check_note(new.note.clone())?;
+    Ok(())
+}
+
+/// What a new order gets when it is written.
+pub(crate) struct Fresh {
+    pub id: String,
+    pub seq: i64,
+    pub display_no: i64,
+    pub day: String,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub note: Option<String>,
+    pub now: i64,
+}
+
+/// The view of a just-created order, as every surface shows it.
+pub(crate) fn fresh_order(new: &NewOrder, f: Fresh) -> Order {
+    Order {
+        id: f.id,
+        store_id: new.store.clone(),
+        channel: new.channel,
+        platform: new.platform.clone(),
+        channel_order_id: new.channel_order_id.clone(),
+        display_no: f.display_no,
+        business_day: f.day,
+        status: OrderStatus::Created,
+        payment_status: new.payment_status,
+        lines: f.lines,
+        total: f.total,
+        currency: po::CURRENCY,
+        note: f.note,
+        created_at: clock::rfc3339(f.now),
+        updated_at: clock::rfc3339(f.now),
+        seq: f.seq,
+        history: vec![StatusChange {
+            at: clock::rfc3339(f.now),
+            by: new.actor.clone(),
+            from: None,
+            to: OrderStatus::Created,
+            reason: None,
+        }],
+    }
+}
+
+/// Creates one order in a transaction of its own, statement by statement.
+pub(crate) async fn create_direct(
+    db: &Db,
+    new: NewOrder,
+    idem: Option<IdemKey>,
+) -> Result<Created> {
     let note = check_note(new.note.clone())?;
     let now = now_micros();
     let mut tx = db.write().await?;
@@ -247,31 +321,19 @@ pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) ->
     )
     .await?;
 
-    let order = Order {
-        id: id.clone(),
-        store_id: new.store.clone(),
-        channel: new.channel,
-        platform: new.platform.clone(),
-        channel_order_id: new.channel_order_id.clone(),
-        display_no,
-        business_day: day,
-        status: OrderStatus::Created,
-        payment_status: new.payment_status,
-        lines,
-        total,
-        currency: po::CURRENCY,
-        note,
-        created_at: clock::rfc3339(now),
-        updated_at: clock::rfc3339(now),
-        seq,
-        history: vec![StatusChange {
-            at: clock::rfc3339(now),
-            by: new.actor.clone(),
-            from: None,
-            to: OrderStatus::Created,
-            reason: None,
-        }],
-    };
+    let order = fresh_order(
+        &new,
+        Fresh {
+            id: id.clone(),
+            seq,
+            display_no,
+            day,
+            lines,
+            total,
+            note,
+            now,
+        },
+    );
     let payload = feed_payload("order.created", seq, &order)?;
     events::append(
         &mut tx,
@@ -319,7 +381,6 @@ pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) ->
         }
         Err(e) => return Err(e.into()),
     }
-    hub.notify(&new.store);
     Ok(Created::Order {
         order: Box::new(order),
         replayed: false,
@@ -330,7 +391,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-fn feed_payload(kind: &str, seq: i64, order: &Order) -> Result<String> {
+pub(crate) fn feed_payload(kind: &str, seq: i64, order: &Order) -> Result<String> {
     #[derive(Serialize)]
     struct Payload<'a> {
         #[serde(rename = "type")]
@@ -341,7 +402,7 @@ fn feed_payload(kind: &str, seq: i64, order: &Order) -> Result<String> {
     serde_json::to_string(&Payload { kind, seq, order }).map_err(Error::internal)
 }
 
-async fn find_by_channel_ref(
+pub(crate) async fn find_by_channel_ref(
     conn: &mut AnyConnection,
     store: &StoreId,
     channel: Channel,
@@ -374,20 +435,52 @@ async fn price_line(
     .bind(store.as_str().to_owned())
     .bind(line.sku.as_str().to_owned())
     .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| Error::unprocessable("unknown_sku", format!("no product {}", line.sku)))?;
-    let unit = Unit::parse(&row.get::<String, _>("unit")).map_err(Error::internal)?;
-    let quantity = Quantity::parse(unit, &line.quantity)?;
-    if row.get::<Option<i64>, _>("available") == Some(0) {
+    .await?;
+    let item = row
+        .map(|row| -> Result<ItemFacts> {
+            Ok(ItemFacts {
+                name: row.get("name"),
+                unit: Unit::parse(&row.get::<String, _>("unit")).map_err(Error::internal)?,
+                list_fen: row.get("price_fen"),
+                override_fen: row.get("override_fen"),
+                listed: row.get::<Option<i64>, _>("available").map(|a| a != 0),
+                snoozed_until: row.get("snoozed_until"),
+            })
+        })
+        .transpose()?;
+    check_line(item.as_ref(), store, line, now)
+}
+
+/// What the catalog says about one product in one store.
+#[derive(Debug, Clone)]
+pub(crate) struct ItemFacts {
+    pub name: String,
+    pub unit: Unit,
+    pub list_fen: i64,
+    pub override_fen: Option<i64>,
+    /// `None`: the store has no record of the product (no stock).
+    pub listed: Option<bool>,
+    pub snoozed_until: Option<i64>,
+}
+
+/// The rules for one order line, in one place: the product exists, the
+/// quantity fits its unit, the store sells it now; priced half-up to the fen.
+pub(crate) fn check_line(
+    item: Option<&ItemFacts>,
+    store: &StoreId,
+    line: &NewLine,
+    now: i64,
+) -> Result<OrderLine> {
+    let item = item
+        .ok_or_else(|| Error::unprocessable("unknown_sku", format!("no product {}", line.sku)))?;
+    let quantity = Quantity::parse(item.unit, &line.quantity)?;
+    if item.listed == Some(false) {
         return Err(Error::conflict(
             "item_unavailable",
             format!("{} is not sold in store {store}", line.sku),
         ));
     }
-    if let Some(until) = row
-        .get::<Option<i64>, _>("snoozed_until")
-        .filter(|u| *u > now)
-    {
+    if let Some(until) = item.snoozed_until.filter(|u| *u > now) {
         return Err(Error::conflict(
             "item_unavailable",
             format!(
@@ -397,18 +490,24 @@ async fn price_line(
             ),
         ));
     }
-    let list = row.get::<i64, _>("price_fen");
-    let unit_price = Money::from_fen(row.get::<Option<i64>, _>("override_fen").unwrap_or(list));
+    let unit_price = Money::from_fen(item.override_fen.unwrap_or(item.list_fen));
     let line_total = po::line_total(unit_price, quantity)
         .ok_or_else(|| Error::unprocessable("invalid_quantity", "line total is too large"))?;
     Ok(OrderLine {
         sku: line.sku.clone(),
-        name: row.get("name"),
-        unit,
+        name: item.name.clone(),
+        unit: item.unit,
         quantity,
         unit_price,
         line_total,
     })
+}
+
+pub(crate) fn out_of_stock(store: &StoreId, sku: &Sku, q: Quantity) -> Error {
+    Error::conflict(
+        "out_of_stock",
+        format!("not enough {sku} in store {store} for {q}"),
+    )
 }
 
 /// Reserves stock, or refuses: never more than on hand less already reserved.
@@ -426,10 +525,7 @@ async fn reserve(conn: &mut AnyConnection, store: &StoreId, sku: &Sku, q: Quanti
     if n == 1 {
         Ok(())
     } else {
-        Err(Error::conflict(
-            "out_of_stock",
-            format!("not enough {sku} in store {store} for {q}"),
-        ))
+        Err(out_of_stock(store, sku, q))
     }
 }
 

@@ -293,3 +293,42 @@ async fn channel_order_id_never_duplicates(b: Backend) {
     assert_eq!(app.queue("S001").await.len(), 1);
     app.stop().await;
 }
+
+on_both_databases!(concurrent_retries_make_one_order);
+
+/// A client that retries before the first answer arrives (or several
+/// tabs of the app) must still get one order.
+async fn concurrent_retries_make_one_order(b: Backend) {
+    let Some(app) = setup(b).await else { return };
+    let app = std::sync::Arc::new(app);
+    let body = json!({"store_id": "S001", "lines": [{"sku": "COLA", "quantity": "1"}]});
+    let same_key: Vec<_> = (0..12)
+        .map(|_| {
+            let (app, body) = (app.clone(), body.clone());
+            tokio::spawn(async move { create_with_key(&app, "burst", &body).await })
+        })
+        .collect();
+    let by_ref = json!({"store_id": "S001", "channel_order_id": "APP-7", "lines": [{"sku": "COLA", "quantity": "2"}]});
+    let same_ref: Vec<_> = (0..12)
+        .map(|_| {
+            let (app, body) = (app.clone(), by_ref.clone());
+            tokio::spawn(async move { app.post_json("/api/v1/orders", &app.app, &body).await })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for t in same_key {
+        let (s, o) = t.await.unwrap();
+        assert_eq!(s, 201, "{o}");
+        ids.insert(o["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one order for one Idempotency-Key");
+    let mut ref_ids = std::collections::HashSet::new();
+    for t in same_ref {
+        let (s, o) = t.await.unwrap();
+        assert!(s == 201 || s == 200, "{s} {o}");
+        ref_ids.insert(o["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ref_ids.len(), 1, "one order for one channel order id");
+    assert_eq!(app.queue("S001").await.len(), 2);
+    assert_eq!(app.item("S001", "COLA").await["reserved"], "3");
+}

@@ -1,0 +1,654 @@
+//! Group commit for SQLite. SQLite has one writer at a time and every
+//! statement is a round trip to its worker thread, so orders placed at the
+//! same moment are written together: one task reads what the batch needs,
+//! checks every order in memory with the same rules as the direct path, and
+//! writes all the good ones in one script ending in one COMMIT. Each caller
+//! hears back only after that COMMIT.
+//!
+//! The reads and the write happen inside one `BEGIN IMMEDIATE` transaction
+//! on the batcher's own connection, under the process's write gate, so no
+//! other writer can change stock in between.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use proto::order::{Money, Sku, StoreId, Unit};
+use sqlx::{AnyConnection, Connection, Row};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{
+    Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, check_note, create_direct,
+    feed_payload, fresh_order, load, out_of_stock,
+};
+use crate::clock::{self, now_micros};
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+/// Most orders written in one transaction.
+const MAX_BATCH: usize = 64;
+/// Rough ceiling of bind parameters in one batch (SQLite's limit is 32766).
+const MAX_PARAMS: usize = 16_000;
+
+struct Job {
+    new: NewOrder,
+    idem: Option<IdemKey>,
+    reply: oneshot::Sender<Result<Created>>,
+}
+
+/// Hands orders to the batching task.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Batcher {
+    /// Starts the task on a connection of its own.
+    pub async fn start(url: &str, gate: Arc<Mutex<()>>, db: Db) -> anyhow::Result<Batcher> {
+        let conn = open_writer(url).await?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run(rx, conn, gate, db, url.to_owned()));
+        Ok(Batcher { tx })
+    }
+
+    pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { new, idem, reply })
+            .await
+            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
+        answer
+            .await
+            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer dropped the order")))?
+    }
+}
+
+async fn open_writer(url: &str) -> Result<AnyConnection, sqlx::Error> {
+    let mut conn = AnyConnection::connect(url).await?;
+    sqlx::query(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+    )
+    .execute(&mut conn)
+    .await?;
+    Ok(conn)
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    mut conn: AnyConnection,
+    gate: Arc<Mutex<()>>,
+    db: Db,
+    url: String,
+) {
+    while let Some(first) = rx.recv().await {
+        // Bounded by count and by bind parameters (SQLite allows 32766).
+        let mut params = 32 + 16 * first.new.lines.len();
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH && params < MAX_PARAMS {
+            match rx.try_recv() {
+                Ok(j) => {
+                    params += 32 + 16 * j.new.lines.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let retry = {
+            let _gate = gate.lock().await;
+            match write_batch(&mut conn, &mut jobs).await {
+                Ok(()) => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, orders = jobs.len(), "batch failed; writing its orders one by one");
+                    let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                    if conn.ping().await.is_err()
+                        && let Ok(c) = open_writer(&url).await
+                    {
+                        conn = c;
+                    }
+                    std::mem::take(&mut jobs)
+                }
+            }
+        };
+        // Outside the gate: the direct path takes it itself.
+        for job in retry {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let r = create_direct(&db, job.new, job.idem).await;
+                let _ = job.reply.send(r);
+            });
+        }
+    }
+}
+
+/// What an order of the batch comes to.
+enum Outcome {
+    Refused(Error),
+    Replay {
+        status: u16,
+        body: String,
+    },
+    /// The same idempotency key earlier in this batch.
+    SameAs(usize),
+    /// An order already in the database with this channel order id.
+    Existing(String),
+    Written(Box<proto::order::Order>),
+}
+
+struct StoreState {
+    seq: i64,
+    display: i64,
+    first_display: i64,
+}
+
+struct Stock {
+    facts: ItemFacts,
+    sellable: i64,
+    reserve: i64,
+}
+
+async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()> {
+    let now = now_micros();
+    let day = clock::business_day(now);
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+
+    let mut stores: Vec<StoreId> = jobs.iter().map(|j| j.new.store.clone()).collect();
+    stores.sort();
+    stores.dedup();
+    let mut skus: Vec<Sku> = jobs
+        .iter()
+        .flat_map(|j| j.new.lines.iter().map(|l| l.sku.clone()))
+        .collect();
+    skus.sort();
+    skus.dedup();
+
+    // Stores, their feed heads and today's display counters.
+    let mut store_state: HashMap<StoreId, StoreState> = HashMap::new();
+    {
+        let sql = format!(
+            "SELECT s.id, s.event_seq, COALESCE(d.last_no, 0) AS last_no FROM stores s
+             LEFT JOIN display_counters d ON d.store_id = s.id AND d.business_day = $1
+             WHERE s.id IN ({})",
+            params(2, stores.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(day.clone());
+        for s in &stores {
+            q = q.bind(s.as_str().to_owned());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let id = StoreId::parse(&r.get::<String, _>(0)).map_err(Error::internal)?;
+            let display: i64 = r.get(2);
+            store_state.insert(
+                id,
+                StoreState {
+                    seq: r.get(1),
+                    display,
+                    first_display: display,
+                },
+            );
+        }
+    }
+
+    // Products and their per-store records.
+    let mut stock: HashMap<(StoreId, Sku), Stock> = HashMap::new();
+    let mut products: HashMap<Sku, ItemFacts> = HashMap::new();
+    if !skus.is_empty() {
+        let sql = format!(
+            "SELECT p.sku, p.name, p.unit, p.price_fen, i.store_id, i.price_fen AS override_fen,
+                    i.available, i.snoozed_until, i.on_hand, i.reserved
+             FROM products p LEFT JOIN store_items i ON i.sku = p.sku AND i.store_id IN ({})
+             WHERE p.sku IN ({})",
+            params(1, stores.len()),
+            params(1 + stores.len(), skus.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for s in &stores {
+            q = q.bind(s.as_str().to_owned());
+        }
+        for s in &skus {
+            q = q.bind(s.as_str().to_owned());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let sku = Sku::parse(&r.get::<String, _>("sku")).map_err(Error::internal)?;
+            let base = ItemFacts {
+                name: r.get("name"),
+                unit: Unit::parse(&r.get::<String, _>("unit")).map_err(Error::internal)?,
+                list_fen: r.get("price_fen"),
+                override_fen: None,
+                listed: None,
+                snoozed_until: None,
+            };
+            products.entry(sku.clone()).or_insert_with(|| base.clone());
+            if let Some(store) = r.get::<Option<String>, _>("store_id") {
+                let store = StoreId::parse(&store).map_err(Error::internal)?;
+                let on_hand: i64 = r.get("on_hand");
+                let reserved: i64 = r.get("reserved");
+                let facts = ItemFacts {
+                    override_fen: r.get("override_fen"),
+                    listed: Some(r.get::<i64, _>("available") != 0),
+                    snoozed_until: r.get("snoozed_until"),
+                    ..base
+                };
+                stock.insert(
+                    (store, sku),
+                    Stock {
+                        facts,
+                        sellable: on_hand - reserved,
+                        reserve: 0,
+                    },
+                );
+            }
+        }
+    }
+
+    // Idempotency keys already answered.
+    let mut answered: HashMap<(String, String), (String, u16, String)> = HashMap::new();
+    let keyed: Vec<&IdemKey> = jobs.iter().filter_map(|j| j.idem.as_ref()).collect();
+    if !keyed.is_empty() {
+        let cond = (0..keyed.len())
+            .map(|i| format!("(key_id = ${} AND idem_key = ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!(
+            "SELECT key_id, idem_key, request_hash, status_code, response FROM idempotency_keys WHERE {cond}"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in &keyed {
+            q = q.bind(k.owner.clone()).bind(k.key.clone());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let status = u16::try_from(r.get::<i64, _>("status_code")).unwrap_or(200);
+            answered.insert(
+                (r.get("key_id"), r.get("idem_key")),
+                (r.get("request_hash"), status, r.get("response")),
+            );
+        }
+    }
+
+    // Plan every order in arrival order against the running state.
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
+    let mut keys_in_batch: HashMap<(String, String), (usize, String)> = HashMap::new();
+    let mut refs_in_batch: HashMap<(StoreId, &'static str, String, String), usize> = HashMap::new();
+    for (idx, job) in jobs.iter().enumerate() {
+        let outcome = plan(
+            conn,
+            idx,
+            job,
+            now,
+            &day,
+            &mut store_state,
+            &mut stock,
+            &products,
+            &answered,
+            &mut keys_in_batch,
+            &mut refs_in_batch,
+        )
+        .await?;
+        outcomes.push(outcome);
+    }
+
+    // One script: every write of the batch, then COMMIT.
+    let mut w = Script::default();
+    for (store, st) in &store_state {
+        if st.display != st.first_display {
+            w.stmt(
+                "UPDATE stores SET event_seq = {}, catalog_rev = catalog_rev + 1 WHERE id = {}",
+                vec![Val::I(st.seq), Val::S(store.to_string())],
+            );
+            w.stmt(
+                "INSERT INTO display_counters (store_id, business_day, last_no) VALUES ({}, {}, {})
+                 ON CONFLICT (store_id, business_day) DO UPDATE SET last_no = excluded.last_no",
+                vec![
+                    Val::S(store.to_string()),
+                    Val::S(day.clone()),
+                    Val::I(st.display),
+                ],
+            );
+        }
+    }
+    for ((store, sku), s) in &stock {
+        if s.reserve > 0 {
+            w.stmt(
+                "UPDATE store_items SET reserved = reserved + {} WHERE store_id = {} AND sku = {}",
+                vec![
+                    Val::I(s.reserve),
+                    Val::S(store.to_string()),
+                    Val::S(sku.to_string()),
+                ],
+            );
+        }
+    }
+    for (idx, o) in outcomes.iter().enumerate() {
+        let Outcome::Written(order) = o else { continue };
+        let job = &jobs[idx];
+        w.stmt(
+            "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
+                                 status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)
+             VALUES ({}, {}, {}, {}, {}, {}, {}, 'created', {}, {}, {}, {}, {}, {}, {})",
+            vec![
+                Val::S(order.id.clone()),
+                Val::S(order.store_id.to_string()),
+                Val::S(order.channel.as_str().to_owned()),
+                Val::S(order.platform.clone().unwrap_or_default()),
+                Val::OS(order.channel_order_id.clone()),
+                Val::I(order.display_no),
+                Val::S(order.business_day.clone()),
+                Val::S(order.payment_status.as_str().to_owned()),
+                Val::I(order.total.fen()),
+                Val::OS(order.note.clone()),
+                Val::S(job.new.actor.clone()),
+                Val::I(now),
+                Val::I(now),
+                Val::I(order.seq),
+            ],
+        );
+        for (i, l) in order.lines.iter().enumerate() {
+            w.stmt(
+                "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)
+                 VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
+                vec![
+                    Val::S(order.id.clone()),
+                    Val::I(i as i64 + 1),
+                    Val::S(l.sku.to_string()),
+                    Val::S(l.name.clone()),
+                    Val::S(l.unit.as_str().to_owned()),
+                    Val::I(l.quantity.milli()),
+                    Val::I(l.unit_price.fen()),
+                    Val::I(l.line_total.fen()),
+                ],
+            );
+        }
+        w.stmt(
+            "INSERT INTO order_history (order_id, at, by_whom, from_status, to_status, reason)
+             VALUES ({}, {}, {}, NULL, 'created', NULL)",
+            vec![
+                Val::S(order.id.clone()),
+                Val::I(now),
+                Val::S(job.new.actor.clone()),
+            ],
+        );
+        w.stmt(
+            "INSERT INTO order_events (store_id, seq, order_id, kind, at, payload)
+             VALUES ({}, {}, {}, 'order.created', {}, {})",
+            vec![
+                Val::S(order.store_id.to_string()),
+                Val::I(order.seq),
+                Val::S(order.id.clone()),
+                Val::I(now),
+                Val::S(feed_payload("order.created", order.seq, order)?),
+            ],
+        );
+        if let Some(k) = &job.idem {
+            w.stmt(
+                "INSERT INTO idempotency_keys (key_id, idem_key, request_hash, status_code, response, created_at)
+                 VALUES ({}, {}, {}, 201, {}, {})",
+                vec![
+                    Val::S(k.owner.clone()),
+                    Val::S(k.key.clone()),
+                    Val::S(k.request_hash.clone()),
+                    Val::S(serde_json::to_string(order.as_ref()).map_err(Error::internal)?),
+                    Val::I(now),
+                ],
+            );
+        }
+    }
+    w.sql.push_str("COMMIT;");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(w.sql));
+    for v in w.vals {
+        q = match v {
+            Val::I(i) => q.bind(i),
+            Val::S(s) => q.bind(s),
+            Val::OS(s) => q.bind(s),
+        };
+    }
+    q.execute(&mut *conn).await?;
+
+    // Committed: answer everyone.
+    let mut answers: Vec<Option<Result<Created>>> = Vec::with_capacity(outcomes.len());
+    for o in &outcomes {
+        answers.push(Some(match o {
+            Outcome::Refused(e) => Err(Error {
+                status: e.status,
+                code: e.code,
+                message: e.message.clone(),
+                source: None,
+            }),
+            Outcome::Replay { status, body } => Ok(Created::Replay {
+                status: *status,
+                body: body.clone(),
+            }),
+            Outcome::Existing(id) => match load(conn, id).await {
+                Ok(Some(order)) => Ok(Created::Order {
+                    order: Box::new(order),
+                    replayed: true,
+                }),
+                Ok(None) => Err(Error::internal(anyhow::anyhow!("order {id} vanished"))),
+                Err(e) => Err(e),
+            },
+            Outcome::Written(order) => Ok(Created::Order {
+                order: order.clone(),
+                replayed: false,
+            }),
+            Outcome::SameAs(_) => Ok(Created::Replay {
+                status: 0,
+                body: String::new(),
+            }),
+        }));
+    }
+    for (idx, o) in outcomes.iter().enumerate() {
+        if let Outcome::SameAs(first) = o {
+            answers[idx] = Some(match &outcomes[*first] {
+                Outcome::Written(order) => match serde_json::to_string(order.as_ref()) {
+                    Ok(body) => Ok(Created::Replay { status: 201, body }),
+                    Err(e) => Err(Error::internal(e)),
+                },
+                Outcome::Existing(_) => match &answers[*first] {
+                    Some(Ok(Created::Order { order, .. })) => Ok(Created::Order {
+                        order: order.clone(),
+                        replayed: true,
+                    }),
+                    _ => Err(Error::internal(anyhow::anyhow!("replay of a failed order"))),
+                },
+                Outcome::Replay { status, body } => Ok(Created::Replay {
+                    status: *status,
+                    body: body.clone(),
+                }),
+                _ => Err(Error::conflict(
+                    "idempotency_in_flight",
+                    "the first request with this key failed; retry",
+                )),
+            });
+        }
+    }
+    for (job, answer) in std::mem::take(jobs).into_iter().zip(answers) {
+        if let Some(a) = answer {
+            let _ = job.reply.send(a);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn plan(
+    conn: &mut AnyConnection,
+    idx: usize,
+    job: &Job,
+    now: i64,
+    day: &str,
+    stores: &mut HashMap<StoreId, StoreState>,
+    stock: &mut HashMap<(StoreId, Sku), Stock>,
+    products: &HashMap<Sku, ItemFacts>,
+    answered: &HashMap<(String, String), (String, u16, String)>,
+    keys_in_batch: &mut HashMap<(String, String), (usize, String)>,
+    refs_in_batch: &mut HashMap<(StoreId, &'static str, String, String), usize>,
+) -> Result<Outcome> {
+    let new = &job.new;
+    if let Some(k) = &job.idem {
+        let key = (k.owner.clone(), k.key.clone());
+        if let Some((hash, status, body)) = answered.get(&key) {
+            return Ok(if *hash == k.request_hash {
+                Outcome::Replay {
+                    status: *status,
+                    body: body.clone(),
+                }
+            } else {
+                Outcome::Refused(idem_conflict())
+            });
+        }
+        if let Some((first, hash)) = keys_in_batch.get(&key) {
+            return Ok(if *hash == k.request_hash {
+                Outcome::SameAs(*first)
+            } else {
+                Outcome::Refused(idem_conflict())
+            });
+        }
+    }
+    let note = match check_note(new.note.clone()) {
+        Ok(n) => n,
+        Err(e) => return Ok(Outcome::Refused(e)),
+    };
+    if !stores.contains_key(&new.store) {
+        return Ok(Outcome::Refused(Error::unprocessable(
+            "unknown_store",
+            format!("no store {}", new.store),
+        )));
+    }
+    if let Some(r) = &new.channel_order_id {
+        let key = (
+            new.store.clone(),
+            new.channel.as_str(),
+            new.platform.clone().unwrap_or_default(),
+            r.clone(),
+        );
+        if let Some(first) = refs_in_batch.get(&key) {
+            return Ok(Outcome::SameAs(*first));
+        }
+        if let Some(id) =
+            super::find_by_channel_ref(conn, &new.store, new.channel, new.platform.as_deref(), r)
+                .await?
+        {
+            return Ok(Outcome::Existing(id));
+        }
+    }
+
+    // Price and check every line, taking stock from a scratch copy first.
+    let mut lines = Vec::with_capacity(new.lines.len());
+    let mut take: Vec<((StoreId, Sku), i64)> = Vec::new();
+    let mut total = Money::ZERO;
+    for line in &new.lines {
+        let key = (new.store.clone(), line.sku.clone());
+        let facts = stock
+            .get(&key)
+            .map(|s| &s.facts)
+            .or_else(|| products.get(&line.sku));
+        let priced = match check_line(facts, &new.store, line, now) {
+            Ok(l) => l,
+            Err(e) => return Ok(Outcome::Refused(e)),
+        };
+        let already: i64 = take.iter().filter(|(k, _)| *k == key).map(|(_, q)| q).sum();
+        let sellable = stock.get(&key).map(|s| s.sellable).unwrap_or(0) - already;
+        if sellable < priced.quantity.milli() {
+            return Ok(Outcome::Refused(out_of_stock(
+                &new.store,
+                &line.sku,
+                priced.quantity,
+            )));
+        }
+        take.push((key, priced.quantity.milli()));
+        total = match total.checked_add(priced.line_total) {
+            Some(t) => t,
+            None => {
+                return Ok(Outcome::Refused(Error::unprocessable(
+                    "invalid_quantity",
+                    "order total is too large",
+                )));
+            }
+        };
+        lines.push(priced);
+    }
+    for (key, q) in take {
+        if let Some(s) = stock.get_mut(&key) {
+            s.sellable -= q;
+            s.reserve += q;
+        }
+    }
+    let st = stores
+        .get_mut(&new.store)
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("store state")))?;
+    st.seq += 1;
+    st.display += 1;
+    let order = fresh_order(
+        new,
+        Fresh {
+            id: uuid::Uuid::now_v7().to_string(),
+            seq: st.seq,
+            display_no: st.display,
+            day: day.to_owned(),
+            lines,
+            total,
+            note,
+            now,
+        },
+    );
+    if let Some(k) = &job.idem {
+        keys_in_batch.insert(
+            (k.owner.clone(), k.key.clone()),
+            (idx, k.request_hash.clone()),
+        );
+    }
+    if let Some(r) = &new.channel_order_id {
+        refs_in_batch.insert(
+            (
+                new.store.clone(),
+                new.channel.as_str(),
+                new.platform.clone().unwrap_or_default(),
+                r.clone(),
+            ),
+            idx,
+        );
+    }
+    Ok(Outcome::Written(Box::new(order)))
+}
+
+fn idem_conflict() -> Error {
+    Error::unprocessable(
+        "idempotency_conflict",
+        "this Idempotency-Key was already used with a different request",
+    )
+}
+
+/// `$from, $from+1, …` for an IN list of `n` values.
+fn params(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+enum Val {
+    I(i64),
+    S(String),
+    OS(Option<String>),
+}
+
+/// A multi-statement script with numbered parameters.
+#[derive(Default)]
+struct Script {
+    sql: String,
+    vals: Vec<Val>,
+}
+
+impl Script {
+    /// Appends a statement; each `{}` becomes the next numbered parameter.
+    fn stmt(&mut self, template: &str, vals: Vec<Val>) {
+        let mut vals = vals.into_iter();
+        let mut parts = template.split("{}");
+        self.sql.push_str(parts.next().unwrap_or_default());
+        for part in parts {
+            self.vals.push(vals.next().unwrap_or(Val::OS(None)));
+            let _ = write!(self.sql, "${}", self.vals.len());
+            self.sql.push_str(part);
+        }
+        self.sql.push_str(";\n");
+    }
+}

@@ -1,0 +1,330 @@
+//! Payment providers behind one trait, and the WeChat-Pay-v2 client.
+//!
+//! A provider call never fails in the Rust sense: every answer, including
+//! "no answer", is an outcome the flow must act on. `Unknown` means the money
+//! may or may not have moved, so the caller must query, never retry blindly.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use proto::wechatpay::{self as wx, CodeKind, Params, SignType, TradeState, err};
+use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
+
+pub struct MicropayRequest<'a> {
+    pub out_trade_no: &'a str,
+    /// The full payment code: only ever sent to the provider.
+    pub auth_code: &'a str,
+    pub total_fen: i64,
+    pub body: &'a str,
+}
+
+pub struct RefundRequest<'a> {
+    pub out_trade_no: &'a str,
+    pub out_refund_no: &'a str,
+    pub total_fen: i64,
+    pub refund_fen: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Micropay {
+    Paid { transaction_id: String },
+    /// A definite no: no money moved. `code` is ours, `provider_code` theirs.
+    Declined {
+        code: &'static str,
+        provider_code: String,
+    },
+    /// "User paying", a system error, a timeout: query.
+    Unknown { why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    Paid { transaction_id: String },
+    /// The customer has not confirmed yet.
+    Waiting,
+    Declined {
+        code: &'static str,
+        provider_code: String,
+    },
+    /// Revoked or closed: no money moved, or it went back.
+    Reversed,
+    /// The provider has not seen this number (yet).
+    NotFound,
+    Unknown { why: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reverse {
+    Done,
+    /// Call again (`recall=Y`, or no answer).
+    Retry { why: String },
+    Refused { provider_code: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refund {
+    Done { refund_ref: String },
+    Refused {
+        code: &'static str,
+        provider_code: String,
+    },
+    Unknown { why: String },
+}
+
+/// One payment provider. Calls with the same `out_trade_no` (or
+/// `out_refund_no`) are the same charge (or refund) at the provider.
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Which payment codes it takes.
+    fn kind(&self) -> CodeKind;
+    fn micropay<'a>(&'a self, req: MicropayRequest<'a>) -> BoxFuture<'a, Micropay>;
+    fn query<'a>(&'a self, out_trade_no: &'a str) -> BoxFuture<'a, Query>;
+    fn reverse<'a>(&'a self, out_trade_no: &'a str) -> BoxFuture<'a, Reverse>;
+    fn refund<'a>(&'a self, req: RefundRequest<'a>) -> BoxFuture<'a, Refund>;
+}
+
+/// Our stable code for a provider's definite refusal of a charge.
+fn decline_code(provider_code: &str) -> &'static str {
+    match provider_code {
+        err::NOTENOUGH => "insufficient_balance",
+        err::AUTHCODEEXPIRE | err::AUTH_CODE_INVALID | err::AUTH_CODE_ERROR => {
+            "invalid_payment_code"
+        }
+        _ => "payment_declined",
+    }
+}
+
+/// The WeChat Pay v2 client (plain `reqwest`; TLS and the client
+/// certificate of `/secapi/` are not set up yet).
+pub struct WeChatPay {
+    http: reqwest::Client,
+    base_url: String,
+    appid: String,
+    mch_id: String,
+    key: SecretString,
+    sign_type: SignType,
+}
+
+impl WeChatPay {
+    pub fn new(
+        base_url: &str,
+        appid: String,
+        mch_id: String,
+        key: SecretString,
+        sign_type: SignType,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()?;
+        Ok(WeChatPay {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            appid,
+            mch_id,
+            key,
+            sign_type,
+        })
+    }
+
+    /// Signs and sends `params` to `path`; the answer's envelope is checked
+    /// (`return_code`, signature). `Err` is a reason the outcome is unknown.
+    async fn call(&self, path: &str, mut params: Params) -> Result<Params, String> {
+        params.insert("appid".into(), self.appid.clone());
+        params.insert("mch_id".into(), self.mch_id.clone());
+        params.insert("nonce_str".into(), nonce());
+        wx::sign_in_place(&mut params, self.key.expose_secret(), self.sign_type);
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("content-type", "text/xml; charset=utf-8")
+            .body(wx::encode(&params))
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timed out".to_owned()
+                } else {
+                    format!("transport: {}", e.without_url())
+                }
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the answer: {}", e.without_url()))?;
+        let answer = wx::decode(&body).map_err(|e| format!("unreadable answer: {e}"))?;
+        if answer.get("return_code").map(String::as_str) != Some(wx::SUCCESS) {
+            return Err(format!(
+                "return_code FAIL: {}",
+                answer.get("return_msg").map(String::as_str).unwrap_or("")
+            ));
+        }
+        if !wx::verify(&answer, self.key.expose_secret()) {
+            return Err("the answer's signature does not verify".into());
+        }
+        Ok(answer)
+    }
+}
+
+fn nonce() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+fn get(p: &Params, k: &str) -> String {
+    p.get(k).cloned().unwrap_or_default()
+}
+
+fn succeeded(p: &Params) -> bool {
+    p.get("result_code").map(String::as_str) == Some(wx::SUCCESS)
+}
+
+impl Provider for WeChatPay {
+    fn name(&self) -> &'static str {
+        "wechatpay"
+    }
+
+    fn kind(&self) -> CodeKind {
+        CodeKind::WeChatPay
+    }
+
+    fn micropay<'a>(&'a self, req: MicropayRequest<'a>) -> BoxFuture<'a, Micropay> {
+        Box::pin(async move {
+            let mut p = Params::new();
+            p.insert("out_trade_no".into(), req.out_trade_no.into());
+            p.insert("auth_code".into(), req.auth_code.into());
+            p.insert("total_fee".into(), req.total_fen.to_string());
+            p.insert("body".into(), req.body.into());
+            p.insert("spbill_create_ip".into(), "127.0.0.1".into());
+            let a = match self.call(wx::PATH_MICROPAY, p).await {
+                Ok(a) => a,
+                Err(why) => return Micropay::Unknown { why },
+            };
+            if succeeded(&a) {
+                return Micropay::Paid {
+                    transaction_id: get(&a, "transaction_id"),
+                };
+            }
+            let code = get(&a, "err_code");
+            match code.as_str() {
+                err::USERPAYING | err::SYSTEMERROR | err::BANKERROR | err::ORDERPAID
+                | err::TRADE_ERROR => Micropay::Unknown { why: code },
+                _ => Micropay::Declined {
+                    code: decline_code(&code),
+                    provider_code: code,
+                },
+            }
+        })
+    }
+
+    fn query<'a>(&'a self, out_trade_no: &'a str) -> BoxFuture<'a, Query> {
+        Box::pin(async move {
+            let mut p = Params::new();
+            p.insert("out_trade_no".into(), out_trade_no.into());
+            let a = match self.call(wx::PATH_ORDERQUERY, p).await {
+                Ok(a) => a,
+                Err(why) => return Query::Unknown { why },
+            };
+            if !succeeded(&a) {
+                let code = get(&a, "err_code");
+                return if code == err::ORDERNOTEXIST {
+                    Query::NotFound
+                } else {
+                    Query::Unknown { why: code }
+                };
+            }
+            let state = get(&a, "trade_state");
+            match TradeState::parse(&state) {
+                Some(TradeState::Success | TradeState::Refund) => Query::Paid {
+                    transaction_id: get(&a, "transaction_id"),
+                },
+                Some(TradeState::UserPaying | TradeState::NotPay) => Query::Waiting,
+                Some(TradeState::Revoked | TradeState::Closed) => Query::Reversed,
+                Some(TradeState::PayError) => Query::Declined {
+                    code: "payment_declined",
+                    provider_code: state,
+                },
+                None => Query::Unknown {
+                    why: format!("unknown trade_state {state:?}"),
+                },
+            }
+        })
+    }
+
+    fn reverse<'a>(&'a self, out_trade_no: &'a str) -> BoxFuture<'a, Reverse> {
+        Box::pin(async move {
+            let mut p = Params::new();
+            p.insert("out_trade_no".into(), out_trade_no.into());
+            let a = match self.call(wx::PATH_REVERSE, p).await {
+                Ok(a) => a,
+                Err(why) => return Reverse::Retry { why },
+            };
+            if succeeded(&a) {
+                return Reverse::Done;
+            }
+            let code = get(&a, "err_code");
+            if code == err::ORDERREVERSED {
+                Reverse::Done
+            } else if get(&a, "recall") == "Y" || code == err::SYSTEMERROR {
+                Reverse::Retry { why: code }
+            } else {
+                Reverse::Refused {
+                    provider_code: code,
+                }
+            }
+        })
+    }
+
+    fn refund<'a>(&'a self, req: RefundRequest<'a>) -> BoxFuture<'a, Refund> {
+        Box::pin(async move {
+            let mut p = Params::new();
+            p.insert("out_trade_no".into(), req.out_trade_no.into());
+            p.insert("out_refund_no".into(), req.out_refund_no.into());
+            p.insert("total_fee".into(), req.total_fen.to_string());
+            p.insert("refund_fee".into(), req.refund_fen.to_string());
+            let a = match self.call(wx::PATH_REFUND, p).await {
+                Ok(a) => a,
+                Err(why) => return Refund::Unknown { why },
+            };
+            if succeeded(&a) {
+                return Refund::Done {
+                    refund_ref: get(&a, "refund_id"),
+                };
+            }
+            let code = get(&a, "err_code");
+            match code.as_str() {
+                err::SYSTEMERROR | err::BANKERROR => Refund::Unknown { why: code },
+                err::NOTENOUGH => Refund::Refused {
+                    code: "refund_exceeds_paid",
+                    provider_code: code,
+                },
+                _ => Refund::Refused {
+                    code: "refund_refused",
+                    provider_code: code,
+                },
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_refusals_map_to_stable_codes() {
+        assert_eq!(decline_code("NOTENOUGH"), "insufficient_balance");
+        assert_eq!(decline_code("AUTHCODEEXPIRE"), "invalid_payment_code");
+        assert_eq!(decline_code("AUTH_CODE_INVALID"), "invalid_payment_code");
+        assert_eq!(decline_code("SOMETHING_NEW"), "payment_declined");
+    }
+}

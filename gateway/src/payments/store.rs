@@ -1,0 +1,519 @@
+//! The payment tables: small queries, each on a connection or transaction
+//! the caller holds.
+
+use proto::order::{Money, StoreId};
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+
+use crate::clock;
+use crate::error::{Error, Result};
+
+/// A charge's place in its state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargeState {
+    /// Recorded; the provider may not have seen it yet.
+    Created,
+    /// Sent; the outcome is not known yet ("user paying" or unknown).
+    Pending,
+    Succeeded,
+    Failed,
+    Reversed,
+}
+
+impl ChargeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChargeState::Created => "created",
+            ChargeState::Pending => "pending",
+            ChargeState::Succeeded => "succeeded",
+            ChargeState::Failed => "failed",
+            ChargeState::Reversed => "reversed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "created" => ChargeState::Created,
+            "pending" => ChargeState::Pending,
+            "succeeded" => ChargeState::Succeeded,
+            "failed" => ChargeState::Failed,
+            "reversed" => ChargeState::Reversed,
+            other => {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "unknown charge state {other:?}"
+                )));
+            }
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ChargeState::Succeeded | ChargeState::Failed | ChargeState::Reversed
+        )
+    }
+}
+
+/// A charge as every surface shows it: the code only masked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Charge {
+    pub id: String,
+    /// The provider's idempotency key of this charge (same as `id`).
+    pub out_trade_no: String,
+    pub order_id: String,
+    pub attempt: i64,
+    pub provider: String,
+    pub code_kind: String,
+    pub auth_code: String,
+    pub state: ChargeState,
+    /// Why it failed or was reversed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub amount: Money,
+    pub amount_fen: i64,
+    pub refunded: Money,
+    pub refunded_fen: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip)]
+    pub deadline_at: i64,
+}
+
+const CHARGE_COLS: &str = "id, order_id, attempt, provider, code_kind, code_masked, amount_fen,
+    refunded_fen, state, failure_code, provider_txn, deadline_at, created_by, created_at, updated_at";
+
+fn charge_from_row(r: &sqlx::any::AnyRow) -> Result<Charge> {
+    let id: String = r.get("id");
+    let amount_fen: i64 = r.get("amount_fen");
+    let refunded_fen: i64 = r.get("refunded_fen");
+    Ok(Charge {
+        out_trade_no: id.clone(),
+        id,
+        order_id: r.get("order_id"),
+        attempt: r.get("attempt"),
+        provider: r.get("provider"),
+        code_kind: r.get("code_kind"),
+        auth_code: r.get("code_masked"),
+        state: ChargeState::parse(&r.get::<String, _>("state"))?,
+        code: r.get("failure_code"),
+        amount: Money::from_fen(amount_fen),
+        amount_fen,
+        refunded: Money::from_fen(refunded_fen),
+        refunded_fen,
+        transaction_id: r.get("provider_txn"),
+        created_by: r.get("created_by"),
+        created_at: clock::rfc3339(r.get("created_at")),
+        updated_at: clock::rfc3339(r.get("updated_at")),
+        deadline_at: r.get("deadline_at"),
+    })
+}
+
+/// The order facts a payment needs.
+pub struct OrderFacts {
+    pub store: StoreId,
+    pub status: String,
+    pub payment_status: String,
+    pub total_fen: i64,
+}
+
+pub async fn order_facts(conn: &mut AnyConnection, order_id: &str) -> Result<OrderFacts> {
+    let row = sqlx::query(
+        "SELECT store_id, status, payment_status, total_fen FROM orders WHERE id = $1",
+    )
+    .bind(order_id.to_owned())
+    .fetch_optional(conn)
+    .await?
+    .ok_or_else(|| Error::not_found("order_not_found", format!("no order {order_id}")))?;
+    Ok(OrderFacts {
+        store: StoreId::parse(&row.get::<String, _>("store_id")).map_err(Error::internal)?,
+        status: row.get("status"),
+        payment_status: row.get("payment_status"),
+        total_fen: row.get("total_fen"),
+    })
+}
+
+/// The order's charge that may take or has taken money, if any.
+pub async fn live_charge(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Charge>> {
+    let sql = format!(
+        "SELECT {CHARGE_COLS} FROM charges
+         WHERE order_id = $1 AND state IN ('created', 'pending', 'succeeded')"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id.to_owned())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| charge_from_row(&r))
+        .transpose()
+}
+
+pub async fn charge(conn: &mut AnyConnection, id: &str) -> Result<Option<Charge>> {
+    let sql = format!("SELECT {CHARGE_COLS} FROM charges WHERE id = $1");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_owned())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| charge_from_row(&r))
+        .transpose()
+}
+
+pub async fn charges_of_order(conn: &mut AnyConnection, order_id: &str) -> Result<Vec<Charge>> {
+    let sql = format!("SELECT {CHARGE_COLS} FROM charges WHERE order_id = $1 ORDER BY attempt");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id.to_owned())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(charge_from_row)
+        .collect()
+}
+
+/// Charges whose outcome is not known, oldest first.
+pub async fn unsettled_charges(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Charge>> {
+    let sql = format!(
+        "SELECT {CHARGE_COLS} FROM charges WHERE state IN ('created', 'pending')
+         ORDER BY created_at LIMIT $1"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(charge_from_row)
+        .collect()
+}
+
+pub async fn next_attempt(conn: &mut AnyConnection, order_id: &str) -> Result<i64> {
+    let row = sqlx::query("SELECT COALESCE(MAX(attempt), 0) FROM charges WHERE order_id = $1")
+        .bind(order_id.to_owned())
+        .fetch_one(conn)
+        .await?;
+    Ok(row.get::<i64, _>(0) + 1)
+}
+
+pub struct NewCharge<'a> {
+    pub id: &'a str,
+    pub order_id: &'a str,
+    pub attempt: i64,
+    pub provider: &'a str,
+    pub code_kind: &'a str,
+    pub code_masked: &'a str,
+    pub amount_fen: i64,
+    pub deadline_at: i64,
+    pub created_by: &'a str,
+    pub now: i64,
+}
+
+/// Inserts a `created` charge. `Ok(false)`: the order already has a live
+/// charge (the unique index said so).
+pub async fn insert_charge(conn: &mut AnyConnection, c: NewCharge<'_>) -> Result<bool> {
+    let r = sqlx::query(
+        "INSERT INTO charges (id, order_id, attempt, provider, code_kind, code_masked, amount_fen,
+            state, deadline_at, created_by, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', $8, $9, $10, $10)",
+    )
+    .bind(c.id.to_owned())
+    .bind(c.order_id.to_owned())
+    .bind(c.attempt)
+    .bind(c.provider.to_owned())
+    .bind(c.code_kind.to_owned())
+    .bind(c.code_masked.to_owned())
+    .bind(c.amount_fen)
+    .bind(c.deadline_at)
+    .bind(c.created_by.to_owned())
+    .bind(c.now)
+    .execute(conn)
+    .await;
+    match r {
+        Ok(_) => Ok(true),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Moves a charge that is not final yet; `false` when it already was.
+pub async fn settle_charge(
+    conn: &mut AnyConnection,
+    id: &str,
+    to: ChargeState,
+    failure_code: Option<&str>,
+    provider_txn: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE charges SET state = $1, failure_code = COALESCE($2, failure_code),
+            provider_txn = COALESCE($3, provider_txn), updated_at = $4
+         WHERE id = $5 AND state IN ('created', 'pending')",
+    )
+    .bind(to.as_str())
+    .bind(failure_code.map(str::to_owned))
+    .bind(provider_txn.map(str::to_owned))
+    .bind(now)
+    .bind(id.to_owned())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+pub async fn log_exchange(
+    conn: &mut AnyConnection,
+    charge_id: &str,
+    call: &str,
+    outcome: &str,
+    detail: Option<&str>,
+    at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO charge_exchanges (charge_id, at, call, outcome, detail)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(charge_id.to_owned())
+    .bind(at)
+    .bind(call.to_owned())
+    .bind(outcome.to_owned())
+    .bind(detail.map(str::to_owned))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Exchange {
+    pub at: String,
+    pub call: String,
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+pub async fn exchanges(conn: &mut AnyConnection, charge_id: &str) -> Result<Vec<Exchange>> {
+    let rows = sqlx::query(
+        "SELECT at, call, outcome, detail FROM charge_exchanges WHERE charge_id = $1 ORDER BY id",
+    )
+    .bind(charge_id.to_owned())
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Exchange {
+            at: clock::rfc3339(r.get("at")),
+            call: r.get("call"),
+            outcome: r.get("outcome"),
+            detail: r.get("detail"),
+        })
+        .collect())
+}
+
+pub async fn set_payment_status(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    status: &str,
+    seq: i64,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2, seq = $3 WHERE id = $4")
+        .bind(status.to_owned())
+        .bind(now)
+        .bind(seq)
+        .bind(order_id.to_owned())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------ refunds
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundState {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl RefundState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundState::Pending => "pending",
+            RefundState::Succeeded => "succeeded",
+            RefundState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Refund {
+    pub id: String,
+    pub charge_id: String,
+    pub order_id: String,
+    pub request_id: String,
+    pub state: RefundState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub amount: Money,
+    pub amount_fen: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const REFUND_COLS: &str =
+    "id, charge_id, order_id, request_id, amount_fen, state, failure_code, created_at, updated_at";
+
+fn refund_from_row(r: &sqlx::any::AnyRow) -> Result<Refund> {
+    let state = match r.get::<String, _>("state").as_str() {
+        "pending" => RefundState::Pending,
+        "succeeded" => RefundState::Succeeded,
+        "failed" => RefundState::Failed,
+        other => {
+            return Err(Error::internal(anyhow::anyhow!(
+                "unknown refund state {other:?}"
+            )));
+        }
+    };
+    let amount_fen: i64 = r.get("amount_fen");
+    Ok(Refund {
+        id: r.get("id"),
+        charge_id: r.get("charge_id"),
+        order_id: r.get("order_id"),
+        request_id: r.get("request_id"),
+        state,
+        code: r.get("failure_code"),
+        amount: Money::from_fen(amount_fen),
+        amount_fen,
+        created_at: clock::rfc3339(r.get("created_at")),
+        updated_at: clock::rfc3339(r.get("updated_at")),
+    })
+}
+
+pub async fn refund_by_request(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    request_id: &str,
+) -> Result<Option<Refund>> {
+    let sql = format!("SELECT {REFUND_COLS} FROM refunds WHERE order_id = $1 AND request_id = $2");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id.to_owned())
+        .bind(request_id.to_owned())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| refund_from_row(&r))
+        .transpose()
+}
+
+pub async fn refunds_of_order(conn: &mut AnyConnection, order_id: &str) -> Result<Vec<Refund>> {
+    let sql =
+        format!("SELECT {REFUND_COLS} FROM refunds WHERE order_id = $1 ORDER BY created_at, id");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id.to_owned())
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(refund_from_row)
+        .collect()
+}
+
+pub async fn pending_refunds(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Refund>> {
+    let sql = format!(
+        "SELECT {REFUND_COLS} FROM refunds WHERE state = 'pending' ORDER BY created_at LIMIT $1"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(refund_from_row)
+        .collect()
+}
+
+pub async fn count_refunds(conn: &mut AnyConnection, charge_id: &str) -> Result<i64> {
+    let row = sqlx::query("SELECT COUNT(*) FROM refunds WHERE charge_id = $1")
+        .bind(charge_id.to_owned())
+        .fetch_one(conn)
+        .await?;
+    Ok(row.get::<i64, _>(0))
+}
+
+pub struct NewRefund<'a> {
+    pub id: &'a str,
+    pub charge_id: &'a str,
+    pub order_id: &'a str,
+    pub request_id: &'a str,
+    pub amount_fen: i64,
+    pub created_by: &'a str,
+    pub now: i64,
+}
+
+/// Records a pending refund and reserves its amount on the charge, so two
+/// refunds at once can never exceed what was paid. `false`: it would.
+pub async fn insert_refund(conn: &mut AnyConnection, r: NewRefund<'_>) -> Result<bool> {
+    let reserved = sqlx::query(
+        "UPDATE charges SET refunded_fen = refunded_fen + $1, updated_at = $2
+         WHERE id = $3 AND state = 'succeeded' AND refunded_fen + $1 <= amount_fen",
+    )
+    .bind(r.amount_fen)
+    .bind(r.now)
+    .bind(r.charge_id.to_owned())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if reserved != 1 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "INSERT INTO refunds (id, charge_id, order_id, request_id, amount_fen, state, created_by,
+            created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7)",
+    )
+    .bind(r.id.to_owned())
+    .bind(r.charge_id.to_owned())
+    .bind(r.order_id.to_owned())
+    .bind(r.request_id.to_owned())
+    .bind(r.amount_fen)
+    .bind(r.created_by.to_owned())
+    .bind(r.now)
+    .execute(conn)
+    .await?;
+    Ok(true)
+}
+
+/// Finishes a pending refund; a failed one gives its reservation back.
+/// `false` when it was already final.
+pub async fn settle_refund(
+    conn: &mut AnyConnection,
+    refund: &Refund,
+    to: RefundState,
+    failure_code: Option<&str>,
+    provider_ref: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE refunds SET state = $1, failure_code = $2, provider_ref = $3, updated_at = $4
+         WHERE id = $5 AND state = 'pending'",
+    )
+    .bind(to.as_str())
+    .bind(failure_code.map(str::to_owned))
+    .bind(provider_ref.map(str::to_owned))
+    .bind(now)
+    .bind(refund.id.clone())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        return Ok(false);
+    }
+    if to == RefundState::Failed {
+        sqlx::query(
+            "UPDATE charges SET refunded_fen = refunded_fen - $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(refund.amount_fen)
+        .bind(now)
+        .bind(refund.charge_id.clone())
+        .execute(conn)
+        .await?;
+    }
+    Ok(true)
+}
