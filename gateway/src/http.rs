@@ -37,6 +37,8 @@ pub struct AppState {
     /// Turns true when the server is shutting down; long streams end.
     pub closing: watch::Receiver<bool>,
     pub inner: Arc<Inner>,
+    /// Payment-code charges; `None` when no provider is configured.
+    pub payments: Option<Arc<crate::payments::Payments>>,
 }
 
 /// Settings the handlers need.
@@ -48,14 +50,18 @@ pub struct Inner {
 
 impl AppState {
     pub fn new(db: Db, closing: watch::Receiver<bool>) -> Self {
+        let hub = Hub::default();
+        let payments =
+            crate::payments::Payments::from_env(db.clone(), hub.clone(), closing.clone());
         AppState {
             db,
-            hub: Hub::default(),
+            hub,
             keys: KeyCache::default(),
             closing,
             inner: Arc::new(Inner {
                 feed_poll: Duration::from_millis(1000),
             }),
+            payments,
         }
     }
 }
@@ -72,6 +78,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(stores::router()),
         )
         .merge(crate::soap::router())
+        .merge(crate::payments::router())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(problem::panic_response))

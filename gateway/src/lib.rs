@@ -11,5 +11,6 @@ pub mod events;
 pub mod http;
 pub mod keys;
 pub mod orders;
+pub mod payments;
 pub mod soap;
 pub mod telemetry;

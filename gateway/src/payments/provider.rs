@@ -28,19 +28,25 @@ pub struct RefundRequest<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Micropay {
-    Paid { transaction_id: String },
+    Paid {
+        transaction_id: String,
+    },
     /// A definite no: no money moved. `code` is ours, `provider_code` theirs.
     Declined {
         code: &'static str,
         provider_code: String,
     },
     /// "User paying", a system error, a timeout: query.
-    Unknown { why: String },
+    Unknown {
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Query {
-    Paid { transaction_id: String },
+    Paid {
+        transaction_id: String,
+    },
     /// The customer has not confirmed yet.
     Waiting,
     Declined {
@@ -51,25 +57,35 @@ pub enum Query {
     Reversed,
     /// The provider has not seen this number (yet).
     NotFound,
-    Unknown { why: String },
+    Unknown {
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reverse {
     Done,
     /// Call again (`recall=Y`, or no answer).
-    Retry { why: String },
-    Refused { provider_code: String },
+    Retry {
+        why: String,
+    },
+    Refused {
+        provider_code: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refund {
-    Done { refund_ref: String },
+    Done {
+        refund_ref: String,
+    },
     Refused {
         code: &'static str,
         provider_code: String,
     },
-    Unknown { why: String },
+    Unknown {
+        why: String,
+    },
 }
 
 /// One payment provider. Calls with the same `out_trade_no` (or
@@ -216,7 +232,10 @@ impl Provider for WeChatPay {
             }
             let code = get(&a, "err_code");
             match code.as_str() {
-                err::USERPAYING | err::SYSTEMERROR | err::BANKERROR | err::ORDERPAID
+                err::USERPAYING
+                | err::SYSTEMERROR
+                | err::BANKERROR
+                | err::ORDERPAID
                 | err::TRADE_ERROR => Micropay::Unknown { why: code },
                 _ => Micropay::Declined {
                     code: decline_code(&code),

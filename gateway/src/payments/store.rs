@@ -121,13 +121,12 @@ pub struct OrderFacts {
 }
 
 pub async fn order_facts(conn: &mut AnyConnection, order_id: &str) -> Result<OrderFacts> {
-    let row = sqlx::query(
-        "SELECT store_id, status, payment_status, total_fen FROM orders WHERE id = $1",
-    )
-    .bind(order_id.to_owned())
-    .fetch_optional(conn)
-    .await?
-    .ok_or_else(|| Error::not_found("order_not_found", format!("no order {order_id}")))?;
+    let row =
+        sqlx::query("SELECT store_id, status, payment_status, total_fen FROM orders WHERE id = $1")
+            .bind(order_id.to_owned())
+            .fetch_optional(conn)
+            .await?
+            .ok_or_else(|| Error::not_found("order_not_found", format!("no order {order_id}")))?;
     Ok(OrderFacts {
         store: StoreId::parse(&row.get::<String, _>("store_id")).map_err(Error::internal)?,
         status: row.get("status"),

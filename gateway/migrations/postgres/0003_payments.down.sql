@@ -1,0 +1,3 @@
+DROP TABLE refunds;
+DROP TABLE charge_exchanges;
+DROP TABLE charges;

@@ -1,0 +1,852 @@
+//! Payment-code charges at the counter, refunds, and the sweeper.
+//!
+//! A charge belongs to an order and is recorded before the provider hears of
+//! it; its id is the provider's `out_trade_no`, derived from the order id and
+//! the attempt number, so any later call about it (query, reverse) is about
+//! the same money. The flow: micropay; on "user paying" or any unknown answer
+//! query every `poll_interval` until the charge's deadline, then reverse
+//! (again while the provider asks to). A unique index lets an order have only
+//! one charge that may take money; a second request for the same order waits
+//! for that charge instead of making another. Whatever a crash leaves
+//! `created` or `pending`, the sweeper finishes: at start and periodically.
+
+mod provider;
+mod rest;
+mod store;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use proto::order::{Money, Order, StoreId};
+use proto::wechatpay::{self as wx, ScannedCode, SignType};
+use secrecy::SecretString;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::AnyConnection;
+use tokio::sync::watch;
+
+pub use provider::{
+    Micropay, MicropayRequest, Provider, Query, Refund as ProviderRefund, RefundRequest, Reverse,
+    WeChatPay,
+};
+pub use rest::router;
+pub use store::{Charge, ChargeState, Exchange, Refund, RefundState};
+
+use crate::clock::now_micros;
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::events::{self, Hub};
+use crate::keys::Principal;
+
+/// Reverse calls in one go before the charge is left to the sweeper.
+const MAX_REVERSE_CALLS: u32 = 10;
+/// Refund calls in one go before the refund is left to the sweeper.
+const MAX_REFUND_CALLS: u32 = 3;
+/// Charges and refunds one sweep looks at.
+const SWEEP_BATCH: i64 = 100;
+/// Longest request id of a refund.
+const MAX_REQUEST_ID: usize = 64;
+
+/// Settings of the payment service.
+#[derive(Clone)]
+pub struct PaymentsConfig {
+    pub wechatpay_base_url: String,
+    pub wechatpay_appid: String,
+    pub wechatpay_mch_id: String,
+    pub wechatpay_key: SecretString,
+    pub sign_type: SignType,
+    /// How often a pending charge is queried.
+    pub poll_interval: Duration,
+    /// How long after the charge it is reversed if still not paid.
+    pub deadline: Duration,
+    /// How long one provider call may take.
+    pub request_timeout: Duration,
+    /// How often the sweeper looks for unsettled charges.
+    pub sweep_interval: Duration,
+}
+
+impl std::fmt::Debug for PaymentsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentsConfig")
+            .field("wechatpay_base_url", &self.wechatpay_base_url)
+            .field("wechatpay_appid", &self.wechatpay_appid)
+            .field("wechatpay_mch_id", &self.wechatpay_mch_id)
+            .field("wechatpay_key", &"<redacted>")
+            .field("poll_interval", &self.poll_interval)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+fn env_ms(name: &str, default_ms: u64) -> anyhow::Result<Duration> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .with_context(|| format!("{name} must be a positive number of milliseconds")),
+        Err(_) => Ok(Duration::from_millis(default_ms)),
+    }
+}
+
+impl PaymentsConfig {
+    /// Reads `GATEWAY_WECHATPAY_BASE_URL`, `…_APPID`, `…_MCH_ID`, `…_KEY`,
+    /// `…_SIGN_TYPE` (MD5 or HMAC-SHA256), and `GATEWAY_PAYMENTS_POLL_MS`,
+    /// `…_DEADLINE_MS`, `…_TIMEOUT_MS`, `…_SWEEP_MS`. `None` when no base URL
+    /// is set: payments are off.
+    pub fn from_env() -> anyhow::Result<Option<Self>> {
+        let Ok(base) = std::env::var("GATEWAY_WECHATPAY_BASE_URL") else {
+            return Ok(None);
+        };
+        let need = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .with_context(|| format!("{name} is required with GATEWAY_WECHATPAY_BASE_URL"))
+        };
+        let sign_type = match std::env::var("GATEWAY_WECHATPAY_SIGN_TYPE").as_deref() {
+            Err(_) | Ok("MD5") => SignType::Md5,
+            Ok("HMAC-SHA256") => SignType::HmacSha256,
+            Ok(other) => {
+                anyhow::bail!("GATEWAY_WECHATPAY_SIGN_TYPE {other:?} is not MD5 or HMAC-SHA256")
+            }
+        };
+        Ok(Some(PaymentsConfig {
+            wechatpay_base_url: base,
+            wechatpay_appid: need("GATEWAY_WECHATPAY_APPID")?,
+            wechatpay_mch_id: need("GATEWAY_WECHATPAY_MCH_ID")?,
+            wechatpay_key: SecretString::from(need("GATEWAY_WECHATPAY_KEY")?),
+            sign_type,
+            poll_interval: env_ms("GATEWAY_PAYMENTS_POLL_MS", 5_000)?,
+            deadline: env_ms("GATEWAY_PAYMENTS_DEADLINE_MS", 30_000)?,
+            request_timeout: env_ms("GATEWAY_PAYMENTS_TIMEOUT_MS", 10_000)?,
+            sweep_interval: env_ms("GATEWAY_PAYMENTS_SWEEP_MS", 30_000)?,
+        }))
+    }
+}
+
+/// The payment service of one gateway process.
+pub struct Payments {
+    db: Db,
+    hub: Hub,
+    provider: Arc<dyn Provider>,
+    poll_interval: Duration,
+    deadline: Duration,
+    request_timeout: Duration,
+    /// Charges and refunds this process is driving right now; the sweeper
+    /// leaves them alone.
+    active: Mutex<HashSet<String>>,
+}
+
+/// Marks an id as driven by this process until dropped.
+struct Claim<'a> {
+    payments: &'a Payments,
+    id: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.payments.active_set().remove(&self.id);
+    }
+}
+
+impl Payments {
+    pub fn new(config: &PaymentsConfig, db: Db, hub: Hub) -> anyhow::Result<Arc<Payments>> {
+        let provider = WeChatPay::new(
+            &config.wechatpay_base_url,
+            config.wechatpay_appid.clone(),
+            config.wechatpay_mch_id.clone(),
+            config.wechatpay_key.clone(),
+            config.sign_type,
+            config.request_timeout,
+        )?;
+        Ok(Arc::new(Payments {
+            db,
+            hub,
+            provider: Arc::new(provider),
+            poll_interval: config.poll_interval,
+            deadline: config.deadline,
+            request_timeout: config.request_timeout,
+            active: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Builds the service and starts its sweeper, which stops when `closing`
+    /// turns true. Must run inside the tokio runtime.
+    pub fn start(
+        config: &PaymentsConfig,
+        db: Db,
+        hub: Hub,
+        closing: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<Payments>> {
+        let payments = Payments::new(config, db, hub)?;
+        let sweeper = Arc::clone(&payments);
+        let every = config.sweep_interval;
+        tokio::spawn(async move { sweeper.sweep_forever(every, closing).await });
+        Ok(payments)
+    }
+
+    /// From the environment (see [`PaymentsConfig::from_env`]); `None` when
+    /// payments are not configured or the configuration is wrong (logged).
+    pub fn from_env(db: Db, hub: Hub, closing: watch::Receiver<bool>) -> Option<Arc<Payments>> {
+        let config = match PaymentsConfig::from_env() {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "payments are off: bad configuration");
+                return None;
+            }
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            tracing::error!("payments are off: no async runtime to run the sweeper on");
+            return None;
+        }
+        match Payments::start(&config, db, hub, closing) {
+            Ok(p) => {
+                tracing::info!(?config, "payments on");
+                Some(p)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "payments are off");
+                None
+            }
+        }
+    }
+
+    fn active_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `None` when this process already drives `id`.
+    fn claim(&self, id: &str) -> Option<Claim<'_>> {
+        self.active_set().insert(id.to_owned()).then(|| Claim {
+            payments: self,
+            id: id.to_owned(),
+        })
+    }
+
+    // ------------------------------------------------------------- paying
+
+    /// Charges the order with a scanned payment code and answers once the
+    /// charge is final (or, if even reversing fails, still pending). A second
+    /// call for an order with a live charge waits for that charge.
+    pub async fn pay(&self, order_id: &str, raw_code: &str, who: &Principal) -> Result<Charge> {
+        let code = wx::parse_code(raw_code).ok_or_else(|| {
+            Error::unprocessable(
+                "invalid_payment_code",
+                "this is not a WeChat Pay or Alipay payment code",
+            )
+        })?;
+        if code.kind != self.provider.kind() {
+            return Err(Error::unprocessable(
+                "unsupported_payment_code",
+                format!("{} payment codes are not accepted here", code.kind.as_str()),
+            ));
+        }
+        // Twice at most: a racing request may win the unique index.
+        for _ in 0..2 {
+            let now = now_micros();
+            let mut tx = self.db.write().await?;
+            let order = store::order_facts(&mut tx, order_id).await?;
+            who.check_store(&order.store)?;
+            if let Some(live) = store::live_charge(&mut tx, order_id).await? {
+                drop(tx);
+                return self.wait_for(live).await;
+            }
+            if order.payment_status != "unpaid" {
+                return Err(Error::conflict(
+                    "order_already_paid",
+                    format!("order {order_id} is {}", order.payment_status),
+                ));
+            }
+            if matches!(order.status.as_str(), "cancelled" | "rejected") {
+                return Err(Error::conflict(
+                    "order_not_payable",
+                    format!("order {order_id} is {}", order.status),
+                ));
+            }
+            if order.total_fen <= 0 {
+                return Err(Error::unprocessable(
+                    "nothing_to_pay",
+                    "the order's total is zero",
+                ));
+            }
+            let attempt = store::next_attempt(&mut tx, order_id).await?;
+            if attempt > 999 {
+                return Err(Error::conflict(
+                    "too_many_attempts",
+                    "this order has been tried too often",
+                ));
+            }
+            let id = out_trade_no(order_id, attempt);
+            let masked = code.masked();
+            let deadline_at = now + micros(self.deadline);
+            let inserted = store::insert_charge(
+                &mut tx,
+                store::NewCharge {
+                    id: &id,
+                    order_id,
+                    attempt,
+                    provider: self.provider.name(),
+                    code_kind: code.kind.as_str(),
+                    code_masked: &masked,
+                    amount_fen: order.total_fen,
+                    deadline_at,
+                    created_by: &who.actor(),
+                    now,
+                },
+            )
+            .await?;
+            if !inserted {
+                continue;
+            }
+            tx.commit().await?;
+            tracing::info!(charge = %id, order = order_id, code = %code, amount_fen = order.total_fen, "charging");
+            let Some(claim) = self.claim(&id) else {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "a new charge was already claimed"
+                )));
+            };
+            let result = self
+                .drive_new(&id, &code, order.total_fen, deadline_at)
+                .await;
+            drop(claim);
+            result?;
+            return self.load_charge(&id).await;
+        }
+        Err(Error::conflict(
+            "concurrent_update",
+            "the order changed meanwhile; retry",
+        ))
+    }
+
+    async fn drive_new(
+        &self,
+        id: &str,
+        code: &ScannedCode,
+        amount_fen: i64,
+        deadline_at: i64,
+    ) -> Result<()> {
+        {
+            let mut tx = self.db.write().await?;
+            sqlx::query(
+                "UPDATE charges SET state = 'pending', updated_at = $1 WHERE id = $2 AND state = 'created'",
+            )
+            .bind(now_micros())
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+            tx.commit().await?;
+        }
+        let answer = self
+            .provider
+            .micropay(MicropayRequest {
+                out_trade_no: id,
+                auth_code: code.expose(),
+                total_fen: amount_fen,
+                body: "门店消费",
+            })
+            .await;
+        let (outcome, detail) = match &answer {
+            Micropay::Paid { .. } => ("paid", None),
+            Micropay::Declined { provider_code, .. } => ("declined", Some(provider_code.as_str())),
+            Micropay::Unknown { why } => ("unknown", Some(why.as_str())),
+        };
+        self.log(id, "micropay", outcome, detail).await;
+        match answer {
+            Micropay::Paid { transaction_id } => self.succeed(id, &transaction_id).await,
+            Micropay::Declined { code, .. } => self.finish(id, ChargeState::Failed, code).await,
+            Micropay::Unknown { .. } => self.settle(id, deadline_at).await,
+        }
+    }
+
+    /// Queries until the deadline, then reverses.
+    async fn settle(&self, id: &str, deadline_at: i64) -> Result<()> {
+        loop {
+            let left = deadline_at - now_micros();
+            if left <= 0 {
+                break;
+            }
+            let pause = self
+                .poll_interval
+                .min(Duration::from_micros(u64::try_from(left).unwrap_or(0)));
+            tokio::time::sleep(pause).await;
+            if self.query_once(id).await? {
+                return Ok(());
+            }
+        }
+        self.reverse(id).await
+    }
+
+    /// One query; `true` when it made the charge final.
+    async fn query_once(&self, id: &str) -> Result<bool> {
+        let answer = self.provider.query(id).await;
+        let (outcome, detail) = match &answer {
+            Query::Paid { .. } => ("paid", None),
+            Query::Waiting => ("waiting", None),
+            Query::Declined { provider_code, .. } => ("declined", Some(provider_code.as_str())),
+            Query::Reversed => ("reversed", None),
+            Query::NotFound => ("not_found", None),
+            Query::Unknown { why } => ("unknown", Some(why.as_str())),
+        };
+        self.log(id, "orderquery", outcome, detail).await;
+        match answer {
+            Query::Paid { transaction_id } => self.succeed(id, &transaction_id).await.map(|_| true),
+            Query::Declined { code, .. } => self
+                .finish(id, ChargeState::Failed, code)
+                .await
+                .map(|_| true),
+            Query::Reversed => self
+                .finish(id, ChargeState::Reversed, "payment_cancelled")
+                .await
+                .map(|_| true),
+            Query::Waiting | Query::NotFound | Query::Unknown { .. } => Ok(false),
+        }
+    }
+
+    /// Reverses, repeating while the provider asks to. A charge the provider
+    /// will not reverse is queried once more, else left to the sweeper.
+    async fn reverse(&self, id: &str) -> Result<()> {
+        for _ in 0..MAX_REVERSE_CALLS {
+            let answer = self.provider.reverse(id).await;
+            let (outcome, detail) = match &answer {
+                Reverse::Done => ("reversed", None),
+                Reverse::Retry { why } => ("retry", Some(why.as_str())),
+                Reverse::Refused { provider_code } => ("refused", Some(provider_code.as_str())),
+            };
+            self.log(id, "reverse", outcome, detail).await;
+            match answer {
+                Reverse::Done => {
+                    return self
+                        .finish(id, ChargeState::Reversed, "payment_timeout")
+                        .await;
+                }
+                Reverse::Retry { .. } => tokio::time::sleep(self.poll_interval).await,
+                Reverse::Refused { .. } => {
+                    self.query_once(id).await?;
+                    return Ok(());
+                }
+            }
+        }
+        tracing::warn!(charge = id, "reverse still failing; left to the sweeper");
+        Ok(())
+    }
+
+    /// Waits for a charge someone else drives, up to a little past its
+    /// deadline; answers it as it then is.
+    async fn wait_for(&self, charge: Charge) -> Result<Charge> {
+        let limit = charge.deadline_at
+            + micros(self.request_timeout + self.poll_interval) * i64::from(MAX_REVERSE_CALLS + 1);
+        let step = (self.poll_interval / 2).max(Duration::from_millis(20));
+        let mut current = charge;
+        while !current.state.is_final() && now_micros() < limit {
+            tokio::time::sleep(step).await;
+            current = self.load_charge(&current.id).await?;
+        }
+        Ok(current)
+    }
+
+    async fn load_charge(&self, id: &str) -> Result<Charge> {
+        let mut conn = self.db.pool.acquire().await?;
+        store::charge(&mut conn, id)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("charge {id} vanished")))
+    }
+
+    /// Paid: the charge succeeds and the order is paid, with a feed event,
+    /// in one transaction. Nothing happens if the charge was already final.
+    async fn succeed(&self, id: &str, transaction_id: &str) -> Result<()> {
+        let now = now_micros();
+        let mut tx = self.db.write().await?;
+        let Some(charge) = store::charge(&mut tx, id).await? else {
+            return Err(Error::internal(anyhow::anyhow!("charge {id} vanished")));
+        };
+        let facts = store::order_facts(&mut tx, &charge.order_id).await?;
+        // The store row lock first, as every order write takes it.
+        let seq = events::next_seq(&mut tx, &facts.store)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+        let txn = (!transaction_id.is_empty()).then_some(transaction_id);
+        if !store::settle_charge(&mut tx, id, ChargeState::Succeeded, None, txn, now).await? {
+            return Ok(());
+        }
+        store::set_payment_status(&mut tx, &charge.order_id, "paid", seq, now).await?;
+        append_event(
+            &mut tx,
+            &facts.store,
+            seq,
+            &charge.order_id,
+            "order.paid",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.hub.notify(&facts.store);
+        tracing::info!(charge = id, order = %charge.order_id, "paid");
+        Ok(())
+    }
+
+    async fn finish(&self, id: &str, to: ChargeState, code: &str) -> Result<()> {
+        let mut tx = self.db.write().await?;
+        let changed = store::settle_charge(&mut tx, id, to, Some(code), None, now_micros()).await?;
+        tx.commit().await?;
+        if changed {
+            tracing::info!(charge = id, state = to.as_str(), code, "charge final");
+        }
+        Ok(())
+    }
+
+    /// Records one provider exchange; a failure to record is only logged.
+    async fn log(&self, id: &str, call: &str, outcome: &str, detail: Option<&str>) {
+        tracing::info!(charge = id, call, outcome, detail, "provider exchange");
+        let result = async {
+            let mut tx = self.db.write().await?;
+            store::log_exchange(&mut tx, id, call, outcome, detail, now_micros()).await?;
+            tx.commit().await?;
+            Ok::<_, Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(charge = id, error = %e, "could not record a provider exchange");
+        }
+    }
+
+    // ------------------------------------------------------------- reading
+
+    pub async fn of_order(&self, order_id: &str, who: &Principal) -> Result<OrderPayments> {
+        let mut conn = self.db.pool.acquire().await?;
+        let facts = store::order_facts(&mut conn, order_id).await?;
+        who.check_store(&facts.store)?;
+        let charges = store::charges_of_order(&mut conn, order_id).await?;
+        let mut with_log = Vec::with_capacity(charges.len());
+        for charge in charges {
+            let exchanges = store::exchanges(&mut conn, &charge.id).await?;
+            with_log.push(ChargeWithLog { charge, exchanges });
+        }
+        Ok(OrderPayments {
+            order_id: order_id.to_owned(),
+            payment_status: facts.payment_status,
+            charges: with_log,
+            refunds: store::refunds_of_order(&mut conn, order_id).await?,
+        })
+    }
+
+    // ------------------------------------------------------------- refunds
+
+    /// Refunds part or all of the order's paid charge. The same request id
+    /// answers the same refund; the total never exceeds what was paid.
+    pub async fn refund(
+        &self,
+        order_id: &str,
+        request_id: &str,
+        amount: Money,
+        who: &Principal,
+    ) -> Result<Refund> {
+        let request_id = request_id.trim();
+        if request_id.is_empty() || request_id.len() > MAX_REQUEST_ID {
+            return Err(Error::unprocessable(
+                "invalid_request_id",
+                format!("request_id must be 1 to {MAX_REQUEST_ID} characters"),
+            ));
+        }
+        if amount.fen() <= 0 {
+            return Err(Error::unprocessable(
+                "invalid_money",
+                "a refund must be more than zero",
+            ));
+        }
+        let now = now_micros();
+        let mut tx = self.db.write().await?;
+        let facts = store::order_facts(&mut tx, order_id).await?;
+        who.check_store(&facts.store)?;
+        if let Some(existing) = store::refund_by_request(&mut tx, order_id, request_id).await? {
+            drop(tx);
+            if existing.amount_fen != amount.fen() {
+                return Err(Error::unprocessable(
+                    "idempotency_conflict",
+                    "this request_id was already used with a different amount",
+                ));
+            }
+            return self.drive_refund(existing).await;
+        }
+        let charge = store::charges_of_order(&mut tx, order_id)
+            .await?
+            .into_iter()
+            .find(|c| c.state == ChargeState::Succeeded)
+            .ok_or_else(|| {
+                Error::conflict("order_not_paid", "this order has no payment to refund")
+            })?;
+        let n = store::count_refunds(&mut tx, &charge.id).await?;
+        if n >= 999 {
+            return Err(Error::conflict(
+                "too_many_refunds",
+                "this payment has too many refunds",
+            ));
+        }
+        let id = format!("{}R{}", charge.id, n + 1);
+        let ok = store::insert_refund(
+            &mut tx,
+            store::NewRefund {
+                id: &id,
+                charge_id: &charge.id,
+                order_id,
+                request_id,
+                amount_fen: amount.fen(),
+                created_by: &who.actor(),
+                now,
+            },
+        )
+        .await?;
+        if !ok {
+            return Err(Error::unprocessable(
+                "refund_exceeds_paid",
+                format!(
+                    "{} was paid and {} is already refunded or being refunded",
+                    charge.amount, charge.refunded
+                ),
+            ));
+        }
+        tx.commit().await?;
+        let refund = {
+            let mut conn = self.db.pool.acquire().await?;
+            store::refund_by_request(&mut conn, order_id, request_id)
+                .await?
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("refund {id} vanished")))?
+        };
+        self.drive_refund(refund).await
+    }
+
+    /// Calls the provider for a pending refund (the same `out_refund_no`
+    /// every time, so repeating is safe) and records the outcome.
+    async fn drive_refund(&self, refund: Refund) -> Result<Refund> {
+        if refund.state != RefundState::Pending {
+            return Ok(refund);
+        }
+        let Some(_claim) = self.claim(&refund.id) else {
+            return Ok(refund);
+        };
+        let charge = self.load_charge(&refund.charge_id).await?;
+        for i in 0..MAX_REFUND_CALLS {
+            if i > 0 {
+                tokio::time::sleep(self.poll_interval).await;
+            }
+            let answer = self
+                .provider
+                .refund(RefundRequest {
+                    out_trade_no: &charge.id,
+                    out_refund_no: &refund.id,
+                    total_fen: charge.amount_fen,
+                    refund_fen: refund.amount_fen,
+                })
+                .await;
+            let (outcome, detail) = match &answer {
+                ProviderRefund::Done { .. } => ("refunded", None),
+                ProviderRefund::Refused { provider_code, .. } => {
+                    ("refused", Some(provider_code.as_str()))
+                }
+                ProviderRefund::Unknown { why } => ("unknown", Some(why.as_str())),
+            };
+            self.log(
+                &charge.id,
+                &format!("refund {}", refund.id),
+                outcome,
+                detail,
+            )
+            .await;
+            match answer {
+                ProviderRefund::Done { refund_ref } => {
+                    self.refund_done(&refund, &charge, &refund_ref).await?;
+                    break;
+                }
+                ProviderRefund::Refused { code, .. } => {
+                    let mut tx = self.db.write().await?;
+                    store::settle_refund(
+                        &mut tx,
+                        &refund,
+                        RefundState::Failed,
+                        Some(code),
+                        None,
+                        now_micros(),
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    break;
+                }
+                ProviderRefund::Unknown { .. } => {}
+            }
+        }
+        let mut conn = self.db.pool.acquire().await?;
+        store::refund_by_request(&mut conn, &refund.order_id, &refund.request_id)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("refund vanished")))
+    }
+
+    async fn refund_done(
+        &self,
+        refund: &Refund,
+        charge: &Charge,
+        provider_ref: &str,
+    ) -> Result<()> {
+        let now = now_micros();
+        let mut tx = self.db.write().await?;
+        let facts = store::order_facts(&mut tx, &refund.order_id).await?;
+        let seq = events::next_seq(&mut tx, &facts.store)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+        if !store::settle_refund(
+            &mut tx,
+            refund,
+            RefundState::Succeeded,
+            None,
+            Some(provider_ref),
+            now,
+        )
+        .await?
+        {
+            return Ok(());
+        }
+        // Everything refunded that succeeded, pending ones not counted.
+        let done: i64 = store::refunds_of_order(&mut tx, &refund.order_id)
+            .await?
+            .iter()
+            .filter(|r| r.charge_id == charge.id && r.state == RefundState::Succeeded)
+            .map(|r| r.amount_fen)
+            .sum();
+        let status = if done >= charge.amount_fen {
+            "refunded"
+        } else {
+            "partially_refunded"
+        };
+        store::set_payment_status(&mut tx, &refund.order_id, status, seq, now).await?;
+        append_event(
+            &mut tx,
+            &facts.store,
+            seq,
+            &refund.order_id,
+            "order.refunded",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.hub.notify(&facts.store);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------- sweeper
+
+    async fn sweep_forever(self: Arc<Self>, every: Duration, mut closing: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.sweep_once().await {
+                e.log();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+        }
+    }
+
+    /// Drives every unsettled charge and refund this process is not already
+    /// driving: a query settles what the provider knows; a charge past its
+    /// deadline and still unpaid is reversed. Returns how many it looked at.
+    pub async fn sweep_once(&self) -> Result<usize> {
+        let (charges, refunds) = {
+            let mut conn = self.db.pool.acquire().await?;
+            (
+                store::unsettled_charges(&mut conn, SWEEP_BATCH).await?,
+                store::pending_refunds(&mut conn, SWEEP_BATCH).await?,
+            )
+        };
+        let mut seen = 0;
+        for charge in charges {
+            let Some(_claim) = self.claim(&charge.id) else {
+                continue;
+            };
+            seen += 1;
+            tracing::info!(charge = %charge.id, state = charge.state.as_str(), "sweeping");
+            if self.query_once(&charge.id).await? {
+                continue;
+            }
+            if now_micros() >= charge.deadline_at {
+                self.reverse(&charge.id).await?;
+            }
+        }
+        for refund in refunds {
+            seen += 1;
+            self.drive_refund(refund).await?;
+        }
+        Ok(seen)
+    }
+}
+
+/// The charge's id and out_trade_no: at most 28 characters of
+/// `[0-9a-f-]`, the same for the same order and attempt.
+pub fn out_trade_no(order_id: &str, attempt: i64) -> String {
+    let digest = hex::encode(Sha256::digest(order_id.as_bytes()));
+    format!("{}-{attempt}", &digest[..24])
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// A feed event with the whole order, in the shape of the order events.
+async fn append_event(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    seq: i64,
+    order_id: &str,
+    kind: &str,
+    now: i64,
+) -> Result<()> {
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        seq: i64,
+        order: &'a Order,
+    }
+    let order = crate::orders::load(conn, order_id)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("order {order_id} vanished")))?;
+    let payload = serde_json::to_string(&Payload {
+        kind,
+        seq,
+        order: &order,
+    })
+    .map_err(Error::internal)?;
+    events::append(conn, store, seq, order_id, kind, now, &payload).await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChargeWithLog {
+    #[serde(flatten)]
+    pub charge: Charge,
+    pub exchanges: Vec<Exchange>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderPayments {
+    pub order_id: String,
+    pub payment_status: String,
+    pub charges: Vec<ChargeWithLog>,
+    pub refunds: Vec<Refund>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_trade_no_is_stable_short_and_per_attempt() {
+        let a = out_trade_no("0195f3c2-7d4e-7b8a-9c1d-2e3f4a5b6c7d", 1);
+        assert_eq!(a, out_trade_no("0195f3c2-7d4e-7b8a-9c1d-2e3f4a5b6c7d", 1));
+        assert_ne!(a, out_trade_no("0195f3c2-7d4e-7b8a-9c1d-2e3f4a5b6c7d", 2));
+        assert!(out_trade_no("x", 999).len() <= 28);
+        assert!(format!("{}R999", out_trade_no("x", 999)).len() <= 32);
+    }
+}

@@ -1,0 +1,581 @@
+//! Payment-code charges end to end: the real gateway on port 0 over a
+//! throwaway SQLite database, paying against the in-process provider
+//! simulator. Every test checks both the gateway's records and the
+//! simulator's ledger. Short poll intervals; no timed assertions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway::db::Db;
+use gateway::http::{self, AppState};
+use gateway::keys::{self, KeySpec, Role};
+use gateway::payments::{Payments, PaymentsConfig};
+use hw_sim::payments::{Credentials, LedgerEntry, Provider};
+use proto::order::{Money, Sku, StoreId, Unit};
+use proto::wechatpay::{self as wx, Params, SignType};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tests::{Backend, TestDb};
+use tokio::sync::watch;
+
+const APPID: &str = "wx2421b1c4370ec43b";
+const MCH_ID: &str = "10000100";
+const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+const CODE: &str = "134567890123456789";
+const OTHER_CODE: &str = "120061098828009406";
+
+struct PayApp {
+    base: String,
+    http: reqwest::Client,
+    db: Db,
+    sim_base: String,
+    config: PaymentsConfig,
+    terminal: String,
+    other_terminal: String,
+    app: String,
+    closing: watch::Sender<bool>,
+    _store: TestDb,
+}
+
+fn config(sim_base: &str) -> PaymentsConfig {
+    PaymentsConfig {
+        wechatpay_base_url: sim_base.to_owned(),
+        wechatpay_appid: APPID.to_owned(),
+        wechatpay_mch_id: MCH_ID.to_owned(),
+        wechatpay_key: SecretString::from(KEY.to_owned()),
+        sign_type: SignType::HmacSha256,
+        poll_interval: Duration::from_millis(100),
+        deadline: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(1),
+        // Long: the tests call the sweeper themselves.
+        sweep_interval: Duration::from_secs(3600),
+    }
+}
+
+impl PayApp {
+    async fn spawn() -> PayApp {
+        let (closing, closing_rx) = watch::channel(false);
+
+        let sim = Provider::new(Credentials {
+            appid: APPID.to_owned(),
+            mch_id: MCH_ID.to_owned(),
+            key: KEY.to_owned(),
+        });
+        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let sim_base = format!("http://{}", sim_listener.local_addr().expect("addr"));
+        let mut rx = closing_rx.clone();
+        tokio::spawn(Arc::clone(&sim).serve(sim_listener, async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }));
+
+        let store = TestDb::new(Backend::Sqlite).await.expect("sqlite");
+        let db = Db::connect(store.url()).await.expect("connect");
+        db.migrate_up().await.expect("migrate");
+        let config = config(&sim_base);
+        let mut state = AppState::new(db.clone(), closing_rx.clone());
+        state.payments = Some(
+            Payments::start(&config, db.clone(), state.hub.clone(), closing_rx.clone())
+                .expect("payments"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let mut rx = closing_rx;
+        tokio::spawn(http::serve(listener, state, async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }));
+
+        let key = |role, store: Option<&str>| {
+            let db = db.clone();
+            let store = store.map(|s| StoreId::parse(s).expect("store"));
+            async move {
+                keys::create(
+                    &db,
+                    KeySpec {
+                        role,
+                        store,
+                        terminal: None,
+                        label: None,
+                    },
+                )
+                .await
+                .expect("key")
+                .token
+            }
+        };
+        for s in ["S001", "S002"] {
+            gateway::catalog::put_store(&db, &StoreId::parse(s).expect("id"), s.to_owned())
+                .await
+                .expect("store");
+        }
+        let admin = key(Role::Admin, None).await;
+        let app = PayApp {
+            base,
+            http: reqwest::Client::new(),
+            terminal: key(Role::Terminal, Some("S001")).await,
+            other_terminal: key(Role::Terminal, Some("S002")).await,
+            app: key(Role::App, None).await,
+            db,
+            sim_base,
+            config,
+            closing,
+            _store: store,
+        };
+        gateway::catalog::put_product(
+            &app.db,
+            gateway::catalog::ProductSpec {
+                sku: Sku::parse("LATTE").expect("sku"),
+                name: "拿铁".to_owned(),
+                unit: Unit::Piece,
+                price: Money::parse("10.58").expect("price"),
+            },
+        )
+        .await
+        .expect("product");
+        let (status, body) = app
+            .send(
+                app.http.put(app.url("/api/v1/stores/S001/stock/LATTE")),
+                &admin,
+                json!({"on_hand": "100"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        app
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, key: &str, body: Value) -> (u16, Value) {
+        let r = req.bearer_auth(key).json(&body).send().await.expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An order of two lattes (21.16) in S001; its id.
+    async fn order(&self) -> String {
+        let (status, body) = self
+            .send(
+                self.http.post(self.url("/api/v1/orders")),
+                &self.app,
+                json!({"store_id": "S001", "lines": [{"sku": "LATTE", "quantity": 2}]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn pay(&self, order: &str, code: &str) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(self.url(&format!("/api/v1/orders/{order}/payments"))),
+            &self.terminal,
+            json!({"auth_code": code}),
+        )
+        .await
+    }
+
+    async fn refund(&self, order: &str, request_id: &str, amount: &str) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(self.url(&format!("/api/v1/orders/{order}/refunds"))),
+            &self.terminal,
+            json!({"request_id": request_id, "amount": amount}),
+        )
+        .await
+    }
+
+    async fn payments(&self, order: &str) -> Value {
+        let r = self
+            .http
+            .get(self.url(&format!("/api/v1/orders/{order}/payments")))
+            .bearer_auth(&self.terminal)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        r.json().await.expect("json")
+    }
+
+    async fn payment_status(&self, order: &str) -> String {
+        self.payments(order).await["payment_status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn scenario(&self, s: Value) {
+        let r = self
+            .http
+            .put(format!("{}/scenario", self.sim_base))
+            .json(&s)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    }
+
+    /// The simulator's ledger, read over its control API.
+    async fn ledger(&self) -> Vec<LedgerEntry> {
+        let v: Value = self
+            .http
+            .get(format!("{}/ledger", self.sim_base))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        serde_json::from_value(v["charges"].clone()).expect("ledger")
+    }
+
+    async fn entry(&self, out_trade_no: &str) -> LedgerEntry {
+        self.ledger()
+            .await
+            .into_iter()
+            .find(|e| e.out_trade_no == out_trade_no)
+            .unwrap_or_else(|| panic!("no ledger entry {out_trade_no}"))
+    }
+}
+
+impl Drop for PayApp {
+    fn drop(&mut self) {
+        let _ = self.closing.send(true);
+    }
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or_default()
+}
+
+/// Pays an order under one scenario; the answer and the ledger entry.
+async fn pay_under(app: &PayApp, scenario: Value) -> (String, Value, LedgerEntry) {
+    app.scenario(scenario).await;
+    let order = app.order().await;
+    let (status, charge) = app.pay(&order, CODE).await;
+    assert_eq!(status, 200, "{charge}");
+    let entry = app.entry(str_of(&charge, "out_trade_no")).await;
+    (order, charge, entry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_pays_the_order_once() {
+    let app = PayApp::spawn().await;
+    let (order, charge, entry) = pay_under(&app, json!({"outcome": "success"})).await;
+    assert_eq!(str_of(&charge, "state"), "succeeded");
+    assert_eq!(str_of(&charge, "amount"), "21.16");
+    assert_eq!(str_of(&charge, "auth_code"), "13******6789");
+    assert!(!charge.to_string().contains(CODE), "the code is masked");
+    assert_eq!(app.payment_status(&order).await, "paid");
+    assert_eq!(entry.state, "SUCCESS");
+    assert_eq!(entry.total_fen, 2116);
+    assert_eq!(entry.micropay_calls, 1);
+
+    // The terminal retries: same charge, no second micropay.
+    let (status, again) = app.pay(&order, CODE).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["id"], charge["id"]);
+    assert_eq!(app.ledger().await.len(), 1);
+    assert_eq!(app.entry(str_of(&charge, "id")).await.micropay_calls, 1);
+
+    let log = app.payments(&order).await;
+    let calls: Vec<&str> = log["charges"][0]["exchanges"]
+        .as_array()
+        .expect("exchanges")
+        .iter()
+        .map(|e| str_of(e, "call"))
+        .collect();
+    assert_eq!(calls, ["micropay"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_paying_then_success_is_found_by_querying() {
+    let app = PayApp::spawn().await;
+    let (order, charge, entry) = pay_under(
+        &app,
+        json!({"outcome": "userpaying_then_success", "after_ms": 300}),
+    )
+    .await;
+    assert_eq!(str_of(&charge, "state"), "succeeded", "{charge}");
+    assert_eq!(app.payment_status(&order).await, "paid");
+    assert_eq!(entry.state, "SUCCESS");
+    assert!(entry.query_calls >= 1);
+    assert_eq!(entry.reverse_calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_paying_forever_is_reversed_and_the_order_stays_payable() {
+    let app = PayApp::spawn().await;
+    let (order, charge, entry) = pay_under(&app, json!({"outcome": "userpaying_forever"})).await;
+    assert_eq!(str_of(&charge, "state"), "reversed", "{charge}");
+    assert_eq!(str_of(&charge, "code"), "payment_timeout");
+    assert_eq!(app.payment_status(&order).await, "unpaid");
+    assert_eq!(entry.state, "REVOKED");
+
+    // A new code pays it: a second attempt, a new out_trade_no.
+    app.scenario(json!({"auth_code": OTHER_CODE, "outcome": "success"}))
+        .await;
+    let (status, second) = app.pay(&order, OTHER_CODE).await;
+    assert_eq!(status, 200);
+    assert_eq!(str_of(&second, "state"), "succeeded");
+    assert_eq!(second["attempt"], 2);
+    assert_ne!(second["id"], charge["id"]);
+    assert_eq!(app.payment_status(&order).await, "paid");
+    let ledger = app.ledger().await;
+    assert_eq!(ledger.len(), 2);
+    assert_eq!(
+        ledger.iter().filter(|e| e.state == "SUCCESS").count(),
+        1,
+        "money moved once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_is_repeated_while_the_provider_asks() {
+    let app = PayApp::spawn().await;
+    let (_, charge, entry) = pay_under(
+        &app,
+        json!({"outcome": "userpaying_forever", "reverse_retries": 2}),
+    )
+    .await;
+    assert_eq!(str_of(&charge, "state"), "reversed", "{charge}");
+    assert_eq!(entry.state, "REVOKED");
+    assert_eq!(entry.reverse_calls, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definite_failures_leave_the_order_unpaid() {
+    let app = PayApp::spawn().await;
+    for (outcome, code) in [
+        ("insufficient_balance", "insufficient_balance"),
+        ("invalid_code", "invalid_payment_code"),
+    ] {
+        let (order, charge, entry) = pay_under(&app, json!({"outcome": outcome})).await;
+        assert_eq!(str_of(&charge, "state"), "failed", "{outcome}: {charge}");
+        assert_eq!(str_of(&charge, "code"), code);
+        assert_eq!(app.payment_status(&order).await, "unpaid");
+        assert_eq!(entry.state, "PAYERROR");
+        assert_eq!(entry.query_calls, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_answers_are_resolved_by_querying() {
+    let app = PayApp::spawn().await;
+    // SYSTEMERROR, and no answer at all (the client times out after 1 s).
+    for outcome in ["system_error_then_success", "no_answer"] {
+        let (order, charge, entry) = pay_under(&app, json!({"outcome": outcome})).await;
+        assert_eq!(str_of(&charge, "state"), "succeeded", "{outcome}: {charge}");
+        assert_eq!(app.payment_status(&order).await, "paid");
+        assert_eq!(entry.state, "SUCCESS");
+        assert_eq!(entry.micropay_calls, 1, "{outcome}: never charged twice");
+        assert!(entry.query_calls >= 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_payments_at_once_make_one_charge() {
+    let app = PayApp::spawn().await;
+    app.scenario(json!({"outcome": "userpaying_then_success", "after_ms": 300}))
+        .await;
+    let order = app.order().await;
+    let (a, b) = tokio::join!(app.pay(&order, CODE), app.pay(&order, OTHER_CODE));
+    assert_eq!(a.0, 200, "{}", a.1);
+    assert_eq!(b.0, 200, "{}", b.1);
+    assert_eq!(a.1["id"], b.1["id"], "both answer the one charge");
+    assert_eq!(str_of(&a.1, "state"), "succeeded");
+    assert_eq!(str_of(&b.1, "state"), "succeeded");
+    let ledger = app.ledger().await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].micropay_calls, 1);
+    assert_eq!(
+        app.payments(&order).await["charges"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_are_idempotent_and_never_exceed_the_payment() {
+    let app = PayApp::spawn().await;
+    let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let (status, r1) = app.refund(&order, "r-1", "5.00").await;
+    assert_eq!(status, 200, "{r1}");
+    assert_eq!(str_of(&r1, "state"), "succeeded");
+    assert_eq!(app.payment_status(&order).await, "partially_refunded");
+
+    let (status, again) = app.refund(&order, "r-1", "5.00").await;
+    assert_eq!(status, 200);
+    assert_eq!(again["id"], r1["id"]);
+    let (status, body) = app.refund(&order, "r-1", "6.00").await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (422, "idempotency_conflict")
+    );
+
+    let (status, body) = app.refund(&order, "r-2", "16.17").await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (422, "refund_exceeds_paid"),
+        "{body}"
+    );
+    let (status, r2) = app.refund(&order, "r-2", "16.16").await;
+    assert_eq!(status, 200, "{r2}");
+    assert_eq!(app.payment_status(&order).await, "refunded");
+
+    let entry = app.entry(str_of(&charge, "id")).await;
+    assert_eq!(entry.refunded_fen, 2116);
+    assert_eq!(entry.total_fen, 2116);
+
+    let unpaid = app.order().await;
+    let (status, body) = app.refund(&unpaid, "r-1", "1.00").await;
+    assert_eq!((status, str_of(&body, "code")), (409, "order_not_paid"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_and_callers_are_checked_before_any_money_moves() {
+    let app = PayApp::spawn().await;
+    let order = app.order().await;
+    let (status, body) = app.pay(&order, "6901234567892").await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (422, "invalid_payment_code")
+    );
+    let (status, body) = app.pay(&order, "2812345678901234").await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (422, "unsupported_payment_code")
+    );
+    let (status, body) = app.pay("no-such-order", CODE).await;
+    assert_eq!((status, str_of(&body, "code")), (404, "order_not_found"));
+    let (status, _) = app
+        .send(
+            app.http
+                .post(app.url(&format!("/api/v1/orders/{order}/payments"))),
+            &app.other_terminal,
+            json!({"auth_code": CODE}),
+        )
+        .await;
+    assert_eq!(status, 403, "another store's terminal");
+    let (status, _) = app
+        .send(
+            app.http
+                .post(app.url(&format!("/api/v1/orders/{order}/payments"))),
+            &app.app,
+            json!({"auth_code": CODE}),
+        )
+        .await;
+    assert_eq!(status, 403, "the app does not take money");
+    assert!(app.ledger().await.is_empty());
+}
+
+/// Sends a signed micropay straight to the simulator, as a gateway that
+/// then crashed would have.
+async fn micropay_directly(app: &PayApp, out_trade_no: &str, total_fee: i64) {
+    let mut p = Params::new();
+    for (k, v) in [
+        ("appid", APPID),
+        ("mch_id", MCH_ID),
+        ("nonce_str", "crashcrashcrash"),
+        ("body", "test"),
+        ("auth_code", CODE),
+        ("out_trade_no", out_trade_no),
+    ] {
+        p.insert(k.to_owned(), v.to_owned());
+    }
+    p.insert("total_fee".to_owned(), total_fee.to_string());
+    wx::sign_in_place(&mut p, KEY, SignType::Md5);
+    let r = app
+        .http
+        .post(format!("{}{}", app.sim_base, wx::PATH_MICROPAY))
+        .body(wx::encode(&p))
+        .send()
+        .await
+        .expect("send");
+    let answer = wx::decode(&r.bytes().await.expect("body")).expect("xml");
+    assert_eq!(answer["return_code"], "SUCCESS", "{answer:?}");
+}
+
+/// A charge the crashed gateway left `pending`, its deadline passed.
+async fn leave_pending(app: &PayApp, order: &str) -> String {
+    let id = gateway::payments::out_trade_no(order, 1);
+    let past = 1_000_000;
+    sqlx::query(
+        "INSERT INTO charges (id, order_id, attempt, provider, code_kind, code_masked, amount_fen,
+            state, deadline_at, created_by, created_at, updated_at)
+         VALUES ($1, $2, 1, 'wechatpay', 'wechatpay', '13******6789', 2116, 'pending', $3,
+            'terminal:test', $3, $3)",
+    )
+    .bind(id.clone())
+    .bind(order.to_owned())
+    .bind(past)
+    .execute(&app.db.pool)
+    .await
+    .expect("insert");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_sweeper_finishes_pending_charges() {
+    let app = PayApp::spawn().await;
+
+    // Paid at the provider, pending here: the sweeper marks it paid.
+    app.scenario(json!({"outcome": "userpaying_then_success", "after_ms": 0}))
+        .await;
+    let paid = app.order().await;
+    let paid_id = leave_pending(&app, &paid).await;
+    micropay_directly(&app, &paid_id, 2116).await;
+
+    // Still waiting for the customer: the sweeper reverses it.
+    app.scenario(json!({"outcome": "userpaying_forever"})).await;
+    let stuck = app.order().await;
+    let stuck_id = leave_pending(&app, &stuck).await;
+    micropay_directly(&app, &stuck_id, 2116).await;
+
+    // Never reached the provider: reversed, so a late micropay cannot charge.
+    let lost = app.order().await;
+    let lost_id = leave_pending(&app, &lost).await;
+
+    // A fresh gateway over the same database.
+    let fresh = Payments::new(&app.config, app.db.clone(), gateway::events::Hub::default())
+        .expect("payments");
+    assert_eq!(fresh.sweep_once().await.expect("sweep"), 3);
+
+    let state_of = |v: Value| str_of(&v["charges"][0], "state").to_owned();
+    assert_eq!(state_of(app.payments(&paid).await), "succeeded");
+    assert_eq!(app.payment_status(&paid).await, "paid");
+    assert_eq!(app.entry(&paid_id).await.state, "SUCCESS");
+
+    assert_eq!(state_of(app.payments(&stuck).await), "reversed");
+    assert_eq!(app.payment_status(&stuck).await, "unpaid");
+    assert_eq!(app.entry(&stuck_id).await.state, "REVOKED");
+
+    assert_eq!(state_of(app.payments(&lost).await), "reversed");
+    assert_eq!(app.entry(&lost_id).await.state, "REVOKED");
+
+    // Nothing is left to sweep.
+    assert_eq!(fresh.sweep_once().await.expect("sweep"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_provider_payments_answer_503() {
+    let Some(app) = tests::TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let (status, body) = app
+        .post_json(
+            "/api/v1/orders/any/payments",
+            app.terminal("S001"),
+            &json!({"auth_code": CODE}),
+        )
+        .await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (503, "payments_not_configured")
+    );
+}
