@@ -1,5 +1,5 @@
 //! Payment-code charges end to end: the real gateway on port 0 over a
-//! throwaway SQLite database, paying against the in-process provider
+//! throwaway database (SQLite and PostgreSQL), paying against the in-process provider
 //! simulator. Every test checks both the gateway's records and the
 //! simulator's ledger. Short poll intervals; no timed assertions.
 
@@ -53,7 +53,9 @@ fn config(sim_base: &str) -> PaymentsConfig {
 }
 
 impl PayApp {
-    async fn spawn() -> PayApp {
+    /// `None` when the backend is not available here.
+    async fn spawn(backend: Backend) -> Option<PayApp> {
+        let store = TestDb::new(backend).await?;
         let (closing, closing_rx) = watch::channel(false);
 
         let sim = Provider::new(Credentials {
@@ -70,7 +72,6 @@ impl PayApp {
             let _ = rx.wait_for(|c| *c).await;
         }));
 
-        let store = TestDb::new(Backend::Sqlite).await.expect("sqlite");
         let db = Db::connect(store.url()).await.expect("connect");
         db.migrate_up().await.expect("migrate");
         let config = config(&sim_base);
@@ -143,7 +144,7 @@ impl PayApp {
             )
             .await;
         assert_eq!(status, 200, "{body}");
-        app
+        Some(app)
     }
 
     fn url(&self, path: &str) -> String {
@@ -262,9 +263,10 @@ async fn pay_under(app: &PayApp, scenario: Value) -> (String, Value, LedgerEntry
     (order, charge, entry)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn success_pays_the_order_once() {
-    let app = PayApp::spawn().await;
+async fn success_pays_the_order_once(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     let (order, charge, entry) = pay_under(&app, json!({"outcome": "success"})).await;
     assert_eq!(str_of(&charge, "state"), "succeeded");
     assert_eq!(str_of(&charge, "amount"), "21.16");
@@ -292,9 +294,10 @@ async fn success_pays_the_order_once() {
     assert_eq!(calls, ["micropay"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_paying_then_success_is_found_by_querying() {
-    let app = PayApp::spawn().await;
+async fn user_paying_then_success_is_found_by_querying(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     let (order, charge, entry) = pay_under(
         &app,
         json!({"outcome": "userpaying_then_success", "after_ms": 300}),
@@ -307,9 +310,10 @@ async fn user_paying_then_success_is_found_by_querying() {
     assert_eq!(entry.reverse_calls, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_paying_forever_is_reversed_and_the_order_stays_payable() {
-    let app = PayApp::spawn().await;
+async fn user_paying_forever_is_reversed_and_the_order_stays_payable(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     let (order, charge, entry) = pay_under(&app, json!({"outcome": "userpaying_forever"})).await;
     assert_eq!(str_of(&charge, "state"), "reversed", "{charge}");
     assert_eq!(str_of(&charge, "code"), "payment_timeout");
@@ -334,9 +338,10 @@ async fn user_paying_forever_is_reversed_and_the_order_stays_payable() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reverse_is_repeated_while_the_provider_asks() {
-    let app = PayApp::spawn().await;
+async fn reverse_is_repeated_while_the_provider_asks(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     let (_, charge, entry) = pay_under(
         &app,
         json!({"outcome": "userpaying_forever", "reverse_retries": 2}),
@@ -347,9 +352,10 @@ async fn reverse_is_repeated_while_the_provider_asks() {
     assert_eq!(entry.reverse_calls, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn definite_failures_leave_the_order_unpaid() {
-    let app = PayApp::spawn().await;
+async fn definite_failures_leave_the_order_unpaid(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     for (outcome, code) in [
         ("insufficient_balance", "insufficient_balance"),
         ("invalid_code", "invalid_payment_code"),
@@ -363,9 +369,10 @@ async fn definite_failures_leave_the_order_unpaid() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_answers_are_resolved_by_querying() {
-    let app = PayApp::spawn().await;
+async fn unknown_answers_are_resolved_by_querying(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     // SYSTEMERROR, and no answer at all (the client times out after 1 s).
     for outcome in ["system_error_then_success", "no_answer"] {
         let (order, charge, entry) = pay_under(&app, json!({"outcome": outcome})).await;
@@ -377,9 +384,10 @@ async fn unknown_answers_are_resolved_by_querying() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_payments_at_once_make_one_charge() {
-    let app = PayApp::spawn().await;
+async fn two_payments_at_once_make_one_charge(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     app.scenario(json!({"outcome": "userpaying_then_success", "after_ms": 300}))
         .await;
     let order = app.order().await;
@@ -400,9 +408,10 @@ async fn two_payments_at_once_make_one_charge() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refunds_are_idempotent_and_never_exceed_the_payment() {
-    let app = PayApp::spawn().await;
+async fn refunds_are_idempotent_and_never_exceed_the_payment(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
     let (status, r1) = app.refund(&order, "r-1", "5.00").await;
     assert_eq!(status, 200, "{r1}");
@@ -437,9 +446,10 @@ async fn refunds_are_idempotent_and_never_exceed_the_payment() {
     assert_eq!((status, str_of(&body, "code")), (409, "order_not_paid"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn codes_and_callers_are_checked_before_any_money_moves() {
-    let app = PayApp::spawn().await;
+async fn codes_and_callers_are_checked_before_any_money_moves(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
     let order = app.order().await;
     let (status, body) = app.pay(&order, "6901234567892").await;
     assert_eq!(
@@ -520,9 +530,10 @@ async fn leave_pending(app: &PayApp, order: &str) -> String {
     id
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_crash_the_sweeper_finishes_pending_charges() {
-    let app = PayApp::spawn().await;
+async fn after_a_crash_the_sweeper_finishes_pending_charges(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
 
     // Paid at the provider, pending here: the sweeper marks it paid.
     app.scenario(json!({"outcome": "userpaying_then_success", "after_ms": 0}))
@@ -562,9 +573,8 @@ async fn after_a_crash_the_sweeper_finishes_pending_charges() {
     assert_eq!(fresh.sweep_once().await.expect("sweep"), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_provider_payments_answer_503() {
-    let Some(app) = tests::TestApp::spawn(Backend::Sqlite).await else {
+async fn without_a_provider_payments_answer_503(backend: Backend) {
+    let Some(app) = tests::TestApp::spawn(backend).await else {
         return;
     };
     let (status, body) = app
@@ -579,3 +589,17 @@ async fn without_a_provider_payments_answer_503() {
         (503, "payments_not_configured")
     );
 }
+
+tests::on_both_databases!(
+    success_pays_the_order_once,
+    user_paying_then_success_is_found_by_querying,
+    user_paying_forever_is_reversed_and_the_order_stays_payable,
+    reverse_is_repeated_while_the_provider_asks,
+    definite_failures_leave_the_order_unpaid,
+    unknown_answers_are_resolved_by_querying,
+    two_payments_at_once_make_one_charge,
+    refunds_are_idempotent_and_never_exceed_the_payment,
+    codes_and_callers_are_checked_before_any_money_moves,
+    after_a_crash_the_sweeper_finishes_pending_charges,
+    without_a_provider_payments_answer_503,
+);
