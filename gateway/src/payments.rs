@@ -139,19 +139,23 @@ pub struct Payments {
     request_timeout: Duration,
     /// Charges and refunds this process is driving right now; the sweeper
     /// leaves them alone.
-    active: Mutex<HashSet<String>>,
+    active: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Marks an id as driven by this process until dropped.
-struct Claim<'a> {
-    payments: &'a Payments,
+struct Claim {
+    active: Arc<Mutex<HashSet<String>>>,
     id: String,
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
-        self.payments.active_set().remove(&self.id);
+        lock(&self.active).remove(&self.id);
     }
+}
+
+fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Payments {
@@ -171,7 +175,7 @@ impl Payments {
             poll_interval: config.poll_interval,
             deadline: config.deadline,
             request_timeout: config.request_timeout,
-            active: Mutex::new(HashSet::new()),
+            active: Arc::new(Mutex::new(HashSet::new())),
         }))
     }
 
@@ -217,14 +221,10 @@ impl Payments {
         }
     }
 
-    fn active_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.active.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// `None` when this process already drives `id`.
-    fn claim(&self, id: &str) -> Option<Claim<'_>> {
-        self.active_set().insert(id.to_owned()).then(|| Claim {
-            payments: self,
+    fn claim(&self, id: &str) -> Option<Claim> {
+        lock(&self.active).insert(id.to_owned()).then(|| Claim {
+            active: Arc::clone(&self.active),
             id: id.to_owned(),
         })
     }
@@ -233,8 +233,15 @@ impl Payments {
 
     /// Charges the order with a scanned payment code and answers once the
     /// charge is final (or, if even reversing fails, still pending). A second
-    /// call for an order with a live charge waits for that charge.
-    pub async fn pay(&self, order_id: &str, raw_code: &str, who: &Principal) -> Result<Charge> {
+    /// call for an order with a live charge waits for that charge. The charge
+    /// is driven on a task of its own, so a caller hanging up cannot leave
+    /// it half done.
+    pub async fn pay(
+        self: &Arc<Self>,
+        order_id: &str,
+        raw_code: &str,
+        who: &Principal,
+    ) -> Result<Charge> {
         let code = wx::parse_code(raw_code).ok_or_else(|| {
             Error::unprocessable(
                 "invalid_payment_code",
@@ -283,6 +290,12 @@ impl Payments {
                 ));
             }
             let id = out_trade_no(order_id, attempt);
+            // Claimed before it is visible, so the sweeper never races us.
+            let Some(claim) = self.claim(&id) else {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "charge {id} already claimed"
+                )));
+            };
             let masked = code.masked();
             let deadline_at = now + micros(self.deadline);
             let inserted = store::insert_charge(
@@ -306,16 +319,17 @@ impl Payments {
             }
             tx.commit().await?;
             tracing::info!(charge = %id, order = order_id, code = %code, amount_fen = order.total_fen, "charging");
-            let Some(claim) = self.claim(&id) else {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "a new charge was already claimed"
-                )));
-            };
-            let result = self
-                .drive_new(&id, &code, order.total_fen, deadline_at)
-                .await;
-            drop(claim);
-            result?;
+            let me = Arc::clone(self);
+            let amount_fen = order.total_fen;
+            let charge_id = id.clone();
+            let driver = tokio::spawn(async move {
+                let _claim = claim;
+                me.drive_new(&charge_id, &code, amount_fen, deadline_at)
+                    .await
+            });
+            driver
+                .await
+                .map_err(|e| Error::internal(anyhow::anyhow!("charge driver failed: {e}")))??;
             return self.load_charge(&id).await;
         }
         Err(Error::conflict(

@@ -511,6 +511,32 @@ async fn micropay_directly(app: &PayApp, out_trade_no: &str, total_fee: i64) {
     assert_eq!(answer["return_code"], "SUCCESS", "{answer:?}");
 }
 
+async fn the_simulator_refuses_bad_signatures(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let mut p = Params::new();
+    for (k, v) in [
+        ("appid", APPID),
+        ("mch_id", MCH_ID),
+        ("nonce_str", "n1"),
+        ("out_trade_no", "x1"),
+    ] {
+        p.insert(k.to_owned(), v.to_owned());
+    }
+    wx::sign_in_place(&mut p, "not-the-key", SignType::Md5);
+    let r = app
+        .http
+        .post(format!("{}{}", app.sim_base, wx::PATH_ORDERQUERY))
+        .body(wx::encode(&p))
+        .send()
+        .await
+        .expect("send");
+    let answer = wx::decode(&r.bytes().await.expect("body")).expect("xml");
+    assert_eq!(answer["return_code"], "FAIL");
+    assert!(app.ledger().await.is_empty());
+}
+
 /// A charge the crashed gateway left `pending`, its deadline passed.
 async fn leave_pending(app: &PayApp, order: &str) -> String {
     let id = gateway::payments::out_trade_no(order, 1);
@@ -602,4 +628,5 @@ tests::on_both_databases!(
     codes_and_callers_are_checked_before_any_money_moves,
     after_a_crash_the_sweeper_finishes_pending_charges,
     without_a_provider_payments_answer_503,
+    the_simulator_refuses_bad_signatures,
 );

@@ -1,6 +1,8 @@
 //! Payments over REST: pay an order with a scanned code, read its payments,
 //! refund it.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,8 +23,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/orders/{id}/refunds", post(refund))
 }
 
-fn service(st: &AppState) -> Result<&Payments> {
-    st.payments.as_deref().ok_or_else(|| {
+fn service(st: &AppState) -> Result<&Arc<Payments>> {
+    st.payments.as_ref().ok_or_else(|| {
         Error::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "payments_not_configured",
