@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
     Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, check_note, create_direct,
-    feed_payload, fresh_order, load, out_of_stock,
+    fresh_order, load, out_of_stock,
 };
 use crate::clock::{self, now_micros};
 use crate::db::Db;
@@ -96,7 +96,15 @@ async fn run(
         }
         let retry = {
             let _gate = gate.lock().await;
-            match write_batch(&mut conn, &mut jobs).await {
+            let started = std::time::Instant::now();
+            let size = jobs.len();
+            let written = write_batch(&mut conn, &mut jobs).await;
+            tracing::debug!(
+                size,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "order batch"
+            );
+            match written {
                 Ok(()) => Vec::new(),
                 Err(e) => {
                     tracing::warn!(error = %e.message, orders = jobs.len(), "batch failed; writing its orders one by one");
@@ -318,82 +326,97 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
             );
         }
     }
+    // One multi-row INSERT per table for the whole batch.
+    let (mut orders, mut lines, mut history, mut feed, mut keys) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (idx, o) in outcomes.iter().enumerate() {
         let Outcome::Written(order) = o else { continue };
         let job = &jobs[idx];
-        w.stmt(
-            "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
-                                 status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)
-             VALUES ({}, {}, {}, {}, {}, {}, {}, 'created', {}, {}, {}, {}, {}, {}, {})",
-            vec![
-                Val::S(order.id.clone()),
-                Val::S(order.store_id.to_string()),
-                Val::S(order.channel.as_str().to_owned()),
-                Val::S(order.platform.clone().unwrap_or_default()),
-                Val::OS(order.channel_order_id.clone()),
-                Val::I(order.display_no),
-                Val::S(order.business_day.clone()),
-                Val::S(order.payment_status.as_str().to_owned()),
-                Val::I(order.total.fen()),
-                Val::OS(order.note.clone()),
-                Val::S(job.new.actor.clone()),
-                Val::I(now),
-                Val::I(now),
-                Val::I(order.seq),
-            ],
-        );
+        // Serialised once: the idempotent answer, and inside the feed event.
+        let body = serde_json::to_string(order.as_ref()).map_err(Error::internal)?;
+        orders.push(vec![
+            Val::S(order.id.clone()),
+            Val::S(order.store_id.to_string()),
+            Val::S(order.channel.as_str().to_owned()),
+            Val::S(order.platform.clone().unwrap_or_default()),
+            Val::OS(order.channel_order_id.clone()),
+            Val::I(order.display_no),
+            Val::S(order.business_day.clone()),
+            Val::S(order.status.as_str().to_owned()),
+            Val::S(order.payment_status.as_str().to_owned()),
+            Val::I(order.total.fen()),
+            Val::OS(order.note.clone()),
+            Val::S(job.new.actor.clone()),
+            Val::I(now),
+            Val::I(now),
+            Val::I(order.seq),
+        ]);
         for (i, l) in order.lines.iter().enumerate() {
-            w.stmt(
-                "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)
-                 VALUES ({}, {}, {}, {}, {}, {}, {}, {})",
-                vec![
-                    Val::S(order.id.clone()),
-                    Val::I(i as i64 + 1),
-                    Val::S(l.sku.to_string()),
-                    Val::S(l.name.clone()),
-                    Val::S(l.unit.as_str().to_owned()),
-                    Val::I(l.quantity.milli()),
-                    Val::I(l.unit_price.fen()),
-                    Val::I(l.line_total.fen()),
-                ],
-            );
+            lines.push(vec![
+                Val::S(order.id.clone()),
+                Val::I(i as i64 + 1),
+                Val::S(l.sku.to_string()),
+                Val::S(l.name.clone()),
+                Val::S(l.unit.as_str().to_owned()),
+                Val::I(l.quantity.milli()),
+                Val::I(l.unit_price.fen()),
+                Val::I(l.line_total.fen()),
+            ]);
         }
-        w.stmt(
-            "INSERT INTO order_history (order_id, at, by_whom, from_status, to_status, reason)
-             VALUES ({}, {}, {}, NULL, 'created', NULL)",
-            vec![
-                Val::S(order.id.clone()),
-                Val::I(now),
-                Val::S(job.new.actor.clone()),
-            ],
-        );
-        w.stmt(
-            "INSERT INTO order_events (store_id, seq, order_id, kind, at, payload)
-             VALUES ({}, {}, {}, 'order.created', {}, {})",
-            vec![
-                Val::S(order.store_id.to_string()),
-                Val::I(order.seq),
-                Val::S(order.id.clone()),
-                Val::I(now),
-                Val::S(feed_payload("order.created", order.seq, order)?),
-            ],
-        );
+        history.push(vec![
+            Val::S(order.id.clone()),
+            Val::I(now),
+            Val::S(job.new.actor.clone()),
+            Val::OS(None),
+            Val::S(order.status.as_str().to_owned()),
+            Val::OS(None),
+        ]);
+        feed.push(vec![
+            Val::S(order.store_id.to_string()),
+            Val::I(order.seq),
+            Val::S(order.id.clone()),
+            Val::S("order.created".to_owned()),
+            Val::I(now),
+            Val::S(format!(
+                "{{\"type\":\"order.created\",\"seq\":{},\"order\":{body}}}",
+                order.seq
+            )),
+        ]);
         if let Some(k) = &job.idem {
-            w.stmt(
-                "INSERT INTO idempotency_keys (key_id, idem_key, request_hash, status_code, response, created_at)
-                 VALUES ({}, {}, {}, 201, {}, {})",
-                vec![
-                    Val::S(k.owner.clone()),
-                    Val::S(k.key.clone()),
-                    Val::S(k.request_hash.clone()),
-                    Val::S(serde_json::to_string(order.as_ref()).map_err(Error::internal)?),
-                    Val::I(now),
-                ],
-            );
+            keys.push(vec![
+                Val::S(k.owner.clone()),
+                Val::S(k.key.clone()),
+                Val::S(k.request_hash.clone()),
+                Val::I(201),
+                Val::S(body),
+                Val::I(now),
+            ]);
         }
     }
+    w.rows(
+        "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
+                             status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)",
+        orders,
+    );
+    w.rows(
+        "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)",
+        lines,
+    );
+    w.rows(
+        "INSERT INTO order_history (order_id, at, by_whom, from_status, to_status, reason)",
+        history,
+    );
+    w.rows(
+        "INSERT INTO order_events (store_id, seq, order_id, kind, at, payload)",
+        feed,
+    );
+    w.rows(
+        "INSERT INTO idempotency_keys (key_id, idem_key, request_hash, status_code, response, created_at)",
+        keys,
+    );
     w.sql.push_str("COMMIT;");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(w.sql));
+    // Every batch's script differs: don't fill the statement cache with it.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(w.sql)).persistent(false);
     for v in w.vals {
         q = match v {
             Val::I(i) => q.bind(i),
@@ -639,6 +662,25 @@ struct Script {
 }
 
 impl Script {
+    /// Appends `head VALUES (…), (…)` with one numbered parameter per value.
+    fn rows(&mut self, head: &str, rows: Vec<Vec<Val>>) {
+        if rows.is_empty() {
+            return;
+        }
+        self.sql.push_str(head);
+        self.sql.push_str(" VALUES ");
+        for (r, row) in rows.into_iter().enumerate() {
+            self.sql.push_str(if r == 0 { "(" } else { ", (" });
+            for (c, v) in row.into_iter().enumerate() {
+                self.vals.push(v);
+                let sep = if c == 0 { "" } else { ", " };
+                let _ = write!(self.sql, "{sep}${}", self.vals.len());
+            }
+            self.sql.push(')');
+        }
+        self.sql.push_str(";\n");
+    }
+
     /// Appends a statement; each `{}` becomes the next numbered parameter.
     fn stmt(&mut self, template: &str, vals: Vec<Val>) {
         let mut vals = vals.into_iter();

@@ -38,6 +38,7 @@ struct Figures {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    gateway::telemetry::init(Some("warn"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
