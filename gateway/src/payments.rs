@@ -258,7 +258,7 @@ impl Payments {
         for _ in 0..2 {
             let now = now_micros();
             let mut tx = self.db.write().await?;
-            let order = store::order_facts(&mut tx, order_id).await?;
+            let order = store::lock_order_facts(&mut tx, order_id).await?;
             who.check_store(&order.store)?;
             if let Some(live) = store::live_charge(&mut tx, order_id).await? {
                 drop(tx);

@@ -121,12 +121,39 @@ pub struct OrderFacts {
 }
 
 pub async fn order_facts(conn: &mut AnyConnection, order_id: &str) -> Result<OrderFacts> {
-    let row =
-        sqlx::query("SELECT store_id, status, payment_status, total_fen FROM orders WHERE id = $1")
-            .bind(order_id.to_owned())
-            .fetch_optional(conn)
-            .await?
-            .ok_or_else(|| Error::not_found("order_not_found", format!("no order {order_id}")))?;
+    facts_query(
+        conn,
+        "SELECT store_id, status, payment_status, total_fen FROM orders WHERE id = $1",
+        order_id,
+    )
+    .await
+}
+
+/// Like [`order_facts`], and holds the order's row until commit (a no-op
+/// update: PostgreSQL locks the row; SQLite writers are serialised anyway),
+/// so two payments of one order queue instead of racing for one charge id.
+/// Take it before any store lock: nothing that holds the order row waits
+/// for the store row here.
+pub async fn lock_order_facts(conn: &mut AnyConnection, order_id: &str) -> Result<OrderFacts> {
+    facts_query(
+        conn,
+        "UPDATE orders SET updated_at = updated_at WHERE id = $1
+         RETURNING store_id, status, payment_status, total_fen",
+        order_id,
+    )
+    .await
+}
+
+async fn facts_query(
+    conn: &mut AnyConnection,
+    sql: &'static str,
+    order_id: &str,
+) -> Result<OrderFacts> {
+    let row = sqlx::query(sql)
+        .bind(order_id.to_owned())
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| Error::not_found("order_not_found", format!("no order {order_id}")))?;
     Ok(OrderFacts {
         store: StoreId::parse(&row.get::<String, _>("store_id")).map_err(Error::internal)?,
         status: row.get("status"),
