@@ -1,6 +1,6 @@
 //! Products, stores and per-store stock, availability and price.
 
-use proto::order::{Money, Quantity, Sku, StoreId, Unit};
+use proto::order::{CatalogItem, Money, Quantity, Sku, StoreId, Unit};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -160,24 +160,6 @@ pub struct ItemChange {
     pub snoozed_until: Option<Option<i64>>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct CatalogItem {
-    pub sku: String,
-    pub name: String,
-    pub unit: Unit,
-    /// The price this store charges (its override, else the list price).
-    pub price: Money,
-    pub list_price: Money,
-    pub on_hand: Quantity,
-    pub reserved: Quantity,
-    /// What can still be ordered: on hand less reserved, never below zero.
-    pub sellable: Quantity,
-    /// Orderable now: listed, not snoozed, something sellable.
-    pub available: bool,
-    pub listed: bool,
-    pub snoozed_until: Option<String>,
-}
-
 pub async fn put_item(
     db: &Db,
     store: &StoreId,
@@ -332,7 +314,7 @@ async fn items(
                 .get::<Option<i64>, _>("snoozed_until")
                 .filter(|u| *u > now);
             Ok(CatalogItem {
-                sku: r.get("sku"),
+                sku: Sku::parse(&r.get::<String, _>("sku")).map_err(Error::internal)?,
                 name: r.get("name"),
                 unit,
                 price,

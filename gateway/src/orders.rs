@@ -90,12 +90,18 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
 
 /// Creates an order: prices every line from the catalog, reserves its stock,
 /// numbers it for the day, and records it in the store feed — all or nothing.
-pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
-    check_shape(&new)?;
+pub async fn create(
+    db: &Db,
+    hub: &Hub,
+    mut new: NewOrder,
+    idem: Option<IdemKey>,
+) -> Result<Created> {
+    check_shape(&mut new)?;
+    let store = new.store.clone();
     let created = match db.batcher() {
         // SQLite: many orders share one transaction (group commit).
-        Some(batcher) => batcher.create(new.clone(), idem).await?,
-        None => create_direct(db, new.clone(), idem).await?,
+        Some(batcher) => batcher.create(new, idem).await?,
+        None => create_direct(db, new, idem).await?,
     };
     if matches!(
         created,
@@ -104,12 +110,13 @@ pub async fn create(db: &Db, hub: &Hub, new: NewOrder, idem: Option<IdemKey>) ->
             ..
         }
     ) {
-        hub.notify(&new.store);
+        hub.notify(&store);
     }
     Ok(created)
 }
 
-fn check_shape(new: &NewOrder) -> Result<()> {
+/// Checks what needs no database, and normalises the note (blank → none).
+fn check_shape(new: &mut NewOrder) -> Result<()> {
     if new.lines.is_empty() {
         return Err(Error::unprocessable(
             "invalid_lines",
@@ -122,7 +129,7 @@ fn check_shape(new: &NewOrder) -> Result<()> {
             format!("an order has at most {MAX_LINES} lines"),
         ));
     }
-    check_note(new.note.clone())?;
+    new.note = check_note(new.note.take())?;
     Ok(())
 }
 
@@ -173,7 +180,7 @@ pub(crate) async fn create_direct(
     new: NewOrder,
     idem: Option<IdemKey>,
 ) -> Result<Created> {
-    let note = check_note(new.note.clone())?;
+    let note = new.note.clone();
     let now = now_micros();
     let mut tx = db.write().await?;
 
@@ -646,7 +653,18 @@ pub async fn act(
         reason.as_deref(),
     )
     .await?;
-    let order = load(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
+    // The order as just written: no need to read it back.
+    let mut order = current;
+    order.history.push(StatusChange {
+        at: clock::rfc3339(now),
+        by: actor.to_owned(),
+        from: Some(order.status),
+        to,
+        reason,
+    });
+    order.status = to;
+    order.updated_at = clock::rfc3339(now);
+    order.seq = seq;
     let payload = feed_payload("order.status_changed", seq, &order)?;
     events::append(
         &mut tx,

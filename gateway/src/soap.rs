@@ -13,9 +13,9 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use proto::order::{Channel, PaymentStatus, Sku, StoreId};
+use proto::order::{Channel, PaymentStatus, StoreId};
 use proto::soap::{
-    self, CatalogItem, Fault, FaultKind, GetCatalogResponse, GetOrderResponse, HeartbeatResponse,
+    self, Fault, FaultKind, GetCatalogResponse, GetOrderResponse, HeartbeatResponse,
     ListOrdersResponse, Request, SubmitOrderResponse, UpdateOrderStatusResponse, UsernameToken,
 };
 
@@ -264,28 +264,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
         Request::GetCatalog(m) => {
             let c = catalog::catalog(&st.db, &store).await?;
             let unchanged = m.known_version.as_deref() == Some(c.version.as_str());
-            let items = if unchanged {
-                Vec::new()
-            } else {
-                c.items
-                    .into_iter()
-                    .map(|i| {
-                        Ok(CatalogItem {
-                            sku: Sku::parse(&i.sku).map_err(Error::internal)?,
-                            name: i.name,
-                            unit: i.unit,
-                            price: i.price,
-                            list_price: i.list_price,
-                            on_hand: i.on_hand,
-                            reserved: i.reserved,
-                            sellable: i.sellable,
-                            available: i.available,
-                            listed: i.listed,
-                            snoozed_until: i.snoozed_until,
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            };
+            let items = if unchanged { Vec::new() } else { c.items };
             Ok(soap::write_response(&GetCatalogResponse {
                 store_id: store,
                 store_name: c.store_name,

@@ -574,6 +574,26 @@ pub struct Order {
     pub history: Vec<StatusChange>,
 }
 
+/// One product as a store sells it, as every surface shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogItem {
+    pub sku: Sku,
+    pub name: String,
+    pub unit: Unit,
+    /// What this store charges per unit (its override, else the list price).
+    pub price: Money,
+    pub list_price: Money,
+    pub on_hand: Quantity,
+    pub reserved: Quantity,
+    /// On hand less reserved, never below zero.
+    pub sellable: Quantity,
+    /// Orderable now: listed, not snoozed, something sellable.
+    pub available: bool,
+    pub listed: bool,
+    /// RFC 3339 end of a snooze still in force.
+    pub snoozed_until: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

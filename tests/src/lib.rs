@@ -118,6 +118,17 @@ impl TestDb {
     }
 }
 
+/// A fresh API key (the token) of `role`, bound to `store` for terminals.
+pub async fn new_key(db: &Db, role: Role, store: Option<&str>) -> String {
+    let spec = KeySpec {
+        role,
+        store: store.map(|s| StoreId::parse(s).expect("store id")),
+        terminal: None,
+        label: None,
+    };
+    keys::create(db, spec).await.expect("key").token
+}
+
 /// The real gateway, serving HTTP on a port of its own.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -154,32 +165,14 @@ impl TestApp {
             })
             .await;
         });
-        let mk = |role, store: Option<&str>| {
-            let db = db.clone();
-            let store = store.map(|s| StoreId::parse(s).expect("store"));
-            async move {
-                keys::create(
-                    &db,
-                    KeySpec {
-                        role,
-                        store,
-                        terminal: None,
-                        label: None,
-                    },
-                )
-                .await
-                .expect("key")
-                .token
-            }
-        };
-        let admin = mk(Role::Admin, None).await;
-        let app = mk(Role::App, None).await;
+        let admin = new_key(&db, Role::Admin, None).await;
+        let app = new_key(&db, Role::App, None).await;
         let mut terminals = HashMap::new();
         for s in ["S001", "S002"] {
             gateway::catalog::put_store(&db, &StoreId::parse(s).expect("id"), format!("门店 {s}"))
                 .await
                 .expect("store");
-            terminals.insert(s.to_owned(), mk(Role::Terminal, Some(s)).await);
+            terminals.insert(s.to_owned(), new_key(&db, Role::Terminal, Some(s)).await);
         }
         Some(TestApp {
             addr,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use gateway::db::Db;
 use gateway::http::{self, AppState};
-use gateway::keys::{self, KeySpec, Role};
+use gateway::keys::Role;
 use gateway::payments::{Payments, PaymentsConfig};
 use hw_sim::payments::{Credentials, LedgerEntry, Provider};
 use proto::order::{Money, Sku, StoreId, Unit};
@@ -89,36 +89,18 @@ impl PayApp {
             let _ = rx.wait_for(|c| *c).await;
         }));
 
-        let key = |role, store: Option<&str>| {
-            let db = db.clone();
-            let store = store.map(|s| StoreId::parse(s).expect("store"));
-            async move {
-                keys::create(
-                    &db,
-                    KeySpec {
-                        role,
-                        store,
-                        terminal: None,
-                        label: None,
-                    },
-                )
-                .await
-                .expect("key")
-                .token
-            }
-        };
         for s in ["S001", "S002"] {
             gateway::catalog::put_store(&db, &StoreId::parse(s).expect("id"), s.to_owned())
                 .await
                 .expect("store");
         }
-        let admin = key(Role::Admin, None).await;
+        let admin = tests::new_key(&db, Role::Admin, None).await;
         let app = PayApp {
             base,
             http: reqwest::Client::new(),
-            terminal: key(Role::Terminal, Some("S001")).await,
-            other_terminal: key(Role::Terminal, Some("S002")).await,
-            app: key(Role::App, None).await,
+            terminal: tests::new_key(&db, Role::Terminal, Some("S001")).await,
+            other_terminal: tests::new_key(&db, Role::Terminal, Some("S002")).await,
+            app: tests::new_key(&db, Role::App, None).await,
             db,
             sim_base,
             config,

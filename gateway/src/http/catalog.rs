@@ -103,7 +103,7 @@ async fn put_item(
     Auth(who): Auth,
     Path((store, sku)): Path<(String, String)>,
     body: JsonBody<ItemBody>,
-) -> Result<Json<catalog::CatalogItem>> {
+) -> Result<Json<proto::order::CatalogItem>> {
     who.require_admin()?;
     let store = StoreId::parse(&store)?;
     let sku = Sku::parse(&sku)?;

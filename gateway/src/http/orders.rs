@@ -196,17 +196,7 @@ async fn act(
     let reason = if body.is_empty() {
         None
     } else {
-        let is_json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/json"));
-        if !is_json {
-            return Err(Error::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as Content-Type: application/json",
-            ));
-        }
+        super::extract::require_json(&headers)?;
         super::extract::parse_json::<ActBody>(&body)?.value.reason
     };
     if who.role == Role::App && action != OrderAction::Cancel {

@@ -18,8 +18,8 @@ use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
-    Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, check_note, create_direct,
-    fresh_order, load, out_of_stock,
+    Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, create_direct, fresh_order, load,
+    out_of_stock,
 };
 use crate::clock::{self, now_micros};
 use crate::db::Db;
@@ -136,8 +136,10 @@ enum Outcome {
         status: u16,
         body: String,
     },
-    /// The same idempotency key earlier in this batch.
-    SameAs(usize),
+    /// The same idempotency key as an order written earlier in this batch.
+    SameKeyAs(usize),
+    /// The same channel order id as an order written earlier in this batch.
+    SameRefAs(usize),
     /// An order already in the database with this channel order id.
     Existing(String),
     Written(Box<proto::order::Order>),
@@ -146,7 +148,8 @@ enum Outcome {
 struct StoreState {
     seq: i64,
     display: i64,
-    first_display: i64,
+    /// An order of this batch went to this store.
+    written: bool,
 }
 
 struct Stock {
@@ -191,7 +194,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
                 StoreState {
                     seq: r.get(1),
                     display,
-                    first_display: display,
+                    written: false,
                 },
             );
         }
@@ -298,7 +301,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
     // One script: every write of the batch, then COMMIT.
     let mut w = Script::default();
     for (store, st) in &store_state {
-        if st.display != st.first_display {
+        if st.written {
             w.stmt(
                 "UPDATE stores SET event_seq = {}, catalog_rev = catalog_rev + 1 WHERE id = {}",
                 vec![Val::I(st.seq), Val::S(store.to_string())],
@@ -329,6 +332,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
     // One multi-row INSERT per table for the whole batch.
     let (mut orders, mut lines, mut history, mut feed, mut keys) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut bodies: Vec<Option<String>> = vec![None; outcomes.len()];
     for (idx, o) in outcomes.iter().enumerate() {
         let Outcome::Written(order) = o else { continue };
         let job = &jobs[idx];
@@ -388,10 +392,11 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
                 Val::S(k.key.clone()),
                 Val::S(k.request_hash.clone()),
                 Val::I(201),
-                Val::S(body),
+                Val::S(body.clone()),
                 Val::I(now),
             ]);
         }
+        bodies[idx] = Some(body);
     }
     w.rows(
         "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
@@ -427,66 +432,44 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
     q.execute(&mut *conn).await?;
 
     // Committed: answer everyone.
-    let mut answers: Vec<Option<Result<Created>>> = Vec::with_capacity(outcomes.len());
+    let mut answers = Vec::with_capacity(outcomes.len());
     for o in &outcomes {
-        answers.push(Some(match o {
-            Outcome::Refused(e) => Err(Error {
-                status: e.status,
-                code: e.code,
-                message: e.message.clone(),
-                source: None,
-            }),
+        answers.push(match o {
+            Outcome::Refused(e) => Err(Error::new(e.status, e.code, e.message.clone())),
             Outcome::Replay { status, body } => Ok(Created::Replay {
                 status: *status,
                 body: body.clone(),
             }),
-            Outcome::Existing(id) => match load(conn, id).await {
-                Ok(Some(order)) => Ok(Created::Order {
+            Outcome::Existing(id) => load(conn, id).await.and_then(|found| {
+                let order =
+                    found.ok_or_else(|| Error::internal(anyhow::anyhow!("order {id} vanished")))?;
+                Ok(Created::Order {
                     order: Box::new(order),
                     replayed: true,
-                }),
-                Ok(None) => Err(Error::internal(anyhow::anyhow!("order {id} vanished"))),
-                Err(e) => Err(e),
-            },
+                })
+            }),
             Outcome::Written(order) => Ok(Created::Order {
                 order: order.clone(),
                 replayed: false,
             }),
-            Outcome::SameAs(_) => Ok(Created::Replay {
-                status: 0,
-                body: String::new(),
+            // Both point at an order written by this batch (see `plan`).
+            Outcome::SameKeyAs(first) => Ok(Created::Replay {
+                status: 201,
+                body: bodies[*first].clone().unwrap_or_default(),
             }),
-        }));
-    }
-    for (idx, o) in outcomes.iter().enumerate() {
-        if let Outcome::SameAs(first) = o {
-            answers[idx] = Some(match &outcomes[*first] {
-                Outcome::Written(order) => match serde_json::to_string(order.as_ref()) {
-                    Ok(body) => Ok(Created::Replay { status: 201, body }),
-                    Err(e) => Err(Error::internal(e)),
-                },
-                Outcome::Existing(_) => match &answers[*first] {
-                    Some(Ok(Created::Order { order, .. })) => Ok(Created::Order {
-                        order: order.clone(),
-                        replayed: true,
-                    }),
-                    _ => Err(Error::internal(anyhow::anyhow!("replay of a failed order"))),
-                },
-                Outcome::Replay { status, body } => Ok(Created::Replay {
-                    status: *status,
-                    body: body.clone(),
+            Outcome::SameRefAs(first) => match &outcomes[*first] {
+                Outcome::Written(order) => Ok(Created::Order {
+                    order: order.clone(),
+                    replayed: true,
                 }),
-                _ => Err(Error::conflict(
-                    "idempotency_in_flight",
-                    "the first request with this key failed; retry",
-                )),
-            });
-        }
+                _ => Err(Error::internal(anyhow::anyhow!(
+                    "batch replay of an unwritten order"
+                ))),
+            },
+        });
     }
     for (job, answer) in std::mem::take(jobs).into_iter().zip(answers) {
-        if let Some(a) = answer {
-            let _ = job.reply.send(a);
-        }
+        let _ = job.reply.send(answer);
     }
     Ok(())
 }
@@ -520,16 +503,13 @@ async fn plan(
         }
         if let Some((first, hash)) = keys_in_batch.get(&key) {
             return Ok(if *hash == k.request_hash {
-                Outcome::SameAs(*first)
+                Outcome::SameKeyAs(*first)
             } else {
                 Outcome::Refused(idem_conflict())
             });
         }
     }
-    let note = match check_note(new.note.clone()) {
-        Ok(n) => n,
-        Err(e) => return Ok(Outcome::Refused(e)),
-    };
+    let note = new.note.clone();
     if !stores.contains_key(&new.store) {
         return Ok(Outcome::Refused(Error::unprocessable(
             "unknown_store",
@@ -544,7 +524,7 @@ async fn plan(
             r.clone(),
         );
         if let Some(first) = refs_in_batch.get(&key) {
-            return Ok(Outcome::SameAs(*first));
+            return Ok(Outcome::SameRefAs(*first));
         }
         if let Some(id) =
             super::find_by_channel_ref(conn, &new.store, new.channel, new.platform.as_deref(), r)
@@ -600,6 +580,7 @@ async fn plan(
         .ok_or_else(|| Error::internal(anyhow::anyhow!("store state")))?;
     st.seq += 1;
     st.display += 1;
+    st.written = true;
     let order = fresh_order(
         new,
         Fresh {

@@ -6,6 +6,9 @@ use crate::order::{
     PaymentStatus, Quantity, Sku, StatusChange, StoreId, Unit,
 };
 
+/// The catalog item is the order model's own; SOAP only writes it as XML.
+pub use crate::order::CatalogItem;
+
 use super::xml::{Element, Writer};
 use super::{Fault, NS};
 
@@ -687,25 +690,6 @@ impl Message for ListOrdersResponse {
             has_more: boolean("hasMore", text(e, "hasMore")?)?,
         })
     }
-}
-
-/// One product as this store sells it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogItem {
-    pub sku: Sku,
-    pub name: String,
-    pub unit: Unit,
-    /// What this store charges per unit.
-    pub price: Money,
-    pub list_price: Money,
-    pub on_hand: Quantity,
-    pub reserved: Quantity,
-    /// On hand less reserved, never below zero.
-    pub sellable: Quantity,
-    /// Orderable now: listed, not snoozed, something sellable.
-    pub available: bool,
-    pub listed: bool,
-    pub snoozed_until: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
