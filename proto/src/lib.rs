@@ -1,4 +1,5 @@
 pub mod device;
+pub mod meituan;
 pub mod order;
 pub mod soap;
 pub mod wechatpay;
