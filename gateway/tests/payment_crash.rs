@@ -1,0 +1,319 @@
+//! A charge in flight when the gateway process dies: the `gateway` binary is
+//! killed (SIGKILL, no shutdown of any kind) while two charges wait for the
+//! customer at the provider simulator. A second process on the same database
+//! must finish both through its sweeper, and the gateway's records must agree
+//! with the provider's ledger: one charge per order, every charge final.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gateway::db::Db;
+use gateway::keys::Role;
+use hw_sim::payments::{Credentials, LedgerEntry, Provider};
+use proto::order::{Money, Sku, StoreId, Unit};
+use serde_json::{Value, json};
+use tests::{Backend, TestDb};
+
+const APPID: &str = "wx2421b1c4370ec43b";
+const MCH_ID: &str = "10000100";
+const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+/// Paid by the customer three seconds after the scan.
+const PAYS_LATE: &str = "134567890123456789";
+/// Never confirmed by the customer.
+const NEVER_PAYS: &str = "120061098828009406";
+/// A second code for the order whose first charge was reversed.
+const NEW_CODE: &str = "101234567890123456";
+
+/// A `gateway serve` process; killed when dropped.
+struct Gateway {
+    child: Child,
+    base: String,
+}
+
+impl Gateway {
+    fn start(db_url: &str, sim: &str, deadline_ms: u64) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("GATEWAY_DATABASE_URL", db_url)
+            .env("GATEWAY_WECHATPAY_BASE_URL", sim)
+            .env("GATEWAY_WECHATPAY_APPID", APPID)
+            .env("GATEWAY_WECHATPAY_MCH_ID", MCH_ID)
+            .env("GATEWAY_WECHATPAY_KEY", KEY)
+            .env("GATEWAY_WECHATPAY_SIGN_TYPE", "HMAC-SHA256")
+            .env("GATEWAY_PAYMENTS_POLL_MS", "200")
+            .env("GATEWAY_PAYMENTS_DEADLINE_MS", deadline_ms.to_string())
+            .env("GATEWAY_PAYMENTS_TIMEOUT_MS", "1000")
+            .env("GATEWAY_PAYMENTS_SWEEP_MS", "300")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let base = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("gateway listening on ").map(str::to_owned))
+            .expect("the gateway says where it listens");
+        Gateway { child, base }
+    }
+
+    /// SIGKILL: no graceful shutdown, no chance to settle anything.
+    fn kill(mut self) {
+        self.child.kill().expect("kill");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    sim: String,
+    terminal: String,
+    app: String,
+}
+
+impl Client {
+    async fn send(&self, req: reqwest::RequestBuilder, key: &str, body: Option<Value>) -> Value {
+        let req = req.bearer_auth(key);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        let r = req.send().await.expect("send");
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{status}: {v}");
+        v
+    }
+
+    async fn order(&self, gw: &Gateway) -> String {
+        let v = self
+            .send(
+                self.http.post(format!("{}/api/v1/orders", gw.base)),
+                &self.app,
+                Some(json!({"store_id": "S001", "lines": [{"sku": "LATTE", "quantity": 2}]})),
+            )
+            .await;
+        v["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn payments(&self, gw: &Gateway, order: &str) -> Value {
+        self.send(
+            self.http
+                .get(format!("{}/api/v1/orders/{order}/payments", gw.base)),
+            &self.terminal,
+            None,
+        )
+        .await
+    }
+
+    async fn scenario(&self, s: Value) {
+        let r = self
+            .http
+            .put(format!("{}/scenario", self.sim))
+            .json(&s)
+            .send()
+            .await
+            .expect("scenario");
+        assert!(r.status().is_success());
+    }
+
+    async fn ledger(&self) -> Vec<LedgerEntry> {
+        let v: Value = self
+            .http
+            .get(format!("{}/ledger", self.sim))
+            .send()
+            .await
+            .expect("ledger")
+            .json()
+            .await
+            .expect("json");
+        serde_json::from_value(v["charges"].clone()).expect("entries")
+    }
+}
+
+async fn seed(db_url: &str) -> (String, String, String) {
+    let db = Db::connect(db_url).await.expect("connect");
+    db.migrate_up().await.expect("migrate");
+    gateway::catalog::put_store(&db, &StoreId::parse("S001").expect("id"), "S001".into())
+        .await
+        .expect("store");
+    gateway::catalog::put_product(
+        &db,
+        gateway::catalog::ProductSpec {
+            sku: Sku::parse("LATTE").expect("sku"),
+            name: "拿铁".to_owned(),
+            unit: Unit::Piece,
+            price: Money::parse("10.58").expect("price"),
+        },
+    )
+    .await
+    .expect("product");
+    let keys = (
+        tests::new_key(&db, Role::Admin, None).await,
+        tests::new_key(&db, Role::Terminal, Some("S001")).await,
+        tests::new_key(&db, Role::App, None).await,
+    );
+    db.pool.close().await;
+    keys
+}
+
+/// Polls `f` until it returns `Some`, for at most `limit`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
+    let Some(store) = TestDb::new(backend).await else {
+        return;
+    };
+    let sim = Provider::new(Credentials {
+        appid: APPID.to_owned(),
+        mch_id: MCH_ID.to_owned(),
+        key: KEY.to_owned(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let sim_base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(Arc::clone(&sim).serve(listener, std::future::pending()));
+
+    let (admin, terminal, app) = seed(store.url()).await;
+    let c = Client {
+        http: reqwest::Client::new(),
+        sim: sim_base.clone(),
+        terminal,
+        app,
+    };
+    c.scenario(json!({"auth_code": PAYS_LATE, "outcome": "userpaying_then_success", "after_s": 3}))
+        .await;
+    c.scenario(json!({"auth_code": NEVER_PAYS, "outcome": "userpaying_forever"}))
+        .await;
+
+    // A deadline far beyond the kill: only the second process can end them.
+    let first = Gateway::start(store.url(), &sim_base, 8_000);
+    c.send(
+        c.http
+            .put(format!("{}/api/v1/stores/S001/stock/LATTE", first.base)),
+        &admin,
+        Some(json!({"on_hand": "100"})),
+    )
+    .await;
+    let late = c.order(&first).await;
+    let stuck = c.order(&first).await;
+    let mut calls = Vec::new();
+    for (order, code) in [(&late, PAYS_LATE), (&stuck, NEVER_PAYS)] {
+        let req = c
+            .http
+            .post(format!("{}/api/v1/orders/{order}/payments", first.base))
+            .bearer_auth(&c.terminal)
+            .json(&json!({"auth_code": code}));
+        calls.push(tokio::spawn(async move { req.send().await }));
+    }
+    // Both charges reached the provider and wait for the customer.
+    eventually(
+        Duration::from_secs(20),
+        "two USERPAYING charges",
+        || async {
+            let l = c.ledger().await;
+            (l.len() == 2 && l.iter().all(|e| e.state == "USERPAYING")).then_some(())
+        },
+    )
+    .await;
+    first.kill();
+    for call in calls {
+        let answer = call.await.expect("task");
+        assert!(
+            answer.is_err(),
+            "the killed gateway answered a pay call: {answer:?}"
+        );
+    }
+
+    // The database holds both charges unsettled.
+    {
+        let db = Db::connect(store.url()).await.expect("connect");
+        let states: Vec<String> =
+            sqlx::query_scalar("SELECT state FROM charges ORDER BY created_at")
+                .fetch_all(&db.pool)
+                .await
+                .expect("charges");
+        assert_eq!(states, ["pending", "pending"], "left behind by the crash");
+        db.pool.close().await;
+    }
+
+    // A new process on the same database: its sweeper finishes both.
+    let second = Gateway::start(store.url(), &sim_base, 8_000);
+    let charge_state = |v: &Value| v["charges"][0]["state"].as_str().unwrap_or("").to_owned();
+    let paid = eventually(Duration::from_secs(30), "the late payment", || async {
+        let v = c.payments(&second, &late).await;
+        (charge_state(&v) == "succeeded").then_some(v)
+    })
+    .await;
+    assert_eq!(paid["payment_status"], "paid");
+    let reversed = eventually(Duration::from_secs(30), "the reverse", || async {
+        let v = c.payments(&second, &stuck).await;
+        (charge_state(&v) == "reversed").then_some(v)
+    })
+    .await;
+    assert_eq!(reversed["payment_status"], "unpaid");
+
+    // The ledgers agree: one charge per order, each final, the same money.
+    let ledger = c.ledger().await;
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    for (v, want) in [(&paid, "SUCCESS"), (&reversed, "REVOKED")] {
+        let charges = v["charges"].as_array().expect("charges");
+        assert_eq!(charges.len(), 1, "one charge per order: {v}");
+        let id = charges[0]["id"].as_str().expect("charge id");
+        let entry = ledger
+            .iter()
+            .find(|e| e.out_trade_no == id)
+            .unwrap_or_else(|| panic!("charge {id} not in the provider's ledger"));
+        assert_eq!(entry.state, want);
+        assert_eq!(entry.total_fee, 2116);
+        assert_eq!(entry.micropay_calls, 1, "charged once: {entry:?}");
+        assert_eq!(charges[0]["amount"], "21.16", "{v}");
+    }
+
+    // The reversed order is payable again, with a new code.
+    c.scenario(json!({"auth_code": NEW_CODE, "outcome": "success"}))
+        .await;
+    let again = c
+        .send(
+            c.http
+                .post(format!("{}/api/v1/orders/{stuck}/payments", second.base)),
+            &c.terminal,
+            Some(json!({"auth_code": NEW_CODE})),
+        )
+        .await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+    let ledger = c.ledger().await;
+    assert_eq!(ledger.len(), 3);
+    assert_eq!(
+        ledger.iter().filter(|e| e.state == "SUCCESS").count(),
+        2,
+        "{ledger:?}"
+    );
+    second.kill();
+}
+
+tests::on_both_databases!(killed_mid_charge_then_the_sweeper_settles);
