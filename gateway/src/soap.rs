@@ -2,8 +2,10 @@
 //! wrapped, WS-Security `UsernameToken`) and its WSDL at
 //! `GET /soap/terminal?wsdl`. Envelopes and messages live in `proto::soap`;
 //! this module authenticates, calls the same use cases as REST, and turns
-//! every [`Error`] into a Fault carrying the REST `code`.
+//! every [`Error`] into a Fault carrying the REST `code`. Payments are in
+//! `soap/payments.rs`.
 
+mod payments;
 mod terminals;
 
 use axum::Router;
@@ -283,5 +285,8 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
                 received_at: clock::rfc3339(at),
             }))
         }
+        Request::PayOrder(m) => payments::pay(st, who, m).await,
+        Request::GetPayment(m) => payments::get(st, who, m).await,
+        Request::RefundOrder(m) => payments::refund_order(st, who, m).await,
     }
 }

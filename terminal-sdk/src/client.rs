@@ -5,17 +5,22 @@
 //! carries the same `clientOrderId` and the gateway answers with the first
 //! order; reads and heartbeats are idempotent; a status change whose first
 //! answer was lost is checked with `GetOrder` instead of being blindly
-//! repeated. A Fault becomes [`ClientError::Fault`] carrying the gateway's
-//! stable code (`out_of_stock`, `illegal_transition`, …).
+//! repeated. A payment is keyed by its order: a resent `PayOrder` joins the
+//! charge already running for the order, or gets the one that succeeded,
+//! never a second charge; a resent `RefundOrder` carries the same request
+//! id. A Fault becomes [`ClientError::Fault`] carrying the gateway's stable
+//! code (`out_of_stock`, `illegal_transition`, …).
 
 use std::fmt;
 use std::time::Duration;
 
-use proto::order::{Order, OrderAction, OrderStatus, TerminalId};
+use proto::order::{Money, Order, OrderAction, OrderStatus, TerminalId};
 use proto::soap::{
-    self, Fault, FaultKind, GetCatalog, GetCatalogResponse, GetOrder, GetOrderResponse, Heartbeat,
-    HeartbeatResponse, ListOrders, ListOrdersResponse, Message, ResponseError, SubmitOrder,
-    SubmitOrderResponse, UpdateOrderStatus, UpdateOrderStatusResponse, UsernameToken,
+    self, Fault, FaultKind, GetCatalog, GetCatalogResponse, GetOrder, GetOrderResponse, GetPayment,
+    GetPaymentResponse, Heartbeat, HeartbeatResponse, ListOrders, ListOrdersResponse, Message,
+    PayOrder, PayOrderResponse, Payment, PaymentRefund, RefundOrder, RefundOrderResponse,
+    ResponseError, SubmitOrder, SubmitOrderResponse, UpdateOrderStatus, UpdateOrderStatusResponse,
+    UsernameToken,
 };
 
 /// How to reach the gateway and how patiently.
@@ -28,6 +33,10 @@ pub struct ClientConfig {
     pub key: String,
     /// Limit for one attempt, connect to last byte.
     pub timeout: Duration,
+    /// Limit for one `PayOrder` attempt: the gateway answers only when the
+    /// charge is final, which may take its whole deadline (about 30 s) and
+    /// a reverse. Keep it well above the gateway's deadline.
+    pub pay_timeout: Duration,
     /// Attempts in all for a retryable failure (at least 1).
     pub attempts: u32,
     /// Pause before the second attempt; doubles after each.
@@ -41,6 +50,7 @@ impl fmt::Debug for ClientConfig {
             .field("terminal", &self.terminal)
             .field("key", &"<redacted>")
             .field("timeout", &self.timeout)
+            .field("pay_timeout", &self.pay_timeout)
             .field("attempts", &self.attempts)
             .field("backoff", &self.backoff)
             .finish()
@@ -54,6 +64,7 @@ impl ClientConfig {
             terminal,
             key: key.into(),
             timeout: Duration::from_secs(10),
+            pay_timeout: Duration::from_secs(120),
             attempts: 3,
             backoff: Duration::from_millis(200),
         }
@@ -208,7 +219,11 @@ impl GatewayClient {
         let mut attempt = 1;
         loop {
             match self
-                .once::<UpdateOrderStatusResponse>(UpdateOrderStatus::ELEMENT, &body)
+                .once::<UpdateOrderStatusResponse>(
+                    UpdateOrderStatus::ELEMENT,
+                    &body,
+                    self.cfg.timeout,
+                )
                 .await
             {
                 Ok(r) => return Ok(r.order),
@@ -245,12 +260,74 @@ impl GatewayClient {
         self.call(req).await
     }
 
+    /// Charges the order with the scanned payment code and waits for the
+    /// final answer: `succeeded`, `failed` (see `failure_code` and
+    /// `failure_reason`) or `reversed` (the customer did not confirm in
+    /// time; no money moved). `pending` only when even reversing got no
+    /// answer: ask [`GatewayClient::get_payment`] later. Each attempt may
+    /// take up to [`ClientConfig::pay_timeout`]. A retry after a lost answer
+    /// joins the charge the first attempt started (or gets it, if it
+    /// succeeded): the order is never charged twice.
+    pub async fn pay_order(&self, order_id: &str, auth_code: &str) -> Result<Payment, ClientError> {
+        let r: PayOrderResponse = self
+            .call_with(
+                &PayOrder {
+                    order_id: order_id.to_owned(),
+                    auth_code: auth_code.to_owned(),
+                },
+                self.cfg.pay_timeout,
+            )
+            .await?;
+        Ok(r.charge)
+    }
+
+    /// Every charge (with its provider exchanges) and refund of the order,
+    /// and its payment status.
+    pub async fn get_payment(&self, order_id: &str) -> Result<GetPaymentResponse, ClientError> {
+        self.call(&GetPayment {
+            order_id: order_id.to_owned(),
+        })
+        .await
+    }
+
+    /// Refunds `amount` of what the order paid. `request_id` is the
+    /// terminal's id of this refund: the same id again answers the same
+    /// refund (so retries are safe), a new id is a new refund. More than is
+    /// left to refund is a `refund_exceeds_paid` Fault.
+    pub async fn refund_order(
+        &self,
+        order_id: &str,
+        request_id: &str,
+        amount: Money,
+    ) -> Result<PaymentRefund, ClientError> {
+        let r: RefundOrderResponse = self
+            .call_with(
+                &RefundOrder {
+                    order_id: order_id.to_owned(),
+                    request_id: request_id.to_owned(),
+                    amount,
+                },
+                self.cfg.timeout.max(self.cfg.pay_timeout),
+            )
+            .await?;
+        Ok(r.refund)
+    }
+
     /// Sends an idempotent request, retrying what is worth retrying.
     async fn call<Req: Message, Resp: Message>(&self, req: &Req) -> Result<Resp, ClientError> {
+        self.call_with(req, self.cfg.timeout).await
+    }
+
+    /// [`Self::call`] with its own limit per attempt.
+    async fn call_with<Req: Message, Resp: Message>(
+        &self,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError> {
         let body = soap::write_request(&self.token, req);
         let mut attempt = 1;
         loop {
-            match self.once::<Resp>(Req::ELEMENT, &body).await {
+            match self.once::<Resp>(Req::ELEMENT, &body, timeout).await {
                 Err(e) if e.is_retryable() && attempt < self.cfg.attempts.max(1) => {
                     self.pause(attempt).await;
                     attempt += 1;
@@ -265,10 +342,16 @@ impl GatewayClient {
         tokio::time::sleep(self.cfg.backoff.saturating_mul(factor)).await;
     }
 
-    async fn once<Resp: Message>(&self, op: &str, body: &str) -> Result<Resp, ClientError> {
+    async fn once<Resp: Message>(
+        &self,
+        op: &str,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError> {
         let resp = self
             .http
             .post(&self.endpoint)
+            .timeout(timeout)
             .header("content-type", "text/xml; charset=utf-8")
             .header("soapaction", format!("\"{}/{op}\"", soap::NS))
             .body(body.to_owned())

@@ -119,16 +119,22 @@ pub enum Request {
     UpdateOrderStatus(UpdateOrderStatus),
     GetCatalog(GetCatalog),
     Heartbeat(Heartbeat),
+    PayOrder(PayOrder),
+    GetPayment(GetPayment),
+    RefundOrder(RefundOrder),
 }
 
 /// Names of the operations, as in the WSDL.
-pub const OPERATIONS: [&str; 6] = [
+pub const OPERATIONS: [&str; 9] = [
     "SubmitOrder",
     "GetOrder",
     "ListOrders",
     "UpdateOrderStatus",
     "GetCatalog",
     "Heartbeat",
+    "PayOrder",
+    "GetPayment",
+    "RefundOrder",
 ];
 
 impl Request {
@@ -152,6 +158,9 @@ impl Request {
             UpdateOrderStatus::ELEMENT => Request::UpdateOrderStatus(UpdateOrderStatus::read(e)?),
             GetCatalog::ELEMENT => Request::GetCatalog(GetCatalog::read(e)?),
             Heartbeat::ELEMENT => Request::Heartbeat(Heartbeat::read(e)?),
+            PayOrder::ELEMENT => Request::PayOrder(PayOrder::read(e)?),
+            GetPayment::ELEMENT => Request::GetPayment(GetPayment::read(e)?),
+            RefundOrder::ELEMENT => Request::RefundOrder(RefundOrder::read(e)?),
             _ => return Err(unknown()),
         })
     }
@@ -164,6 +173,9 @@ impl Request {
             Request::UpdateOrderStatus(_) => UpdateOrderStatus::ELEMENT,
             Request::GetCatalog(_) => GetCatalog::ELEMENT,
             Request::Heartbeat(_) => Heartbeat::ELEMENT,
+            Request::PayOrder(_) => PayOrder::ELEMENT,
+            Request::GetPayment(_) => GetPayment::ELEMENT,
+            Request::RefundOrder(_) => RefundOrder::ELEMENT,
         }
     }
 }
@@ -398,6 +410,9 @@ macro_rules! wire_enum {
         }
     };
 }
+
+mod payments;
+pub use payments::*;
 
 wire_enum!(
     /// A counter peripheral.

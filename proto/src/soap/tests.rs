@@ -57,6 +57,18 @@ fn every_request_round_trips_with_its_token() {
                 detail: Some("roll low".into()),
             }],
         }),
+        Request::PayOrder(PayOrder {
+            order_id: "0190-abc".into(),
+            auth_code: "134567890123456789".into(),
+        }),
+        Request::GetPayment(GetPayment {
+            order_id: "0190-abc".into(),
+        }),
+        Request::RefundOrder(RefundOrder {
+            order_id: "0190-abc".into(),
+            request_id: "退款 r-1".into(),
+            amount: Money::parse("5.5").unwrap(),
+        }),
     ];
     for req in requests {
         let xml = match &req {
@@ -66,6 +78,9 @@ fn every_request_round_trips_with_its_token() {
             Request::UpdateOrderStatus(m) => write_request(&token(), m),
             Request::GetCatalog(m) => write_request(&token(), m),
             Request::Heartbeat(m) => write_request(&token(), m),
+            Request::PayOrder(m) => write_request(&token(), m),
+            Request::GetPayment(m) => write_request(&token(), m),
+            Request::RefundOrder(m) => write_request(&token(), m),
         };
         let env = parse_request(xml.as_bytes()).unwrap();
         assert_eq!(env.token.clone().unwrap(), Some(token()));
@@ -174,6 +189,127 @@ fn responses_round_trip() {
         parse_response::<GetOrderResponse>(write_response(&h).as_bytes()),
         Err(ResponseError::Malformed(_))
     ));
+}
+
+fn payment(state: ChargeState) -> Payment {
+    Payment {
+        id: "0123456789abcdef01234567-1".into(),
+        order_id: "0190a".into(),
+        attempt: 1,
+        provider: "wechatpay".into(),
+        code_kind: "wechatpay".into(),
+        auth_code: "13******6789".into(),
+        state,
+        failure_code: Some("insufficient_balance".into()),
+        failure_reason: Some("余额不足 & <more>".into()),
+        amount: Money::parse("21.16").unwrap(),
+        refunded: Money::parse("5").unwrap(),
+        transaction_id: None,
+        created_at: "2026-11-27T19:46:45.123456+08:00".into(),
+        updated_at: "2026-11-27T19:47:00+08:00".into(),
+        exchanges: vec![ProviderExchange {
+            at: "2026-11-27T19:46:45.123456+08:00".into(),
+            call: "micropay".into(),
+            outcome: "declined".into(),
+            detail: Some("NOTENOUGH".into()),
+        }],
+    }
+}
+
+#[test]
+fn payment_messages_round_trip() {
+    let p = PayOrderResponse {
+        charge: Payment {
+            exchanges: Vec::new(),
+            ..payment(ChargeState::Failed)
+        },
+    };
+    let xml = write_response(&p);
+    assert!(xml.contains("<tns:amount>21.16</tns:amount>"), "{xml}");
+    assert!(xml.contains("<tns:refunded>5.00</tns:refunded>"), "{xml}");
+    assert_eq!(
+        parse_response::<PayOrderResponse>(xml.as_bytes()).unwrap(),
+        p
+    );
+    let refund = PaymentRefund {
+        id: "0123456789abcdef01234567-1R1".into(),
+        charge_id: "0123456789abcdef01234567-1".into(),
+        order_id: "0190a".into(),
+        request_id: "r-1".into(),
+        state: RefundState::Succeeded,
+        failure_code: None,
+        failure_reason: None,
+        amount: Money::parse("5.00").unwrap(),
+        created_at: "2026-11-27T19:48:00+08:00".into(),
+        updated_at: "2026-11-27T19:48:00+08:00".into(),
+    };
+    let g = GetPaymentResponse {
+        order_id: "0190a".into(),
+        payment_status: crate::order::PaymentStatus::PartiallyRefunded,
+        charges: vec![
+            payment(ChargeState::Reversed),
+            payment(ChargeState::Succeeded),
+        ],
+        refunds: vec![refund.clone()],
+    };
+    let back = parse_response::<GetPaymentResponse>(write_response(&g).as_bytes()).unwrap();
+    assert_eq!(back, g);
+    assert_eq!(
+        back.paid_charge().map(|c| c.state),
+        Some(ChargeState::Succeeded)
+    );
+    let empty = GetPaymentResponse {
+        order_id: "0190a".into(),
+        payment_status: crate::order::PaymentStatus::Unpaid,
+        charges: Vec::new(),
+        refunds: Vec::new(),
+    };
+    assert_eq!(
+        parse_response::<GetPaymentResponse>(write_response(&empty).as_bytes()).unwrap(),
+        empty
+    );
+    let r = RefundOrderResponse { refund };
+    assert_eq!(
+        parse_response::<RefundOrderResponse>(write_response(&r).as_bytes()).unwrap(),
+        r
+    );
+    assert!(ChargeState::Reversed.is_final() && !ChargeState::Pending.is_final());
+}
+
+#[test]
+fn refund_requests_are_checked_like_rest() {
+    let body = |amount: &str, request: &str| {
+        envelope(
+            "",
+            &format!(
+                "<t:RefundOrder xmlns:t=\"{NS}\"><t:orderId>o1</t:orderId><t:requestId>{request}</t:requestId><t:amount>{amount}</t:amount></t:RefundOrder>"
+            ),
+        )
+    };
+    let code = |xml: String| {
+        parse_request(xml.as_bytes())
+            .unwrap()
+            .request()
+            .unwrap_err()
+            .code
+    };
+    assert_eq!(code(body("1.234", "r-1")), "invalid_money");
+    assert_eq!(code(body("-1", "r-1")), "invalid_money");
+    assert_eq!(code(body("abc", "r-1")), "invalid_money");
+    assert_eq!(code(body("1.00", "")), "invalid_request_id");
+    assert_eq!(code(body("1.00", &"x".repeat(65))), "invalid_request_id");
+    let ok = parse_request(body("1.5", "r-1").as_bytes())
+        .unwrap()
+        .request()
+        .unwrap();
+    assert_eq!(
+        ok,
+        Request::RefundOrder(RefundOrder {
+            order_id: "o1".into(),
+            request_id: "r-1".into(),
+            amount: Money::from_fen(150),
+        })
+    );
 }
 
 #[test]

@@ -56,7 +56,7 @@ pub fn wsdl(location: &str) -> String {
   </wsdl:binding>
 
   <wsdl:service name="TerminalService">
-    <wsdl:documentation>Store terminals: orders, catalog and heartbeats. Every request carries a WS-Security UsernameToken: Username = terminal id, Password (PasswordText) = the terminal's API key.</wsdl:documentation>
+    <wsdl:documentation>Store terminals: orders, catalog, heartbeats and payment-code payments. Every request carries a WS-Security UsernameToken: Username = terminal id, Password (PasswordText) = the terminal's API key.</wsdl:documentation>
     <wsdl:port name="TerminalPort" binding="tns:TerminalBinding">
       <soap:address location=""#,
     );
@@ -125,6 +125,18 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
         <xsd:restriction base="xsd:string">
           <xsd:enumeration value="unpaid"/><xsd:enumeration value="pending"/><xsd:enumeration value="paid"/>
           <xsd:enumeration value="partially_refunded"/><xsd:enumeration value="refunded"/>
+        </xsd:restriction>
+      </xsd:simpleType>
+      <xsd:simpleType name="ChargeState">
+        <xsd:annotation><xsd:documentation>created and pending are not final; succeeded, failed and reversed are.</xsd:documentation></xsd:annotation>
+        <xsd:restriction base="xsd:string">
+          <xsd:enumeration value="created"/><xsd:enumeration value="pending"/><xsd:enumeration value="succeeded"/>
+          <xsd:enumeration value="failed"/><xsd:enumeration value="reversed"/>
+        </xsd:restriction>
+      </xsd:simpleType>
+      <xsd:simpleType name="RefundState">
+        <xsd:restriction base="xsd:string">
+          <xsd:enumeration value="pending"/><xsd:enumeration value="succeeded"/><xsd:enumeration value="failed"/>
         </xsd:restriction>
       </xsd:simpleType>
       <xsd:simpleType name="PeripheralKind">
@@ -210,6 +222,49 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
           <xsd:element name="detail" minOccurs="0">
             <xsd:simpleType><xsd:restriction base="xsd:string"><xsd:maxLength value="200"/></xsd:restriction></xsd:simpleType>
           </xsd:element>
+        </xsd:sequence>
+      </xsd:complexType>
+
+      <xsd:complexType name="ProviderExchangeType">
+        <xsd:sequence>
+          <xsd:element name="at" type="xsd:dateTime"/>
+          <xsd:element name="call" type="xsd:string"/>
+          <xsd:element name="outcome" type="xsd:string"/>
+          <xsd:element name="detail" type="xsd:string" minOccurs="0"/>
+        </xsd:sequence>
+      </xsd:complexType>
+      <xsd:complexType name="ChargeType">
+        <xsd:annotation><xsd:documentation>A payment-code charge; id is also the provider's out_trade_no. The code is masked.</xsd:documentation></xsd:annotation>
+        <xsd:sequence>
+          <xsd:element name="id" type="xsd:string"/>
+          <xsd:element name="orderId" type="xsd:string"/>
+          <xsd:element name="attempt" type="xsd:long"/>
+          <xsd:element name="provider" type="xsd:string"/>
+          <xsd:element name="codeKind" type="xsd:string"/>
+          <xsd:element name="authCode" type="xsd:string"/>
+          <xsd:element name="state" type="tns:ChargeState"/>
+          <xsd:element name="failureCode" type="xsd:string" minOccurs="0"/>
+          <xsd:element name="failureReason" type="xsd:string" minOccurs="0"/>
+          <xsd:element name="amount" type="tns:Money"/>
+          <xsd:element name="refunded" type="tns:Money"/>
+          <xsd:element name="transactionId" type="xsd:string" minOccurs="0"/>
+          <xsd:element name="createdAt" type="xsd:dateTime"/>
+          <xsd:element name="updatedAt" type="xsd:dateTime"/>
+          <xsd:element name="exchange" type="tns:ProviderExchangeType" minOccurs="0" maxOccurs="unbounded"/>
+        </xsd:sequence>
+      </xsd:complexType>
+      <xsd:complexType name="RefundType">
+        <xsd:sequence>
+          <xsd:element name="id" type="xsd:string"/>
+          <xsd:element name="chargeId" type="xsd:string"/>
+          <xsd:element name="orderId" type="xsd:string"/>
+          <xsd:element name="requestId" type="xsd:string"/>
+          <xsd:element name="state" type="tns:RefundState"/>
+          <xsd:element name="failureCode" type="xsd:string" minOccurs="0"/>
+          <xsd:element name="failureReason" type="xsd:string" minOccurs="0"/>
+          <xsd:element name="amount" type="tns:Money"/>
+          <xsd:element name="createdAt" type="xsd:dateTime"/>
+          <xsd:element name="updatedAt" type="xsd:dateTime"/>
         </xsd:sequence>
       </xsd:complexType>
 
@@ -315,6 +370,52 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
       <xsd:element name="HeartbeatResponse">
         <xsd:complexType>
           <xsd:sequence><xsd:element name="receivedAt" type="xsd:dateTime"/></xsd:sequence>
+        </xsd:complexType>
+      </xsd:element>
+
+      <xsd:element name="PayOrder">
+        <xsd:annotation><xsd:documentation>Blocks until the charge is final (about 30 s at most, plus a reverse): give it a long timeout.</xsd:documentation></xsd:annotation>
+        <xsd:complexType>
+          <xsd:sequence>
+            <xsd:element name="orderId" type="tns:ShortText"/>
+            <xsd:element name="authCode" type="tns:ShortText"/>
+          </xsd:sequence>
+        </xsd:complexType>
+      </xsd:element>
+      <xsd:element name="PayOrderResponse">
+        <xsd:complexType>
+          <xsd:sequence><xsd:element name="charge" type="tns:ChargeType"/></xsd:sequence>
+        </xsd:complexType>
+      </xsd:element>
+
+      <xsd:element name="GetPayment">
+        <xsd:complexType>
+          <xsd:sequence><xsd:element name="orderId" type="tns:ShortText"/></xsd:sequence>
+        </xsd:complexType>
+      </xsd:element>
+      <xsd:element name="GetPaymentResponse">
+        <xsd:complexType>
+          <xsd:sequence>
+            <xsd:element name="orderId" type="xsd:string"/>
+            <xsd:element name="paymentStatus" type="tns:PaymentStatus"/>
+            <xsd:element name="charge" type="tns:ChargeType" minOccurs="0" maxOccurs="unbounded"/>
+            <xsd:element name="refund" type="tns:RefundType" minOccurs="0" maxOccurs="unbounded"/>
+          </xsd:sequence>
+        </xsd:complexType>
+      </xsd:element>
+
+      <xsd:element name="RefundOrder">
+        <xsd:complexType>
+          <xsd:sequence>
+            <xsd:element name="orderId" type="tns:ShortText"/>
+            <xsd:element name="requestId" type="tns:ShortText"/>
+            <xsd:element name="amount" type="tns:Money"/>
+          </xsd:sequence>
+        </xsd:complexType>
+      </xsd:element>
+      <xsd:element name="RefundOrderResponse">
+        <xsd:complexType>
+          <xsd:sequence><xsd:element name="refund" type="tns:RefundType"/></xsd:sequence>
         </xsd:complexType>
       </xsd:element>
 

@@ -1,0 +1,168 @@
+//! `PayOrder`, `GetPayment` and `RefundOrder`: the same `Payments` use cases
+//! as `POST /api/v1/orders/{id}/payments`, `GET …/payments` and
+//! `POST …/refunds`, with the same rules and error codes, answered as the
+//! `proto::soap` payment views.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use proto::order::PaymentStatus;
+use proto::soap::{
+    self, ChargeState as WireChargeState, GetPayment, GetPaymentResponse, PayOrder,
+    PayOrderResponse, Payment, PaymentRefund, ProviderExchange, RefundOrder, RefundOrderResponse,
+    RefundState as WireRefundState,
+};
+
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::keys::Principal;
+use crate::payments::{Charge, ChargeState, ChargeWithLog, Payments, Refund, RefundState};
+
+/// The service, or the REST answer when payments are off.
+fn service(st: &AppState) -> Result<&Arc<Payments>> {
+    st.payments.as_ref().ok_or_else(|| {
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "payments_not_configured",
+            "payments are not configured on this gateway",
+        )
+    })
+}
+
+pub async fn pay(st: &AppState, who: &Principal, m: PayOrder) -> Result<String> {
+    let payments = service(st)?;
+    let charge = payments.pay(&m.order_id, &m.auth_code, who).await?;
+    Ok(soap::write_response(&PayOrderResponse {
+        charge: payment(charge, Vec::new()),
+    }))
+}
+
+pub async fn get(st: &AppState, who: &Principal, m: GetPayment) -> Result<String> {
+    let payments = service(st)?;
+    let p = payments.of_order(&m.order_id, who).await?;
+    let payment_status = PaymentStatus::parse(&p.payment_status).map_err(|e| {
+        Error::internal(anyhow::anyhow!(
+            "order {}: stored payment status: {}",
+            p.order_id,
+            e.message
+        ))
+    })?;
+    Ok(soap::write_response(&GetPaymentResponse {
+        order_id: p.order_id,
+        payment_status,
+        charges: p
+            .charges
+            .into_iter()
+            .map(|ChargeWithLog { charge, exchanges }| {
+                let log = exchanges
+                    .into_iter()
+                    .map(|x| ProviderExchange {
+                        at: x.at,
+                        call: x.call,
+                        outcome: x.outcome,
+                        detail: x.detail,
+                    })
+                    .collect();
+                payment(charge, log)
+            })
+            .collect(),
+        refunds: p.refunds.into_iter().map(refund).collect(),
+    }))
+}
+
+pub async fn refund_order(st: &AppState, who: &Principal, m: RefundOrder) -> Result<String> {
+    let payments = service(st)?;
+    let r = payments
+        .refund(&m.order_id, &m.request_id, m.amount, who)
+        .await?;
+    Ok(soap::write_response(&RefundOrderResponse {
+        refund: refund(r),
+    }))
+}
+
+fn payment(c: Charge, exchanges: Vec<ProviderExchange>) -> Payment {
+    let state = match c.state {
+        ChargeState::Created => WireChargeState::Created,
+        ChargeState::Pending => WireChargeState::Pending,
+        ChargeState::Succeeded => WireChargeState::Succeeded,
+        ChargeState::Failed => WireChargeState::Failed,
+        ChargeState::Reversed => WireChargeState::Reversed,
+    };
+    Payment {
+        failure_reason: c.code.as_deref().map(|code| reason(code).to_owned()),
+        id: c.id,
+        order_id: c.order_id,
+        attempt: c.attempt,
+        provider: c.provider,
+        code_kind: c.code_kind,
+        auth_code: c.auth_code,
+        state,
+        failure_code: c.code,
+        amount: c.amount,
+        refunded: c.refunded,
+        transaction_id: c.transaction_id,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        exchanges,
+    }
+}
+
+fn refund(r: Refund) -> PaymentRefund {
+    let state = match r.state {
+        RefundState::Pending => WireRefundState::Pending,
+        RefundState::Succeeded => WireRefundState::Succeeded,
+        RefundState::Failed => WireRefundState::Failed,
+    };
+    PaymentRefund {
+        failure_reason: r.code.as_deref().map(|code| reason(code).to_owned()),
+        id: r.id,
+        charge_id: r.charge_id,
+        order_id: r.order_id,
+        request_id: r.request_id,
+        state,
+        failure_code: r.code,
+        amount: r.amount,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+/// What a failure code means, for the cashier to read out.
+fn reason(code: &str) -> &'static str {
+    match code {
+        "insufficient_balance" => {
+            "the customer's balance is not enough: ask for another payment method or card"
+        }
+        "invalid_payment_code" => {
+            "the payment code is invalid or expired: ask the customer to refresh it and scan again"
+        }
+        "payment_declined" => "the provider declined the payment",
+        "payment_timeout" => {
+            "the customer did not confirm in time: the payment was cancelled and no money moved"
+        }
+        "payment_cancelled" => "the payment was cancelled at the provider: no money moved",
+        "refund_exceeds_paid" => "the provider says this is more than is left to refund",
+        "refund_refused" => "the provider refused the refund",
+        _ => "the payment did not go through",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_code_the_payments_use_has_its_own_words() {
+        for code in [
+            "insufficient_balance",
+            "invalid_payment_code",
+            "payment_declined",
+            "payment_timeout",
+            "payment_cancelled",
+            "refund_exceeds_paid",
+            "refund_refused",
+        ] {
+            assert_ne!(reason(code), reason("something_new"), "{code}");
+        }
+    }
+}
