@@ -203,6 +203,12 @@ pub async fn put_item(
         .await?
         .pop()
         .ok_or_else(|| Error::internal(anyhow::anyhow!("item vanished")))?;
+    // Platforms selling this item hear of it through the outbox.
+    let sync = crate::outbox::ItemSync {
+        stock: on_hand.is_some(),
+        status: change.available.is_some() || change.snoozed_until.is_some(),
+    };
+    crate::outbox::enqueue_for_item(&mut tx, store, &item, sync, now).await?;
     tx.commit().await?;
     Ok(item)
 }

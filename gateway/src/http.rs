@@ -39,6 +39,8 @@ pub struct AppState {
     pub inner: Arc<Inner>,
     /// Payment-code charges; `None` when no provider is configured.
     pub payments: Option<Arc<crate::payments::Payments>>,
+    /// Delivery platforms; `None` when none is configured.
+    pub channels: Option<Arc<crate::channels::Channels>>,
 }
 
 /// Settings the handlers need.
@@ -53,6 +55,8 @@ impl AppState {
         let hub = Hub::default();
         let payments =
             crate::payments::Payments::from_env(db.clone(), hub.clone(), closing.clone());
+        let channels =
+            crate::channels::Channels::from_env(db.clone(), hub.clone(), closing.clone());
         AppState {
             db,
             hub,
@@ -62,6 +66,7 @@ impl AppState {
                 feed_poll: Duration::from_millis(1000),
             }),
             payments,
+            channels,
         }
     }
 }
@@ -75,8 +80,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1",
             catalog::router()
                 .merge(orders::router())
-                .merge(stores::router()),
+                .merge(stores::router())
+                .merge(crate::channels::rest::router())
+                .merge(crate::outbox::rest::router()),
         )
+        .merge(crate::channels::rest::push_router())
         .merge(crate::soap::router())
         .merge(crate::payments::router())
         .fallback(fallback)

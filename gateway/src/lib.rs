@@ -2,6 +2,7 @@
 //! queue per store, over SQLite or PostgreSQL.
 
 pub mod catalog;
+pub mod channels;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -11,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod keys;
 pub mod orders;
+pub mod outbox;
 pub mod payments;
 pub mod soap;
 pub mod telemetry;

@@ -653,6 +653,8 @@ pub async fn act(
         reason.as_deref(),
     )
     .await?;
+    // A third-party order's platform hears of it through the outbox.
+    crate::outbox::enqueue_for_action(&mut tx, &current, to, reason.as_deref(), actor, now).await?;
     // The order as just written: no need to read it back.
     let mut order = current;
     order.history.push(StatusChange {

@@ -1,0 +1,652 @@
+//! Third-party channels: delivery platforms push orders and order events in,
+//! the store's actions and stock go back out through the outbox.
+//!
+//! Each platform's wire format lives in an [`Adapter`] (`meituan`: signed
+//! form pushes; `webhook`: HMAC-signed JSON for other aggregators). An adapter
+//! only verifies and decodes; what a push *does* is the same for every
+//! platform and lives in `ingest`: a new order becomes a canonical order
+//! (channel `third_party`) in the store's queue, a cancel goes through the
+//! one state machine, refund requests become feed events. Every push is
+//! idempotent; an event about an order not seen yet is held until it comes.
+
+pub mod alerts;
+pub mod ingest;
+pub mod meituan;
+pub mod rest;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::{HeaderMap, StatusCode};
+use proto::meituan::{self as mt, Call, FoodStock, SellStatus, SkuStock};
+use proto::order::{CatalogItem, OrderStatus, StoreId};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, Row};
+use tokio::sync::watch;
+
+use crate::clock;
+use crate::db::Db;
+use crate::error::Result;
+use crate::events::Hub;
+use crate::outbox::{self, Dispatcher, ItemSync, NewCall, OutboxConfig, Params, Stats};
+
+/// The platform name of the Meituan-style adapter.
+pub const MEITUAN: &str = "meituan";
+
+// ------------------------------------------------------------ configuration
+
+/// The Meituan-style platform: where its API is, who we are to it.
+#[derive(Clone)]
+pub struct MeituanConfig {
+    /// The platform's API base; calls go to `{base_url}/api/v1/{path}`.
+    pub base_url: String,
+    pub app_id: String,
+    pub secret: SecretString,
+    /// Platform store id → our store id, beyond the default (the same id).
+    pub stores: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for MeituanConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeituanConfig")
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .field("secret", &"<redacted>")
+            .field("stores", &self.stores)
+            .finish()
+    }
+}
+
+/// Settings of the channels.
+#[derive(Clone)]
+pub struct ChannelsConfig {
+    pub meituan: Option<MeituanConfig>,
+    /// Generic webhook platforms and their HMAC secrets.
+    pub webhook_secrets: HashMap<String, SecretString>,
+    /// This gateway's public base URL (what platforms POST to), used to check
+    /// Meituan signatures; without it the request's Host is used.
+    pub public_url: Option<String>,
+    /// How far a push's timestamp may be from now, either way.
+    pub timestamp_window: Duration,
+    /// A third-party order still `created` this long raises an alert.
+    pub unconfirmed_alert: Duration,
+    /// How often the alert check runs.
+    pub alert_check: Duration,
+    pub outbox: OutboxConfig,
+}
+
+impl std::fmt::Debug for ChannelsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelsConfig")
+            .field("meituan", &self.meituan)
+            .field(
+                "webhook_platforms",
+                &self.webhook_secrets.keys().collect::<Vec<_>>(),
+            )
+            .field("public_url", &self.public_url)
+            .field("timestamp_window", &self.timestamp_window)
+            .field("unconfirmed_alert", &self.unconfirmed_alert)
+            .field("outbox", &self.outbox)
+            .finish()
+    }
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        ChannelsConfig {
+            meituan: None,
+            webhook_secrets: HashMap::new(),
+            public_url: None,
+            timestamp_window: Duration::from_secs(mt::DEFAULT_WINDOW_S as u64),
+            unconfirmed_alert: Duration::from_secs(120),
+            alert_check: Duration::from_secs(5),
+            outbox: OutboxConfig::default(),
+        }
+    }
+}
+
+fn pairs(name: &str, v: &str) -> anyhow::Result<Vec<(String, String)>> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once(':')
+                .map(|(a, b)| (a.trim().to_owned(), b.trim().to_owned()))
+                .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+                .with_context(|| format!("{name}: {p:?} is not name:value"))
+        })
+        .collect()
+}
+
+fn env_secs(name: &str, default: Duration) -> anyhow::Result<Duration> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(Duration::from_secs)
+            .with_context(|| format!("{name} must be a positive number of seconds")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl ChannelsConfig {
+    /// `GATEWAY_MEITUAN_BASE_URL`, `…_APP_ID`, `…_SECRET`, `…_STORES`
+    /// (`pstore:store,…`), `GATEWAY_WEBHOOK_SECRETS` (`platform:secret,…`),
+    /// `GATEWAY_PUBLIC_URL`, `GATEWAY_CHANNEL_TIMESTAMP_WINDOW_S` (300),
+    /// `GATEWAY_UNCONFIRMED_ALERT_S` (120), `GATEWAY_OUTBOX_*`. `None` when no
+    /// platform is configured: channels are off.
+    pub fn from_env() -> anyhow::Result<Option<Self>> {
+        let meituan = match std::env::var("GATEWAY_MEITUAN_BASE_URL") {
+            Ok(base) => {
+                let need = |name: &str| {
+                    std::env::var(name)
+                        .ok()
+                        .filter(|v| !v.trim().is_empty())
+                        .with_context(|| {
+                            format!("{name} is required with GATEWAY_MEITUAN_BASE_URL")
+                        })
+                };
+                Some(MeituanConfig {
+                    base_url: base,
+                    app_id: need("GATEWAY_MEITUAN_APP_ID")?,
+                    secret: SecretString::from(need("GATEWAY_MEITUAN_SECRET")?),
+                    stores: match std::env::var("GATEWAY_MEITUAN_STORES") {
+                        Ok(v) => pairs("GATEWAY_MEITUAN_STORES", &v)?,
+                        Err(_) => Vec::new(),
+                    },
+                })
+            }
+            Err(_) => None,
+        };
+        let webhook_secrets: HashMap<String, SecretString> =
+            match std::env::var("GATEWAY_WEBHOOK_SECRETS") {
+                Ok(v) => pairs("GATEWAY_WEBHOOK_SECRETS", &v)?
+                    .into_iter()
+                    .map(|(p, s)| (p, SecretString::from(s)))
+                    .collect(),
+                Err(_) => HashMap::new(),
+            };
+        if meituan.is_none() && webhook_secrets.is_empty() {
+            return Ok(None);
+        }
+        let d = ChannelsConfig::default();
+        let unconfirmed_alert = env_secs("GATEWAY_UNCONFIRMED_ALERT_S", d.unconfirmed_alert)?;
+        Ok(Some(ChannelsConfig {
+            meituan,
+            webhook_secrets,
+            public_url: std::env::var("GATEWAY_PUBLIC_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty()),
+            timestamp_window: env_secs("GATEWAY_CHANNEL_TIMESTAMP_WINDOW_S", d.timestamp_window)?,
+            alert_check: (unconfirmed_alert / 4).clamp(Duration::from_millis(100), d.alert_check),
+            unconfirmed_alert,
+            outbox: OutboxConfig::from_env()?,
+        }))
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        for p in self.webhook_secrets.keys() {
+            anyhow::ensure!(
+                platform_name_ok(p) && p != MEITUAN,
+                "webhook platform name {p:?} must be 1-32 of a-z, 0-9, '-', '_' and not {MEITUAN}"
+            );
+        }
+        Ok(())
+    }
+}
+
+pub fn platform_name_ok(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 32
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+// ------------------------------------------------------------ the service
+
+/// The channels of one gateway process: inbound adapters, the dispatcher,
+/// the alert check.
+pub struct Channels {
+    pub config: ChannelsConfig,
+    pub stats: Arc<Stats>,
+    pub dispatcher: Arc<Dispatcher>,
+    meituan: Option<meituan::Adapter>,
+}
+
+impl Channels {
+    /// Builds the channels without starting anything (see [`Channels::start`]).
+    pub fn new(config: ChannelsConfig, db: Db) -> anyhow::Result<Arc<Channels>> {
+        config.check()?;
+        let stats = Arc::new(Stats::default());
+        let mut senders: HashMap<String, Arc<dyn outbox::Sender>> = HashMap::new();
+        if let Some(m) = &config.meituan {
+            senders.insert(
+                MEITUAN.to_owned(),
+                Arc::new(meituan::ApiClient::new(m, config.outbox.request_timeout)?),
+            );
+        }
+        let dispatcher = Dispatcher::new(db, config.outbox.clone(), senders, Arc::clone(&stats));
+        let meituan = config.meituan.as_ref().map(|m| meituan::Adapter {
+            app_id: m.app_id.clone(),
+            secret: m.secret.clone(),
+            public_url: config.public_url.clone(),
+            window_s: config.timestamp_window.as_secs() as i64,
+        });
+        Ok(Arc::new(Channels {
+            config,
+            stats,
+            dispatcher,
+            meituan,
+        }))
+    }
+
+    /// Builds the channels, registers the configured platform stores, and
+    /// starts the dispatcher and the alert check (until `closing`).
+    pub async fn start(
+        config: ChannelsConfig,
+        db: Db,
+        hub: Hub,
+        closing: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<Channels>> {
+        let channels = Channels::new(config, db.clone())?;
+        if let Some(m) = &channels.config.meituan {
+            for (pstore, store) in &m.stores {
+                let store = StoreId::parse(store)
+                    .map_err(|e| anyhow::anyhow!("GATEWAY_MEITUAN_STORES: {}", e.message))?;
+                register_store(&db, MEITUAN, pstore, &store)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("registering store {pstore}: {e}"))?;
+            }
+        }
+        tokio::spawn(Arc::clone(&channels.dispatcher).run(hub.clone(), closing.clone()));
+        tokio::spawn(alerts::run(
+            db,
+            hub,
+            channels.config.unconfirmed_alert,
+            channels.config.alert_check,
+            Arc::clone(&channels.stats),
+            closing,
+        ));
+        Ok(channels)
+    }
+
+    /// From the environment ([`ChannelsConfig::from_env`]); `None` when off
+    /// or misconfigured (logged). Must run inside the tokio runtime.
+    pub fn from_env(db: Db, hub: Hub, closing: watch::Receiver<bool>) -> Option<Arc<Channels>> {
+        let config = match ChannelsConfig::from_env() {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "channels are off: bad configuration");
+                return None;
+            }
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("channels are off: no async runtime");
+            return None;
+        };
+        // AppState::new is synchronous: the start-up writes run on a task,
+        // and the service is usable at once.
+        let channels = match Channels::new(config.clone(), db.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "channels are off");
+                return None;
+            }
+        };
+        tracing::info!(?config, "channels on");
+        let started = Arc::clone(&channels);
+        handle.spawn(async move {
+            if let Some(m) = &started.config.meituan {
+                for (pstore, store) in &m.stores {
+                    let Ok(store) = StoreId::parse(store) else {
+                        tracing::error!(store, "GATEWAY_MEITUAN_STORES names a bad store id");
+                        continue;
+                    };
+                    if let Err(e) = register_store(&db, MEITUAN, pstore, &store).await {
+                        tracing::error!(error = %e, pstore, "registering a platform store");
+                    }
+                }
+            }
+            tokio::spawn(Arc::clone(&started.dispatcher).run(hub.clone(), closing.clone()));
+            alerts::run(
+                db,
+                hub,
+                started.config.unconfirmed_alert,
+                started.config.alert_check,
+                Arc::clone(&started.stats),
+                closing,
+            )
+            .await;
+        });
+        Some(channels)
+    }
+
+    pub fn meituan(&self) -> Option<&meituan::Adapter> {
+        self.meituan.as_ref()
+    }
+
+    pub fn webhook_secret(&self, platform: &str) -> Option<&str> {
+        self.config
+            .webhook_secrets
+            .get(platform)
+            .map(|s| s.expose_secret())
+    }
+}
+
+/// Maps a platform store to ours (idempotent: an existing mapping stays).
+pub async fn register_store(db: &Db, platform: &str, pstore: &str, store: &StoreId) -> Result<()> {
+    let mut tx = db.write().await?;
+    sqlx::query(
+        "INSERT INTO channel_stores (platform, platform_store_id, store_id, created_at)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (platform, platform_store_id) DO UPDATE SET store_id = excluded.store_id",
+    )
+    .bind(platform.to_owned())
+    .bind(pstore.to_owned())
+    .bind(store.as_str().to_owned())
+    .bind(clock::now_micros())
+    .execute(&mut **tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+// ------------------------------------------------------------ adapters
+
+/// A push as it arrived, before anything is believed.
+pub struct RawPush<'a> {
+    /// The last path segment (`/channels/meituan/{event}`,
+    /// `/channels/webhook/{platform}`).
+    pub segment: &'a str,
+    pub headers: &'a HeaderMap,
+    /// URLs this request may have been sent to (the configured public URL,
+    /// then what the Host header says).
+    pub urls: Vec<String>,
+    pub body: &'a [u8],
+    pub now_s: i64,
+}
+
+/// Why a push was refused; nothing was written.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// Stable code, e.g. `bad_signature`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// One platform's wire format: verifies a push and says what it means.
+pub trait Adapter: Send + Sync {
+    /// The platform's name, as orders show it.
+    fn platform(&self) -> &str;
+    /// Checks authenticity and freshness, then decodes. Pure: no I/O.
+    fn decode(&self, push: &RawPush<'_>) -> std::result::Result<Inbound, Refusal>;
+}
+
+/// What a push means, whatever platform sent it.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    NewOrder(PlatformOrder),
+    Event(OrderEvent),
+}
+
+impl Inbound {
+    pub fn platform_order_id(&self) -> &str {
+        match self {
+            Inbound::NewOrder(o) => &o.platform_order_id,
+            Inbound::Event(e) => &e.platform_order_id,
+        }
+    }
+}
+
+/// A platform's order, in our terms (money in fen).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlatformOrder {
+    pub platform: String,
+    pub platform_order_id: String,
+    pub platform_store_id: String,
+    /// De-duplication reference of the push (its event id, or the order id).
+    pub dedupe_ref: String,
+    pub day_seq: Option<i64>,
+    pub note: String,
+    pub recipient_name: String,
+    pub recipient_phone: String,
+    pub recipient_address: String,
+    pub shipping_fee_fen: i64,
+    /// What the customer paid.
+    pub paid_fen: i64,
+    /// Before discounts.
+    pub original_fen: i64,
+    /// What the store receives after the platform's cut.
+    pub store_receives_fen: i64,
+    pub items: Vec<PlatformItem>,
+    pub discounts: Vec<Discount>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlatformItem {
+    /// The platform's item code; mapped to our SKU.
+    pub platform_sku: String,
+    pub name: String,
+    /// How many of the platform's items.
+    pub quantity: i64,
+    /// Price of one, fen.
+    pub price_fen: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Discount {
+    pub name: String,
+    pub amount_fen: i64,
+}
+
+/// Something that happened to a platform order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Cancel,
+    RefundApply,
+    RefundCancel,
+    DeliveryStatus,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Cancel => "cancel",
+            EventKind::RefundApply => "refund_apply",
+            EventKind::RefundCancel => "refund_cancel",
+            EventKind::DeliveryStatus => "delivery_status",
+        }
+    }
+
+    /// The feed event it becomes (a cancel is a status change instead).
+    pub fn feed_kind(self) -> &'static str {
+        match self {
+            EventKind::Cancel => "order.status_changed",
+            EventKind::RefundApply => "order.refund_requested",
+            EventKind::RefundCancel => "order.refund_cancelled",
+            EventKind::DeliveryStatus => "order.delivery_status",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderEvent {
+    pub platform: String,
+    pub platform_order_id: String,
+    pub kind: EventKind,
+    /// Equal for duplicates of the same push.
+    pub dedupe_ref: String,
+    /// What the platform said (reason, refund id, amount, courier…), shown
+    /// in the feed event.
+    pub detail: serde_json::Value,
+}
+
+// ------------------------------------------------------------ outbound
+
+/// The platform call for a store's action on one of its orders, if any.
+pub fn action_call(
+    platform: &str,
+    platform_order_id: &str,
+    to: OrderStatus,
+    reason: Option<&str>,
+) -> Option<(String, Params)> {
+    if platform != MEITUAN {
+        return None;
+    }
+    let order_id = platform_order_id.to_owned();
+    let call = match to {
+        OrderStatus::Accepted => Call::Confirm { order_id },
+        OrderStatus::Rejected | OrderStatus::Cancelled => {
+            let (reason_code, reason) = reason_code(reason.unwrap_or_default());
+            Call::Cancel {
+                order_id,
+                reason_code,
+                reason,
+            }
+        }
+        OrderStatus::Ready => Call::PreparationMealComplete { order_id },
+        _ => return None,
+    };
+    Some(call_parts(&call))
+}
+
+pub fn call_parts(call: &Call) -> (String, Params) {
+    (call.path().to_owned(), call.params().into_iter().collect())
+}
+
+/// A reason may start with the platform's reason code (`"2008 售罄"`);
+/// otherwise it is a store cancel.
+fn reason_code(reason: &str) -> (i32, String) {
+    let reason = reason.trim();
+    let digits: String = reason.chars().take_while(char::is_ascii_digit).collect();
+    match digits.parse::<i32>() {
+        Ok(code) if !digits.is_empty() && digits.len() <= 6 => {
+            let rest = reason[digits.len()..]
+                .trim_start_matches([' ', ':', '-'])
+                .trim();
+            (code, rest.to_owned())
+        }
+        _ => (mt::REASON_CODE_STORE_CANCEL, reason.to_owned()),
+    }
+}
+
+/// The calls that tell every platform the store is registered with about a
+/// changed item (stock count, sell status, and the end of a snooze).
+pub async fn item_calls(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    item: &CatalogItem,
+    what: ItemSync,
+    now: i64,
+) -> Result<Vec<NewCall>> {
+    let rows = sqlx::query(
+        "SELECT platform, platform_store_id FROM channel_stores WHERE store_id = $1 AND platform = $2",
+    )
+    .bind(store.as_str().to_owned())
+    .bind(MEITUAN)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut calls = Vec::new();
+    for r in rows {
+        let platform: String = r.get("platform");
+        let pstore: String = r.get("platform_store_id");
+        let mapped = sqlx::query(
+            "SELECT platform_sku, per_item_milli FROM sku_mappings
+             WHERE platform = $1 AND sku = $2 AND store_id IN ('', $3) ORDER BY platform_sku",
+        )
+        .bind(platform.clone())
+        .bind(item.sku.as_str().to_owned())
+        .bind(store.as_str().to_owned())
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut codes: Vec<(String, i64)> = mapped
+            .iter()
+            .map(|m| (m.get("platform_sku"), m.get("per_item_milli")))
+            .collect();
+        if codes.is_empty() {
+            // Default mapping: the platform's code is our SKU.
+            codes.push((item.sku.to_string(), 1000));
+        }
+        for (psku, per_item) in codes {
+            let key = format!("sku:{pstore}:{psku}");
+            let mut push = |call: Call, key: String, not_before: Option<i64>| {
+                let (path, params) = call_parts(&call);
+                calls.push(NewCall {
+                    platform: platform.clone(),
+                    order_key: key,
+                    path,
+                    params,
+                    store_id: Some(store.to_string()),
+                    order_id: None,
+                    not_before,
+                });
+            };
+            if what.stock {
+                let count = item.sellable.milli() / per_item.max(1);
+                push(
+                    Call::SkuStock {
+                        app_poi_code: pstore.clone(),
+                        foods: vec![FoodStock {
+                            app_food_code: psku.clone(),
+                            skus: vec![SkuStock {
+                                sku_id: psku.clone(),
+                                stock: u32::try_from(count.max(0)).unwrap_or(u32::MAX),
+                            }],
+                        }],
+                    },
+                    key.clone(),
+                    None,
+                );
+            }
+            if what.status {
+                let on_sale = item.listed && item.snoozed_until.is_none();
+                let status = |s| Call::SellStatus {
+                    app_poi_code: pstore.clone(),
+                    sell_status: s,
+                    app_food_codes: vec![psku.clone()],
+                };
+                push(
+                    status(if on_sale {
+                        SellStatus::OnSale
+                    } else {
+                        SellStatus::SoldOut
+                    }),
+                    key.clone(),
+                    None,
+                );
+                let until = item
+                    .snoozed_until
+                    .as_deref()
+                    .and_then(clock::parse_rfc3339)
+                    .filter(|u| *u > now);
+                if let (true, Some(until)) = (item.listed, until) {
+                    push(
+                        status(SellStatus::OnSale),
+                        format!("{key}:snooze_end"),
+                        Some(until),
+                    );
+                }
+            }
+        }
+    }
+    Ok(calls)
+}

@@ -1,0 +1,848 @@
+//! What a decoded push does, the same for every platform.
+//!
+//! A new order is written in one transaction of its own (store row first, as
+//! every order write): de-duplicated by the inbox and by the platform's order
+//! id, its items mapped to our SKUs, stock reserved, numbered for the day,
+//! its delivery details kept, and `order.created` appended to the store's
+//! feed. The platform has already sold it and taken the money, so it is never
+//! refused for stock or for an item we cannot map: it enters the queue
+//! flagged (`attention`) for the store to resolve. Events about an order not
+//! seen yet are held, and applied right after the order is written; both
+//! sides write first and look for the other after committing, so one of them
+//! always sees both.
+
+use proto::order::{
+    Channel, Money, OrderAction, OrderLine, OrderStatus, PaymentStatus, Quantity, Sku, StoreId,
+    Unit,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::{AnyConnection, Row};
+
+use super::{EventKind, Inbound, OrderEvent, PlatformOrder};
+use crate::clock::{self, now_micros};
+use crate::db::Db;
+use crate::error::{Error, Result};
+use crate::events::{self, Hub};
+use crate::orders::{self, NewOrder};
+
+/// The largest quantity of one platform item line.
+const MAX_ITEM_QUANTITY: i64 = 100_000;
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Created {
+        order_id: String,
+    },
+    /// Seen before: nothing written.
+    Duplicate {
+        order_id: Option<String>,
+    },
+    Applied {
+        order_id: String,
+    },
+    /// Its order has not arrived yet: kept, applied when it does.
+    Held,
+    /// Recorded but not applied (e.g. a cancel of an order already ready).
+    Refused {
+        order_id: String,
+        why: String,
+    },
+}
+
+pub async fn apply(db: &Db, hub: &Hub, inbound: Inbound) -> Result<Outcome> {
+    match inbound {
+        Inbound::NewOrder(o) => new_order(db, hub, o).await,
+        Inbound::Event(e) => event(db, hub, e).await,
+    }
+}
+
+/// Attention flags of a third-party order.
+pub const UNMAPPED_ITEMS: &str = "unmapped_items";
+pub const SHORT_STOCK: &str = "short_stock";
+pub const UNAVAILABLE_ITEMS: &str = "unavailable_items";
+
+async fn resolve_store(conn: &mut AnyConnection, platform: &str, pstore: &str) -> Result<StoreId> {
+    let mapped = sqlx::query(
+        "SELECT store_id FROM channel_stores WHERE platform = $1 AND platform_store_id = $2",
+    )
+    .bind(platform.to_owned())
+    .bind(pstore.to_owned())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let unknown = || {
+        Error::unprocessable(
+            "unknown_platform_store",
+            format!("{platform} store {pstore} is not mapped to any store"),
+        )
+    };
+    let store = match mapped {
+        Some(r) => StoreId::parse(&r.get::<String, _>(0)).map_err(Error::internal)?,
+        None => StoreId::parse(pstore).map_err(|_| unknown())?,
+    };
+    if crate::catalog::store_exists(conn, &store).await? {
+        Ok(store)
+    } else {
+        Err(unknown())
+    }
+}
+
+async fn order_of(
+    conn: &mut AnyConnection,
+    platform: &str,
+    poid: &str,
+) -> Result<Option<(String, StoreId)>> {
+    let row = sqlx::query(
+        "SELECT t.order_id, o.store_id FROM third_party_orders t JOIN orders o ON o.id = t.order_id
+         WHERE t.platform = $1 AND t.platform_order_id = $2",
+    )
+    .bind(platform.to_owned())
+    .bind(poid.to_owned())
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok((
+            r.get::<String, _>(0),
+            StoreId::parse(&r.get::<String, _>(1)).map_err(Error::internal)?,
+        ))
+    })
+    .transpose()
+}
+
+/// One platform item line as written, and what it needs from the store.
+struct MappedLine {
+    line: OrderLine,
+    /// Reserve this much of `line.sku`; `None` when unmapped.
+    reserve: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Unmapped {
+    platform_sku: String,
+    name: String,
+    quantity: i64,
+    price: String,
+    why: &'static str,
+}
+
+async fn map_item(
+    conn: &mut AnyConnection,
+    platform: &str,
+    store: &StoreId,
+    item: &super::PlatformItem,
+    now: i64,
+    flags: &mut Vec<&'static str>,
+    unmapped: &mut Vec<Unmapped>,
+) -> Result<MappedLine> {
+    let count = item.quantity;
+    if !(1..=MAX_ITEM_QUANTITY).contains(&count) || item.price_fen < 0 {
+        return Err(Error::unprocessable(
+            "invalid_item",
+            format!(
+                "item {}: quantity must be 1-{MAX_ITEM_QUANTITY} and price not negative",
+                item.platform_sku
+            ),
+        ));
+    }
+    let line_total = item
+        .price_fen
+        .checked_mul(count)
+        .filter(|t| *t <= 10_000_000_000)
+        .map(Money::from_fen)
+        .ok_or_else(|| Error::unprocessable("invalid_item", "item total is too large"))?;
+    let mapping = sqlx::query(
+        "SELECT sku, per_item_milli FROM sku_mappings
+         WHERE platform = $1 AND platform_sku = $2 AND store_id IN ('', $3)
+         ORDER BY store_id DESC LIMIT 1",
+    )
+    .bind(platform.to_owned())
+    .bind(item.platform_sku.clone())
+    .bind(store.as_str().to_owned())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (sku, per_item) = match mapping {
+        Some(r) => (Sku::parse(&r.get::<String, _>(0)).ok(), r.get::<i64, _>(1)),
+        // Default mapping: the platform's code is our SKU.
+        None => (Sku::parse(&item.platform_sku).ok(), 1000),
+    };
+    let facts = match &sku {
+        Some(sku) => {
+            sqlx::query(
+                "SELECT p.name, p.unit, i.available, i.snoozed_until, i.on_hand
+             FROM products p LEFT JOIN store_items i ON i.sku = p.sku AND i.store_id = $1
+             WHERE p.sku = $2",
+            )
+            .bind(store.as_str().to_owned())
+            .bind(sku.as_str().to_owned())
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        None => None,
+    };
+    let (Some(sku), Some(facts)) = (sku, facts) else {
+        if !flags.contains(&UNMAPPED_ITEMS) {
+            flags.push(UNMAPPED_ITEMS);
+        }
+        unmapped.push(Unmapped {
+            platform_sku: item.platform_sku.clone(),
+            name: item.name.clone(),
+            quantity: count,
+            price: Money::from_fen(item.price_fen).to_string(),
+            why: "no product for this item code",
+        });
+        // Shown as the platform sold it, reserving nothing.
+        let sku = Sku::parse(&item.platform_sku)
+            .or_else(|_| Sku::parse("UNMAPPED"))
+            .map_err(Error::internal)?;
+        return Ok(MappedLine {
+            line: OrderLine {
+                sku,
+                name: if item.name.is_empty() {
+                    item.platform_sku.clone()
+                } else {
+                    item.name.clone()
+                },
+                unit: Unit::Piece,
+                quantity: Quantity::from_milli(Unit::Piece, count * 1000),
+                unit_price: Money::from_fen(item.price_fen),
+                line_total,
+            },
+            reserve: None,
+        });
+    };
+    let unit = Unit::parse(&facts.get::<String, _>("unit")).map_err(Error::internal)?;
+    let milli = count
+        .checked_mul(per_item)
+        .filter(|m| *m <= 100_000_000)
+        .ok_or_else(|| Error::unprocessable("invalid_item", "item quantity is too large"))?;
+    let listed = facts.get::<Option<i64>, _>("available").map(|a| a != 0);
+    let snoozed = facts
+        .get::<Option<i64>, _>("snoozed_until")
+        .is_some_and(|u| u > now);
+    if (listed == Some(false) || snoozed) && !flags.contains(&UNAVAILABLE_ITEMS) {
+        flags.push(UNAVAILABLE_ITEMS);
+    }
+    // Price per our unit, half-up; the line total is what the platform charged.
+    let unit_price = Money::from_fen(
+        i64::try_from(
+            (i128::from(item.price_fen) * 1000 + i128::from(per_item) / 2) / i128::from(per_item),
+        )
+        .unwrap_or(i64::MAX),
+    );
+    Ok(MappedLine {
+        line: OrderLine {
+            sku,
+            name: facts.get("name"),
+            unit,
+            quantity: Quantity::from_milli(unit, milli),
+            unit_price,
+            line_total,
+        },
+        reserve: Some(milli),
+    })
+}
+
+/// Reserves stock; when there is not enough, reserves it anyway (the
+/// platform sold it) and says so.
+async fn reserve_anyway(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    sku: &Sku,
+    milli: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE store_items SET reserved = reserved + $1
+         WHERE store_id = $2 AND sku = $3 AND on_hand - reserved >= $1",
+    )
+    .bind(milli)
+    .bind(store.as_str().to_owned())
+    .bind(sku.as_str().to_owned())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        return Ok(true);
+    }
+    sqlx::query("UPDATE store_items SET reserved = reserved + $1 WHERE store_id = $2 AND sku = $3")
+        .bind(milli)
+        .bind(store.as_str().to_owned())
+        .bind(sku.as_str().to_owned())
+        .execute(&mut *conn)
+        .await?;
+    Ok(false)
+}
+
+fn note_of(o: &PlatformOrder, flags: &[&str], unmapped: &[Unmapped]) -> Option<String> {
+    let mut parts = Vec::new();
+    if !flags.is_empty() {
+        let mut s = format!("⚠ {}", flags.join(", "));
+        if !unmapped.is_empty() {
+            let names: Vec<String> = unmapped
+                .iter()
+                .map(|u| format!("{}×{} ({})", u.name, u.quantity, u.platform_sku))
+                .collect();
+            s.push_str(&format!(": {}", names.join("; ")));
+        }
+        parts.push(s);
+    }
+    if !o.note.trim().is_empty() {
+        parts.push(o.note.trim().to_owned());
+    }
+    let note: String = parts
+        .join(" | ")
+        .chars()
+        .take(orders::MAX_NOTE_CHARS)
+        .collect();
+    (!note.is_empty()).then_some(note)
+}
+
+/// One accepted push, as the inbox keeps it.
+struct InboxRow<'a> {
+    platform: &'a str,
+    kind: &'a str,
+    push_ref: &'a str,
+    platform_order_id: &'a str,
+    store: Option<&'a StoreId>,
+    order_id: Option<&'a str>,
+    outcome: &'a str,
+}
+
+/// Records a push; `false` when it was recorded before (a duplicate).
+async fn record_inbox(conn: &mut AnyConnection, row: InboxRow<'_>, now: i64) -> Result<bool> {
+    Ok(sqlx::query(
+        "INSERT INTO channel_inbox (platform, kind, push_ref, platform_order_id, store_id, order_id, outcome, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (platform, kind, push_ref) DO NOTHING",
+    )
+    .bind(row.platform.to_owned())
+    .bind(row.kind.to_owned())
+    .bind(row.push_ref.to_owned())
+    .bind(row.platform_order_id.to_owned())
+    .bind(row.store.map(|s| s.as_str().to_owned()))
+    .bind(row.order_id.map(str::to_owned))
+    .bind(row.outcome.chars().take(300).collect::<String>())
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> {
+    if o.items.is_empty() || o.items.len() > orders::MAX_LINES {
+        return Err(Error::unprocessable(
+            "invalid_lines",
+            format!("a platform order needs 1-{} items", orders::MAX_LINES),
+        ));
+    }
+    let store = {
+        let mut conn = db.pool.acquire().await?;
+        // Cheap answer to the common duplicate, without the write lock.
+        if let Some((id, _)) = order_of(&mut conn, &o.platform, &o.platform_order_id).await? {
+            return Ok(Outcome::Duplicate { order_id: Some(id) });
+        }
+        resolve_store(&mut conn, &o.platform, &o.platform_store_id).await?
+    };
+    let now = now_micros();
+    let actor = format!("platform:{}", o.platform);
+    let mut tx = db.write().await?;
+    // The store row lock, taken first by every order write of this store.
+    let seq = events::next_seq(&mut tx, &store)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+    if let Some((id, _)) = order_of(&mut tx, &o.platform, &o.platform_order_id).await? {
+        return Ok(Outcome::Duplicate { order_id: Some(id) });
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let row = InboxRow {
+        platform: &o.platform,
+        kind: "new_order",
+        push_ref: &o.dedupe_ref,
+        platform_order_id: &o.platform_order_id,
+        store: Some(&store),
+        order_id: Some(&id),
+        outcome: "created",
+    };
+    if !record_inbox(&mut tx, row, now).await? {
+        return Ok(Outcome::Duplicate { order_id: None });
+    }
+
+    let mut flags: Vec<&'static str> = Vec::new();
+    let mut unmapped = Vec::new();
+    let mut lines = Vec::with_capacity(o.items.len());
+    let mut total = Money::ZERO;
+    for item in &o.items {
+        let m = map_item(
+            &mut tx,
+            &o.platform,
+            &store,
+            item,
+            now,
+            &mut flags,
+            &mut unmapped,
+        )
+        .await?;
+        if let Some(milli) = m.reserve
+            && !reserve_anyway(&mut tx, &store, &m.line.sku, milli).await?
+            && !flags.contains(&SHORT_STOCK)
+        {
+            flags.push(SHORT_STOCK);
+        }
+        total = total
+            .checked_add(m.line.line_total)
+            .ok_or_else(|| Error::unprocessable("invalid_item", "order total is too large"))?;
+        lines.push(m.line);
+    }
+    let note = note_of(&o, &flags, &unmapped);
+
+    let day = clock::business_day(now);
+    let display_no: i64 = sqlx::query(
+        "INSERT INTO display_counters (store_id, business_day, last_no) VALUES ($1, $2, 1)
+         ON CONFLICT (store_id, business_day) DO UPDATE SET last_no = display_counters.last_no + 1
+         RETURNING last_no",
+    )
+    .bind(store.as_str().to_owned())
+    .bind(day.clone())
+    .fetch_one(&mut **tx)
+    .await?
+    .get(0);
+    sqlx::query(
+        "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
+                             status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
+    )
+    .bind(id.clone())
+    .bind(store.as_str().to_owned())
+    .bind(Channel::ThirdParty.as_str())
+    .bind(o.platform.clone())
+    .bind(o.platform_order_id.clone())
+    .bind(display_no)
+    .bind(day.clone())
+    .bind(OrderStatus::Created.as_str())
+    .bind(PaymentStatus::Paid.as_str())
+    .bind(total.fen())
+    .bind(note.clone())
+    .bind(actor.clone())
+    .bind(now)
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    for (i, l) in lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id.clone())
+        .bind(i as i64 + 1)
+        .bind(l.sku.as_str().to_owned())
+        .bind(l.name.clone())
+        .bind(l.unit.as_str())
+        .bind(l.quantity.milli())
+        .bind(l.unit_price.fen())
+        .bind(l.line_total.fen())
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO order_history (order_id, at, by_whom, from_status, to_status, reason)
+         VALUES ($1, $2, $3, NULL, $4, NULL)",
+    )
+    .bind(id.clone())
+    .bind(now)
+    .bind(actor.clone())
+    .bind(OrderStatus::Created.as_str())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO third_party_orders (order_id, platform, platform_order_id, platform_store_id, day_seq,
+             recipient_name, recipient_phone, recipient_address, shipping_fee_fen, paid_fen, original_fen,
+             store_receives_fen, discounts, attention, unmapped, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(id.clone())
+    .bind(o.platform.clone())
+    .bind(o.platform_order_id.clone())
+    .bind(o.platform_store_id.clone())
+    .bind(o.day_seq)
+    .bind(o.recipient_name.clone())
+    .bind(o.recipient_phone.clone())
+    .bind(o.recipient_address.clone())
+    .bind(o.shipping_fee_fen)
+    .bind(o.paid_fen)
+    .bind(o.original_fen)
+    .bind(o.store_receives_fen)
+    .bind(serde_json::to_string(&o.discounts).map_err(Error::internal)?)
+    .bind(flags.join(","))
+    .bind(serde_json::to_string(&unmapped).map_err(Error::internal)?)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    // The platform's store is this store from now on (stock goes there too).
+    sqlx::query(
+        "INSERT INTO channel_stores (platform, platform_store_id, store_id, created_at)
+         VALUES ($1, $2, $3, $4) ON CONFLICT (platform, platform_store_id) DO NOTHING",
+    )
+    .bind(o.platform.clone())
+    .bind(o.platform_store_id.clone())
+    .bind(store.as_str().to_owned())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+
+    let new = NewOrder {
+        store: store.clone(),
+        channel: Channel::ThirdParty,
+        platform: Some(o.platform.clone()),
+        channel_order_id: Some(o.platform_order_id.clone()),
+        lines: Vec::new(),
+        note: note.clone(),
+        payment_status: PaymentStatus::Paid,
+        actor,
+    };
+    let order = orders::fresh_order(
+        &new,
+        orders::Fresh {
+            id: id.clone(),
+            seq,
+            display_no,
+            day,
+            lines,
+            total,
+            note,
+            now,
+        },
+    );
+    let payload = orders::feed_payload("order.created", seq, &order)?;
+    events::append(&mut tx, &store, seq, &id, "order.created", now, &payload).await?;
+    match tx.commit().await {
+        Ok(()) => {}
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            // Another instance wrote the same platform order meanwhile.
+            return Ok(Outcome::Duplicate { order_id: None });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    hub.notify(&store);
+    tracing::info!(order = %id, platform = %o.platform, platform_order = %o.platform_order_id, store = %store, attention = ?flags, "third-party order in");
+    if let Err(e) = apply_held(db, hub, &o.platform, &o.platform_order_id).await {
+        e.log();
+    }
+    Ok(Outcome::Created { order_id: id })
+}
+
+/// An event about a platform order: applied, or held until the order comes.
+pub async fn event(db: &Db, hub: &Hub, e: OrderEvent) -> Result<Outcome> {
+    let found = {
+        let mut conn = db.pool.acquire().await?;
+        order_of(&mut conn, &e.platform, &e.platform_order_id).await?
+    };
+    if let Some((order_id, store)) = found {
+        return apply_event(db, hub, &e, &order_id, &store).await;
+    }
+    let now = now_micros();
+    {
+        let mut tx = db.write().await?;
+        sqlx::query(
+            "INSERT INTO channel_held (platform, platform_order_id, kind, push_ref, params, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (platform, platform_order_id, kind, push_ref) DO NOTHING",
+        )
+        .bind(e.platform.clone())
+        .bind(e.platform_order_id.clone())
+        .bind(e.kind.as_str())
+        .bind(e.dedupe_ref.clone())
+        .bind(serde_json::to_string(&e).map_err(Error::internal)?)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        tx.commit().await?;
+    }
+    tracing::info!(platform = %e.platform, platform_order = %e.platform_order_id, kind = e.kind.as_str(), "event held until its order arrives");
+    // The order may have been written meanwhile, without seeing this.
+    apply_held(db, hub, &e.platform, &e.platform_order_id).await?;
+    Ok(Outcome::Held)
+}
+
+/// Applies the held events of a platform order that exists now.
+async fn apply_held(db: &Db, hub: &Hub, platform: &str, poid: &str) -> Result<()> {
+    let (rows, found) = {
+        let mut conn = db.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT kind, push_ref, params FROM channel_held
+             WHERE platform = $1 AND platform_order_id = $2 AND applied_at IS NULL
+             ORDER BY received_at",
+        )
+        .bind(platform.to_owned())
+        .bind(poid.to_owned())
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        (rows, order_of(&mut conn, platform, poid).await?)
+    };
+    let Some((order_id, store)) = found else {
+        return Ok(());
+    };
+    for r in rows {
+        let kind: String = r.get("kind");
+        let push_ref: String = r.get("push_ref");
+        let params: String = r.get("params");
+        let outcome = match serde_json::from_str::<OrderEvent>(&params) {
+            Ok(e) => match apply_event(db, hub, &e, &order_id, &store).await? {
+                Outcome::Refused { why, .. } => format!("refused: {why}"),
+                Outcome::Duplicate { .. } => "duplicate".to_owned(),
+                _ => "applied".to_owned(),
+            },
+            Err(err) => format!("unreadable: {err}"),
+        };
+        let mut tx = db.write().await?;
+        sqlx::query(
+            "UPDATE channel_held SET applied_at = $1, outcome = $2
+             WHERE platform = $3 AND platform_order_id = $4 AND kind = $5 AND push_ref = $6 AND applied_at IS NULL",
+        )
+        .bind(now_micros())
+        .bind(outcome)
+        .bind(platform.to_owned())
+        .bind(poid.to_owned())
+        .bind(kind)
+        .bind(push_ref)
+        .execute(&mut **tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+async fn apply_event(
+    db: &Db,
+    hub: &Hub,
+    e: &OrderEvent,
+    order_id: &str,
+    store: &StoreId,
+) -> Result<Outcome> {
+    let now = now_micros();
+    if e.kind == EventKind::Cancel {
+        return cancel(db, e, order_id, store, hub, now).await;
+    }
+    let mut tx = db.write().await?;
+    let seq = events::next_seq(&mut tx, store)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+    let row = InboxRow {
+        platform: &e.platform,
+        kind: e.kind.as_str(),
+        push_ref: &e.dedupe_ref,
+        platform_order_id: &e.platform_order_id,
+        store: Some(store),
+        order_id: Some(order_id),
+        outcome: "applied",
+    };
+    if !record_inbox(&mut tx, row, now).await? {
+        return Ok(Outcome::Duplicate {
+            order_id: Some(order_id.to_owned()),
+        });
+    }
+    let refund_state = match e.kind {
+        EventKind::RefundApply => Some("requested"),
+        EventKind::RefundCancel => Some("cancelled"),
+        _ => None,
+    };
+    if let Some(state) = refund_state {
+        sqlx::query("UPDATE third_party_orders SET refund_state = $1 WHERE order_id = $2")
+            .bind(state)
+            .bind(order_id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+    }
+    append_order_event(
+        &mut tx,
+        store,
+        seq,
+        order_id,
+        e.kind.feed_kind(),
+        e.detail.clone(),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    hub.notify(store);
+    Ok(Outcome::Applied {
+        order_id: order_id.to_owned(),
+    })
+}
+
+/// A platform's cancel goes through the one state machine, as the platform.
+async fn cancel(
+    db: &Db,
+    e: &OrderEvent,
+    order_id: &str,
+    store: &StoreId,
+    hub: &Hub,
+    now: i64,
+) -> Result<Outcome> {
+    {
+        let mut conn = db.pool.acquire().await?;
+        let seen = sqlx::query(
+            "SELECT 1 FROM channel_inbox WHERE platform = $1 AND kind = $2 AND push_ref = $3",
+        )
+        .bind(e.platform.clone())
+        .bind(e.kind.as_str())
+        .bind(e.dedupe_ref.clone())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if seen.is_some() {
+            return Ok(Outcome::Duplicate {
+                order_id: Some(order_id.to_owned()),
+            });
+        }
+    }
+    let said = e.detail["reason"].as_str().unwrap_or_default().trim();
+    let reason = if said.is_empty() {
+        format!("cancelled on {}", e.platform)
+    } else {
+        format!("cancelled on {}: {said}", e.platform)
+    };
+    let reason: String = reason.chars().take(orders::MAX_REASON_CHARS).collect();
+    let actor = format!("platform:{}", e.platform);
+    let result = orders::act(
+        db,
+        hub,
+        order_id,
+        OrderAction::Cancel,
+        Some(reason),
+        &actor,
+        &|_| Ok(()),
+    )
+    .await;
+    let (outcome, answer) = match result {
+        Ok(_) => (
+            "applied".to_owned(),
+            Outcome::Applied {
+                order_id: order_id.to_owned(),
+            },
+        ),
+        Err(err) if err.code == "illegal_transition" || err.code == "concurrent_update" => {
+            let why = err.message.clone();
+            tracing::warn!(order = order_id, platform = %e.platform, "platform cancel not applied: {why}");
+            (
+                format!("refused: {why}"),
+                Outcome::Refused {
+                    order_id: order_id.to_owned(),
+                    why,
+                },
+            )
+        }
+        Err(err) => return Err(err),
+    };
+    let mut tx = db.write().await?;
+    let row = InboxRow {
+        platform: &e.platform,
+        kind: e.kind.as_str(),
+        push_ref: &e.dedupe_ref,
+        platform_order_id: &e.platform_order_id,
+        store: Some(store),
+        order_id: Some(order_id),
+        outcome: &outcome,
+    };
+    record_inbox(&mut tx, row, now).await?;
+    tx.commit().await?;
+    Ok(answer)
+}
+
+/// Appends an event about an order to its store's feed and moves the order
+/// to the feed's head, so cursor readers see it again. The caller holds the
+/// store row (`seq` from `events::next_seq`).
+pub(crate) async fn append_order_event(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    seq: i64,
+    order_id: &str,
+    kind: &str,
+    detail: Value,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE orders SET seq = $1 WHERE id = $2")
+        .bind(seq)
+        .bind(order_id.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    let order = orders::load(conn, order_id)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
+    let payload = json!({"type": kind, "seq": seq, "order": order, "event": detail}).to_string();
+    events::append(conn, store, seq, order_id, kind, now, &payload).await
+}
+
+// ------------------------------------------------------------ the view
+
+/// The delivery side of a third-party order, as the REST API shows it.
+#[derive(Debug, Serialize)]
+pub struct ThirdParty {
+    pub order_id: String,
+    pub store_id: String,
+    pub platform: String,
+    pub platform_order_id: String,
+    pub platform_store_id: String,
+    pub day_seq: Option<i64>,
+    pub recipient: Value,
+    pub shipping_fee: Money,
+    pub paid: Money,
+    pub original_price: Money,
+    pub store_receives: Money,
+    pub discounts: Value,
+    /// What the store must look at: `unmapped_items`, `short_stock`,
+    /// `unavailable_items`.
+    pub attention: Vec<String>,
+    pub unmapped: Value,
+    pub refund_state: Option<String>,
+    pub unconfirmed_alert_at: Option<String>,
+}
+
+pub async fn third_party(db: &Db, order_id: &str) -> Result<Option<ThirdParty>> {
+    let row = sqlx::query(
+        "SELECT t.*, o.store_id FROM third_party_orders t JOIN orders o ON o.id = t.order_id
+         WHERE t.order_id = $1",
+    )
+    .bind(order_id.to_owned())
+    .fetch_optional(&db.pool)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let discounts: String = r.get("discounts");
+    let unmapped: String = r.get("unmapped");
+    let attention: String = r.get("attention");
+    let money = |c: &str| Money::from_fen(r.get::<i64, _>(c));
+    let discounts: Vec<super::Discount> = serde_json::from_str(&discounts).unwrap_or_default();
+    Ok(Some(ThirdParty {
+        order_id: r.get("order_id"),
+        store_id: r.get("store_id"),
+        platform: r.get("platform"),
+        platform_order_id: r.get("platform_order_id"),
+        platform_store_id: r.get("platform_store_id"),
+        day_seq: r.get("day_seq"),
+        recipient: json!({
+            "name": r.get::<Option<String>, _>("recipient_name"),
+            "phone": r.get::<Option<String>, _>("recipient_phone"),
+            "address": r.get::<Option<String>, _>("recipient_address"),
+        }),
+        shipping_fee: money("shipping_fee_fen"),
+        paid: money("paid_fen"),
+        original_price: money("original_fen"),
+        store_receives: money("store_receives_fen"),
+        discounts: discounts
+            .iter()
+            .map(|d| json!({"name": d.name, "amount": Money::from_fen(d.amount_fen)}))
+            .collect(),
+        attention: attention
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        unmapped: serde_json::from_str(&unmapped).unwrap_or(Value::Null),
+        refund_state: r.get("refund_state"),
+        unconfirmed_alert_at: r
+            .get::<Option<i64>, _>("alerted_at")
+            .filter(|a| *a > 0)
+            .map(clock::rfc3339),
+    }))
+}

@@ -1,0 +1,383 @@
+//! The Meituan-style platform: signed form pushes to
+//! `POST /channels/meituan/{event}`, answered `{"data":"ok"}`; and the
+//! platform's API, called by the outbox (`POST {base}/api/v1/{path}`).
+//! The wire format (signatures, forms, typed pushes and calls) is
+//! `proto::meituan`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use proto::meituan::{self as mt, FormError, Push, PushError, SigError, TimestampError};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use super::{
+    Discount, EventKind, Inbound, MEITUAN, MeituanConfig, OrderEvent, PlatformItem, PlatformOrder,
+    RawPush, Refusal,
+};
+use crate::http::AppState;
+use crate::outbox::{Delivery, Params, Sender};
+
+/// Largest push body read.
+pub const MAX_PUSH_BYTES: usize = 256 * 1024;
+
+/// Verifies and decodes the platform's pushes.
+pub struct Adapter {
+    pub app_id: String,
+    pub secret: SecretString,
+    pub public_url: Option<String>,
+    pub window_s: i64,
+}
+
+fn refuse(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Refusal {
+    Refusal::new(status, code, msg)
+}
+
+impl super::Adapter for Adapter {
+    fn platform(&self) -> &str {
+        MEITUAN
+    }
+
+    fn decode(&self, push: &RawPush<'_>) -> Result<Inbound, Refusal> {
+        let params = mt::parse_form(push.body).map_err(|e| match e {
+            FormError::TooLarge => refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
+            _ => refuse(StatusCode::BAD_REQUEST, "malformed_push", e.to_string()),
+        })?;
+        match mt::param(&params, "app_id") {
+            Some(a) if a == self.app_id => {}
+            Some(_) => {
+                return Err(refuse(
+                    StatusCode::FORBIDDEN,
+                    "unknown_app_id",
+                    "app_id is not ours",
+                ));
+            }
+            None => {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_app_id",
+                    "no app_id",
+                ));
+            }
+        }
+        let secret = self.secret.expose_secret();
+        let mut verdict = Err(SigError::Missing);
+        for url in &push.urls {
+            verdict = mt::verify(url, &params, secret);
+            if verdict != Err(SigError::Mismatch) {
+                break;
+            }
+        }
+        match verdict {
+            Ok(()) => {}
+            Err(SigError::Missing) => {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_signature",
+                    "no sig",
+                ));
+            }
+            Err(SigError::Mismatch) => {
+                return Err(refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_signature",
+                    "sig does not match",
+                ));
+            }
+        }
+        let ts = mt::param(&params, "timestamp").unwrap_or_default();
+        mt::check_timestamp(ts, push.now_s, self.window_s).map_err(|e| match e {
+            TimestampError::Malformed => {
+                refuse(StatusCode::BAD_REQUEST, "bad_timestamp", e.to_string())
+            }
+            _ => refuse(StatusCode::UNAUTHORIZED, "stale_timestamp", e.to_string()),
+        })?;
+        let p = Push::parse(push.segment, &params).map_err(|e| match e {
+            PushError::UnknownEvent(_) => {
+                refuse(StatusCode::NOT_FOUND, "unknown_event", e.to_string())
+            }
+            _ => refuse(StatusCode::BAD_REQUEST, "malformed_push", e.to_string()),
+        })?;
+        Ok(inbound(p))
+    }
+}
+
+fn event(push: &Push, kind: EventKind, detail: serde_json::Value) -> Inbound {
+    Inbound::Event(OrderEvent {
+        platform: MEITUAN.to_owned(),
+        platform_order_id: push.order_id().to_owned(),
+        kind,
+        dedupe_ref: push.dedup_key(),
+        detail,
+    })
+}
+
+fn inbound(push: Push) -> Inbound {
+    match &push {
+        Push::NewOrder(o) => Inbound::NewOrder(PlatformOrder {
+            platform: MEITUAN.to_owned(),
+            platform_order_id: o.order_id.clone(),
+            platform_store_id: o.app_poi_code.clone(),
+            dedupe_ref: push.dedup_key(),
+            day_seq: Some(i64::from(o.day_seq)),
+            note: o.caution.clone(),
+            recipient_name: o.recipient_name.clone(),
+            recipient_phone: o.recipient_phone.clone(),
+            recipient_address: o.recipient_address.clone(),
+            shipping_fee_fen: o.shipping_fee_fen,
+            paid_fen: o.total_fen,
+            original_fen: o.original_price_fen,
+            store_receives_fen: o.poi_receive_amount_fen,
+            items: o
+                .items
+                .iter()
+                .map(|i| PlatformItem {
+                    platform_sku: i.app_food_code.clone(),
+                    name: i.food_name.clone(),
+                    quantity: i64::from(i.quantity),
+                    price_fen: i.price_fen,
+                })
+                .collect(),
+            discounts: o
+                .discounts
+                .iter()
+                .map(|d| Discount {
+                    name: d.remark.clone(),
+                    amount_fen: d.reduce_fee_fen,
+                })
+                .collect(),
+        }),
+        Push::Cancel(c) => event(
+            &push,
+            EventKind::Cancel,
+            json!({"reason": c.reason, "reason_code": c.reason_code}),
+        ),
+        Push::RefundApply(r) => event(
+            &push,
+            EventKind::RefundApply,
+            json!({"refund_id": r.refund_id, "reason": r.reason,
+                   "amount": r.money_fen.map(|f| proto::order::Money::from_fen(f).to_string())}),
+        ),
+        Push::RefundCancel(r) => event(
+            &push,
+            EventKind::RefundCancel,
+            json!({"refund_id": r.refund_id, "reason": r.reason}),
+        ),
+        Push::DeliveryStatus(d) => event(
+            &push,
+            EventKind::DeliveryStatus,
+            json!({"logistics_status": d.logistics_status, "courier_name": d.courier_name,
+                   "courier_phone": d.courier_phone}),
+        ),
+    }
+}
+
+fn answer(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn ng(r: &Refusal) -> Response {
+    let code = match r.code {
+        "bad_signature" | "missing_signature" => mt::ERR_SIG,
+        "stale_timestamp" | "bad_timestamp" => mt::ERR_TIMESTAMP,
+        "unknown_app_id" | "missing_app_id" => mt::ERR_APP_ID,
+        _ => mt::ERR_PARAM,
+    };
+    answer(r.status, mt::answer_ng(code, &r.message))
+}
+
+/// The URLs a push to `path` may have been signed for: the configured public
+/// URL, then what the request's Host (or X-Forwarded-Host) says.
+pub fn candidate_urls(public: Option<&str>, headers: &HeaderMap, path: &str) -> Vec<String> {
+    let mut urls = Vec::new();
+    if let Some(p) = public {
+        urls.push(format!("{}{path}", p.trim_end_matches('/')));
+    }
+    for h in ["x-forwarded-host", "host"] {
+        if let Some(host) = headers.get(h).and_then(|v| v.to_str().ok()) {
+            let host = host.split(',').next().unwrap_or("").trim();
+            if !host.is_empty() {
+                let proto = headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("http");
+                urls.push(format!("{proto}://{host}{path}"));
+                if proto == "http" {
+                    urls.push(format!("https://{host}{path}"));
+                }
+            }
+        }
+    }
+    urls.dedup();
+    urls
+}
+
+/// `POST /channels/meituan/{event}`.
+pub async fn push(State(st): State<AppState>, Path(event): Path<String>, req: Request) -> Response {
+    let Some(channels) = st.channels.clone() else {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            mt::answer_ng(
+                mt::ERR_PARAM,
+                "this gateway has no Meituan channel configured",
+            ),
+        );
+    };
+    let Some(adapter) = channels.meituan() else {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            mt::answer_ng(
+                mt::ERR_PARAM,
+                "this gateway has no Meituan channel configured",
+            ),
+        );
+    };
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(Body::new(body), MAX_PUSH_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            tracing::warn!(event, "meituan push refused: body too large");
+            return answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                mt::answer_ng(
+                    mt::ERR_PARAM,
+                    &format!("body larger than {MAX_PUSH_BYTES} bytes"),
+                ),
+            );
+        }
+    };
+    let path = parts.uri.path().to_owned();
+    let raw = RawPush {
+        segment: &event,
+        headers: &parts.headers,
+        urls: candidate_urls(adapter.public_url.as_deref(), &parts.headers, &path),
+        body: &body,
+        now_s: crate::clock::now_micros() / 1_000_000,
+    };
+    let inbound = match super::Adapter::decode(adapter, &raw) {
+        Ok(i) => i,
+        Err(r) => {
+            tracing::warn!(
+                event,
+                code = r.code,
+                status = r.status.as_u16(),
+                "meituan push refused: {}",
+                r.message
+            );
+            return ng(&r);
+        }
+    };
+    match super::ingest::apply(&st.db, &st.hub, inbound).await {
+        Ok(outcome) => {
+            tracing::debug!(event, ?outcome, "meituan push");
+            answer(StatusCode::OK, mt::ANSWER_OK.to_owned())
+        }
+        Err(e) if e.is_server_error() => {
+            e.log();
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                mt::answer_ng(mt::ERR_PARAM, "temporarily unavailable, retry"),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(
+                event,
+                code = e.code,
+                "meituan push not applied: {}",
+                e.message
+            );
+            answer(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                mt::answer_ng(mt::ERR_PARAM, &format!("{}: {}", e.code, e.message)),
+            )
+        }
+    }
+}
+
+// ------------------------------------------------------------ the API client
+
+/// Calls the platform's API for the outbox.
+pub struct ApiClient {
+    base_url: String,
+    app_id: String,
+    secret: SecretString,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    pub fn new(config: &MeituanConfig, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(ApiClient {
+            base_url: config.base_url.clone(),
+            app_id: config.app_id.clone(),
+            secret: config.secret.clone(),
+            http: reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(5)))
+                .build()?,
+        })
+    }
+
+    async fn call(&self, path: &str, params: &Params) -> Delivery {
+        let url = mt::api_url(&self.base_url, path);
+        let mut form: Vec<(String, String)> =
+            params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        form.push(("app_id".into(), self.app_id.clone()));
+        form.push((
+            "timestamp".into(),
+            (crate::clock::now_micros() / 1_000_000).to_string(),
+        ));
+        let sig = mt::sign(&url, &form, self.secret.expose_secret());
+        form.push(("sig".into(), sig));
+        let resp = self
+            .http
+            .post(&url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(mt::encode_form(&form))
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return Delivery::Retry(format!("{path}: {e}")),
+        };
+        let status = resp.status();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Delivery::Retry(format!("{path}: reading the answer: {e}")),
+        };
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Delivery::Retry(format!("{path}: HTTP {status}"));
+        }
+        match mt::parse_answer(&body) {
+            Ok(()) => Delivery::Delivered,
+            // Signature, clock or app id trouble may be ours and pass: retry.
+            Err(mt::CallError::Rejected { code, msg })
+                if matches!(code, mt::ERR_SIG | mt::ERR_TIMESTAMP | mt::ERR_APP_ID) =>
+            {
+                Delivery::Retry(format!("{path}: platform refused {code} {msg}"))
+            }
+            Err(mt::CallError::Rejected { code, msg }) => {
+                Delivery::Refused(format!("{path}: platform refused {code} {msg}"))
+            }
+            Err(e) => Delivery::Retry(format!("{path}: HTTP {status}: {e}")),
+        }
+    }
+}
+
+impl Sender for ApiClient {
+    fn send<'a>(&'a self, path: &'a str, params: &'a Params) -> BoxFuture<'a, Delivery> {
+        Box::pin(self.call(path, params))
+    }
+}

@@ -1,0 +1,352 @@
+//! REST for third-party orders and their mapping: the delivery side of an
+//! order, the store's platform-only actions (self-delivery, refunds), SKU and
+//! store mappings. The pushes themselves are in `meituan` and `webhook`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use proto::meituan::Call;
+use proto::order::{Channel, OrderStatus, PaymentStatus, Quantity, Sku, StoreId, Unit};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::ingest::{self, ThirdParty};
+use super::{MEITUAN, call_parts, platform_name_ok};
+use crate::clock::now_micros;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::http::AppState;
+use crate::http::extract::{Auth, JsonBody};
+use crate::outbox::{self, NewCall};
+
+/// Routes under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/orders/{id}/third_party", get(details))
+        .route("/orders/{id}/third_party/{action}", post(action))
+        .route("/channels/{platform}/skus", get(list_skus))
+        .route("/channels/{platform}/skus/{platform_sku}", put(put_sku))
+        .route(
+            "/channels/{platform}/stores/{platform_store}",
+            put(put_store),
+        )
+}
+
+/// Routes the platforms call (no API key: each push is signed).
+pub fn push_router() -> Router<AppState> {
+    Router::new()
+        .route("/channels/meituan/{event}", post(super::meituan::push))
+        .route("/channels/webhook/{platform}", post(super::webhook::push))
+}
+
+async fn details(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<ThirdParty>> {
+    let tp = ingest::third_party(&st.db, &id)
+        .await?
+        .ok_or_else(|| Error::not_found("order_not_found", format!("no third-party order {id}")))?;
+    who.check_store(&StoreId::parse(&tp.store_id).map_err(Error::internal)?)?;
+    Ok(Json(tp))
+}
+
+#[derive(Deserialize, Default)]
+struct ActionBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `delivering`, `arrived` (self-delivery), `refund_agree`, `refund_reject`:
+/// a feed event and a platform call, in one transaction.
+async fn action(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>> {
+    let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        crate::http::extract::parse_json::<ActionBody>(&body)?.value
+    };
+    let reason = body
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > crate::orders::MAX_REASON_CHARS)
+    {
+        return Err(Error::unprocessable("invalid_reason", "reason is too long"));
+    }
+    let (kind, refund_to) = match action.as_str() {
+        "delivering" => ("order.delivering", None),
+        "arrived" => ("order.arrived", None),
+        "refund_agree" => ("order.refund_agreed", Some("agreed")),
+        "refund_reject" => ("order.refund_rejected", Some("rejected")),
+        _ => {
+            return Err(Error::not_found(
+                "unknown_action",
+                "third-party actions are delivering, arrived, refund_agree, refund_reject",
+            ));
+        }
+    };
+    if action == "refund_reject" && reason.is_none() {
+        return Err(Error::unprocessable(
+            "reason_required",
+            "refund_reject needs a reason",
+        ));
+    }
+    let tp = ingest::third_party(&st.db, &id)
+        .await?
+        .ok_or_else(|| Error::not_found("order_not_found", format!("no third-party order {id}")))?;
+    let store = StoreId::parse(&tp.store_id).map_err(Error::internal)?;
+    who.check_store(&store)?;
+    if who.role == crate::keys::Role::App {
+        return Err(Error::forbidden(
+            "store actions are for terminals and admins",
+        ));
+    }
+    let now = now_micros();
+    let mut tx = st.db.write().await?;
+    let seq = events::next_seq(&mut tx, &store)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+    let row = sqlx::query(
+        "SELECT o.status, o.channel, t.refund_state FROM orders o JOIN third_party_orders t ON t.order_id = o.id
+         WHERE o.id = $1",
+    )
+    .bind(id.clone())
+    .fetch_one(&mut **tx)
+    .await?;
+    let status = OrderStatus::parse(&row.get::<String, _>("status")).map_err(Error::internal)?;
+    debug_assert_eq!(
+        row.get::<String, _>("channel"),
+        Channel::ThirdParty.as_str()
+    );
+    let refund_state: Option<String> = row.get("refund_state");
+    if refund_to.is_some() && refund_state.as_deref() != Some("requested") {
+        return Err(Error::conflict(
+            "no_refund_requested",
+            format!("order {id} has no open refund request"),
+        ));
+    }
+    if refund_to.is_none()
+        && matches!(
+            status,
+            OrderStatus::Rejected | OrderStatus::Cancelled | OrderStatus::Created
+        )
+    {
+        return Err(Error::conflict(
+            "illegal_transition",
+            format!(
+                "order {id} is {}; accept it before delivering",
+                status.as_str()
+            ),
+        ));
+    }
+    if let Some(to) = refund_to {
+        sqlx::query("UPDATE third_party_orders SET refund_state = $1 WHERE order_id = $2")
+            .bind(to)
+            .bind(id.clone())
+            .execute(&mut **tx)
+            .await?;
+        if to == "agreed" {
+            sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2 WHERE id = $3")
+                .bind(PaymentStatus::Refunded.as_str())
+                .bind(now)
+                .bind(id.clone())
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    if tp.platform == MEITUAN {
+        let order_id = tp.platform_order_id.clone();
+        let reason_text = reason.clone().unwrap_or_default();
+        let call = match action.as_str() {
+            "delivering" => Call::Delivering { order_id },
+            "arrived" => Call::Arrived { order_id },
+            "refund_agree" => Call::RefundAgree {
+                order_id,
+                reason: reason_text,
+            },
+            _ => Call::RefundReject {
+                order_id,
+                reason: reason_text,
+            },
+        };
+        let (path, params) = call_parts(&call);
+        outbox::enqueue(
+            &mut tx,
+            &[NewCall {
+                platform: tp.platform.clone(),
+                order_key: tp.platform_order_id.clone(),
+                path,
+                params,
+                store_id: Some(store.to_string()),
+                order_id: Some(id.clone()),
+                not_before: None,
+            }],
+            now,
+        )
+        .await?;
+    }
+    ingest::append_order_event(
+        &mut tx,
+        &store,
+        seq,
+        &id,
+        kind,
+        json!({"by": who.actor(), "reason": reason}),
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    st.hub.notify(&store);
+    Ok(Json(json!({"order_id": id, "event": kind, "seq": seq})))
+}
+
+fn check_platform(p: &str) -> Result<()> {
+    if platform_name_ok(p) {
+        Ok(())
+    } else {
+        Err(Error::not_found(
+            "unknown_platform",
+            format!("no platform {p:?}"),
+        ))
+    }
+}
+
+fn check_code(what: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty() && s.chars().count() <= 64 && !s.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::unprocessable(
+            "invalid_code",
+            format!("{what} must be 1-64 printable characters"),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct SkuMapping {
+    sku: String,
+    /// Only in this store; absent: every store.
+    #[serde(default)]
+    store_id: Option<String>,
+    /// How much of our SKU one platform item is ("1" piece, "0.500" kg).
+    #[serde(default)]
+    per_item: Option<String>,
+}
+
+/// `PUT /api/v1/channels/{platform}/skus/{platform_sku}` (admin).
+async fn put_sku(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((platform, psku)): Path<(String, String)>,
+    body: JsonBody<SkuMapping>,
+) -> Result<(StatusCode, Json<Value>)> {
+    who.require_admin()?;
+    check_platform(&platform)?;
+    check_code("platform_sku", &psku)?;
+    let m = body.value;
+    let sku = Sku::parse(&m.sku)?;
+    let store = m.store_id.as_deref().map(StoreId::parse).transpose()?;
+    let mut tx = st.db.write().await?;
+    let unit = crate::catalog::product_unit(&mut tx, &sku)
+        .await?
+        .ok_or_else(|| Error::unprocessable("unknown_sku", format!("no product {sku}")))?;
+    if let Some(s) = &store {
+        crate::catalog::require_store(&mut tx, s).await?;
+    }
+    let per_item = match &m.per_item {
+        Some(q) => Quantity::parse(unit, q)?.milli(),
+        None if unit == Unit::Piece => 1000,
+        None => 1000,
+    };
+    let now = now_micros();
+    let store_key = store.as_ref().map(|s| s.to_string()).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO sku_mappings (platform, store_id, platform_sku, sku, per_item_milli, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (platform, store_id, platform_sku)
+         DO UPDATE SET sku = excluded.sku, per_item_milli = excluded.per_item_milli, updated_at = excluded.updated_at",
+    )
+    .bind(platform.clone())
+    .bind(store_key.clone())
+    .bind(psku.clone())
+    .bind(sku.as_str().to_owned())
+    .bind(per_item)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "platform": platform, "platform_sku": psku, "sku": sku,
+            "store_id": store, "per_item": Quantity::from_milli(unit, per_item),
+        })),
+    ))
+}
+
+/// `GET /api/v1/channels/{platform}/skus` (admin).
+async fn list_skus(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path(platform): Path<String>,
+) -> Result<Json<Value>> {
+    who.require_admin()?;
+    check_platform(&platform)?;
+    let rows = sqlx::query(
+        "SELECT m.store_id, m.platform_sku, m.sku, m.per_item_milli, p.unit FROM sku_mappings m
+         JOIN products p ON p.sku = m.sku WHERE m.platform = $1 ORDER BY m.platform_sku, m.store_id LIMIT 10000",
+    )
+    .bind(platform.clone())
+    .fetch_all(&st.db.pool)
+    .await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let unit = Unit::parse(&r.get::<String, _>("unit")).unwrap_or(Unit::Piece);
+            let store: String = r.get("store_id");
+            json!({
+                "platform_sku": r.get::<String, _>("platform_sku"),
+                "sku": r.get::<String, _>("sku"),
+                "store_id": (!store.is_empty()).then_some(store),
+                "per_item": Quantity::from_milli(unit, r.get("per_item_milli")),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"platform": platform, "mappings": items})))
+}
+
+#[derive(Deserialize)]
+struct StoreMapping {
+    store_id: String,
+}
+
+/// `PUT /api/v1/channels/{platform}/stores/{platform_store}` (admin).
+async fn put_store(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path((platform, pstore)): Path<(String, String)>,
+    body: JsonBody<StoreMapping>,
+) -> Result<Json<Value>> {
+    who.require_admin()?;
+    check_platform(&platform)?;
+    check_code("platform store", &pstore)?;
+    let store = StoreId::parse(&body.value.store_id)?;
+    {
+        let mut conn = st.db.pool.acquire().await?;
+        crate::catalog::require_store(&mut conn, &store).await?;
+    }
+    super::register_store(&st.db, &platform, &pstore, &store).await?;
+    Ok(Json(
+        json!({"platform": platform, "platform_store_id": pstore, "store_id": store}),
+    ))
+}

@@ -1,0 +1,344 @@
+//! The generic JSON webhook for other aggregators:
+//! `POST /channels/webhook/{platform}`, authenticated by HMAC-SHA256 over
+//! `timestamp + "." + id + "." + raw body` (headers `X-Webhook-Id`,
+//! `X-Webhook-Timestamp`, `X-Webhook-Signature: v1=<hex>`), a replay window
+//! on the timestamp, and de-duplication by `event_id`.
+//!
+//! The body (money as decimal strings in yuan, at most two decimals):
+//!
+//! ```json
+//! {"event_id": "evt_1", "type": "order.created",
+//!  "order": {"id": "A-1001", "store_id": "S001", "day_seq": 7, "note": "少辣",
+//!            "recipient": {"name": "王先生", "phone": "138…", "address": "…"},
+//!            "shipping_fee": "5.00", "total": "40.00", "original_total": "45.00",
+//!            "store_receives": "32.00",
+//!            "items": [{"sku": "COLA", "name": "可乐", "quantity": 2, "price": "3.50"}],
+//!            "discounts": [{"name": "满减", "amount": "5.00"}]}}
+//! ```
+//!
+//! Other `type`s: `order.cancelled`, `order.refund_requested`,
+//! `order.refund_cancelled`, each with `{"order": {"id": …}}` and optional
+//! `reason`, `refund_id`, `amount`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use proto::meituan::{self as mt, SigError, TimestampError};
+use proto::order::Money;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ingest::Outcome;
+use super::{
+    Discount, EventKind, Inbound, OrderEvent, PlatformItem, PlatformOrder, RawPush, Refusal,
+};
+use crate::error::Error;
+use crate::http::AppState;
+
+/// Largest webhook body read.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+const MAX_TEXT: usize = 512;
+
+/// One aggregator's webhook.
+pub struct Adapter<'a> {
+    pub platform: &'a str,
+    pub secret: &'a str,
+    pub window_s: i64,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    event_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    order: WireOrder,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    refund_id: Option<String>,
+    #[serde(default)]
+    amount: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireOrder {
+    id: String,
+    #[serde(default)]
+    store_id: Option<String>,
+    #[serde(default)]
+    day_seq: Option<i64>,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    recipient: Option<Recipient>,
+    #[serde(default)]
+    shipping_fee: Option<String>,
+    #[serde(default)]
+    total: Option<String>,
+    #[serde(default)]
+    original_total: Option<String>,
+    #[serde(default)]
+    store_receives: Option<String>,
+    #[serde(default)]
+    items: Vec<WireItem>,
+    #[serde(default)]
+    discounts: Vec<WireDiscount>,
+}
+
+#[derive(Deserialize, Default)]
+struct Recipient {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireItem {
+    sku: String,
+    #[serde(default)]
+    name: Option<String>,
+    quantity: i64,
+    price: String,
+}
+
+#[derive(Deserialize)]
+struct WireDiscount {
+    #[serde(default)]
+    name: Option<String>,
+    amount: String,
+}
+
+fn bad(msg: impl Into<String>) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, "malformed_push", msg)
+}
+
+fn id_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+fn text(field: &str, s: Option<String>) -> Result<String, Refusal> {
+    let s = s.unwrap_or_default();
+    if s.chars().count() > MAX_TEXT || s.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(bad(format!(
+            "{field}: at most {MAX_TEXT} printable characters"
+        )));
+    }
+    Ok(s)
+}
+
+fn money(field: &str, s: Option<&str>) -> Result<i64, Refusal> {
+    match s {
+        None => Ok(0),
+        Some(s) => Money::parse(s)
+            .map(Money::fen)
+            .map_err(|e| bad(format!("{field}: {}", e.message))),
+    }
+}
+
+fn header<'a>(push: &'a RawPush<'_>, name: &str) -> Option<&'a str> {
+    push.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+impl super::Adapter for Adapter<'_> {
+    fn platform(&self) -> &str {
+        self.platform
+    }
+
+    fn decode(&self, push: &RawPush<'_>) -> Result<Inbound, Refusal> {
+        let unauthorized = |code, msg: &str| Refusal::new(StatusCode::UNAUTHORIZED, code, msg);
+        let id = header(push, mt::WEBHOOK_ID_HEADER)
+            .filter(|i| !i.is_empty() && i.len() <= 128)
+            .ok_or_else(|| unauthorized("missing_signature", "missing X-Webhook-Id"))?;
+        let ts = header(push, mt::WEBHOOK_TIMESTAMP_HEADER)
+            .ok_or_else(|| unauthorized("missing_signature", "missing X-Webhook-Timestamp"))?;
+        let sig = header(push, mt::WEBHOOK_SIGNATURE_HEADER).unwrap_or_default();
+        mt::webhook_verify(self.secret, ts, id, push.body, sig).map_err(|e| match e {
+            SigError::Missing => {
+                unauthorized("missing_signature", "missing X-Webhook-Signature v1=…")
+            }
+            SigError::Mismatch => unauthorized("bad_signature", "the signature does not match"),
+        })?;
+        mt::check_timestamp(ts, push.now_s, self.window_s).map_err(|e| match e {
+            TimestampError::Malformed => {
+                Refusal::new(StatusCode::BAD_REQUEST, "bad_timestamp", e.to_string())
+            }
+            _ => unauthorized("stale_timestamp", &e.to_string()),
+        })?;
+        let m: Message = serde_json::from_slice(push.body)
+            .map_err(|e| bad(format!("the body does not fit the webhook schema: {e}")))?;
+        if !id_ok(&m.event_id) || !id_ok(&m.order.id) {
+            return Err(bad(
+                "event_id and order.id must be 1-64 of A-Z a-z 0-9 - _ . :",
+            ));
+        }
+        let platform = self.platform.to_owned();
+        let o = m.order;
+        let kind = match m.kind.as_str() {
+            "order.created" => None,
+            "order.cancelled" => Some(EventKind::Cancel),
+            "order.refund_requested" => Some(EventKind::RefundApply),
+            "order.refund_cancelled" => Some(EventKind::RefundCancel),
+            other => return Err(bad(format!("unknown type {other:?}"))),
+        };
+        if let Some(kind) = kind {
+            let amount = m
+                .amount
+                .as_deref()
+                .map(|a| money("amount", Some(a)).map(|f| Money::from_fen(f).to_string()))
+                .transpose()?;
+            return Ok(Inbound::Event(OrderEvent {
+                platform,
+                platform_order_id: o.id,
+                kind,
+                dedupe_ref: m.event_id,
+                detail: json!({
+                    "reason": text("reason", m.reason)?,
+                    "refund_id": text("refund_id", m.refund_id)?,
+                    "amount": amount,
+                }),
+            }));
+        }
+        let store = o
+            .store_id
+            .filter(|s| id_ok(s))
+            .ok_or_else(|| bad("order.store_id is required"))?;
+        if o.items.is_empty() || o.items.len() > 100 {
+            return Err(bad("order.items: 1-100 items"));
+        }
+        let items = o
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(n, i)| {
+                if !id_ok(&i.sku) || !(1..=100_000).contains(&i.quantity) {
+                    return Err(bad(format!("order.items[{n}]: sku and quantity 1-100000")));
+                }
+                Ok(PlatformItem {
+                    name: text("name", i.name)?,
+                    platform_sku: i.sku,
+                    quantity: i.quantity,
+                    price_fen: money(&format!("order.items[{n}].price"), Some(&i.price))?,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let discounts = o
+            .discounts
+            .into_iter()
+            .take(100)
+            .map(|d| {
+                Ok(Discount {
+                    name: text("discount name", d.name)?,
+                    amount_fen: money("discount amount", Some(&d.amount))?,
+                })
+            })
+            .collect::<Result<Vec<_>, Refusal>>()?;
+        let r = o.recipient.unwrap_or_default();
+        if o.day_seq.is_some_and(|d| !(0..=1_000_000).contains(&d)) {
+            return Err(bad("order.day_seq out of range"));
+        }
+        Ok(Inbound::NewOrder(PlatformOrder {
+            platform,
+            platform_order_id: o.id,
+            platform_store_id: store,
+            dedupe_ref: m.event_id,
+            day_seq: o.day_seq,
+            note: text("note", o.note)?,
+            recipient_name: text("recipient.name", r.name)?,
+            recipient_phone: text("recipient.phone", r.phone)?,
+            recipient_address: text("recipient.address", r.address)?,
+            shipping_fee_fen: money("shipping_fee", o.shipping_fee.as_deref())?,
+            paid_fen: money("total", o.total.as_deref())?,
+            original_fen: money("original_total", o.original_total.as_deref())?,
+            store_receives_fen: money("store_receives", o.store_receives.as_deref())?,
+            items,
+            discounts,
+        }))
+    }
+}
+
+fn refused(r: Refusal) -> Response {
+    Error::new(r.status, r.code, r.message).into_response()
+}
+
+/// `POST /channels/webhook/{platform}`.
+pub async fn push(
+    State(st): State<AppState>,
+    Path(platform): Path<String>,
+    req: Request,
+) -> Response {
+    let secret = st
+        .channels
+        .as_ref()
+        .and_then(|c| c.webhook_secret(&platform).map(str::to_owned));
+    let Some(secret) = secret else {
+        return Error::not_found(
+            "unknown_platform",
+            format!("no webhook platform {platform:?}"),
+        )
+        .into_response();
+    };
+    let window_s = st
+        .channels
+        .as_ref()
+        .map(|c| c.config.timestamp_window.as_secs() as i64)
+        .unwrap_or(mt::DEFAULT_WINDOW_S);
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refused(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+    };
+    let raw = RawPush {
+        segment: &platform,
+        headers: &parts.headers,
+        urls: Vec::new(),
+        body: &body,
+        now_s: crate::clock::now_micros() / 1_000_000,
+    };
+    let adapter = Adapter {
+        platform: &platform,
+        secret: &secret,
+        window_s,
+    };
+    let inbound = match super::Adapter::decode(&adapter, &raw) {
+        Ok(i) => i,
+        Err(r) => {
+            tracing::warn!(platform, code = r.code, "webhook refused: {}", r.message);
+            return refused(r);
+        }
+    };
+    match super::ingest::apply(&st.db, &st.hub, inbound).await {
+        Ok(outcome) => {
+            let body = match outcome {
+                Outcome::Created { order_id } => {
+                    json!({"status": "accepted", "outcome": "created", "order_id": order_id})
+                }
+                Outcome::Duplicate { order_id } => {
+                    json!({"status": "duplicate", "order_id": order_id})
+                }
+                Outcome::Applied { order_id } => {
+                    json!({"status": "accepted", "outcome": "applied", "order_id": order_id})
+                }
+                Outcome::Held => json!({"status": "accepted", "outcome": "held"}),
+                Outcome::Refused { order_id, why } => {
+                    json!({"status": "accepted", "outcome": "refused", "order_id": order_id, "detail": why})
+                }
+            };
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}

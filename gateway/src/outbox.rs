@@ -1,0 +1,662 @@
+//! The outbox: calls to make to a delivery platform, written in the same
+//! transaction as the change they report (an order action, a stock or
+//! availability change), then delivered by the dispatcher.
+//!
+//! Delivery is at least once, strictly in id order per (platform, order key):
+//! a row is only tried when every earlier row of its key is delivered, so a
+//! platform never hears "ready" before "confirm". A failed attempt is retried
+//! with exponential backoff and jitter; after too many attempts or too long
+//! the row is `failed` and waits for a manual retry (and blocks its key's later
+//! rows, which keep their order). A row being sent is `delivering` under a
+//! lease: a crash leaves it there, and it goes back to `pending` when the
+//! lease runs out (at once on start with SQLite, whose file one process owns).
+
+pub mod rest;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt};
+use proto::order::{CatalogItem, Channel, Order, OrderStatus, StoreId};
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::watch;
+
+use crate::clock::{self, now_micros};
+use crate::db::{Backend, Db};
+use crate::error::{Error, Result};
+use crate::events::Hub;
+
+/// Business parameters of one platform call (the adapter adds its own
+/// authentication when sending).
+pub type Params = BTreeMap<String, String>;
+
+/// One call to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub platform: String,
+    /// Calls with the same key are delivered in the order they were written:
+    /// the platform's order id, or `sku:<platform store>:<platform sku>`.
+    pub order_key: String,
+    pub path: String,
+    pub params: Params,
+    pub store_id: Option<String>,
+    pub order_id: Option<String>,
+    /// Not before this time (µs); `None`: at once.
+    pub not_before: Option<i64>,
+}
+
+/// Writes calls in the caller's transaction.
+pub async fn enqueue(conn: &mut AnyConnection, calls: &[NewCall], now: i64) -> Result<()> {
+    for c in calls {
+        let params = serde_json::to_string(&c.params).map_err(Error::internal)?;
+        sqlx::query(
+            "INSERT INTO outbox (platform, order_key, path, params, state, attempts, next_at,
+                                 store_id, order_id, created_at)
+             VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $7, $8)",
+        )
+        .bind(c.platform.clone())
+        .bind(c.order_key.clone())
+        .bind(c.path.clone())
+        .bind(params)
+        .bind(c.not_before.unwrap_or(now))
+        .bind(c.store_id.clone())
+        .bind(c.order_id.clone())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Hook of `orders::act`: the call that tells the platform about a store's
+/// action on one of its orders, in the action's transaction. Changes the
+/// platform itself asked for (actor `platform:…`) are not echoed back.
+pub async fn enqueue_for_action(
+    conn: &mut AnyConnection,
+    before: &Order,
+    to: OrderStatus,
+    reason: Option<&str>,
+    actor: &str,
+    now: i64,
+) -> Result<()> {
+    if before.channel != Channel::ThirdParty || actor.starts_with("platform:") {
+        return Ok(());
+    }
+    let (Some(platform), Some(platform_order)) = (&before.platform, &before.channel_order_id)
+    else {
+        return Ok(());
+    };
+    let Some((path, params)) = crate::channels::action_call(platform, platform_order, to, reason)
+    else {
+        return Ok(());
+    };
+    let call = NewCall {
+        platform: platform.clone(),
+        order_key: platform_order.clone(),
+        path,
+        params,
+        store_id: Some(before.store_id.to_string()),
+        order_id: Some(before.id.clone()),
+        not_before: None,
+    };
+    enqueue(conn, &[call], now).await
+}
+
+/// What changed about a store item, for [`enqueue_for_item`].
+#[derive(Debug, Clone, Copy)]
+pub struct ItemSync {
+    pub stock: bool,
+    pub status: bool,
+}
+
+/// Hook of `catalog::put_item`: stock counts and sell status of a SKU, for
+/// every platform the store is registered with, in the change's transaction.
+pub async fn enqueue_for_item(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    item: &CatalogItem,
+    what: ItemSync,
+    now: i64,
+) -> Result<()> {
+    if !what.stock && !what.status {
+        return Ok(());
+    }
+    let calls = crate::channels::item_calls(conn, store, item, what, now).await?;
+    if calls.is_empty() {
+        return Ok(());
+    }
+    // A later availability change supersedes a scheduled end of snooze.
+    for c in calls.iter().filter(|_| what.status) {
+        sqlx::query(
+            "DELETE FROM outbox WHERE platform = $1 AND order_key = $2 AND state = 'pending' AND next_at > $3",
+        )
+        .bind(c.platform.clone())
+        .bind(format!("{}:snooze_end", c.order_key.trim_end_matches(":snooze_end")))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    enqueue(conn, &calls, now).await
+}
+
+// ------------------------------------------------------------ the dispatcher
+
+/// How a platform call went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    /// Worth trying again later (network, timeout, 5xx).
+    Retry(String),
+    /// The platform refused it for good (e.g. `{"data":"ng"}`).
+    Refused(String),
+}
+
+/// Sends calls to one platform.
+pub trait Sender: Send + Sync {
+    fn send<'a>(&'a self, path: &'a str, params: &'a Params) -> BoxFuture<'a, Delivery>;
+}
+
+/// Dispatcher settings (`GATEWAY_OUTBOX_*`).
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    /// First retry delay; doubles each attempt.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Attempts before a row is `failed`.
+    pub max_attempts: i64,
+    /// Age after which a row still not delivered is `failed`.
+    pub max_age: Duration,
+    /// How often the dispatcher looks for due rows without being woken.
+    pub poll: Duration,
+    /// How long one call may take (also sets the `delivering` lease).
+    pub request_timeout: Duration,
+    /// Calls in flight at once (each to a different key).
+    pub concurrency: usize,
+    /// Rows one round looks at.
+    pub batch: i64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            backoff_base: Duration::from_millis(1000),
+            backoff_max: Duration::from_secs(300),
+            max_attempts: 20,
+            max_age: Duration::from_secs(24 * 3600),
+            poll: Duration::from_millis(1000),
+            request_timeout: Duration::from_secs(10),
+            concurrency: 16,
+            batch: 200,
+        }
+    }
+}
+
+fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .with_context(|| format!("{name} must be a positive whole number")),
+        Err(_) => Ok(None),
+    }
+}
+
+impl OutboxConfig {
+    /// `GATEWAY_OUTBOX_BACKOFF_MS` (1000), `…_BACKOFF_MAX_MS` (300000),
+    /// `…_MAX_ATTEMPTS` (20), `…_MAX_AGE_S` (86400), `…_POLL_MS` (1000),
+    /// `…_TIMEOUT_MS` (10000), `…_CONCURRENCY` (16).
+    pub fn from_env() -> anyhow::Result<Self> {
+        let d = OutboxConfig::default();
+        let ms = |name: &str, default: Duration| -> anyhow::Result<Duration> {
+            Ok(env_u64(name)?.map(Duration::from_millis).unwrap_or(default))
+        };
+        Ok(OutboxConfig {
+            backoff_base: ms("GATEWAY_OUTBOX_BACKOFF_MS", d.backoff_base)?,
+            backoff_max: ms("GATEWAY_OUTBOX_BACKOFF_MAX_MS", d.backoff_max)?,
+            max_attempts: env_u64("GATEWAY_OUTBOX_MAX_ATTEMPTS")?
+                .map(|n| n.min(1_000_000) as i64)
+                .unwrap_or(d.max_attempts),
+            max_age: env_u64("GATEWAY_OUTBOX_MAX_AGE_S")?
+                .map(Duration::from_secs)
+                .unwrap_or(d.max_age),
+            poll: ms("GATEWAY_OUTBOX_POLL_MS", d.poll)?,
+            request_timeout: ms("GATEWAY_OUTBOX_TIMEOUT_MS", d.request_timeout)?,
+            concurrency: env_u64("GATEWAY_OUTBOX_CONCURRENCY")?
+                .map(|n| n.min(1024) as usize)
+                .unwrap_or(d.concurrency),
+            batch: d.batch,
+        })
+    }
+
+    /// The delay before attempt `attempts + 1`: base × 2^(attempts-1), capped,
+    /// then a random point in its upper half (jitter, so retries of many rows
+    /// do not arrive together).
+    pub fn backoff(&self, attempts: i64) -> Duration {
+        let shift = attempts.clamp(1, 31) as u32 - 1;
+        let full = self
+            .backoff_base
+            .saturating_mul(1u32 << shift)
+            .min(self.backoff_max);
+        let ms = full.as_millis() as u64;
+        if ms < 2 {
+            return full;
+        }
+        Duration::from_millis(rand::random_range(ms / 2..=ms))
+    }
+
+    fn lease(&self) -> Duration {
+        self.request_timeout + Duration::from_secs(2)
+    }
+}
+
+/// Counters of this process (the database has the totals by state).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub delivered: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+    pub unconfirmed_alerts: AtomicU64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "delivered": self.delivered.load(Ordering::Relaxed),
+            "retried": self.retried.load(Ordering::Relaxed),
+            "failed": self.failed.load(Ordering::Relaxed),
+            "unconfirmed_alerts": self.unconfirmed_alerts.load(Ordering::Relaxed),
+        })
+    }
+}
+
+struct Due {
+    id: i64,
+    platform: String,
+    path: String,
+    params: String,
+    attempts: i64,
+    created_at: i64,
+}
+
+/// Delivers the outbox of one process.
+pub struct Dispatcher {
+    db: Db,
+    config: OutboxConfig,
+    senders: HashMap<String, Arc<dyn Sender>>,
+    pub stats: Arc<Stats>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        db: Db,
+        config: OutboxConfig,
+        senders: HashMap<String, Arc<dyn Sender>>,
+        stats: Arc<Stats>,
+    ) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            db,
+            config,
+            senders,
+            stats,
+        })
+    }
+
+    /// Runs until `closing` turns true: a round whenever a store's feed moves
+    /// in this process (an action may have written a row), on the poll timer,
+    /// and at once again after a round that found work.
+    pub async fn run(self: Arc<Self>, hub: Hub, mut closing: watch::Receiver<bool>) {
+        if self.db.backend == Backend::Sqlite {
+            // One process per SQLite file: whatever is `delivering` was left by a crash.
+            if let Err(e) = self.release_all().await {
+                e.log();
+            }
+        }
+        let mut wake = hub.subscribe();
+        loop {
+            if *closing.borrow() {
+                return;
+            }
+            let busy = match self.round().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    e.log();
+                    false
+                }
+            };
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = closing.changed() => {}
+                _ = wake.recv() => {
+                    // Let the writer's siblings land too, then drain the wake-ups.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    while wake.try_recv().is_ok() {}
+                }
+            }
+        }
+    }
+
+    async fn release_all(&self) -> Result<()> {
+        let mut tx = self.db.write().await?;
+        sqlx::query("UPDATE outbox SET state = 'pending', next_at = $1 WHERE state = 'delivering'")
+            .bind(now_micros())
+            .execute(&mut **tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One pass: returns expired leases, claims the due head of each key,
+    /// sends them concurrently, records the outcomes. Returns how many calls
+    /// were made.
+    pub async fn round(&self) -> Result<usize> {
+        let now = now_micros();
+        let due = self.claim(now).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let n = due.len();
+        let outcomes: Vec<(Due, Delivery)> = stream::iter(due)
+            .map(|d| async move {
+                let outcome = self.send(&d).await;
+                (d, outcome)
+            })
+            .buffer_unordered(self.config.concurrency.max(1))
+            .collect()
+            .await;
+        self.record(outcomes).await?;
+        Ok(n)
+    }
+
+    async fn claim(&self, now: i64) -> Result<Vec<Due>> {
+        let mut tx = self.db.write().await?;
+        sqlx::query(
+            "UPDATE outbox SET state = 'pending' WHERE state = 'delivering' AND next_at < $1",
+        )
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT o.id, o.platform, o.path, o.params, o.attempts, o.created_at FROM outbox o
+             WHERE o.state = 'pending' AND o.next_at <= $1
+               AND NOT EXISTS (SELECT 1 FROM outbox p
+                               WHERE p.platform = o.platform AND p.order_key = o.order_key
+                                 AND p.id < o.id AND p.state <> 'delivered')
+             ORDER BY o.id LIMIT $2",
+        )
+        .bind(now)
+        .bind(self.config.batch)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut due: Vec<Due> = rows
+            .iter()
+            .map(|r| Due {
+                id: r.get("id"),
+                platform: r.get("platform"),
+                path: r.get("path"),
+                params: r.get("params"),
+                attempts: r.get("attempts"),
+                created_at: r.get("created_at"),
+            })
+            .filter(|d| self.senders.contains_key(&d.platform))
+            .collect();
+        if due.is_empty() {
+            tx.commit().await?;
+            return Ok(due);
+        }
+        let lease_until = now + micros(self.config.lease());
+        let placeholders = (0..due.len())
+            .map(|i| format!("${}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE outbox SET state = 'delivering', attempts = attempts + 1, next_at = $1
+             WHERE state = 'pending' AND id IN ({placeholders}) RETURNING id"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(lease_until);
+        for d in &due {
+            q = q.bind(d.id);
+        }
+        let claimed: std::collections::HashSet<i64> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+        tx.commit().await?;
+        // Another instance may have taken some meanwhile (PostgreSQL).
+        due.retain(|d| claimed.contains(&d.id));
+        for d in &mut due {
+            d.attempts += 1;
+        }
+        Ok(due)
+    }
+
+    async fn send(&self, d: &Due) -> Delivery {
+        let Some(sender) = self.senders.get(&d.platform) else {
+            return Delivery::Retry(format!("no sender for {}", d.platform));
+        };
+        let params: Params = match serde_json::from_str(&d.params) {
+            Ok(p) => p,
+            Err(e) => return Delivery::Refused(format!("stored parameters unreadable: {e}")),
+        };
+        match tokio::time::timeout(self.config.request_timeout, sender.send(&d.path, &params)).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Delivery::Retry(format!(
+                "no answer within {} ms",
+                self.config.request_timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn record(&self, outcomes: Vec<(Due, Delivery)>) -> Result<()> {
+        let now = now_micros();
+        let max_age = micros(self.config.max_age);
+        let mut delivered = Vec::new();
+        let mut tx = self.db.write().await?;
+        for (d, outcome) in outcomes {
+            match outcome {
+                Delivery::Delivered => delivered.push(d.id),
+                Delivery::Retry(why)
+                    if d.attempts < self.config.max_attempts && now - d.created_at < max_age =>
+                {
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(outbox = d.id, path = %d.path, attempts = d.attempts, error = %why, "platform call will be retried");
+                    let next = now + micros(self.config.backoff(d.attempts));
+                    set_state(&mut tx, d.id, "pending", next, Some(&why)).await?;
+                }
+                Delivery::Retry(why) | Delivery::Refused(why) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(outbox = d.id, platform = %d.platform, path = %d.path, attempts = d.attempts, error = %why, "platform call failed for good");
+                    set_state(&mut tx, d.id, "failed", now, Some(&why)).await?;
+                }
+            }
+        }
+        if !delivered.is_empty() {
+            let placeholders = (0..delivered.len())
+                .map(|i| format!("${}", i + 2))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE outbox SET state = 'delivered', delivered_at = $1, last_error = NULL
+                 WHERE state = 'delivering' AND id IN ({placeholders})"
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+            for id in &delivered {
+                q = q.bind(*id);
+            }
+            q.execute(&mut **tx).await?;
+            self.stats
+                .delivered
+                .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn set_state(
+    conn: &mut AnyConnection,
+    id: i64,
+    state: &str,
+    next_at: i64,
+    error: Option<&str>,
+) -> Result<()> {
+    let error: Option<String> = error.map(|e| e.chars().take(500).collect());
+    sqlx::query(
+        "UPDATE outbox SET state = $1, next_at = $2, last_error = $3 WHERE id = $4 AND state = 'delivering'",
+    )
+    .bind(state.to_owned())
+    .bind(next_at)
+    .bind(error)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+// ------------------------------------------------------------------ reading
+
+/// One outbox row as the admin API shows it.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub id: i64,
+    pub platform: String,
+    pub order_key: String,
+    pub path: String,
+    pub params: serde_json::Value,
+    pub state: String,
+    pub attempts: i64,
+    pub next_at: String,
+    pub last_error: Option<String>,
+    pub store_id: Option<String>,
+    pub order_id: Option<String>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+}
+
+const ENTRY_COLS: &str =
+    "id, platform, order_key, path, params, state, attempts, next_at, last_error,
+                          store_id, order_id, created_at, delivered_at";
+
+fn entry(r: &sqlx::any::AnyRow) -> Entry {
+    let params: String = r.get("params");
+    Entry {
+        id: r.get("id"),
+        platform: r.get("platform"),
+        order_key: r.get("order_key"),
+        path: r.get("path"),
+        params: serde_json::from_str(&params).unwrap_or(serde_json::Value::String(params)),
+        state: r.get("state"),
+        attempts: r.get("attempts"),
+        next_at: clock::rfc3339(r.get("next_at")),
+        last_error: r.get("last_error"),
+        store_id: r.get("store_id"),
+        order_id: r.get("order_id"),
+        created_at: clock::rfc3339(r.get("created_at")),
+        delivered_at: r.get::<Option<i64>, _>("delivered_at").map(clock::rfc3339),
+    }
+}
+
+/// Rows in one state (or all), oldest first, after id `after`.
+pub async fn list(db: &Db, state: Option<&str>, after: i64, limit: i64) -> Result<Vec<Entry>> {
+    let sql = format!(
+        "SELECT {ENTRY_COLS} FROM outbox WHERE ($1 = '' OR state = $1) AND id > $2 ORDER BY id LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(state.unwrap_or_default().to_owned())
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&db.pool)
+        .await?;
+    Ok(rows.iter().map(entry).collect())
+}
+
+/// Puts a failed row back in the queue, due now, with a fresh attempt count.
+pub async fn retry(db: &Db, id: i64) -> Result<Entry> {
+    let now = now_micros();
+    let mut tx = db.write().await?;
+    let sql = format!("SELECT {ENTRY_COLS} FROM outbox WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found("outbox_entry_not_found", format!("no outbox entry {id}"))
+        })?;
+    let state: String = row.get("state");
+    if state != "failed" {
+        return Err(Error::conflict(
+            "outbox_entry_not_failed",
+            format!("outbox entry {id} is {state}; only failed entries are retried"),
+        ));
+    }
+    sqlx::query(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_at = $1, created_at = $1
+         WHERE id = $2 AND state = 'failed'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    tx.commit().await?;
+    Ok(entry(&row))
+}
+
+/// Rows per state, from the database.
+pub async fn counts(db: &Db) -> Result<BTreeMap<String, i64>> {
+    let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+        .fetch_all(&db.pool)
+        .await?;
+    let mut out: BTreeMap<String, i64> = ["pending", "delivering", "delivered", "failed"]
+        .into_iter()
+        .map(|s| (s.to_owned(), 0))
+        .collect();
+    for r in rows {
+        out.insert(r.get("state"), r.get("n"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_in_the_upper_half() {
+        let c = OutboxConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            ..OutboxConfig::default()
+        };
+        for _ in 0..50 {
+            let b1 = c.backoff(1).as_millis();
+            assert!((50..=100).contains(&b1), "{b1}");
+            let b3 = c.backoff(3).as_millis();
+            assert!((200..=400).contains(&b3), "{b3}");
+            let b20 = c.backoff(20).as_millis();
+            assert!((500..=1000).contains(&b20), "{b20}");
+            let huge = c.backoff(i64::MAX).as_millis();
+            assert!((500..=1000).contains(&huge), "{huge}");
+        }
+    }
+}

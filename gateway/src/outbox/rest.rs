@@ -1,0 +1,107 @@
+//! The outbox's admin API: what failed, a manual retry, counts.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::error::{Error, Result};
+use crate::http::AppState;
+use crate::http::extract::Auth;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/outbox", get(list))
+        .route("/outbox/stats", get(stats))
+        .route("/outbox/{id}/retry", post(retry))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/v1/outbox?state=failed&after=<id>&limit=` (admin).
+async fn list(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>> {
+    who.require_admin()?;
+    let state = q.state.as_deref().filter(|s| !s.is_empty());
+    if let Some(s) = state
+        && !matches!(s, "pending" | "delivering" | "delivered" | "failed")
+    {
+        return Err(Error::bad_request(
+            "invalid_state",
+            "state is one of pending, delivering, delivered, failed",
+        ));
+    }
+    let num = |name: &str, v: Option<&str>, default: i64, max: i64| -> Result<i64> {
+        match v.filter(|s| !s.is_empty()) {
+            None => Ok(default),
+            Some(s) => s
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (0..=max).contains(n))
+                .ok_or_else(|| {
+                    Error::bad_request("invalid_query", format!("{name} must be 0-{max}"))
+                }),
+        }
+    };
+    let after = num("after", q.after.as_deref(), 0, i64::MAX)?;
+    let limit = num("limit", q.limit.as_deref(), 100, 1000)?.max(1);
+    let entries = super::list(&st.db, state, after, limit).await?;
+    let cursor = entries.last().map(|e| e.id).unwrap_or(after);
+    Ok(Json(json!({"entries": entries, "cursor": cursor})))
+}
+
+/// `POST /api/v1/outbox/{id}/retry` (admin): a failed call goes back in the
+/// queue, due now.
+async fn retry(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<super::Entry>> {
+    who.require_admin()?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| Error::not_found("outbox_entry_not_found", format!("no outbox entry {id}")))?;
+    let entry = super::retry(&st.db, id).await?;
+    tracing::info!(outbox = id, by = %who.actor(), "outbox entry re-queued");
+    // Wake the dispatcher (it listens to the store hub).
+    if let Some(store) = entry
+        .store_id
+        .as_deref()
+        .and_then(|s| proto::order::StoreId::parse(s).ok())
+    {
+        st.hub.notify(&store);
+    }
+    Ok(Json(entry))
+}
+
+/// `GET /api/v1/outbox/stats` (admin): rows by state, this process's
+/// counters (delivered, retried, failed, unconfirmed alerts raised), and the
+/// alerts raised in total.
+async fn stats(State(st): State<AppState>, Auth(who): Auth) -> Result<Json<Value>> {
+    who.require_admin()?;
+    let counts = super::counts(&st.db).await?;
+    let alerts: i64 = sqlx::query("SELECT COUNT(*) FROM third_party_orders WHERE alerted_at > 0")
+        .fetch_one(&st.db.pool)
+        .await?
+        .get(0);
+    let process = st
+        .channels
+        .as_ref()
+        .map(|c| c.stats.snapshot())
+        .unwrap_or(Value::Null);
+    Ok(Json(json!({
+        "outbox": counts,
+        "unconfirmed_alerts_total": alerts,
+        "process": process,
+    })))
+}
