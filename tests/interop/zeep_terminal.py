@@ -229,5 +229,11 @@ check(fault_code(stranger.ListOrders) == ("soap:Client", "unauthorized"), "wrong
 status, r = rest("GET", f"/api/v1/orders/{oid}", KEY)
 check(r["status"] == "rejected", "faults changed nothing")
 
+# --- Payments: this gateway has no provider, so like REST's 503 ----------------
+# (paying and refunding with a provider: tests/interop/zeep_payments.py)
+check(fault_code(svc.GetPayment, orderId=oid) == ("soap:Server", "payments_not_configured"), "payments off")
+check(fault_code(svc.PayOrder, orderId=oid, authCode="134567890123456789")
+      == ("soap:Server", "payments_not_configured"), "no charge without a provider")
+
 print(f"zeep {zeep.__version__}: {checks} checks, {received} server messages valid against the XSD")
 print("zeep interop: all checks passed")

@@ -1,0 +1,179 @@
+"""Drives the gateway's SOAP payment operations with zeep, an independent SOAP stack.
+
+Loads the WSDL from a running gateway with payments on, sells two lattes
+over SubmitOrder, then: GetPayment on the unpaid order, PayOrder with a
+payment code the provider simulator is told to accept, GetPayment again,
+a partial and a repeated RefundOrder, an over-refund Fault, and another
+store's terminal refused. Every answer is compared with the REST payments
+document and the simulator's ledger, and every message body the server
+sent is validated against the WSDL's inline XSD (lxml).
+
+Environment: GATEWAY_URL, SIMULATOR_URL (the hw-sim payments control API),
+TERMINAL_ID, TERMINAL_KEY, OTHER_TERMINAL_ID, OTHER_TERMINAL_KEY (a
+terminal of another store), PAYMENT_CODE (an 18-digit WeChat code). The
+gateway needs store S001 with product LATTE (piece, 10.58) in stock.
+Run by tests/tests/soap_payments.rs; exits non-zero on the first failed check.
+"""
+
+import json
+import os
+import urllib.error
+import urllib.request
+from decimal import Decimal
+
+import zeep
+from lxml import etree
+from zeep.exceptions import Fault
+from zeep.plugins import HistoryPlugin
+from zeep.transports import Transport
+from zeep.wsse.username import UsernameToken
+
+NS = "urn:smart-terminal:gateway:v1"
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+XSD = "http://www.w3.org/2001/XMLSchema"
+
+BASE = os.environ["GATEWAY_URL"].rstrip("/")
+SIM = os.environ["SIMULATOR_URL"].rstrip("/")
+TID = os.environ["TERMINAL_ID"]
+KEY = os.environ["TERMINAL_KEY"]
+OTHER_TID = os.environ["OTHER_TERMINAL_ID"]
+OTHER_KEY = os.environ["OTHER_TERMINAL_KEY"]
+CODE = os.environ["PAYMENT_CODE"]
+
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    if not cond:
+        raise AssertionError(what)
+    checks += 1
+
+
+def http(method, url, key=None, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if key is not None:
+        req.add_header("Authorization", "Bearer " + key)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def ledger():
+    status, body = http("GET", SIM + "/ledger")
+    check(status == 200, "the simulator's ledger")
+    return body["charges"]
+
+
+wsdl_url = BASE + "/soap/terminal?wsdl"
+with urllib.request.urlopen(wsdl_url) as r:
+    wsdl = etree.fromstring(r.read())
+schema = etree.XMLSchema(etree.fromstring(etree.tostring(wsdl.find(f".//{{{XSD}}}schema"))))
+history = HistoryPlugin()
+received = 0
+
+
+def make_client(tid, key):
+    # PayOrder blocks until the charge is final: a long operation timeout.
+    transport = Transport(operation_timeout=120)
+    return zeep.Client(wsdl_url, wsse=UsernameToken(tid, key), plugins=[history], transport=transport)
+
+
+def validate_last():
+    """The body payload the server last sent must satisfy the XSD."""
+    global received
+    payload = history.last_received["envelope"].find(f"{{{SOAP}}}Body")[0]
+    if payload.tag == f"{{{SOAP}}}Fault":
+        payload = payload.find("detail")[0]
+    doc = etree.fromstring(etree.tostring(payload))
+    if not schema.validate(doc):
+        raise AssertionError(f"XSD refuses {doc.tag}: {schema.error_log}")
+    received += 1
+
+
+def fault_code(call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except Fault as f:
+        validate_last()
+        return f.code, f.detail.find(f"{{{NS}}}error/{{{NS}}}code").text
+    raise AssertionError("expected a Fault")
+
+
+def same_as_rest(z, r):
+    """A GetPayment answer and the REST payments document say the same."""
+    check(z.orderId == r["order_id"], "order id")
+    check(z.paymentStatus == r["payment_status"], f"payment status {z.paymentStatus} vs {r['payment_status']}")
+    check(len(z.charge) == len(r["charges"]), "charge count")
+    for zc, rc in zip(z.charge, r["charges"]):
+        check(zc.id == rc["id"] and zc.state == rc["state"], "charge id and state")
+        check(zc.amount == Decimal(rc["amount"]) and zc.refunded == Decimal(rc["refunded"]), "charge amounts")
+        check(zc.authCode == rc["auth_code"], "masked code")
+        check([x.call for x in zc.exchange] == [x["call"] for x in rc["exchanges"]], "provider exchanges")
+    check(len(z.refund) == len(r["refunds"]), "refund count")
+    for zr, rr in zip(z.refund, r["refunds"]):
+        check(zr.id == rr["id"] and zr.requestId == rr["request_id"], "refund id")
+        check(zr.state == rr["state"] and zr.amount == Decimal(rr["amount"]), "refund state and amount")
+
+
+svc = make_client(TID, KEY).service
+
+# --- an unpaid order ----------------------------------------------------------
+sale = svc.SubmitOrder(clientOrderId="zeep-pay-1", line=[{"sku": "LATTE", "quantity": Decimal("2")}])
+validate_last()
+oid = sale.order.id
+check(sale.order.total == Decimal("21.16"), f"total {sale.order.total}")
+unpaid = svc.GetPayment(orderId=oid)
+validate_last()
+check(unpaid.paymentStatus == "unpaid" and len(unpaid.charge) == 0 and len(unpaid.refund) == 0, "nothing paid yet")
+same_as_rest(unpaid, http("GET", f"{BASE}/api/v1/orders/{oid}/payments", KEY)[1])
+
+# --- PayOrder: the provider accepts the code -----------------------------------
+status, _ = http("PUT", SIM + "/scenario", body={"auth_code": CODE, "outcome": "success"})
+check(status == 200, "scenario set")
+charge = svc.PayOrder(orderId=oid, authCode=CODE)
+validate_last()
+check(charge.state == "succeeded", f"charge state {charge.state}")
+check(charge.amount == Decimal("21.16") and charge.refunded == Decimal("0"), "charged the order's total")
+check(CODE not in etree.tostring(history.last_received["envelope"]).decode(), "the code is never echoed")
+check(charge.authCode == CODE[:2] + "******" + CODE[-4:], f"masked code {charge.authCode}")
+paid = svc.GetPayment(orderId=oid)
+validate_last()
+check(paid.paymentStatus == "paid" and [c.id for c in paid.charge] == [charge.id], "paid by that charge")
+same_as_rest(paid, http("GET", f"{BASE}/api/v1/orders/{oid}/payments", KEY)[1])
+entry = [e for e in ledger() if e["out_trade_no"] == charge.id]
+check(len(entry) == 1 and entry[0]["state"] == "SUCCESS" and entry[0]["total_fee"] == 2116, "the provider took 21.16 once")
+
+# --- RefundOrder: partial, repeated, too much ---------------------------------
+r1 = svc.RefundOrder(orderId=oid, requestId="zeep-r1", amount=Decimal("5.00"))
+validate_last()
+check(r1.state == "succeeded" and r1.amount == Decimal("5.00") and r1.chargeId == charge.id, "refunded 5.00")
+again = svc.RefundOrder(orderId=oid, requestId="zeep-r1", amount=Decimal("5.00"))
+validate_last()
+check(again.id == r1.id, "the same request id is the same refund")
+check(fault_code(svc.RefundOrder, orderId=oid, requestId="zeep-r2", amount=Decimal("16.17"))
+      == ("soap:Client", "refund_exceeds_paid"), "over-refund refused")
+after = svc.GetPayment(orderId=oid)
+validate_last()
+check(after.paymentStatus == "partially_refunded" and len(after.refund) == 1, "one refund of 5.00")
+same_as_rest(after, http("GET", f"{BASE}/api/v1/orders/{oid}/payments", KEY)[1])
+entry = [e for e in ledger() if e["out_trade_no"] == charge.id][0]
+check(entry["refunded_fee"] == 500, f"the provider refunded 5.00 once ({entry['refunded_fee']})")
+
+# --- Faults carry the REST codes -------------------------------------------------
+check(fault_code(svc.PayOrder, orderId=oid, authCode="6901234567892")
+      == ("soap:Client", "invalid_payment_code"), "not a payment code")
+check(fault_code(svc.GetPayment, orderId="no-such-order") == ("soap:Client", "order_not_found"), "order_not_found")
+other = make_client(OTHER_TID, OTHER_KEY).service
+check(fault_code(other.GetPayment, orderId=oid) == ("soap:Client", "forbidden"), "another store's order")
+check(fault_code(other.RefundOrder, orderId=oid, requestId="x", amount=Decimal("1.00"))
+      == ("soap:Client", "forbidden"), "another store cannot refund")
+check(len(ledger()) == 1, "one charge at the provider in all")
+
+print(f"zeep {zeep.__version__}: {checks} checks, {received} server messages valid against the XSD")
+print("zeep payments: all checks passed")
