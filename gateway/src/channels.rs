@@ -255,29 +255,15 @@ impl Channels {
         closing: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Channels>> {
         let channels = Channels::new(config, db.clone())?;
-        if let Some(m) = &channels.config.meituan {
-            for (pstore, store) in &m.stores {
-                let store = StoreId::parse(store)
-                    .map_err(|e| anyhow::anyhow!("GATEWAY_MEITUAN_STORES: {}", e.message))?;
-                register_store(&db, MEITUAN, pstore, &store)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("registering store {pstore}: {e}"))?;
-            }
-        }
-        tokio::spawn(Arc::clone(&channels.dispatcher).run(hub.clone(), closing.clone()));
-        tokio::spawn(alerts::run(
-            db,
-            hub,
-            channels.config.unconfirmed_alert,
-            channels.config.alert_check,
-            Arc::clone(&channels.stats),
-            closing,
-        ));
+        channels.register_stores(&db).await?;
+        channels.spawn_tasks(db, hub, closing);
         Ok(channels)
     }
 
     /// From the environment ([`ChannelsConfig::from_env`]); `None` when off
-    /// or misconfigured (logged). Must run inside the tokio runtime.
+    /// or misconfigured (logged). Must run inside the tokio runtime. The
+    /// configured stores are registered on a task (the service is usable at
+    /// once).
     pub fn from_env(db: Db, hub: Hub, closing: watch::Receiver<bool>) -> Option<Arc<Channels>> {
         let config = match ChannelsConfig::from_env() {
             Ok(Some(c)) => c,
@@ -287,45 +273,51 @@ impl Channels {
                 return None;
             }
         };
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             tracing::error!("channels are off: no async runtime");
             return None;
-        };
-        // AppState::new is synchronous: the start-up writes run on a task,
-        // and the service is usable at once.
-        let channels = match Channels::new(config.clone(), db.clone()) {
+        }
+        let channels = match Channels::new(config, db.clone()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "channels are off");
                 return None;
             }
         };
-        tracing::info!(?config, "channels on");
+        tracing::info!(config = ?channels.config, "channels on");
         let started = Arc::clone(&channels);
-        handle.spawn(async move {
-            if let Some(m) = &started.config.meituan {
-                for (pstore, store) in &m.stores {
-                    let Ok(store) = StoreId::parse(store) else {
-                        tracing::error!(store, "GATEWAY_MEITUAN_STORES names a bad store id");
-                        continue;
-                    };
-                    if let Err(e) = register_store(&db, MEITUAN, pstore, &store).await {
-                        tracing::error!(error = %e, pstore, "registering a platform store");
-                    }
-                }
+        tokio::spawn(async move {
+            if let Err(e) = started.register_stores(&db).await {
+                tracing::error!(error = %e, "GATEWAY_MEITUAN_STORES not registered");
             }
-            tokio::spawn(Arc::clone(&started.dispatcher).run(hub.clone(), closing.clone()));
-            alerts::run(
-                db,
-                hub,
-                started.config.unconfirmed_alert,
-                started.config.alert_check,
-                Arc::clone(&started.stats),
-                closing,
-            )
-            .await;
+            started.spawn_tasks(db, hub, closing);
         });
         Some(channels)
+    }
+
+    async fn register_stores(&self, db: &Db) -> anyhow::Result<()> {
+        if let Some(m) = &self.config.meituan {
+            for (pstore, store) in &m.stores {
+                let store = StoreId::parse(store)
+                    .map_err(|e| anyhow::anyhow!("GATEWAY_MEITUAN_STORES: {}", e.message))?;
+                register_store(db, MEITUAN, pstore, &store)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("registering store {pstore}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_tasks(&self, db: Db, hub: Hub, closing: watch::Receiver<bool>) {
+        tokio::spawn(Arc::clone(&self.dispatcher).run(hub.clone(), closing.clone()));
+        tokio::spawn(alerts::run(
+            db,
+            hub,
+            self.config.unconfirmed_alert,
+            self.config.alert_check,
+            Arc::clone(&self.stats),
+            closing,
+        ));
     }
 
     pub fn meituan(&self) -> Option<&meituan::Adapter> {

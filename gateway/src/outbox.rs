@@ -587,7 +587,8 @@ pub async fn list(db: &Db, state: Option<&str>, after: i64, limit: i64) -> Resul
     Ok(rows.iter().map(entry).collect())
 }
 
-/// Puts a failed row back in the queue, due now, with a fresh attempt count.
+/// Puts a failed row back in the queue, due now, with a fresh attempt count
+/// and age (`created_at` becomes the time it was queued again).
 pub async fn retry(db: &Db, id: i64) -> Result<Entry> {
     let now = now_micros();
     let mut tx = db.write().await?;
