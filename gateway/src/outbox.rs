@@ -378,14 +378,27 @@ impl Dispatcher {
         Ok(n)
     }
 
+    /// Looks (reading only, so a wake-up that finds nothing costs no write
+    /// lock) for due rows whose earlier rows are all delivered, then claims
+    /// them. Reading first is safe: rows only get larger ids, and an earlier
+    /// row that blocks one stays blocking until it is delivered.
     async fn claim(&self, now: i64) -> Result<Vec<Due>> {
-        let mut tx = self.db.write().await?;
-        sqlx::query(
-            "UPDATE outbox SET state = 'pending' WHERE state = 'delivering' AND next_at < $1",
+        let expired = sqlx::query(
+            "SELECT 1 FROM outbox WHERE state = 'delivering' AND next_at < $1 LIMIT 1",
         )
         .bind(now)
-        .execute(&mut **tx)
+        .fetch_optional(&self.db.pool)
         .await?;
+        if expired.is_some() {
+            let mut tx = self.db.write().await?;
+            sqlx::query(
+                "UPDATE outbox SET state = 'pending' WHERE state = 'delivering' AND next_at < $1",
+            )
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+            tx.commit().await?;
+        }
         let rows = sqlx::query(
             "SELECT o.id, o.platform, o.path, o.params, o.attempts, o.created_at FROM outbox o
              WHERE o.state = 'pending' AND o.next_at <= $1
@@ -396,7 +409,7 @@ impl Dispatcher {
         )
         .bind(now)
         .bind(self.config.batch)
-        .fetch_all(&mut **tx)
+        .fetch_all(&self.db.pool)
         .await?;
         let mut due: Vec<Due> = rows
             .iter()
@@ -411,9 +424,9 @@ impl Dispatcher {
             .filter(|d| self.senders.contains_key(&d.platform))
             .collect();
         if due.is_empty() {
-            tx.commit().await?;
             return Ok(due);
         }
+        let mut tx = self.db.write().await?;
         let lease_until = now + micros(self.config.lease());
         let placeholders = (0..due.len())
             .map(|i| format!("${}", i + 2))
