@@ -383,12 +383,11 @@ impl Dispatcher {
     /// them. Reading first is safe: rows only get larger ids, and an earlier
     /// row that blocks one stays blocking until it is delivered.
     async fn claim(&self, now: i64) -> Result<Vec<Due>> {
-        let expired = sqlx::query(
-            "SELECT 1 FROM outbox WHERE state = 'delivering' AND next_at < $1 LIMIT 1",
-        )
-        .bind(now)
-        .fetch_optional(&self.db.pool)
-        .await?;
+        let expired =
+            sqlx::query("SELECT 1 FROM outbox WHERE state = 'delivering' AND next_at < $1 LIMIT 1")
+                .bind(now)
+                .fetch_optional(&self.db.pool)
+                .await?;
         if expired.is_some() {
             let mut tx = self.db.write().await?;
             sqlx::query(
