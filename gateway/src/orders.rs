@@ -41,8 +41,87 @@ pub struct NewOrder {
     pub lines: Vec<NewLine>,
     pub note: Option<String>,
     pub payment_status: PaymentStatus,
+    /// Paid before it reached us (in the brand's app); the order is then
+    /// created `paid` and the reference recorded with it.
+    pub prepaid: Option<Prepaid>,
     /// Who placed it, for the history.
     pub actor: String,
+}
+
+/// A payment made outside the gateway, as the app reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Prepaid {
+    /// Who took the money, e.g. `wechat_miniprogram`.
+    pub provider: String,
+    /// The provider's transaction id: pays one order only.
+    pub reference: String,
+    /// What the customer paid; must equal the order's total.
+    pub amount: Money,
+}
+
+pub const MAX_PREPAID_FIELD: usize = 64;
+
+impl Prepaid {
+    /// Checks the shape: short printable provider and reference.
+    pub fn new(provider: &str, reference: &str, amount: Money) -> Result<Prepaid> {
+        let ok = |v: &str| {
+            !v.is_empty() && v.len() <= MAX_PREPAID_FIELD && v.chars().all(|c| c.is_ascii_graphic())
+        };
+        if !ok(provider) || !ok(reference) {
+            return Err(Error::unprocessable(
+                "invalid_prepaid",
+                format!(
+                    "prepaid provider and transaction_id must be 1-{MAX_PREPAID_FIELD} visible ASCII characters"
+                ),
+            ));
+        }
+        if amount.fen() < 0 {
+            return Err(Error::unprocessable(
+                "invalid_prepaid",
+                "prepaid amount cannot be negative",
+            ));
+        }
+        Ok(Prepaid {
+            provider: provider.to_owned(),
+            reference: reference.to_owned(),
+            amount,
+        })
+    }
+
+    /// The app's amount must be what our prices make the order.
+    pub(crate) fn check_total(&self, total: Money) -> Result<()> {
+        if self.amount != total {
+            return Err(Error::unprocessable(
+                "prepaid_amount_mismatch",
+                format!(
+                    "the app reports {} paid but the order comes to {total}",
+                    self.amount
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn prepaid_reference_used(p: &Prepaid) -> Error {
+    Error::conflict(
+        "prepaid_reference_used",
+        format!(
+            "{} transaction {} already paid another order",
+            p.provider, p.reference
+        ),
+    )
+}
+
+/// The order paid by this prepayment reference, if any.
+pub(crate) async fn find_prepaid(conn: &mut AnyConnection, p: &Prepaid) -> Result<Option<String>> {
+    let row =
+        sqlx::query("SELECT order_id FROM prepayments WHERE provider = $1 AND reference = $2")
+            .bind(p.provider.clone())
+            .bind(p.reference.clone())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// An `Idempotency-Key` as seen by the order store: scoped to the caller.
@@ -130,6 +209,9 @@ fn check_shape(new: &mut NewOrder) -> Result<()> {
         ));
     }
     new.note = check_note(new.note.take())?;
+    if new.prepaid.is_some() {
+        new.payment_status = PaymentStatus::Paid;
+    }
     Ok(())
 }
 
@@ -266,6 +348,12 @@ pub(crate) async fn create_direct(
             .ok_or_else(|| Error::unprocessable("invalid_quantity", "order total is too large"))?;
         lines.push(priced);
     }
+    if let Some(p) = &new.prepaid {
+        p.check_total(total)?;
+        if find_prepaid(&mut tx, p).await?.is_some() {
+            return Err(prepaid_reference_used(p));
+        }
+    }
 
     let day = clock::business_day(now);
     let display_no: i64 = sqlx::query(
@@ -316,6 +404,24 @@ pub(crate) async fn create_direct(
         .bind(l.line_total.fen())
         .execute(&mut **tx)
         .await?;
+    }
+    if let Some(p) = &new.prepaid {
+        let inserted = sqlx::query(
+            "INSERT INTO prepayments (order_id, provider, reference, amount_fen, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.clone())
+        .bind(p.provider.clone())
+        .bind(p.reference.clone())
+        .bind(p.amount.fen())
+        .bind(now)
+        .execute(&mut **tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => return Err(prepaid_reference_used(p)),
+            Err(e) => return Err(e.into()),
+        }
     }
     record_history(
         &mut tx,

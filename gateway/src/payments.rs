@@ -546,6 +546,7 @@ impl Payments {
             payment_status: facts.payment_status,
             charges: with_log,
             refunds: store::refunds_of_order(&mut conn, order_id).await?,
+            prepaid: store::prepayment(&mut conn, order_id).await?,
         })
     }
 
@@ -590,10 +591,22 @@ impl Payments {
         let charge = store::charges_of_order(&mut tx, order_id)
             .await?
             .into_iter()
-            .find(|c| c.state == ChargeState::Succeeded)
-            .ok_or_else(|| {
-                Error::conflict("order_not_paid", "this order has no payment to refund")
-            })?;
+            .find(|c| c.state == ChargeState::Succeeded);
+        let Some(charge) = charge else {
+            if let Some(p) = store::prepayment(&mut tx, order_id).await? {
+                return Err(Error::conflict(
+                    "paid_elsewhere",
+                    format!(
+                        "this order was paid in the app ({} {}); refund it there",
+                        p.provider, p.transaction_id
+                    ),
+                ));
+            }
+            return Err(Error::conflict(
+                "order_not_paid",
+                "this order has no payment to refund",
+            ));
+        };
         let n = store::count_refunds(&mut tx, &charge.id).await?;
         if n >= 999 {
             return Err(Error::conflict(
@@ -849,6 +862,9 @@ pub struct OrderPayments {
     pub payment_status: String,
     pub charges: Vec<ChargeWithLog>,
     pub refunds: Vec<Refund>,
+    /// Paid in the app before the order reached the gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepaid: Option<store::Prepayment>,
 }
 
 #[cfg(test)]

@@ -216,6 +216,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
                     .collect(),
                 note: m.note,
                 payment_status: PaymentStatus::Unpaid,
+                prepaid: None,
                 actor: who.actor(),
             };
             match orders::create(&st.db, &st.hub, new, None).await? {

@@ -598,7 +598,127 @@ async fn without_a_provider_payments_answer_503(backend: Backend) {
     );
 }
 
+/// An app order with `prepaid`: the body the app sends.
+fn prepaid_order(reference: &str, amount: &str) -> Value {
+    json!({
+        "store_id": "S001",
+        "lines": [{"sku": "LATTE", "quantity": 2}],
+        "prepaid": {"provider": "wechat_miniprogram", "transaction_id": reference, "amount": amount}
+    })
+}
+
+async fn orders_in_db(app: &PayApp) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("count")
+}
+
+async fn app_orders_paid_in_the_app_arrive_paid(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let a = &app;
+    let post = move |body: Value, key: String| {
+        let req = a.http.post(a.url("/api/v1/orders"));
+        async move { a.send(req, &key, body).await }
+    };
+    let (status, order) = post(
+        prepaid_order("4200001234202611270001", "21.16"),
+        app.app.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["payment_status"], "paid");
+    let id = str_of(&order, "id").to_owned();
+    let payments = app.payments(&id).await;
+    assert_eq!(
+        payments["prepaid"]["transaction_id"],
+        "4200001234202611270001"
+    );
+    assert_eq!(payments["prepaid"]["amount"], "21.16");
+    assert_eq!(payments["charges"], json!([]));
+
+    // Refused, and nothing created: a reference already used, an amount
+    // that is not the order's total, a terminal claiming a prepayment, bad shapes.
+    let before = orders_in_db(&app).await;
+    let reserved_before = sqlx::query_scalar::<_, i64>(
+        "SELECT reserved FROM store_items WHERE store_id = 'S001' AND sku = 'LATTE'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("reserved");
+    for (body, key, want) in [
+        (
+            prepaid_order("4200001234202611270001", "21.16"),
+            app.app.clone(),
+            (409, "prepaid_reference_used"),
+        ),
+        (
+            prepaid_order("4200001234202611270002", "20.00"),
+            app.app.clone(),
+            (422, "prepaid_amount_mismatch"),
+        ),
+        (
+            prepaid_order("4200001234202611270003", "21.16"),
+            app.terminal.clone(),
+            (422, "invalid_prepaid"),
+        ),
+        (
+            prepaid_order("", "21.16"),
+            app.app.clone(),
+            (422, "invalid_prepaid"),
+        ),
+        (
+            prepaid_order("4200001234202611270004", "21.1x"),
+            app.app.clone(),
+            (422, "invalid_prepaid"),
+        ),
+    ] {
+        let (status, body) = post(body, key).await;
+        assert_eq!((status, str_of(&body, "code")), want, "{body}");
+    }
+    assert_eq!(orders_in_db(&app).await, before, "refusals create nothing");
+    let reserved_after = sqlx::query_scalar::<_, i64>(
+        "SELECT reserved FROM store_items WHERE store_id = 'S001' AND sku = 'LATTE'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("reserved");
+    assert_eq!(reserved_after, reserved_before, "refusals reserve nothing");
+
+    // Two orders racing with one reference: exactly one is created.
+    let racing = futures::future::join_all((0..6).map(|_| {
+        post(
+            prepaid_order("4200001234202611270009", "21.16"),
+            app.app.clone(),
+        )
+    }))
+    .await;
+    let created = racing.iter().filter(|(s, _)| *s == 201).count();
+    let refused = racing
+        .iter()
+        .filter(|(s, b)| *s == 409 && str_of(b, "code") == "prepaid_reference_used")
+        .count();
+    assert_eq!((created, refused), (1, 5), "{racing:?}");
+
+    // Already paid: the counter cannot charge it, and refunds go through the app.
+    let (status, body) = app.pay(&id, CODE).await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = app.refund(&id, "r1", "1.00").await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (409, "paid_elsewhere"),
+        "{body}"
+    );
+    assert!(
+        app.ledger().await.is_empty(),
+        "no money moved at the provider"
+    );
+}
+
 tests::on_both_databases!(
+    app_orders_paid_in_the_app_arrive_paid,
     success_pays_the_order_once,
     user_paying_then_success_is_found_by_querying,
     user_paying_forever_is_reversed_and_the_order_stays_payable,

@@ -497,6 +497,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         lines: Vec::new(),
         note: note.clone(),
         payment_status: PaymentStatus::Paid,
+        prepaid: None,
         actor,
     };
     let order = orders::fresh_order(

@@ -5,14 +5,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use proto::order::{Channel, Order, OrderAction, PaymentStatus, Sku, StoreId};
+use proto::order::{Channel, Money, Order, OrderAction, PaymentStatus, Sku, StoreId};
 use serde::Deserialize;
 
 use super::AppState;
 use super::extract::{Auth, JsonBody};
 use crate::error::{Error, Result};
 use crate::keys::Role;
-use crate::orders::{self, Created, IdemKey, NewLine, NewOrder};
+use crate::orders::{self, Created, IdemKey, NewLine, NewOrder, Prepaid};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -45,6 +45,16 @@ struct CreateBody {
     /// The app's own order number, if it has one: a second order with the
     /// same number returns the first.
     channel_order_id: Option<String>,
+    /// Paid inside the app before it reached us (app keys only).
+    prepaid: Option<PrepaidIn>,
+}
+
+#[derive(Deserialize)]
+struct PrepaidIn {
+    provider: String,
+    transaction_id: String,
+    /// Decimal yuan as a string, e.g. "21.16": must equal the order total.
+    amount: String,
 }
 
 fn parse_lines(lines: Vec<LineIn>) -> Result<Vec<NewLine>> {
@@ -119,6 +129,21 @@ async fn create(
             "channel_order_id must be 1-64 characters",
         ));
     }
+    let prepaid = match b.prepaid {
+        None => None,
+        Some(_) if channel != Channel::Official => {
+            return Err(Error::unprocessable(
+                "invalid_prepaid",
+                "only orders from the app arrive prepaid; the counter takes payment with PayOrder",
+            ));
+        }
+        Some(p) => {
+            let amount = Money::parse(&p.amount).map_err(|e| {
+                Error::unprocessable("invalid_prepaid", format!("prepaid amount: {}", e.message))
+            })?;
+            Some(Prepaid::new(&p.provider, &p.transaction_id, amount)?)
+        }
+    };
     let new = NewOrder {
         store,
         channel,
@@ -127,6 +152,7 @@ async fn create(
         lines: parse_lines(b.lines)?,
         note: b.note,
         payment_status: PaymentStatus::Unpaid,
+        prepaid,
         actor: who.actor(),
     };
     match orders::create(&st.db, &st.hub, new, idem).await? {

@@ -9,7 +9,7 @@
 //! on the batcher's own connection, under the process's write gate, so no
 //! other writer can change stock in between.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use proto::order::{Money, Sku, StoreId, Unit};
@@ -17,8 +17,8 @@ use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
-    Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, create_direct, fresh_order, load,
-    out_of_stock,
+    Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, create_direct, find_prepaid,
+    fresh_order, load, out_of_stock, prepaid_reference_used,
 };
 use crate::clock::{self, now_micros};
 use crate::db::Db;
@@ -276,6 +276,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
     let mut keys_in_batch: HashMap<(String, String), (usize, String)> = HashMap::new();
     let mut refs_in_batch: HashMap<(StoreId, &'static str, String, String), usize> = HashMap::new();
+    let mut prepaid_in_batch: HashSet<(String, String)> = HashSet::new();
     for (idx, job) in jobs.iter().enumerate() {
         let outcome = plan(
             conn,
@@ -289,6 +290,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
             &answered,
             &mut keys_in_batch,
             &mut refs_in_batch,
+            &mut prepaid_in_batch,
         )
         .await?;
         outcomes.push(outcome);
@@ -326,8 +328,14 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
         }
     }
     // One multi-row INSERT per table for the whole batch.
-    let (mut orders, mut lines, mut history, mut feed, mut keys) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut orders, mut lines, mut history, mut feed, mut keys, mut prepaid) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let mut bodies: Vec<Option<String>> = vec![None; outcomes.len()];
     for (idx, o) in outcomes.iter().enumerate() {
         let Outcome::Written(order) = o else { continue };
@@ -382,6 +390,15 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
                 order.seq
             )),
         ]);
+        if let Some(p) = &job.new.prepaid {
+            prepaid.push(vec![
+                Val::S(order.id.clone()),
+                Val::S(p.provider.clone()),
+                Val::S(p.reference.clone()),
+                Val::I(p.amount.fen()),
+                Val::I(now),
+            ]);
+        }
         if let Some(k) = &job.idem {
             keys.push(vec![
                 Val::S(k.owner.clone()),
@@ -410,6 +427,10 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
     w.rows(
         "INSERT INTO order_events (store_id, seq, order_id, kind, at, payload)",
         feed,
+    );
+    w.rows(
+        "INSERT INTO prepayments (order_id, provider, reference, amount_fen, created_at)",
+        prepaid,
     );
     w.rows(
         "INSERT INTO idempotency_keys (key_id, idem_key, request_hash, status_code, response, created_at)",
@@ -483,6 +504,7 @@ async fn plan(
     answered: &HashMap<(String, String), (String, u16, String)>,
     keys_in_batch: &mut HashMap<(String, String), (usize, String)>,
     refs_in_batch: &mut HashMap<(StoreId, &'static str, String, String), usize>,
+    prepaid_in_batch: &mut HashSet<(String, String)>,
 ) -> Result<Outcome> {
     let new = &job.new;
     if let Some(k) = &job.idem {
@@ -564,6 +586,16 @@ async fn plan(
             }
         };
         lines.push(priced);
+    }
+    if let Some(p) = &new.prepaid {
+        if let Err(e) = p.check_total(total) {
+            return Ok(Outcome::Refused(e));
+        }
+        let key = (p.provider.clone(), p.reference.clone());
+        if prepaid_in_batch.contains(&key) || find_prepaid(conn, p).await?.is_some() {
+            return Ok(Outcome::Refused(prepaid_reference_used(p)));
+        }
+        prepaid_in_batch.insert(key);
     }
     for (key, q) in take {
         if let Some(s) = stock.get_mut(&key) {

@@ -543,3 +543,32 @@ pub async fn settle_refund(
     }
     Ok(true)
 }
+
+/// A payment taken before the order reached the gateway (in the app).
+#[derive(Debug, Clone, Serialize)]
+pub struct Prepayment {
+    pub provider: String,
+    pub transaction_id: String,
+    pub amount: Money,
+    pub amount_fen: i64,
+    pub recorded_at: String,
+}
+
+pub async fn prepayment(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Prepayment>> {
+    let row = sqlx::query(
+        "SELECT provider, reference, amount_fen, created_at FROM prepayments WHERE order_id = $1",
+    )
+    .bind(order_id.to_owned())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(row.map(|r| {
+        let amount_fen: i64 = r.get("amount_fen");
+        Prepayment {
+            provider: r.get("provider"),
+            transaction_id: r.get("reference"),
+            amount: Money::from_fen(amount_fen),
+            amount_fen,
+            recorded_at: clock::rfc3339(r.get("created_at")),
+        }
+    }))
+}
