@@ -642,3 +642,69 @@ pub async fn item_calls(
     }
     Ok(calls)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_lead_the_reason_or_default_to_a_store_cancel() {
+        assert_eq!(reason_code("2008 售罄"), (2008, "售罄".into()));
+        assert_eq!(reason_code("2007: 太忙"), (2007, "太忙".into()));
+        assert_eq!(
+            reason_code("售罄"),
+            (mt::REASON_CODE_STORE_CANCEL, "售罄".into())
+        );
+        assert_eq!(
+            reason_code(""),
+            (mt::REASON_CODE_STORE_CANCEL, String::new())
+        );
+        assert_eq!(
+            reason_code("12345678901 big"),
+            (mt::REASON_CODE_STORE_CANCEL, "12345678901 big".into())
+        );
+    }
+
+    #[test]
+    fn store_actions_map_to_platform_calls() {
+        let call = |to, reason| action_call(MEITUAN, "99", to, reason).map(|(p, _)| p);
+        assert_eq!(
+            call(OrderStatus::Accepted, None).as_deref(),
+            Some("order/confirm")
+        );
+        assert_eq!(
+            call(OrderStatus::Rejected, Some("x")).as_deref(),
+            Some("order/cancel")
+        );
+        assert_eq!(
+            call(OrderStatus::Cancelled, Some("x")).as_deref(),
+            Some("order/cancel")
+        );
+        assert_eq!(
+            call(OrderStatus::Ready, None).as_deref(),
+            Some("order/preparationMealComplete")
+        );
+        assert_eq!(call(OrderStatus::Completed, None), None);
+        assert_eq!(action_call("aggr", "99", OrderStatus::Accepted, None), None);
+        let (_, p) = action_call(MEITUAN, "99", OrderStatus::Rejected, Some("2008 售罄")).unwrap();
+        assert_eq!(p["reason_code"], "2008");
+        assert_eq!(p["order_id"], "99");
+    }
+
+    #[test]
+    fn configuration_pairs_and_platform_names() {
+        assert_eq!(
+            pairs("X", "a:b, c:d,").unwrap(),
+            vec![("a".into(), "b".into()), ("c".into(), "d".into())]
+        );
+        assert!(pairs("X", "a").is_err());
+        assert!(pairs("X", ":b").is_err());
+        assert!(platform_name_ok("ele-me_2"));
+        assert!(!platform_name_ok("Ele"));
+        assert!(!platform_name_ok(""));
+        let mut c = ChannelsConfig::default();
+        c.webhook_secrets
+            .insert(MEITUAN.into(), SecretString::from("x".to_owned()));
+        assert!(c.check().is_err(), "meituan is not a webhook platform");
+    }
+}

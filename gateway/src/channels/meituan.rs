@@ -381,3 +381,208 @@ impl Sender for ApiClient {
         Box::pin(self.call(path, params))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::Adapter as _;
+    use proto::meituan::{CancelPush, PushItem};
+
+    const SECRET: &str = "s3cret";
+    const NOW: i64 = 1_800_000_000;
+
+    fn adapter(public_url: Option<&str>) -> Adapter {
+        Adapter {
+            app_id: "7".into(),
+            secret: SecretString::from(SECRET.to_owned()),
+            public_url: public_url.map(str::to_owned),
+            window_s: 300,
+        }
+    }
+
+    fn new_order() -> Push {
+        Push::NewOrder(mt::NewOrderPush {
+            order_id: "123".into(),
+            app_poi_code: "S001".into(),
+            day_seq: 4,
+            ctime: NOW,
+            caution: "少辣".into(),
+            recipient_name: "王".into(),
+            recipient_phone: "138".into(),
+            recipient_address: "路".into(),
+            shipping_fee_fen: 500,
+            total_fen: 1200,
+            original_price_fen: 1300,
+            poi_receive_amount_fen: 900,
+            items: vec![PushItem {
+                app_food_code: "COLA".into(),
+                food_name: "可乐".into(),
+                quantity: 2,
+                price_fen: 350,
+                unit: "份".into(),
+            }],
+            discounts: Vec::new(),
+        })
+    }
+
+    fn decode(
+        a: &Adapter,
+        host: &str,
+        path: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<Inbound, Refusal> {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_str(host).unwrap());
+        let segment = path.rsplit('/').next().unwrap();
+        let push = RawPush {
+            segment,
+            headers: &headers,
+            urls: candidate_urls(a.public_url.as_deref(), &headers, path),
+            body: body.as_bytes(),
+            now_s: now,
+        };
+        a.decode(&push)
+    }
+
+    #[test]
+    fn signed_pushes_decode_and_bad_ones_are_refused_with_their_code() {
+        let path = "/channels/meituan/new_order";
+        let signed = |url: &str, app: &str, ts: i64| {
+            mt::encode_form(&new_order().signed_params(url, app, SECRET, ts))
+        };
+        let good = signed("http://gw:8080/channels/meituan/new_order", "7", NOW);
+        let a = adapter(None);
+        let Ok(Inbound::NewOrder(o)) = decode(&a, "gw:8080", path, &good, NOW) else {
+            panic!("a good push decodes");
+        };
+        assert_eq!(
+            (
+                o.platform_order_id.as_str(),
+                o.day_seq,
+                o.paid_fen,
+                o.items[0].quantity
+            ),
+            ("123", Some(4), 1200, 2)
+        );
+        assert_eq!(o.dedupe_ref, "new_order:123");
+        // Signed for the public URL behind a proxy.
+        let public = signed(
+            "https://gw.example.com/channels/meituan/new_order",
+            "7",
+            NOW,
+        );
+        let a_pub = adapter(Some("https://gw.example.com/"));
+        assert!(decode(&a_pub, "10.0.0.5:8080", path, &public, NOW).is_ok());
+
+        let cases: Vec<(String, &str, i64, StatusCode, &str)> = vec![
+            (
+                public.clone(),
+                "10.0.0.5:8080",
+                NOW,
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+            ),
+            (
+                good.replace("sig=", "sig=0"),
+                "gw:8080",
+                NOW,
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+            ),
+            (
+                good.replace("order_id=123", "order_id=124"),
+                "gw:8080",
+                NOW,
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+            ),
+            (
+                good.clone(),
+                "gw:8080",
+                NOW + 301,
+                StatusCode::UNAUTHORIZED,
+                "stale_timestamp",
+            ),
+            (
+                good.clone(),
+                "gw:8080",
+                NOW - 301,
+                StatusCode::UNAUTHORIZED,
+                "stale_timestamp",
+            ),
+            (
+                signed("http://gw:8080/channels/meituan/new_order", "8", NOW),
+                "gw:8080",
+                NOW,
+                StatusCode::FORBIDDEN,
+                "unknown_app_id",
+            ),
+            (
+                "order_id=1".into(),
+                "gw:8080",
+                NOW,
+                StatusCode::UNAUTHORIZED,
+                "missing_app_id",
+            ),
+            (
+                "app_id=7&order_id=1".into(),
+                "gw:8080",
+                NOW,
+                StatusCode::UNAUTHORIZED,
+                "missing_signature",
+            ),
+            (
+                "a=%zz".into(),
+                "gw:8080",
+                NOW,
+                StatusCode::BAD_REQUEST,
+                "malformed_push",
+            ),
+            (
+                "a=1&a=2".into(),
+                "gw:8080",
+                NOW,
+                StatusCode::BAD_REQUEST,
+                "malformed_push",
+            ),
+        ];
+        for (body, host, now, status, code) in cases {
+            let r = decode(&a, host, path, &body, now).expect_err(&body);
+            assert_eq!((r.status, r.code), (status, code), "{body}");
+        }
+        // Well signed, but not an order the codec accepts.
+        let mut p = new_order().params();
+        p.retain(|(k, _)| k != "total");
+        p.push(("app_id".into(), "7".into()));
+        p.push(("timestamp".into(), NOW.to_string()));
+        let url = "http://gw:8080/channels/meituan/new_order";
+        let sig = mt::sign(url, &p, SECRET);
+        p.push(("sig".into(), sig));
+        let r = decode(&a, "gw:8080", path, &mt::encode_form(&p), NOW).unwrap_err();
+        assert_eq!(
+            (r.status, r.code),
+            (StatusCode::BAD_REQUEST, "malformed_push")
+        );
+        // An event the platform does not have.
+        let cancel = Push::Cancel(CancelPush {
+            order_id: "123".into(),
+            reason_code: 1002,
+            reason: "用户取消".into(),
+        });
+        let url = "http://gw:8080/channels/meituan/nope";
+        let body = mt::encode_form(&cancel.signed_params(url, "7", SECRET, NOW));
+        let r = decode(&a, "gw:8080", "/channels/meituan/nope", &body, NOW).unwrap_err();
+        assert_eq!(r.code, "unknown_event");
+        let url = "http://gw:8080/channels/meituan/cancel";
+        let body = mt::encode_form(&cancel.signed_params(url, "7", SECRET, NOW));
+        let Ok(Inbound::Event(e)) = decode(&a, "gw:8080", "/channels/meituan/cancel", &body, NOW)
+        else {
+            panic!("cancel decodes");
+        };
+        assert_eq!(
+            (e.kind, e.detail["reason_code"].as_i64()),
+            (EventKind::Cancel, Some(1002))
+        );
+    }
+}
