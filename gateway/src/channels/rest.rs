@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
             "/channels/{platform}/stores/{platform_store}",
             put(put_store),
         )
+        .route("/channels/held", get(held))
 }
 
 /// Routes the platforms call (no API key: each push is signed).
@@ -349,4 +350,32 @@ async fn put_store(
     Ok(Json(
         json!({"platform": platform, "platform_store_id": pstore, "store_id": store}),
     ))
+}
+
+/// `GET /api/v1/channels/held` (admin): events still waiting for their
+/// order (e.g. a cancel for an order the platform never pushed).
+async fn held(State(st): State<AppState>, Auth(who): Auth) -> Result<Json<Value>> {
+    who.require_admin()?;
+    let rows = sqlx::query(
+        "SELECT platform, platform_order_id, kind, push_ref, params, received_at FROM channel_held
+         WHERE applied_at IS NULL ORDER BY received_at LIMIT 1000",
+    )
+    .fetch_all(&st.db.pool)
+    .await?;
+    let held: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let params: String = r.get("params");
+            let event: Value = serde_json::from_str(&params).unwrap_or(Value::Null);
+            json!({
+                "platform": r.get::<String, _>("platform"),
+                "platform_order_id": r.get::<String, _>("platform_order_id"),
+                "kind": r.get::<String, _>("kind"),
+                "push_ref": r.get::<String, _>("push_ref"),
+                "detail": event["detail"],
+                "received_at": crate::clock::rfc3339(r.get("received_at")),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"held": held})))
 }
