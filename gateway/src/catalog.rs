@@ -285,6 +285,25 @@ pub async fn catalog(db: &Db, store: &StoreId) -> Result<Catalog> {
     })
 }
 
+/// A stock count changed outside `put_item` (a refund's restock): platforms
+/// selling the item hear of it through the outbox, in the caller's
+/// transaction.
+pub async fn stock_changed(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    sku: &Sku,
+    now: i64,
+) -> Result<()> {
+    let Some(item) = items(conn, store, Some(sku), now).await?.pop() else {
+        return Ok(());
+    };
+    let sync = crate::outbox::ItemSync {
+        stock: true,
+        status: false,
+    };
+    crate::outbox::enqueue_for_item(conn, store, &item, sync, now).await
+}
+
 async fn items(
     conn: &mut AnyConnection,
     store: &StoreId,

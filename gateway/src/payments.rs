@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::order::{Money, Order, StoreId};
+use proto::order::{Money, Order, Quantity, StoreId};
 use proto::wechatpay::{self as wx, ScannedCode, SignType};
 use secrecy::SecretString;
 use serde::Serialize;
@@ -561,14 +561,44 @@ impl Payments {
         amount: Money,
         who: &Principal,
     ) -> Result<Refund> {
-        let request_id = request_id.trim();
+        let spec = RefundSpec {
+            request_id: request_id.to_owned(),
+            amount: Some(amount),
+            ..RefundSpec::default()
+        };
+        self.refund_with(order_id, spec, who).await
+    }
+
+    /// A refund by amount, or by order lines (the amount is then their share
+    /// of each line's total, and the goods may go back into stock once the
+    /// provider has refunded).
+    pub async fn refund_with(
+        &self,
+        order_id: &str,
+        spec: RefundSpec,
+        who: &Principal,
+    ) -> Result<Refund> {
+        let request_id = spec.request_id.trim();
+        let reason = crate::orders::check_note(spec.reason.clone())?;
+        if spec.restock && spec.lines.is_empty() {
+            return Err(Error::unprocessable(
+                "invalid_refund",
+                "restock needs the lines whose goods come back",
+            ));
+        }
+        if spec.amount.is_none() && spec.lines.is_empty() {
+            return Err(Error::unprocessable(
+                "invalid_refund",
+                "a refund needs an amount or lines",
+            ));
+        }
         if request_id.is_empty() || request_id.len() > MAX_REQUEST_ID {
             return Err(Error::unprocessable(
                 "invalid_request_id",
                 format!("request_id must be 1 to {MAX_REQUEST_ID} characters"),
             ));
         }
-        if amount.fen() <= 0 {
+        if spec.amount.is_some_and(|a| a.fen() <= 0) {
             return Err(Error::unprocessable(
                 "invalid_money",
                 "a refund must be more than zero",
@@ -580,14 +610,54 @@ impl Payments {
         who.check_store(&facts.store)?;
         if let Some(existing) = store::refund_by_request(&mut tx, order_id, request_id).await? {
             drop(tx);
-            if existing.amount_fen != amount.fen() {
+            let same_lines = spec.lines.is_empty()
+                || (existing.lines.len() == spec.lines.len()
+                    && existing.lines.iter().zip(&spec.lines).all(|(had, asked)| {
+                        had.line_no == asked.line_no
+                            && Quantity::parse(had.quantity.unit(), &asked.quantity)
+                                .is_ok_and(|q| q == had.quantity)
+                    }));
+            if spec.amount.is_some_and(|a| a.fen() != existing.amount_fen) || !same_lines {
                 return Err(Error::unprocessable(
                     "idempotency_conflict",
-                    "this request_id was already used with a different amount",
+                    "this request_id was already used with a different refund",
                 ));
             }
             return self.drive_refund(existing).await;
         }
+        let lines = if spec.lines.is_empty() {
+            Vec::new()
+        } else {
+            if spec.restock && facts.status != "completed" {
+                return Err(Error::conflict(
+                    "restock_needs_completed_order",
+                    "goods go back into stock only from a completed order; cancel an open order instead",
+                ));
+            }
+            refund_lines_of(&mut tx, order_id, &spec.lines).await?
+        };
+        let amount = match (spec.amount, lines.is_empty()) {
+            (Some(a), true) => a,
+            (given, _) => {
+                let from_lines = Money::from_fen(lines.iter().map(|l| l.2).sum());
+                if given.is_some_and(|a| a != from_lines) {
+                    return Err(Error::unprocessable(
+                        "refund_amount_mismatch",
+                        format!(
+                            "the lines come to {from_lines}, not {}",
+                            given.unwrap_or(from_lines)
+                        ),
+                    ));
+                }
+                if from_lines.fen() <= 0 {
+                    return Err(Error::unprocessable(
+                        "invalid_money",
+                        "a refund must be more than zero",
+                    ));
+                }
+                from_lines
+            }
+        };
         let charge = store::charges_of_order(&mut tx, order_id)
             .await?
             .into_iter()
@@ -623,6 +693,9 @@ impl Payments {
                 order_id,
                 request_id,
                 amount_fen: amount.fen(),
+                reason: reason.as_deref(),
+                restock: spec.restock,
+                lines: &lines,
                 created_by: &who.actor(),
                 now,
             },
@@ -749,6 +822,23 @@ impl Payments {
             "partially_refunded"
         };
         store::set_payment_status(&mut tx, &refund.order_id, status, seq, now).await?;
+        if refund.restock {
+            for line in store::refund_lines(&mut tx, &refund.id).await? {
+                sqlx::query(
+                    "UPDATE store_items SET on_hand = on_hand + $1, updated_at = $2
+                     WHERE store_id = $3 AND sku = $4",
+                )
+                .bind(line.quantity.milli())
+                .bind(now)
+                .bind(facts.store.as_str().to_owned())
+                .bind(line.sku.clone())
+                .execute(&mut **tx)
+                .await?;
+                let sku = proto::order::Sku::parse(&line.sku).map_err(Error::internal)?;
+                crate::catalog::stock_changed(&mut tx, &facts.store, &sku, now).await?;
+            }
+            crate::catalog::bump_catalog(&mut tx, &facts.store).await?;
+        }
         append_event(
             &mut tx,
             &facts.store,
@@ -847,6 +937,87 @@ async fn append_event(
     })
     .map_err(Error::internal)?;
     events::append(conn, store, seq, order_id, kind, now, &payload).await
+}
+
+/// What a refund asks for: an amount, or order lines (with or without the
+/// amount they come to), each under its own request id.
+#[derive(Debug, Clone, Default)]
+pub struct RefundSpec {
+    pub request_id: String,
+    pub amount: Option<Money>,
+    pub reason: Option<String>,
+    pub lines: Vec<RefundLineSpec>,
+    /// Put the lines' goods back into the store's stock once refunded.
+    pub restock: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundLineSpec {
+    pub line_no: i64,
+    /// As sent, in the line's unit ("1", "0.250").
+    pub quantity: String,
+}
+
+/// Checks refund lines against the order's lines and what earlier refunds
+/// gave back; `(line_no, qty_milli, amount_fen)` for each. A line's amount is
+/// its share of the line total, rounded to the fen; the last of a line gets
+/// exactly what is left, so a line refunded in parts sums to its total.
+async fn refund_lines_of(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    asked: &[RefundLineSpec],
+) -> Result<Vec<(i64, i64, i64)>> {
+    let order = crate::orders::load(conn, order_id)
+        .await?
+        .ok_or_else(|| Error::not_found("order_not_found", format!("no order {order_id}")))?;
+    let done = store::refunded_per_line(conn, order_id).await?;
+    let mut out: Vec<(i64, i64, i64)> = Vec::with_capacity(asked.len());
+    for a in asked {
+        if out.iter().any(|l| l.0 == a.line_no) {
+            return Err(Error::unprocessable(
+                "invalid_refund",
+                format!("line {} is named twice", a.line_no),
+            ));
+        }
+        let line = usize::try_from(a.line_no)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| order.lines.get(i))
+            .ok_or_else(|| {
+                Error::unprocessable(
+                    "invalid_refund",
+                    format!("order {order_id} has no line {}", a.line_no),
+                )
+            })?;
+        let q = Quantity::parse(line.unit, &a.quantity).map_err(|e| {
+            Error::unprocessable(
+                "invalid_quantity",
+                format!("line {}: {}", a.line_no, e.message),
+            )
+        })?;
+        let (qty_done, fen_done) = done.get(&a.line_no).copied().unwrap_or((0, 0));
+        let left = line.quantity.milli() - qty_done;
+        if q.milli() > left {
+            return Err(Error::unprocessable(
+                "refund_exceeds_line",
+                format!(
+                    "line {} has {} left to refund",
+                    a.line_no,
+                    Quantity::from_milli(line.unit, left.max(0))
+                ),
+            ));
+        }
+        let total = i128::from(line.line_total.fen());
+        let fen = if q.milli() == left {
+            line.line_total.fen() - fen_done
+        } else {
+            let share = (total * i128::from(q.milli()) + i128::from(line.quantity.milli()) / 2)
+                / i128::from(line.quantity.milli());
+            i64::try_from(share).map_err(Error::internal)?
+        };
+        out.push((a.line_no, q.milli(), fen.max(0)));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Serialize)]

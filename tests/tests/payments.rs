@@ -717,7 +717,137 @@ async fn app_orders_paid_in_the_app_arrive_paid(backend: Backend) {
     );
 }
 
+async fn stock_of(app: &PayApp) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT on_hand, reserved FROM store_items WHERE store_id = 'S001' AND sku = 'LATTE'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("stock")
+}
+
+async fn refunds_by_line_are_shares_of_the_line_and_may_restock(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    app.scenario(json!({"outcome": "success"})).await;
+    // Three lattes at 10.58 and one at a price that does not divide evenly.
+    let (status, order) = app
+        .send(
+            app.http.post(app.url("/api/v1/orders")),
+            &app.app,
+            json!({"store_id": "S001", "lines": [{"sku": "LATTE", "quantity": 3}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let id = str_of(&order, "id").to_owned();
+    let (status, charge) = app.pay(&id, CODE).await;
+    assert_eq!(
+        (status, str_of(&charge, "state")),
+        (200, "succeeded"),
+        "{charge}"
+    );
+    let refund = |body: Value| {
+        let req = app
+            .http
+            .post(app.url(&format!("/api/v1/orders/{id}/refunds")));
+        let key = app.terminal.clone();
+        let a = &app;
+        async move { a.send(req, &key, body).await }
+    };
+
+    // Restock needs the goods handed over (a completed order).
+    let (status, body) = refund(
+        json!({"request_id": "l-0", "lines": [{"line_no": 1, "quantity": 1}], "restock": true}),
+    )
+    .await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (409, "restock_needs_completed_order"),
+        "{body}"
+    );
+    for action in ["accept", "ready", "complete"] {
+        let (status, body) = app
+            .send(
+                app.http
+                    .post(app.url(&format!("/api/v1/orders/{id}/{action}"))),
+                &app.terminal,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+    let (on_hand, _) = stock_of(&app).await;
+    assert_eq!(on_hand, 97_000, "three lattes left the shelf");
+
+    // One latte back on the shelf: 10.58 refunded, stock up by one.
+    let (status, r1) = refund(json!({"request_id": "l-1", "lines": [{"line_no": 1, "quantity": 1}], "restock": true, "reason": "spilt"})).await;
+    assert_eq!(status, 200, "{r1}");
+    assert_eq!(
+        (str_of(&r1, "state"), str_of(&r1, "amount")),
+        ("succeeded", "10.58")
+    );
+    assert_eq!(r1["lines"][0]["sku"], "LATTE");
+    assert_eq!(r1["restock"], true);
+    assert_eq!(stock_of(&app).await.0, 98_000);
+    // The same request again changes nothing.
+    let (status, again) = refund(
+        json!({"request_id": "l-1", "lines": [{"line_no": 1, "quantity": 1}], "restock": true}),
+    )
+    .await;
+    assert_eq!((status, &again["id"]), (200, &r1["id"]));
+    assert_eq!(stock_of(&app).await.0, 98_000);
+
+    // Refused, nothing changed: more than is left on the line, a line that
+    // does not exist, an amount that is not what the lines come to, restock
+    // without lines, and the same request id with other lines.
+    for (body, want) in [
+        (
+            json!({"request_id": "l-2", "lines": [{"line_no": 1, "quantity": 3}]}),
+            (422, "refund_exceeds_line"),
+        ),
+        (
+            json!({"request_id": "l-2", "lines": [{"line_no": 2, "quantity": 1}]}),
+            (422, "invalid_refund"),
+        ),
+        (
+            json!({"request_id": "l-2", "lines": [{"line_no": 1, "quantity": 1}], "amount": "10.00"}),
+            (422, "refund_amount_mismatch"),
+        ),
+        (
+            json!({"request_id": "l-2", "amount": "1.00", "restock": true}),
+            (422, "invalid_refund"),
+        ),
+        (
+            json!({"request_id": "l-2", "lines": [{"line_no": 1, "quantity": "0.5"}]}),
+            (422, "invalid_quantity"),
+        ),
+        (
+            json!({"request_id": "l-1", "lines": [{"line_no": 1, "quantity": 2}]}),
+            (422, "idempotency_conflict"),
+        ),
+    ] {
+        let (status, body) = refund(body).await;
+        assert_eq!((status, str_of(&body, "code")), want, "{body}");
+    }
+    assert_eq!(stock_of(&app).await.0, 98_000);
+    assert_eq!(
+        app.payments(&id).await["refunds"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // The rest of the line, without restock: exactly what is left of 31.74.
+    let (status, r2) =
+        refund(json!({"request_id": "l-2", "lines": [{"line_no": 1, "quantity": 2}]})).await;
+    assert_eq!((status, str_of(&r2, "amount")), (200, "21.16"), "{r2}");
+    assert_eq!(stock_of(&app).await.0, 98_000, "no restock asked");
+    assert_eq!(app.payment_status(&id).await, "refunded");
+    let entry = app.entry(str_of(&charge, "id")).await;
+    assert_eq!((entry.total_fen, entry.refunded_fen), (3174, 3174));
+}
+
 tests::on_both_databases!(
+    refunds_by_line_are_shares_of_the_line_and_may_restock,
     app_orders_paid_in_the_app_arrive_paid,
     success_pays_the_order_once,
     user_paying_then_success_is_found_by_querying,

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use proto::order::Money;
 use serde::Deserialize;
 
-use super::{ChargeState, Payments, RefundState};
+use super::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState};
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody};
@@ -79,8 +79,21 @@ async fn list(
 #[derive(Deserialize)]
 struct RefundBody {
     request_id: String,
-    /// A decimal string in yuan, e.g. `"5.00"`.
-    amount: String,
+    /// A decimal string in yuan, e.g. `"5.00"`; optional when lines are given.
+    amount: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    lines: Vec<RefundLineBody>,
+    /// Put the lines' goods back into stock once refunded.
+    #[serde(default)]
+    restock: bool,
+}
+
+#[derive(Deserialize)]
+struct RefundLineBody {
+    line_no: i64,
+    /// In the line's unit, as a string ("0.250") or a whole number.
+    quantity: serde_json::Value,
 }
 
 async fn refund(
@@ -91,10 +104,36 @@ async fn refund(
 ) -> Result<Response> {
     let payments = service(&st)?;
     counter_or_admin(&who)?;
-    let amount = Money::parse(&body.value.amount)?;
-    let refund = payments
-        .refund(&id, &body.value.request_id, amount, &who)
-        .await?;
+    let b = body.value;
+    let amount = b.amount.as_deref().map(Money::parse).transpose()?;
+    let lines = b
+        .lines
+        .into_iter()
+        .map(|l| {
+            let quantity = match l.quantity {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) if n.is_u64() => n.to_string(),
+                _ => {
+                    return Err(Error::unprocessable(
+                        "invalid_quantity",
+                        "quantity must be a string like \"0.250\" or a whole number",
+                    ));
+                }
+            };
+            Ok(RefundLineSpec {
+                line_no: l.line_no,
+                quantity,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let spec = RefundSpec {
+        request_id: b.request_id,
+        amount,
+        reason: b.reason,
+        lines,
+        restock: b.restock,
+    };
+    let refund = payments.refund_with(&id, spec, &who).await?;
     let status = match refund.state {
         RefundState::Pending => StatusCode::ACCEPTED,
         RefundState::Succeeded | RefundState::Failed => StatusCode::OK,

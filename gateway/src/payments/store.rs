@@ -1,7 +1,7 @@
 //! The payment tables: small queries, each on a connection or transaction
 //! the caller holds.
 
-use proto::order::{Money, StoreId};
+use proto::order::{Money, Quantity, StoreId, Unit};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -382,12 +382,28 @@ pub struct Refund {
     pub code: Option<String>,
     pub amount: Money,
     pub amount_fen: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The refunded goods went (or go, once it succeeds) back into stock.
+    pub restock: bool,
+    /// What it gives back line by line; empty for an amount-only refund.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<RefundLine>,
     pub created_at: String,
     pub updated_at: String,
 }
 
-const REFUND_COLS: &str =
-    "id, charge_id, order_id, request_id, amount_fen, state, failure_code, created_at, updated_at";
+/// One order line's part of a refund.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefundLine {
+    pub line_no: i64,
+    pub sku: String,
+    pub quantity: Quantity,
+    pub amount: Money,
+}
+
+const REFUND_COLS: &str = "id, charge_id, order_id, request_id, amount_fen, state, failure_code,
+    reason, restock, created_at, updated_at";
 
 fn refund_from_row(r: &sqlx::any::AnyRow) -> Result<Refund> {
     let state = match r.get::<String, _>("state").as_str() {
@@ -410,9 +426,65 @@ fn refund_from_row(r: &sqlx::any::AnyRow) -> Result<Refund> {
         code: r.get("failure_code"),
         amount: Money::from_fen(amount_fen),
         amount_fen,
+        reason: r.get("reason"),
+        restock: r.get::<i64, _>("restock") != 0,
+        lines: Vec::new(),
         created_at: clock::rfc3339(r.get("created_at")),
         updated_at: clock::rfc3339(r.get("updated_at")),
     })
+}
+
+/// Fills in the lines of each refund.
+async fn with_lines(conn: &mut AnyConnection, mut refunds: Vec<Refund>) -> Result<Vec<Refund>> {
+    for r in &mut refunds {
+        r.lines = refund_lines(conn, &r.id).await?;
+    }
+    Ok(refunds)
+}
+
+pub async fn refund_lines(conn: &mut AnyConnection, refund_id: &str) -> Result<Vec<RefundLine>> {
+    let rows = sqlx::query(
+        "SELECT rl.line_no, rl.qty_milli, rl.amount_fen, ol.sku, ol.unit
+         FROM refund_lines rl
+         JOIN refunds r ON r.id = rl.refund_id
+         JOIN order_lines ol ON ol.order_id = r.order_id AND ol.line_no = rl.line_no
+         WHERE rl.refund_id = $1 ORDER BY rl.line_no",
+    )
+    .bind(refund_id.to_owned())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let unit = Unit::parse(&r.get::<String, _>("unit")).map_err(Error::internal)?;
+            Ok(RefundLine {
+                line_no: r.get("line_no"),
+                sku: r.get("sku"),
+                quantity: Quantity::from_milli(unit, r.get("qty_milli")),
+                amount: Money::from_fen(r.get("amount_fen")),
+            })
+        })
+        .collect()
+}
+
+/// Quantity and money already given back per order line, by refunds that
+/// have not failed.
+pub async fn refunded_per_line(
+    conn: &mut AnyConnection,
+    order_id: &str,
+) -> Result<std::collections::HashMap<i64, (i64, i64)>> {
+    let rows = sqlx::query(
+        "SELECT rl.line_no, CAST(SUM(rl.qty_milli) AS BIGINT) AS qty, CAST(SUM(rl.amount_fen) AS BIGINT) AS fen
+         FROM refund_lines rl JOIN refunds r ON r.id = rl.refund_id
+         WHERE r.order_id = $1 AND r.state <> 'failed'
+         GROUP BY rl.line_no",
+    )
+    .bind(order_id.to_owned())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), (r.get::<i64, _>(1), r.get::<i64, _>(2))))
+        .collect())
 }
 
 pub async fn refund_by_request(
@@ -421,25 +493,30 @@ pub async fn refund_by_request(
     request_id: &str,
 ) -> Result<Option<Refund>> {
     let sql = format!("SELECT {REFUND_COLS} FROM refunds WHERE order_id = $1 AND request_id = $2");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    let found = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(order_id.to_owned())
         .bind(request_id.to_owned())
-        .fetch_optional(conn)
+        .fetch_optional(&mut *conn)
         .await?
         .map(|r| refund_from_row(&r))
-        .transpose()
+        .transpose()?;
+    match found {
+        Some(r) => Ok(with_lines(conn, vec![r]).await?.pop()),
+        None => Ok(None),
+    }
 }
 
 pub async fn refunds_of_order(conn: &mut AnyConnection, order_id: &str) -> Result<Vec<Refund>> {
     let sql =
         format!("SELECT {REFUND_COLS} FROM refunds WHERE order_id = $1 ORDER BY created_at, id");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    let refunds = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(order_id.to_owned())
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?
         .iter()
         .map(refund_from_row)
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    with_lines(conn, refunds).await
 }
 
 pub async fn pending_refunds(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Refund>> {
@@ -469,6 +546,10 @@ pub struct NewRefund<'a> {
     pub order_id: &'a str,
     pub request_id: &'a str,
     pub amount_fen: i64,
+    pub reason: Option<&'a str>,
+    pub restock: bool,
+    /// (line_no, qty_milli, amount_fen)
+    pub lines: &'a [(i64, i64, i64)],
     pub created_by: &'a str,
     pub now: i64,
 }
@@ -491,8 +572,8 @@ pub async fn insert_refund(conn: &mut AnyConnection, r: NewRefund<'_>) -> Result
     }
     sqlx::query(
         "INSERT INTO refunds (id, charge_id, order_id, request_id, amount_fen, state, created_by,
-            created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7)",
+            created_at, updated_at, reason, restock)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $8, $9)",
     )
     .bind(r.id.to_owned())
     .bind(r.charge_id.to_owned())
@@ -501,8 +582,22 @@ pub async fn insert_refund(conn: &mut AnyConnection, r: NewRefund<'_>) -> Result
     .bind(r.amount_fen)
     .bind(r.created_by.to_owned())
     .bind(r.now)
-    .execute(conn)
+    .bind(r.reason.map(str::to_owned))
+    .bind(i64::from(r.restock))
+    .execute(&mut *conn)
     .await?;
+    for &(line_no, qty_milli, amount_fen) in r.lines {
+        sqlx::query(
+            "INSERT INTO refund_lines (refund_id, line_no, qty_milli, amount_fen)
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(r.id.to_owned())
+        .bind(line_no)
+        .bind(qty_milli)
+        .bind(amount_fen)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(true)
 }
 
