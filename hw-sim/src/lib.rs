@@ -5,3 +5,4 @@
 
 pub mod devices;
 pub mod payments;
+pub mod platform;

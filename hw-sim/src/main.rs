@@ -14,6 +14,8 @@ enum Command {
     Devices(hw_sim::devices::Args),
     /// A WeChat-Pay-v2-shaped payment provider with a ledger and scenarios.
     Payments(hw_sim::payments::Args),
+    /// A Meituan-style delivery platform: signed order pushes, its API, faults.
+    Platform(hw_sim::platform::Args),
 }
 
 #[tokio::main]
@@ -27,5 +29,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Devices(args) => hw_sim::devices::run(args).await,
         Command::Payments(args) => hw_sim::payments::run(args).await,
+        Command::Platform(args) => hw_sim::platform::run(args).await,
     }
 }
