@@ -17,8 +17,8 @@ use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{
-    Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, create_direct, find_prepaid,
-    fresh_order, load, out_of_stock, prepaid_reference_used,
+    Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, create_direct, fresh_order, load,
+    out_of_stock, prepaid_reference_used,
 };
 use crate::clock::{self, now_micros};
 use crate::db::Db;
@@ -160,8 +160,6 @@ struct Stock {
 async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()> {
     let now = now_micros();
     let day = clock::business_day(now);
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-
     let mut stores: Vec<StoreId> = jobs.iter().map(|j| j.new.store.clone()).collect();
     stores.sort();
     stores.dedup();
@@ -171,104 +169,167 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
         .collect();
     skus.sort();
     skus.dedup();
+    let keyed: Vec<&IdemKey> = jobs.iter().filter_map(|j| j.idem.as_ref()).collect();
+    let refs: Vec<&NewOrder> = jobs
+        .iter()
+        .map(|j| &j.new)
+        .filter(|n| n.channel_order_id.is_some())
+        .collect();
+    let prepaid: Vec<&super::Prepaid> =
+        jobs.iter().filter_map(|j| j.new.prepaid.as_ref()).collect();
 
+    // One round trip: take the write lock, then read everything the batch
+    // needs. Each SELECT tags its rows with a letter.
+    let mut r = Script::default();
+    r.sql.push_str("BEGIN IMMEDIATE;\n");
     // Stores, their feed heads and today's display counters.
-    let mut store_state: HashMap<StoreId, StoreState> = HashMap::new();
-    {
-        let sql = format!(
-            "SELECT s.id, s.event_seq, COALESCE(d.last_no, 0) AS last_no FROM stores s
+    r.raw(
+        &format!(
+            "SELECT 'S', s.id, s.event_seq, COALESCE(d.last_no, 0) FROM stores s
              LEFT JOIN display_counters d ON d.store_id = s.id AND d.business_day = ?
              WHERE s.id IN ({})",
             params(stores.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(day.clone());
-        for s in &stores {
-            q = q.bind(s.as_str().to_owned());
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            let id = StoreId::parse(&r.get::<String, _>(0)).map_err(Error::internal)?;
-            let display: i64 = r.get(2);
-            store_state.insert(
-                id,
-                StoreState {
-                    seq: r.get(1),
-                    display,
-                    written: false,
-                },
-            );
-        }
-    }
-
+        ),
+        std::iter::once(Val::S(day.clone()))
+            .chain(stores.iter().map(|s| Val::S(s.to_string())))
+            .collect(),
+    );
     // Products and their per-store records.
+    if !skus.is_empty() {
+        r.raw(
+            &format!(
+                "SELECT 'P', p.sku, p.name, p.unit, p.price_fen, i.store_id, i.price_fen,
+                        i.available, i.snoozed_until, i.on_hand, i.reserved
+                 FROM products p LEFT JOIN store_items i ON i.sku = p.sku AND i.store_id IN ({})
+                 WHERE p.sku IN ({})",
+                params(stores.len()),
+                params(skus.len())
+            ),
+            stores
+                .iter()
+                .map(|s| Val::S(s.to_string()))
+                .chain(skus.iter().map(|s| Val::S(s.to_string())))
+                .collect(),
+        );
+    }
+    // Idempotency keys already answered.
+    if !keyed.is_empty() {
+        r.raw(
+            &format!(
+                "SELECT 'K', key_id, idem_key, request_hash, status_code, response
+                 FROM idempotency_keys WHERE {}",
+                vec!["(key_id = ? AND idem_key = ?)"; keyed.len()].join(" OR ")
+            ),
+            keyed
+                .iter()
+                .flat_map(|k| [Val::S(k.owner.clone()), Val::S(k.key.clone())])
+                .collect(),
+        );
+    }
+    // Orders already placed under the same channel order ids.
+    if !refs.is_empty() {
+        r.raw(
+            &format!(
+                "SELECT 'R', store_id, channel, platform, channel_order_id, id FROM orders WHERE {}",
+                vec![
+                    "(store_id = ? AND channel = ? AND platform = ? AND channel_order_id = ?)";
+                    refs.len()
+                ]
+                .join(" OR ")
+            ),
+            refs.iter()
+                .flat_map(|n| {
+                    [
+                        Val::S(n.store.to_string()),
+                        Val::S(n.channel.as_str().to_owned()),
+                        Val::S(n.platform.clone().unwrap_or_default()),
+                        Val::OS(n.channel_order_id.clone()),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    // App payments already used for another order.
+    if !prepaid.is_empty() {
+        r.raw(
+            &format!(
+                "SELECT 'X', provider, reference FROM prepayments WHERE {}",
+                vec!["(provider = ? AND reference = ?)"; prepaid.len()].join(" OR ")
+            ),
+            prepaid
+                .iter()
+                .flat_map(|p| [Val::S(p.provider.clone()), Val::S(p.reference.clone())])
+                .collect(),
+        );
+    }
+    let rows = r.query().fetch_all(&mut *conn).await?;
+
+    let mut store_state: HashMap<StoreId, StoreState> = HashMap::new();
     let mut stock: HashMap<(StoreId, Sku), Stock> = HashMap::new();
     let mut products: HashMap<Sku, ItemFacts> = HashMap::new();
-    if !skus.is_empty() {
-        let sql = format!(
-            "SELECT p.sku, p.name, p.unit, p.price_fen, i.store_id, i.price_fen AS override_fen,
-                    i.available, i.snoozed_until, i.on_hand, i.reserved
-             FROM products p LEFT JOIN store_items i ON i.sku = p.sku AND i.store_id IN ({})
-             WHERE p.sku IN ({})",
-            params(stores.len()),
-            params(skus.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for s in &stores {
-            q = q.bind(s.as_str().to_owned());
-        }
-        for s in &skus {
-            q = q.bind(s.as_str().to_owned());
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            let sku = Sku::parse(&r.get::<String, _>("sku")).map_err(Error::internal)?;
-            let base = ItemFacts {
-                name: r.get("name"),
-                unit: Unit::parse(&r.get::<String, _>("unit")).map_err(Error::internal)?,
-                list_fen: r.get("price_fen"),
-                override_fen: None,
-                listed: None,
-                snoozed_until: None,
-            };
-            products.entry(sku.clone()).or_insert_with(|| base.clone());
-            if let Some(store) = r.get::<Option<String>, _>("store_id") {
-                let store = StoreId::parse(&store).map_err(Error::internal)?;
-                let on_hand: i64 = r.get("on_hand");
-                let reserved: i64 = r.get("reserved");
-                let facts = ItemFacts {
-                    override_fen: r.get("override_fen"),
-                    listed: Some(r.get::<i64, _>("available") != 0),
-                    snoozed_until: r.get("snoozed_until"),
-                    ..base
-                };
-                stock.insert(
-                    (store, sku),
-                    Stock {
-                        facts,
-                        sellable: on_hand - reserved,
-                        reserve: 0,
+    let mut answered: HashMap<(String, String), (String, u16, String)> = HashMap::new();
+    let mut existing = Existing::default();
+    for r in &rows {
+        match r.get::<String, _>(0).as_str() {
+            "S" => {
+                let id = StoreId::parse(&r.get::<String, _>(1)).map_err(Error::internal)?;
+                store_state.insert(
+                    id,
+                    StoreState {
+                        seq: r.get(2),
+                        display: r.get(3),
+                        written: false,
                     },
                 );
             }
-        }
-    }
-
-    // Idempotency keys already answered.
-    let mut answered: HashMap<(String, String), (String, u16, String)> = HashMap::new();
-    let keyed: Vec<&IdemKey> = jobs.iter().filter_map(|j| j.idem.as_ref()).collect();
-    if !keyed.is_empty() {
-        let cond = vec!["(key_id = ? AND idem_key = ?)"; keyed.len()].join(" OR ");
-        let sql = format!(
-            "SELECT key_id, idem_key, request_hash, status_code, response FROM idempotency_keys WHERE {cond}"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for k in &keyed {
-            q = q.bind(k.owner.clone()).bind(k.key.clone());
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            let status = u16::try_from(r.get::<i64, _>("status_code")).unwrap_or(200);
-            answered.insert(
-                (r.get("key_id"), r.get("idem_key")),
-                (r.get("request_hash"), status, r.get("response")),
-            );
+            "P" => {
+                let sku = Sku::parse(&r.get::<String, _>(1)).map_err(Error::internal)?;
+                let base = ItemFacts {
+                    name: r.get(2),
+                    unit: Unit::parse(&r.get::<String, _>(3)).map_err(Error::internal)?,
+                    list_fen: r.get(4),
+                    override_fen: None,
+                    listed: None,
+                    snoozed_until: None,
+                };
+                products.entry(sku.clone()).or_insert_with(|| base.clone());
+                if let Some(store) = r.get::<Option<String>, _>(5) {
+                    let store = StoreId::parse(&store).map_err(Error::internal)?;
+                    let on_hand: i64 = r.get(9);
+                    let reserved: i64 = r.get(10);
+                    let facts = ItemFacts {
+                        override_fen: r.get(6),
+                        listed: Some(r.get::<i64, _>(7) != 0),
+                        snoozed_until: r.get(8),
+                        ..base
+                    };
+                    stock.insert(
+                        (store, sku),
+                        Stock {
+                            facts,
+                            sellable: on_hand - reserved,
+                            reserve: 0,
+                        },
+                    );
+                }
+            }
+            "K" => {
+                let status = u16::try_from(r.get::<i64, _>(4)).unwrap_or(200);
+                answered.insert((r.get(1), r.get(2)), (r.get(3), status, r.get(5)));
+            }
+            "R" => {
+                existing
+                    .refs
+                    .insert((r.get(1), r.get(2), r.get(3), r.get(4)), r.get(5));
+            }
+            "X" => {
+                existing.prepaid.insert((r.get(1), r.get(2)));
+            }
+            other => {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "batch read returned a row tagged {other:?}"
+                )));
+            }
         }
     }
 
@@ -279,7 +340,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
     let mut prepaid_in_batch: HashSet<(String, String)> = HashSet::new();
     for (idx, job) in jobs.iter().enumerate() {
         let outcome = plan(
-            conn,
+            &existing,
             idx,
             job,
             now,
@@ -291,8 +352,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
             &mut keys_in_batch,
             &mut refs_in_batch,
             &mut prepaid_in_batch,
-        )
-        .await?;
+        )?;
         outcomes.push(outcome);
     }
 
@@ -437,16 +497,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
         keys,
     );
     w.sql.push_str("COMMIT;");
-    // Every batch's script differs: don't fill the statement cache with it.
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(w.sql)).persistent(false);
-    for v in w.vals {
-        q = match v {
-            Val::I(i) => q.bind(i),
-            Val::S(s) => q.bind(s),
-            Val::OS(s) => q.bind(s),
-        };
-    }
-    q.execute(&mut *conn).await?;
+    w.query().execute(&mut *conn).await?;
 
     // Committed: answer everyone.
     let mut answers = Vec::with_capacity(outcomes.len());
@@ -491,9 +542,18 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
     Ok(())
 }
 
+/// What the database already holds under keys the batch's orders bring.
+#[derive(Default)]
+struct Existing {
+    /// (store, channel, platform, channel order id) → order id.
+    refs: HashMap<(String, String, String, String), String>,
+    /// (provider, reference) of prepayments.
+    prepaid: HashSet<(String, String)>,
+}
+
 #[allow(clippy::too_many_arguments)]
-async fn plan(
-    conn: &mut AnyConnection,
+fn plan(
+    existing: &Existing,
     idx: usize,
     job: &Job,
     now: i64,
@@ -544,11 +604,14 @@ async fn plan(
         if let Some(first) = refs_in_batch.get(&key) {
             return Ok(Outcome::SameRefAs(*first));
         }
-        if let Some(id) =
-            super::find_by_channel_ref(conn, &new.store, new.channel, new.platform.as_deref(), r)
-                .await?
-        {
-            return Ok(Outcome::Existing(id));
+        let db_key = (
+            new.store.to_string(),
+            new.channel.as_str().to_owned(),
+            new.platform.clone().unwrap_or_default(),
+            r.clone(),
+        );
+        if let Some(id) = existing.refs.get(&db_key) {
+            return Ok(Outcome::Existing(id.clone()));
         }
     }
 
@@ -592,7 +655,7 @@ async fn plan(
             return Ok(Outcome::Refused(e));
         }
         let key = (p.provider.clone(), p.reference.clone());
-        if prepaid_in_batch.contains(&key) || find_prepaid(conn, p).await?.is_some() {
+        if prepaid_in_batch.contains(&key) || existing.prepaid.contains(&key) {
             return Ok(Outcome::Refused(prepaid_reference_used(p)));
         }
         prepaid_in_batch.insert(key);
@@ -689,6 +752,27 @@ impl Script {
             self.sql.push(')');
         }
         self.sql.push_str(";\n");
+    }
+
+    /// Appends a statement written with its own `?` parameters.
+    fn raw(&mut self, sql: &str, vals: Vec<Val>) {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self.vals.extend(vals);
+    }
+
+    /// The script as one query; not kept in the statement cache, as every
+    /// batch's script differs.
+    fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.sql)).persistent(false);
+        for v in self.vals {
+            q = match v {
+                Val::I(i) => q.bind(i),
+                Val::S(s) => q.bind(s),
+                Val::OS(s) => q.bind(s),
+            };
+        }
+        q
     }
 
     /// Appends a statement; each `{}` becomes the next parameter.
