@@ -1,0 +1,293 @@
+//! The outbox: through an outage every update arrives once and in order;
+//! stock and availability reach the platform; calls that keep failing are
+//! listed and can be retried.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hw_sim::platform::{Faults, ItemSpec, PushRequest};
+use serde_json::json;
+use tests::{Backend, on_both_databases};
+
+use crate::app::{Chan, eventually};
+
+on_both_databases!(
+    platform_down_then_up_gets_every_update_once_in_order,
+    stock_and_availability_reach_the_platform,
+    calls_that_keep_failing_are_listed_and_retried,
+);
+
+fn cola(n: u32) -> ItemSpec {
+    ItemSpec::new("COLA", "可口可乐", n, 350)
+}
+
+async fn platform_down_then_up_gets_every_update_once_in_order(b: Backend) {
+    let Some(app) = Chan::spawn(b).await else {
+        return;
+    };
+    app.sim
+        .set_faults(Faults {
+            status: Some(503),
+            for_ms: Some(3000),
+            ..Faults::default()
+        })
+        .unwrap();
+    let mut expected: HashMap<String, Vec<&str>> = HashMap::new();
+    for i in 0..4 {
+        let out = app
+            .sim
+            .push(PushRequest::new_order("S001", vec![cola(1)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status, 200,
+            "pushes still come in while the API is down"
+        );
+        let o = app.wait_order(&out.order_id, 2).await;
+        let id = o["id"].as_str().unwrap();
+        let actions: &[&str] = if i == 3 {
+            &["reject"]
+        } else {
+            &["accept", "ready"]
+        };
+        for a in actions {
+            let (s, v) = app
+                .post(
+                    &format!("/api/v1/orders/{id}/{a}"),
+                    &app.terminal,
+                    json!({"reason": "2008 售罄"}),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+        }
+        expected.insert(
+            out.order_id.clone(),
+            if i == 3 {
+                vec!["order/cancel"]
+            } else {
+                vec!["order/confirm", "order/preparationMealComplete"]
+            },
+        );
+    }
+    app.stock("S001", "COLA", json!({"on_hand": "50"})).await;
+    app.stock("S001", "COLA", json!({"on_hand": "40"})).await;
+
+    app.drained(20).await;
+    let all = app.sim.received();
+    assert!(all.iter().any(|r| r.fault), "the outage was seen");
+    let ok = app.sim.received_ok();
+    for (poid, want) in &expected {
+        let got: Vec<&str> = ok
+            .iter()
+            .filter(|r| r.order_id.as_deref() == Some(poid.as_str()))
+            .map(|r| r.path.as_str())
+            .collect();
+        assert_eq!(&got, want, "order {poid}: once each, in order");
+    }
+    let cancel = ok.iter().find(|r| r.path == "order/cancel").unwrap();
+    assert_eq!(cancel.params["reason_code"], "2008");
+    assert_eq!(cancel.params["reason"], "售罄");
+    let stock: Vec<&str> = ok
+        .iter()
+        .filter(|r| r.path == "food/sku/stock")
+        .map(|r| r.params["food_data"].as_str())
+        .collect();
+    assert_eq!(stock.len(), 2, "{stock:?}");
+    // What can still be sold: on hand less the three accepted orders' reservations.
+    assert!(stock[0].contains("\"stock\":\"47\""), "{stock:?}");
+    assert!(stock[1].contains("\"stock\":\"37\""), "{stock:?}");
+    let counts = app.outbox_counts().await;
+    assert_eq!(counts["failed"], 0);
+    assert_eq!(counts["delivered"], 9);
+}
+
+async fn stock_and_availability_reach_the_platform(b: Backend) {
+    let Some(app) = Chan::spawn(b).await else {
+        return;
+    };
+    let (s, v) = app
+        .send(
+            app.http
+                .put(app.url("/api/v1/channels/meituan/stores/MT-POI-1")),
+            &app.admin,
+            Some(json!({"store_id": "S001"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let food = |code: &str| {
+        let code = code.to_owned();
+        let sim = app.sim.clone();
+        move || {
+            let code = code.clone();
+            let sim = sim.clone();
+            async move {
+                sim.foods()
+                    .into_iter()
+                    .find(|f| f.store == "MT-POI-1" && f.app_food_code == code)
+            }
+        }
+    };
+
+    // Sold out in the store.
+    app.stock("S001", "COLA", json!({"on_hand": "0"})).await;
+    let f = eventually(3, food("COLA")).await.expect("stock call");
+    assert_eq!(f.stock.get("COLA"), Some(&0));
+    app.stock("S001", "COLA", json!({"available": false})).await;
+    eventually(3, || async {
+        let f = food("COLA")().await?;
+        (f.sell_status == Some(1)).then_some(())
+    })
+    .await
+    .expect("sold out");
+    app.stock("S001", "COLA", json!({"available": true, "on_hand": "7"}))
+        .await;
+    eventually(3, || async {
+        let f = food("COLA")().await?;
+        (f.sell_status == Some(0) && f.stock.get("COLA") == Some(&7)).then_some(())
+    })
+    .await
+    .expect("back on sale with 7");
+
+    // Snoozed for a second: off, then on again when the snooze ends.
+    let until = time_in(1500);
+    app.stock("S001", "COLA", json!({"snoozed_until": until}))
+        .await;
+    eventually(3, || async {
+        let f = food("COLA")().await?;
+        (f.sell_status == Some(1)).then_some(())
+    })
+    .await
+    .expect("snoozed");
+    eventually(5, || async {
+        let f = food("COLA")().await?;
+        (f.sell_status == Some(0)).then_some(())
+    })
+    .await
+    .expect("the snooze ends on the platform too");
+
+    // A mapped item: the platform's code, counted in its packs.
+    let (s, _) = app
+        .send(
+            app.http
+                .put(app.url("/api/v1/channels/meituan/skus/MT-DUCK-500G")),
+            &app.admin,
+            Some(json!({"sku": "DUCK", "per_item": "0.500"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    app.stock("S001", "DUCK", json!({"on_hand": "3.200"})).await;
+    let f = eventually(3, food("MT-DUCK-500G"))
+        .await
+        .expect("mapped stock");
+    assert_eq!(f.stock.get("MT-DUCK-500G"), Some(&6));
+
+    // A store no platform knows: nothing is sent.
+    app.drained(5).await;
+    let before = app.sim.received().len();
+    app.stock("S002", "COLA", json!({"on_hand": "0"})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.sim.received().len(), before);
+}
+
+/// RFC 3339, `ms` from now.
+fn time_in(ms: u64) -> String {
+    gateway::clock::rfc3339(gateway::clock::now_micros() + ms as i64 * 1000)
+}
+
+async fn calls_that_keep_failing_are_listed_and_retried(b: Backend) {
+    let Some(app) = Chan::spawn_with(b, |c| c.outbox.max_attempts = 3).await else {
+        return;
+    };
+    app.sim
+        .set_faults(Faults {
+            status: Some(503),
+            ..Faults::default()
+        })
+        .unwrap();
+    let out = app
+        .sim
+        .push(PushRequest::new_order("S001", vec![cola(1)]))
+        .await
+        .unwrap();
+    let o = app.wait_order(&out.order_id, 2).await;
+    let id = o["id"].as_str().unwrap();
+    for a in ["accept", "ready"] {
+        let (s, _) = app
+            .post(
+                &format!("/api/v1/orders/{id}/{a}"),
+                &app.terminal,
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let failed = eventually(10, || async {
+        let (_, v) = app.get("/api/v1/outbox?state=failed").await;
+        let e = v["entries"].as_array()?.clone();
+        (!e.is_empty()).then_some(e)
+    })
+    .await
+    .expect("a failed entry");
+    assert_eq!(
+        failed.len(),
+        1,
+        "the later call waits behind it: {failed:?}"
+    );
+    assert_eq!(failed[0]["path"], "order/confirm");
+    assert_eq!(failed[0]["attempts"], 3);
+    assert!(failed[0]["last_error"].as_str().unwrap().contains("503"));
+    assert_eq!(failed[0]["order_id"], id);
+    let (_, pending) = app.get("/api/v1/outbox?state=pending").await;
+    assert_eq!(
+        pending["entries"][0]["path"],
+        "order/preparationMealComplete"
+    );
+    assert_eq!(
+        pending["entries"][0]["attempts"], 0,
+        "never sent before the confirm"
+    );
+
+    // Not for anyone else; bad input.
+    let (s, _) = app
+        .send(app.http.get(app.url("/api/v1/outbox")), &app.terminal, None)
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = app.get("/api/v1/outbox?state=lost").await;
+    assert_eq!(s, 400);
+    let (s, _) = app
+        .post("/api/v1/outbox/999999/retry", &app.admin, json!({}))
+        .await;
+    assert_eq!(s, 404);
+    let pid = pending["entries"][0]["id"].as_i64().unwrap();
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/outbox/{pid}/retry"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (409, Some("outbox_entry_not_failed"))
+    );
+
+    app.sim.clear_faults();
+    let fid = failed[0]["id"].as_i64().unwrap();
+    let (s, v) = app
+        .post(
+            &format!("/api/v1/outbox/{fid}/retry"),
+            &app.admin,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["state"], "pending");
+    app.drained(10).await;
+    let ok: Vec<String> = app.sim.received_ok().into_iter().map(|r| r.path).collect();
+    assert_eq!(ok, ["order/confirm", "order/preparationMealComplete"]);
+    let (_, v) = app.get("/api/v1/outbox?state=failed").await;
+    assert_eq!(v["entries"], json!([]));
+    let (_, stats) = app.get("/api/v1/outbox/stats").await;
+    assert_eq!(stats["process"]["failed"], 1);
+    assert!(stats["process"]["retried"].as_u64().unwrap() >= 2);
+}
