@@ -19,6 +19,8 @@ pub struct FileConfig {
     pub migrate: Option<bool>,
     /// Log filter, e.g. `info,gateway=debug` (RUST_LOG wins).
     pub log: Option<String>,
+    /// Payment-code charges (see `GATEWAY_WECHATPAY_*`, which win).
+    pub payments: Option<crate::payments::PaymentsFile>,
 }
 
 impl FileConfig {

@@ -51,10 +51,42 @@ pub struct Inner {
 }
 
 impl AppState {
+    /// The state `serve` runs with: payments from the given configuration
+    /// (already merged from file and environment), failing if it cannot
+    /// start, rather than serving without them.
+    pub fn with_payments(
+        db: Db,
+        closing: watch::Receiver<bool>,
+        payments: Option<crate::payments::PaymentsConfig>,
+    ) -> anyhow::Result<Self> {
+        let mut state = AppState::without_payments(db, closing);
+        if let Some(config) = payments {
+            tracing::info!(?config, "payments on");
+            state.payments = Some(crate::payments::Payments::start(
+                &config,
+                state.db.clone(),
+                state.hub.clone(),
+                state.closing.clone(),
+            )?);
+        }
+        Ok(state)
+    }
+
+    fn without_payments(db: Db, closing: watch::Receiver<bool>) -> Self {
+        AppState::new_inner(db, closing, false)
+    }
+
     pub fn new(db: Db, closing: watch::Receiver<bool>) -> Self {
+        AppState::new_inner(db, closing, true)
+    }
+
+    fn new_inner(db: Db, closing: watch::Receiver<bool>, payments_from_env: bool) -> Self {
         let hub = Hub::default();
-        let payments =
-            crate::payments::Payments::from_env(db.clone(), hub.clone(), closing.clone());
+        let payments = if payments_from_env {
+            crate::payments::Payments::from_env(db.clone(), hub.clone(), closing.clone())
+        } else {
+            None
+        };
         let channels =
             crate::channels::Channels::from_env(db.clone(), hub.clone(), closing.clone());
         AppState {

@@ -121,6 +121,9 @@ async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
             let listen = listen
                 .or_else(|| file.listen.clone())
                 .unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned());
+            // A wrong payments setup stops here, before anything is served.
+            let payments = gateway::payments::PaymentsConfig::load(file.payments.as_ref())
+                .context("payments configuration")?;
             let db = connect(db, &file).await?;
             if !no_migrate && file.migrate.unwrap_or(true) {
                 db.migrate_up().await?;
@@ -137,7 +140,7 @@ async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
             println!("gateway listening on http://{addr}");
             tracing::info!(%addr, "serving");
             let (close_tx, close_rx) = tokio::sync::watch::channel(false);
-            let state = AppState::new(db, close_rx);
+            let state = AppState::with_payments(db, close_rx, payments)?;
             http::serve(listener, state, async move {
                 shutdown_signal().await;
                 let _ = close_tx.send(true);

@@ -80,17 +80,42 @@ impl std::fmt::Debug for PaymentsConfig {
     }
 }
 
-fn env_ms(name: &str, default_ms: u64) -> anyhow::Result<Duration> {
-    match std::env::var(name) {
-        Ok(v) => v
+/// The `[payments]` table of the TOML file; every key optional, and the
+/// environment wins key by key.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsFile {
+    pub wechatpay_base_url: Option<String>,
+    pub wechatpay_appid: Option<String>,
+    pub wechatpay_mch_id: Option<String>,
+    pub wechatpay_key: Option<SecretString>,
+    /// `MD5` or `HMAC-SHA256`.
+    pub wechatpay_sign_type: Option<String>,
+    pub poll_ms: Option<u64>,
+    pub deadline_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub sweep_ms: Option<u64>,
+}
+
+/// `name` from the environment, else the file's value.
+fn setting(name: &str, file: Option<String>) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .or(file)
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn ms(name: &str, file: Option<u64>, default_ms: u64) -> anyhow::Result<Duration> {
+    let v = match (std::env::var(name), file) {
+        (Ok(v), _) => v
             .trim()
             .parse::<u64>()
-            .ok()
-            .filter(|ms| *ms > 0)
-            .map(Duration::from_millis)
-            .with_context(|| format!("{name} must be a positive number of milliseconds")),
-        Err(_) => Ok(Duration::from_millis(default_ms)),
-    }
+            .with_context(|| format!("{name} must be a positive number of milliseconds"))?,
+        (Err(_), Some(v)) => v,
+        (Err(_), None) => default_ms,
+    };
+    anyhow::ensure!(v > 0, "{name} must be a positive number of milliseconds");
+    Ok(Duration::from_millis(v))
 }
 
 impl PaymentsConfig {
@@ -99,32 +124,49 @@ impl PaymentsConfig {
     /// `…_DEADLINE_MS`, `…_TIMEOUT_MS`, `…_SWEEP_MS`. `None` when no base URL
     /// is set: payments are off.
     pub fn from_env() -> anyhow::Result<Option<Self>> {
-        let Ok(base) = std::env::var("GATEWAY_WECHATPAY_BASE_URL") else {
+        Self::load(None)
+    }
+
+    /// The environment over the file's `[payments]` table, key by key.
+    /// `None` when neither names a base URL: payments are off. A base URL
+    /// without its credentials, or a bad value, is an error.
+    pub fn load(file: Option<&PaymentsFile>) -> anyhow::Result<Option<Self>> {
+        use secrecy::ExposeSecret;
+        let f = file.cloned().unwrap_or_default();
+        let Some(base) = setting("GATEWAY_WECHATPAY_BASE_URL", f.wechatpay_base_url) else {
             return Ok(None);
         };
-        let need = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .with_context(|| format!("{name} is required with GATEWAY_WECHATPAY_BASE_URL"))
+        anyhow::ensure!(
+            base.starts_with("http://") || base.starts_with("https://"),
+            "the WeChat Pay base URL must start with http:// or https://"
+        );
+        let need = |name: &str, file: Option<String>| {
+            setting(name, file).with_context(|| {
+                format!("{name} (or the file's [payments] key) is required with a base URL")
+            })
         };
-        let sign_type = match std::env::var("GATEWAY_WECHATPAY_SIGN_TYPE").as_deref() {
-            Err(_) | Ok("MD5") => SignType::Md5,
-            Ok("HMAC-SHA256") => SignType::HmacSha256,
-            Ok(other) => {
-                anyhow::bail!("GATEWAY_WECHATPAY_SIGN_TYPE {other:?} is not MD5 or HMAC-SHA256")
-            }
-        };
+        let sign_type =
+            match setting("GATEWAY_WECHATPAY_SIGN_TYPE", f.wechatpay_sign_type).as_deref() {
+                None | Some("MD5") => SignType::Md5,
+                Some("HMAC-SHA256") => SignType::HmacSha256,
+                Some(other) => {
+                    anyhow::bail!("GATEWAY_WECHATPAY_SIGN_TYPE {other:?} is not MD5 or HMAC-SHA256")
+                }
+            };
+        let file_key = f
+            .wechatpay_key
+            .as_ref()
+            .map(|k| k.expose_secret().to_owned());
         Ok(Some(PaymentsConfig {
             wechatpay_base_url: base,
-            wechatpay_appid: need("GATEWAY_WECHATPAY_APPID")?,
-            wechatpay_mch_id: need("GATEWAY_WECHATPAY_MCH_ID")?,
-            wechatpay_key: SecretString::from(need("GATEWAY_WECHATPAY_KEY")?),
+            wechatpay_appid: need("GATEWAY_WECHATPAY_APPID", f.wechatpay_appid)?,
+            wechatpay_mch_id: need("GATEWAY_WECHATPAY_MCH_ID", f.wechatpay_mch_id)?,
+            wechatpay_key: SecretString::from(need("GATEWAY_WECHATPAY_KEY", file_key)?),
             sign_type,
-            poll_interval: env_ms("GATEWAY_PAYMENTS_POLL_MS", 5_000)?,
-            deadline: env_ms("GATEWAY_PAYMENTS_DEADLINE_MS", 30_000)?,
-            request_timeout: env_ms("GATEWAY_PAYMENTS_TIMEOUT_MS", 10_000)?,
-            sweep_interval: env_ms("GATEWAY_PAYMENTS_SWEEP_MS", 30_000)?,
+            poll_interval: ms("GATEWAY_PAYMENTS_POLL_MS", f.poll_ms, 5_000)?,
+            deadline: ms("GATEWAY_PAYMENTS_DEADLINE_MS", f.deadline_ms, 30_000)?,
+            request_timeout: ms("GATEWAY_PAYMENTS_TIMEOUT_MS", f.timeout_ms, 10_000)?,
+            sweep_interval: ms("GATEWAY_PAYMENTS_SWEEP_MS", f.sweep_ms, 30_000)?,
         }))
     }
 }

@@ -186,3 +186,80 @@ fn demo_mode_seeds_stores_products_and_keys() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// Payments configured in the TOML file's `[payments]` table: a wrong table
+/// stops `serve` with a message naming the problem; a complete one turns the
+/// payment routes on.
+#[test]
+fn payments_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serve = |config: &str| {
+        std::fs::write(d.join("gateway.toml"), config).unwrap();
+        gateway()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                "gateway.toml",
+            ])
+            .env_remove("GATEWAY_WECHATPAY_BASE_URL")
+            .env_remove("GATEWAY_WECHATPAY_KEY")
+            .current_dir(d)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for (config, complaint) in [
+        (
+            "[payments]\nwechatpay_base_url = \"http://127.0.0.1:9\"\nwechatpay_appid = \"wx1\"\nwechatpay_mch_id = \"100\"\n",
+            "GATEWAY_WECHATPAY_KEY",
+        ),
+        (
+            "[payments]\nwechatpay_base_url = \"ftp://x\"\n",
+            "http:// or https://",
+        ),
+        (
+            "[payments]\nwechatpay_base_url = \"http://127.0.0.1:9\"\nwechatpay_appid = \"wx1\"\nwechatpay_mch_id = \"100\"\nwechatpay_key = \"k\"\npoll_ms = 0\n",
+            "GATEWAY_PAYMENTS_POLL_MS",
+        ),
+        ("[payments]\nbase_url = \"http://x\"\n", "unknown field"),
+    ] {
+        let out = serve(config).wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "served with {config:?}");
+        assert!(err.contains(complaint), "{config:?}: {err}");
+    }
+
+    let mut child = serve(
+        "[payments]\nwechatpay_base_url = \"http://127.0.0.1:9\"\nwechatpay_appid = \"wx1\"\n\
+         wechatpay_mch_id = \"100\"\nwechatpay_key = \"k\"\nwechatpay_sign_type = \"HMAC-SHA256\"\n",
+    );
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("gateway listening on ").map(str::to_owned))
+        .expect("listening line");
+    let (ok, out, err) = run(&["keys", "create", "--role", "admin"], d);
+    assert!(ok, "{err}");
+    let admin = out.lines().last().unwrap().trim().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("{addr}/api/v1/orders/no-such-order/payments"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        // Payments are on: the order is looked up (not "not configured").
+        assert_eq!(r.status(), 404);
+    });
+    child.kill().unwrap();
+    let _ = child.wait();
+}
