@@ -1,3 +1,4 @@
+pub mod alipay;
 pub mod device;
 pub mod meituan;
 pub mod order;
