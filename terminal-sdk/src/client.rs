@@ -293,22 +293,31 @@ impl GatewayClient {
     /// Refunds `amount` of what the order paid. `request_id` is the
     /// terminal's id of this refund: the same id again answers the same
     /// refund (so retries are safe), a new id is a new refund. More than is
-    /// left to refund is a `refund_exceeds_paid` Fault.
+    /// left to refund is a `refund_exceeds_paid` Fault. For refunds by
+    /// order line, with a reason or restocking, see
+    /// [`GatewayClient::refund_order_with`].
     pub async fn refund_order(
         &self,
         order_id: &str,
         request_id: &str,
         amount: Money,
     ) -> Result<PaymentRefund, ClientError> {
+        self.refund_order_with(&RefundOrder::of_amount(order_id, request_id, amount))
+            .await
+    }
+
+    /// Any refund: an amount, or order lines (`lines`, each `lineNo` and a
+    /// quantity in the line's unit; the amount is then their share of the
+    /// lines' totals, and if `amount` is given too it must match), with an
+    /// optional `reason`, and `restock` to put the goods back into stock
+    /// (completed orders only). The same `request_id` again answers the same
+    /// refund; with different lines or amount it is `idempotency_conflict`.
+    /// Other Faults: `refund_exceeds_line`, `refund_amount_mismatch`,
+    /// `restock_needs_completed_order`, `invalid_refund`,
+    /// `invalid_quantity`, `paid_elsewhere` (paid in the app).
+    pub async fn refund_order_with(&self, req: &RefundOrder) -> Result<PaymentRefund, ClientError> {
         let r: RefundOrderResponse = self
-            .call_with(
-                &RefundOrder {
-                    order_id: order_id.to_owned(),
-                    request_id: request_id.to_owned(),
-                    amount,
-                },
-                self.cfg.timeout.max(self.cfg.pay_timeout),
-            )
+            .call_with(req, self.cfg.timeout.max(self.cfg.pay_timeout))
             .await?;
         Ok(r.refund)
     }

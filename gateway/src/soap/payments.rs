@@ -9,14 +9,16 @@ use axum::http::StatusCode;
 use proto::order::PaymentStatus;
 use proto::soap::{
     self, ChargeState as WireChargeState, GetPayment, GetPaymentResponse, PayOrder,
-    PayOrderResponse, Payment, PaymentRefund, ProviderExchange, RefundOrder, RefundOrderResponse,
-    RefundState as WireRefundState,
+    PayOrderResponse, Payment, PaymentRefund, Prepaid, ProviderExchange, RefundOrder,
+    RefundOrderResponse, RefundState as WireRefundState, RefundedLine,
 };
 
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::keys::Principal;
-use crate::payments::{Charge, ChargeState, ChargeWithLog, Payments, Refund, RefundState};
+use crate::payments::{
+    Charge, ChargeState, ChargeWithLog, Payments, Refund, RefundLineSpec, RefundSpec, RefundState,
+};
 
 /// The service, or the REST answer when payments are off.
 fn service(st: &AppState) -> Result<&Arc<Payments>> {
@@ -67,17 +69,55 @@ pub async fn get(st: &AppState, who: &Principal, m: GetPayment) -> Result<String
             })
             .collect(),
         refunds: p.refunds.into_iter().map(refund).collect(),
+        prepaid: p.prepaid.map(|pp| Prepaid {
+            provider: pp.provider,
+            transaction_id: pp.transaction_id,
+            amount: pp.amount,
+        }),
     }))
 }
 
 pub async fn refund_order(st: &AppState, who: &Principal, m: RefundOrder) -> Result<String> {
     let payments = service(st)?;
+    let spec = RefundSpec {
+        request_id: m.request_id,
+        amount: m.amount,
+        reason: m.reason,
+        lines: m
+            .lines
+            .into_iter()
+            .map(|l| RefundLineSpec {
+                line_no: l.line_no,
+                quantity: l.quantity,
+            })
+            .collect(),
+        restock: m.restock,
+    };
     let r = payments
-        .refund(&m.order_id, &m.request_id, m.amount, who)
-        .await?;
+        .refund_with(&m.order_id, spec, who)
+        .await
+        .map_err(explained)?;
     Ok(soap::write_response(&RefundOrderResponse {
         refund: refund(r),
     }))
+}
+
+/// Refusals of a refund that the cashier must act on: the Fault's text
+/// leads with what [`reason`] says, then the gateway's detail in brackets.
+const REFUND_REFUSALS: [&str; 6] = [
+    "invalid_refund",
+    "refund_exceeds_line",
+    "refund_amount_mismatch",
+    "restock_needs_completed_order",
+    "idempotency_conflict",
+    "paid_elsewhere",
+];
+
+fn explained(mut e: Error) -> Error {
+    if REFUND_REFUSALS.contains(&e.code) {
+        e.message = format!("{} ({})", reason(e.code), e.message);
+    }
+    e
 }
 
 fn payment(c: Charge, exchanges: Vec<ProviderExchange>) -> Payment {
@@ -124,6 +164,18 @@ fn refund(r: Refund) -> PaymentRefund {
         amount: r.amount,
         created_at: r.created_at,
         updated_at: r.updated_at,
+        reason: r.reason,
+        restock: r.restock,
+        lines: r
+            .lines
+            .into_iter()
+            .map(|l| RefundedLine {
+                line_no: l.line_no,
+                quantity: l.quantity.to_string(),
+                sku: l.sku,
+                amount: l.amount,
+            })
+            .collect(),
     }
 }
 
@@ -143,6 +195,24 @@ fn reason(code: &str) -> &'static str {
         "payment_cancelled" => "the payment was cancelled at the provider: no money moved",
         "refund_exceeds_paid" => "the provider says this is more than is left to refund",
         "refund_refused" => "the provider refused the refund",
+        "invalid_refund" => {
+            "the refund is not well formed: give an amount or the order lines, each line once, restock only with lines"
+        }
+        "refund_exceeds_line" => {
+            "more of a line than is left to refund: check what was already refunded with GetPayment"
+        }
+        "refund_amount_mismatch" => {
+            "the amount does not match the lines: leave the amount out to refund exactly the lines"
+        }
+        "restock_needs_completed_order" => {
+            "goods go back into stock only from a completed order: cancel an open order instead"
+        }
+        "idempotency_conflict" => {
+            "this refund number was already used for a different refund: start a new refund"
+        }
+        "paid_elsewhere" => {
+            "the order was paid in the customer's app: refund it there, not at the counter"
+        }
         _ => "the payment did not go through",
     }
 }
@@ -161,8 +231,24 @@ mod tests {
             "payment_cancelled",
             "refund_exceeds_paid",
             "refund_refused",
-        ] {
+        ]
+        .into_iter()
+        .chain(REFUND_REFUSALS)
+        {
             assert_ne!(reason(code), reason("something_new"), "{code}");
         }
+    }
+
+    #[test]
+    fn refund_refusals_lead_with_the_words_and_keep_the_detail() {
+        let e = explained(Error::unprocessable(
+            "refund_exceeds_line",
+            "line 1 has 1 left to refund",
+        ));
+        assert_eq!(e.code, "refund_exceeds_line");
+        assert!(e.message.starts_with("more of a line than is left"));
+        assert!(e.message.ends_with(" (line 1 has 1 left to refund)"));
+        let other = explained(Error::unprocessable("invalid_money", "zero"));
+        assert_eq!(other.message, "zero", "other codes are left as they are");
     }
 }

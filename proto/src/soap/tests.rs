@@ -64,10 +64,27 @@ fn every_request_round_trips_with_its_token() {
         Request::GetPayment(GetPayment {
             order_id: "0190-abc".into(),
         }),
+        Request::RefundOrder(RefundOrder::of_amount(
+            "0190-abc",
+            "退款 r-1",
+            Money::parse("5.5").unwrap(),
+        )),
         Request::RefundOrder(RefundOrder {
             order_id: "0190-abc".into(),
-            request_id: "退款 r-1".into(),
-            amount: Money::parse("5.5").unwrap(),
+            request_id: "r-2".into(),
+            amount: None,
+            lines: vec![
+                RefundLineRequest {
+                    line_no: 1,
+                    quantity: "1".into(),
+                },
+                RefundLineRequest {
+                    line_no: 3,
+                    quantity: "0.250".into(),
+                },
+            ],
+            reason: Some("洒了 & <cold>".into()),
+            restock: true,
         }),
     ];
     for req in requests {
@@ -242,6 +259,30 @@ fn payment_messages_round_trip() {
         amount: Money::parse("5.00").unwrap(),
         created_at: "2026-11-27T19:48:00+08:00".into(),
         updated_at: "2026-11-27T19:48:00+08:00".into(),
+        reason: None,
+        restock: false,
+        lines: Vec::new(),
+    };
+    // A refund of an amount writes none of the newer elements.
+    let xml = write_response(&RefundOrderResponse {
+        refund: refund.clone(),
+    });
+    for absent in ["reason", "restock", "line"] {
+        assert!(!xml.contains(&format!("<tns:{absent}>")), "{xml}");
+    }
+    let by_lines = PaymentRefund {
+        id: "0123456789abcdef01234567-1R2".into(),
+        request_id: "r-2".into(),
+        amount: Money::parse("10.58").unwrap(),
+        reason: Some("洒了 & <cold>".into()),
+        restock: true,
+        lines: vec![RefundedLine {
+            line_no: 1,
+            sku: "LATTE".into(),
+            quantity: "1".into(),
+            amount: Money::parse("10.58").unwrap(),
+        }],
+        ..refund.clone()
     };
     let g = GetPaymentResponse {
         order_id: "0190a".into(),
@@ -250,7 +291,8 @@ fn payment_messages_round_trip() {
             payment(ChargeState::Reversed),
             payment(ChargeState::Succeeded),
         ],
-        refunds: vec![refund.clone()],
+        refunds: vec![refund.clone(), by_lines.clone()],
+        prepaid: None,
     };
     let back = parse_response::<GetPaymentResponse>(write_response(&g).as_bytes()).unwrap();
     assert_eq!(back, g);
@@ -263,16 +305,23 @@ fn payment_messages_round_trip() {
         payment_status: crate::order::PaymentStatus::Unpaid,
         charges: Vec::new(),
         refunds: Vec::new(),
+        prepaid: Some(Prepaid {
+            provider: "wechat_miniprogram".into(),
+            transaction_id: "4200001234".into(),
+            amount: Money::parse("21.16").unwrap(),
+        }),
     };
     assert_eq!(
         parse_response::<GetPaymentResponse>(write_response(&empty).as_bytes()).unwrap(),
         empty
     );
-    let r = RefundOrderResponse { refund };
-    assert_eq!(
-        parse_response::<RefundOrderResponse>(write_response(&r).as_bytes()).unwrap(),
-        r
-    );
+    for refund in [refund, by_lines] {
+        let r = RefundOrderResponse { refund };
+        assert_eq!(
+            parse_response::<RefundOrderResponse>(write_response(&r).as_bytes()).unwrap(),
+            r
+        );
+    }
     assert!(ChargeState::Reversed.is_final() && !ChargeState::Pending.is_final());
 }
 
@@ -304,11 +353,68 @@ fn refund_requests_are_checked_like_rest() {
         .unwrap();
     assert_eq!(
         ok,
+        Request::RefundOrder(RefundOrder::of_amount("o1", "r-1", Money::from_fen(150)))
+    );
+    // Lines instead of an amount; the gateway decides what combination is
+    // valid, the codec only what is well-formed.
+    let lines = |inner: &str| {
+        envelope(
+            "",
+            &format!(
+                "<t:RefundOrder xmlns:t=\"{NS}\"><t:orderId>o1</t:orderId><t:requestId>r-1</t:requestId>{inner}</t:RefundOrder>"
+            ),
+        )
+    };
+    let ok = parse_request(
+        lines("<t:line><t:lineNo>2</t:lineNo><t:quantity>0.250</t:quantity></t:line><t:reason> spilt </t:reason><t:restock>1</t:restock>").as_bytes(),
+    )
+    .unwrap()
+    .request()
+    .unwrap();
+    assert_eq!(
+        ok,
         Request::RefundOrder(RefundOrder {
             order_id: "o1".into(),
             request_id: "r-1".into(),
-            amount: Money::from_fen(150),
+            amount: None,
+            lines: vec![RefundLineRequest {
+                line_no: 2,
+                quantity: "0.250".into()
+            }],
+            reason: Some("spilt".into()),
+            restock: true,
         })
+    );
+    let no_amount = parse_request(lines("").as_bytes())
+        .unwrap()
+        .request()
+        .unwrap();
+    assert_eq!(
+        no_amount,
+        Request::RefundOrder(RefundOrder {
+            order_id: "o1".into(),
+            request_id: "r-1".into(),
+            ..RefundOrder::default()
+        })
+    );
+    let one = "<t:line><t:lineNo>1</t:lineNo><t:quantity>1</t:quantity></t:line>";
+    assert_eq!(
+        code(lines(
+            "<t:line><t:lineNo>one</t:lineNo><t:quantity>1</t:quantity></t:line>"
+        )),
+        "invalid_request"
+    );
+    assert_eq!(
+        code(lines("<t:line><t:lineNo>1</t:lineNo></t:line>")),
+        "invalid_request"
+    );
+    assert_eq!(code(lines("<t:restock>yes</t:restock>")), "invalid_request");
+    assert_eq!(code(lines(&one.repeat(101))), "invalid_refund");
+    assert!(
+        parse_request(lines(&one.repeat(100)).as_bytes())
+            .unwrap()
+            .request()
+            .is_ok()
     );
 }
 

@@ -265,6 +265,34 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
           <xsd:element name="amount" type="tns:Money"/>
           <xsd:element name="createdAt" type="xsd:dateTime"/>
           <xsd:element name="updatedAt" type="xsd:dateTime"/>
+          <xsd:element name="reason" type="xsd:string" minOccurs="0"/>
+          <xsd:element name="restock" type="xsd:boolean" minOccurs="0"/>
+          <xsd:element name="line" type="tns:RefundedLineType" minOccurs="0" maxOccurs="unbounded"/>
+        </xsd:sequence>
+      </xsd:complexType>
+      <xsd:complexType name="RefundedLineType">
+        <xsd:annotation><xsd:documentation>One order line's part of a refund: lineNo 1 is the order's first line.</xsd:documentation></xsd:annotation>
+        <xsd:sequence>
+          <xsd:element name="lineNo" type="xsd:long"/>
+          <xsd:element name="sku" type="xsd:string"/>
+          <xsd:element name="quantity" type="tns:Quantity"/>
+          <xsd:element name="amount" type="tns:Money"/>
+        </xsd:sequence>
+      </xsd:complexType>
+      <xsd:complexType name="RefundLineType">
+        <xsd:sequence>
+          <xsd:element name="lineNo">
+            <xsd:simpleType><xsd:restriction base="xsd:long"><xsd:minInclusive value="1"/></xsd:restriction></xsd:simpleType>
+          </xsd:element>
+          <xsd:element name="quantity" type="tns:Quantity"/>
+        </xsd:sequence>
+      </xsd:complexType>
+      <xsd:complexType name="PrepaidType">
+        <xsd:annotation><xsd:documentation>Paid in the app before the order came in; refunded there, not with RefundOrder.</xsd:documentation></xsd:annotation>
+        <xsd:sequence>
+          <xsd:element name="provider" type="xsd:string"/>
+          <xsd:element name="transactionId" type="xsd:string"/>
+          <xsd:element name="amount" type="tns:Money"/>
         </xsd:sequence>
       </xsd:complexType>
 
@@ -400,16 +428,23 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
             <xsd:element name="paymentStatus" type="tns:PaymentStatus"/>
             <xsd:element name="charge" type="tns:ChargeType" minOccurs="0" maxOccurs="unbounded"/>
             <xsd:element name="refund" type="tns:RefundType" minOccurs="0" maxOccurs="unbounded"/>
+            <xsd:element name="prepaid" type="tns:PrepaidType" minOccurs="0"/>
           </xsd:sequence>
         </xsd:complexType>
       </xsd:element>
 
       <xsd:element name="RefundOrder">
+        <xsd:annotation><xsd:documentation>An amount, or lines (then the amount is optional and must match them if given). restock (completed orders, with lines only) puts the goods back into stock once refunded.</xsd:documentation></xsd:annotation>
         <xsd:complexType>
           <xsd:sequence>
             <xsd:element name="orderId" type="tns:ShortText"/>
             <xsd:element name="requestId" type="tns:ShortText"/>
-            <xsd:element name="amount" type="tns:Money"/>
+            <xsd:element name="amount" type="tns:Money" minOccurs="0"/>
+            <xsd:element name="line" type="tns:RefundLineType" minOccurs="0" maxOccurs="100"/>
+            <xsd:element name="reason" minOccurs="0">
+              <xsd:simpleType><xsd:restriction base="xsd:string"><xsd:maxLength value="500"/></xsd:restriction></xsd:simpleType>
+            </xsd:element>
+            <xsd:element name="restock" type="xsd:boolean" minOccurs="0"/>
           </xsd:sequence>
         </xsd:complexType>
       </xsd:element>

@@ -88,13 +88,46 @@ impl Message for GetPayment {
     }
 }
 
-/// Refunds part or all of what the order paid. `request_id` is the
-/// idempotency key: the same id answers the same refund.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Longest refund reason (as an order note, and REST).
+pub const MAX_REFUND_REASON: usize = 500;
+
+/// Most lines one refund names (as many as an order can have).
+pub const MAX_REFUND_LINES: usize = 100;
+
+/// Refunds part or all of what the order paid: an `amount`, or order
+/// `lines` (the amount is then their share of each line's total; if an
+/// amount is given too it must match). `request_id` is the idempotency key:
+/// the same id answers the same refund. `restock` puts the lines' goods
+/// back into stock once refunded (completed orders only). Which
+/// combinations are valid is the gateway's to say (as REST).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RefundOrder {
     pub order_id: String,
     pub request_id: String,
-    pub amount: Money,
+    pub amount: Option<Money>,
+    pub lines: Vec<RefundLineRequest>,
+    pub reason: Option<String>,
+    pub restock: bool,
+}
+
+impl RefundOrder {
+    /// A refund of an amount only, as before lines existed.
+    pub fn of_amount(order_id: &str, request_id: &str, amount: Money) -> Self {
+        RefundOrder {
+            order_id: order_id.to_owned(),
+            request_id: request_id.to_owned(),
+            amount: Some(amount),
+            ..RefundOrder::default()
+        }
+    }
+}
+
+/// An order line to refund: its number (1 for the first line of the order)
+/// and how much of it, in the line's unit (`"1"`, `"0.250"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundLineRequest {
+    pub line_no: i64,
+    pub quantity: String,
 }
 
 impl Message for RefundOrder {
@@ -103,11 +136,33 @@ impl Message for RefundOrder {
     fn write(&self, w: &mut Writer) {
         w.text("orderId", &self.order_id);
         w.text("requestId", &self.request_id);
-        w.display("amount", self.amount);
+        if let Some(a) = self.amount {
+            w.display("amount", a);
+        }
+        for l in &self.lines {
+            w.open("line");
+            w.display("lineNo", l.line_no);
+            w.text("quantity", &l.quantity);
+            w.close("line");
+        }
+        w.opt("reason", self.reason.as_deref());
+        if self.restock {
+            w.bool("restock", true);
+        }
     }
 
     fn read(e: &Element) -> Result<Self, Fault> {
-        only(e, &["orderId", "requestId", "amount"])?;
+        only(
+            e,
+            &[
+                "orderId",
+                "requestId",
+                "amount",
+                "line",
+                "reason",
+                "restock",
+            ],
+        )?;
         let request_id = text(e, "requestId")?;
         if request_id.is_empty()
             || request_id.chars().count() > MAX_REQUEST_ID
@@ -118,10 +173,34 @@ impl Message for RefundOrder {
                 format!("requestId must be 1 to {MAX_REQUEST_ID} printable characters"),
             ));
         }
+        let lines = all(e, "line")
+            .map(|l| {
+                only(l, &["lineNo", "quantity"])?;
+                Ok(RefundLineRequest {
+                    line_no: int("lineNo", text(l, "lineNo")?)?,
+                    quantity: text(l, "quantity")?.to_owned(),
+                })
+            })
+            .collect::<Result<Vec<_>, Fault>>()?;
+        if lines.len() > MAX_REFUND_LINES {
+            return Err(Fault::client(
+                "invalid_refund",
+                format!("a refund names at most {MAX_REFUND_LINES} lines"),
+            ));
+        }
         Ok(RefundOrder {
             order_id: bounded("orderId", text(e, "orderId")?, 64)?,
             request_id: request_id.to_owned(),
-            amount: Money::parse(text(e, "amount")?).map_err(from_parse)?,
+            amount: opt_text(e, "amount")?
+                .map(|a| Money::parse(a).map_err(from_parse))
+                .transpose()?,
+            lines,
+            // Its length is the gateway's to check (`invalid_note`, as REST).
+            reason: opt_free_text(e, "reason")?,
+            restock: opt_text(e, "restock")?
+                .map(|b| boolean("restock", b))
+                .transpose()?
+                .unwrap_or(false),
         })
     }
 }
@@ -179,6 +258,32 @@ pub struct PaymentRefund {
     pub amount: Money,
     pub created_at: String,
     pub updated_at: String,
+    /// Why, as the cashier or the app gave it.
+    pub reason: Option<String>,
+    /// The lines' goods go (or went, once refunded) back into stock.
+    pub restock: bool,
+    /// What it gives back line by line; empty for a refund of an amount.
+    pub lines: Vec<RefundedLine>,
+}
+
+/// One order line's part of a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundedLine {
+    pub line_no: i64,
+    pub sku: String,
+    /// In the line's unit, as the order shows it (`"1"`, `"0.250"`).
+    pub quantity: String,
+    pub amount: Money,
+}
+
+/// A payment taken before the order reached the gateway (in the app).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepaid {
+    /// e.g. `wechat_miniprogram`.
+    pub provider: String,
+    /// The app's transaction reference.
+    pub transaction_id: String,
+    pub amount: Money,
 }
 
 fn write_payment(w: &mut Writer, p: &Payment) {
@@ -276,6 +381,19 @@ fn write_refund(w: &mut Writer, r: &PaymentRefund) {
     w.display("amount", r.amount);
     w.text("createdAt", &r.created_at);
     w.text("updatedAt", &r.updated_at);
+    // Only when set: a refund of an amount reads exactly as before.
+    w.opt("reason", r.reason.as_deref());
+    if r.restock {
+        w.bool("restock", true);
+    }
+    for l in &r.lines {
+        w.open("line");
+        w.display("lineNo", l.line_no);
+        w.text("sku", &l.sku);
+        w.text("quantity", &l.quantity);
+        w.display("amount", l.amount);
+        w.close("line");
+    }
 }
 
 fn read_refund(e: &Element) -> Result<PaymentRefund, Fault> {
@@ -292,8 +410,22 @@ fn read_refund(e: &Element) -> Result<PaymentRefund, Fault> {
             "amount",
             "createdAt",
             "updatedAt",
+            "reason",
+            "restock",
+            "line",
         ],
     )?;
+    let lines = all(e, "line")
+        .map(|l| {
+            only(l, &["lineNo", "sku", "quantity", "amount"])?;
+            Ok(RefundedLine {
+                line_no: int("lineNo", text(l, "lineNo")?)?,
+                sku: text(l, "sku")?.to_owned(),
+                quantity: text(l, "quantity")?.to_owned(),
+                amount: money(l, "amount")?,
+            })
+        })
+        .collect::<Result<Vec<_>, Fault>>()?;
     Ok(PaymentRefund {
         id: text(e, "id")?.to_owned(),
         charge_id: text(e, "chargeId")?.to_owned(),
@@ -305,6 +437,12 @@ fn read_refund(e: &Element) -> Result<PaymentRefund, Fault> {
         amount: money(e, "amount")?,
         created_at: text(e, "createdAt")?.to_owned(),
         updated_at: text(e, "updatedAt")?.to_owned(),
+        reason: opt_free_text(e, "reason")?,
+        restock: opt_text(e, "restock")?
+            .map(|b| boolean("restock", b))
+            .transpose()?
+            .unwrap_or(false),
+        lines,
     })
 }
 
@@ -340,6 +478,8 @@ pub struct GetPaymentResponse {
     /// Oldest attempt first; at most one of them succeeded.
     pub charges: Vec<Payment>,
     pub refunds: Vec<PaymentRefund>,
+    /// Paid in the app before the order came in: refunded there, not here.
+    pub prepaid: Option<Prepaid>,
 }
 
 impl GetPaymentResponse {
@@ -367,10 +507,30 @@ impl Message for GetPaymentResponse {
             write_refund(w, r);
             w.close("refund");
         }
+        if let Some(p) = &self.prepaid {
+            w.open("prepaid");
+            w.text("provider", &p.provider);
+            w.text("transactionId", &p.transaction_id);
+            w.display("amount", p.amount);
+            w.close("prepaid");
+        }
     }
 
     fn read(e: &Element) -> Result<Self, Fault> {
-        only(e, &["orderId", "paymentStatus", "charge", "refund"])?;
+        only(
+            e,
+            &["orderId", "paymentStatus", "charge", "refund", "prepaid"],
+        )?;
+        let prepaid = opt_el(e, "prepaid")?
+            .map(|p| {
+                only(p, &["provider", "transactionId", "amount"])?;
+                Ok::<_, Fault>(Prepaid {
+                    provider: text(p, "provider")?.to_owned(),
+                    transaction_id: text(p, "transactionId")?.to_owned(),
+                    amount: money(p, "amount")?,
+                })
+            })
+            .transpose()?;
         Ok(GetPaymentResponse {
             order_id: text(e, "orderId")?.to_owned(),
             payment_status: PaymentStatus::parse(text(e, "paymentStatus")?).map_err(from_parse)?,
@@ -380,6 +540,7 @@ impl Message for GetPaymentResponse {
             refunds: all(e, "refund")
                 .map(read_refund)
                 .collect::<Result<_, _>>()?,
+            prepaid,
         })
     }
 }
