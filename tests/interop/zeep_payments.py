@@ -3,8 +3,9 @@
 Loads the WSDL from a running gateway with payments on, sells two lattes
 over SubmitOrder, then: GetPayment on the unpaid order, PayOrder with a
 payment code the provider simulator is told to accept, GetPayment again,
-a partial and a repeated RefundOrder, an over-refund Fault, and another
-store's terminal refused. Every answer is compared with the REST payments
+a partial and a repeated RefundOrder, an over-refund Fault, a refund of
+one order line with a reason and restocking once the order is completed,
+and another store's terminal refused. Every answer is compared with the REST payments
 document and the simulator's ledger, and every message body the server
 sent is validated against the WSDL's inline XSD (lxml).
 
@@ -119,6 +120,12 @@ def same_as_rest(z, r):
     for zr, rr in zip(z.refund, r["refunds"]):
         check(zr.id == rr["id"] and zr.requestId == rr["request_id"], "refund id")
         check(zr.state == rr["state"] and zr.amount == Decimal(rr["amount"]), "refund state and amount")
+        check(zr.reason == rr.get("reason") and bool(zr.restock) == rr["restock"], "refund reason and restock")
+        rl = rr.get("lines", [])
+        check([(l.lineNo, l.sku, l.quantity, l.amount) for l in zr.line]
+              == [(l["line_no"], l["sku"], Decimal(l["quantity"]), Decimal(l["amount"])) for l in rl],
+              "refund lines")
+    check(z.prepaid is None and r.get("prepaid") is None, "not prepaid in the app")
 
 
 svc = make_client(TID, KEY).service
@@ -164,6 +171,36 @@ check(after.paymentStatus == "partially_refunded" and len(after.refund) == 1, "o
 same_as_rest(after, http("GET", f"{BASE}/api/v1/orders/{oid}/payments", KEY)[1])
 entry = [e for e in ledger() if e["out_trade_no"] == charge.id][0]
 check(entry["refunded_fee"] == 500, f"the provider refunded 5.00 once ({entry['refunded_fee']})")
+
+# --- RefundOrder by line, restocking a completed order -------------------------
+for action in ["accept", "ready", "complete"]:
+    svc.UpdateOrderStatus(orderId=oid, action=action)
+    validate_last()
+
+
+def lattes_on_hand():
+    cat = svc.GetCatalog()
+    validate_last()
+    return [i.onHand for i in cat.item if i.sku == "LATTE"][0]
+
+
+shelf = lattes_on_hand()
+r3 = svc.RefundOrder(orderId=oid, requestId="zeep-r3", line=[{"lineNo": 1, "quantity": Decimal("1")}],
+                     reason="spilt", restock=True)
+validate_last()
+check(r3.state == "succeeded" and r3.amount == Decimal("10.58"), f"one latte's share refunded ({r3.amount})")
+check(r3.restock is True and r3.reason == "spilt", "restock and reason echoed")
+check([(l.lineNo, l.sku, l.quantity, l.amount) for l in r3.line] == [(1, "LATTE", Decimal("1"), Decimal("10.58"))],
+      "the refunded line")
+check(lattes_on_hand() == shelf + 1, f"the latte is back on the shelf ({shelf} before)")
+check(fault_code(svc.RefundOrder, orderId=oid, requestId="zeep-r4", line=[{"lineNo": 1, "quantity": Decimal("2")}])
+      == ("soap:Client", "refund_exceeds_line"), "more of the line than is left")
+by_line = svc.GetPayment(orderId=oid)
+validate_last()
+check(len(by_line.refund) == 2 and by_line.refund[1].line[0].sku == "LATTE", "GetPayment shows the lines")
+same_as_rest(by_line, http("GET", f"{BASE}/api/v1/orders/{oid}/payments", KEY)[1])
+entry = [e for e in ledger() if e["out_trade_no"] == charge.id][0]
+check(entry["refunded_fee"] == 1558, f"the provider refunded 15.58 in all ({entry['refunded_fee']})")
 
 # --- Faults carry the REST codes -------------------------------------------------
 check(fault_code(svc.PayOrder, orderId=oid, authCode="6901234567892")

@@ -20,7 +20,8 @@ use gateway::payments::{Payments, PaymentsConfig};
 use hw_sim::payments::{Credentials, LedgerEntry, Provider};
 use proto::order::{Money, PaymentStatus, Sku, StoreId, TerminalId, Unit};
 use proto::soap::{
-    ChargeState, FaultKind, GetPaymentResponse, Payment, RefundState, SubmitLine, SubmitOrder,
+    ChargeState, FaultKind, GetPaymentResponse, Payment, RefundLineRequest, RefundOrder,
+    RefundState, RefundedLine, SubmitLine, SubmitOrder,
 };
 use proto::wechatpay::SignType;
 use secrecy::SecretString;
@@ -51,6 +52,8 @@ struct PayApp {
     t1_key: String,
     s2_key: String,
     admin: String,
+    /// The brand's app backend (official orders, prepaid in the app).
+    app_key: String,
     closing: watch::Sender<bool>,
     _store: TestDb,
 }
@@ -158,6 +161,7 @@ impl PayApp {
             t1_key,
             s2_key,
             admin: tests::new_key(&db, Role::Admin, None).await,
+            app_key: tests::new_key(&db, Role::App, None).await,
             base,
             addr,
             http: reqwest::Client::new(),
@@ -239,6 +243,27 @@ impl PayApp {
             .expect("send");
         assert_eq!(r.status(), 200);
         r.json().await.expect("json")
+    }
+
+    /// LATTE on hand in S001, as `GET /api/v1/stores/S001/catalog` says.
+    async fn lattes_on_hand(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/api/v1/stores/S001/catalog", self.base))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        let cat: Value = r.json().await.expect("json");
+        cat["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| i["sku"] == "LATTE")
+            .and_then(|i| i["on_hand"].as_str())
+            .expect("LATTE on hand")
+            .to_owned()
     }
 
     /// The order's payment status as GetOrder shows it.
@@ -331,6 +356,30 @@ fn same_as_rest(soap: &GetPaymentResponse, rest: &Value) {
         assert_eq!(f.request_id, s(r, "request_id"));
         assert_eq!(f.state.as_str(), s(r, "state"));
         assert_eq!(f.amount.to_string(), s(r, "amount"));
+        assert_eq!(f.reason, r["reason"].as_str().map(str::to_owned));
+        assert_eq!(f.restock, r["restock"].as_bool().unwrap_or(false));
+        let lines: Vec<RefundedLine> = r["lines"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| RefundedLine {
+                line_no: l["line_no"].as_i64().unwrap_or(-1),
+                sku: s(l, "sku"),
+                quantity: s(l, "quantity"),
+                amount: Money::parse(&s(l, "amount")).expect("line amount"),
+            })
+            .collect();
+        assert_eq!(f.lines, lines);
+    }
+    match (&soap.prepaid, rest.get("prepaid").filter(|p| !p.is_null())) {
+        (None, None) => {}
+        (Some(p), Some(r)) => {
+            assert_eq!(p.provider, s(r, "provider"));
+            assert_eq!(p.transaction_id, s(r, "transaction_id"));
+            assert_eq!(p.amount.to_string(), s(r, "amount"));
+        }
+        (soap, rest) => panic!("prepaid: SOAP {soap:?}, REST {rest:?}"),
     }
 }
 
@@ -726,6 +775,227 @@ async fn refunds_full_partial_idempotent_and_never_more_than_paid(backend: Backe
     app.ledger_is_final_and_once(&[&order]).await;
 }
 
+/// A refund of order lines, as the terminal builds it.
+fn by_lines(order: &str, request: &str, lines: &[(i64, &str)], restock: bool) -> RefundOrder {
+    RefundOrder {
+        order_id: order.to_owned(),
+        request_id: request.to_owned(),
+        lines: lines
+            .iter()
+            .map(|&(line_no, quantity)| RefundLineRequest {
+                line_no,
+                quantity: quantity.to_owned(),
+            })
+            .collect(),
+        restock,
+        ..RefundOrder::default()
+    }
+}
+
+async fn refunds_by_line_restock_a_completed_order(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend, true).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(&app, "lines-1", json!({"outcome": "success"})).await;
+
+    // Restock needs the goods handed over: refused on an open order.
+    let (kind, code) = fault(
+        app.t1
+            .refund_order_with(&by_lines(&order, "l-0", &[(1, "1")], true))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (kind, code.as_str()),
+        (FaultKind::Client, "restock_needs_completed_order")
+    );
+    for action in [
+        proto::order::OrderAction::Accept,
+        proto::order::OrderAction::Ready,
+        proto::order::OrderAction::Complete,
+    ] {
+        app.t1
+            .update_order_status(&order, action, None)
+            .await
+            .expect("status");
+    }
+    assert_eq!(
+        app.lattes_on_hand().await,
+        "98",
+        "two lattes left the shelf"
+    );
+
+    // One latte comes back: its share of the line, and back on the shelf.
+    let mut req = by_lines(&order, "l-1", &[(1, "1")], true);
+    req.reason = Some("spilt, remade".to_owned());
+    let r1 = app.t1.refund_order_with(&req).await.expect("refund");
+    assert_eq!(r1.state, RefundState::Succeeded, "{r1:?}");
+    assert_eq!(r1.amount.to_string(), "10.58");
+    assert_eq!(r1.charge_id, charge.id);
+    assert_eq!(r1.reason.as_deref(), Some("spilt, remade"));
+    assert!(r1.restock);
+    assert_eq!(
+        r1.lines,
+        [RefundedLine {
+            line_no: 1,
+            sku: "LATTE".to_owned(),
+            quantity: "1".to_owned(),
+            amount: Money::from_fen(1058),
+        }]
+    );
+    assert_eq!(app.lattes_on_hand().await, "99", "restocked by one");
+    assert_eq!(app.entry(&charge.id).await.refunded_fen, 1058);
+
+    // The same request again: the same refund, no money or stock moves.
+    let again = app.t1.refund_order_with(&req).await.expect("refund");
+    assert_eq!(again, r1);
+    assert_eq!(app.lattes_on_hand().await, "99");
+
+    // GetPayment shows the lines (and agrees with REST).
+    let before = app.payments(&order).await;
+    assert_eq!(before.payment_status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(before.refunds, std::slice::from_ref(&r1));
+
+    // Refused as Faults, and nothing changes.
+    let mut mismatch = by_lines(&order, "l-2", &[(1, "1")], false);
+    mismatch.amount = Some(Money::parse("10.00").expect("money"));
+    let restock_without_lines = RefundOrder {
+        restock: true,
+        ..RefundOrder::of_amount(&order, "l-2", Money::from_fen(100))
+    };
+    let neither = RefundOrder {
+        order_id: order.clone(),
+        request_id: "l-2".to_owned(),
+        ..RefundOrder::default()
+    };
+    for (req, want) in [
+        (
+            by_lines(&order, "l-2", &[(1, "2")], false),
+            "refund_exceeds_line",
+        ),
+        (
+            by_lines(&order, "l-2", &[(2, "1")], false),
+            "invalid_refund",
+        ),
+        (
+            by_lines(&order, "l-2", &[(1, "1"), (1, "1")], false),
+            "invalid_refund",
+        ),
+        (mismatch, "refund_amount_mismatch"),
+        (restock_without_lines, "invalid_refund"),
+        (neither, "invalid_refund"),
+        (
+            by_lines(&order, "l-2", &[(1, "0.5")], false),
+            "invalid_quantity",
+        ),
+        (
+            by_lines(&order, "l-1", &[(1, "2")], true),
+            "idempotency_conflict",
+        ),
+    ] {
+        match app.t1.refund_order_with(&req).await {
+            Err(ClientError::Fault(f)) => {
+                assert_eq!(
+                    (f.kind, f.code.as_str()),
+                    (FaultKind::Client, want),
+                    "{req:?}"
+                );
+                assert!(!f.message.is_empty());
+            }
+            other => panic!("{req:?}: expected {want}, got {other:?}"),
+        }
+        assert_eq!(
+            app.payments(&order).await,
+            before,
+            "{want}: nothing changed"
+        );
+        assert_eq!(app.lattes_on_hand().await, "99", "{want}");
+    }
+    // The cashier reads what to do, then the detail.
+    let f = match app
+        .t1
+        .refund_order_with(&by_lines(&order, "l-2", &[(1, "2")], false))
+        .await
+    {
+        Err(ClientError::Fault(f)) => f,
+        other => panic!("expected a Fault, got {other:?}"),
+    };
+    assert!(
+        f.message
+            .starts_with("more of a line than is left to refund")
+            && f.message.contains("line 1 has 1 left"),
+        "{}",
+        f.message
+    );
+    assert_eq!(app.entry(&charge.id).await.refunded_fen, 1058);
+
+    // The rest of the line, without restock: exactly what is left.
+    let r2 = app
+        .t1
+        .refund_order_with(&by_lines(&order, "l-2", &[(1, "1")], false))
+        .await
+        .expect("refund");
+    assert_eq!(
+        (r2.state, r2.amount.to_string()),
+        (RefundState::Succeeded, "10.58".to_owned())
+    );
+    assert!(!r2.restock);
+    assert_eq!(r2.reason, None);
+    assert_eq!(app.lattes_on_hand().await, "99", "no restock asked");
+    let p = app.payments(&order).await;
+    assert_eq!(p.payment_status, PaymentStatus::Refunded);
+    assert_eq!(p.refunds, [r1, r2]);
+    let entry = app.entry(&charge.id).await;
+    assert_eq!((entry.refunded_fen, entry.total_fen), (2116, 2116));
+    app.ledger_is_final_and_once(&[&order]).await;
+}
+
+async fn a_prepaid_app_order_shows_its_prepayment(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend, true).await else {
+        return;
+    };
+    let r = app
+        .http
+        .post(format!("{}/api/v1/orders", app.base))
+        .bearer_auth(&app.app_key)
+        .json(&json!({
+            "store_id": "S001",
+            "lines": [{"sku": "LATTE", "quantity": 2}],
+            "prepaid": {
+                "provider": "wechat_miniprogram",
+                "transaction_id": "4200001234202611270001",
+                "amount": "21.16"
+            }
+        }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 201);
+    let order: Value = r.json().await.expect("json");
+    let id = order["id"].as_str().expect("id").to_owned();
+
+    let p = app.payments(&id).await;
+    assert_eq!(p.payment_status, PaymentStatus::Paid);
+    assert!(p.charges.is_empty() && p.refunds.is_empty());
+    let prepaid = p.prepaid.as_ref().expect("prepaid");
+    assert_eq!(prepaid.provider, "wechat_miniprogram");
+    assert_eq!(prepaid.transaction_id, "4200001234202611270001");
+    assert_eq!(prepaid.amount, Money::from_fen(2116));
+
+    // The counter neither charges nor refunds it: that is the app's.
+    let (kind, code) = fault(
+        app.t1
+            .refund_order(&id, "p-1", Money::from_fen(100))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((kind, code.as_str()), (FaultKind::Client, "paid_elsewhere"));
+    let (_, code) = fault(app.t1.pay_order(&id, CODE).await.unwrap_err());
+    assert_eq!(code, "order_already_paid");
+    assert_eq!(app.payments(&id).await, p, "nothing changed");
+    assert!(app.ledger().await.is_empty(), "no money moved here");
+}
+
 // ------------------------------------------------------- rules and faults
 
 async fn codes_stores_and_orders_are_checked_before_money_moves(backend: Backend) {
@@ -831,6 +1101,8 @@ tests::on_both_databases!(
     two_pay_orders_at_once_make_one_charge,
     a_lost_pay_answer_is_retried_without_a_second_charge,
     refunds_full_partial_idempotent_and_never_more_than_paid,
+    refunds_by_line_restock_a_completed_order,
+    a_prepaid_app_order_shows_its_prepayment,
     codes_stores_and_orders_are_checked_before_money_moves,
     without_a_provider_the_operations_fault_like_rest,
 );
