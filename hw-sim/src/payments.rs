@@ -5,8 +5,12 @@
 //! `PUT /scenario` picks what happens to a code (or to every code), and
 //! `GET /ledger` shows where the money is.
 //!
+//! The same process can also be Alipay (`POST /gateway.do`, see
+//! [`alipay`]), over the same books and scenarios, when given its keys.
+//!
 //! Plain HTTP only: the real `/secapi/` paths need a client certificate.
 
+mod alipay;
 mod ledger;
 
 use std::future::Future;
@@ -27,6 +31,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use alipay::AlipayCredentials;
 use ledger::{Ledger, MicropayAnswer, RefundAnswer, ReverseAnswer};
 pub use ledger::{LedgerEntry, Outcome, Scenario};
 
@@ -45,6 +50,47 @@ pub struct Args {
     /// The merchant's API key both sides sign with.
     #[arg(long, env = "HW_SIM_WECHATPAY_KEY")]
     pub key: String,
+    /// Alipay's `app_id` of the merchant app; Alipay is served only with
+    /// this and both keys below.
+    #[arg(long, env = "HW_SIM_ALIPAY_APP_ID")]
+    pub alipay_app_id: Option<String>,
+    /// PEM file: the app's public key, which requests must verify with.
+    #[arg(long, env = "HW_SIM_ALIPAY_APP_PUBLIC_KEY")]
+    pub alipay_app_public_key: Option<std::path::PathBuf>,
+    /// PEM file: the simulator's own private key, which signs answers.
+    #[arg(long, env = "HW_SIM_ALIPAY_PRIVATE_KEY")]
+    pub alipay_private_key: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    /// Alipay's setup from the flags: `None` when none is given, an error
+    /// when only some are, or a key file cannot be read.
+    pub fn alipay(&self) -> anyhow::Result<Option<AlipayCredentials>> {
+        use anyhow::Context;
+        match (
+            &self.alipay_app_id,
+            &self.alipay_app_public_key,
+            &self.alipay_private_key,
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(app_id), Some(public), Some(private)) => {
+                let read = |path: &std::path::Path| {
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))
+                };
+                Ok(Some(AlipayCredentials {
+                    app_id: app_id.clone(),
+                    app_public_key: proto::alipay::PublicKey::from_pem(&read(public)?)
+                        .context("--alipay-app-public-key")?,
+                    private_key: proto::alipay::PrivateKey::from_pem(&read(private)?)
+                        .context("--alipay-private-key")?,
+                }))
+            }
+            _ => anyhow::bail!(
+                "Alipay needs --alipay-app-id, --alipay-app-public-key and --alipay-private-key together"
+            ),
+        }
+    }
 }
 
 /// Who the simulated provider is, and the key it shares with the merchant.
@@ -67,13 +113,21 @@ impl std::fmt::Debug for Credentials {
 
 /// Runs the simulator until Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let provider = Provider::new(Credentials {
-        appid: args.appid,
-        mch_id: args.mch_id,
-        key: args.key,
-    });
+    let alipay = args.alipay()?;
+    let with_alipay = alipay.is_some();
+    let provider = Provider::with_alipay(
+        Credentials {
+            appid: args.appid,
+            mch_id: args.mch_id,
+            key: args.key,
+        },
+        alipay,
+    );
     let listener = TcpListener::bind(args.listen).await?;
     println!("payment provider: http://{}", listener.local_addr()?);
+    if with_alipay {
+        println!("alipay: http://{}/gateway.do", listener.local_addr()?);
+    }
     provider
         .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
@@ -84,17 +138,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 pub struct Provider {
     creds: Credentials,
+    /// `None`: Alipay is off.
+    alipay: Option<alipay::AlipayFace>,
     ledger: Mutex<Ledger>,
     closing: watch::Sender<bool>,
 }
 
 impl Provider {
+    /// WeChat Pay only.
     pub fn new(creds: Credentials) -> Arc<Provider> {
+        Provider::with_alipay(creds, None)
+    }
+
+    /// WeChat Pay, and Alipay when given its credentials, on shared books.
+    pub fn with_alipay(creds: Credentials, alipay: Option<AlipayCredentials>) -> Arc<Provider> {
         Arc::new(Provider {
             creds,
+            alipay: alipay.map(|creds| alipay::AlipayFace {
+                creds,
+                sign_with: Mutex::new(None),
+            }),
             ledger: Mutex::new(Ledger::default()),
             closing: watch::Sender::new(false),
         })
+    }
+
+    /// A test hook: Alipay answers are signed with `key` (a forger's) until
+    /// called again with `None`.
+    pub fn alipay_sign_with(&self, key: Option<proto::alipay::PrivateKey>) {
+        if let Some(face) = &self.alipay {
+            *face.sign_with.lock().unwrap_or_else(|p| p.into_inner()) = key;
+        }
     }
 
     fn books(&self) -> MutexGuard<'_, Ledger> {
@@ -116,6 +190,8 @@ impl Provider {
             .route(wx::PATH_ORDERQUERY, post(orderquery))
             .route(wx::PATH_REVERSE, post(reverse))
             .route(wx::PATH_REFUND, post(refund))
+            .route(proto::alipay::PATH_GATEWAY, post(alipay::gateway))
+            .route("/alipay/signing_key", put(alipay::put_signing_key))
             .route("/scenario", put(put_scenario))
             .route("/ledger", get(get_ledger))
             .with_state(self)

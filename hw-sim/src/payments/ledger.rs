@@ -1,11 +1,12 @@
 //! The simulated provider's books: one entry per `out_trade_no`, the
 //! scenario each entry was created under, and what each call does to it.
-//! No I/O; every call takes the current time.
+//! Both wallets share them: the answers are in WeChat Pay's terms, and the
+//! Alipay face translates. No I/O; every call takes the current time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use proto::wechatpay::{TradeState, err};
+use proto::wechatpay::{CodeKind, TradeState, err};
 use serde::{Deserialize, Serialize};
 
 /// What the provider does with a payment code.
@@ -62,6 +63,8 @@ impl Scenario {
 #[derive(Debug, Clone)]
 pub struct Charge {
     pub out_trade_no: String,
+    /// Which wallet's API created it.
+    pub provider: CodeKind,
     pub transaction_id: String,
     pub total_fee: i64,
     pub refunded_fee: i64,
@@ -79,6 +82,9 @@ pub struct Charge {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub out_trade_no: String,
+    /// `wechatpay` or `alipay`: which API created it.
+    #[serde(default)]
+    pub provider: String,
     pub state: String,
     pub total_fen: i64,
     pub refunded_fen: i64,
@@ -157,8 +163,21 @@ impl Ledger {
         format!("4200{:016}", self.next_txn)
     }
 
+    /// A WeChat Pay micropay.
     pub fn micropay(
         &mut self,
+        out_trade_no: &str,
+        auth_code: &str,
+        total_fee: i64,
+        now: Instant,
+    ) -> MicropayAnswer {
+        self.charge(CodeKind::WeChatPay, out_trade_no, auth_code, total_fee, now)
+    }
+
+    /// A charge through `wallet`'s API: only that wallet's codes are valid.
+    pub fn charge(
+        &mut self,
+        wallet: CodeKind,
         out_trade_no: &str,
         auth_code: &str,
         total_fee: i64,
@@ -179,10 +198,8 @@ impl Ledger {
             };
         }
         let scenario = self.by_code.get(auth_code).unwrap_or(&self.default).clone();
-        let wechat_code = auth_code.len() == 18
-            && auth_code.bytes().all(|b| b.is_ascii_digit())
-            && matches!(&auth_code[..2], "10" | "11" | "12" | "13" | "14" | "15");
-        let outcome = if wechat_code {
+        let own_code = proto::wechatpay::parse_code(auth_code).is_some_and(|c| c.kind == wallet);
+        let outcome = if own_code {
             scenario.outcome
         } else {
             Outcome::InvalidCode
@@ -210,6 +227,7 @@ impl Ledger {
         let transaction_id = self.txn_id();
         let charge = Charge {
             out_trade_no: out_trade_no.to_owned(),
+            provider: wallet,
             transaction_id,
             total_fee,
             refunded_fee: 0,
@@ -234,7 +252,25 @@ impl Ledger {
         Some(c.clone())
     }
 
+    /// A WeChat Pay reverse.
     pub fn reverse(&mut self, out_trade_no: &str, now: Instant) -> ReverseAnswer {
+        self.reverse_for(CodeKind::WeChatPay, out_trade_no, now)
+    }
+
+    /// The state of a charge, touching no counter.
+    pub fn peek(&mut self, out_trade_no: &str, now: Instant) -> Option<Charge> {
+        let c = self.charges.get_mut(out_trade_no)?;
+        Self::settle(c, now);
+        Some(c.clone())
+    }
+
+    /// A reverse (WeChat) or cancel (Alipay) through `wallet`'s API.
+    pub fn reverse_for(
+        &mut self,
+        wallet: CodeKind,
+        out_trade_no: &str,
+        now: Instant,
+    ) -> ReverseAnswer {
         let Some(c) = self.charges.get_mut(out_trade_no) else {
             // Reversing an order the provider never saw closes the number,
             // so a micropay still on its way cannot charge any more.
@@ -243,6 +279,7 @@ impl Ledger {
                 out_trade_no.to_owned(),
                 Charge {
                     out_trade_no: out_trade_no.to_owned(),
+                    provider: wallet,
                     transaction_id: txn,
                     total_fee: 0,
                     refunded_fee: 0,
@@ -327,6 +364,7 @@ impl Ledger {
                 Self::settle(c, now);
                 LedgerEntry {
                     out_trade_no: c.out_trade_no.clone(),
+                    provider: c.provider.as_str().to_owned(),
                     state: c.state.as_str().to_owned(),
                     total_fen: c.total_fee,
                     refunded_fen: c.refunded_fee,
@@ -440,6 +478,32 @@ mod tests {
             RefundAnswer::Done { .. }
         ));
         assert_eq!(l.entries(t0)[0].refunded_fen, 100);
+    }
+
+    #[test]
+    fn alipay_charges_share_the_books_and_scenarios() {
+        let t0 = Instant::now();
+        let mut l = ledger(Outcome::Success, 0, 0);
+        l.set_scenario(Scenario {
+            auth_code: Some("284567890123456789".into()),
+            outcome: Outcome::InsufficientBalance,
+            ..Scenario::default()
+        });
+        assert!(matches!(
+            l.charge(CodeKind::Alipay, "a1", "2812345678901234", 100, t0),
+            MicropayAnswer::Paid(_)
+        ));
+        assert_eq!(
+            l.charge(CodeKind::Alipay, "a2", "284567890123456789", 100, t0),
+            MicropayAnswer::Fail(err::NOTENOUGH)
+        );
+        assert_eq!(
+            l.charge(CodeKind::Alipay, "a3", CODE, 100, t0),
+            MicropayAnswer::Fail(err::AUTH_CODE_INVALID)
+        );
+        l.micropay("w1", CODE, 100, t0);
+        let providers: Vec<String> = l.entries(t0).into_iter().map(|e| e.provider).collect();
+        assert_eq!(providers, ["alipay", "alipay", "alipay", "wechatpay"]);
     }
 
     #[test]
