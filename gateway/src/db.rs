@@ -88,7 +88,8 @@ impl Db {
                             use sqlx::Executor;
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                                 PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+                                 PRAGMA wal_autocheckpoint = 4000;",
                             )
                             .await?;
                             Ok(())

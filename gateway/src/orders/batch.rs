@@ -47,6 +47,8 @@ impl Batcher {
         let conn = open_writer(url).await?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(run(rx, conn, gate, db, url.to_owned()));
+        let checkpoints = open_writer(url).await?;
+        tokio::spawn(checkpoint(checkpoints, tx.downgrade()));
         Ok(Batcher { tx })
     }
 
@@ -66,11 +68,38 @@ async fn open_writer(url: &str) -> Result<AnyConnection, sqlx::Error> {
     let mut conn = AnyConnection::connect(url).await?;
     sqlx::query(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; \
+         PRAGMA wal_autocheckpoint = 4000;",
     )
     .execute(&mut conn)
     .await?;
     Ok(conn)
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Copies the WAL back into the database file on a connection (and so a
+/// thread) of its own, so the order writer does not do it inside a commit.
+/// PASSIVE never blocks the writer or readers. Writers still checkpoint
+/// themselves past 4,000 WAL pages, should this task fall behind. Ends with
+/// the batcher.
+async fn checkpoint(mut conn: AnyConnection, batcher: mpsc::WeakSender<Job>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if batcher.upgrade().is_none() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
+    let _ = conn.close().await;
 }
 
 async fn run(
