@@ -9,7 +9,12 @@
 //! one charge that may take money; a second request for the same order waits
 //! for that charge instead of making another. Whatever a crash leaves
 //! `created` or `pending`, the sweeper finishes: at start and periodically.
+//!
+//! Two providers sit behind [`Provider`]: WeChat Pay and Alipay. A payment
+//! code's prefix picks which one charges it; every later call about a charge
+//! goes to the provider recorded on it.
 
+mod alipay;
 mod provider;
 mod rest;
 mod store;
@@ -20,13 +25,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use proto::order::{Money, Order, Quantity, StoreId};
-use proto::wechatpay::{self as wx, ScannedCode, SignType};
+use proto::wechatpay::{self as wx, CodeKind, ScannedCode, SignType};
 use secrecy::SecretString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 use tokio::sync::watch;
 
+pub use alipay::Alipay;
 pub use provider::{
     Micropay, MicropayRequest, Provider, Query, Refund as ProviderRefund, RefundRequest, Reverse,
     WeChatPay,
@@ -49,7 +55,8 @@ const SWEEP_BATCH: i64 = 100;
 /// Longest request id of a refund.
 const MAX_REQUEST_ID: usize = 64;
 
-/// Settings of the payment service.
+/// Settings of the payment service. WeChat Pay is on when its base URL is
+/// not empty, Alipay when `alipay` is set; at least one must be.
 #[derive(Clone)]
 pub struct PaymentsConfig {
     pub wechatpay_base_url: String,
@@ -65,6 +72,41 @@ pub struct PaymentsConfig {
     pub request_timeout: Duration,
     /// How often the sweeper looks for unsettled charges.
     pub sweep_interval: Duration,
+    /// The Alipay-shaped provider; `None`: Alipay codes are not accepted.
+    pub alipay: Option<AlipayConfig>,
+}
+
+/// The Alipay-shaped provider: where, which app, and the two keys as PEM.
+#[derive(Clone)]
+pub struct AlipayConfig {
+    pub base_url: String,
+    pub app_id: String,
+    /// Ours, which signs the requests.
+    pub private_key_pem: SecretString,
+    /// Alipay's, which checks the answers.
+    pub public_key_pem: String,
+}
+
+impl std::fmt::Debug for AlipayConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlipayConfig")
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .field("private_key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl AlipayConfig {
+    /// The keys, parsed: an error names which one is wrong, never its text.
+    fn keys(&self) -> anyhow::Result<(proto::alipay::PrivateKey, proto::alipay::PublicKey)> {
+        use secrecy::ExposeSecret;
+        let private = proto::alipay::PrivateKey::from_pem(self.private_key_pem.expose_secret())
+            .context("the Alipay private key (ours)")?;
+        let public = proto::alipay::PublicKey::from_pem(&self.public_key_pem)
+            .context("the Alipay public key (Alipay's)")?;
+        Ok((private, public))
+    }
 }
 
 impl std::fmt::Debug for PaymentsConfig {
@@ -76,6 +118,7 @@ impl std::fmt::Debug for PaymentsConfig {
             .field("wechatpay_key", &"<redacted>")
             .field("poll_interval", &self.poll_interval)
             .field("deadline", &self.deadline)
+            .field("alipay", &self.alipay)
             .finish()
     }
 }
@@ -91,6 +134,12 @@ pub struct PaymentsFile {
     pub wechatpay_key: Option<SecretString>,
     /// `MD5` or `HMAC-SHA256`.
     pub wechatpay_sign_type: Option<String>,
+    pub alipay_base_url: Option<String>,
+    pub alipay_app_id: Option<String>,
+    /// PEM file of our private key.
+    pub alipay_private_key_file: Option<String>,
+    /// PEM file of Alipay's public key.
+    pub alipay_public_key_file: Option<String>,
     pub poll_ms: Option<u64>,
     pub deadline_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
@@ -121,30 +170,74 @@ fn ms(name: &str, file: Option<u64>, default_ms: u64) -> anyhow::Result<Duration
 impl PaymentsConfig {
     /// Reads `GATEWAY_WECHATPAY_BASE_URL`, `…_APPID`, `…_MCH_ID`, `…_KEY`,
     /// `…_SIGN_TYPE` (MD5 or HMAC-SHA256), and `GATEWAY_PAYMENTS_POLL_MS`,
-    /// `…_DEADLINE_MS`, `…_TIMEOUT_MS`, `…_SWEEP_MS`. `None` when no base URL
-    /// is set: payments are off.
+    /// `…_DEADLINE_MS`, `…_TIMEOUT_MS`, `…_SWEEP_MS`, and for Alipay
+    /// `GATEWAY_ALIPAY_BASE_URL`, `…_APP_ID`, `…_PRIVATE_KEY_FILE`,
+    /// `…_PUBLIC_KEY_FILE`. `None` when no provider's base URL is set:
+    /// payments are off.
     pub fn from_env() -> anyhow::Result<Option<Self>> {
         Self::load(None)
     }
 
     /// The environment over the file's `[payments]` table, key by key.
-    /// `None` when neither names a base URL: payments are off. A base URL
-    /// without its credentials, or a bad value, is an error.
+    /// `None` when neither names a provider's base URL: payments are off. A
+    /// base URL without its credentials, or a bad value, is an error.
     pub fn load(file: Option<&PaymentsFile>) -> anyhow::Result<Option<Self>> {
         use secrecy::ExposeSecret;
         let f = file.cloned().unwrap_or_default();
-        let Some(base) = setting("GATEWAY_WECHATPAY_BASE_URL", f.wechatpay_base_url) else {
-            return Ok(None);
-        };
-        anyhow::ensure!(
-            base.starts_with("http://") || base.starts_with("https://"),
-            "the WeChat Pay base URL must start with http:// or https://"
-        );
         let need = |name: &str, file: Option<String>| {
             setting(name, file).with_context(|| {
                 format!("{name} (or the file's [payments] key) is required with a base URL")
             })
         };
+        let alipay = match setting("GATEWAY_ALIPAY_BASE_URL", f.alipay_base_url.clone()) {
+            None => None,
+            Some(base) => {
+                anyhow::ensure!(
+                    base.starts_with("http://") || base.starts_with("https://"),
+                    "the Alipay base URL must start with http:// or https://"
+                );
+                let read = |name: &str, file: Option<String>| {
+                    let path = need(name, file)?;
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("{name}: reading {path}"))
+                };
+                let config = AlipayConfig {
+                    base_url: base,
+                    app_id: need("GATEWAY_ALIPAY_APP_ID", f.alipay_app_id.clone())?,
+                    private_key_pem: SecretString::from(read(
+                        "GATEWAY_ALIPAY_PRIVATE_KEY_FILE",
+                        f.alipay_private_key_file.clone(),
+                    )?),
+                    public_key_pem: read(
+                        "GATEWAY_ALIPAY_PUBLIC_KEY_FILE",
+                        f.alipay_public_key_file.clone(),
+                    )?,
+                };
+                config.keys()?;
+                Some(config)
+            }
+        };
+        let Some(base) = setting("GATEWAY_WECHATPAY_BASE_URL", f.wechatpay_base_url) else {
+            return match alipay {
+                None => Ok(None),
+                Some(alipay) => Ok(Some(PaymentsConfig {
+                    wechatpay_base_url: String::new(),
+                    wechatpay_appid: String::new(),
+                    wechatpay_mch_id: String::new(),
+                    wechatpay_key: SecretString::from(String::new()),
+                    sign_type: SignType::Md5,
+                    poll_interval: ms("GATEWAY_PAYMENTS_POLL_MS", f.poll_ms, 5_000)?,
+                    deadline: ms("GATEWAY_PAYMENTS_DEADLINE_MS", f.deadline_ms, 30_000)?,
+                    request_timeout: ms("GATEWAY_PAYMENTS_TIMEOUT_MS", f.timeout_ms, 10_000)?,
+                    sweep_interval: ms("GATEWAY_PAYMENTS_SWEEP_MS", f.sweep_ms, 30_000)?,
+                    alipay: Some(alipay),
+                })),
+            };
+        };
+        anyhow::ensure!(
+            base.starts_with("http://") || base.starts_with("https://"),
+            "the WeChat Pay base URL must start with http:// or https://"
+        );
         let sign_type =
             match setting("GATEWAY_WECHATPAY_SIGN_TYPE", f.wechatpay_sign_type).as_deref() {
                 None | Some("MD5") => SignType::Md5,
@@ -167,6 +260,7 @@ impl PaymentsConfig {
             deadline: ms("GATEWAY_PAYMENTS_DEADLINE_MS", f.deadline_ms, 30_000)?,
             request_timeout: ms("GATEWAY_PAYMENTS_TIMEOUT_MS", f.timeout_ms, 10_000)?,
             sweep_interval: ms("GATEWAY_PAYMENTS_SWEEP_MS", f.sweep_ms, 30_000)?,
+            alipay,
         }))
     }
 }
@@ -175,7 +269,8 @@ impl PaymentsConfig {
 pub struct Payments {
     db: Db,
     hub: Hub,
-    provider: Arc<dyn Provider>,
+    /// One per kind of payment code at most.
+    providers: Vec<Arc<dyn Provider>>,
     poll_interval: Duration,
     deadline: Duration,
     request_timeout: Duration,
@@ -202,18 +297,32 @@ fn lock(set: &Mutex<HashSet<String>>) -> std::sync::MutexGuard<'_, HashSet<Strin
 
 impl Payments {
     pub fn new(config: &PaymentsConfig, db: Db, hub: Hub) -> anyhow::Result<Arc<Payments>> {
-        let provider = WeChatPay::new(
-            &config.wechatpay_base_url,
-            config.wechatpay_appid.clone(),
-            config.wechatpay_mch_id.clone(),
-            config.wechatpay_key.clone(),
-            config.sign_type,
-            config.request_timeout,
-        )?;
+        let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
+        if !config.wechatpay_base_url.trim().is_empty() {
+            providers.push(Arc::new(WeChatPay::new(
+                &config.wechatpay_base_url,
+                config.wechatpay_appid.clone(),
+                config.wechatpay_mch_id.clone(),
+                config.wechatpay_key.clone(),
+                config.sign_type,
+                config.request_timeout,
+            )?));
+        }
+        if let Some(a) = &config.alipay {
+            let (key, alipay_key) = a.keys()?;
+            providers.push(Arc::new(Alipay::new(
+                &a.base_url,
+                a.app_id.clone(),
+                key,
+                alipay_key,
+                config.request_timeout,
+            )?));
+        }
+        anyhow::ensure!(!providers.is_empty(), "no payment provider is configured");
         Ok(Arc::new(Payments {
             db,
             hub,
-            provider: Arc::new(provider),
+            providers,
             poll_interval: config.poll_interval,
             deadline: config.deadline,
             request_timeout: config.request_timeout,
@@ -263,6 +372,24 @@ impl Payments {
         }
     }
 
+    /// The provider that takes codes of `kind`, if configured.
+    fn provider_for(&self, kind: CodeKind) -> Option<Arc<dyn Provider>> {
+        self.providers.iter().find(|p| p.kind() == kind).cloned()
+    }
+
+    /// The provider a charge was made with.
+    fn provider_named(&self, name: &str) -> Result<Arc<dyn Provider>> {
+        self.providers
+            .iter()
+            .find(|p| p.name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                Error::internal(anyhow::anyhow!(
+                    "the charge's provider {name} is not configured"
+                ))
+            })
+    }
+
     /// `None` when this process already drives `id`.
     fn claim(&self, id: &str) -> Option<Claim> {
         lock(&self.active).insert(id.to_owned()).then(|| Claim {
@@ -290,12 +417,12 @@ impl Payments {
                 "this is not a WeChat Pay or Alipay payment code",
             )
         })?;
-        if code.kind != self.provider.kind() {
+        let Some(provider) = self.provider_for(code.kind) else {
             return Err(Error::unprocessable(
                 "unsupported_payment_code",
                 format!("{} payment codes are not accepted here", code.kind.as_str()),
             ));
-        }
+        };
         // Twice at most: a racing request may win the unique index.
         for _ in 0..2 {
             let now = now_micros();
@@ -346,7 +473,7 @@ impl Payments {
                     id: &id,
                     order_id,
                     attempt,
-                    provider: self.provider.name(),
+                    provider: provider.name(),
                     code_kind: code.kind.as_str(),
                     code_masked: &masked,
                     amount_fen: order.total_fen,
@@ -366,7 +493,7 @@ impl Payments {
             let charge_id = id.clone();
             let driver = tokio::spawn(async move {
                 let _claim = claim;
-                me.drive_new(&charge_id, &code, amount_fen, deadline_at)
+                me.drive_new(&*provider, &charge_id, &code, amount_fen, deadline_at)
                     .await
             });
             driver
@@ -382,6 +509,7 @@ impl Payments {
 
     async fn drive_new(
         &self,
+        provider: &dyn Provider,
         id: &str,
         code: &ScannedCode,
         amount_fen: i64,
@@ -398,8 +526,7 @@ impl Payments {
             .await?;
             tx.commit().await?;
         }
-        let answer = self
-            .provider
+        let answer = provider
             .micropay(MicropayRequest {
                 out_trade_no: id,
                 auth_code: code.expose(),
@@ -416,12 +543,12 @@ impl Payments {
         match answer {
             Micropay::Paid { transaction_id } => self.succeed(id, &transaction_id).await,
             Micropay::Declined { code, .. } => self.finish(id, ChargeState::Failed, code).await,
-            Micropay::Unknown { .. } => self.settle(id, deadline_at).await,
+            Micropay::Unknown { .. } => self.settle(provider, id, deadline_at).await,
         }
     }
 
     /// Queries until the deadline, then reverses.
-    async fn settle(&self, id: &str, deadline_at: i64) -> Result<()> {
+    async fn settle(&self, provider: &dyn Provider, id: &str, deadline_at: i64) -> Result<()> {
         loop {
             let left = deadline_at - now_micros();
             if left <= 0 {
@@ -431,16 +558,16 @@ impl Payments {
                 .poll_interval
                 .min(Duration::from_micros(u64::try_from(left).unwrap_or(0)));
             tokio::time::sleep(pause).await;
-            if self.query_once(id).await? {
+            if self.query_once(provider, id).await? {
                 return Ok(());
             }
         }
-        self.reverse(id).await
+        self.reverse(provider, id).await
     }
 
     /// One query; `true` when it made the charge final.
-    async fn query_once(&self, id: &str) -> Result<bool> {
-        let answer = self.provider.query(id).await;
+    async fn query_once(&self, provider: &dyn Provider, id: &str) -> Result<bool> {
+        let answer = provider.query(id).await;
         let (outcome, detail) = match &answer {
             Query::Paid { .. } => ("paid", None),
             Query::Waiting => ("waiting", None),
@@ -466,9 +593,9 @@ impl Payments {
 
     /// Reverses, repeating while the provider asks to. A charge the provider
     /// will not reverse is queried once more, else left to the sweeper.
-    async fn reverse(&self, id: &str) -> Result<()> {
+    async fn reverse(&self, provider: &dyn Provider, id: &str) -> Result<()> {
         for _ in 0..MAX_REVERSE_CALLS {
-            let answer = self.provider.reverse(id).await;
+            let answer = provider.reverse(id).await;
             let (outcome, detail) = match &answer {
                 Reverse::Done => ("reversed", None),
                 Reverse::Retry { why } => ("retry", Some(why.as_str())),
@@ -483,7 +610,7 @@ impl Payments {
                 }
                 Reverse::Retry { .. } => tokio::time::sleep(self.poll_interval).await,
                 Reverse::Refused { .. } => {
-                    self.query_once(id).await?;
+                    self.query_once(provider, id).await?;
                     return Ok(());
                 }
             }
@@ -772,12 +899,12 @@ impl Payments {
             return Ok(refund);
         };
         let charge = self.load_charge(&refund.charge_id).await?;
+        let provider = self.provider_named(&charge.provider)?;
         for i in 0..MAX_REFUND_CALLS {
             if i > 0 {
                 tokio::time::sleep(self.poll_interval).await;
             }
-            let answer = self
-                .provider
+            let answer = provider
                 .refund(RefundRequest {
                     out_trade_no: &charge.id,
                     out_refund_no: &refund.id,
@@ -925,13 +1052,17 @@ impl Payments {
             let Some(_claim) = self.claim(&charge.id) else {
                 continue;
             };
+            let Ok(provider) = self.provider_named(&charge.provider) else {
+                tracing::warn!(charge = %charge.id, provider = %charge.provider, "cannot sweep: its provider is not configured");
+                continue;
+            };
             seen += 1;
             tracing::info!(charge = %charge.id, state = charge.state.as_str(), "sweeping");
-            if self.query_once(&charge.id).await? {
+            if self.query_once(&*provider, &charge.id).await? {
                 continue;
             }
             if now_micros() >= charge.deadline_at {
-                self.reverse(&charge.id).await?;
+                self.reverse(&*provider, &charge.id).await?;
             }
         }
         for refund in refunds {

@@ -49,6 +49,7 @@ fn config(sim_base: &str) -> PaymentsConfig {
         request_timeout: Duration::from_secs(1),
         // Long: the tests call the sweeper themselves.
         sweep_interval: Duration::from_secs(3600),
+        alipay: None,
     }
 }
 

@@ -70,6 +70,7 @@ fn config(sim_base: &str) -> PaymentsConfig {
         request_timeout: Duration::from_secs(1),
         // Long: these tests never need the sweeper.
         sweep_interval: Duration::from_secs(3600),
+        alipay: None,
     }
 }
 

@@ -116,6 +116,7 @@ async fn setup(backend: Backend, charges: usize) -> Option<Bench> {
         deadline: Duration::from_secs(30),
         request_timeout: Duration::from_secs(10),
         sweep_interval: Duration::from_secs(3600),
+        alipay: None,
     };
     let mut state = AppState::new(db.clone(), closing_rx.clone());
     state.payments = Some(
