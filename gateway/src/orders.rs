@@ -253,6 +253,7 @@ pub(crate) fn fresh_order(new: &NewOrder, f: Fresh) -> Order {
             to: OrderStatus::Created,
             reason: None,
         }],
+        attention: Vec::new(),
     }
 }
 
@@ -832,6 +833,7 @@ fn order_from_row(r: &sqlx::any::AnyRow) -> Result<Order> {
         updated_at: clock::rfc3339(r.get("updated_at")),
         seq: r.get("seq"),
         history: Vec::new(),
+        attention: Vec::new(),
     })
 }
 
@@ -907,6 +909,34 @@ async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<
             to: OrderStatus::parse(&r.get::<String, _>("to_status")).map_err(Error::internal)?,
             reason: r.get("reason"),
         });
+    }
+    // Delivery platforms' orders: what the store must look at.
+    let third: Vec<&Order> = orders
+        .iter()
+        .filter(|o| o.channel == Channel::ThirdParty)
+        .collect();
+    if !third.is_empty() {
+        let sql = format!(
+            "SELECT order_id, attention FROM third_party_orders WHERE order_id IN ({})",
+            (1..=third.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for o in &third {
+            q = q.bind(o.id.clone());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let oid: String = r.get("order_id");
+            let Some(&i) = index.get(&oid) else { continue };
+            let flags: String = r.get("attention");
+            orders[i].attention = flags
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
     }
     Ok(())
 }

@@ -572,6 +572,11 @@ pub struct Order {
     /// Position of this order's last change in its store's event feed.
     pub seq: i64,
     pub history: Vec<StatusChange>,
+    /// What the store must look at before accepting: e.g. `unmapped_items`,
+    /// `short_stock`, `unavailable_items` on a delivery platform's order.
+    /// Absent when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attention: Vec<String>,
 }
 
 /// One product as a store sells it, as every surface shows it.

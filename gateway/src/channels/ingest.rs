@@ -500,7 +500,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         prepaid: None,
         actor,
     };
-    let order = orders::fresh_order(
+    let mut order = orders::fresh_order(
         &new,
         orders::Fresh {
             id: id.clone(),
@@ -513,6 +513,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
             now,
         },
     );
+    order.attention = flags.iter().map(|f| (*f).to_owned()).collect();
     let payload = orders::feed_payload("order.created", seq, &order)?;
     events::append(&mut tx, &store, seq, &id, "order.created", now, &payload).await?;
     match tx.commit().await {

@@ -613,6 +613,8 @@ fn read_order(e: &Element) -> Result<Order, Fault> {
         updated_at: text(e, "updatedAt")?.to_owned(),
         seq: int("seq", text(e, "seq")?)?,
         history,
+        // Not on the SOAP view: the flags lead the order's note there.
+        attention: Vec::new(),
     })
 }
 

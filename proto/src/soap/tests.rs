@@ -149,6 +149,7 @@ fn order() -> crate::order::Order {
                 reason: Some("sold out".into()),
             },
         ],
+        attention: Vec::new(),
     }
 }
 

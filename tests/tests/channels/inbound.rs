@@ -338,6 +338,7 @@ async fn unmapped_and_short_items_flag_the_order_instead_of_dropping_it(b: Backe
         order["note"].as_str().unwrap().contains("unmapped_items"),
         "{order}"
     );
+    assert_eq!(order["attention"], json!(["unmapped_items"]), "{order}");
     let id = order["id"].as_str().unwrap();
     let (_, tp) = app.get(&format!("/api/v1/orders/{id}/third_party")).await;
     assert_eq!(tp["attention"], json!(["unmapped_items"]));
@@ -370,6 +371,10 @@ async fn unmapped_and_short_items_flag_the_order_instead_of_dropping_it(b: Backe
     assert_eq!(order["lines"][0]["quantity"], "1.500");
     assert_eq!(order["lines"][0]["line_total"], "60.00");
     assert_eq!(order["lines"][0]["unit_price"], "40.00");
+    assert!(
+        order.get("attention").is_none(),
+        "nothing to look at: {order}"
+    );
     let (_, tp) = app
         .get(&format!(
             "/api/v1/orders/{}/third_party",
@@ -394,6 +399,7 @@ async fn unmapped_and_short_items_flag_the_order_instead_of_dropping_it(b: Backe
         ))
         .await;
     assert_eq!(tp["attention"], json!(["short_stock"]));
+    assert_eq!(order["attention"], json!(["short_stock"]), "{order}");
     // No other channel can sell what is not there.
     let (s, _) = app
         .post(
