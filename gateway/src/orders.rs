@@ -257,13 +257,121 @@ pub(crate) fn fresh_order(new: &NewOrder, f: Fresh) -> Order {
     }
 }
 
+/// What a new order's writer has worked out before it writes: the order's
+/// id, the feed number (the store row is already held), its priced lines.
+pub(crate) struct Written {
+    pub id: String,
+    /// From `events::next_seq`, taken first in the same transaction.
+    pub seq: i64,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub now: i64,
+    /// Set on the order before the `order.created` event is built.
+    pub attention: Vec<String>,
+}
+
+/// Writes a new order: today's display number, the order row, its lines,
+/// the first history row and the `order.created` feed event. The caller
+/// holds the store row (`w.seq`) and commits; rows of its own that refer to
+/// the order go in after this, in the same transaction.
+pub(crate) async fn insert_new_order(
+    conn: &mut AnyConnection,
+    new: &NewOrder,
+    w: Written,
+) -> Result<Order> {
+    let day = clock::business_day(w.now);
+    let display_no: i64 = sqlx::query(
+        "INSERT INTO display_counters (store_id, business_day, last_no) VALUES ($1, $2, 1)
+         ON CONFLICT (store_id, business_day) DO UPDATE SET last_no = display_counters.last_no + 1
+         RETURNING last_no",
+    )
+    .bind(new.store.as_str().to_owned())
+    .bind(day.clone())
+    .fetch_one(&mut *conn)
+    .await?
+    .get(0);
+    sqlx::query(
+        "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
+                             status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
+    )
+    .bind(w.id.clone())
+    .bind(new.store.as_str().to_owned())
+    .bind(new.channel.as_str())
+    .bind(new.platform.clone().unwrap_or_default())
+    .bind(new.channel_order_id.clone())
+    .bind(display_no)
+    .bind(day.clone())
+    .bind(OrderStatus::Created.as_str())
+    .bind(new.payment_status.as_str())
+    .bind(w.total.fen())
+    .bind(new.note.clone())
+    .bind(new.actor.clone())
+    .bind(w.now)
+    .bind(w.seq)
+    .execute(&mut *conn)
+    .await?;
+    for (i, l) in w.lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(w.id.clone())
+        .bind(i as i64 + 1)
+        .bind(l.sku.as_str().to_owned())
+        .bind(l.name.clone())
+        .bind(l.unit.as_str())
+        .bind(l.quantity.milli())
+        .bind(l.unit_price.fen())
+        .bind(l.line_total.fen())
+        .execute(&mut *conn)
+        .await?;
+    }
+    record_history(
+        conn,
+        &w.id,
+        w.now,
+        &new.actor,
+        None,
+        OrderStatus::Created,
+        None,
+    )
+    .await?;
+
+    let mut order = fresh_order(
+        new,
+        Fresh {
+            id: w.id.clone(),
+            seq: w.seq,
+            display_no,
+            day,
+            lines: w.lines,
+            total: w.total,
+            note: new.note.clone(),
+            now: w.now,
+        },
+    );
+    order.attention = w.attention;
+    let payload = feed_payload("order.created", w.seq, &order)?;
+    events::append(
+        conn,
+        &new.store,
+        w.seq,
+        &w.id,
+        "order.created",
+        w.now,
+        &payload,
+    )
+    .await?;
+    Ok(order)
+}
+
 /// Creates one order in a transaction of its own, statement by statement.
 pub(crate) async fn create_direct(
     db: &Db,
     new: NewOrder,
     idem: Option<IdemKey>,
 ) -> Result<Created> {
-    let note = new.note.clone();
     let now = now_micros();
     let mut tx = db.write().await?;
 
@@ -356,56 +464,20 @@ pub(crate) async fn create_direct(
         }
     }
 
-    let day = clock::business_day(now);
-    let display_no: i64 = sqlx::query(
-        "INSERT INTO display_counters (store_id, business_day, last_no) VALUES ($1, $2, 1)
-         ON CONFLICT (store_id, business_day) DO UPDATE SET last_no = display_counters.last_no + 1
-         RETURNING last_no",
-    )
-    .bind(new.store.as_str().to_owned())
-    .bind(day.clone())
-    .fetch_one(&mut **tx)
-    .await?
-    .get(0);
-
     let id = uuid::Uuid::now_v7().to_string();
-    sqlx::query(
-        "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
-                             status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
+    let order = insert_new_order(
+        &mut tx,
+        &new,
+        Written {
+            id: id.clone(),
+            seq,
+            lines,
+            total,
+            now,
+            attention: Vec::new(),
+        },
     )
-    .bind(id.clone())
-    .bind(new.store.as_str().to_owned())
-    .bind(new.channel.as_str())
-    .bind(new.platform.clone().unwrap_or_default())
-    .bind(new.channel_order_id.clone())
-    .bind(display_no)
-    .bind(day.clone())
-    .bind(OrderStatus::Created.as_str())
-    .bind(new.payment_status.as_str())
-    .bind(total.fen())
-    .bind(note.clone())
-    .bind(new.actor.clone())
-    .bind(now)
-    .bind(seq)
-    .execute(&mut **tx)
     .await?;
-    for (i, l) in lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id.clone())
-        .bind(i as i64 + 1)
-        .bind(l.sku.as_str().to_owned())
-        .bind(l.name.clone())
-        .bind(l.unit.as_str())
-        .bind(l.quantity.milli())
-        .bind(l.unit_price.fen())
-        .bind(l.line_total.fen())
-        .execute(&mut **tx)
-        .await?;
-    }
     if let Some(p) = &new.prepaid {
         let inserted = sqlx::query(
             "INSERT INTO prepayments (order_id, provider, reference, amount_fen, created_at)
@@ -424,41 +496,6 @@ pub(crate) async fn create_direct(
             Err(e) => return Err(e.into()),
         }
     }
-    record_history(
-        &mut tx,
-        &id,
-        now,
-        &new.actor,
-        None,
-        OrderStatus::Created,
-        None,
-    )
-    .await?;
-
-    let order = fresh_order(
-        &new,
-        Fresh {
-            id: id.clone(),
-            seq,
-            display_no,
-            day,
-            lines,
-            total,
-            note,
-            now,
-        },
-    );
-    let payload = feed_payload("order.created", seq, &order)?;
-    events::append(
-        &mut tx,
-        &new.store,
-        seq,
-        &id,
-        "order.created",
-        now,
-        &payload,
-    )
-    .await?;
 
     if let Some(k) = &idem {
         let body = serde_json::to_string(&order).map_err(Error::internal)?;

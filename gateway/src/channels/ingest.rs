@@ -12,8 +12,7 @@
 //! always sees both.
 
 use proto::order::{
-    Channel, Money, OrderAction, OrderLine, OrderStatus, PaymentStatus, Quantity, Sku, StoreId,
-    Unit,
+    Channel, Money, OrderAction, OrderLine, PaymentStatus, Quantity, Sku, StoreId, Unit,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -393,65 +392,29 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
             .ok_or_else(|| Error::unprocessable("invalid_item", "order total is too large"))?;
         lines.push(m.line);
     }
-    let note = note_of(&o, &flags, &unmapped);
-
-    let day = clock::business_day(now);
-    let display_no: i64 = sqlx::query(
-        "INSERT INTO display_counters (store_id, business_day, last_no) VALUES ($1, $2, 1)
-         ON CONFLICT (store_id, business_day) DO UPDATE SET last_no = display_counters.last_no + 1
-         RETURNING last_no",
+    let new = NewOrder {
+        store: store.clone(),
+        channel: Channel::ThirdParty,
+        platform: Some(o.platform.clone()),
+        channel_order_id: Some(o.platform_order_id.clone()),
+        lines: Vec::new(),
+        note: note_of(&o, &flags, &unmapped),
+        payment_status: PaymentStatus::Paid,
+        prepaid: None,
+        actor,
+    };
+    orders::insert_new_order(
+        &mut tx,
+        &new,
+        orders::Written {
+            id: id.clone(),
+            seq,
+            lines,
+            total,
+            now,
+            attention: flags.iter().map(|f| (*f).to_owned()).collect(),
+        },
     )
-    .bind(store.as_str().to_owned())
-    .bind(day.clone())
-    .fetch_one(&mut **tx)
-    .await?
-    .get(0);
-    sqlx::query(
-        "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
-                             status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
-    )
-    .bind(id.clone())
-    .bind(store.as_str().to_owned())
-    .bind(Channel::ThirdParty.as_str())
-    .bind(o.platform.clone())
-    .bind(o.platform_order_id.clone())
-    .bind(display_no)
-    .bind(day.clone())
-    .bind(OrderStatus::Created.as_str())
-    .bind(PaymentStatus::Paid.as_str())
-    .bind(total.fen())
-    .bind(note.clone())
-    .bind(actor.clone())
-    .bind(now)
-    .bind(seq)
-    .execute(&mut **tx)
-    .await?;
-    for (i, l) in lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id.clone())
-        .bind(i as i64 + 1)
-        .bind(l.sku.as_str().to_owned())
-        .bind(l.name.clone())
-        .bind(l.unit.as_str())
-        .bind(l.quantity.milli())
-        .bind(l.unit_price.fen())
-        .bind(l.line_total.fen())
-        .execute(&mut **tx)
-        .await?;
-    }
-    sqlx::query(
-        "INSERT INTO order_history (order_id, at, by_whom, from_status, to_status, reason)
-         VALUES ($1, $2, $3, NULL, $4, NULL)",
-    )
-    .bind(id.clone())
-    .bind(now)
-    .bind(actor.clone())
-    .bind(OrderStatus::Created.as_str())
-    .execute(&mut **tx)
     .await?;
     sqlx::query(
         "INSERT INTO third_party_orders (order_id, platform, platform_order_id, platform_store_id, day_seq,
@@ -489,33 +452,6 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
     .execute(&mut **tx)
     .await?;
 
-    let new = NewOrder {
-        store: store.clone(),
-        channel: Channel::ThirdParty,
-        platform: Some(o.platform.clone()),
-        channel_order_id: Some(o.platform_order_id.clone()),
-        lines: Vec::new(),
-        note: note.clone(),
-        payment_status: PaymentStatus::Paid,
-        prepaid: None,
-        actor,
-    };
-    let mut order = orders::fresh_order(
-        &new,
-        orders::Fresh {
-            id: id.clone(),
-            seq,
-            display_no,
-            day,
-            lines,
-            total,
-            note,
-            now,
-        },
-    );
-    order.attention = flags.iter().map(|f| (*f).to_owned()).collect();
-    let payload = orders::feed_payload("order.created", seq, &order)?;
-    events::append(&mut tx, &store, seq, &id, "order.created", now, &payload).await?;
     match tx.commit().await {
         Ok(()) => {}
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
