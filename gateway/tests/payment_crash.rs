@@ -6,19 +6,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway::db::Db;
-use gateway::keys::Role;
-use hw_sim::payments::{Credentials, LedgerEntry, Provider};
-use proto::order::{Money, Sku, StoreId, Unit};
 use serde_json::{Value, json};
+use tests::pay::{APPID, KEY, MCH_ID, PaySim, SeedKeys};
 use tests::{Backend, TestDb};
 
-const APPID: &str = "wx2421b1c4370ec43b";
-const MCH_ID: &str = "10000100";
-const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 /// Paid by the customer three seconds after the scan.
 const PAYS_LATE: &str = "134567890123456789";
 /// Never confirmed by the customer.
@@ -76,7 +70,7 @@ impl Drop for Gateway {
 
 struct Client {
     http: reqwest::Client,
-    sim: String,
+    sim: PaySim,
     terminal: String,
     app: String,
 }
@@ -115,54 +109,13 @@ impl Client {
         )
         .await
     }
-
-    async fn scenario(&self, s: Value) {
-        let r = self
-            .http
-            .put(format!("{}/scenario", self.sim))
-            .json(&s)
-            .send()
-            .await
-            .expect("scenario");
-        assert!(r.status().is_success());
-    }
-
-    async fn ledger(&self) -> Vec<LedgerEntry> {
-        let v: Value = self
-            .http
-            .get(format!("{}/ledger", self.sim))
-            .send()
-            .await
-            .expect("ledger")
-            .json()
-            .await
-            .expect("json");
-        serde_json::from_value(v["charges"].clone()).expect("entries")
-    }
 }
 
-async fn seed(db_url: &str) -> (String, String, String) {
+/// `tests::pay`'s store S001 with LATTE, and its keys, in a migrated database.
+async fn seed(db_url: &str) -> SeedKeys {
     let db = Db::connect(db_url).await.expect("connect");
     db.migrate_up().await.expect("migrate");
-    gateway::catalog::put_store(&db, &StoreId::parse("S001").expect("id"), "S001".into())
-        .await
-        .expect("store");
-    gateway::catalog::put_product(
-        &db,
-        gateway::catalog::ProductSpec {
-            sku: Sku::parse("LATTE").expect("sku"),
-            name: "拿铁".to_owned(),
-            unit: Unit::Piece,
-            price: Money::parse("10.58").expect("price"),
-        },
-    )
-    .await
-    .expect("product");
-    let keys = (
-        tests::new_key(&db, Role::Admin, None).await,
-        tests::new_key(&db, Role::Terminal, Some("S001")).await,
-        tests::new_key(&db, Role::App, None).await,
-    );
+    let keys = tests::pay::seed_latte_store(&db).await;
     db.pool.close().await;
     keys
 }
@@ -187,27 +140,27 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
     let Some(store) = TestDb::new(backend).await else {
         return;
     };
-    let sim = Provider::new(Credentials {
-        appid: APPID.to_owned(),
-        mch_id: MCH_ID.to_owned(),
-        key: KEY.to_owned(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let sim_base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(Arc::clone(&sim).serve(listener, std::future::pending()));
+    let sim = PaySim::start(None).await;
+    let sim_base = sim.base.clone();
 
-    let (admin, terminal, app) = seed(store.url()).await;
+    let SeedKeys {
+        admin,
+        terminal,
+        app,
+    } = seed(store.url()).await;
     let c = Client {
         http: reqwest::Client::new(),
-        sim: sim_base.clone(),
+        sim,
         terminal,
         app,
     };
-    c.scenario(json!({"auth_code": PAYS_LATE, "outcome": "userpaying_then_success", "after_s": 3}))
+    c.sim
+        .scenario(
+            json!({"auth_code": PAYS_LATE, "outcome": "userpaying_then_success", "after_s": 3}),
+        )
         .await;
-    c.scenario(json!({"auth_code": NEVER_PAYS, "outcome": "userpaying_forever"}))
+    c.sim
+        .scenario(json!({"auth_code": NEVER_PAYS, "outcome": "userpaying_forever"}))
         .await;
 
     // A deadline far beyond the kill: only the second process can end them.
@@ -235,7 +188,7 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
         Duration::from_secs(20),
         "two USERPAYING charges",
         || async {
-            let l = c.ledger().await;
+            let l = c.sim.ledger().await;
             (l.len() == 2 && l.iter().all(|e| e.state == "USERPAYING")).then_some(())
         },
     )
@@ -278,7 +231,7 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
     assert_eq!(reversed["payment_status"], "unpaid");
 
     // The ledgers agree: one charge per order, each final, the same money.
-    let ledger = c.ledger().await;
+    let ledger = c.sim.ledger().await;
     assert_eq!(ledger.len(), 2, "{ledger:?}");
     for (v, want) in [(&paid, "SUCCESS"), (&reversed, "REVOKED")] {
         let charges = v["charges"].as_array().expect("charges");
@@ -295,7 +248,8 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
     }
 
     // The reversed order is payable again, with a new code.
-    c.scenario(json!({"auth_code": NEW_CODE, "outcome": "success"}))
+    c.sim
+        .scenario(json!({"auth_code": NEW_CODE, "outcome": "success"}))
         .await;
     let again = c
         .send(
@@ -306,7 +260,7 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
         )
         .await;
     assert_eq!(again["state"], "succeeded", "{again}");
-    let ledger = c.ledger().await;
+    let ledger = c.sim.ledger().await;
     assert_eq!(ledger.len(), 3);
     assert_eq!(
         ledger.iter().filter(|e| e.state == "SUCCESS").count(),

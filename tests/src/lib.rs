@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 pub use gateway::db::Backend;
 
+pub mod pay;
+
 /// Where PostgreSQL is; tests make their own database on it.
 pub fn postgres_admin_url() -> String {
     std::env::var("TEST_POSTGRES_URL")

@@ -3,247 +3,46 @@
 //! simulator. Every test checks both the gateway's records and the
 //! simulator's ledger. Short poll intervals; no timed assertions.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::ops::Deref;
 
-use gateway::db::Db;
-use gateway::http::{self, AppState};
 use gateway::keys::Role;
-use gateway::payments::{Payments, PaymentsConfig};
-use hw_sim::payments::{Credentials, LedgerEntry, Provider};
-use proto::order::{Money, Sku, StoreId, Unit};
+use gateway::payments::Payments;
+use hw_sim::payments::LedgerEntry;
 use proto::wechatpay::{self as wx, Params, SignType};
-use secrecy::SecretString;
 use serde_json::{Value, json};
-use tests::{Backend, TestDb};
-use tokio::sync::watch;
+use tests::Backend;
+use tests::pay::{APPID, KEY, MCH_ID, PayGateway, PayOptions, str_of};
 
-const APPID: &str = "wx2421b1c4370ec43b";
-const MCH_ID: &str = "10000100";
-const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 const CODE: &str = "134567890123456789";
 const OTHER_CODE: &str = "120061098828009406";
 
+/// The gateway of `tests::pay` (WeChat Pay only), with a second store S002
+/// and a terminal of it.
 struct PayApp {
-    base: String,
-    http: reqwest::Client,
-    db: Db,
-    sim_base: String,
-    config: PaymentsConfig,
-    terminal: String,
+    gw: PayGateway,
     other_terminal: String,
-    app: String,
-    closing: watch::Sender<bool>,
-    _store: TestDb,
 }
 
-fn config(sim_base: &str) -> PaymentsConfig {
-    PaymentsConfig {
-        wechatpay_base_url: sim_base.to_owned(),
-        wechatpay_appid: APPID.to_owned(),
-        wechatpay_mch_id: MCH_ID.to_owned(),
-        wechatpay_key: SecretString::from(KEY.to_owned()),
-        sign_type: SignType::HmacSha256,
-        poll_interval: Duration::from_millis(100),
-        deadline: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(1),
-        // Long: the tests call the sweeper themselves.
-        sweep_interval: Duration::from_secs(3600),
-        alipay: None,
+impl Deref for PayApp {
+    type Target = PayGateway;
+    fn deref(&self) -> &PayGateway {
+        &self.gw
     }
 }
 
 impl PayApp {
     /// `None` when the backend is not available here.
     async fn spawn(backend: Backend) -> Option<PayApp> {
-        let store = TestDb::new(backend).await?;
-        let (closing, closing_rx) = watch::channel(false);
-
-        let sim = Provider::new(Credentials {
-            appid: APPID.to_owned(),
-            mch_id: MCH_ID.to_owned(),
-            key: KEY.to_owned(),
-        });
-        let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let sim_base = format!("http://{}", sim_listener.local_addr().expect("addr"));
-        let mut rx = closing_rx.clone();
-        tokio::spawn(Arc::clone(&sim).serve(sim_listener, async move {
-            let _ = rx.wait_for(|c| *c).await;
-        }));
-
-        let db = Db::connect(store.url()).await.expect("connect");
-        db.migrate_up().await.expect("migrate");
-        let config = config(&sim_base);
-        let mut state = AppState::new(db.clone(), closing_rx.clone());
-        state.payments = Some(
-            Payments::start(&config, db.clone(), state.hub.clone(), closing_rx.clone())
-                .expect("payments"),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let mut rx = closing_rx;
-        tokio::spawn(http::serve(listener, state, async move {
-            let _ = rx.wait_for(|c| *c).await;
-        }));
-
-        for s in ["S001", "S002"] {
-            gateway::catalog::put_store(&db, &StoreId::parse(s).expect("id"), s.to_owned())
-                .await
-                .expect("store");
-        }
-        let admin = tests::new_key(&db, Role::Admin, None).await;
-        let app = PayApp {
-            base,
-            http: reqwest::Client::new(),
-            terminal: tests::new_key(&db, Role::Terminal, Some("S001")).await,
-            other_terminal: tests::new_key(&db, Role::Terminal, Some("S002")).await,
-            app: tests::new_key(&db, Role::App, None).await,
-            db,
-            sim_base,
-            config,
-            closing,
-            _store: store,
-        };
-        gateway::catalog::put_product(
-            &app.db,
-            gateway::catalog::ProductSpec {
-                sku: Sku::parse("LATTE").expect("sku"),
-                name: "拿铁".to_owned(),
-                unit: Unit::Piece,
-                price: Money::parse("10.58").expect("price"),
-            },
-        )
-        .await
-        .expect("product");
-        let (status, body) = app
-            .send(
-                app.http.put(app.url("/api/v1/stores/S001/stock/LATTE")),
-                &admin,
-                json!({"on_hand": "100"}),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        Some(app)
+        let gw = PayGateway::spawn(backend, PayOptions::default()).await?;
+        gw.add_store("S002").await;
+        let other_terminal = tests::new_key(&gw.db, Role::Terminal, Some("S002")).await;
+        Some(PayApp { gw, other_terminal })
     }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder, key: &str, body: Value) -> (u16, Value) {
-        let r = req.bearer_auth(key).json(&body).send().await.expect("send");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// An order of two lattes (21.16) in S001; its id.
-    async fn order(&self) -> String {
-        let (status, body) = self
-            .send(
-                self.http.post(self.url("/api/v1/orders")),
-                &self.app,
-                json!({"store_id": "S001", "lines": [{"sku": "LATTE", "quantity": 2}]}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().expect("id").to_owned()
-    }
-
-    async fn pay(&self, order: &str, code: &str) -> (u16, Value) {
-        self.send(
-            self.http
-                .post(self.url(&format!("/api/v1/orders/{order}/payments"))),
-            &self.terminal,
-            json!({"auth_code": code}),
-        )
-        .await
-    }
-
-    async fn refund(&self, order: &str, request_id: &str, amount: &str) -> (u16, Value) {
-        self.send(
-            self.http
-                .post(self.url(&format!("/api/v1/orders/{order}/refunds"))),
-            &self.terminal,
-            json!({"request_id": request_id, "amount": amount}),
-        )
-        .await
-    }
-
-    async fn payments(&self, order: &str) -> Value {
-        let r = self
-            .http
-            .get(self.url(&format!("/api/v1/orders/{order}/payments")))
-            .bearer_auth(&self.terminal)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 200);
-        r.json().await.expect("json")
-    }
-
-    async fn payment_status(&self, order: &str) -> String {
-        self.payments(order).await["payment_status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    async fn scenario(&self, s: Value) {
-        let r = self
-            .http
-            .put(format!("{}/scenario", self.sim_base))
-            .json(&s)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    }
-
-    /// The simulator's ledger, read over its control API.
-    async fn ledger(&self) -> Vec<LedgerEntry> {
-        let v: Value = self
-            .http
-            .get(format!("{}/ledger", self.sim_base))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        serde_json::from_value(v["charges"].clone()).expect("ledger")
-    }
-
-    async fn entry(&self, out_trade_no: &str) -> LedgerEntry {
-        self.ledger()
-            .await
-            .into_iter()
-            .find(|e| e.out_trade_no == out_trade_no)
-            .unwrap_or_else(|| panic!("no ledger entry {out_trade_no}"))
-    }
-}
-
-impl Drop for PayApp {
-    fn drop(&mut self) {
-        let _ = self.closing.send(true);
-    }
-}
-
-fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or_default()
 }
 
 /// Pays an order under one scenario; the answer and the ledger entry.
 async fn pay_under(app: &PayApp, scenario: Value) -> (String, Value, LedgerEntry) {
-    app.scenario(scenario).await;
-    let order = app.order().await;
-    let (status, charge) = app.pay(&order, CODE).await;
-    assert_eq!(status, 200, "{charge}");
-    let entry = app.entry(str_of(&charge, "out_trade_no")).await;
-    (order, charge, entry)
+    app.pay_under(scenario, CODE).await
 }
 
 async fn success_pays_the_order_once(backend: Backend) {
@@ -485,7 +284,7 @@ async fn micropay_directly(app: &PayApp, out_trade_no: &str, total_fee: i64) {
     wx::sign_in_place(&mut p, KEY, SignType::Md5);
     let r = app
         .http
-        .post(format!("{}{}", app.sim_base, wx::PATH_MICROPAY))
+        .post(format!("{}{}", app.sim.base, wx::PATH_MICROPAY))
         .body(wx::encode(&p))
         .send()
         .await
@@ -510,7 +309,7 @@ async fn the_simulator_refuses_bad_signatures(backend: Backend) {
     wx::sign_in_place(&mut p, "not-the-key", SignType::Md5);
     let r = app
         .http
-        .post(format!("{}{}", app.sim_base, wx::PATH_ORDERQUERY))
+        .post(format!("{}{}", app.sim.base, wx::PATH_ORDERQUERY))
         .body(wx::encode(&p))
         .send()
         .await

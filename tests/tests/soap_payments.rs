@@ -9,68 +9,47 @@
 //! payment operations (tests/interop/zeep_payments.py).
 
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gateway::db::Db;
-use gateway::http::{self, AppState};
 use gateway::keys::{self, KeySpec, Role};
-use gateway::payments::{Payments, PaymentsConfig};
-use hw_sim::payments::{Credentials, LedgerEntry, Provider};
-use proto::order::{Money, PaymentStatus, Sku, StoreId, TerminalId, Unit};
+use hw_sim::payments::LedgerEntry;
+use proto::order::{Money, PaymentStatus, Sku, StoreId, TerminalId};
 use proto::soap::{
     ChargeState, FaultKind, GetPaymentResponse, Payment, RefundLineRequest, RefundOrder,
     RefundState, RefundedLine, SubmitLine, SubmitOrder,
 };
-use proto::wechatpay::SignType;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use terminal_sdk::client::{ClientConfig, ClientError, GatewayClient};
-use tests::{Backend, TestDb};
+use tests::Backend;
+use tests::pay::{PayGateway, PayOptions};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
-const APPID: &str = "wx2421b1c4370ec43b";
-const MCH_ID: &str = "10000100";
-const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 /// WeChat payment codes: 18 digits starting 10-15.
 const CODE: &str = "134567890123456789";
 const OTHER_CODE: &str = "120061098828009406";
 /// The provider's final states: money taken, never taken, or given back.
 const FINAL: [&str; 5] = ["SUCCESS", "REFUND", "REVOKED", "CLOSED", "PAYERROR"];
 
+/// The gateway of `tests::pay` (WeChat Pay only), with a second store and
+/// the store terminals' own SOAP clients.
 struct PayApp {
-    base: String,
-    addr: SocketAddr,
-    http: reqwest::Client,
-    sim_base: String,
+    gw: PayGateway,
     /// S001-T01 and S001-T02 in store S001, S002-T01 in store S002.
     t1: GatewayClient,
     t2: GatewayClient,
     s2: GatewayClient,
     t1_key: String,
     s2_key: String,
-    admin: String,
-    /// The brand's app backend (official orders, prepaid in the app).
-    app_key: String,
-    closing: watch::Sender<bool>,
-    _store: TestDb,
 }
 
-fn config(sim_base: &str) -> PaymentsConfig {
-    PaymentsConfig {
-        wechatpay_base_url: sim_base.to_owned(),
-        wechatpay_appid: APPID.to_owned(),
-        wechatpay_mch_id: MCH_ID.to_owned(),
-        wechatpay_key: SecretString::from(KEY.to_owned()),
-        sign_type: SignType::HmacSha256,
-        poll_interval: Duration::from_millis(100),
-        deadline: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(1),
-        // Long: these tests never need the sweeper.
-        sweep_interval: Duration::from_secs(3600),
-        alipay: None,
+impl Deref for PayApp {
+    type Target = PayGateway;
+    fn deref(&self) -> &PayGateway {
+        &self.gw
     }
 }
 
@@ -101,85 +80,23 @@ impl PayApp {
     /// `None` when the backend is not available here. Without `provider`
     /// the gateway runs with payments off.
     async fn spawn(backend: Backend, provider: bool) -> Option<PayApp> {
-        let store = TestDb::new(backend).await?;
-        let (closing, closing_rx) = watch::channel(false);
-
-        let sim = Provider::new(Credentials {
-            appid: APPID.to_owned(),
-            mch_id: MCH_ID.to_owned(),
-            key: KEY.to_owned(),
-        });
-        let sim_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let sim_base = format!("http://{}", sim_listener.local_addr().expect("addr"));
-        let mut rx = closing_rx.clone();
-        tokio::spawn(Arc::clone(&sim).serve(sim_listener, async move {
-            let _ = rx.wait_for(|c| *c).await;
-        }));
-
-        let db = Db::connect(store.url()).await.expect("connect");
-        db.migrate_up().await.expect("migrate");
-        let mut state = AppState::new(db.clone(), closing_rx.clone());
-        state.payments = provider.then(|| {
-            Payments::start(
-                &config(&sim_base),
-                db.clone(),
-                state.hub.clone(),
-                closing_rx.clone(),
-            )
-            .expect("payments")
-        });
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let base = format!("http://{addr}");
-        let mut rx = closing_rx;
-        tokio::spawn(http::serve(listener, state, async move {
-            let _ = rx.wait_for(|c| *c).await;
-        }));
-
-        for s in ["S001", "S002"] {
-            gateway::catalog::put_store(&db, &StoreId::parse(s).expect("id"), s.to_owned())
-                .await
-                .expect("store");
-        }
-        gateway::catalog::put_product(
-            &db,
-            gateway::catalog::ProductSpec {
-                sku: Sku::parse("LATTE").expect("sku"),
-                name: "拿铁".to_owned(),
-                unit: Unit::Piece,
-                price: Money::parse("10.58").expect("price"),
-            },
-        )
-        .await
-        .expect("product");
-        let t1_key = terminal_key(&db, "S001", "S001-T01").await;
-        let t2_key = terminal_key(&db, "S001", "S001-T02").await;
-        let s2_key = terminal_key(&db, "S002", "S002-T01").await;
-        let app = PayApp {
-            t1: client(&base, "S001-T01", &t1_key),
-            t2: client(&base, "S001-T02", &t2_key),
-            s2: client(&base, "S002-T01", &s2_key),
+        let options = PayOptions {
+            payments: provider,
+            ..PayOptions::default()
+        };
+        let gw = PayGateway::spawn(backend, options).await?;
+        gw.add_store("S002").await;
+        let t1_key = terminal_key(&gw.db, "S001", "S001-T01").await;
+        let t2_key = terminal_key(&gw.db, "S001", "S001-T02").await;
+        let s2_key = terminal_key(&gw.db, "S002", "S002-T01").await;
+        Some(PayApp {
+            t1: client(&gw.base, "S001-T01", &t1_key),
+            t2: client(&gw.base, "S001-T02", &t2_key),
+            s2: client(&gw.base, "S002-T01", &s2_key),
             t1_key,
             s2_key,
-            admin: tests::new_key(&db, Role::Admin, None).await,
-            app_key: tests::new_key(&db, Role::App, None).await,
-            base,
-            addr,
-            http: reqwest::Client::new(),
-            sim_base,
-            closing,
-            _store: store,
-        };
-        let r = app
-            .http
-            .put(format!("{}/api/v1/stores/S001/stock/LATTE", app.base))
-            .bearer_auth(&app.admin)
-            .json(&json!({"on_hand": "100"}))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 200);
-        Some(app)
+            gw,
+        })
     }
 
     /// A counter sale of two lattes (21.16) made over SOAP; its id.
@@ -200,50 +117,9 @@ impl PayApp {
         r.order.id
     }
 
-    async fn scenario(&self, s: Value) {
-        let r = self
-            .http
-            .put(format!("{}/scenario", self.sim_base))
-            .json(&s)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    }
-
-    /// The simulator's ledger, over its control API.
-    async fn ledger(&self) -> Vec<LedgerEntry> {
-        let v: Value = self
-            .http
-            .get(format!("{}/ledger", self.sim_base))
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
-        serde_json::from_value(v["charges"].clone()).expect("ledger")
-    }
-
-    async fn entry(&self, out_trade_no: &str) -> LedgerEntry {
-        self.ledger()
-            .await
-            .into_iter()
-            .find(|e| e.out_trade_no == out_trade_no)
-            .unwrap_or_else(|| panic!("no ledger entry {out_trade_no}"))
-    }
-
     /// `GET /api/v1/orders/{id}/payments` as the same terminal.
     async fn rest_payments(&self, order: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}/api/v1/orders/{order}/payments", self.base))
-            .bearer_auth(&self.t1_key)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(r.status(), 200);
-        r.json().await.expect("json")
+        self.payments_as(order, &self.t1_key).await
     }
 
     /// LATTE on hand in S001, as `GET /api/v1/stores/S001/catalog` says.
@@ -317,12 +193,6 @@ impl PayApp {
                 .count();
             assert_eq!(moved, 1, "order {order}: money moved exactly once");
         }
-    }
-}
-
-impl Drop for PayApp {
-    fn drop(&mut self) {
-        let _ = self.closing.send(true);
     }
 }
 
@@ -958,7 +828,7 @@ async fn a_prepaid_app_order_shows_its_prepayment(backend: Backend) {
     let r = app
         .http
         .post(format!("{}/api/v1/orders", app.base))
-        .bearer_auth(&app.app_key)
+        .bearer_auth(&app.app)
         .json(&json!({
             "store_id": "S001",
             "lines": [{"sku": "LATTE", "quantity": 2}],
@@ -1139,7 +1009,7 @@ async fn zeep_pays_and_refunds_from_the_wsdl() {
     let out = tokio::process::Command::new(&python)
         .arg(root.join("tests/interop/zeep_payments.py"))
         .env("GATEWAY_URL", &app.base)
-        .env("SIMULATOR_URL", &app.sim_base)
+        .env("SIMULATOR_URL", &app.sim.base)
         .env("TERMINAL_ID", "S001-T01")
         .env("TERMINAL_KEY", &app.t1_key)
         .env("OTHER_TERMINAL_ID", "S002-T01")
