@@ -307,6 +307,26 @@ struct InboxRow<'a> {
     outcome: &'a str,
 }
 
+impl<'a> InboxRow<'a> {
+    /// The row of an event about an order we already have.
+    fn of_event(
+        e: &'a OrderEvent,
+        store: &'a StoreId,
+        order_id: &'a str,
+        outcome: &'a str,
+    ) -> Self {
+        InboxRow {
+            platform: &e.platform,
+            kind: e.kind.as_str(),
+            push_ref: &e.dedupe_ref,
+            platform_order_id: &e.platform_order_id,
+            store: Some(store),
+            order_id: Some(order_id),
+            outcome,
+        }
+    }
+}
+
 /// Records a push; `false` when it was recorded before (a duplicate).
 async fn record_inbox(conn: &mut AnyConnection, row: InboxRow<'_>, now: i64) -> Result<bool> {
     Ok(sqlx::query(
@@ -567,15 +587,7 @@ async fn apply_event(
     let seq = events::next_seq(&mut tx, store)
         .await?
         .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
-    let row = InboxRow {
-        platform: &e.platform,
-        kind: e.kind.as_str(),
-        push_ref: &e.dedupe_ref,
-        platform_order_id: &e.platform_order_id,
-        store: Some(store),
-        order_id: Some(order_id),
-        outcome: "applied",
-    };
+    let row = InboxRow::of_event(e, store, order_id, "applied");
     if !record_inbox(&mut tx, row, now).await? {
         return Ok(Outcome::Duplicate {
             order_id: Some(order_id.to_owned()),
@@ -674,15 +686,7 @@ async fn cancel(
         Err(err) => return Err(err),
     };
     let mut tx = db.write().await?;
-    let row = InboxRow {
-        platform: &e.platform,
-        kind: e.kind.as_str(),
-        push_ref: &e.dedupe_ref,
-        platform_order_id: &e.platform_order_id,
-        store: Some(store),
-        order_id: Some(order_id),
-        outcome: &outcome,
-    };
+    let row = InboxRow::of_event(e, store, order_id, &outcome);
     record_inbox(&mut tx, row, now).await?;
     tx.commit().await?;
     Ok(answer)
