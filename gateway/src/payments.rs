@@ -427,6 +427,13 @@ impl Payments {
         for _ in 0..2 {
             let now = now_micros();
             let mut tx = self.db.write().await?;
+            // The store row first, as every order write takes it (the order is
+            // shown `pending` while its charge runs); then the order row, so
+            // two pays of one order queue here.
+            let store_id = store::order_facts(&mut tx, order_id).await?.store;
+            let seq = events::next_seq(&mut tx, &store_id)
+                .await?
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
             let order = store::lock_order_facts(&mut tx, order_id).await?;
             who.check_store(&order.store)?;
             if let Some(live) = store::live_charge(&mut tx, order_id).await? {
@@ -486,7 +493,18 @@ impl Payments {
             if !inserted {
                 continue;
             }
+            store::set_payment_status(&mut tx, order_id, "pending", seq, now).await?;
+            append_event(
+                &mut tx,
+                &order.store,
+                seq,
+                order_id,
+                "order.payment_pending",
+                now,
+            )
+            .await?;
             tx.commit().await?;
+            self.hub.notify(&order.store);
             tracing::info!(charge = %id, order = order_id, code = %code, amount_fen = order.total_fen, "charging");
             let me = Arc::clone(self);
             let amount_fen = order.total_fen;
@@ -673,13 +691,43 @@ impl Payments {
         Ok(())
     }
 
+    /// Failed or reversed: the charge ends and the order is payable again
+    /// (`unpaid`, with a feed event), in one transaction.
     async fn finish(&self, id: &str, to: ChargeState, code: &str) -> Result<()> {
+        let now = now_micros();
         let mut tx = self.db.write().await?;
-        let changed = store::settle_charge(&mut tx, id, to, Some(code), None, now_micros()).await?;
-        tx.commit().await?;
-        if changed {
-            tracing::info!(charge = id, state = to.as_str(), code, "charge final");
+        let Some(charge) = store::charge(&mut tx, id).await? else {
+            return Err(Error::internal(anyhow::anyhow!("charge {id} vanished")));
+        };
+        let facts = store::order_facts(&mut tx, &charge.order_id).await?;
+        // Only an order shown `pending` changes (and so takes a feed number).
+        let seq = if facts.payment_status == "pending" {
+            events::next_seq(&mut tx, &facts.store)
+                .await?
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?
+        } else {
+            0
+        };
+        if !store::settle_charge(&mut tx, id, to, Some(code), None, now).await? {
+            return Ok(());
         }
+        if facts.payment_status == "pending" {
+            store::set_payment_status(&mut tx, &charge.order_id, "unpaid", seq, now).await?;
+            append_event(
+                &mut tx,
+                &facts.store,
+                seq,
+                &charge.order_id,
+                "order.payment_failed",
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        if facts.payment_status == "pending" {
+            self.hub.notify(&facts.store);
+        }
+        tracing::info!(charge = id, state = to.as_str(), code, "charge final");
         Ok(())
     }
 

@@ -120,6 +120,44 @@ async fn user_paying_forever_is_reversed_and_the_order_stays_payable(backend: Ba
     );
 }
 
+async fn the_order_shows_pending_while_its_charge_runs(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    app.scenario(json!({"outcome": "userpaying_forever"})).await;
+    let order = app.order().await;
+    let (paying, status) = tokio::join!(app.pay(&order, CODE), async {
+        // While the customer has not confirmed, the order says so.
+        let mut seen = String::new();
+        for _ in 0..50 {
+            seen = app.payment_status(&order).await;
+            if seen == "pending" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        seen
+    });
+    assert_eq!(status, "pending");
+    assert_eq!(str_of(&paying.1, "state"), "reversed", "{}", paying.1);
+    // Reversed at the deadline: payable again, and the feed says so.
+    assert_eq!(app.payment_status(&order).await, "unpaid");
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM order_events WHERE order_id = $1 ORDER BY seq")
+            .bind(order.clone())
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("feed");
+    assert_eq!(
+        kinds,
+        [
+            "order.created",
+            "order.payment_pending",
+            "order.payment_failed"
+        ]
+    );
+}
+
 async fn reverse_is_repeated_while_the_provider_asks(backend: Backend) {
     let Some(app) = PayApp::spawn(backend).await else {
         return;
@@ -647,6 +685,7 @@ async fn refunds_by_line_are_shares_of_the_line_and_may_restock(backend: Backend
 }
 
 tests::on_both_databases!(
+    the_order_shows_pending_while_its_charge_runs,
     refunds_by_line_are_shares_of_the_line_and_may_restock,
     app_orders_paid_in_the_app_arrive_paid,
     success_pays_the_order_once,
