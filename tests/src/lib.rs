@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 pub use gateway::db::Backend;
 
+pub mod bench;
 pub mod pay;
 
 /// Where PostgreSQL is; tests make their own database on it.

@@ -21,7 +21,8 @@ use hw_sim::platform::{PlatformConfig, PlatformSim};
 use proto::meituan::{self as mt, Call, FoodStock, Push, SkuStock};
 use proto::order::{Money, Sku, StoreId, Unit};
 use secrecy::SecretString;
-use tests::{Backend, TestDb};
+use tests::TestDb;
+use tests::bench::{self, percentile_ms};
 use tokio::sync::watch;
 
 const APP_ID: &str = "bench-app";
@@ -53,26 +54,17 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     gateway::telemetry::init(Some("error"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let backends: Vec<Backend> = match args.db.as_str() {
-            "sqlite" => vec![Backend::Sqlite],
-            "postgres" => vec![Backend::Postgres],
-            _ => vec![Backend::Sqlite, Backend::Postgres],
-        };
+    bench::runtime()?.block_on(async {
         println!(
             "chanbench: {} s of pushes, {} in flight; {} outbox rows, {} calls in flight; gateway, simulator and client in one process on {} cores",
             args.seconds,
             args.concurrency,
             args.rows,
             args.outbox_concurrency,
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            bench::cores()
         );
-        for b in backends {
-            let name = format!("{b:?}").to_lowercase();
+        for b in bench::backends(&args.db) {
+            let name = bench::name(b);
             let Some(store) = TestDb::new(b).await else {
                 println!("{name}: skipped (database unavailable)");
                 continue;
@@ -266,11 +258,6 @@ async fn pushes(name: &str, store: &TestDb, args: &Args) -> anyhow::Result<()> {
         }
         let elapsed = started.elapsed().as_secs_f64();
         lat.sort();
-        let pct = |p: f64| {
-            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-                .map(|d| d.as_secs_f64() * 1e3)
-                .unwrap_or(0.0)
-        };
         let count = ok.load(Ordering::Relaxed);
         let stored: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM third_party_orders")
             .fetch_one(&db.pool)
@@ -279,8 +266,8 @@ async fn pushes(name: &str, store: &TestDb, args: &Args) -> anyhow::Result<()> {
             "{name:<9} signed new_order pushes to {stores} store(s): {count} accepted, {} errors, {:.0} per s, p50 {:.2} ms, p99 {:.2} ms (third-party orders in the database, warm-up included: {})",
             errors.load(Ordering::Relaxed),
             count as f64 / elapsed,
-            pct(0.5),
-            pct(0.99),
+            percentile_ms(&lat, 0.5),
+            percentile_ms(&lat, 0.99),
             stored.0
         );
     }

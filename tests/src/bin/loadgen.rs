@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use proto::order::Unit;
 use serde_json::json;
-use tests::{Backend, TestApp};
+use tests::TestApp;
+use tests::bench::{self, percentile_ms};
 
 #[derive(Parser)]
 struct Args {
@@ -32,34 +33,26 @@ struct Figures {
     count: u64,
     errors: u64,
     per_sec: f64,
-    p50: Duration,
-    p99: Duration,
+    /// Milliseconds.
+    p50: f64,
+    p99: f64,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     gateway::telemetry::init(Some("warn"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let backends: Vec<Backend> = match args.db.as_str() {
-            "sqlite" => vec![Backend::Sqlite],
-            "postgres" => vec![Backend::Postgres],
-            _ => vec![Backend::Sqlite, Backend::Postgres],
-        };
+    bench::runtime()?.block_on(async {
         println!(
             "loadgen: {} s per route, {} in flight, gateway and client in one process on {} cores",
             args.seconds,
             args.concurrency,
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            bench::cores()
         );
         println!(
             "{:<10} {:<22} {:>9} {:>7} {:>10} {:>9} {:>9}",
             "database", "route", "requests", "errors", "per sec", "p50 ms", "p99 ms"
         );
-        for b in backends {
+        for b in bench::backends(&args.db) {
             let Some(app) = TestApp::spawn(b).await else {
                 println!("{b:?}: skipped (database unavailable)");
                 continue;
@@ -68,7 +61,7 @@ fn main() -> anyhow::Result<()> {
                 app.product(&format!("SKU{i:03}"), &format!("商品{i}"), Unit::Piece, "2.50", "100000").await;
             }
             let app = Arc::new(app);
-            let name = format!("{b:?}").to_lowercase();
+            let name = bench::name(b);
             // Warm both paths up, then measure.
             run(&app, Route::Noop, Duration::from_secs(1), args.concurrency).await;
             run(&app, Route::Order, Duration::from_secs(1), args.concurrency).await;
@@ -94,11 +87,7 @@ fn main() -> anyhow::Result<()> {
 fn print_row(db: &str, route: &str, f: &Figures) {
     println!(
         "{db:<10} {route:<22} {:>9} {:>7} {:>10.0} {:>9.2} {:>9.2}",
-        f.count,
-        f.errors,
-        f.per_sec,
-        f.p50.as_secs_f64() * 1e3,
-        f.p99.as_secs_f64() * 1e3
+        f.count, f.errors, f.per_sec, f.p50, f.p99
     );
 }
 
@@ -166,16 +155,11 @@ async fn run(app: &Arc<TestApp>, route: Route, how_long: Duration, concurrency: 
     }
     let elapsed = started.elapsed();
     all.sort();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
     Figures {
         count: all.len() as u64,
         errors: errors.load(Ordering::Relaxed),
         per_sec: all.len() as f64 / elapsed.as_secs_f64(),
-        p50: pick(0.50),
-        p99: pick(0.99),
+        p50: percentile_ms(&all, 0.50),
+        p99: percentile_ms(&all, 0.99),
     }
 }

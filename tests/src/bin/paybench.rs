@@ -16,17 +16,10 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use clap::Parser;
-use gateway::db::Db;
-use gateway::http::{self, AppState};
-use gateway::keys::Role;
-use gateway::payments::{Payments, PaymentsConfig};
-use hw_sim::payments::{Credentials, Provider};
-use proto::order::{Money, Sku, StoreId, Unit};
-use proto::wechatpay::SignType;
-use secrecy::SecretString;
 use serde_json::{Value, json};
-use tests::{Backend, TestDb};
-use tokio::sync::watch;
+use tests::Backend;
+use tests::bench::{self, percentile_ms as pct};
+use tests::pay::{PayGateway, PayOptions, PaySim};
 
 #[derive(Parser)]
 struct Args {
@@ -41,9 +34,6 @@ struct Args {
     concurrency: usize,
 }
 
-const APPID: &str = "wx2421b1c4370ec43b";
-const MCH_ID: &str = "10000100";
-const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 const CODE: &str = "134567890123456789";
 
 /// Time the simulator spent per out_trade_no.
@@ -78,107 +68,30 @@ async fn time_simulator(State(times): State<SimTimes>, req: Request, next: Next)
 }
 
 struct Bench {
-    base: String,
-    http: reqwest::Client,
-    terminal: String,
+    gw: PayGateway,
     orders: Vec<String>,
     times: SimTimes,
-    closing: watch::Sender<bool>,
-    _db: TestDb,
 }
 
+/// The gateway of `tests::pay` with the bench's own intervals, its
+/// simulator timed per out_trade_no, and `charges` orders of two lattes.
 async fn setup(backend: Backend, charges: usize) -> Option<Bench> {
-    let store = TestDb::new(backend).await?;
-    let (closing, closing_rx) = watch::channel(false);
     let times: SimTimes = Arc::default();
-    let sim = Provider::new(Credentials {
-        appid: APPID.to_owned(),
-        mch_id: MCH_ID.to_owned(),
-        key: KEY.to_owned(),
-    });
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?;
-    let sim_base = format!("http://{}", sim_listener.local_addr().ok()?);
-    let router = sim.router().layer(middleware::from_fn_with_state(
-        times.clone(),
-        time_simulator,
-    ));
-    tokio::spawn(async move { axum::serve(sim_listener, router).await });
-
-    let db = Db::connect(store.url()).await.expect("connect");
-    db.migrate_up().await.expect("migrate");
-    let config = PaymentsConfig {
-        wechatpay_base_url: sim_base,
-        wechatpay_appid: APPID.to_owned(),
-        wechatpay_mch_id: MCH_ID.to_owned(),
-        wechatpay_key: SecretString::from(KEY.to_owned()),
-        sign_type: SignType::HmacSha256,
+    let layer = middleware::from_fn_with_state(times.clone(), time_simulator);
+    let sim = PaySim::start_routed(|sim| sim.router().layer(layer)).await;
+    let options = PayOptions {
         poll_interval: Duration::from_millis(500),
         deadline: Duration::from_secs(30),
         request_timeout: Duration::from_secs(10),
-        sweep_interval: Duration::from_secs(3600),
-        alipay: None,
+        stock: (charges * 2 + 100).to_string(),
+        ..PayOptions::default()
     };
-    let mut state = AppState::new(db.clone(), closing_rx.clone());
-    state.payments = Some(
-        Payments::start(&config, db.clone(), state.hub.clone(), closing_rx.clone())
-            .expect("payments"),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.ok()?;
-    let base = format!("http://{}", listener.local_addr().ok()?);
-    let mut rx = closing_rx;
-    tokio::spawn(http::serve(listener, state, async move {
-        let _ = rx.wait_for(|c| *c).await;
-    }));
-
-    gateway::catalog::put_store(&db, &StoreId::parse("S001").expect("id"), "S001".into())
-        .await
-        .expect("store");
-    gateway::catalog::put_product(
-        &db,
-        gateway::catalog::ProductSpec {
-            sku: Sku::parse("LATTE").expect("sku"),
-            name: "拿铁".to_owned(),
-            unit: Unit::Piece,
-            price: Money::parse("10.58").expect("price"),
-        },
-    )
-    .await
-    .expect("product");
-    let http = reqwest::Client::new();
-    let admin = tests::new_key(&db, Role::Admin, None).await;
-    let terminal = tests::new_key(&db, Role::Terminal, Some("S001")).await;
-    let app = tests::new_key(&db, Role::App, None).await;
-    let r = http
-        .put(format!("{base}/api/v1/stores/S001/stock/LATTE"))
-        .bearer_auth(&admin)
-        .json(&json!({"on_hand": (charges * 2 + 100).to_string()}))
-        .send()
-        .await
-        .expect("stock");
-    assert!(r.status().is_success());
+    let gw = PayGateway::spawn_with(backend, sim, options).await?;
     let mut orders = Vec::with_capacity(charges);
     for _ in 0..charges {
-        let v: Value = http
-            .post(format!("{base}/api/v1/orders"))
-            .bearer_auth(&app)
-            .json(&json!({"store_id": "S001", "lines": [{"sku": "LATTE", "quantity": 2}]}))
-            .send()
-            .await
-            .expect("order")
-            .json()
-            .await
-            .expect("json");
-        orders.push(v["id"].as_str().expect("id").to_owned());
+        orders.push(gw.order().await);
     }
-    Some(Bench {
-        base,
-        http,
-        terminal,
-        orders,
-        times,
-        closing,
-        _db: store,
-    })
+    Some(Bench { gw, orders, times })
 }
 
 struct Sample {
@@ -200,9 +113,10 @@ async fn run(bench: Arc<Bench>, orders: Vec<String>, concurrency: usize) -> (Vec
                     };
                     let t = Instant::now();
                     let answer = bench
+                        .gw
                         .http
-                        .post(format!("{}/api/v1/orders/{order}/payments", bench.base))
-                        .bearer_auth(&bench.terminal)
+                        .post(bench.gw.url(&format!("/api/v1/orders/{order}/payments")))
+                        .bearer_auth(&bench.gw.terminal)
                         .json(&json!({"auth_code": CODE}))
                         .send()
                         .await;
@@ -234,39 +148,22 @@ async fn run(bench: Arc<Bench>, orders: Vec<String>, concurrency: usize) -> (Vec
     (all, errors)
 }
 
-fn pct(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len() - 1);
-    sorted[i].as_secs_f64() * 1e3
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     gateway::telemetry::init(Some("warn"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let backends: Vec<Backend> = match args.db.as_str() {
-            "sqlite" => vec![Backend::Sqlite],
-            "postgres" => vec![Backend::Postgres],
-            _ => vec![Backend::Sqlite, Backend::Postgres],
-        };
+    bench::runtime()?.block_on(async {
         println!(
             "paybench: {} charges, {} in flight, gateway, simulator and client in one process on {} cores",
             args.charges,
             args.concurrency,
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            bench::cores()
         );
         println!(
             "{:<10} {:>8} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
             "database", "charges", "errors", "per sec", "p50 ms", "p99 ms", "sim p50", "sim p99",
             "added p50", "added p99"
         );
-        for b in backends {
+        for b in bench::backends(&args.db) {
             let Some(bench) = setup(b, args.charges + 200).await else {
                 println!("{b:?}: skipped (database unavailable)");
                 continue;
@@ -297,7 +194,7 @@ fn main() -> anyhow::Result<()> {
             added.sort();
             println!(
                 "{:<10} {:>8} {:>7} {:>10.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>12.2} {:>12.2}",
-                format!("{b:?}").to_lowercase(),
+                bench::name(b),
                 samples.len(),
                 errors,
                 samples.len() as f64 / elapsed.as_secs_f64(),
@@ -311,7 +208,7 @@ fn main() -> anyhow::Result<()> {
             if unseen > 0 {
                 println!("WARNING: {unseen} charges not seen by the simulator's clock");
             }
-            let _ = bench.closing.send(true);
+            drop(bench);
         }
         Ok(())
     })
