@@ -12,7 +12,9 @@ use proto::alipay::{TradeStatus, code, method, sub};
 use proto::wechatpay::CodeKind;
 use serde::Serialize;
 
-use super::provider::{Micropay, MicropayRequest, Provider, Query, Refund, RefundRequest, Reverse};
+use super::provider::{
+    self, Micropay, MicropayRequest, Provider, Query, Refund, RefundRequest, Reverse,
+};
 
 /// Our stable code for Alipay's definite refusal of a charge.
 fn decline_code(sub_code: &str) -> &'static str {
@@ -41,10 +43,7 @@ impl Alipay {
         alipay_key: PublicKey,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()?;
+        let http = provider::http_client(timeout)?;
         Ok(Alipay {
             http,
             url: format!("{}{}", base_url.trim_end_matches('/'), ali::PATH_GATEWAY),
@@ -59,31 +58,13 @@ impl Alipay {
     async fn call<B: Serialize>(&self, method: &str, biz: &B) -> Result<Answer, String> {
         let params = ali::signed_request(&self.app_id, method, &timestamp(), biz, &self.key)
             .map_err(|e| format!("signing: {e}"))?;
-        let resp = self
-            .http
-            .post(&self.url)
-            .header(
-                "content-type",
-                "application/x-www-form-urlencoded;charset=utf-8",
-            )
-            .body(ali::encode_form(&params))
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "timed out".to_owned()
-                } else {
-                    format!("transport: {}", e.without_url())
-                }
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the answer: {}", e.without_url()))?;
+        let body = provider::post(
+            &self.http,
+            &self.url,
+            "application/x-www-form-urlencoded;charset=utf-8",
+            ali::encode_form(&params),
+        )
+        .await?;
         let text = std::str::from_utf8(&body).map_err(|_| "the answer is not UTF-8".to_owned())?;
         ali::open_answer(text, method, &self.alipay_key).map_err(|e| e.0)
     }

@@ -111,6 +111,46 @@ fn decline_code(provider_code: &str) -> &'static str {
     }
 }
 
+/// A provider's HTTP client: `timeout` bounds connecting and every call.
+pub(super) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .build()?)
+}
+
+/// POSTs `body` to a provider and reads a 2xx answer's body. `Err` is a
+/// reason the outcome is unknown (no answer, a timeout, a non-2xx status).
+pub(super) async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    content_type: &'static str,
+    body: String,
+) -> Result<Vec<u8>, String> {
+    let resp = http
+        .post(url)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                "timed out".to_owned()
+            } else {
+                format!("transport: {}", e.without_url())
+            }
+        })?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("HTTP {status}"));
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the answer: {}", e.without_url()))?;
+    Ok(body.to_vec())
+}
+
 /// The WeChat Pay v2 client (plain `reqwest`; TLS and the client
 /// certificate of `/secapi/` are not set up yet).
 pub struct WeChatPay {
@@ -131,10 +171,7 @@ impl WeChatPay {
         sign_type: SignType,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()?;
+        let http = http_client(timeout)?;
         Ok(WeChatPay {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -152,28 +189,13 @@ impl WeChatPay {
         params.insert("mch_id".into(), self.mch_id.clone());
         params.insert("nonce_str".into(), nonce());
         wx::sign_in_place(&mut params, self.key.expose_secret(), self.sign_type);
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base_url))
-            .header("content-type", "text/xml; charset=utf-8")
-            .body(wx::encode(&params))
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    "timed out".to_owned()
-                } else {
-                    format!("transport: {}", e.without_url())
-                }
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(format!("HTTP {status}"));
-        }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the answer: {}", e.without_url()))?;
+        let body = post(
+            &self.http,
+            &format!("{}{path}", self.base_url),
+            "text/xml; charset=utf-8",
+            wx::encode(&params),
+        )
+        .await?;
         let answer = wx::decode(&body).map_err(|e| format!("unreadable answer: {e}"))?;
         if answer.get("return_code").map(String::as_str) != Some(wx::SUCCESS) {
             return Err(format!(
