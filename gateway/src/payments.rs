@@ -265,6 +265,18 @@ impl PaymentsConfig {
     }
 }
 
+/// The payment service, or the one answer every payment endpoint (REST and
+/// SOAP) gives when no provider is configured.
+pub(crate) fn configured(st: &crate::http::AppState) -> Result<&Arc<Payments>> {
+    st.payments.as_ref().ok_or_else(|| {
+        Error::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "payments_not_configured",
+            "payments are not configured on this gateway",
+        )
+    })
+}
+
 /// The payment service of one gateway process.
 pub struct Payments {
     db: Db,

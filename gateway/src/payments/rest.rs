@@ -24,13 +24,7 @@ pub fn router() -> Router<AppState> {
 }
 
 fn service(st: &AppState) -> Result<&Arc<Payments>> {
-    st.payments.as_ref().ok_or_else(|| {
-        Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "payments_not_configured",
-            "payments are not configured on this gateway",
-        )
-    })
+    crate::payments::configured(st)
 }
 
 /// Money is taken at the counter (terminal) or by an admin, never the app.

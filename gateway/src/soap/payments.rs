@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use proto::order::PaymentStatus;
 use proto::soap::{
     self, ChargeState as WireChargeState, GetPayment, GetPaymentResponse, PayOrder,
@@ -22,13 +21,7 @@ use crate::payments::{
 
 /// The service, or the REST answer when payments are off.
 fn service(st: &AppState) -> Result<&Arc<Payments>> {
-    st.payments.as_ref().ok_or_else(|| {
-        Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "payments_not_configured",
-            "payments are not configured on this gateway",
-        )
-    })
+    crate::payments::configured(st)
 }
 
 pub async fn pay(st: &AppState, who: &Principal, m: PayOrder) -> Result<String> {
