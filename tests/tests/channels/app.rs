@@ -14,7 +14,7 @@ use gateway::db::Db;
 use gateway::http::{self, AppState};
 use gateway::keys::{self, KeySpec, Role};
 use gateway::outbox::OutboxConfig;
-use hw_sim::platform::{PlatformConfig, PlatformSim};
+use hw_sim::platform::{Faults, ItemSpec, PlatformConfig, PlatformSim, PushOutcome, PushRequest};
 use proto::order::{Money, Sku, StoreId, TerminalId, Unit};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -192,12 +192,7 @@ impl Chan {
 
     pub async fn stock(&self, store: &str, sku: &str, body: Value) {
         let (status, v) = self
-            .send(
-                self.http
-                    .put(self.url(&format!("/api/v1/stores/{store}/stock/{sku}"))),
-                &self.admin,
-                Some(body),
-            )
+            .put(&format!("/api/v1/stores/{store}/stock/{sku}"), body)
             .await;
         assert_eq!(status, 200, "{v}");
     }
@@ -220,6 +215,12 @@ impl Chan {
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.send(self.http.get(self.url(path)), &self.admin, None)
+            .await
+    }
+
+    /// A PUT with the admin key.
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.put(self.url(path)), &self.admin, Some(body))
             .await
     }
 
@@ -258,6 +259,77 @@ impl Chan {
         rows.into_iter()
             .map(|e| (e.kind, serde_json::from_str(&e.payload).unwrap()))
             .collect()
+    }
+
+    /// How many feed events of `kind` a store has.
+    pub async fn feed_count(&self, store: &str, kind: &str) -> usize {
+        self.feed(store)
+            .await
+            .into_iter()
+            .filter(|(k, _)| k == kind)
+            .count()
+    }
+
+    /// Pushes a new order from the platform (the gateway's answer, unchecked).
+    pub async fn push_order(&self, store: &str, items: Vec<ItemSpec>) -> PushOutcome {
+        self.sim
+            .push(PushRequest::new_order(store, items))
+            .await
+            .unwrap()
+    }
+
+    /// Pushes a new order, checks it is answered 200 and waits (2 s) for the
+    /// store's order made from it.
+    pub async fn push_new(&self, store: &str, items: Vec<ItemSpec>) -> (PushOutcome, Value) {
+        let out = self.push_order(store, items).await;
+        assert_eq!(out.status, 200, "{:?}", out.answer);
+        let order = self.wait_order(&out.order_id, 2).await;
+        (out, order)
+    }
+
+    /// Takes the store's actions on an order with the terminal's key, in
+    /// turn, each answered 200.
+    pub async fn act_all(&self, id: &str, actions: &[&str]) {
+        self.act_all_with(id, actions, json!({})).await;
+    }
+
+    /// [`Chan::act_all`] with a request body.
+    pub async fn act_all_with(&self, id: &str, actions: &[&str], body: Value) {
+        for a in actions {
+            let (s, v) = self
+                .post(
+                    &format!("/api/v1/orders/{id}/{a}"),
+                    &self.terminal,
+                    body.clone(),
+                )
+                .await;
+            assert_eq!(s, 200, "{a} on {id}: {v}");
+        }
+    }
+
+    /// A store's catalog entry for `sku`.
+    pub async fn catalog_item(&self, store: &str, sku: &str) -> Value {
+        let (s, cat) = self.get(&format!("/api/v1/stores/{store}/catalog")).await;
+        assert_eq!(s, 200, "{cat}");
+        cat["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["sku"] == sku)
+            .unwrap_or_else(|| panic!("no {sku} in the catalog of {store}: {cat}"))
+            .clone()
+    }
+
+    /// An order's third-party details.
+    pub async fn third_party(&self, id: &str) -> Value {
+        let (s, tp) = self.get(&format!("/api/v1/orders/{id}/third_party")).await;
+        assert_eq!(s, 200, "{tp}");
+        tp
+    }
+
+    /// The paths of the calls the platform answered, in order.
+    pub fn platform_calls(&self) -> Vec<String> {
+        self.sim.received_ok().into_iter().map(|r| r.path).collect()
     }
 
     pub async fn outbox_counts(&self) -> Value {
@@ -299,6 +371,20 @@ pub async fn key(db: &Db, role: Role, store: Option<&str>, terminal: Option<&str
     .await
     .unwrap()
     .token
+}
+
+/// COLA as the platform sells it: `n` at 3.50.
+pub fn cola(n: u32) -> ItemSpec {
+    ItemSpec::new("COLA", "可口可乐", n, 350)
+}
+
+/// Makes the platform's API answer 503 until its faults are cleared.
+pub fn platform_down(sim: &PlatformSim) {
+    sim.set_faults(Faults {
+        status: Some(503),
+        ..Faults::default()
+    })
+    .unwrap();
 }
 
 /// Polls `f` every 25 ms until it gives `Some`, for at most `secs`.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use terminal_sdk::client::{ClientConfig, GatewayClient};
 use tests::{Backend, on_both_databases};
 
-use crate::app::{Chan, SseReader, eventually};
+use crate::app::{Chan, SseReader, cola, eventually};
 
 on_both_databases!(
     pushed_order_reaches_rest_sse_and_soap_and_accept_reaches_the_platform,
@@ -30,10 +30,6 @@ fn unix_s() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn cola(n: u32) -> ItemSpec {
-    ItemSpec::new("COLA", "可口可乐", n, 350)
 }
 
 async fn terminal_client(app: &Chan) -> GatewayClient {
@@ -112,8 +108,7 @@ async fn pushed_order_reaches_rest_sse_and_soap_and_accept_reaches_the_platform(
     assert_eq!(order["lines"][1]["quantity"], "1.000");
     assert_eq!(order["note"], "不要辣");
     let id = order["id"].as_str().unwrap().to_owned();
-    let (s, tp) = app.get(&format!("/api/v1/orders/{id}/third_party")).await;
-    assert_eq!(s, 200, "{tp}");
+    let tp = app.third_party(&id).await;
     assert_eq!(tp["day_seq"], out.day_seq.unwrap());
     assert_eq!(tp["recipient"]["address"], "人民路 8 号");
     assert_eq!(tp["shipping_fee"], "5.00");
@@ -122,14 +117,7 @@ async fn pushed_order_reaches_rest_sse_and_soap_and_accept_reaches_the_platform(
     assert_eq!(tp["discounts"][0]["amount"], "3.00");
     assert_eq!(tp["attention"], json!([]));
     // Stock is reserved like any order's.
-    let (_, cat) = app.get("/api/v1/stores/S001/catalog").await;
-    let cola_item = cat["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["sku"] == "COLA")
-        .unwrap()
-        .clone();
+    let cola_item = app.catalog_item("S001", "COLA").await;
     assert_eq!(cola_item["reserved"], "2");
 
     // Accept on the terminal (SOAP) → order/confirm at the platform; ready → meal complete.
@@ -138,14 +126,7 @@ async fn pushed_order_reaches_rest_sse_and_soap_and_accept_reaches_the_platform(
         .await
         .unwrap();
     assert_eq!(accepted.status, OrderStatus::Accepted);
-    let (s, _) = app
-        .post(
-            &format!("/api/v1/orders/{id}/ready"),
-            &app.terminal,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    app.act_all(&id, &["ready"]).await;
     let calls = eventually(5, || async {
         let ok: Vec<String> = app
             .sim
@@ -189,21 +170,9 @@ async fn duplicate_pushes_make_one_order(b: Backend) {
         .filter(|o| o["channel_order_id"] == out.order_id.as_str())
         .collect();
     assert_eq!(orders.len(), 1, "{orders:?}");
-    let created = app
-        .feed("S001")
-        .await
-        .into_iter()
-        .filter(|(k, _)| k == "order.created")
-        .count();
+    let created = app.feed_count("S001", "order.created").await;
     assert_eq!(created, 1);
-    let (_, cat) = app.get("/api/v1/stores/S001/catalog").await;
-    let item = cat["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["sku"] == "COLA")
-        .unwrap()
-        .clone();
+    let item = app.catalog_item("S001", "COLA").await;
     assert_eq!(item["reserved"], "1", "reserved once");
 
     // Duplicate cancels: one status change.
@@ -212,12 +181,7 @@ async fn duplicate_pushes_make_one_order(b: Backend) {
     cancel.concurrent = true;
     let c = app.sim.push(cancel).await.unwrap();
     assert!(c.statuses.iter().all(|s| *s == 200));
-    let changes = app
-        .feed("S001")
-        .await
-        .into_iter()
-        .filter(|(k, _)| k == "order.status_changed")
-        .count();
+    let changes = app.feed_count("S001", "order.status_changed").await;
     assert_eq!(changes, 1);
     let order = app.order_for(&out.order_id).await.unwrap();
     assert_eq!(order["status"], "cancelled");
@@ -321,16 +285,12 @@ async fn unmapped_and_short_items_flag_the_order_instead_of_dropping_it(b: Backe
         return;
     };
     // An item code we do not know.
-    let out = app
-        .sim
-        .push(PushRequest::new_order(
+    let (_, order) = app
+        .push_new(
             "S001",
             vec![cola(1), ItemSpec::new("MT-FISH-9", "酸菜鱼", 2, 4800)],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(out.status, 200);
-    let order = app.wait_order(&out.order_id, 2).await;
+        )
+        .await;
     assert_eq!(order["lines"].as_array().unwrap().len(), 2);
     assert_eq!(order["lines"][1]["name"], "酸菜鱼");
     assert_eq!(order["total"], "99.50");
@@ -339,34 +299,28 @@ async fn unmapped_and_short_items_flag_the_order_instead_of_dropping_it(b: Backe
         "{order}"
     );
     assert_eq!(order["attention"], json!(["unmapped_items"]), "{order}");
-    let id = order["id"].as_str().unwrap();
-    let (_, tp) = app.get(&format!("/api/v1/orders/{id}/third_party")).await;
+    let tp = app.third_party(order["id"].as_str().unwrap()).await;
     assert_eq!(tp["attention"], json!(["unmapped_items"]));
     assert_eq!(tp["unmapped"][0]["platform_sku"], "MT-FISH-9");
     assert_eq!(tp["unmapped"][0]["quantity"], 2);
 
     // Mapped: the platform's code and half a kilo per item.
     let (s, m) = app
-        .send(
-            app.http
-                .put(app.url("/api/v1/channels/meituan/skus/MT-DUCK-500G")),
-            &app.admin,
-            Some(json!({"sku": "DUCK", "per_item": "0.500"})),
+        .put(
+            "/api/v1/channels/meituan/skus/MT-DUCK-500G",
+            json!({"sku": "DUCK", "per_item": "0.500"}),
         )
         .await;
     assert_eq!(s, 200, "{m}");
     let (s, list) = app.get("/api/v1/channels/meituan/skus").await;
     assert_eq!(s, 200);
     assert_eq!(list["mappings"][0]["per_item"], "0.500");
-    let out = app
-        .sim
-        .push(PushRequest::new_order(
+    let (_, order) = app
+        .push_new(
             "S001",
             vec![ItemSpec::new("MT-DUCK-500G", "鸭脖半斤", 3, 2000)],
-        ))
-        .await
-        .unwrap();
-    let order = app.wait_order(&out.order_id, 2).await;
+        )
+        .await;
     assert_eq!(order["lines"][0]["sku"], "DUCK");
     assert_eq!(order["lines"][0]["quantity"], "1.500");
     assert_eq!(order["lines"][0]["line_total"], "60.00");
@@ -375,29 +329,13 @@ async fn unmapped_and_short_items_flag_the_order_instead_of_dropping_it(b: Backe
         order.get("attention").is_none(),
         "nothing to look at: {order}"
     );
-    let (_, tp) = app
-        .get(&format!(
-            "/api/v1/orders/{}/third_party",
-            order["id"].as_str().unwrap()
-        ))
-        .await;
+    let tp = app.third_party(order["id"].as_str().unwrap()).await;
     assert_eq!(tp["attention"], json!([]));
 
     // More than the store has: accepted (the platform sold it), flagged.
     app.stock("S001", "COLA", json!({"on_hand": "2"})).await;
-    let out = app
-        .sim
-        .push(PushRequest::new_order("S001", vec![cola(5)]))
-        .await
-        .unwrap();
-    assert_eq!(out.status, 200);
-    let order = app.wait_order(&out.order_id, 2).await;
-    let (_, tp) = app
-        .get(&format!(
-            "/api/v1/orders/{}/third_party",
-            order["id"].as_str().unwrap()
-        ))
-        .await;
+    let (_, order) = app.push_new("S001", vec![cola(5)]).await;
+    let tp = app.third_party(order["id"].as_str().unwrap()).await;
     assert_eq!(tp["attention"], json!(["short_stock"]));
     assert_eq!(order["attention"], json!(["short_stock"]), "{order}");
     // No other channel can sell what is not there.
@@ -411,11 +349,7 @@ async fn unmapped_and_short_items_flag_the_order_instead_of_dropping_it(b: Backe
     assert_eq!(s, 409);
 
     // A platform store we do not know: refused with a reason, nothing made.
-    let out = app
-        .sim
-        .push(PushRequest::new_order("NOPE", vec![cola(1)]))
-        .await
-        .unwrap();
+    let out = app.push_order("NOPE", vec![cola(1)]).await;
     assert_eq!(out.status, 422, "{:?}", out.answer);
     assert_eq!(out.answer["data"], "ng");
 }
@@ -453,41 +387,15 @@ async fn a_cancel_before_its_order_is_applied_when_the_order_comes(b: Backend) {
     let last = order["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["by"], "platform:meituan");
     assert!(last["reason"].as_str().unwrap().contains("用户取消"));
-    let changes = app
-        .feed("S001")
-        .await
-        .into_iter()
-        .filter(|(k, _)| k == "order.status_changed")
-        .count();
+    let changes = app.feed_count("S001", "order.status_changed").await;
     assert_eq!(changes, 1);
-    let (_, cat) = app.get("/api/v1/stores/S001/catalog").await;
-    let item = cat["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["sku"] == "COLA")
-        .unwrap()
-        .clone();
+    let item = app.catalog_item("S001", "COLA").await;
     assert_eq!(item["reserved"], "0", "the stock is released");
 
     // A cancel of an order already made ready is refused and recorded.
-    let out = app
-        .sim
-        .push(PushRequest::new_order("S001", vec![cola(1)]))
-        .await
-        .unwrap();
-    let o = app.wait_order(&out.order_id, 2).await;
-    let id = o["id"].as_str().unwrap();
-    for a in ["accept", "ready"] {
-        let (s, _) = app
-            .post(
-                &format!("/api/v1/orders/{id}/{a}"),
-                &app.terminal,
-                json!({}),
-            )
-            .await;
-        assert_eq!(s, 200);
-    }
+    let (out, o) = app.push_new("S001", vec![cola(1)]).await;
+    app.act_all(o["id"].as_str().unwrap(), &["accept", "ready"])
+        .await;
     let r = app
         .sim
         .push(PushRequest::event_on(PushKind::Cancel, &out.order_id))
@@ -512,12 +420,7 @@ async fn refund_requests_are_feed_events_and_answers_reach_the_platform(b: Backe
     let Some(app) = Chan::spawn(b).await else {
         return;
     };
-    let out = app
-        .sim
-        .push(PushRequest::new_order("S001", vec![cola(2)]))
-        .await
-        .unwrap();
-    let o = app.wait_order(&out.order_id, 2).await;
+    let (out, o) = app.push_new("S001", vec![cola(2)]).await;
     let id = o["id"].as_str().unwrap().to_owned();
     let (s, v) = app
         .post(
@@ -554,11 +457,10 @@ async fn refund_requests_are_feed_events_and_answers_reach_the_platform(b: Backe
         .await;
     assert_eq!(s, 200, "{v}");
     app.drained(5).await;
-    let paths: Vec<String> = app.sim.received_ok().into_iter().map(|r| r.path).collect();
-    assert_eq!(paths, ["order/refund/agree"]);
+    assert_eq!(app.platform_calls(), ["order/refund/agree"]);
     let o = app.order_for(&out.order_id).await.unwrap();
     assert_eq!(o["payment_status"], "refunded");
-    let (_, tp) = app.get(&format!("/api/v1/orders/{id}/third_party")).await;
+    let tp = app.third_party(&id).await;
     assert_eq!(tp["refund_state"], "agreed");
 
     // A second request, withdrawn by the customer.
@@ -579,7 +481,7 @@ async fn refund_requests_are_feed_events_and_answers_reach_the_platform(b: Backe
         1,
         "{kinds:?}"
     );
-    let (_, tp) = app.get(&format!("/api/v1/orders/{id}/third_party")).await;
+    let tp = app.third_party(&id).await;
     assert_eq!(tp["refund_state"], "cancelled");
 }
 
@@ -592,25 +494,9 @@ async fn an_unconfirmed_order_raises_one_alert(b: Backend) {
     else {
         return;
     };
-    let slow = app
-        .sim
-        .push(PushRequest::new_order("S001", vec![cola(1)]))
-        .await
-        .unwrap();
-    let quick = app
-        .sim
-        .push(PushRequest::new_order("S001", vec![cola(1)]))
-        .await
-        .unwrap();
-    let q = app.wait_order(&quick.order_id, 2).await;
-    let (s, _) = app
-        .post(
-            &format!("/api/v1/orders/{}/accept", q["id"].as_str().unwrap()),
-            &app.terminal,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    let slow = app.push_order("S001", vec![cola(1)]).await;
+    let (_, q) = app.push_new("S001", vec![cola(1)]).await;
+    app.act_all(q["id"].as_str().unwrap(), &["accept"]).await;
     let alert = eventually(5, || async {
         app.feed("S001")
             .await
@@ -621,12 +507,7 @@ async fn an_unconfirmed_order_raises_one_alert(b: Backend) {
     .expect("an alert");
     assert_eq!(alert.1["order"]["channel_order_id"], slow.order_id.as_str());
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let alerts = app
-        .feed("S001")
-        .await
-        .into_iter()
-        .filter(|(k, _)| k == "order.unconfirmed_alert")
-        .count();
+    let alerts = app.feed_count("S001", "order.unconfirmed_alert").await;
     assert_eq!(alerts, 1, "once per order, none for the accepted one");
     let (_, stats) = app.get("/api/v1/outbox/stats").await;
     assert_eq!(stats["unconfirmed_alerts_total"], 1);

@@ -5,21 +5,17 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hw_sim::platform::{Faults, ItemSpec, PushRequest};
+use hw_sim::platform::Faults;
 use serde_json::json;
 use tests::{Backend, on_both_databases};
 
-use crate::app::{Chan, eventually};
+use crate::app::{Chan, cola, eventually, platform_down};
 
 on_both_databases!(
     platform_down_then_up_gets_every_update_once_in_order,
     stock_and_availability_reach_the_platform,
     calls_that_keep_failing_are_listed_and_retried,
 );
-
-fn cola(n: u32) -> ItemSpec {
-    ItemSpec::new("COLA", "可口可乐", n, 350)
-}
 
 async fn platform_down_then_up_gets_every_update_once_in_order(b: Backend) {
     let Some(app) = Chan::spawn(b).await else {
@@ -34,32 +30,23 @@ async fn platform_down_then_up_gets_every_update_once_in_order(b: Backend) {
         .unwrap();
     let mut expected: HashMap<String, Vec<&str>> = HashMap::new();
     for i in 0..4 {
-        let out = app
-            .sim
-            .push(PushRequest::new_order("S001", vec![cola(1)]))
-            .await
-            .unwrap();
+        let out = app.push_order("S001", vec![cola(1)]).await;
         assert_eq!(
             out.status, 200,
             "pushes still come in while the API is down"
         );
         let o = app.wait_order(&out.order_id, 2).await;
-        let id = o["id"].as_str().unwrap();
         let actions: &[&str] = if i == 3 {
             &["reject"]
         } else {
             &["accept", "ready"]
         };
-        for a in actions {
-            let (s, v) = app
-                .post(
-                    &format!("/api/v1/orders/{id}/{a}"),
-                    &app.terminal,
-                    json!({"reason": "2008 售罄"}),
-                )
-                .await;
-            assert_eq!(s, 200, "{v}");
-        }
+        app.act_all_with(
+            o["id"].as_str().unwrap(),
+            actions,
+            json!({"reason": "2008 售罄"}),
+        )
+        .await;
         expected.insert(
             out.order_id.clone(),
             if i == 3 {
@@ -106,11 +93,9 @@ async fn stock_and_availability_reach_the_platform(b: Backend) {
         return;
     };
     let (s, v) = app
-        .send(
-            app.http
-                .put(app.url("/api/v1/channels/meituan/stores/MT-POI-1")),
-            &app.admin,
-            Some(json!({"store_id": "S001"})),
+        .put(
+            "/api/v1/channels/meituan/stores/MT-POI-1",
+            json!({"store_id": "S001"}),
         )
         .await;
     assert_eq!(s, 200, "{v}");
@@ -167,11 +152,9 @@ async fn stock_and_availability_reach_the_platform(b: Backend) {
 
     // A mapped item: the platform's code, counted in its packs.
     let (s, _) = app
-        .send(
-            app.http
-                .put(app.url("/api/v1/channels/meituan/skus/MT-DUCK-500G")),
-            &app.admin,
-            Some(json!({"sku": "DUCK", "per_item": "0.500"})),
+        .put(
+            "/api/v1/channels/meituan/skus/MT-DUCK-500G",
+            json!({"sku": "DUCK", "per_item": "0.500"}),
         )
         .await;
     assert_eq!(s, 200);
@@ -198,29 +181,10 @@ async fn calls_that_keep_failing_are_listed_and_retried(b: Backend) {
     let Some(app) = Chan::spawn_with(b, |c| c.outbox.max_attempts = 3).await else {
         return;
     };
-    app.sim
-        .set_faults(Faults {
-            status: Some(503),
-            ..Faults::default()
-        })
-        .unwrap();
-    let out = app
-        .sim
-        .push(PushRequest::new_order("S001", vec![cola(1)]))
-        .await
-        .unwrap();
-    let o = app.wait_order(&out.order_id, 2).await;
+    platform_down(&app.sim);
+    let (_, o) = app.push_new("S001", vec![cola(1)]).await;
     let id = o["id"].as_str().unwrap();
-    for a in ["accept", "ready"] {
-        let (s, _) = app
-            .post(
-                &format!("/api/v1/orders/{id}/{a}"),
-                &app.terminal,
-                json!({}),
-            )
-            .await;
-        assert_eq!(s, 200);
-    }
+    app.act_all(id, &["accept", "ready"]).await;
     let failed = eventually(10, || async {
         let (_, v) = app.get("/api/v1/outbox?state=failed").await;
         let e = v["entries"].as_array()?.clone();
@@ -283,8 +247,10 @@ async fn calls_that_keep_failing_are_listed_and_retried(b: Backend) {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "pending");
     app.drained(10).await;
-    let ok: Vec<String> = app.sim.received_ok().into_iter().map(|r| r.path).collect();
-    assert_eq!(ok, ["order/confirm", "order/preparationMealComplete"]);
+    assert_eq!(
+        app.platform_calls(),
+        ["order/confirm", "order/preparationMealComplete"]
+    );
     let (_, v) = app.get("/api/v1/outbox?state=failed").await;
     assert_eq!(v["entries"], json!([]));
     let (_, stats) = app.get("/api/v1/outbox/stats").await;

@@ -9,12 +9,12 @@ use std::sync::OnceLock;
 
 use gateway::db::Db;
 use gateway::keys::Role;
-use hw_sim::platform::{Faults, ItemSpec, PlatformConfig, PlatformSim, PushRequest};
+use hw_sim::platform::{Faults, PlatformConfig, PlatformSim, PushRequest};
 use proto::order::{Money, Sku, StoreId, Unit};
 use serde_json::{Value, json};
 use tests::{Backend, TestDb, on_both_databases};
 
-use crate::app::{APP_ID, Chan, SECRET, eventually, key};
+use crate::app::{APP_ID, Chan, SECRET, cola, eventually, key, platform_down};
 
 on_both_databases!(
     undelivered_calls_survive_a_restart,
@@ -26,32 +26,10 @@ async fn undelivered_calls_survive_a_restart(b: Backend) {
     let Some(app) = Chan::spawn(b).await else {
         return;
     };
-    app.sim
-        .set_faults(Faults {
-            status: Some(503),
-            ..Faults::default()
-        })
-        .unwrap();
-    let out = app
-        .sim
-        .push(PushRequest::new_order(
-            "S001",
-            vec![ItemSpec::new("COLA", "可口可乐", 1, 350)],
-        ))
-        .await
-        .unwrap();
-    let o = app.wait_order(&out.order_id, 2).await;
-    let id = o["id"].as_str().unwrap().to_owned();
-    for a in ["accept", "ready"] {
-        let (s, _) = app
-            .post(
-                &format!("/api/v1/orders/{id}/{a}"),
-                &app.terminal,
-                json!({}),
-            )
-            .await;
-        assert_eq!(s, 200);
-    }
+    platform_down(&app.sim);
+    let (_, o) = app.push_new("S001", vec![cola(1)]).await;
+    app.act_all(o["id"].as_str().unwrap(), &["accept", "ready"])
+        .await;
     eventually(5, || async {
         app.sim.received().iter().any(|r| r.fault).then_some(())
     })
@@ -63,8 +41,10 @@ async fn undelivered_calls_survive_a_restart(b: Backend) {
 
     let app = Chan::start(store, Some(sim), |_| {}).await;
     app.drained(15).await;
-    let ok: Vec<String> = app.sim.received_ok().into_iter().map(|r| r.path).collect();
-    assert_eq!(ok, ["order/confirm", "order/preparationMealComplete"]);
+    assert_eq!(
+        app.platform_calls(),
+        ["order/confirm", "order/preparationMealComplete"]
+    );
 }
 
 async fn a_call_in_flight_when_the_gateway_dies_is_sent_again(b: Backend) {
@@ -78,23 +58,8 @@ async fn a_call_in_flight_when_the_gateway_dies_is_sent_again(b: Backend) {
             ..Faults::default()
         })
         .unwrap();
-    let out = app
-        .sim
-        .push(PushRequest::new_order(
-            "S001",
-            vec![ItemSpec::new("COLA", "可口可乐", 1, 350)],
-        ))
-        .await
-        .unwrap();
-    let o = app.wait_order(&out.order_id, 2).await;
-    let (s, _) = app
-        .post(
-            &format!("/api/v1/orders/{}/accept", o["id"].as_str().unwrap()),
-            &app.terminal,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    let (_, o) = app.push_new("S001", vec![cola(1)]).await;
+    app.act_all(o["id"].as_str().unwrap(), &["accept"]).await;
     eventually(5, || async {
         let c = app.outbox_counts().await;
         (c["delivering"] == 1).then_some(())
@@ -107,8 +72,7 @@ async fn a_call_in_flight_when_the_gateway_dies_is_sent_again(b: Backend) {
     // SQLite: released at start; PostgreSQL: when its lease runs out.
     let app = Chan::start(store, Some(sim), |_| {}).await;
     app.drained(20).await;
-    let ok: Vec<String> = app.sim.received_ok().into_iter().map(|r| r.path).collect();
-    assert_eq!(ok, ["order/confirm"]);
+    assert_eq!(app.platform_calls(), ["order/confirm"]);
 }
 
 // ------------------------------------------------------------ the real binary
@@ -229,18 +193,11 @@ async fn killed_gateway_binary_delivers_after_restart(b: Backend) {
     let sim = PlatformSim::start(PlatformConfig::new("http://127.0.0.1:1", APP_ID, SECRET))
         .await
         .unwrap();
-    sim.set_faults(Faults {
-        status: Some(503),
-        ..Faults::default()
-    })
-    .unwrap();
+    platform_down(&sim);
     let gw = serve(store.url(), &sim);
     let http = reqwest::Client::new();
     let out = sim
-        .push(PushRequest::new_order(
-            "S001",
-            vec![ItemSpec::new("COLA", "可口可乐", 2, 350)],
-        ))
+        .push(PushRequest::new_order("S001", vec![cola(2)]))
         .await
         .unwrap();
     assert_eq!(out.status, 200, "{:?}", out.answer);

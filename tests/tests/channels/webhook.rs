@@ -122,20 +122,13 @@ async fn webhook_accepts_signed_orders_once_and_refuses_the_rest(b: Backend) {
     assert_eq!(q[0]["platform"], WEBHOOK_PLATFORM);
     assert_eq!(q[0]["channel_order_id"], "AG-1001");
     assert_eq!(q[0]["total"], "7.00");
-    let (_, tp) = app.get(&format!("/api/v1/orders/{id}/third_party")).await;
+    let tp = app.third_party(&id).await;
     assert_eq!(tp["day_seq"], 7);
     assert_eq!(tp["store_receives"], "6.50");
     assert_eq!(tp["recipient"]["name"], "王先生");
 
     // Accepting it sends nothing anywhere (this platform has no API here).
-    let (s, _) = app
-        .post(
-            &format!("/api/v1/orders/{id}/accept"),
-            &app.terminal,
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, 200);
+    app.act_all(&id, &["accept"]).await;
 
     // Its cancel, once.
     let cancel = json!({"event_id": "evt_3", "type": "order.cancelled", "order": {"id": "AG-1001"}, "reason": "顾客取消"}).to_string();
@@ -153,12 +146,7 @@ async fn webhook_accepts_signed_orders_once_and_refuses_the_rest(b: Backend) {
     }
     let o = app.order_for("AG-1001").await.unwrap();
     assert_eq!(o["status"], "cancelled");
-    let changes = app
-        .feed("S001")
-        .await
-        .into_iter()
-        .filter(|(k, _)| k == "order.status_changed")
-        .count();
+    let changes = app.feed_count("S001", "order.status_changed").await;
     assert_eq!(changes, 2, "accept and one cancel");
     let counts = app.outbox_counts().await;
     assert_eq!(counts["pending"], 0);
