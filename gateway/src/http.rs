@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::channels::rest::push_router())
         .merge(crate::soap::router())
         .merge(crate::payments::router())
+        .merge(crate::metrics::router())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(problem::panic_response))

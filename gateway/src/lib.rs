@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod orders;
 pub mod outbox;
 pub mod payments;

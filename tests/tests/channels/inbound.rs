@@ -512,4 +512,33 @@ async fn an_unconfirmed_order_raises_one_alert(b: Backend) {
     let (_, stats) = app.get("/api/v1/outbox/stats").await;
     assert_eq!(stats["unconfirmed_alerts_total"], 1);
     assert_eq!(stats["process"]["unconfirmed_alerts"], 1);
+
+    // The same for a Prometheus scrape (admin key), and nothing without one.
+    let scrape = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert!(
+        scrape.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = scrape.text().await.unwrap();
+    for line in [
+        "# TYPE gateway_unconfirmed_alerts_total counter",
+        "gateway_unconfirmed_alerts_total 1",
+        "gateway_third_party_unconfirmed_orders 1",
+        "gateway_orders{status=\"accepted\"} 1",
+        "gateway_outbox_rows{state=\"failed\"} 0",
+        "gateway_payment_charges{state=\"pending\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let anonymous = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
 }

@@ -1,0 +1,169 @@
+//! `GET /metrics`: the Prometheus text format (version 0.0.4), for the
+//! engineers who run the gateway. Gauges are read from the database at
+//! scrape time, so every instance reports the same totals; the
+//! `*_process_*` counters are this process's own. Admin key required (a
+//! bearer token in the scrape config), like every other operator view.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::Row;
+
+use crate::error::Result;
+use crate::http::AppState;
+use crate::http::extract::Auth;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// One metric family: its help, type and samples (`labels`, value).
+fn family(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, i64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{labels} {v}");
+    }
+}
+
+/// `SELECT key, COUNT(*)`-shaped rows as labelled samples, with every
+/// expected label present (0 when absent).
+async fn by_label(
+    st: &AppState,
+    sql: &'static str,
+    label: &str,
+    expected: &[&str],
+) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query(sql).fetch_all(&st.db.pool).await?;
+    let mut out: Vec<(String, i64)> = expected
+        .iter()
+        .map(|k| (format!("{{{label}=\"{k}\"}}"), 0))
+        .collect();
+    for r in rows {
+        let key: String = r.get(0);
+        let n: i64 = r.get(1);
+        let labels = format!("{{{label}=\"{key}\"}}");
+        match out.iter_mut().find(|(l, _)| *l == labels) {
+            Some(s) => s.1 = n,
+            None => out.push((labels, n)),
+        }
+    }
+    Ok(out)
+}
+
+async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response> {
+    who.require_admin()?;
+    let mut out = String::new();
+
+    let orders = by_label(
+        &st,
+        "SELECT status, COUNT(*) FROM orders GROUP BY status",
+        "status",
+        &[
+            "created",
+            "accepted",
+            "ready",
+            "completed",
+            "rejected",
+            "cancelled",
+        ],
+    )
+    .await?;
+    family(
+        &mut out,
+        "gateway_orders",
+        "Orders by status.",
+        "gauge",
+        &orders,
+    );
+
+    let charges = by_label(
+        &st,
+        "SELECT state, COUNT(*) FROM charges GROUP BY state",
+        "state",
+        &["created", "pending", "succeeded", "failed", "reversed"],
+    )
+    .await?;
+    family(
+        &mut out,
+        "gateway_payment_charges",
+        "Payment-code charges by state; pending ones are being driven or await the sweeper.",
+        "gauge",
+        &charges,
+    );
+
+    let outbox = crate::outbox::counts(&st.db)
+        .await?
+        .into_iter()
+        .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n))
+        .collect::<Vec<_>>();
+    family(
+        &mut out,
+        "gateway_outbox_rows",
+        "Calls to delivery platforms by state; failed ones wait for a manual retry.",
+        "gauge",
+        &outbox,
+    );
+
+    let unconfirmed: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM third_party_orders t JOIN orders o ON o.id = t.order_id
+         WHERE o.status = 'created'",
+    )
+    .fetch_one(&st.db.pool)
+    .await?
+    .get(0);
+    family(
+        &mut out,
+        "gateway_third_party_unconfirmed_orders",
+        "Delivery-platform orders the store has not accepted or rejected yet.",
+        "gauge",
+        &[(String::new(), unconfirmed)],
+    );
+    let alerted: i64 = sqlx::query("SELECT COUNT(*) FROM third_party_orders WHERE alerted_at > 0")
+        .fetch_one(&st.db.pool)
+        .await?
+        .get(0);
+    family(
+        &mut out,
+        "gateway_unconfirmed_alerts_total",
+        "Delivery-platform orders that stayed unconfirmed past the alert limit.",
+        "counter",
+        &[(String::new(), alerted)],
+    );
+
+    if let Some(c) = &st.channels {
+        let s = &c.stats;
+        for (name, help, v) in [
+            (
+                "gateway_outbox_process_delivered_total",
+                "Platform calls this process delivered.",
+                &s.delivered,
+            ),
+            (
+                "gateway_outbox_process_retried_total",
+                "Platform calls this process will try again.",
+                &s.retried,
+            ),
+            (
+                "gateway_outbox_process_failed_total",
+                "Platform calls this process gave up on.",
+                &s.failed,
+            ),
+        ] {
+            let n = i64::try_from(v.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+            family(&mut out, name, help, "counter", &[(String::new(), n)]);
+        }
+    }
+
+    let mut resp = out.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}
