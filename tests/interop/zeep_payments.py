@@ -16,24 +16,13 @@ gateway needs store S001 with product LATTE (piece, 10.58) in stock.
 Run by tests/tests/soap_payments.rs; exits non-zero on the first failed check.
 """
 
-import json
 import os
-import urllib.error
-import urllib.request
 from decimal import Decimal
 
-import zeep
 from lxml import etree
-from zeep.exceptions import Fault
-from zeep.plugins import HistoryPlugin
-from zeep.transports import Transport
-from zeep.wsse.username import UsernameToken
 
-NS = "urn:smart-terminal:gateway:v1"
-SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
-XSD = "http://www.w3.org/2001/XMLSchema"
+from zeep_common import BASE, check, done, fault_code, history, http, make_client, validate_last
 
-BASE = os.environ["GATEWAY_URL"].rstrip("/")
 SIM = os.environ["SIMULATOR_URL"].rstrip("/")
 TID = os.environ["TERMINAL_ID"]
 KEY = os.environ["TERMINAL_KEY"]
@@ -41,69 +30,11 @@ OTHER_TID = os.environ["OTHER_TERMINAL_ID"]
 OTHER_KEY = os.environ["OTHER_TERMINAL_KEY"]
 CODE = os.environ["PAYMENT_CODE"]
 
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    if not cond:
-        raise AssertionError(what)
-    checks += 1
-
-
-def http(method, url, key=None, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if key is not None:
-        req.add_header("Authorization", "Bearer " + key)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-
 
 def ledger():
     status, body = http("GET", SIM + "/ledger")
     check(status == 200, "the simulator's ledger")
     return body["charges"]
-
-
-wsdl_url = BASE + "/soap/terminal?wsdl"
-with urllib.request.urlopen(wsdl_url) as r:
-    wsdl = etree.fromstring(r.read())
-schema = etree.XMLSchema(etree.fromstring(etree.tostring(wsdl.find(f".//{{{XSD}}}schema"))))
-history = HistoryPlugin()
-received = 0
-
-
-def make_client(tid, key):
-    # PayOrder blocks until the charge is final: a long operation timeout.
-    transport = Transport(operation_timeout=120)
-    return zeep.Client(wsdl_url, wsse=UsernameToken(tid, key), plugins=[history], transport=transport)
-
-
-def validate_last():
-    """The body payload the server last sent must satisfy the XSD."""
-    global received
-    payload = history.last_received["envelope"].find(f"{{{SOAP}}}Body")[0]
-    if payload.tag == f"{{{SOAP}}}Fault":
-        payload = payload.find("detail")[0]
-    doc = etree.fromstring(etree.tostring(payload))
-    if not schema.validate(doc):
-        raise AssertionError(f"XSD refuses {doc.tag}: {schema.error_log}")
-    received += 1
-
-
-def fault_code(call, *args, **kwargs):
-    try:
-        call(*args, **kwargs)
-    except Fault as f:
-        validate_last()
-        return f.code, f.detail.find(f"{{{NS}}}error/{{{NS}}}code").text
-    raise AssertionError("expected a Fault")
 
 
 def same_as_rest(z, r):
@@ -128,7 +59,8 @@ def same_as_rest(z, r):
     check(z.prepaid is None and r.get("prepaid") is None, "not prepaid in the app")
 
 
-svc = make_client(TID, KEY).service
+# PayOrder blocks until the charge is final: a long operation timeout.
+svc = make_client(TID, KEY, timeout=120).service
 
 # --- an unpaid order ----------------------------------------------------------
 sale = svc.SubmitOrder(clientOrderId="zeep-pay-1", line=[{"sku": "LATTE", "quantity": Decimal("2")}])
@@ -212,5 +144,4 @@ check(fault_code(other.RefundOrder, orderId=oid, requestId="x", amount=Decimal("
       == ("soap:Client", "forbidden"), "another store cannot refund")
 check(len(ledger()) == 1, "one charge at the provider in all")
 
-print(f"zeep {zeep.__version__}: {checks} checks, {received} server messages valid against the XSD")
-print("zeep payments: all checks passed")
+done("payments")

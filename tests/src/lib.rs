@@ -85,6 +85,41 @@ impl Drop for ThrowawayPg {
     }
 }
 
+/// Runs `tests/interop/<script>` with a Python that has zeep and lxml
+/// (`ZEEP_PYTHON`, else the `.venv` that `.ci/run` makes) and `env`; fails on
+/// a non-zero exit and returns its standard output. `None` when there is no
+/// such Python here (the reason is printed); under CI=true that fails.
+pub async fn run_zeep(script: &str, env: &[(&str, &str)]) -> Option<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var("ZEEP_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join(".venv/bin/python"));
+    let usable = std::process::Command::new(&python)
+        .args(["-c", "import zeep, lxml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !usable {
+        let why = format!(
+            "no Python with zeep and lxml at {} (set ZEEP_PYTHON, or: python3 -m venv .venv && .venv/bin/pip install -r tests/interop/requirements.txt)",
+            python.display()
+        );
+        assert!(!in_ci(), "{why}");
+        eprintln!("SKIPPED ({script}): {why}");
+        return None;
+    }
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tests/interop").join(script))
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    Some(stdout)
+}
+
 /// A throwaway database of either kind.
 pub enum TestDb {
     Sqlite(tempfile::TempDir, String),

@@ -888,47 +888,21 @@ async fn retries_after_a_lost_answer_never_duplicate() {
 /// messages against its XSD (lxml) and compares with REST.
 #[tokio::test]
 async fn zeep_interoperates_from_the_wsdl() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = std::env::var("ZEEP_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| root.join(".venv/bin/python"));
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    let usable = std::process::Command::new(&python)
-        .args(["-c", "import zeep, lxml"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !usable {
-        let why = format!(
-            "no Python with zeep and lxml at {} (set ZEEP_PYTHON, or: python3 -m venv .venv && .venv/bin/pip install -r tests/interop/requirements.txt)",
-            python.display()
-        );
-        assert!(!ci, "{why}");
-        eprintln!("skipping the zeep interop test: {why}");
-        return;
-    }
     let app = App::spawn().await;
-    let out = tokio::process::Command::new(&python)
-        .arg(root.join("tests/interop/zeep_terminal.py"))
-        .env("GATEWAY_URL", &app.base)
-        .env("TERMINAL_ID", "S001-T01")
-        .env("TERMINAL_KEY", &app.t1)
-        .env("OTHER_TERMINAL_ID", "S002-T01")
-        .env("OTHER_TERMINAL_KEY", &app.s2)
-        .env("ADMIN_KEY", &app.admin)
-        .env("APP_KEY", &app.app_key)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "zeep script failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains("zeep interop: all checks passed"),
-        "{stdout}"
-    );
+    let env = [
+        ("GATEWAY_URL", app.base.as_str()),
+        ("TERMINAL_ID", "S001-T01"),
+        ("TERMINAL_KEY", app.t1.as_str()),
+        ("OTHER_TERMINAL_ID", "S002-T01"),
+        ("OTHER_TERMINAL_KEY", app.s2.as_str()),
+        ("ADMIN_KEY", app.admin.as_str()),
+        ("APP_KEY", app.app_key.as_str()),
+    ];
+    if let Some(stdout) = tests::run_zeep("zeep_terminal.py", &env).await {
+        assert!(
+            stdout.contains("zeep interop: all checks passed"),
+            "{stdout}"
+        );
+    }
     app.stop().await;
 }

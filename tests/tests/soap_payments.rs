@@ -986,45 +986,21 @@ tests::on_both_databases!(
 /// zeep; fails under CI=true.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zeep_pays_and_refunds_from_the_wsdl() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = std::env::var("ZEEP_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| root.join(".venv/bin/python"));
-    let usable = std::process::Command::new(&python)
-        .args(["-c", "import zeep, lxml"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !usable {
-        let why = format!(
-            "no Python with zeep and lxml at {} (set ZEEP_PYTHON, or: python3 -m venv .venv && .venv/bin/pip install -r tests/interop/requirements.txt)",
-            python.display()
-        );
-        assert!(!tests::in_ci(), "{why}");
-        eprintln!("skipping the zeep payments test: {why}");
-        return;
-    }
     let Some(app) = PayApp::spawn(Backend::Sqlite, true).await else {
         return;
     };
-    let out = tokio::process::Command::new(&python)
-        .arg(root.join("tests/interop/zeep_payments.py"))
-        .env("GATEWAY_URL", &app.base)
-        .env("SIMULATOR_URL", &app.sim.base)
-        .env("TERMINAL_ID", "S001-T01")
-        .env("TERMINAL_KEY", &app.t1_key)
-        .env("OTHER_TERMINAL_ID", "S002-T01")
-        .env("OTHER_TERMINAL_KEY", &app.s2_key)
-        .env("PAYMENT_CODE", CODE)
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "zeep script failed:\n{stdout}\n{stderr}"
-    );
+    let env = [
+        ("GATEWAY_URL", app.base.as_str()),
+        ("SIMULATOR_URL", app.sim.base.as_str()),
+        ("TERMINAL_ID", "S001-T01"),
+        ("TERMINAL_KEY", app.t1_key.as_str()),
+        ("OTHER_TERMINAL_ID", "S002-T01"),
+        ("OTHER_TERMINAL_KEY", app.s2_key.as_str()),
+        ("PAYMENT_CODE", CODE),
+    ];
+    let Some(stdout) = tests::run_zeep("zeep_payments.py", &env).await else {
+        return;
+    };
     assert!(
         stdout.contains("zeep payments: all checks passed"),
         "{stdout}"
