@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::order::{Money, Order, Quantity, StoreId};
+use proto::order::{Money, Quantity, StoreId};
 use proto::wechatpay::{self as wx, CodeKind, ScannedCode, SignType};
 use secrecy::SecretString;
 use serde::Serialize;
@@ -1153,22 +1153,10 @@ async fn append_event(
     kind: &str,
     now: i64,
 ) -> Result<()> {
-    #[derive(Serialize)]
-    struct Payload<'a> {
-        #[serde(rename = "type")]
-        kind: &'a str,
-        seq: i64,
-        order: &'a Order,
-    }
     let order = crate::orders::load(conn, order_id)
         .await?
         .ok_or_else(|| Error::internal(anyhow::anyhow!("order {order_id} vanished")))?;
-    let payload = serde_json::to_string(&Payload {
-        kind,
-        seq,
-        order: &order,
-    })
-    .map_err(Error::internal)?;
+    let payload = crate::orders::feed_payload(kind, seq, &order)?;
     events::append(conn, store, seq, order_id, kind, now, &payload).await
 }
 
