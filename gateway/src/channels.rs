@@ -33,9 +33,13 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::events::Hub;
 use crate::outbox::{self, Dispatcher, ItemSync, NewCall, OutboxConfig, Params, Stats};
+use crate::supervise;
 
 /// The platform name of the Meituan-style adapter.
 pub const MEITUAN: &str = "meituan";
+/// Supervised components (see `supervise`).
+pub const OUTBOX_DISPATCHER: &str = "outbox_dispatcher";
+pub const UNCONFIRMED_ALERTS: &str = "unconfirmed_alerts";
 
 // ------------------------------------------------------------ configuration
 
@@ -308,16 +312,49 @@ impl Channels {
         Ok(())
     }
 
+    /// Both tasks are supervised: restarted if they die, shown by `/readyz`.
     fn spawn_tasks(&self, db: Db, hub: Hub, closing: watch::Receiver<bool>) {
-        tokio::spawn(Arc::clone(&self.dispatcher).run(hub.clone(), closing.clone()));
-        tokio::spawn(alerts::run(
-            db,
-            hub,
+        let health = db.health().clone();
+        let dispatcher = Arc::clone(&self.dispatcher);
+        let (h, c) = (hub.clone(), closing.clone());
+        supervise::spawn(
+            &health,
+            OUTBOX_DISPATCHER,
+            Some(closing.clone()),
+            move |up| {
+                up.ready();
+                let run = Arc::clone(&dispatcher).run(h.clone(), c.clone());
+                async move {
+                    run.await;
+                    Ok(())
+                }
+            },
+        );
+        let (limit, every, stats) = (
             self.config.unconfirmed_alert,
             self.config.alert_check,
             Arc::clone(&self.stats),
-            closing,
-        ));
+        );
+        supervise::spawn(
+            &health,
+            UNCONFIRMED_ALERTS,
+            Some(closing.clone()),
+            move |up| {
+                up.ready();
+                let run = alerts::run(
+                    db.clone(),
+                    hub.clone(),
+                    limit,
+                    every,
+                    Arc::clone(&stats),
+                    closing.clone(),
+                );
+                async move {
+                    run.await;
+                    Ok(())
+                }
+            },
+        );
     }
 
     pub fn meituan(&self) -> Option<&meituan::Adapter> {

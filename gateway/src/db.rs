@@ -67,6 +67,8 @@ pub struct Db {
     gate: Option<Arc<Mutex<()>>>,
     /// SQLite only: writes concurrent orders in one transaction.
     batcher: Option<crate::orders::Batcher>,
+    /// The supervised background tasks of this gateway (see `supervise`).
+    health: crate::supervise::Health,
 }
 
 impl Db {
@@ -113,6 +115,7 @@ impl Db {
             backend,
             gate,
             batcher: None,
+            health: crate::supervise::Health::default(),
         };
         if let Some(gate) = &db.gate {
             // The batcher's own handle has no batcher: it writes directly.
@@ -192,6 +195,11 @@ impl Db {
 
     pub fn batcher(&self) -> Option<&crate::orders::Batcher> {
         self.batcher.as_ref()
+    }
+
+    /// The supervised background tasks, for readiness and metrics.
+    pub fn health(&self) -> &crate::supervise::Health {
+        &self.health
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {

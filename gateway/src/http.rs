@@ -106,7 +106,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
-        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(readyz))
         .route("/livez", get(livez))
         .nest(
             "/api/v1",
@@ -140,19 +141,45 @@ pub async fn serve(
         .await
 }
 
-/// Ready: the database answers.
-async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
-    match st.db.ping().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
+/// Ready (`/readyz`, and `/healthz` the same): the database answers and
+/// every supervised background task is up; otherwise 503 naming what is not.
+async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    let database = match st.db.ping().await {
+        Ok(()) => "ok",
         Err(e) => {
-            tracing::warn!(error = %e, "health check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"status": "database unreachable"})),
-            )
-                .into_response()
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            "unreachable"
         }
-    }
+    };
+    let components = st.db.health().snapshot();
+    let down: Vec<&str> = components
+        .iter()
+        .filter(|(_, c)| !c.up)
+        .map(|(name, _)| *name)
+        .collect();
+    let ready = database == "ok" && down.is_empty();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let components: serde_json::Map<String, serde_json::Value> = components
+        .iter()
+        .map(|(name, c)| {
+            let state = if c.up { "up" } else { "down" };
+            (
+                (*name).to_owned(),
+                serde_json::json!({"state": state, "restarts": c.restarts}),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "database": database,
+        "down": down,
+        "components": components,
+    });
+    (status, Json(body)).into_response()
 }
 
 /// Alive: answers without touching anything (also the benchmarks' baseline).

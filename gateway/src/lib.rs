@@ -16,4 +16,5 @@ pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod soap;
+pub mod supervise;
 pub mod telemetry;

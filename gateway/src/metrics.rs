@@ -160,6 +160,29 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
         }
     }
 
+    let components = st.db.health().snapshot();
+    let label = |name: &str| format!("{{component=\"{name}\"}}");
+    family(
+        &mut out,
+        "gateway_component_up",
+        "Supervised background tasks: 1 running, 0 down and waiting to restart.",
+        "gauge",
+        &components
+            .iter()
+            .map(|(name, c)| (label(name), i64::from(c.up)))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "gateway_component_restarts_total",
+        "Times a supervised background task was restarted after it died.",
+        "counter",
+        &components
+            .iter()
+            .map(|(name, c)| (label(name), i64::try_from(c.restarts).unwrap_or(i64::MAX)))
+            .collect::<Vec<_>>(),
+    );
+
     let mut resp = out.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

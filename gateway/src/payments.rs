@@ -353,7 +353,21 @@ impl Payments {
         let payments = Payments::new(config, db, hub)?;
         let sweeper = Arc::clone(&payments);
         let every = config.sweep_interval;
-        tokio::spawn(async move { sweeper.sweep_forever(every, closing).await });
+        // Supervised: restarted if it dies, shown by `/readyz`.
+        let health = payments.db.health().clone();
+        crate::supervise::spawn(
+            &health,
+            "payment_sweeper",
+            Some(closing.clone()),
+            move |up| {
+                up.ready();
+                let run = Arc::clone(&sweeper).sweep_forever(every, closing.clone());
+                async move {
+                    run.await;
+                    Ok(())
+                }
+            },
+        );
         Ok(payments)
     }
 

@@ -10,8 +10,11 @@
 //! other writer can change stock in between.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::FutureExt;
 use proto::order::{Money, Sku, StoreId, Unit};
 use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -39,17 +42,90 @@ struct Job {
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
+    faults: Arc<Faults>,
 }
 
+/// Faults a test arms through the library to make the real writer fail (see
+/// ARCHITECTURE.md, supervision). Nothing on the network or in configuration
+/// reaches them; unarmed, each costs one atomic load per batch.
+#[derive(Default)]
+pub struct Faults {
+    /// The next batch panics with its transaction open, as a bug in checking
+    /// an order would.
+    pub panic_in_batch: AtomicBool,
+    /// The writer task itself panics after taking the next orders off the
+    /// queue.
+    pub panic_in_writer: AtomicBool,
+    /// While set, the writer fails to start again, so it stays down.
+    pub hold_restart: AtomicBool,
+}
+
+/// The supervised components' names.
+pub const ORDER_WRITER: &str = "order_writer";
+pub const WAL_CHECKPOINTER: &str = "wal_checkpointer";
+
 impl Batcher {
-    /// Starts the task on a connection of its own.
+    /// Starts the task on a connection of its own, supervised: it is started
+    /// again on the same queue if it dies.
     pub async fn start(url: &str, gate: Arc<Mutex<()>>, db: Db) -> anyhow::Result<Batcher> {
-        let conn = open_writer(url).await?;
+        let mut first = Some(open_writer(url).await?);
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(rx, conn, gate, db, url.to_owned()));
-        let checkpoints = open_writer(url).await?;
-        tokio::spawn(checkpoint(checkpoints, tx.downgrade()));
-        Ok(Batcher { tx })
+        // Each run of the writer holds the queue; a dead run's guard drops
+        // while it unwinds, so the next run takes the same queue over.
+        let rx = Arc::new(Mutex::new(rx));
+        let faults = Arc::new(Faults::default());
+        let health = db.health().clone();
+        let writer = {
+            let (url, faults) = (url.to_owned(), Arc::clone(&faults));
+            move |up: crate::supervise::Up| {
+                let conn = first.take();
+                let (rx, gate, db, url, faults) = (
+                    Arc::clone(&rx),
+                    Arc::clone(&gate),
+                    db.clone(),
+                    url.clone(),
+                    Arc::clone(&faults),
+                );
+                async move {
+                    let conn = match conn {
+                        Some(c) => c,
+                        None => {
+                            anyhow::ensure!(
+                                !faults.hold_restart.load(Ordering::SeqCst),
+                                "held down by a test fault"
+                            );
+                            open_writer(&url).await?
+                        }
+                    };
+                    let mut rx = rx.lock_owned().await;
+                    up.ready();
+                    run(&mut *rx, conn, gate, db, url, &faults).await;
+                    Ok(())
+                }
+            }
+        };
+        crate::supervise::spawn(&health, ORDER_WRITER, None, writer);
+        let mut first = Some(open_writer(url).await?);
+        let (url, batcher) = (url.to_owned(), tx.downgrade());
+        crate::supervise::spawn(&health, WAL_CHECKPOINTER, None, move |up| {
+            let conn = first.take();
+            let (url, batcher) = (url.clone(), batcher.clone());
+            async move {
+                let conn = match conn {
+                    Some(c) => c,
+                    None => open_writer(&url).await?,
+                };
+                up.ready();
+                checkpoint(conn, batcher).await;
+                Ok(())
+            }
+        });
+        Ok(Batcher { tx, faults })
+    }
+
+    /// The writer's test faults.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
@@ -58,10 +134,20 @@ impl Batcher {
             .send(Job { new, idem, reply })
             .await
             .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
-        answer
-            .await
-            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer dropped the order")))?
+        // Dropped unanswered: the writer died with this order in its hands.
+        answer.await.map_err(|_| writer_failed())?
     }
+}
+
+/// The answer to an order the writer died holding: 503, safe to retry
+/// with the same Idempotency-Key.
+fn writer_failed() -> Error {
+    let mut e = Error::unavailable(anyhow::anyhow!("order writer failed holding the order"));
+    e.code = "order_writer_failed";
+    e.message = "the order writer failed while holding this order, which may or may not \
+                 have been recorded; retry with the same Idempotency-Key"
+        .into();
+    e
 }
 
 async fn open_writer(url: &str) -> Result<AnyConnection, sqlx::Error> {
@@ -103,11 +189,12 @@ async fn checkpoint(mut conn: AnyConnection, batcher: mpsc::WeakSender<Job>) {
 }
 
 async fn run(
-    mut rx: mpsc::Receiver<Job>,
+    rx: &mut mpsc::Receiver<Job>,
     mut conn: AnyConnection,
     gate: Arc<Mutex<()>>,
     db: Db,
     url: String,
+    faults: &Faults,
 ) {
     while let Some(first) = rx.recv().await {
         // Bounded by count and by bind parameters (SQLite allows 32766).
@@ -122,19 +209,35 @@ async fn run(
                 Err(_) => break,
             }
         }
+        if faults.panic_in_writer.swap(false, Ordering::SeqCst) {
+            panic!(
+                "test fault: the order writer panics holding {} orders",
+                jobs.len()
+            );
+        }
         let retry = {
             let _gate = gate.lock().await;
             let started = std::time::Instant::now();
             let size = jobs.len();
-            let written = write_batch(&mut conn, &mut jobs).await;
+            // A panic inside one batch (a bug in checking some order) must
+            // not stop the writer nor leave its callers waiting.
+            let written = AssertUnwindSafe(async {
+                if faults.panic_in_batch.swap(false, Ordering::SeqCst) {
+                    sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
+                    panic!("test fault: an order batch panics inside its transaction");
+                }
+                write_batch(&mut conn, &mut jobs).await
+            })
+            .catch_unwind()
+            .await;
             tracing::debug!(
                 size,
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "order batch"
             );
             match written {
-                Ok(()) => Vec::new(),
-                Err(e) => {
+                Ok(Ok(())) => Vec::new(),
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e.message, orders = jobs.len(), "batch failed; writing its orders one by one");
                     let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
                     if conn.ping().await.is_err()
@@ -144,13 +247,50 @@ async fn run(
                     }
                     std::mem::take(&mut jobs)
                 }
+                Err(panic) => {
+                    let cause = crate::supervise::panic_message(panic.as_ref());
+                    // A ROLLBACK that succeeds proves nothing was committed,
+                    // so each order can be tried again on its own: only the
+                    // one that panics fails. Otherwise the panic came after
+                    // COMMIT (or before BEGIN) and nobody can tell: 503.
+                    let rolled_back = sqlx::query("ROLLBACK").execute(&mut conn).await.is_ok();
+                    tracing::error!(
+                        panic = %cause,
+                        orders = jobs.len(),
+                        rolled_back,
+                        "order batch panicked"
+                    );
+                    // Whatever the connection was doing is unknown: a new one.
+                    match open_writer(&url).await {
+                        Ok(c) => conn = c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reopening the order writer's connection")
+                        }
+                    }
+                    if rolled_back {
+                        std::mem::take(&mut jobs)
+                    } else {
+                        for job in jobs.drain(..) {
+                            let _ = job.reply.send(Err(writer_failed()));
+                        }
+                        Vec::new()
+                    }
+                }
             }
         };
         // Outside the gate: the direct path takes it itself.
         for job in retry {
             let db = db.clone();
             tokio::spawn(async move {
-                let r = create_direct(&db, job.new, job.idem).await;
+                let r = AssertUnwindSafe(create_direct(&db, job.new, job.idem))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        let cause = crate::supervise::panic_message(panic.as_ref());
+                        Err(Error::internal(anyhow::anyhow!(
+                            "writing an order panicked: {cause}"
+                        )))
+                    });
                 let _ = job.reply.send(r);
             });
         }
