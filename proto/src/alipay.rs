@@ -124,26 +124,11 @@ pub fn yuan(fen: i64) -> String {
 }
 
 /// A non-negative yuan string with at most two decimals as fen:
-/// `"21.16"` → 2116, `"5"` → 500, `"0.5"` → 50. Anything else is `None`.
+/// `"21.16"` → 2116, `"5"` → 500, `"0.5"` → 50, in the one grammar of
+/// [`crate::number`] (at most [`crate::order::MAX_FEN`]). Anything else is
+/// `None`.
 pub fn fen(yuan: &str) -> Option<i64> {
-    let (whole, frac) = match yuan.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (yuan, ""),
-    };
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || whole.len() > 12 || !digits(whole) || frac.len() > 2 || !digits(frac) {
-        return None;
-    }
-    if yuan.ends_with('.') {
-        return None;
-    }
-    let whole: i64 = whole.parse().ok()?;
-    let frac: i64 = match frac.len() {
-        0 => 0,
-        1 => frac.parse::<i64>().ok()? * 10,
-        _ => frac.parse().ok()?,
-    };
-    whole.checked_mul(100)?.checked_add(frac)
+    crate::number::parse_scaled(yuan, 2, crate::order::MAX_FEN).ok()
 }
 
 // -------------------------------------------------------------------- keys
@@ -698,6 +683,9 @@ mod tests {
             "abc",
             "0x10",
             "9999999999999.00",
+            "100000000.01",
+            "+1",
+            "1_0",
         ] {
             assert_eq!(fen(bad), None, "{bad:?}");
         }

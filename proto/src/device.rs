@@ -86,25 +86,18 @@ impl fmt::Display for Weight {
 }
 
 /// Parses a signed decimal with at most three places into thousandths,
-/// without floating point: `"-0.01"` → `-10`.
+/// without floating point: `"-0.01"` → `-10`. A leading `-` is allowed (a
+/// scale shows negative net weight); the rest is the grammar of
+/// [`crate::number`], at most 999,999,999.999. Surrounding spaces are
+/// ignored, as a scale pads its display.
 pub fn parse_milli(s: &str) -> Option<i64> {
+    const MAX: i64 = 999_999_999_999;
     let s = s.trim();
     let (neg, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, s),
     };
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
-    if int.is_empty() || int.len() > 9 || frac.len() > 3 || !digits(int) || !digits(frac) {
-        return None;
-    }
-    let mut milli: i64 = int.parse().ok()?;
-    milli *= 1000;
-    let mut scale = 100;
-    for b in frac.bytes() {
-        milli += i64::from(b - b'0') * scale;
-        scale /= 10;
-    }
+    let milli = crate::number::parse_scaled(s, 3, MAX).ok()?;
     Some(if neg { -milli } else { milli })
 }
 
@@ -130,6 +123,19 @@ mod tests {
             assert_eq!(Weight::parse_kg(s).ok().map(Weight::grams), grams, "{s}");
         }
         assert_eq!(parse_milli("-0.01"), Some(-10));
+        assert_eq!(parse_milli(" 1.5 "), Some(1500));
+        for bad in [
+            "--1",
+            "-+1",
+            "+1",
+            "1_0",
+            "1.",
+            "1e3",
+            "1000000000",
+            "1.0001",
+        ] {
+            assert_eq!(parse_milli(bad), None, "{bad:?}");
+        }
         assert_eq!(Weight(1234).to_string(), "1.234 kg");
         assert_eq!(Weight(1234).to_quantity().milli(), 1234);
     }

@@ -295,42 +295,17 @@ pub enum MoneyError {
 }
 
 /// Reads a yuan amount written as a plain decimal (`"12"`, `"12.5"`,
-/// `"0.10"`) into fen. Digits beyond the second decimal must be zeros.
-/// No sign, exponent, spaces or floats.
+/// `"0.10"`) into fen, in the one grammar of [`crate::number`]: at most two
+/// decimals, at most [`crate::order::MAX_FEN`]. No sign, exponent, spaces or
+/// floats.
 pub fn parse_yuan(s: &str) -> Result<i64, MoneyError> {
-    if s.starts_with('-') {
-        return Err(MoneyError::Negative);
-    }
-    let (int, frac) = match s.split_once('.') {
-        Some((i, f)) => (i, Some(f)),
-        None => (s, None),
-    };
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(MoneyError::Malformed);
-    }
-    if int.len() > 13 {
-        return Err(MoneyError::TooLarge);
-    }
-    let mut fen: i64 = 0;
-    for b in int.bytes() {
-        fen = fen * 10 + i64::from(b - b'0');
-    }
-    fen *= 100;
-    if let Some(frac) = frac {
-        if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(MoneyError::Malformed);
-        }
-        let (used, rest) = frac.split_at(frac.len().min(2));
-        if rest.bytes().any(|b| b != b'0') {
-            return Err(MoneyError::TooPrecise);
-        }
-        let mut scale = 10;
-        for b in used.bytes() {
-            fen += i64::from(b - b'0') * scale;
-            scale /= 10;
-        }
-    }
-    Ok(fen)
+    use crate::number::{NumberError as N, parse_scaled};
+    parse_scaled(s, 2, crate::order::MAX_FEN).map_err(|e| match e {
+        N::Malformed => MoneyError::Malformed,
+        N::Negative => MoneyError::Negative,
+        N::TooPrecise(_) => MoneyError::TooPrecise,
+        N::TooLong | N::TooLarge => MoneyError::TooLarge,
+    })
 }
 
 /// Reads a JSON value that holds an amount in yuan — a number (`12.5`) or a
@@ -1506,7 +1481,7 @@ mod tests {
         assert_eq!(parse_yuan("0.01"), Ok(1));
         assert_eq!(parse_yuan("12"), Ok(1200));
         assert_eq!(parse_yuan("12.50"), Ok(1250));
-        assert_eq!(parse_yuan("12.500"), Ok(1250));
+        assert_eq!(parse_yuan("12.500"), Err(MoneyError::TooPrecise));
         assert_eq!(parse_yuan("0"), Ok(0));
         assert_eq!(parse_yuan("1.234"), Err(MoneyError::TooPrecise));
         assert_eq!(parse_yuan("-1.00"), Err(MoneyError::Negative));
@@ -1516,7 +1491,16 @@ mod tests {
             assert_eq!(parse_yuan(bad), Err(MoneyError::Malformed), "{bad:?}");
         }
         assert_eq!(parse_yuan("99999999999999"), Err(MoneyError::TooLarge));
-        assert_eq!(parse_yuan("9999999999999.99"), Ok(999_999_999_999_999));
+        assert_eq!(parse_yuan("9999999999999.99"), Err(MoneyError::TooLarge));
+        assert_eq!(parse_yuan("100000000.00"), Ok(10_000_000_000));
+        assert_eq!(
+            parse_yuan(&format!("1{}", "0".repeat(26))),
+            Err(MoneyError::TooLarge)
+        );
+        assert_eq!(parse_yuan(&"9".repeat(10_000)), Err(MoneyError::TooLarge));
+        assert_eq!(parse_yuan("1_0"), Err(MoneyError::Malformed));
+        assert_eq!(parse_json_yuan("1e300"), Err(MoneyError::Malformed));
+        assert_eq!(parse_json_yuan("-1"), Err(MoneyError::Negative));
         assert_eq!(parse_json_yuan("12.5"), Ok(1250));
         assert_eq!(parse_json_yuan("\"12.50\""), Ok(1250));
         assert_eq!(parse_json_yuan("1.234"), Err(MoneyError::TooPrecise));
@@ -2031,7 +2015,7 @@ mod tests {
             }
 
             #[test]
-            fn fen_round_trips(fen in 0i64..1_000_000_000_000) {
+            fn fen_round_trips(fen in 0i64..=crate::order::MAX_FEN) {
                 prop_assert_eq!(parse_yuan(&format_yuan(fen)), Ok(fen));
             }
 

@@ -7,8 +7,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::number::{self, NumberError};
 
 /// Why a value from outside was refused; `code` is the stable machine code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,11 +106,13 @@ ident!(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Money(i64);
 
-/// Largest amount accepted from outside: 100 million yuan.
-const MAX_FEN: i64 = 10_000_000_000;
+/// Largest amount accepted from outside, and the largest sum the gateway
+/// forms: 100 million yuan.
+pub const MAX_FEN: i64 = 10_000_000_000;
 
 impl Money {
     pub const ZERO: Money = Money(0);
+    pub const MAX: Money = Money(MAX_FEN);
 
     pub const fn from_fen(fen: i64) -> Self {
         Money(fen)
@@ -119,53 +122,36 @@ impl Money {
         self.0
     }
 
-    /// Parses a non-negative amount with at most two decimals.
+    /// Parses a non-negative amount in yuan with at most two decimals, at
+    /// most [`MAX_FEN`], in the grammar of [`crate::number`].
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let bad = |why: &str| ParseError::new("invalid_money", format!("{why}: {s:?}"));
-        let d = Decimal::from_str_exact(s.trim()).map_err(|_| bad("not a decimal amount"))?;
-        Self::from_decimal(d).map_err(|e| bad(&e))
+        number::parse_scaled(s, 2, MAX_FEN)
+            .map(Money)
+            .map_err(|e| ParseError::new("invalid_money", format!("amount {}: {e}", shown(s))))
     }
 
-    pub fn from_decimal(d: Decimal) -> Result<Self, String> {
-        if d.is_sign_negative() && !d.is_zero() {
-            return Err("amount must not be negative".into());
-        }
-        if d.normalize().scale() > 2 {
-            return Err("amount has more than 2 decimals".into());
-        }
-        let fen = (d * Decimal::ONE_HUNDRED)
-            .trunc()
-            .mantissa_i64()
-            .filter(|f| *f <= MAX_FEN)
-            .ok_or_else(|| "amount too large".to_string())?;
-        Ok(Money(fen))
-    }
-
-    pub fn to_decimal(self) -> Decimal {
-        Decimal::new(self.0, 2)
-    }
-
+    /// The sum, if it stays within [`MAX_FEN`]: every total the gateway
+    /// shows must be one its own surfaces would read back.
     pub fn checked_add(self, other: Money) -> Option<Money> {
-        self.0.checked_add(other.0).map(Money)
+        self.0
+            .checked_add(other.0)
+            .filter(|f| *f <= MAX_FEN)
+            .map(Money)
     }
 }
 
-trait MantissaI64 {
-    fn mantissa_i64(self) -> Option<i64>;
-}
-
-impl MantissaI64 for Decimal {
-    fn mantissa_i64(self) -> Option<i64> {
-        // `self` is already an integer here (trunc), so scale it away.
-        let mut d = self;
-        d.rescale(0);
-        i64::try_from(d.mantissa()).ok()
+/// A refused value as the error message quotes it: long input is cut.
+fn shown(s: &str) -> String {
+    const KEEP: usize = number::MAX_LEN;
+    match s.char_indices().nth(KEEP) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
     }
 }
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_decimal())
+        f.write_str(&number::format_scaled(self.0, 2, 2))
     }
 }
 
@@ -222,53 +208,47 @@ pub struct Quantity {
     milli: i64,
 }
 
-/// Largest quantity accepted on one line: 100,000 pieces or 100 t.
-const MAX_MILLI: i64 = 100_000_000;
+/// Largest quantity accepted on one line or as a stock count: 100,000
+/// pieces or 100 t.
+pub const MAX_MILLI: i64 = 100_000_000;
 
 impl Quantity {
-    /// Parses an order-line quantity: pieces are a positive integer; kg has at
-    /// most three decimals and is greater than zero.
+    /// Parses an order-line quantity, greater than zero: kg with at most three
+    /// decimals; pieces a whole number (`"2"`, or `"2.000"` written in
+    /// thousandths), at most [`MAX_MILLI`], in the grammar of
+    /// [`crate::number`].
     pub fn parse(unit: Unit, s: &str) -> Result<Self, ParseError> {
-        let bad = |why: String| ParseError::new("invalid_quantity", why);
-        let d = Decimal::from_str_exact(s.trim())
-            .map_err(|_| bad(format!("quantity {s:?} is not a decimal number")))?;
-        if d <= Decimal::ZERO {
-            return Err(bad(format!(
-                "quantity must be greater than zero, got {s:?}"
-            )));
+        let q = Self::parse_stock(unit, s)?;
+        if q.milli == 0 {
+            return Err(ParseError::new(
+                "invalid_quantity",
+                format!("quantity must be greater than zero, got {}", shown(s)),
+            ));
         }
-        let scale = d.normalize().scale();
-        match unit {
-            Unit::Piece if scale > 0 => {
-                return Err(bad(format!(
-                    "items sold by the piece need a whole number, got {s:?}"
-                )));
-            }
-            Unit::Kg if scale > 3 => {
-                return Err(bad(format!(
-                    "weights have at most 3 decimals (grams), got {s:?}"
-                )));
-            }
-            _ => {}
-        }
-        let milli = d * Decimal::ONE_THOUSAND;
-        let milli = milli
-            .mantissa_i64()
-            .filter(|m| *m <= MAX_MILLI)
-            .ok_or_else(|| bad(format!("quantity {s:?} is too large")))?;
-        Ok(Quantity { unit, milli })
+        Ok(q)
     }
 
     /// Parses a stock count: like [`Quantity::parse`] but zero is allowed.
     pub fn parse_stock(unit: Unit, s: &str) -> Result<Self, ParseError> {
-        let trimmed = s.trim();
-        if Decimal::from_str_exact(trimmed).is_ok_and(|d| d.is_zero()) {
-            return Ok(Quantity { unit, milli: 0 });
+        let bad = |why: String| ParseError::new("invalid_quantity", why);
+        let milli = number::parse_scaled(s, 3, MAX_MILLI).map_err(|e| match e {
+            NumberError::TooPrecise(_) if unit == Unit::Piece => bad(format!(
+                "items sold by the piece need a whole number, got {}",
+                shown(s)
+            )),
+            NumberError::TooPrecise(_) => bad(format!(
+                "weights have at most 3 decimals (grams), got {}",
+                shown(s)
+            )),
+            e => bad(format!("quantity {}: {e}", shown(s))),
+        })?;
+        if unit == Unit::Piece && milli % 1000 != 0 {
+            return Err(bad(format!(
+                "items sold by the piece need a whole number, got {}",
+                shown(s)
+            )));
         }
-        Self::parse(unit, s).map_err(|mut e| {
-            e.message = e.message.replace("greater than zero", "zero or more");
-            e
-        })
+        Ok(Quantity { unit, milli })
     }
 
     pub fn from_milli(unit: Unit, milli: i64) -> Self {
@@ -282,19 +262,16 @@ impl Quantity {
     pub fn milli(self) -> i64 {
         self.milli
     }
-
-    pub fn to_decimal(self) -> Decimal {
-        let d = Decimal::new(self.milli, 3);
-        match self.unit {
-            Unit::Piece => d.normalize(),
-            Unit::Kg => d,
-        }
-    }
 }
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_decimal())
+        // Pieces drop zero decimals (`2`); weights always show grams (`12.500`).
+        let places = match self.unit {
+            Unit::Piece => 0,
+            Unit::Kg => 3,
+        };
+        f.write_str(&number::format_scaled(self.milli, 3, places))
     }
 }
 
@@ -304,11 +281,31 @@ impl Serialize for Quantity {
     }
 }
 
-/// Price of `quantity` at `unit_price` per unit, rounded half-up to the fen.
+/// Price of `quantity` at `unit_price` per unit, rounded half-up to the fen;
+/// `None` when negative or above [`MAX_FEN`].
 pub fn line_total(unit_price: Money, quantity: Quantity) -> Option<Money> {
+    // Both factors fit i64, so their product fits i128.
     let product = i128::from(unit_price.fen()) * i128::from(quantity.milli());
-    let fen = (product + 500) / 1000;
-    i64::try_from(fen).ok().map(Money::from_fen)
+    let fen = (product + 500).div_euclid(1000);
+    i64::try_from(fen)
+        .ok()
+        .filter(|f| (0..=MAX_FEN).contains(f))
+        .map(Money::from_fen)
+}
+
+/// The price per unit of something that cost `total` for `quantity`, rounded
+/// half-up to the fen; `None` for a quantity that is not positive, or a price
+/// above [`MAX_FEN`].
+pub fn unit_price(total: Money, quantity: Quantity) -> Option<Money> {
+    let q = i128::from(quantity.milli());
+    if q <= 0 {
+        return None;
+    }
+    let fen = (i128::from(total.fen()) * 1000 + q / 2).div_euclid(q);
+    i64::try_from(fen)
+        .ok()
+        .filter(|f| (0..=MAX_FEN).contains(f))
+        .map(Money::from_fen)
 }
 
 // --------------------------------------------------------------------- channel
@@ -670,6 +667,89 @@ mod tests {
         for s in ["-1.00", "1.001", "x", "", "1e2", "99999999999"] {
             assert_eq!(Money::parse(s).unwrap_err().code, "invalid_money", "{s}");
         }
+    }
+
+    #[test]
+    fn hostile_numbers_are_refused_with_the_unit_code() {
+        let huge = format!("1{}", "0".repeat(26));
+        let fraction20 = format!("1.{}", "5".repeat(20));
+        let digits10k = "9".repeat(10_000);
+        let hostile = [
+            huge.as_str(),
+            "1e30",
+            "1_0",
+            "+2",
+            "-1",
+            "0.0001",
+            fraction20.as_str(),
+            digits10k.as_str(),
+            " 2",
+            "2 ",
+            "1e300",
+            "NaN",
+            "9223372036854775807",
+            "100001",
+        ];
+        for s in hostile {
+            for u in [Unit::Piece, Unit::Kg] {
+                let e = Quantity::parse(u, s).unwrap_err();
+                assert_eq!(e.code, "invalid_quantity", "{u:?} {s:?}");
+                assert!(e.message.len() < 200, "{}", e.message);
+                assert_eq!(
+                    Quantity::parse_stock(u, s).unwrap_err().code,
+                    "invalid_quantity"
+                );
+            }
+            if s != "100001" {
+                assert_eq!(Money::parse(s).unwrap_err().code, "invalid_money", "{s:?}");
+            }
+        }
+        assert_eq!(
+            Quantity::parse(Unit::Piece, "100000").unwrap().milli(),
+            MAX_MILLI
+        );
+        assert_eq!(
+            Quantity::parse(Unit::Kg, "100000.000").unwrap().milli(),
+            MAX_MILLI
+        );
+        assert!(Quantity::parse(Unit::Kg, "100000.001").is_err());
+        assert_eq!(Money::parse("100000000.00").unwrap(), Money::MAX);
+        assert!(Money::parse("100000000.01").is_err());
+        assert_eq!(Money::MAX.checked_add(Money::from_fen(1)), None);
+        assert_eq!(
+            Money::from_fen(1).checked_add(Money::from_fen(2)),
+            Some(Money::from_fen(3))
+        );
+    }
+
+    #[test]
+    fn products_stay_within_the_maximum() {
+        let q = |u, s| Quantity::parse(u, s).unwrap();
+        let max_q = q(Unit::Kg, "100000");
+        assert_eq!(line_total(Money::MAX, max_q), None);
+        assert_eq!(
+            line_total(Money::from_fen(100_000), max_q),
+            Some(Money::MAX)
+        );
+        assert_eq!(line_total(Money::from_fen(i64::MAX), max_q), None);
+        assert_eq!(line_total(Money::from_fen(-1), q(Unit::Kg, "1")), None);
+        assert_eq!(
+            unit_price(Money::parse("10.00").unwrap(), q(Unit::Kg, "0.250")),
+            Some(Money::parse("40.00").unwrap())
+        );
+        assert_eq!(
+            unit_price(Money::parse("10.00").unwrap(), q(Unit::Piece, "3")),
+            Some(Money::parse("3.33").unwrap())
+        );
+        assert_eq!(
+            unit_price(Money::parse("0.05").unwrap(), q(Unit::Piece, "10")),
+            Some(Money::parse("0.01").unwrap()) // 0.5 fen → 1 fen
+        );
+        assert_eq!(unit_price(Money::MAX, q(Unit::Kg, "0.001")), None);
+        assert_eq!(
+            unit_price(Money::from_fen(1), Quantity::from_milli(Unit::Kg, 0)),
+            None
+        );
     }
 
     #[test]

@@ -84,9 +84,13 @@ fn opt_free_text(e: &Element, name: &str) -> Result<Option<String>, Fault> {
         .map(str::to_owned))
 }
 
+/// Counters and numbers (`lineNo`, `since`, `seq`…): ASCII digits only, the
+/// grammar of [`crate::number`] without decimals.
 fn int(name: &str, s: &str) -> Result<i64, Fault> {
-    s.parse::<i64>()
-        .map_err(|_| Fault::invalid(format!("{name} must be a whole number, got {s:?}")))
+    crate::number::parse_scaled(s, 0, i64::MAX).map_err(|_| {
+        let shown: String = s.chars().take(32).collect();
+        Fault::invalid(format!("{name} must be a whole number, got {shown:?}"))
+    })
 }
 
 fn boolean(name: &str, s: &str) -> Result<bool, Fault> {
