@@ -144,11 +144,15 @@ async fn map_item(
             ),
         ));
     }
-    let line_total = item
-        .price_fen
-        .checked_mul(count)
-        .filter(|t| *t <= 10_000_000_000)
-        .map(Money::from_fen)
+    // The platform's line: `count` items at its price, checked in proto.
+    let line_total = count
+        .checked_mul(1000)
+        .and_then(|m| {
+            proto::order::line_total(
+                Money::from_fen(item.price_fen),
+                Quantity::from_milli(Unit::Piece, m),
+            )
+        })
         .ok_or_else(|| Error::unprocessable("invalid_item", "item total is too large"))?;
     let mapping = sqlx::query(
         "SELECT sku, per_item_milli FROM sku_mappings
@@ -203,7 +207,7 @@ async fn map_item(
                     item.name.clone()
                 },
                 unit: Unit::Piece,
-                quantity: Quantity::from_milli(Unit::Piece, count * 1000),
+                quantity: Quantity::from_milli(Unit::Piece, count.saturating_mul(1000)),
                 unit_price: Money::from_fen(item.price_fen),
                 line_total,
             },
@@ -213,7 +217,7 @@ async fn map_item(
     let unit = Unit::parse(&facts.get::<String, _>("unit")).map_err(Error::internal)?;
     let milli = count
         .checked_mul(per_item)
-        .filter(|m| *m <= 100_000_000)
+        .filter(|m| *m <= proto::order::MAX_MILLI)
         .ok_or_else(|| Error::unprocessable("invalid_item", "item quantity is too large"))?;
     let listed = facts.get::<Option<i64>, _>("available").map(|a| a != 0);
     let snoozed = facts
@@ -223,12 +227,11 @@ async fn map_item(
         flags.push(UNAVAILABLE_ITEMS);
     }
     // Price per our unit, half-up; the line total is what the platform charged.
-    let unit_price = Money::from_fen(
-        i64::try_from(
-            (i128::from(item.price_fen) * 1000 + i128::from(per_item) / 2) / i128::from(per_item),
-        )
-        .unwrap_or(i64::MAX),
-    );
+    let unit_price = proto::order::unit_price(
+        Money::from_fen(item.price_fen),
+        Quantity::from_milli(unit, per_item),
+    )
+    .ok_or_else(|| Error::unprocessable("invalid_item", "item price per unit is too large"))?;
     Ok(MappedLine {
         line: OrderLine {
             sku,

@@ -798,8 +798,16 @@ fn plan(
             Ok(l) => l,
             Err(e) => return Ok(Outcome::Refused(e)),
         };
-        let already: i64 = take.iter().filter(|(k, _)| *k == key).map(|(_, q)| q).sum();
-        let sellable = stock.get(&key).map(|s| s.sellable).unwrap_or(0) - already;
+        // Each quantity is at most MAX_MILLI; saturating keeps even absurd sums refusable.
+        let already = take
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .fold(0_i64, |a, (_, q)| a.saturating_add(*q));
+        let sellable = stock
+            .get(&key)
+            .map(|s| s.sellable)
+            .unwrap_or(0)
+            .saturating_sub(already);
         if sellable < priced.quantity.milli() {
             return Ok(Outcome::Refused(out_of_stock(
                 &new.store,
