@@ -5,5 +5,6 @@ mod api {
     pub mod feed;
     pub mod inventory;
     pub mod orders;
+    pub mod overflow;
     pub mod validation;
 }
