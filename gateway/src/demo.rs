@@ -79,7 +79,15 @@ pub async fn seed(db: &Db) -> anyhow::Result<Vec<String>> {
             },
         )
         .await?;
+        // SOAP needs the terminal id too: it is the UsernameToken username.
+        let id = keys::list(db)
+            .await?
+            .into_iter()
+            .find(|k| k.id == t.id)
+            .and_then(|k| k.terminal)
+            .ok_or_else(|| anyhow::anyhow!("demo terminal key {} has no terminal id", t.id))?;
         out.push(format!("demo terminal key {store}:  {}", t.token));
+        out.push(format!("demo terminal id {store}:   {id}"));
     }
     Ok(out)
 }

@@ -16,15 +16,21 @@ struct Cli {
     /// TOML configuration file (flags and environment override it).
     #[arg(long, env = "GATEWAY_CONFIG", global = true)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    db: DbArgs,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Global: accepted before or after the subcommand.
 #[derive(clap::Args)]
 struct DbArgs {
     /// sqlite://path/to/file.db (default sqlite://data/gateway.db) or postgres://…
-    #[arg(long, env = "GATEWAY_DATABASE_URL")]
+    #[arg(long, env = "GATEWAY_DATABASE_URL", global = true)]
     database_url: Option<String>,
+    /// Do not apply pending migrations first (`serve` and `keys` apply them).
+    #[arg(long, env = "GATEWAY_NO_MIGRATE", global = true)]
+    no_migrate: bool,
 }
 
 #[derive(Subcommand)]
@@ -34,28 +40,19 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, env = "GATEWAY_LISTEN")]
         listen: Option<String>,
-        #[command(flatten)]
-        db: DbArgs,
         /// Seed demo stores, products and stock, and print demo keys.
         #[arg(long, env = "GATEWAY_DEMO")]
         demo: bool,
-        /// Do not apply pending migrations on start.
-        #[arg(long, env = "GATEWAY_NO_MIGRATE")]
-        no_migrate: bool,
     },
     /// Apply, revert or list database migrations.
     Migrate {
         #[command(subcommand)]
         action: MigrateAction,
-        #[command(flatten)]
-        db: DbArgs,
     },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
         action: KeysAction,
-        #[command(flatten)]
-        db: DbArgs,
     },
 }
 
@@ -95,37 +92,66 @@ fn main() -> anyhow::Result<()> {
     let file = FileConfig::load(cli.config.as_deref())?;
     gateway::telemetry::init(file.log.as_deref());
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(run(cli.command, file))
+    // One line, with its causes; no backtrace dump for an operator's mistake.
+    if let Err(e) = rt.block_on(run(cli.command, cli.db, file)) {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
-fn database_url(args: DbArgs, file: &FileConfig) -> String {
+fn database_url(args: &DbArgs, file: &FileConfig) -> String {
     args.database_url
+        .clone()
         .or_else(|| file.database_url.clone())
         .unwrap_or_else(|| config::DEFAULT_DATABASE_URL.to_owned())
 }
 
-async fn connect(args: DbArgs, file: &FileConfig) -> anyhow::Result<Db> {
+async fn connect(args: &DbArgs, file: &FileConfig) -> anyhow::Result<Db> {
     let url = database_url(args, file);
     tracing::info!(database = %config::redact_url(&url), "connecting");
     Db::connect(&url).await
 }
 
-async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
+/// Applies pending migrations, as `serve` does, unless told not to; then
+/// refuses, in one line, a schema that is still behind.
+async fn migrated(db: &Db, args: &DbArgs, file: &FileConfig) -> anyhow::Result<()> {
+    if !args.no_migrate && file.migrate.unwrap_or(true) {
+        return db.migrate_up().await;
+    }
+    let pending = db
+        .migration_status()
+        .await?
+        .iter()
+        .filter(|m| !m.applied)
+        .count();
+    anyhow::ensure!(
+        pending == 0,
+        "the database has {pending} pending migration(s) and migrations are off here; run `gateway migrate up`"
+    );
+    Ok(())
+}
+
+/// A use-case error as one line: its message, and for a server-side failure
+/// what really happened (the operator is the one who needs it).
+fn cli_error(e: gateway::error::Error) -> anyhow::Error {
+    match &e.source {
+        Some(source) if e.is_server_error() => anyhow::anyhow!("{}: {source:#}", e.message),
+        _ => anyhow::anyhow!("{}", e.message),
+    }
+}
+
+async fn run(command: Command, db_args: DbArgs, file: FileConfig) -> anyhow::Result<()> {
     match command {
-        Command::Serve {
-            listen,
-            db,
-            demo,
-            no_migrate,
-        } => {
+        Command::Serve { listen, demo } => {
             let listen = listen
                 .or_else(|| file.listen.clone())
                 .unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned());
             // A wrong payments setup stops here, before anything is served.
             let payments = gateway::payments::PaymentsConfig::load(file.payments.as_ref())
                 .context("payments configuration")?;
-            let db = connect(db, &file).await?;
-            if !no_migrate && file.migrate.unwrap_or(true) {
+            let db = connect(&db_args, &file).await?;
+            if !db_args.no_migrate && file.migrate.unwrap_or(true) {
                 db.migrate_up().await?;
             }
             if demo {
@@ -148,8 +174,8 @@ async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
             .await?;
             tracing::info!("stopped");
         }
-        Command::Migrate { action, db } => {
-            let db = connect(db, &file).await?;
+        Command::Migrate { action } => {
+            let db = connect(&db_args, &file).await?;
             match action {
                 MigrateAction::Up => {
                     db.migrate_up().await?;
@@ -167,8 +193,9 @@ async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Keys { action, db } => {
-            let db = connect(db, &file).await?;
+        Command::Keys { action } => {
+            let db = connect(&db_args, &file).await?;
+            migrated(&db, &db_args, &file).await?;
             match action {
                 KeysAction::Create {
                     role,
@@ -189,15 +216,12 @@ async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
                         },
                     )
                     .await
-                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+                    .map_err(cli_error)?;
                     eprintln!("key id {} ({})", key.id, role.as_str());
                     println!("{}", key.token);
                 }
                 KeysAction::List => {
-                    for k in keys::list(&db)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?
-                    {
+                    for k in keys::list(&db).await.map_err(cli_error)? {
                         println!(
                             "{}  {:<8} store={} terminal={} {}{}",
                             k.id,
@@ -210,10 +234,7 @@ async fn run(command: Command, file: FileConfig) -> anyhow::Result<()> {
                     }
                 }
                 KeysAction::Revoke { id } => {
-                    if keys::revoke(&db, &id)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{}", e.message))?
-                    {
+                    if keys::revoke(&db, &id).await.map_err(cli_error)? {
                         println!("revoked {id}");
                     } else {
                         anyhow::bail!("no active key {id}");

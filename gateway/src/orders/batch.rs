@@ -99,7 +99,7 @@ impl Batcher {
                     };
                     let mut rx = rx.lock_owned().await;
                     up.ready();
-                    run(&mut *rx, conn, gate, db, url, &faults).await;
+                    run(&mut rx, conn, gate, db, url, &faults).await;
                     Ok(())
                 }
             }
