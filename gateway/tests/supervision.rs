@@ -122,7 +122,8 @@ async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restar
         "the panic is logged with its cause: {log}"
     );
 
-    // An order placed while the writer is down waits for the new writer.
+    // An order placed while the writer is down waits in its queue for the
+    // new writer.
     let waiting = {
         let (http, url, key) = (app.http.clone(), app.url("/api/v1/orders"), app.app.clone());
         tokio::spawn(async move {
@@ -136,6 +137,15 @@ async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restar
             r.status().as_u16()
         })
     };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.db.batcher().unwrap().queued() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the order never reached the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!waiting.is_finished(), "it waits for the writer");
     faults.hold_restart.store(false, Ordering::SeqCst);
     let body = wait_ready(&app, 200).await;
     assert!(

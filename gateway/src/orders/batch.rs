@@ -128,6 +128,11 @@ impl Batcher {
         &self.faults
     }
 
+    /// Orders waiting in the queue, not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
         let (reply, answer) = oneshot::channel();
         self.tx
