@@ -543,14 +543,33 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 pub(crate) fn feed_payload(kind: &str, seq: i64, order: &Order) -> Result<String> {
+    feed_payload_with(kind, seq, order, None)
+}
+
+/// The same, saying who owes the customer a refund (`"elsewhere"`: not the
+/// gateway) when a paid order closes.
+fn feed_payload_with(
+    kind: &str,
+    seq: i64,
+    order: &Order,
+    refund_due: Option<&str>,
+) -> Result<String> {
     #[derive(Serialize)]
     struct Payload<'a> {
         #[serde(rename = "type")]
         kind: &'a str,
         seq: i64,
         order: &'a Order,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refund_due: Option<&'a str>,
     }
-    serde_json::to_string(&Payload { kind, seq, order }).map_err(Error::internal)
+    serde_json::to_string(&Payload {
+        kind,
+        seq,
+        order,
+        refund_due,
+    })
+    .map_err(Error::internal)
 }
 
 pub(crate) async fn find_by_channel_ref(
@@ -741,7 +760,53 @@ async fn record_history(
 /// Who may do what to an order, beyond seeing its store.
 pub type Guard<'a> = &'a (dyn Fn(&Order) -> Result<()> + Send + Sync);
 
-/// Applies a store (or customer) action through the one state machine.
+/// [`act`], after refunding in full what the gateway's providers took for
+/// the order when the action cancels or rejects it (`payments`: the
+/// service, when configured). The order changes only once the provider has
+/// refunded; a retry after a failure or crash resumes the same refund.
+#[allow(clippy::too_many_arguments)]
+pub async fn act_refunding(
+    db: &Db,
+    hub: &Hub,
+    payments: Option<&crate::payments::Payments>,
+    id: &str,
+    action: OrderAction,
+    reason: Option<String>,
+    actor: &str,
+    guard: Guard<'_>,
+) -> Result<Order> {
+    if let (OrderAction::Cancel | OrderAction::Reject, Some(p)) = (action, payments) {
+        // Everything `act` would refuse up front is refused before money moves.
+        let checked = check_reason(action, reason.clone())?;
+        let current = get(db, id).await?;
+        guard(&current)?;
+        po::transition(current.status, action)?;
+        p.refund_to_close(id, action, checked.as_deref(), actor)
+            .await?;
+    }
+    act(db, hub, id, action, reason, actor, guard).await
+}
+
+/// What a cancel or reject must settle first; `Some("elsewhere")` when a
+/// refund is due from whoever took the money (the app, the platform, cash).
+async fn refund_due(conn: &mut AnyConnection, order: &Order) -> Result<Option<&'static str>> {
+    use crate::payments::store::{self as pay, Held};
+    match pay::money_held(conn, &order.id, order.payment_status.as_str()).await? {
+        Held::Nothing => Ok(None),
+        Held::Elsewhere => Ok(Some("elsewhere")),
+        Held::ChargeRunning => Err(crate::payments::payment_pending(&order.id)),
+        Held::RefundRunning => Err(crate::payments::refund_pending(&order.id)),
+        Held::Ours(fen) => Err(crate::payments::refund_required(
+            &order.id,
+            Money::from_fen(fen),
+        )),
+    }
+}
+
+/// Applies a store (or customer) action through the one state machine. A
+/// cancel or reject never keeps money the gateway took: it is refused
+/// while a charge or refund runs, or while our charge's money is not given
+/// back (see [`act_refunding`]).
 pub async fn act(
     db: &Db,
     hub: &Hub,
@@ -761,6 +826,10 @@ pub async fn act(
     let current = load(&mut tx, id).await?.ok_or_else(|| not_found(id))?;
     guard(&current)?;
     let to = po::transition(current.status, action)?;
+    let due = match to {
+        OrderStatus::Rejected | OrderStatus::Cancelled => refund_due(&mut tx, &current).await?,
+        _ => None,
+    };
     let n = sqlx::query(
         "UPDATE orders SET status = $1, updated_at = $2, seq = $3 WHERE id = $4 AND status = $5",
     )
@@ -811,7 +880,7 @@ pub async fn act(
     order.status = to;
     order.updated_at = clock::rfc3339(now);
     order.seq = seq;
-    let payload = feed_payload("order.status_changed", seq, &order)?;
+    let payload = feed_payload_with("order.status_changed", seq, &order, due)?;
     events::append(
         &mut tx,
         &store,

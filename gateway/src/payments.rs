@@ -17,7 +17,7 @@
 mod alipay;
 mod provider;
 mod rest;
-mod store;
+pub(crate) mod store;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -847,10 +847,22 @@ impl Payments {
                 "a refund must be more than zero",
             ));
         }
+        if is_close_request_id(request_id) {
+            return Err(Error::unprocessable(
+                "invalid_request_id",
+                "request ids starting with cancel: or reject: are the gateway's own",
+            ));
+        }
         let now = now_micros();
         let mut tx = self.db.write().await?;
         let facts = store::order_facts(&mut tx, order_id).await?;
         who.check_store(&facts.store)?;
+        let charge = match store::paid_charge(&mut tx, order_id).await? {
+            Some(c) => store::lock_paid_charge(&mut tx, &c.id).await?,
+            None => None,
+        };
+        // From here on the charge row is held: what earlier refunds gave
+        // back, and the next refund number, cannot change under us.
         if let Some(existing) = store::refund_by_request(&mut tx, order_id, request_id).await? {
             drop(tx);
             let same_lines = spec.lines.is_empty()
@@ -868,6 +880,21 @@ impl Payments {
             }
             return self.drive_refund(existing).await;
         }
+        let Some(charge) = charge else {
+            if let Some(p) = store::prepayment(&mut tx, order_id).await? {
+                return Err(Error::conflict(
+                    "paid_elsewhere",
+                    format!(
+                        "this order was paid in the app ({} {}); refund it there",
+                        p.provider, p.transaction_id
+                    ),
+                ));
+            }
+            return Err(Error::conflict(
+                "order_not_paid",
+                "this order has no payment to refund",
+            ));
+        };
         let lines = if spec.lines.is_empty() {
             Vec::new()
         } else {
@@ -882,7 +909,13 @@ impl Payments {
         let amount = match (spec.amount, lines.is_empty()) {
             (Some(a), true) => a,
             (given, _) => {
-                let from_lines = Money::from_fen(lines.iter().map(|l| l.2).sum());
+                let from_lines = lines
+                    .iter()
+                    .try_fold(0i64, |sum, l| sum.checked_add(l.2))
+                    .map(Money::from_fen)
+                    .ok_or_else(|| {
+                        Error::unprocessable("invalid_money", "the lines come to too much")
+                    })?;
                 if given.is_some_and(|a| a != from_lines) {
                     return Err(Error::unprocessable(
                         "refund_amount_mismatch",
@@ -901,26 +934,122 @@ impl Payments {
                 from_lines
             }
         };
-        let charge = store::charges_of_order(&mut tx, order_id)
-            .await?
-            .into_iter()
-            .find(|c| c.state == ChargeState::Succeeded);
-        let Some(charge) = charge else {
-            if let Some(p) = store::prepayment(&mut tx, order_id).await? {
-                return Err(Error::conflict(
-                    "paid_elsewhere",
-                    format!(
-                        "this order was paid in the app ({} {}); refund it there",
-                        p.provider, p.transaction_id
-                    ),
-                ));
+        let refund = self
+            .insert_refund_locked(
+                &mut tx,
+                &charge,
+                NewRefundOf {
+                    order_id,
+                    request_id,
+                    amount_fen: amount.fen(),
+                    reason: reason.as_deref(),
+                    restock: spec.restock,
+                    lines: &lines,
+                    actor: &who.actor(),
+                    now,
+                },
+            )
+            .await?;
+        tx.commit().await?;
+        self.drive_refund(refund).await
+    }
+
+    /// Gives back in full what the order's charge took and is not refunded
+    /// yet, before the order is cancelled or rejected (`action`). Safe to
+    /// repeat and to resume after a crash: a refund still with the provider
+    /// is driven again under its own `out_refund_no`, and only what is
+    /// neither refunded nor being refunded is asked for, so money goes back
+    /// once. `Ok` when the gateway keeps nothing it took (also when it took
+    /// nothing); the order itself is left to the caller.
+    pub async fn refund_to_close(
+        &self,
+        order_id: &str,
+        action: proto::order::OrderAction,
+        reason: Option<&str>,
+        actor: &str,
+    ) -> Result<()> {
+        for _ in 0..3 {
+            let now = now_micros();
+            let mut tx = self.db.write().await?;
+            let facts = store::order_facts(&mut tx, order_id).await?;
+            if facts.payment_status == "pending" {
+                return Err(payment_pending(order_id));
             }
-            return Err(Error::conflict(
-                "order_not_paid",
-                "this order has no payment to refund",
-            ));
-        };
-        let n = store::count_refunds(&mut tx, &charge.id).await?;
+            let charge = match store::paid_charge(&mut tx, order_id).await? {
+                Some(c) => store::lock_paid_charge(&mut tx, &c.id).await?,
+                None => None,
+            };
+            let Some(charge) = charge else {
+                return Ok(());
+            };
+            let running = store::refunds_of_order(&mut tx, order_id)
+                .await?
+                .into_iter()
+                .find(|r| r.charge_id == charge.id && r.state == RefundState::Pending);
+            if let Some(r) = running {
+                drop(tx);
+                let r = self.drive_refund(r).await?;
+                match r.state {
+                    RefundState::Pending => return Err(refund_pending(order_id)),
+                    RefundState::Failed if is_close_request_id(&r.request_id) => {
+                        return Err(refund_refused(&r));
+                    }
+                    // Someone else's refund ended: look again.
+                    _ => continue,
+                }
+            }
+            let kept = charge.amount_fen - charge.refunded_fen;
+            if kept <= 0 {
+                return Ok(());
+            }
+            // Numbered under the charge's lock, like the refund's own id.
+            let n = store::count_refunds(&mut tx, &charge.id).await? + 1;
+            let request_id = format!("{}:{n}", action.as_str());
+            let why = match reason {
+                Some(r) => format!("order {}: {r}", action.as_str()),
+                None => format!("order {}", action.as_str()),
+            };
+            let refund = self
+                .insert_refund_locked(
+                    &mut tx,
+                    &charge,
+                    NewRefundOf {
+                        order_id,
+                        request_id: &request_id,
+                        amount_fen: kept,
+                        reason: Some(&why),
+                        restock: false,
+                        lines: &[],
+                        actor,
+                        now,
+                    },
+                )
+                .await?;
+            tx.commit().await?;
+            tracing::info!(order = order_id, refund = %refund.id, amount_fen = kept, "refunding in full to {}", action.as_str());
+            let r = self.drive_refund(refund).await?;
+            return match r.state {
+                RefundState::Succeeded => Ok(()),
+                RefundState::Pending => Err(refund_pending(order_id)),
+                RefundState::Failed => Err(refund_refused(&r)),
+            };
+        }
+        Err(Error::conflict(
+            "concurrent_update",
+            "the order's payments changed meanwhile; retry",
+        ))
+    }
+
+    /// Records a pending refund of `charge`, whose row the caller holds
+    /// ([`store::lock_paid_charge`]); its id is the charge's id and the
+    /// refund's number, the provider's `out_refund_no`.
+    async fn insert_refund_locked(
+        &self,
+        tx: &mut AnyConnection,
+        charge: &Charge,
+        r: NewRefundOf<'_>,
+    ) -> Result<Refund> {
+        let n = store::count_refunds(tx, &charge.id).await?;
         if n >= 999 {
             return Err(Error::conflict(
                 "too_many_refunds",
@@ -929,18 +1058,18 @@ impl Payments {
         }
         let id = format!("{}R{}", charge.id, n + 1);
         let ok = store::insert_refund(
-            &mut tx,
+            tx,
             store::NewRefund {
                 id: &id,
                 charge_id: &charge.id,
-                order_id,
-                request_id,
-                amount_fen: amount.fen(),
-                reason: reason.as_deref(),
-                restock: spec.restock,
-                lines: &lines,
-                created_by: &who.actor(),
-                now,
+                order_id: r.order_id,
+                request_id: r.request_id,
+                amount_fen: r.amount_fen,
+                reason: r.reason,
+                restock: r.restock,
+                lines: r.lines,
+                created_by: r.actor,
+                now: r.now,
             },
         )
         .await?;
@@ -953,14 +1082,9 @@ impl Payments {
                 ),
             ));
         }
-        tx.commit().await?;
-        let refund = {
-            let mut conn = self.db.pool.acquire().await?;
-            store::refund_by_request(&mut conn, order_id, request_id)
-                .await?
-                .ok_or_else(|| Error::internal(anyhow::anyhow!("refund {id} vanished")))?
-        };
-        self.drive_refund(refund).await
+        store::refund_by_request(tx, r.order_id, r.request_id)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("refund {id} vanished")))
     }
 
     /// Calls the provider for a pending refund (the same `out_refund_no`
@@ -1172,6 +1296,70 @@ async fn append_event(
         .ok_or_else(|| Error::internal(anyhow::anyhow!("order {order_id} vanished")))?;
     let payload = crate::orders::feed_payload(kind, seq, &order)?;
     events::append(conn, store, seq, order_id, kind, now, &payload).await
+}
+
+/// A refund about to be recorded, under the charge row's lock.
+struct NewRefundOf<'a> {
+    order_id: &'a str,
+    request_id: &'a str,
+    amount_fen: i64,
+    reason: Option<&'a str>,
+    restock: bool,
+    /// (line_no, qty_milli, amount_fen)
+    lines: &'a [(i64, i64, i64)],
+    actor: &'a str,
+    now: i64,
+}
+
+/// The request ids of the refunds a cancel or reject makes (`cancel:1`, …):
+/// the gateway's own, refused from callers so they never collide.
+fn is_close_request_id(request_id: &str) -> bool {
+    request_id.starts_with("cancel:") || request_id.starts_with("reject:")
+}
+
+/// A cancel or reject while the order's charge runs.
+pub(crate) fn payment_pending(order_id: &str) -> Error {
+    Error::conflict(
+        "payment_pending",
+        format!(
+            "a payment of order {order_id} is running; wait for its outcome, then try again \
+             (a paid order is refunded in full when it is cancelled or rejected)"
+        ),
+    )
+}
+
+/// A cancel or reject while a refund of the order is with the provider.
+pub(crate) fn refund_pending(order_id: &str) -> Error {
+    Error::conflict(
+        "refund_pending",
+        format!(
+            "a refund of order {order_id} is with the provider; the order is unchanged: \
+             try again shortly"
+        ),
+    )
+}
+
+/// A cancel or reject of money the gateway took, where it cannot refund it
+/// itself (payments are off here).
+pub(crate) fn refund_required(order_id: &str, kept: Money) -> Error {
+    Error::conflict(
+        "refund_required",
+        format!(
+            "order {order_id} holds {kept} paid at the counter; refund it in full \
+             (POST /api/v1/orders/{order_id}/refunds or RefundOrder), then try again"
+        ),
+    )
+}
+
+fn refund_refused(r: &Refund) -> Error {
+    Error::conflict(
+        "refund_refused",
+        format!(
+            "the provider refused to refund {} ({}); the order is unchanged",
+            r.amount,
+            r.code.as_deref().unwrap_or("refused")
+        ),
+    )
 }
 
 /// What a refund asks for: an amount, or order lines (with or without the

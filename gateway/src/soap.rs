@@ -252,9 +252,10 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
         }
         Request::UpdateOrderStatus(m) => {
             let guard = |o: &proto::order::Order| who.check_store(&o.store_id);
-            let order = orders::act(
+            let order = orders::act_refunding(
                 &st.db,
                 &st.hub,
+                st.payments.as_deref(),
                 &m.order_id,
                 m.action,
                 m.reason,

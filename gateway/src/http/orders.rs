@@ -237,6 +237,16 @@ async fn act(
         }
         Ok(())
     };
-    let order = orders::act(&st.db, &st.hub, &id, action, reason, &who.actor(), &guard).await?;
+    let order = orders::act_refunding(
+        &st.db,
+        &st.hub,
+        st.payments.as_deref(),
+        &id,
+        action,
+        reason,
+        &who.actor(),
+        &guard,
+    )
+    .await?;
     Ok(Json(order))
 }

@@ -197,6 +197,89 @@ pub async fn charges_of_order(conn: &mut AnyConnection, order_id: &str) -> Resul
         .collect()
 }
 
+/// The order's charge that took money, if any.
+pub async fn paid_charge(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Charge>> {
+    let sql =
+        format!("SELECT {CHARGE_COLS} FROM charges WHERE order_id = $1 AND state = 'succeeded'");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(order_id.to_owned())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| charge_from_row(&r))
+        .transpose()
+}
+
+/// Holds a paid charge's row until commit (a no-op update: PostgreSQL locks
+/// the row; SQLite writers are serialised anyway) and reads it as it is
+/// then. Every refund of the charge takes it before it reads what earlier
+/// refunds gave back, so two refunds of one charge check one after the
+/// other. `None`: the charge is not (or no longer) paid.
+pub async fn lock_paid_charge(conn: &mut AnyConnection, id: &str) -> Result<Option<Charge>> {
+    let sql = format!(
+        "UPDATE charges SET updated_at = updated_at WHERE id = $1 AND state = 'succeeded'
+         RETURNING {CHARGE_COLS}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_owned())
+        .fetch_optional(conn)
+        .await?
+        .map(|r| charge_from_row(&r))
+        .transpose()
+}
+
+/// What a cancel or reject must know of the money an order holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Nothing was taken, or everything taken has been given back.
+    Nothing,
+    /// A charge of ours is still running.
+    ChargeRunning,
+    /// A refund of our charge is with the provider.
+    RefundRunning,
+    /// Our charge took money that is not refunded yet (fen).
+    Ours(i64),
+    /// Paid outside the gateway (the app, a platform, the counter's cash):
+    /// whoever took the money refunds it.
+    Elsewhere,
+}
+
+/// What the order (whose `payment_status` the caller has just read) holds.
+pub async fn money_held(
+    conn: &mut AnyConnection,
+    order_id: &str,
+    payment_status: &str,
+) -> Result<Held> {
+    if payment_status == "pending" {
+        return Ok(Held::ChargeRunning);
+    }
+    let Some(live) = live_charge(conn, order_id).await? else {
+        return Ok(if matches!(payment_status, "paid" | "partially_refunded") {
+            Held::Elsewhere
+        } else {
+            Held::Nothing
+        });
+    };
+    if !live.state.is_final() {
+        return Ok(Held::ChargeRunning);
+    }
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'succeeded' THEN amount_fen ELSE 0 END), 0) AS BIGINT),
+                CAST(COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT)
+         FROM refunds WHERE charge_id = $1",
+    )
+    .bind(live.id.clone())
+    .fetch_one(&mut *conn)
+    .await?;
+    let (refunded, running): (i64, i64) = (row.get(0), row.get(1));
+    Ok(if running > 0 {
+        Held::RefundRunning
+    } else if refunded < live.amount_fen {
+        Held::Ours(live.amount_fen - refunded)
+    } else {
+        Held::Nothing
+    })
+}
+
 /// Charges whose outcome is not known, oldest first.
 pub async fn unsettled_charges(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Charge>> {
     let sql = format!(
@@ -532,6 +615,9 @@ pub async fn pending_refunds(conn: &mut AnyConnection, limit: i64) -> Result<Vec
         .collect()
 }
 
+/// How many refunds the charge has had, failed ones included: the number of
+/// the next is one more. Read under [`lock_paid_charge`], so two refunds of
+/// one charge never get the same number.
 pub async fn count_refunds(conn: &mut AnyConnection, charge_id: &str) -> Result<i64> {
     let row = sqlx::query("SELECT COUNT(*) FROM refunds WHERE charge_id = $1")
         .bind(charge_id.to_owned())
