@@ -161,6 +161,42 @@ impl PaySim {
     }
 }
 
+impl PaySim {
+    /// A signed WeChat Pay refund sent straight to the simulator, as another
+    /// system holding the merchant's key would send it; its `result_code`.
+    pub async fn refund_directly(
+        &self,
+        out_trade_no: &str,
+        out_refund_no: &str,
+        total_fee: i64,
+        refund_fee: i64,
+    ) -> String {
+        use proto::wechatpay as wx;
+        let mut p = wx::Params::new();
+        for (k, v) in [
+            ("appid", APPID),
+            ("mch_id", MCH_ID),
+            ("nonce_str", "elsewhereelsewhere"),
+            ("out_trade_no", out_trade_no),
+            ("out_refund_no", out_refund_no),
+        ] {
+            p.insert(k.to_owned(), v.to_owned());
+        }
+        p.insert("total_fee".to_owned(), total_fee.to_string());
+        p.insert("refund_fee".to_owned(), refund_fee.to_string());
+        wx::sign_in_place(&mut p, KEY, SignType::Md5);
+        let r = self
+            .http
+            .post(format!("{}{}", self.base, wx::PATH_REFUND))
+            .body(wx::encode(&p))
+            .send()
+            .await
+            .expect("send");
+        let answer = wx::decode(&r.bytes().await.expect("body")).expect("xml");
+        answer.get("result_code").cloned().unwrap_or_default()
+    }
+}
+
 impl Drop for PaySim {
     fn drop(&mut self) {
         let _ = self.closing.send(true);
@@ -376,6 +412,114 @@ impl PayGateway {
             .await;
         assert_eq!(status, 201, "{body}");
         body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A product of `unit` at `price` (a decimal string), with `on_hand` of
+    /// it in S001 (in its unit: "10" pieces, "5.000" kg).
+    pub async fn add_product(&self, sku: &str, unit: Unit, price: &str, on_hand: &str) {
+        gateway::catalog::put_product(
+            &self.db,
+            gateway::catalog::ProductSpec {
+                sku: Sku::parse(sku).expect("sku"),
+                name: sku.to_owned(),
+                unit,
+                price: Money::parse(price).expect("price"),
+            },
+        )
+        .await
+        .expect("product");
+        let (status, body) = self
+            .send(
+                self.http
+                    .put(self.url(&format!("/api/v1/stores/S001/stock/{sku}"))),
+                &self.admin,
+                json!({"on_hand": on_hand}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// An order of `lines` (JSON, as the API takes them) in S001 by the
+    /// app; its id.
+    pub async fn order_of(&self, lines: Value) -> String {
+        let (status, body) = self
+            .send(
+                self.http.post(self.url("/api/v1/orders")),
+                &self.app,
+                json!({"store_id": "S001", "lines": lines}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// `POST /api/v1/orders/{order}/{action}` with `key` (and a reason).
+    pub async fn act_as(
+        &self,
+        order: &str,
+        action: &str,
+        key: &str,
+        reason: Option<&str>,
+    ) -> (u16, Value) {
+        let body = match reason {
+            Some(r) => json!({"reason": r}),
+            None => json!({}),
+        };
+        self.send(
+            self.http
+                .post(self.url(&format!("/api/v1/orders/{order}/{action}"))),
+            key,
+            body,
+        )
+        .await
+    }
+
+    /// The same as the S001 terminal.
+    pub async fn act(&self, order: &str, action: &str, reason: Option<&str>) -> (u16, Value) {
+        self.act_as(order, action, &self.terminal, reason).await
+    }
+
+    /// The S001 terminal refunds order lines (`[{"line_no", "quantity"}]`).
+    pub async fn refund_lines(
+        &self,
+        order: &str,
+        request_id: &str,
+        lines: Value,
+        restock: bool,
+    ) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(self.url(&format!("/api/v1/orders/{order}/refunds"))),
+            &self.terminal,
+            json!({"request_id": request_id, "lines": lines, "restock": restock}),
+        )
+        .await
+    }
+
+    /// The order's events in its store's feed, in order: each payload as
+    /// the SSE stream sends it.
+    pub async fn feed_of(&self, order: &str) -> Vec<Value> {
+        let payloads: Vec<String> =
+            sqlx::query_scalar("SELECT payload FROM order_events WHERE order_id = $1 ORDER BY seq")
+                .bind(order.to_owned())
+                .fetch_all(&self.db.pool)
+                .await
+                .expect("feed");
+        payloads
+            .iter()
+            .map(|p| serde_json::from_str(p).expect("payload"))
+            .collect()
+    }
+
+    /// On hand and reserved of `sku` in S001, in thousandths.
+    pub async fn stock_of(&self, sku: &str) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT on_hand, reserved FROM store_items WHERE store_id = 'S001' AND sku = $1",
+        )
+        .bind(sku.to_owned())
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("stock")
     }
 
     /// The S001 terminal pays `order` with a payment code.

@@ -684,7 +684,570 @@ async fn refunds_by_line_are_shares_of_the_line_and_may_restock(backend: Backend
     assert_eq!((entry.total_fen, entry.refunded_fen), (3174, 3174));
 }
 
+// ------------------------------------------- cancel and reject keep no money
+
+/// The refunds of an order's payments document as (request_id, amount, state).
+fn refunds_of(payments: &Value) -> Vec<(String, String, String)> {
+    payments["refunds"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .map(|r| {
+            (
+                str_of(r, "request_id").to_owned(),
+                str_of(r, "amount").to_owned(),
+                str_of(r, "state").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn triple(request: &str, amount: &str, state: &str) -> (String, String, String) {
+    (request.to_owned(), amount.to_owned(), state.to_owned())
+}
+
+/// The order as `GET /api/v1/orders/{id}` shows it to the S001 terminal.
+async fn order_view(app: &PayApp, order: &str) -> Value {
+    let r = app
+        .http
+        .get(app.url(&format!("/api/v1/orders/{order}")))
+        .bearer_auth(&app.terminal)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("json")
+}
+
+async fn cancelling_a_paid_order_refunds_it_in_full_once(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let (_, reserved) = app.stock_of("LATTE").await;
+    let (status, body) = app.act(&order, "cancel", Some("customer left")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (str_of(&body, "status"), str_of(&body, "payment_status")),
+        ("cancelled", "refunded")
+    );
+    let payments = app.payments(&order).await;
+    assert_eq!(
+        refunds_of(&payments),
+        [triple("cancel:1", "21.16", "succeeded")]
+    );
+    assert_eq!(
+        str_of(&payments["refunds"][0], "reason"),
+        "order cancel: customer left"
+    );
+    let entry = app.entry(str_of(&charge, "id")).await;
+    assert_eq!((entry.state.as_str(), entry.refunded_fen), ("REFUND", 2116));
+    assert_eq!(app.stock_of("LATTE").await.1, reserved - 2000, "released");
+
+    // Cancelling again is refused by the state machine; no second refund.
+    let (status, body) = app.act(&order, "cancel", Some("again")).await;
+    assert_eq!((status, str_of(&body, "code")), (409, "illegal_transition"));
+    assert_eq!(app.entry(str_of(&charge, "id")).await.refunded_fen, 2116);
+    assert_eq!(refunds_of(&app.payments(&order).await).len(), 1);
+
+    // The feed: refunded, then cancelled with nothing due elsewhere.
+    let feed = app.feed_of(&order).await;
+    let kinds: Vec<&str> = feed.iter().map(|e| str_of(e, "type")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "order.created",
+            "order.payment_pending",
+            "order.paid",
+            "order.refunded",
+            "order.status_changed"
+        ]
+    );
+    let last = feed.last().expect("event");
+    assert_eq!(last["order"]["status"], "cancelled");
+    assert!(last.get("refund_due").is_none(), "{last}");
+
+    // Partly refunded, then rejected: the rest goes back.
+    let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let (status, r1) = app.refund(&order, "r-1", "5.00").await;
+    assert_eq!(status, 200, "{r1}");
+    let (status, body) = app.act(&order, "reject", Some("out of milk")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (str_of(&body, "status"), str_of(&body, "payment_status")),
+        ("rejected", "refunded")
+    );
+    assert_eq!(
+        refunds_of(&app.payments(&order).await),
+        [
+            triple("r-1", "5.00", "succeeded"),
+            triple("reject:2", "16.16", "succeeded")
+        ]
+    );
+    assert_eq!(app.entry(str_of(&charge, "id")).await.refunded_fen, 2116);
+
+    // The gateway's own request ids are not for callers.
+    let (order, _, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let (status, body) = app.refund(&order, "cancel:1", "1.00").await;
+    assert_eq!((status, str_of(&body, "code")), (422, "invalid_request_id"));
+}
+
+/// Waits (generously) until the order shows its charge running.
+async fn until_pending(app: &PayApp, order: &str) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.payment_status(order).await != "pending" {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the charge never showed pending"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_running_charge_blocks_cancel_and_reject(backend: Backend) {
+    // A long deadline: the charge runs while the test cancels.
+    let options = PayOptions {
+        deadline: std::time::Duration::from_secs(5),
+        ..PayOptions::default()
+    };
+    let Some(gw) = PayGateway::spawn(backend, options).await else {
+        return;
+    };
+    let app = PayApp {
+        gw,
+        other_terminal: String::new(),
+    };
+    app.scenario(json!({"outcome": "userpaying_forever"})).await;
+    let order = app.order().await;
+    let (paying, (cancel, reject)) = tokio::join!(app.pay(&order, CODE), async {
+        until_pending(&app, &order).await;
+        let cancel = app.act(&order, "cancel", Some("customer left")).await;
+        let reject = app.act(&order, "reject", Some("busy")).await;
+        (cancel, reject)
+    });
+    for (status, body) in [&cancel, &reject] {
+        assert_eq!((*status, str_of(body, "code")), (409, "payment_pending"));
+    }
+    assert_eq!(str_of(&paying.1, "state"), "reversed", "{}", paying.1);
+    assert_eq!(str_of(&order_view(&app, &order).await, "status"), "created");
+
+    // Reversed: no money was kept, so the cancel goes through, unpaid.
+    let (status, body) = app.act(&order, "cancel", Some("customer left")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (str_of(&body, "status"), str_of(&body, "payment_status")),
+        ("cancelled", "unpaid")
+    );
+    assert!(refunds_of(&app.payments(&order).await).is_empty());
+    let last = app.feed_of(&order).await.pop().expect("event");
+    assert!(last.get("refund_due").is_none(), "{last}");
+    // And a cancelled order cannot be paid.
+    let (status, body) = app.pay(&order, CODE).await;
+    assert_eq!((status, str_of(&body, "code")), (409, "order_not_payable"));
+}
+
+async fn a_refused_refund_leaves_the_order_as_it_was(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let charge_id = str_of(&charge, "id").to_owned();
+    // 1.00 refunded at the provider behind the gateway's back: asking for
+    // 21.16 is now more than it holds, and it says so.
+    assert_eq!(
+        app.sim
+            .refund_directly(&charge_id, "elsewhere-1", 2116, 100)
+            .await,
+        "SUCCESS"
+    );
+    let stock = app.stock_of("LATTE").await;
+    for round in 1..=2 {
+        let (status, body) = app.act(&order, "cancel", Some("customer left")).await;
+        assert_eq!(
+            (status, str_of(&body, "code")),
+            (409, "refund_refused"),
+            "{body}"
+        );
+        let view = order_view(&app, &order).await;
+        assert_eq!(
+            (str_of(&view, "status"), str_of(&view, "payment_status")),
+            ("created", "paid"),
+            "round {round}"
+        );
+        assert_eq!(app.stock_of("LATTE").await, stock, "nothing released");
+    }
+    let payments = app.payments(&order).await;
+    assert_eq!(
+        refunds_of(&payments),
+        [
+            triple("cancel:1", "21.16", "failed"),
+            triple("cancel:2", "21.16", "failed")
+        ]
+    );
+    assert_eq!(str_of(&payments["charges"][0], "refunded"), "0.00");
+    assert_eq!(app.entry(&charge_id).await.refunded_fen, 100);
+}
+
+async fn a_cancel_resumes_what_a_crash_left(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    // The gateway recorded the cancel's refund, then died before the
+    // provider heard of it: the amount is reserved, the refund pending.
+    let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let charge_id = str_of(&charge, "id").to_owned();
+    sqlx::query(
+        "INSERT INTO refunds (id, charge_id, order_id, request_id, amount_fen, state, created_by,
+            created_at, updated_at, reason, restock)
+         VALUES ($1, $2, $3, 'cancel:1', 2116, 'pending', 'terminal:test', 1000000, 1000000,
+            'order cancel', 0)",
+    )
+    .bind(format!("{charge_id}R1"))
+    .bind(charge_id.clone())
+    .bind(order.clone())
+    .execute(&app.db.pool)
+    .await
+    .expect("refund");
+    sqlx::query("UPDATE charges SET refunded_fen = 2116 WHERE id = $1")
+        .bind(charge_id.clone())
+        .execute(&app.db.pool)
+        .await
+        .expect("reserve");
+    let (status, body) = app.act(&order, "cancel", Some("customer left")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(str_of(&body, "payment_status"), "refunded");
+    assert_eq!(
+        refunds_of(&app.payments(&order).await),
+        [triple("cancel:1", "21.16", "succeeded")]
+    );
+    assert_eq!(app.entry(&charge_id).await.refunded_fen, 2116);
+
+    // The refund went through, then the gateway died before the order
+    // changed: the cancel finds nothing kept and only closes the order.
+    let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let other = Payments::new(&app.config, app.db.clone(), gateway::events::Hub::default())
+        .expect("payments");
+    other
+        .refund_to_close(
+            &order,
+            proto::order::OrderAction::Cancel,
+            Some("customer left"),
+            "terminal:test",
+        )
+        .await
+        .expect("refund");
+    let view = order_view(&app, &order).await;
+    assert_eq!(
+        (str_of(&view, "status"), str_of(&view, "payment_status")),
+        ("created", "refunded")
+    );
+    let (status, body) = app.act(&order, "cancel", Some("customer left")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(str_of(&body, "status"), "cancelled");
+    assert_eq!(refunds_of(&app.payments(&order).await).len(), 1);
+    assert_eq!(app.entry(str_of(&charge, "id")).await.refunded_fen, 2116);
+}
+
+async fn orders_paid_elsewhere_close_with_the_refund_due_elsewhere(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    // Paid in the app: the app's cancel goes through; the feed says the
+    // money comes back from where it was paid.
+    let (status, order) = app
+        .send(
+            app.http.post(app.url("/api/v1/orders")),
+            &app.app,
+            prepaid_order("4200001234202611270077", "21.16"),
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let id = str_of(&order, "id").to_owned();
+    let (status, body) = app
+        .act_as(&id, "cancel", &app.app, Some("changed my mind"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (str_of(&body, "status"), str_of(&body, "payment_status")),
+        ("cancelled", "paid")
+    );
+    let last = app.feed_of(&id).await.pop().expect("event");
+    assert_eq!(
+        (str_of(&last, "type"), str_of(&last, "refund_due")),
+        ("order.status_changed", "elsewhere")
+    );
+
+    // A platform cancelling its own order (paid on the platform), through
+    // the use case a platform push takes.
+    let created = gateway::orders::create(
+        &app.db,
+        &gateway::events::Hub::default(),
+        gateway::orders::NewOrder {
+            store: proto::order::StoreId::parse("S001").expect("store"),
+            channel: proto::order::Channel::ThirdParty,
+            platform: Some("meituan".to_owned()),
+            channel_order_id: Some("MT-77".to_owned()),
+            lines: vec![gateway::orders::NewLine {
+                sku: proto::order::Sku::parse("LATTE").expect("sku"),
+                quantity: "1".to_owned(),
+            }],
+            note: None,
+            payment_status: proto::order::PaymentStatus::Paid,
+            prepaid: None,
+            actor: "platform:meituan".to_owned(),
+        },
+        None,
+    )
+    .await
+    .expect("order");
+    let gateway::orders::Created::Order { order, .. } = created else {
+        panic!("a new order");
+    };
+    let cancelled = gateway::orders::act(
+        &app.db,
+        &gateway::events::Hub::default(),
+        &order.id,
+        proto::order::OrderAction::Cancel,
+        Some("cancelled on meituan".to_owned()),
+        "platform:meituan",
+        &|_| Ok(()),
+    )
+    .await
+    .expect("cancel");
+    assert_eq!(cancelled.status, proto::order::OrderStatus::Cancelled);
+    let last = app.feed_of(&order.id).await.pop().expect("event");
+    assert_eq!(str_of(&last, "refund_due"), "elsewhere", "{last}");
+
+    // Unpaid: nothing is due anywhere.
+    let unpaid = app.order().await;
+    let (status, body) = app.act(&unpaid, "reject", Some("closed")).await;
+    assert_eq!(status, 200, "{body}");
+    let last = app.feed_of(&unpaid).await.pop().expect("event");
+    assert!(last.get("refund_due").is_none(), "{last}");
+    assert!(
+        app.ledger().await.is_empty(),
+        "no money moved at the provider"
+    );
+}
+
+async fn without_payments_a_counter_paid_order_keeps_its_status(backend: Backend) {
+    let options = PayOptions {
+        payments: false,
+        ..PayOptions::default()
+    };
+    let Some(app) = PayGateway::spawn(backend, options).await else {
+        return;
+    };
+    // Paid at the counter while payments were on; now they are off.
+    let order = app.order().await;
+    sqlx::query(
+        "INSERT INTO charges (id, order_id, attempt, provider, code_kind, code_masked, amount_fen,
+            state, deadline_at, created_by, created_at, updated_at)
+         VALUES ($1, $2, 1, 'wechatpay', 'wechatpay', '13******6789', 2116, 'succeeded', 1000000,
+            'terminal:test', 1000000, 1000000)",
+    )
+    .bind(gateway::payments::out_trade_no(&order, 1))
+    .bind(order.clone())
+    .execute(&app.db.pool)
+    .await
+    .expect("charge");
+    sqlx::query("UPDATE orders SET payment_status = 'paid' WHERE id = $1")
+        .bind(order.clone())
+        .execute(&app.db.pool)
+        .await
+        .expect("paid");
+    for action in ["cancel", "reject"] {
+        let (status, body) = app.act(&order, action, Some("customer left")).await;
+        assert_eq!(
+            (status, str_of(&body, "code")),
+            (409, "refund_required"),
+            "{action}: {body}"
+        );
+    }
+    let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order.clone())
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("status");
+    assert_eq!(status, "created");
+}
+
+// ------------------------------------------------ line refunds: races, splits
+
+async fn concurrent_refunds_of_one_line_never_exceed_it(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    app.add_product("BAGEL", proto::order::Unit::Piece, "5.00", "100")
+        .await;
+    // Two lattes (21.16) and four bagels (20.00): the payment (41.16) could
+    // cover a third latte, so only the line's quantity stops it.
+    app.scenario(json!({"outcome": "success"})).await;
+    let order = app
+        .order_of(json!([{"sku": "LATTE", "quantity": 2}, {"sku": "BAGEL", "quantity": 4}]))
+        .await;
+    let (status, charge) = app.pay(&order, CODE).await;
+    assert_eq!((status, str_of(&charge, "state")), (200, "succeeded"));
+    for action in ["accept", "ready", "complete"] {
+        let (status, body) = app.act(&order, action, None).await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+    let (on_hand, _) = app.stock_of("LATTE").await;
+
+    let requests: Vec<String> = (0..8).map(|i| format!("line-{i}")).collect();
+    let answers = futures::future::join_all(
+        requests
+            .iter()
+            .map(|r| app.refund_lines(&order, r, json!([{"line_no": 1, "quantity": 1}]), true)),
+    )
+    .await;
+    let done: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, b)| *s == 200 && str_of(b, "state") == "succeeded")
+        .map(|(_, b)| b)
+        .collect();
+    let refused = answers
+        .iter()
+        .filter(|(s, b)| *s == 422 && str_of(b, "code") == "refund_exceeds_line")
+        .count();
+    assert_eq!((done.len(), refused), (2, 6), "{answers:?}");
+    let mut ids: Vec<&str> = done.iter().map(|b| str_of(b, "id")).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "distinct refund ids");
+    assert_eq!(
+        app.stock_of("LATTE").await.0,
+        on_hand + 2000,
+        "two lattes back on the shelf, not more"
+    );
+
+    // Amount refunds at once: 20.00 is left, so four of 5.00 and no more,
+    // each under its own id.
+    let requests: Vec<String> = (0..6).map(|i| format!("amount-{i}")).collect();
+    let answers =
+        futures::future::join_all(requests.iter().map(|r| app.refund(&order, r, "5.00"))).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let over = answers
+        .iter()
+        .filter(|(s, b)| *s == 422 && str_of(b, "code") == "refund_exceeds_paid")
+        .count();
+    assert_eq!((ok, over), (4, 2), "{answers:?}");
+
+    let payments = app.payments(&order).await;
+    let refunds = payments["refunds"].as_array().expect("refunds");
+    let mut all_ids: Vec<&str> = refunds.iter().map(|r| str_of(r, "id")).collect();
+    all_ids.sort_unstable();
+    all_ids.dedup();
+    assert_eq!(all_ids.len(), 6);
+    assert_eq!(str_of(&payments["charges"][0], "refunded"), "41.16");
+    assert_eq!(payments["payment_status"], "refunded");
+    let entry = app.entry(str_of(&charge, "id")).await;
+    assert_eq!((entry.total_fen, entry.refunded_fen), (4116, 4116));
+}
+
+async fn uneven_line_refunds_give_the_last_part_what_is_left(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    use proto::order::Unit;
+    app.add_product("BUN", Unit::Piece, "3.33", "100").await;
+    // 33.33 a kg: 0.300 kg comes to 9.999, 10.00 half-up; thirds of it do not
+    // come out even.
+    app.add_product("CHEESE", Unit::Kg, "33.33", "10.000").await;
+    // 28.88 a kg: 0.355 kg comes to 10.2524, 10.25.
+    app.add_product("HAM", Unit::Kg, "28.88", "10.000").await;
+    app.scenario(json!({"outcome": "success"})).await;
+    let order = app
+        .order_of(json!([
+            {"sku": "BUN", "quantity": 3},
+            {"sku": "CHEESE", "quantity": "0.300"},
+            {"sku": "HAM", "quantity": "0.355"}
+        ]))
+        .await;
+    let view = order_view(&app, &order).await;
+    let totals: Vec<&str> = view["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| str_of(l, "line_total"))
+        .collect();
+    assert_eq!(totals, ["9.99", "10.00", "10.25"]);
+    assert_eq!(str_of(&view, "total"), "30.24");
+    let (status, charge) = app.pay(&order, CODE).await;
+    assert_eq!((status, str_of(&charge, "state")), (200, "succeeded"));
+
+    let mut n = 0;
+    let mut part = |line: i64, quantity: &'static str| {
+        n += 1;
+        let request = format!("part-{n}");
+        let app = &app;
+        let order = order.clone();
+        async move {
+            let (status, body) = app
+                .refund_lines(
+                    &order,
+                    &request,
+                    json!([{"line_no": line, "quantity": quantity}]),
+                    false,
+                )
+                .await;
+            assert_eq!(
+                (status, str_of(&body, "state")),
+                (200, "succeeded"),
+                "{body}"
+            );
+            str_of(&body, "amount").to_owned()
+        }
+    };
+    let mut buns = Vec::new();
+    for _ in 0..3 {
+        buns.push(part(1, "1").await);
+    }
+    assert_eq!(buns, ["3.33", "3.33", "3.33"]);
+    let mut cheese = Vec::new();
+    for _ in 0..3 {
+        cheese.push(part(2, "0.100").await);
+    }
+    assert_eq!(
+        cheese,
+        ["3.33", "3.33", "3.34"],
+        "the last third gets the fen left"
+    );
+    let ham = vec![part(3, "0.100").await, part(3, "0.255").await];
+    assert_eq!(
+        ham,
+        ["2.89", "7.36"],
+        "the last part gets exactly what is left"
+    );
+
+    let (status, body) = app
+        .refund_lines(
+            &order,
+            "one-more",
+            json!([{"line_no": 2, "quantity": "0.001"}]),
+            false,
+        )
+        .await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (422, "refund_exceeds_line"),
+        "{body}"
+    );
+    let payments = app.payments(&order).await;
+    assert_eq!(payments["payment_status"], "refunded");
+    assert_eq!(str_of(&payments["charges"][0], "refunded"), "30.24");
+    let entry = app.entry(str_of(&charge, "id")).await;
+    assert_eq!((entry.total_fen, entry.refunded_fen), (3024, 3024));
+}
+
 tests::on_both_databases!(
+    cancelling_a_paid_order_refunds_it_in_full_once,
+    a_running_charge_blocks_cancel_and_reject,
+    a_refused_refund_leaves_the_order_as_it_was,
+    a_cancel_resumes_what_a_crash_left,
+    orders_paid_elsewhere_close_with_the_refund_due_elsewhere,
+    without_payments_a_counter_paid_order_keeps_its_status,
+    concurrent_refunds_of_one_line_never_exceed_it,
+    uneven_line_refunds_give_the_last_part_what_is_left,
     the_order_shows_pending_while_its_charge_runs,
     refunds_by_line_are_shares_of_the_line_and_may_restock,
     app_orders_paid_in_the_app_arrive_paid,

@@ -84,6 +84,11 @@ impl PayApp {
             payments: provider,
             ..PayOptions::default()
         };
+        PayApp::spawn_with(backend, options).await
+    }
+
+    /// The same with the gateway's payment options.
+    async fn spawn_with(backend: Backend, options: PayOptions) -> Option<PayApp> {
         let gw = PayGateway::spawn(backend, options).await?;
         gw.add_store("S002").await;
         let t1_key = terminal_key(&gw.db, "S001", "S001-T01").await;
@@ -962,7 +967,140 @@ async fn without_a_provider_the_operations_fault_like_rest(backend: Backend) {
     assert_eq!(body["code"], "payments_not_configured");
 }
 
+// ------------------------------------------- cancel and reject keep no money
+
+async fn update_order_status_refunds_a_paid_counter_sale_in_full(backend: Backend) {
+    use proto::order::{OrderAction, OrderStatus};
+    let Some(app) = PayApp::spawn(backend, true).await else {
+        return;
+    };
+    for (name, action, to) in [
+        ("close-1", OrderAction::Cancel, OrderStatus::Cancelled),
+        ("close-2", OrderAction::Reject, OrderStatus::Rejected),
+    ] {
+        let (order, charge, _) = pay_under(&app, name, json!({"outcome": "success"})).await;
+        let o = app
+            .t1
+            .update_order_status(&order, action, Some("customer left"))
+            .await
+            .expect("UpdateOrderStatus");
+        assert_eq!((o.status, o.payment_status), (to, PaymentStatus::Refunded));
+        let p = app.payments(&order).await;
+        assert_eq!(p.refunds.len(), 1, "{name}");
+        let r = &p.refunds[0];
+        assert_eq!(
+            (r.request_id.as_str(), r.amount, r.state),
+            (
+                format!("{}:1", action.as_str()).as_str(),
+                Money::from_fen(2116),
+                RefundState::Succeeded
+            )
+        );
+        assert_eq!(app.entry(&charge.id).await.refunded_fen, 2116);
+
+        // Sent again: the state machine refuses, no money moves.
+        let again = app
+            .t1
+            .update_order_status(&order, action, Some("customer left"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            fault(again),
+            (FaultKind::Client, "illegal_transition".into())
+        );
+        assert_eq!(app.entry(&charge.id).await.refunded_fen, 2116);
+        assert_eq!(app.payments(&order).await.refunds.len(), 1);
+    }
+    app.ledger_is_final_and_once(&[]).await;
+}
+
+async fn a_running_charge_blocks_update_order_status(backend: Backend) {
+    use proto::order::{OrderAction, OrderStatus};
+    // A long deadline: the charge runs while the terminal cancels.
+    let options = PayOptions {
+        deadline: Duration::from_secs(5),
+        ..PayOptions::default()
+    };
+    let Some(app) = PayApp::spawn_with(backend, options).await else {
+        return;
+    };
+    app.scenario(json!({"outcome": "userpaying_forever"})).await;
+    let order = app.order("running-1").await;
+    let (paid, faults) = tokio::join!(app.t2.pay_order(&order, CODE), async {
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        while app.order_payment_status(&order).await != PaymentStatus::Pending {
+            assert!(std::time::Instant::now() < give_up, "never pending");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut faults = Vec::new();
+        for action in [OrderAction::Cancel, OrderAction::Reject] {
+            let e = app
+                .t1
+                .update_order_status(&order, action, Some("customer left"))
+                .await
+                .unwrap_err();
+            faults.push(fault(e));
+        }
+        faults
+    });
+    assert_eq!(
+        faults,
+        [
+            (FaultKind::Client, "payment_pending".to_owned()),
+            (FaultKind::Client, "payment_pending".to_owned())
+        ]
+    );
+    assert_eq!(paid.expect("PayOrder").state, ChargeState::Reversed);
+    // Reversed: nothing kept, so the cancel goes through.
+    let o = app
+        .t1
+        .update_order_status(&order, OrderAction::Cancel, Some("customer left"))
+        .await
+        .expect("cancel");
+    assert_eq!(
+        (o.status, o.payment_status),
+        (OrderStatus::Cancelled, PaymentStatus::Unpaid)
+    );
+    assert!(app.payments(&order).await.refunds.is_empty());
+}
+
+async fn a_refund_the_provider_refuses_leaves_the_order_open(backend: Backend) {
+    use proto::order::{OrderAction, OrderStatus};
+    let Some(app) = PayApp::spawn(backend, true).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(&app, "refused-1", json!({"outcome": "success"})).await;
+    // 1.00 refunded at the provider behind the gateway's back: 21.16 is
+    // more than it holds now.
+    assert_eq!(
+        app.sim
+            .refund_directly(&charge.id, "elsewhere-1", 2116, 100)
+            .await,
+        "SUCCESS"
+    );
+    let e = app
+        .t1
+        .update_order_status(&order, OrderAction::Cancel, Some("customer left"))
+        .await
+        .unwrap_err();
+    assert_eq!(fault(e), (FaultKind::Client, "refund_refused".into()));
+    let o = app.t1.get_order(&order).await.expect("order");
+    assert_eq!(
+        (o.status, o.payment_status),
+        (OrderStatus::Created, PaymentStatus::Paid)
+    );
+    let p = app.payments(&order).await;
+    assert_eq!(
+        p.refunds.iter().map(|r| r.state).collect::<Vec<_>>(),
+        [RefundState::Failed]
+    );
+    assert_eq!(app.entry(&charge.id).await.refunded_fen, 100);
+}
+
 tests::on_both_databases!(
+    update_order_status_refunds_a_paid_counter_sale_in_full,
+    a_running_charge_blocks_update_order_status,
+    a_refund_the_provider_refuses_leaves_the_order_open,
     success_pays_the_order_once,
     user_paying_then_success_is_found_by_querying,
     user_paying_forever_is_reversed,
