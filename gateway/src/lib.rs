@@ -13,6 +13,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod orders;
+pub mod outbound;
 pub mod outbox;
 pub mod payments;
 pub mod soap;

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 pub use alipay::Alipay;
 pub use provider::{
     Micropay, MicropayRequest, Provider, Query, Refund as ProviderRefund, RefundRequest, Reverse,
-    WeChatPay,
+    WeChatPay, WeChatTls,
 };
 pub use rest::router;
 pub use store::{Charge, ChargeState, Exchange, Refund, RefundState};
@@ -74,6 +74,8 @@ pub struct PaymentsConfig {
     pub sweep_interval: Duration,
     /// The Alipay-shaped provider; `None`: Alipay codes are not accepted.
     pub alipay: Option<AlipayConfig>,
+    /// The extra CA both providers trust, and WeChat's client certificate.
+    pub tls: WeChatTls,
 }
 
 /// The Alipay-shaped provider: where, which app, and the two keys as PEM.
@@ -119,6 +121,7 @@ impl std::fmt::Debug for PaymentsConfig {
             .field("poll_interval", &self.poll_interval)
             .field("deadline", &self.deadline)
             .field("alipay", &self.alipay)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -144,6 +147,79 @@ pub struct PaymentsFile {
     pub deadline_ms: Option<u64>,
     pub timeout_ms: Option<u64>,
     pub sweep_ms: Option<u64>,
+    /// PEM file of CA certificates trusted beside the public roots.
+    pub extra_ca_file: Option<String>,
+    /// The WeChat Pay API client certificate (`/secapi/`): a PEM pair...
+    pub wechatpay_client_cert_file: Option<String>,
+    pub wechatpay_client_key_file: Option<String>,
+    /// ...or a PKCS#12 file with its password.
+    pub wechatpay_client_p12_file: Option<String>,
+    pub wechatpay_client_p12_password: Option<SecretString>,
+}
+
+/// The extra CA and WeChat's client certificate from the environment
+/// (`GATEWAY_EXTRA_CA_FILE`, `GATEWAY_WECHATPAY_CLIENT_CERT_FILE` +
+/// `…_KEY_FILE`, or `…_P12_FILE` + `…_P12_PASSWORD`) over the file.
+fn provider_tls(f: &PaymentsFile) -> anyhow::Result<WeChatTls> {
+    use secrecy::ExposeSecret;
+    let extra_ca_pem = crate::outbound::extra_ca(f.extra_ca_file.as_deref())?;
+    let read = |name: &str, path: &str| {
+        std::fs::read(path).with_context(|| format!("{name}: reading {path}"))
+    };
+    let cert = setting(
+        "GATEWAY_WECHATPAY_CLIENT_CERT_FILE",
+        f.wechatpay_client_cert_file.clone(),
+    );
+    let key = setting(
+        "GATEWAY_WECHATPAY_CLIENT_KEY_FILE",
+        f.wechatpay_client_key_file.clone(),
+    );
+    let p12 = setting(
+        "GATEWAY_WECHATPAY_CLIENT_P12_FILE",
+        f.wechatpay_client_p12_file.clone(),
+    );
+    let p12_password = std::env::var("GATEWAY_WECHATPAY_CLIENT_P12_PASSWORD")
+        .ok()
+        .map(SecretString::from)
+        .or_else(|| f.wechatpay_client_p12_password.clone());
+    let client_cert = match (cert, key, p12) {
+        (None, None, None) => None,
+        (Some(cert), Some(key), None) => {
+            let text = |name: &str, path: &str| -> anyhow::Result<String> {
+                String::from_utf8(read(name, path)?)
+                    .with_context(|| format!("{name}: {path} is not PEM text"))
+            };
+            let cert_pem = text("GATEWAY_WECHATPAY_CLIENT_CERT_FILE", &cert)?;
+            let key_pem = text("GATEWAY_WECHATPAY_CLIENT_KEY_FILE", &key)?;
+            Some(
+                crate::outbound::ClientIdentity::from_pem(&cert_pem, &key_pem)
+                    .context("the WeChat Pay client certificate and key")?,
+            )
+        }
+        (None, None, Some(p12)) => {
+            let der = read("GATEWAY_WECHATPAY_CLIENT_P12_FILE", &p12)?;
+            // WeChat's own files use the merchant id as the password; no default here.
+            let password = p12_password.with_context(|| {
+                "GATEWAY_WECHATPAY_CLIENT_P12_PASSWORD (or wechatpay_client_p12_password) is \
+                 required with a PKCS#12 file"
+            })?;
+            Some(
+                crate::outbound::ClientIdentity::from_pkcs12(&der, password.expose_secret())
+                    .with_context(|| format!("the WeChat Pay client certificate {p12}"))?,
+            )
+        }
+        (_, _, Some(_)) => anyhow::bail!(
+            "the WeChat Pay client certificate is either a PEM pair or a PKCS#12 file, not both"
+        ),
+        _ => anyhow::bail!(
+            "the WeChat Pay client certificate needs both GATEWAY_WECHATPAY_CLIENT_CERT_FILE \
+             and GATEWAY_WECHATPAY_CLIENT_KEY_FILE"
+        ),
+    };
+    Ok(WeChatTls {
+        extra_ca_pem,
+        client_cert,
+    })
 }
 
 /// `name` from the environment, else the file's value.
@@ -172,8 +248,10 @@ impl PaymentsConfig {
     /// `…_SIGN_TYPE` (MD5 or HMAC-SHA256), and `GATEWAY_PAYMENTS_POLL_MS`,
     /// `…_DEADLINE_MS`, `…_TIMEOUT_MS`, `…_SWEEP_MS`, and for Alipay
     /// `GATEWAY_ALIPAY_BASE_URL`, `…_APP_ID`, `…_PRIVATE_KEY_FILE`,
-    /// `…_PUBLIC_KEY_FILE`. `None` when no provider's base URL is set:
-    /// payments are off.
+    /// `…_PUBLIC_KEY_FILE`, and for TLS `GATEWAY_EXTRA_CA_FILE` and
+    /// `GATEWAY_WECHATPAY_CLIENT_CERT_FILE` + `…_KEY_FILE` or
+    /// `…_CLIENT_P12_FILE` + `…_CLIENT_P12_PASSWORD`. `None` when no
+    /// provider's base URL is set: payments are off.
     pub fn from_env() -> anyhow::Result<Option<Self>> {
         Self::load(None)
     }
@@ -184,6 +262,7 @@ impl PaymentsConfig {
     pub fn load(file: Option<&PaymentsFile>) -> anyhow::Result<Option<Self>> {
         use secrecy::ExposeSecret;
         let f = file.cloned().unwrap_or_default();
+        let tls = provider_tls(&f)?;
         let need = |name: &str, file: Option<String>| {
             setting(name, file).with_context(|| {
                 format!("{name} (or the file's [payments] key) is required with a base URL")
@@ -231,6 +310,7 @@ impl PaymentsConfig {
                     request_timeout: ms("GATEWAY_PAYMENTS_TIMEOUT_MS", f.timeout_ms, 10_000)?,
                     sweep_interval: ms("GATEWAY_PAYMENTS_SWEEP_MS", f.sweep_ms, 30_000)?,
                     alipay: Some(alipay),
+                    tls,
                 })),
             };
         };
@@ -261,6 +341,7 @@ impl PaymentsConfig {
             request_timeout: ms("GATEWAY_PAYMENTS_TIMEOUT_MS", f.timeout_ms, 10_000)?,
             sweep_interval: ms("GATEWAY_PAYMENTS_SWEEP_MS", f.sweep_ms, 30_000)?,
             alipay,
+            tls,
         }))
     }
 }
@@ -318,6 +399,7 @@ impl Payments {
                 config.wechatpay_key.clone(),
                 config.sign_type,
                 config.request_timeout,
+                &config.tls,
             )?));
         }
         if let Some(a) = &config.alipay {
@@ -328,6 +410,7 @@ impl Payments {
                 key,
                 alipay_key,
                 config.request_timeout,
+                config.tls.extra_ca_pem.as_deref(),
             )?));
         }
         anyhow::ensure!(!providers.is_empty(), "no payment provider is configured");

@@ -6,3 +6,4 @@
 pub mod devices;
 pub mod payments;
 pub mod platform;
+pub mod tls;

@@ -8,7 +8,11 @@
 //! The same process can also be Alipay (`POST /gateway.do`, see
 //! [`alipay`]), over the same books and scenarios, when given its keys.
 //!
-//! Plain HTTP only: the real `/secapi/` paths need a client certificate.
+//! Plain HTTP by default. With `--tls-dir` it serves HTTPS with
+//! certificates made at start (see [`crate::tls`]) and writes them out; with
+//! `--require-client-cert` the `/secapi/` paths, as at the real service,
+//! answer only a caller that presented a client certificate. Answers carry
+//! no `sign_type`: they are signed with the type of the request.
 
 mod alipay;
 mod ledger;
@@ -16,20 +20,23 @@ mod ledger;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use proto::wechatpay::{self as wx, Params, SignType, err};
 use rand::Rng;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::tls::ClientCert;
 
 pub use alipay::AlipayCredentials;
 use ledger::{Ledger, MicropayAnswer, RefundAnswer, ReverseAnswer};
@@ -37,6 +44,8 @@ pub use ledger::{LedgerEntry, Outcome, Scenario};
 
 /// How long a `no_answer` micropay holds the connection at most.
 const SILENCE: Duration = Duration::from_secs(300);
+/// The size of a flooded answer ([`Provider::flood_answers`]).
+const FLOOD_BYTES: usize = 10 * 1024 * 1024;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -60,6 +69,19 @@ pub struct Args {
     /// PEM file: the simulator's own private key, which signs answers.
     #[arg(long, env = "HW_SIM_ALIPAY_PRIVATE_KEY")]
     pub alipay_private_key: Option<std::path::PathBuf>,
+    /// Serve HTTPS: a CA, a server certificate for 127.0.0.1/localhost and
+    /// a client CA with one client certificate are made at start and
+    /// written here as PEM (`ca.pem`, `client.pem`, `client-key.pem`, …).
+    #[arg(long)]
+    pub tls_dir: Option<std::path::PathBuf>,
+    /// `/secapi/` (reverse, refund) needs a client certificate; needs
+    /// `--tls-dir`.
+    #[arg(long, requires = "tls_dir")]
+    pub require_client_cert: bool,
+    /// PEM file of the CA client certificates must chain to, instead of the
+    /// one made at start.
+    #[arg(long, requires = "tls_dir")]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -124,15 +146,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         alipay,
     );
     let listener = TcpListener::bind(args.listen).await?;
-    println!("payment provider: http://{}", listener.local_addr()?);
+    let tls = match &args.tls_dir {
+        None => None,
+        Some(dir) => {
+            use anyhow::Context;
+            let pki = crate::tls::TestPki::generate()?;
+            pki.write_to(dir)?;
+            let client_ca = match &args.client_ca {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+                None => pki.client_ca_pem.clone(),
+            };
+            println!("certificates: {}", dir.display());
+            Some(pki.server_config(Some(&client_ca))?)
+        }
+    };
+    provider.require_client_cert(args.require_client_cert);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("payment provider: {scheme}://{}", listener.local_addr()?);
     if with_alipay {
-        println!("alipay: http://{}/gateway.do", listener.local_addr()?);
+        println!("alipay: {scheme}://{}/gateway.do", listener.local_addr()?);
     }
-    provider
-        .serve(listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match tls {
+        None => provider.serve(listener, shutdown).await?,
+        Some(config) => provider.serve_tls(listener, config, shutdown).await?,
+    }
     Ok(())
 }
 
@@ -142,6 +183,12 @@ pub struct Provider {
     alipay: Option<alipay::AlipayFace>,
     ledger: Mutex<Ledger>,
     closing: watch::Sender<bool>,
+    /// `/secapi/` answers only callers with a client certificate.
+    require_client_cert: AtomicBool,
+    /// A test hook: WeChat answers signed with this type, not the request's.
+    answer_sign_type: Mutex<Option<SignType>>,
+    /// A test hook: this many next WeChat answers are 10 MB long.
+    flood: AtomicU32,
 }
 
 impl Provider {
@@ -160,7 +207,31 @@ impl Provider {
             }),
             ledger: Mutex::new(Ledger::default()),
             closing: watch::Sender::new(false),
+            require_client_cert: AtomicBool::new(false),
+            answer_sign_type: Mutex::new(None),
+            flood: AtomicU32::new(0),
         })
+    }
+
+    /// `/secapi/` (reverse, refund) refuses a caller without a client
+    /// certificate (always so over plain HTTP) while `on`.
+    pub fn require_client_cert(&self, on: bool) {
+        self.require_client_cert.store(on, Ordering::Relaxed);
+    }
+
+    /// A test hook: WeChat answers are signed with `t` whatever the request
+    /// used, until called again with `None`.
+    pub fn wechat_sign_answers_with(&self, t: Option<SignType>) {
+        *self
+            .answer_sign_type
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// A test hook: the next `count` WeChat answers (after the books have
+    /// moved) are 10 MB of padding, streamed without a length.
+    pub fn flood_answers(&self, count: u32) {
+        self.flood.store(count, Ordering::Relaxed);
     }
 
     /// A test hook: Alipay answers are signed with `key` (a forger's) until
@@ -213,6 +284,31 @@ impl Provider {
             .await
     }
 
+    /// The same over TLS with `config` (see [`crate::tls::TestPki`]).
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: TcpListener,
+        config: Arc<tokio_rustls::rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> io::Result<()> {
+        let closing = self.closing.clone();
+        crate::tls::serve(listener, config, Arc::clone(&self).router(), async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        })
+        .await
+    }
+
+    /// The answer to a `/secapi/` call without the certificate it needs
+    /// (`return_code=FAIL`, as the real service says it); `None`: go on.
+    fn check_client_cert(&self, cert: Option<&crate::tls::ClientCert>) -> Option<Response> {
+        if self.require_client_cert.load(Ordering::Relaxed) && cert.is_none_or(|c| !c.0) {
+            tracing::warn!("a /secapi/ call without a client certificate");
+            return Some(self.fail_return("证书错误: a client certificate is required"));
+        }
+        None
+    }
+
     /// Checks the envelope every call shares: parses, our appid and mch_id,
     /// a nonce, a valid signature. `Err` is the answer to send back.
     fn open(&self, body: &[u8]) -> Result<(Params, SignType), Refused> {
@@ -252,7 +348,8 @@ impl Provider {
         xml(wx::encode(&p))
     }
 
-    /// A signed business answer: `result_code` SUCCESS, or FAIL with `err_code`.
+    /// A signed business answer: `result_code` SUCCESS, or FAIL with
+    /// `err_code`. Signed with the request's type, which it does not name.
     fn answer(&self, sign_type: SignType, fail: Option<&str>, fields: Params) -> Response {
         let mut p = fields;
         p.insert("return_code".into(), wx::SUCCESS.into());
@@ -270,9 +367,36 @@ impl Provider {
                 p.insert("err_code_des".into(), describe(code).into());
             }
         }
-        wx::sign_in_place(&mut p, &self.creds.key, sign_type);
+        let sign_type = self
+            .answer_sign_type
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(sign_type);
+        let sign = wx::sign(&p, &self.creds.key, sign_type);
+        p.insert("sign".into(), sign);
+        if self
+            .flood
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return flooded();
+        }
         xml(wx::encode(&p))
     }
+}
+
+/// [`FLOOD_BYTES`] of XML whitespace, in chunks and without a length.
+fn flooded() -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let chunks = futures::stream::iter(
+        (0..FLOOD_BYTES / CHUNK).map(|_| Ok::<_, io::Error>(Bytes::from(vec![b' '; CHUNK]))),
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 fn xml(body: String) -> Response {
@@ -395,7 +519,14 @@ async fn orderquery(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
     }
 }
 
-async fn reverse(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
+async fn reverse(
+    State(sim): State<Arc<Provider>>,
+    cert: Option<Extension<ClientCert>>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = sim.check_client_cert(cert.as_deref()) {
+        return r;
+    }
     let fields = sim
         .open(&body)
         .and_then(|(p, t)| Ok((required(&p, "out_trade_no", t)?.to_owned(), t)));
@@ -419,7 +550,14 @@ async fn reverse(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
     }
 }
 
-async fn refund(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
+async fn refund(
+    State(sim): State<Arc<Provider>>,
+    cert: Option<Extension<ClientCert>>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = sim.check_client_cert(cert.as_deref()) {
+        return r;
+    }
     let fields = sim.open(&body).and_then(|(p, t)| {
         Ok((
             required(&p, "out_trade_no", t)?.to_owned(),

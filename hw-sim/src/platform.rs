@@ -79,10 +79,24 @@ pub struct Args {
     /// Timestamp window for the gateway's calls, seconds.
     #[arg(long, default_value_t = mt::DEFAULT_WINDOW_S)]
     pub window_s: i64,
+    /// Serve the platform API over HTTPS with a certificate made at start;
+    /// its CA is written here as `ca.pem` (give it to the gateway as
+    /// GATEWAY_EXTRA_CA_FILE).
+    #[arg(long)]
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 /// Runs the simulator until Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let tls = match &args.tls_dir {
+        None => None,
+        Some(dir) => {
+            let pki = crate::tls::TestPki::generate()?;
+            pki.write_to(dir)?;
+            println!("certificates: {}", dir.display());
+            Some(pki.server_config(None)?)
+        }
+    };
     let sim = PlatformSim::start(PlatformConfig {
         listen: args.listen,
         gateway_url: args.gateway,
@@ -90,6 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         secret: args.secret,
         public_url: args.public_url,
         window_s: args.window_s,
+        tls,
     })
     .await?;
     println!("delivery platform: {}", sim.url());
@@ -112,6 +127,9 @@ pub struct PlatformConfig {
     pub public_url: Option<String>,
     /// Timestamp window for the gateway's calls, seconds.
     pub window_s: i64,
+    /// Serve HTTPS with this setup (see [`crate::tls::TestPki`]); `None`:
+    /// plain HTTP.
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl PlatformConfig {
@@ -124,6 +142,7 @@ impl PlatformConfig {
             secret: secret.to_owned(),
             public_url: None,
             window_s: mt::DEFAULT_WINDOW_S,
+            tls: None,
         }
     }
 }
@@ -416,11 +435,17 @@ impl PlatformSim {
     pub async fn start(config: PlatformConfig) -> io::Result<PlatformSim> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let public_url = match &config.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
-            None if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
-            None => format!("http://{addr}"),
+            None if addr.ip().is_unspecified() => format!("{scheme}://127.0.0.1:{}", addr.port()),
+            None => format!("{scheme}://{addr}"),
         };
+        let tls = config.tls.clone();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -444,10 +469,15 @@ impl PlatformSim {
             let shutdown = async move {
                 let _ = closing.wait_for(|c| *c).await;
             };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            let served = match tls {
+                Some(tls) => crate::tls::serve(listener, tls, app, shutdown).await,
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown)
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!(error = %e, "platform simulator stopped");
             }
         });

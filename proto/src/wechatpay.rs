@@ -99,12 +99,21 @@ pub fn sign_in_place(params: &mut Params, key: &str, sign_type: SignType) {
     params.insert("sign".into(), s);
 }
 
-/// True when `params` carries a valid `sign` for `key`, by its `sign_type`.
+/// True when `params` carries a valid `sign` for `key`, by its `sign_type`
+/// (how a provider checks a request, which names its type).
 pub fn verify(params: &Params, key: &str) -> bool {
-    let (Some(given), Some(t)) = (params.get("sign"), SignType::of(params)) else {
+    SignType::of(params).is_some_and(|t| verify_as(params, key, t))
+}
+
+/// True when `params` carries a valid `sign` for `key` under `sign_type`,
+/// whatever `sign_type` `params` names: how an answer is checked, since it
+/// carries none of its own (the request's applies) and a forged one must
+/// not pick a weaker algorithm.
+pub fn verify_as(params: &Params, key: &str, sign_type: SignType) -> bool {
+    let Some(given) = params.get("sign") else {
         return false;
     };
-    let expected = sign(params, key, t);
+    let expected = sign(params, key, sign_type);
     // Constant-time enough for hex strings of equal length.
     given.len() == expected.len()
         && given
@@ -411,6 +420,19 @@ mod tests {
         p.insert("sign".into(), sign(&published(), KEY, SignType::Md5));
         assert!(!verify(&p, KEY), "unknown sign types are refused");
         assert!(!verify(&published(), KEY), "a missing sign is refused");
+        let mut hmac = published();
+        hmac.insert("sign".into(), sign(&published(), KEY, SignType::HmacSha256));
+        assert!(
+            verify_as(&hmac, KEY, SignType::HmacSha256),
+            "no sign_type needed"
+        );
+        assert!(!verify_as(&hmac, KEY, SignType::Md5));
+        let mut md5 = published();
+        md5.insert("sign".into(), sign(&published(), KEY, SignType::Md5));
+        assert!(
+            !verify_as(&md5, KEY, SignType::HmacSha256),
+            "an MD5 answer does not pass when HMAC-SHA256 is configured"
+        );
     }
 
     #[test]

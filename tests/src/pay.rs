@@ -23,7 +23,7 @@ use axum::Router;
 use gateway::db::Db;
 use gateway::http::{self, AppState};
 use gateway::keys::Role;
-use gateway::payments::{AlipayConfig, Payments, PaymentsConfig};
+use gateway::payments::{AlipayConfig, Payments, PaymentsConfig, WeChatTls};
 use hw_sim::payments::{AlipayCredentials, Credentials, LedgerEntry, Provider};
 use proto::alipay::{PrivateKey, PublicKey};
 use proto::order::{Money, Sku, StoreId, Unit};
@@ -96,6 +96,34 @@ impl PaySim {
             provider,
             base,
             http: reqwest::Client::new(),
+            closing,
+        }
+    }
+
+    /// The same over HTTPS with `tls` (see `hw_sim::tls::TestPki`), its
+    /// control API reached through a client that trusts `ca_pem`.
+    pub async fn start_tls(
+        alipay: Option<AlipayCredentials>,
+        tls: Arc<hw_sim::tls::ServerConfig>,
+        ca_pem: &str,
+    ) -> PaySim {
+        let provider = Provider::with_alipay(wechat_credentials(), alipay);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("https://{}", listener.local_addr().expect("addr"));
+        let (closing, mut rx) = watch::channel(false);
+        tokio::spawn(Arc::clone(&provider).serve_tls(listener, tls, async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }));
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("ca");
+        PaySim {
+            provider,
+            base,
+            http: reqwest::Client::builder()
+                .tls_certs_only([ca])
+                .build()
+                .expect("client"),
             closing,
         }
     }
@@ -251,6 +279,9 @@ pub struct PayOptions {
     pub request_timeout: Duration,
     /// LATTE on hand in S001.
     pub stock: String,
+    /// The extra CA and client certificate the gateway's providers use
+    /// (default none: the simulator speaks plain HTTP).
+    pub tls: WeChatTls,
 }
 
 impl Default for PayOptions {
@@ -265,6 +296,7 @@ impl Default for PayOptions {
             deadline: Duration::from_secs(2),
             request_timeout: Duration::from_secs(1),
             stock: "100".to_owned(),
+            tls: WeChatTls::default(),
         }
     }
 }
@@ -293,6 +325,7 @@ impl PayOptions {
                 private_key_pem: SecretString::from(APP_PRIVATE.to_owned()),
                 public_key_pem: ALIPAY_PUBLIC.to_owned(),
             }),
+            tls: self.tls.clone(),
         }
     }
 }

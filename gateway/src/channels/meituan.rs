@@ -318,15 +318,27 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
+    /// HTTPS with the public roots and the CA of GATEWAY_EXTRA_CA_FILE.
     pub fn new(config: &MeituanConfig, timeout: Duration) -> anyhow::Result<Self> {
+        Self::with_extra_ca(config, timeout, crate::outbound::extra_ca(None)?.as_deref())
+    }
+
+    /// HTTPS with the public roots and `extra_ca_pem`'s certificates.
+    pub fn with_extra_ca(
+        config: &MeituanConfig,
+        timeout: Duration,
+        extra_ca_pem: Option<&str>,
+    ) -> anyhow::Result<Self> {
         Ok(ApiClient {
             base_url: config.base_url.clone(),
             app_id: config.app_id.clone(),
             secret: config.secret.clone(),
-            http: reqwest::Client::builder()
-                .timeout(timeout)
-                .connect_timeout(timeout.min(Duration::from_secs(5)))
-                .build()?,
+            http: crate::outbound::client(
+                timeout,
+                timeout.min(Duration::from_secs(5)),
+                extra_ca_pem,
+                None,
+            )?,
         })
     }
 
@@ -350,12 +362,13 @@ impl ApiClient {
             .await;
         let resp = match resp {
             Ok(r) => r,
-            Err(e) => return Delivery::Retry(format!("{path}: {e}")),
+            Err(e) => return Delivery::Retry(format!("{path}: {}", crate::outbound::describe(&e))),
         };
         let status = resp.status();
-        let body = match resp.bytes().await {
+        let body = match crate::outbound::read_capped(resp, crate::outbound::MAX_ANSWER_BYTES).await
+        {
             Ok(b) => b,
-            Err(e) => return Delivery::Retry(format!("{path}: reading the answer: {e}")),
+            Err(e) => return Delivery::Retry(format!("{path}: {e}")),
         };
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Delivery::Retry(format!("{path}: HTTP {status}"));

@@ -42,8 +42,9 @@ impl Alipay {
         key: PrivateKey,
         alipay_key: PublicKey,
         timeout: Duration,
+        extra_ca_pem: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let http = provider::http_client(timeout)?;
+        let http = provider::http_client(timeout, extra_ca_pem, None)?;
         Ok(Alipay {
             http,
             url: format!("{}{}", base_url.trim_end_matches('/'), ali::PATH_GATEWAY),

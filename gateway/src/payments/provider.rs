@@ -11,6 +11,8 @@ use proto::wechatpay::{self as wx, CodeKind, Params, SignType, TradeState, err};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::outbound::{self, ClientIdentity};
+
 pub struct MicropayRequest<'a> {
     pub out_trade_no: &'a str,
     /// The full payment code: only ever sent to the provider.
@@ -111,16 +113,20 @@ fn decline_code(provider_code: &str) -> &'static str {
     }
 }
 
-/// A provider's HTTP client: `timeout` bounds connecting and every call.
-pub(super) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()?)
+/// A provider's HTTPS client: `timeout` bounds connecting and every call;
+/// servers are checked against the public roots and `extra_ca_pem`.
+pub(super) fn http_client(
+    timeout: Duration,
+    extra_ca_pem: Option<&str>,
+    identity: Option<&ClientIdentity>,
+) -> anyhow::Result<reqwest::Client> {
+    outbound::client(timeout, timeout, extra_ca_pem, identity)
 }
 
-/// POSTs `body` to a provider and reads a 2xx answer's body. `Err` is a
-/// reason the outcome is unknown (no answer, a timeout, a non-2xx status).
+/// POSTs `body` to a provider and reads a 2xx answer's body, at most
+/// [`outbound::MAX_ANSWER_BYTES`]. `Err` is a reason the outcome is unknown
+/// (no answer, a timeout, a refused certificate, a non-2xx status, an
+/// answer too large), so the charge is then resolved by querying.
 pub(super) async fn post(
     http: &reqwest::Client,
     url: &str,
@@ -133,33 +139,38 @@ pub(super) async fn post(
         .body(body)
         .send()
         .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "timed out".to_owned()
-            } else {
-                format!("transport: {}", e.without_url())
-            }
-        })?;
+        .map_err(|e| outbound::describe(&e))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("HTTP {status}"));
     }
-    let body = resp
-        .bytes()
+    outbound::read_capped(resp, outbound::MAX_ANSWER_BYTES)
         .await
-        .map_err(|e| format!("reading the answer: {}", e.without_url()))?;
-    Ok(body.to_vec())
+        .map_err(|e| e.to_string())
 }
 
-/// The WeChat Pay v2 client (plain `reqwest`; TLS and the client
-/// certificate of `/secapi/` are not set up yet).
+/// The WeChat Pay v2 client. `/secapi/` calls (reverse, refund) go through
+/// a second client that presents the merchant's API certificate.
 pub struct WeChatPay {
     http: reqwest::Client,
+    /// With the client certificate when one is configured.
+    secapi: reqwest::Client,
+    has_client_cert: bool,
     base_url: String,
     appid: String,
     mch_id: String,
     key: SecretString,
+    /// Signs requests and checks answers: answers carry no `sign_type`.
     sign_type: SignType,
+}
+
+/// How [`WeChatPay`] reaches the provider.
+#[derive(Clone, Debug, Default)]
+pub struct WeChatTls {
+    /// PEM certificates trusted beside the public roots.
+    pub extra_ca_pem: Option<String>,
+    /// The merchant's API client certificate, for `/secapi/`.
+    pub client_cert: Option<ClientIdentity>,
 }
 
 impl WeChatPay {
@@ -170,10 +181,24 @@ impl WeChatPay {
         key: SecretString,
         sign_type: SignType,
         timeout: Duration,
+        tls: &WeChatTls,
     ) -> anyhow::Result<Self> {
-        let http = http_client(timeout)?;
+        let ca = tls.extra_ca_pem.as_deref();
+        let http = http_client(timeout, ca, None)?;
+        let secapi = match &tls.client_cert {
+            Some(id) => http_client(timeout, ca, Some(id))?,
+            None => {
+                tracing::warn!(
+                    "no WeChat Pay client certificate configured: the real service refuses \
+                     reverse and refund (/secapi/) without one"
+                );
+                http.clone()
+            }
+        };
         Ok(WeChatPay {
             http,
+            secapi,
+            has_client_cert: tls.client_cert.is_some(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             appid,
             mch_id,
@@ -184,13 +209,29 @@ impl WeChatPay {
 
     /// Signs and sends `params` to `path`; the answer's envelope is checked
     /// (`return_code`, signature). `Err` is a reason the outcome is unknown.
-    async fn call(&self, path: &str, mut params: Params) -> Result<Params, String> {
+    async fn call(&self, path: &str, params: Params) -> Result<Params, String> {
+        let secapi = path.starts_with("/secapi/");
+        let result = self.exchange(path, params, secapi).await;
+        match result {
+            Err(why) if secapi && !self.has_client_cert => Err(format!(
+                "{why} (no WeChat Pay client certificate is configured for /secapi/)"
+            )),
+            other => other,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        path: &str,
+        mut params: Params,
+        secapi: bool,
+    ) -> Result<Params, String> {
         params.insert("appid".into(), self.appid.clone());
         params.insert("mch_id".into(), self.mch_id.clone());
         params.insert("nonce_str".into(), nonce());
         wx::sign_in_place(&mut params, self.key.expose_secret(), self.sign_type);
         let body = post(
-            &self.http,
+            if secapi { &self.secapi } else { &self.http },
             &format!("{}{path}", self.base_url),
             "text/xml; charset=utf-8",
             wx::encode(&params),
@@ -203,8 +244,12 @@ impl WeChatPay {
                 answer.get("return_msg").map(String::as_str).unwrap_or("")
             ));
         }
-        if !wx::verify(&answer, self.key.expose_secret()) {
-            return Err("the answer's signature does not verify".into());
+        // The configured type, never the answer's own `sign_type`.
+        if !wx::verify_as(&answer, self.key.expose_secret(), self.sign_type) {
+            return Err(format!(
+                "the answer's signature does not verify ({})",
+                self.sign_type.as_str()
+            ));
         }
         Ok(answer)
     }
