@@ -21,6 +21,15 @@ pub struct FileConfig {
     pub log: Option<String>,
     /// Payment-code charges (see `GATEWAY_WECHATPAY_*`, which win).
     pub payments: Option<crate::payments::PaymentsFile>,
+    /// This gateway's public base URL, e.g. `https://gw.example.com`
+    /// (`GATEWAY_PUBLIC_URL` wins): signed pushes are checked against it and
+    /// the WSDL names it. Default: `http://` + the listening address.
+    pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-*` headers are believed, e.g.
+    /// `["127.0.0.1/32"]` (`GATEWAY_TRUSTED_PROXIES` wins). Default: none.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Client timeouts and caps (see `GATEWAY_*_TIMEOUT_S`, which win).
+    pub limits: Option<crate::http::LimitsFile>,
 }
 
 impl FileConfig {

@@ -4,7 +4,11 @@ mod catalog;
 pub mod extract;
 mod orders;
 mod problem;
+mod server;
 mod stores;
+
+pub use server::{Edge, Limits, LimitsFile, check_public_url};
+pub use stores::Streams;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,6 +38,8 @@ pub struct AppState {
     pub db: Db,
     pub hub: Hub,
     pub keys: KeyCache,
+    /// Open feed streams per key (capped by `inner.limits`).
+    pub streams: Streams,
     /// Turns true when the server is shutting down; long streams end.
     pub closing: watch::Receiver<bool>,
     pub inner: Arc<Inner>,
@@ -48,6 +54,14 @@ pub struct AppState {
 pub struct Inner {
     /// How often feed readers look for changes made by other instances.
     pub feed_poll: Duration,
+    /// Timeouts and caps for clients (see [`Limits`]).
+    pub limits: Limits,
+    /// This gateway's public base URL (`https://gw.example.com`): what
+    /// signed pushes are checked against and the WSDL names. `serve` fills
+    /// it from the listening address when it is not configured.
+    pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-Host`/`-Proto`/`-For` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl AppState {
@@ -93,9 +107,13 @@ impl AppState {
             db,
             hub,
             keys: KeyCache::default(),
+            streams: Streams::default(),
             closing,
             inner: Arc::new(Inner {
                 feed_poll: Duration::from_millis(1000),
+                limits: Limits::default(),
+                public_url: None,
+                trusted_proxies: Vec::new(),
             }),
             payments,
             channels,
@@ -130,15 +148,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then lets requests in flight finish.
+/// Serves until `shutdown` resolves, then lets requests in flight finish,
+/// within `state.inner.limits` (timeouts, connection and stream caps).
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    mut state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    if state.inner.public_url.is_none() {
+        let addr = listener.local_addr()?;
+        if addr.ip().is_unspecified() {
+            tracing::warn!(
+                %addr,
+                "no public_url configured while listening on every address: pushes are checked \
+                 against, and the WSDL names, http://{addr}; set GATEWAY_PUBLIC_URL"
+            );
+        }
+        Arc::make_mut(&mut state.inner).public_url = Some(format!("http://{addr}"));
+    }
+    let limits = state.inner.limits.clone();
+    server::run(listener, router(state), limits, shutdown).await
 }
 
 /// Ready (`/readyz`, and `/healthz` the same): the database answers and

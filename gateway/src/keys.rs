@@ -1,9 +1,12 @@
 //! API keys: who may call, in which role, for which store. Keys are random
 //! 256-bit tokens; only their SHA-256 is stored.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use lru::LruCache;
 
 use proto::order::{StoreId, TerminalId};
 use rand::RngCore;
@@ -79,6 +82,20 @@ impl Principal {
             Role::Terminal => Err(Error::forbidden(format!(
                 "this terminal key belongs to another store than {store}"
             ))),
+        }
+    }
+
+    /// May this caller see an order of `store`? Another store's order is
+    /// answered exactly like a missing one (404 `order_not_found`), so order
+    /// ids cannot be probed across stores.
+    pub fn check_order(&self, store: &StoreId, order_id: &str) -> Result<()> {
+        match self.role {
+            Role::Admin | Role::App => Ok(()),
+            Role::Terminal if self.store.as_ref() == Some(store) => Ok(()),
+            Role::Terminal => Err(Error::not_found(
+                "order_not_found",
+                format!("no order {order_id}"),
+            )),
         }
     }
 
@@ -206,24 +223,88 @@ pub async fn list(db: &Db) -> Result<Vec<KeyInfo>> {
         .collect())
 }
 
-/// Looks keys up by hash, remembering answers briefly so a busy terminal
+/// Looks keys up by hash, remembering found keys briefly so a busy terminal
 /// does not cost a query per request. Revocation takes effect within `TTL`.
-#[derive(Clone, Default)]
+/// Both maps are bounded least-recently-used: random tokens can neither
+/// grow them nor push the real keys out of `found` (unknown hashes go to
+/// their own small map, which only spares the database a repeat).
+#[derive(Clone)]
 pub struct KeyCache {
-    inner: Arc<RwLock<HashMap<String, CachedKey>>>,
+    found: Arc<Mutex<LruCache<String, (Instant, Principal)>>>,
+    unknown: Arc<Mutex<LruCache<String, Instant>>>,
+    failures: Arc<AtomicU64>,
 }
 
-/// When a key was looked up, and what was found (`None`: no such key).
-type CachedKey = (Instant, Option<Principal>);
-
 const TTL: Duration = Duration::from_secs(10);
+/// Keys remembered at most (real keys: terminals, apps, admins).
+pub const CACHE_KEYS: usize = 10_000;
+/// Unknown tokens remembered at most.
+pub const CACHE_UNKNOWN: usize = 1_000;
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::with_capacity(CACHE_KEYS, CACHE_UNKNOWN)
+    }
+}
+
+fn bound(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
 
 impl KeyCache {
+    pub fn with_capacity(keys: usize, unknown: usize) -> Self {
+        KeyCache {
+            found: Arc::new(Mutex::new(LruCache::new(bound(keys)))),
+            unknown: Arc::new(Mutex::new(LruCache::new(bound(unknown)))),
+            failures: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Failed authentications since start (unknown, revoked or malformed
+    /// keys; see `gateway_auth_failures_total`).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused credential that never reached [`Self::authenticate`]
+    /// (a missing or malformed header).
+    pub fn count_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keys remembered now (found, unknown).
+    pub fn sizes(&self) -> (usize, usize) {
+        (
+            self.found.lock().map(|m| m.len()).unwrap_or(0),
+            self.unknown.lock().map(|m| m.len()).unwrap_or(0),
+        )
+    }
+
+    fn refuse(&self) -> Error {
+        self.count_failure();
+        Error::unauthorized("unknown or revoked API key")
+    }
+
     pub async fn authenticate(&self, db: &Db, token: &str) -> Result<Principal> {
         let hash = hash_key(token);
-        let cached = self.inner.read().ok().and_then(|m| m.get(&hash).cloned());
-        if let Some((_, p)) = cached.filter(|(at, _)| at.elapsed() < TTL) {
-            return p.ok_or_else(|| Error::unauthorized("unknown or revoked API key"));
+        let cached = self
+            .found
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get(&hash).cloned());
+        if let Some((at, p)) = cached
+            && at.elapsed() < TTL
+        {
+            return Ok(p);
+        }
+        let known_unknown = self
+            .unknown
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get(&hash).copied())
+            .is_some_and(|at| at.elapsed() < TTL);
+        if known_unknown {
+            return Err(self.refuse());
         }
         let row = sqlx::query(
             "SELECT id, role, store_id, terminal_id FROM api_keys
@@ -232,28 +313,79 @@ impl KeyCache {
         .bind(hash.clone())
         .fetch_optional(&db.pool)
         .await?;
-        let principal = match row {
-            Some(r) => {
-                let role: String = r.get("role");
-                let store: Option<String> = r.get("store_id");
-                let terminal: Option<String> = r.get("terminal_id");
-                Some(Principal {
-                    key_id: r.get("id"),
-                    role: Role::parse(&role).ok_or_else(|| {
-                        Error::internal(anyhow::anyhow!("stored key has unknown role {role}"))
-                    })?,
-                    store: store.and_then(|s| StoreId::parse(&s).ok()),
-                    terminal: terminal.and_then(|t| TerminalId::parse(&t).ok()),
-                })
+        let Some(r) = row else {
+            if let Ok(mut m) = self.found.lock() {
+                m.pop(&hash);
             }
-            None => None,
+            if let Ok(mut m) = self.unknown.lock() {
+                m.put(hash, Instant::now());
+            }
+            return Err(self.refuse());
         };
-        if let Ok(mut m) = self.inner.write() {
-            if m.len() > 10_000 {
-                m.clear();
-            }
-            m.insert(hash, (Instant::now(), principal.clone()));
+        let role: String = r.get("role");
+        let store: Option<String> = r.get("store_id");
+        let terminal: Option<String> = r.get("terminal_id");
+        let principal = Principal {
+            key_id: r.get("id"),
+            role: Role::parse(&role).ok_or_else(|| {
+                Error::internal(anyhow::anyhow!("stored key has unknown role {role}"))
+            })?,
+            store: store.and_then(|s| StoreId::parse(&s).ok()),
+            terminal: terminal.and_then(|t| TerminalId::parse(&t).ok()),
+        };
+        if let Ok(mut m) = self.found.lock() {
+            m.put(hash, (Instant::now(), principal.clone()));
         }
-        principal.ok_or_else(|| Error::unauthorized("unknown or revoked API key"))
+        Ok(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn random_tokens_neither_grow_the_cache_nor_push_real_keys_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/k.db", dir.path().display()))
+            .await
+            .unwrap();
+        db.migrate_up().await.unwrap();
+        let spec = |role| KeySpec {
+            role,
+            store: None,
+            terminal: None,
+            label: None,
+        };
+        let real = create(&db, spec(Role::Admin)).await.unwrap();
+        let other = create(&db, spec(Role::App)).await.unwrap();
+        let cache = KeyCache::with_capacity(4, 8);
+        assert_eq!(
+            cache.authenticate(&db, &real.token).await.unwrap().key_id,
+            real.id
+        );
+        for i in 0..100 {
+            let e = cache
+                .authenticate(&db, &format!("gk_random_{i}"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, "unauthorized");
+        }
+        assert_eq!(
+            cache.sizes(),
+            (1, 8),
+            "unknown tokens stay in their own bound"
+        );
+        assert_eq!(cache.failures(), 100);
+        // Still remembered after the flood: revoked in the database, the
+        // cached answer holds until its TTL.
+        assert!(revoke(&db, &real.id).await.unwrap());
+        assert!(cache.authenticate(&db, &real.token).await.is_ok());
+        // Real keys beyond the bound evict the least recently used.
+        let third = create(&db, spec(Role::App)).await.unwrap();
+        let small = KeyCache::with_capacity(1, 1);
+        small.authenticate(&db, &other.token).await.unwrap();
+        small.authenticate(&db, &third.token).await.unwrap();
+        assert_eq!(small.sizes(), (1, 0));
     }
 }

@@ -150,6 +150,12 @@ async fn run(command: Command, db_args: DbArgs, file: FileConfig) -> anyhow::Res
             // A wrong payments setup stops here, before anything is served.
             let payments = gateway::payments::PaymentsConfig::load(file.payments.as_ref())
                 .context("payments configuration")?;
+            let edge = http::Edge::load(
+                file.public_url.as_deref(),
+                file.trusted_proxies.as_deref(),
+                file.limits.as_ref(),
+            )
+            .context("public_url, trusted_proxies or limits")?;
             let db = connect(&db_args, &file).await?;
             if !db_args.no_migrate && file.migrate.unwrap_or(true) {
                 db.migrate_up().await?;
@@ -166,7 +172,8 @@ async fn run(command: Command, db_args: DbArgs, file: FileConfig) -> anyhow::Res
             println!("gateway listening on http://{addr}");
             tracing::info!(%addr, "serving");
             let (close_tx, close_rx) = tokio::sync::watch::channel(false);
-            let state = AppState::with_payments(db, close_rx, payments)?;
+            let mut state = AppState::with_payments(db, close_rx, payments)?;
+            edge.apply(&mut state);
             http::serve(listener, state, async move {
                 shutdown_signal().await;
                 let _ = close_tx.send(true);

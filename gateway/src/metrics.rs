@@ -183,6 +183,17 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
             .collect::<Vec<_>>(),
     );
 
+    family(
+        &mut out,
+        "gateway_auth_failures_total",
+        "Requests this process refused for a missing, malformed, unknown or revoked key.",
+        "counter",
+        &[(
+            String::new(),
+            i64::try_from(st.keys.failures()).unwrap_or(i64::MAX),
+        )],
+    );
+
     let mut resp = out.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

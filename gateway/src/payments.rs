@@ -544,7 +544,7 @@ impl Payments {
                 .await?
                 .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
             let order = store::lock_order_facts(&mut tx, order_id).await?;
-            who.check_store(&order.store)?;
+            who.check_order(&order.store, order_id)?;
             if let Some(live) = store::live_charge(&mut tx, order_id).await? {
                 drop(tx);
                 return self.wait_for(live).await;
@@ -860,7 +860,7 @@ impl Payments {
     pub async fn of_order(&self, order_id: &str, who: &Principal) -> Result<OrderPayments> {
         let mut conn = self.db.pool.acquire().await?;
         let facts = store::order_facts(&mut conn, order_id).await?;
-        who.check_store(&facts.store)?;
+        who.check_order(&facts.store, order_id)?;
         let charges = store::charges_of_order(&mut conn, order_id).await?;
         let mut with_log = Vec::with_capacity(charges.len());
         for charge in charges {
@@ -939,7 +939,7 @@ impl Payments {
         let now = now_micros();
         let mut tx = self.db.write().await?;
         let facts = store::order_facts(&mut tx, order_id).await?;
-        who.check_store(&facts.store)?;
+        who.check_order(&facts.store, order_id)?;
         let charge = match store::paid_charge(&mut tx, order_id).await? {
             Some(c) => store::lock_paid_charge(&mut tx, &c.id).await?,
             None => None,

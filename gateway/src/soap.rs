@@ -10,8 +10,8 @@ mod terminals;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -67,9 +67,10 @@ fn refused(f: Fault) -> Response {
     fault_response(&f)
 }
 
-async fn wsdl(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let wants_wsdl = query
-        .as_deref()
+async fn wsdl(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+    let wants_wsdl = req
+        .uri()
+        .query()
         .is_some_and(|q| q.split('&').any(|p| p.eq_ignore_ascii_case("wsdl")));
     if !wants_wsdl {
         return Error::bad_request(
@@ -78,29 +79,18 @@ async fn wsdl(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
         )
         .into_response();
     }
-    xml_response(StatusCode::OK, soap::wsdl::wsdl(&endpoint_url(&headers)))
+    // The configured public URL (or what a trusted proxy says), never the
+    // caller's Host: a WSDL must not point terminals wherever a header says.
+    let base = crate::http::extract::public_base(&st.inner, req.headers(), req.extensions());
+    xml_response(
+        StatusCode::OK,
+        soap::wsdl::wsdl(&format!("{base}/soap/terminal")),
+    )
 }
 
-/// The address written into the WSDL: the host the caller used, so a client
-/// that loaded the WSDL calls back the same way. A Host that is not a plain
-/// host[:port] falls back to localhost.
-fn endpoint_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.len() <= 255
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let https = headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
-    let scheme = if https { "https" } else { "http" };
-    format!("{scheme}://{host}/soap/terminal")
+/// The Fault answered when a request ran out of time (see `http::Limits`).
+pub(crate) fn timeout_fault(message: &str) -> Response {
+    fault_response(&Fault::client("request_timeout", message))
 }
 
 async fn endpoint(
@@ -116,7 +106,10 @@ async fn endpoint(
                 format!("the message is larger than {} bytes", soap::MAX_REQUEST),
             ));
         }
-        Err(e) => return refused(Fault::client("invalid_body", e.body_text())),
+        Err(e) => {
+            let e = crate::http::extract::body_error(e);
+            return refused(Fault::client(e.code, e.message));
+        }
     };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let mime = ct
@@ -172,6 +165,7 @@ async fn endpoint(
 /// A terminal key whose terminal id is the token's Username.
 async fn authenticate(st: &AppState, token: &UsernameToken) -> Result<Principal> {
     if token.password.is_empty() || token.password.len() > 256 {
+        st.keys.count_failure();
         return Err(Error::unauthorized(
             "the UsernameToken has no usable Password",
         ));
@@ -182,6 +176,7 @@ async fn authenticate(st: &AppState, token: &UsernameToken) -> Result<Principal>
         .as_ref()
         .is_some_and(|t| t.as_str() == token.username);
     if who.role != Role::Terminal || who.store.is_none() || !same_terminal {
+        st.keys.count_failure();
         return Err(Error::unauthorized(
             "the Username must be the terminal id the key was made for, with a terminal key",
         ));
@@ -233,7 +228,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
         }
         Request::GetOrder(m) => {
             let order = orders::get(&st.db, &m.order_id).await?;
-            who.check_store(&order.store_id)?;
+            who.check_order(&order.store_id, &m.order_id)?;
             Ok(soap::write_response(&GetOrderResponse { order }))
         }
         Request::ListOrders(m) => {
@@ -251,7 +246,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
             }))
         }
         Request::UpdateOrderStatus(m) => {
-            let guard = |o: &proto::order::Order| who.check_store(&o.store_id);
+            let guard = |o: &proto::order::Order| who.check_order(&o.store_id, &o.id);
             let order = orders::act_refunding(
                 &st.db,
                 &st.hub,

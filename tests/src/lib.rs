@@ -186,6 +186,15 @@ pub struct TestApp {
 impl TestApp {
     /// Starts a gateway with stores S001 and S002 and keys for each role.
     pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        TestApp::spawn_with(backend, |_| {}).await
+    }
+
+    /// The same, with `tweak` applied to the server's state before it
+    /// serves (limits, public URL, trusted proxies, channels).
+    pub async fn spawn_with(
+        backend: Backend,
+        tweak: impl FnOnce(&mut AppState),
+    ) -> Option<TestApp> {
         let store = TestDb::new(backend).await?;
         let db = Db::connect(store.url()).await.expect("connect");
         db.migrate_up().await.expect("migrate");
@@ -196,6 +205,7 @@ impl TestApp {
         let (closing, closing_rx) = watch::channel(false);
         let mut state = AppState::new(db.clone(), closing_rx.clone());
         std::sync::Arc::make_mut(&mut state.inner).feed_poll = Duration::from_millis(200);
+        tweak(&mut state);
         let mut rx = closing_rx;
         let server = tokio::spawn(async move {
             let _ = http::serve(listener, state, async move {

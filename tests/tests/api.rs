@@ -4,6 +4,7 @@ mod api {
     pub mod auth;
     pub mod feed;
     pub mod inventory;
+    pub mod limits;
     pub mod orders;
     pub mod overflow;
     pub mod validation;

@@ -291,7 +291,10 @@ async fn codes_and_callers_are_checked_before_any_money_moves(backend: Backend) 
             json!({"auth_code": CODE}),
         )
         .await;
-    assert_eq!(status, 403, "another store's terminal");
+    assert_eq!(
+        status, 404,
+        "another store's terminal: as if there were no such order"
+    );
     let (status, _) = app
         .send(
             app.http

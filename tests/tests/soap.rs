@@ -432,7 +432,7 @@ async fn domain_errors_are_faults_with_the_rest_code() {
                 )
                 .await,
             ),
-            "forbidden",
+            "order_not_found",
         ),
         (
             fault(
@@ -443,7 +443,7 @@ async fn domain_errors_are_faults_with_the_rest_code() {
                 )
                 .await,
             ),
-            "forbidden",
+            "order_not_found",
         ),
     ];
     for (f, code) in cases {
@@ -840,7 +840,7 @@ async fn terminal_sdk_client_against_the_gateway() {
     let other_store = client(&app.base, "S002-T01", &app.s2);
     assert_eq!(
         other_store.get_order(&id).await.unwrap_err().code(),
-        "forbidden"
+        "order_not_found"
     );
 
     // Nobody listening: a transport error after the retries.

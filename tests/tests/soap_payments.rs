@@ -898,11 +898,11 @@ async fn codes_stores_and_orders_are_checked_before_money_moves(backend: Backend
     // Another store's terminal can neither pay, read nor refund it.
     assert_eq!(
         pay_fault(&app.s2, &order, CODE).await,
-        (FaultKind::Client, "forbidden".into())
+        (FaultKind::Client, "order_not_found".into())
     );
     assert_eq!(
         fault(app.s2.get_payment(&order).await.unwrap_err()).1,
-        "forbidden"
+        "order_not_found"
     );
     assert_eq!(
         fault(
@@ -912,7 +912,7 @@ async fn codes_stores_and_orders_are_checked_before_money_moves(backend: Backend
                 .unwrap_err()
         )
         .1,
-        "forbidden"
+        "order_not_found"
     );
     // A cancelled order cannot be paid.
     let cancelled = app.order("rules-2").await;

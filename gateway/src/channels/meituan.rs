@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use proto::meituan::{self as mt, FormError, Push, PushError, SigError, TimestampError};
@@ -199,28 +199,17 @@ fn ng(r: &Refusal) -> Response {
     answer(r.status, mt::answer_ng(code, &r.message))
 }
 
-/// The URLs a push to `path` may have been signed for: the configured public
-/// URL, then what the request's Host (or X-Forwarded-Host) says.
-pub fn candidate_urls(public: Option<&str>, headers: &HeaderMap, path: &str) -> Vec<String> {
-    let mut urls = Vec::new();
-    if let Some(p) = public {
-        urls.push(format!("{}{path}", p.trim_end_matches('/')));
-    }
-    for h in ["x-forwarded-host", "host"] {
-        if let Some(host) = headers.get(h).and_then(|v| v.to_str().ok()) {
-            let host = host.split(',').next().unwrap_or("").trim();
-            if !host.is_empty() {
-                let proto = headers
-                    .get("x-forwarded-proto")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("http");
-                urls.push(format!("{proto}://{host}{path}"));
-                if proto == "http" {
-                    urls.push(format!("https://{host}{path}"));
-                }
-            }
-        }
-    }
+/// The URLs a push to `path` may have been signed for: the configured
+/// public URL (the channel's own, else the gateway's), then what a trusted
+/// proxy says the platform called (`forwarded`). Never the request's own
+/// Host or X-Forwarded-* from an untrusted peer: anyone could name the
+/// host a captured push was signed for.
+pub fn candidate_urls(public: Option<&str>, forwarded: Option<&str>, path: &str) -> Vec<String> {
+    let mut urls: Vec<String> = public
+        .into_iter()
+        .chain(forwarded)
+        .map(|base| format!("{}{path}", base.trim_end_matches('/')))
+        .collect();
     urls.dedup();
     urls
 }
@@ -263,7 +252,15 @@ pub async fn push(State(st): State<AppState>, Path(event): Path<String>, req: Re
     let raw = RawPush {
         segment: &event,
         headers: &parts.headers,
-        urls: candidate_urls(adapter.public_url.as_deref(), &parts.headers, &path),
+        urls: candidate_urls(
+            adapter
+                .public_url
+                .as_deref()
+                .or(st.inner.public_url.as_deref()),
+            crate::http::extract::forwarded_base(&st.inner, &parts.headers, &parts.extensions)
+                .as_deref(),
+            &path,
+        ),
         body: &body,
         now_s: crate::clock::now_micros() / 1_000_000,
     };
@@ -399,6 +396,7 @@ impl Sender for ApiClient {
 mod tests {
     use super::*;
     use crate::channels::Adapter as _;
+    use axum::http::HeaderMap;
     use proto::meituan::{CancelPush, PushItem};
 
     const SECRET: &str = "s3cret";
@@ -445,13 +443,14 @@ mod tests {
         body: &str,
         now: i64,
     ) -> Result<Inbound, Refusal> {
-        let mut headers = HeaderMap::new();
-        headers.insert("host", HeaderValue::from_str(host).unwrap());
+        // `host` stands for the gateway's own address (what it listens on).
+        let headers = HeaderMap::new();
+        let own = format!("http://{host}");
         let segment = path.rsplit('/').next().unwrap();
         let push = RawPush {
             segment,
             headers: &headers,
-            urls: candidate_urls(a.public_url.as_deref(), &headers, path),
+            urls: candidate_urls(Some(a.public_url.as_deref().unwrap_or(&own)), None, path),
             body: body.as_bytes(),
             now_s: now,
         };

@@ -47,10 +47,17 @@ async fn details(
     Auth(who): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<ThirdParty>> {
+    // The recipient's name, phone and address are for the store that
+    // delivers and for admins, not the brand's app.
+    if who.role == crate::keys::Role::App {
+        return Err(Error::forbidden(
+            "third-party order details are for the store's terminals and admins",
+        ));
+    }
     let tp = ingest::third_party(&st.db, &id)
         .await?
-        .ok_or_else(|| Error::not_found("order_not_found", format!("no third-party order {id}")))?;
-    who.check_store(&StoreId::parse(&tp.store_id).map_err(Error::internal)?)?;
+        .ok_or_else(|| Error::not_found("order_not_found", format!("no order {id}")))?;
+    who.check_order(&StoreId::parse(&tp.store_id).map_err(Error::internal)?, &id)?;
     Ok(Json(tp))
 }
 
@@ -103,9 +110,9 @@ async fn action(
     }
     let tp = ingest::third_party(&st.db, &id)
         .await?
-        .ok_or_else(|| Error::not_found("order_not_found", format!("no third-party order {id}")))?;
+        .ok_or_else(|| Error::not_found("order_not_found", format!("no order {id}")))?;
     let store = StoreId::parse(&tp.store_id).map_err(Error::internal)?;
-    who.check_store(&store)?;
+    who.check_order(&store, &id)?;
     if who.role == crate::keys::Role::App {
         return Err(Error::forbidden(
             "store actions are for terminals and admins",

@@ -19,10 +19,14 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Error> {
+        let refuse = |message: &str| {
+            st.keys.count_failure();
+            Error::unauthorized(message.to_owned())
+        };
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
-            .ok_or_else(|| Error::unauthorized("missing Authorization: Bearer <API key>"))?;
+            .ok_or_else(|| refuse("missing Authorization: Bearer <API key>"))?;
         let token = value
             .to_str()
             .ok()
@@ -32,7 +36,7 @@ impl FromRequestParts<AppState> for Auth {
             })
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or_else(|| Error::unauthorized("Authorization must be Bearer <API key>"))?;
+            .ok_or_else(|| refuse("Authorization must be Bearer <API key>"))?;
         st.keys.authenticate(&st.db, token).await.map(Auth)
     }
 }
@@ -49,19 +53,33 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 
     async fn from_request(req: Request, st: &AppState) -> Result<Self, Error> {
         require_json(req.headers())?;
-        let bytes = Bytes::from_request(req, st).await.map_err(|e| {
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                Error::new(
-                    e.status(),
-                    "payload_too_large",
-                    format!("the body is larger than {} bytes", super::BODY_LIMIT),
-                )
-            } else {
-                Error::bad_request("invalid_body", e.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(req, st).await.map_err(body_error)?;
         parse_json(&bytes)
     }
+}
+
+/// Why a body could not be read: too large (413), not sent in time (408,
+/// see `Limits::body`), or broken (400).
+pub fn body_error(e: axum::extract::rejection::BytesRejection) -> Error {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        return Error::new(
+            e.status(),
+            "payload_too_large",
+            format!("the body is larger than {} bytes", super::BODY_LIMIT),
+        );
+    }
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        if s.is::<tower_http::timeout::TimeoutError>() {
+            return Error::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the body did not arrive in time",
+            );
+        }
+        source = s.source();
+    }
+    Error::bad_request("invalid_body", e.body_text())
 }
 
 /// Refuses a body that is not declared as JSON.
@@ -99,4 +117,68 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, Erro
         Error::unprocessable("invalid_request", format!("the body does not fit: {e}"))
     })?;
     Ok(JsonBody { value, digest })
+}
+
+/// The base URL (`scheme://host[:port]`) a trusted proxy says the client
+/// used, from `X-Forwarded-Proto` and `X-Forwarded-Host`. `None` unless the
+/// peer is one of the configured `trusted_proxies` and names a plain host:
+/// anyone else could name any host.
+pub fn forwarded_base(
+    inner: &super::Inner,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Option<String> {
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?
+        .0
+        .ip();
+    let peer = match peer {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(peer),
+        v4 => v4,
+    };
+    if !inner.trusted_proxies.iter().any(|net| net.contains(&peer)) {
+        return None;
+    }
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let host = first("x-forwarded-host").filter(|h| plain_host(h))?;
+    let scheme = match first("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    Some(format!("{scheme}://{host}"))
+}
+
+/// `host[:port]` of letters, digits and `.-:[]_`, at most 255 bytes.
+fn plain_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+}
+
+/// Where this gateway is reached: what a trusted proxy says, else the
+/// configured (or listening-address) public URL, without a trailing `/`.
+pub fn public_base(
+    inner: &super::Inner,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> String {
+    forwarded_base(inner, headers, extensions).unwrap_or_else(|| {
+        inner
+            .public_url
+            .as_deref()
+            .unwrap_or("http://localhost")
+            .trim_end_matches('/')
+            .to_owned()
+    })
 }

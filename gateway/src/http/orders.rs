@@ -193,7 +193,7 @@ async fn get_one(
     Path(id): Path<String>,
 ) -> Result<Json<Order>> {
     let order = orders::get(&st.db, &id).await?;
-    who.check_store(&order.store_id)?;
+    who.check_order(&order.store_id, &id)?;
     Ok(Json(order))
 }
 
@@ -229,7 +229,7 @@ async fn act(
         return Err(Error::forbidden("the app may only cancel orders"));
     }
     let guard = |o: &Order| {
-        who.check_store(&o.store_id)?;
+        who.check_order(&o.store_id, &o.id)?;
         if who.role == Role::App && o.channel != Channel::Official {
             return Err(Error::forbidden(
                 "the app may only cancel its own channel's orders",

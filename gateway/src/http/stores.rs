@@ -1,13 +1,15 @@
 //! The aggregated store queue: a filtered list with a cursor, and a live
 //! Server-Sent-Events feed that resumes from `Last-Event-ID`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::Stream;
@@ -105,7 +107,77 @@ struct StreamQuery {
     since: Option<String>,
 }
 
+/// Open feed streams per API key, so one key cannot hold the server with
+/// hundreds of them (each polls the database).
+#[derive(Clone, Default)]
+pub struct Streams {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream; the count goes down when the stream is dropped (it
+/// ended, or the client went away).
+pub struct StreamPermit {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    key: String,
+}
+
+impl Streams {
+    /// A permit for one more stream of `key`, unless it has `max` open.
+    pub fn try_open(&self, key: &str, max: usize) -> Option<StreamPermit> {
+        let mut open = self.open.lock().ok()?;
+        let n = open.entry(key.to_owned()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPermit {
+            open: Arc::clone(&self.open),
+            key: key.to_owned(),
+        })
+    }
+
+    /// Streams `key` has open now.
+    pub fn open(&self, key: &str) -> usize {
+        self.open
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).copied())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.open.lock()
+            && let Some(n) = open.get_mut(&self.key)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// How long a client refused for too many streams is told to wait.
+const STREAMS_RETRY_AFTER_S: u32 = 5;
+
+fn too_many_streams(max: usize) -> Response {
+    let mut r = Error::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_streams",
+        format!("this key already has {max} feed streams open; close one first"),
+    )
+    .into_response();
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(STREAMS_RETRY_AFTER_S),
+    );
+    r
+}
+
 struct Reader {
+    _permit: StreamPermit,
     st: AppState,
     store: StoreId,
     last: i64,
@@ -119,7 +191,9 @@ async fn stream(
     Path(store): Path<String>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
-) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+) -> Result<
+    std::result::Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>, Response>,
+> {
     let store = StoreId::parse(&store)?;
     who.check_store_queue(&store)?;
     let head = events::head(&st.db, &store)
@@ -133,7 +207,13 @@ async fn stream(
             .map(|s| parse_cursor("since", s))
             .transpose()?,
     };
+    let max = st.inner.limits.streams_per_key;
+    let Some(permit) = st.streams.try_open(&who.key_id, max) else {
+        tracing::info!(key = %who.key_id, max, "feed stream refused: too many open");
+        return Ok(Err(too_many_streams(max)));
+    };
     let reader = Reader {
+        _permit: permit,
         wake: st.hub.subscribe(),
         st,
         store,
@@ -165,8 +245,11 @@ async fn stream(
             wait_for_change(&mut r).await;
         }
     });
-    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Ok(Sse::new(s).keep_alive(
+        KeepAlive::new().interval(Duration::from_secs(15)),
+    )))
 }
+
 
 /// Sleeps until this store's feed may have grown: a local write, the poll
 /// interval (writes by other instances) or shutdown.
