@@ -113,7 +113,7 @@ async fn good_order(app: &TestApp) -> Value {
     let (s, o) = app
         .post_json(
             "/api/v1/orders",
-            &app.terminal("S001"),
+            app.terminal("S001"),
             &json!({"store_id": "S001", "lines": [{"sku": "COLA", "quantity": "2"}, {"sku": "DUCK", "quantity": "0.355"}]}),
         )
         .await;
