@@ -250,7 +250,6 @@ async fn stream(
     )))
 }
 
-
 /// Sleeps until this store's feed may have grown: a local write, the poll
 /// interval (writes by other instances) or shutdown.
 async fn wait_for_change(r: &mut Reader) {
