@@ -1110,10 +1110,13 @@ pub async fn list(db: &Db, store: &StoreId, f: &Filter) -> Result<Page> {
         .map(order_from_row)
         .collect::<Result<Vec<_>>>()?;
     fill_details(&mut conn, &mut orders).await?;
+    // `head` was read before the orders: changes committed in between may be
+    // on this page with numbers above it, and must not come again.
     let cursor = if has_more {
         orders.last().map(|o| o.seq).unwrap_or(head)
     } else {
-        head.max(f.since.unwrap_or(0))
+        let newest = orders.last().map_or(0, |o| o.seq);
+        head.max(f.since.unwrap_or(0)).max(newest)
     };
     Ok(Page {
         orders,

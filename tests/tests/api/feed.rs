@@ -10,7 +10,8 @@ use tests::{Backend, TestApp, on_both_databases};
 
 on_both_databases!(
     queue_filters_and_cursor,
-    sse_delivers_new_orders_and_resumes
+    sse_delivers_new_orders_and_resumes,
+    feed_stays_in_order_under_concurrent_writers
 );
 
 async fn queue_filters_and_cursor(b: Backend) {
@@ -98,13 +99,13 @@ async fn queue_filters_and_cursor(b: Backend) {
 }
 
 /// Reads SSE events (id, event, data) from a response body.
-struct SseReader {
+pub struct SseReader {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buf: String,
 }
 
 impl SseReader {
-    fn new(r: reqwest::Response) -> Self {
+    pub fn new(r: reqwest::Response) -> Self {
         SseReader {
             body: r.bytes_stream().boxed(),
             buf: String::new(),
@@ -113,7 +114,7 @@ impl SseReader {
 
     /// The next event, skipping keep-alive comments; panics after 15 s so a
     /// broken feed fails instead of hanging.
-    async fn next(&mut self) -> (String, String, Value) {
+    pub async fn next(&mut self) -> (String, String, Value) {
         tokio::time::timeout(Duration::from_secs(15), async {
             loop {
                 if let Some(end) = self.buf.find("\n\n") {
@@ -215,4 +216,142 @@ async fn sse_delivers_new_orders_and_resumes(b: Backend) {
     assert_eq!(data["order"]["id"], o3["id"]);
     drop(feed);
     app.stop().await;
+}
+
+/// "In number order without gaps", under load: several writers create and
+/// act on orders of one store at once while an SSE reader and a cursor
+/// reader follow the feed. The stream sees every event exactly once, numbered
+/// 1, 2, 3, …; the cursor reader sees numbers only ever increasing, each
+/// once, and ends with every order's last change.
+async fn feed_stays_in_order_under_concurrent_writers(b: Backend) {
+    const WRITERS: usize = 6;
+    const ORDERS_EACH: usize = 8;
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    app.product("COLA", "可口可乐", Unit::Piece, "3.50", "10000")
+        .await;
+    let t = app.terminal("S001").to_owned();
+    let r = app
+        .http
+        .get(app.url("/api/v1/stores/S001/orders/stream?since=0"))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut sse = SseReader::new(r);
+
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The cursor reader: small pages, so paging runs too.
+    let cursor_reader = {
+        let (app, t, done) = (app.clone(), t.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut since = 0i64;
+            let mut seen: Vec<(i64, String, String)> = Vec::new();
+            loop {
+                // Read once more after the writers finished, to the end.
+                let last_round = done.load(std::sync::atomic::Ordering::SeqCst);
+                loop {
+                    let (s, page) = app
+                        .get_json(
+                            &format!("/api/v1/stores/S001/orders?since={since}&limit=7"),
+                            &t,
+                        )
+                        .await;
+                    assert_eq!(s, 200, "{page}");
+                    for o in page["orders"].as_array().unwrap() {
+                        seen.push((
+                            o["seq"].as_i64().unwrap(),
+                            o["id"].as_str().unwrap().to_owned(),
+                            o["status"].as_str().unwrap().to_owned(),
+                        ));
+                    }
+                    since = page["cursor"].as_i64().unwrap();
+                    if !page["has_more"].as_bool().unwrap() {
+                        break;
+                    }
+                }
+                if last_round {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (app, t) = (app.clone(), t.clone());
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..ORDERS_EACH {
+                    let (s, o) = app.order("S001", &[("COLA", "1")]).await;
+                    assert_eq!(s, 201, "{o}");
+                    ids.push(o["id"].as_str().unwrap().to_owned());
+                }
+                for action in ["accept", "ready", "complete"] {
+                    for id in &ids {
+                        let (s, p) = app.act(id, action, &t).await;
+                        assert_eq!(s, 200, "{action}: {p}");
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for w in writers {
+        ids.extend(w.await.expect("writer"));
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let events = (WRITERS * ORDERS_EACH * 4) as i64;
+
+    // The stream: 1..=events, each once, each order's changes in its order.
+    let mut last_status = std::collections::HashMap::new();
+    for want in 1..=events {
+        let (id, _, data) = sse.next().await;
+        assert_eq!(
+            id.parse::<i64>().unwrap(),
+            want,
+            "stream out of order or gapped"
+        );
+        last_status.insert(
+            data["order"]["id"].as_str().unwrap().to_owned(),
+            data["order"]["status"].as_str().unwrap().to_owned(),
+        );
+    }
+    assert_eq!(last_status.len(), ids.len());
+    assert!(
+        last_status.values().all(|s| s == "completed"),
+        "{last_status:?}"
+    );
+
+    // The cursor reader: strictly increasing numbers, and every order's last
+    // change (number and status) among what it saw.
+    let seen = cursor_reader.await.expect("cursor reader");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "cursor reader saw a number twice or went back: {:?}",
+        seen.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
+    let (_, all) = app
+        .get_json("/api/v1/stores/S001/orders?limit=1000", &t)
+        .await;
+    let all = all["orders"].as_array().unwrap();
+    assert_eq!(all.len(), ids.len());
+    for o in all {
+        let (seq, id) = (o["seq"].as_i64().unwrap(), o["id"].as_str().unwrap());
+        assert!(
+            seen.iter()
+                .any(|(s, i, st)| *s == seq && i == id && st == "completed"),
+            "cursor reader missed the last change of {id} (seq {seq})"
+        );
+    }
+    assert_eq!(
+        all.iter().map(|o| o["seq"].as_i64().unwrap()).max(),
+        Some(events)
+    );
+    drop(sse);
 }
