@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub trusted_proxies: Option<Vec<String>>,
     /// Client timeouts and caps (see `GATEWAY_*_TIMEOUT_S`, which win).
     pub limits: Option<crate::http::LimitsFile>,
+    /// How long old rows are kept (see `GATEWAY_RETENTION_*`, which win).
+    pub retention: Option<crate::retention::RetentionFile>,
 }
 
 impl FileConfig {

@@ -104,3 +104,12 @@ pub async fn head(db: &Db, store: &StoreId) -> Result<Option<i64>> {
         .await?;
     Ok(row.map(|r| r.get(0)))
 }
+
+/// The oldest feed number still kept for a store (retention prunes a prefix).
+pub async fn oldest(db: &Db, store: &StoreId) -> Result<Option<i64>> {
+    let row = sqlx::query("SELECT MIN(seq) FROM order_events WHERE store_id = $1")
+        .bind(store.as_str().to_owned())
+        .fetch_one(&db.pool)
+        .await?;
+    Ok(row.get::<Option<i64>, _>(0))
+}

@@ -47,6 +47,8 @@ pub struct AppState {
     pub payments: Option<Arc<crate::payments::Payments>>,
     /// Delivery platforms; `None` when none is configured.
     pub channels: Option<Arc<crate::channels::Channels>>,
+    /// What retention pruned (its loop starts with [`AppState::start_retention`]).
+    pub retention: Arc<crate::retention::Stats>,
 }
 
 /// Settings the handlers need.
@@ -117,7 +119,40 @@ impl AppState {
             }),
             payments,
             channels,
+            retention: Arc::default(),
         }
+    }
+
+    /// Starts pruning old rows on the configured schedule (`serve` does;
+    /// tests that want it call it).
+    pub fn start_retention(&self, config: crate::retention::RetentionConfig) {
+        tracing::info!(?config, "retention on");
+        // Supervised like every background task: restarted if it dies.
+        let (db, hub, stats, closing) = (
+            self.db.clone(),
+            self.hub.clone(),
+            Arc::clone(&self.retention),
+            self.closing.clone(),
+        );
+        crate::supervise::spawn(
+            &db.health().clone(),
+            "retention",
+            Some(closing.clone()),
+            move |up| {
+                up.ready();
+                let run = crate::retention::run(
+                    db.clone(),
+                    hub.clone(),
+                    config.clone(),
+                    Arc::clone(&stats),
+                    closing.clone(),
+                );
+                async move {
+                    run.await;
+                    Ok(())
+                }
+            },
+        );
     }
 }
 

@@ -16,6 +16,7 @@ pub mod orders;
 pub mod outbound;
 pub mod outbox;
 pub mod payments;
+pub mod retention;
 pub mod soap;
 pub mod supervise;
 pub mod telemetry;

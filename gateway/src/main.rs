@@ -156,6 +156,8 @@ async fn run(command: Command, db_args: DbArgs, file: FileConfig) -> anyhow::Res
                 file.limits.as_ref(),
             )
             .context("public_url, trusted_proxies or limits")?;
+            let retention = gateway::retention::RetentionConfig::load(file.retention.as_ref())
+                .context("retention configuration")?;
             let db = connect(&db_args, &file).await?;
             if !db_args.no_migrate && file.migrate.unwrap_or(true) {
                 db.migrate_up().await?;
@@ -174,6 +176,7 @@ async fn run(command: Command, db_args: DbArgs, file: FileConfig) -> anyhow::Res
             let (close_tx, close_rx) = tokio::sync::watch::channel(false);
             let mut state = AppState::with_payments(db, close_rx, payments)?;
             edge.apply(&mut state);
+            state.start_retention(retention);
             http::serve(listener, state, async move {
                 shutdown_signal().await;
                 let _ = close_tx.send(true);

@@ -160,6 +160,19 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
         }
     }
 
+    retention(&mut out, &st.retention);
+
+    family(
+        &mut out,
+        "gateway_auth_failures_total",
+        "Requests this process refused for a missing, malformed, unknown or revoked key.",
+        "counter",
+        &[(
+            String::new(),
+            i64::try_from(st.keys.failures()).unwrap_or(i64::MAX),
+        )],
+    );
+
     let components = st.db.health().snapshot();
     let label = |name: &str| format!("{{component=\"{name}\"}}");
     family(
@@ -183,21 +196,50 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
             .collect::<Vec<_>>(),
     );
 
-    family(
-        &mut out,
-        "gateway_auth_failures_total",
-        "Requests this process refused for a missing, malformed, unknown or revoked key.",
-        "counter",
-        &[(
-            String::new(),
-            i64::try_from(st.keys.failures()).unwrap_or(i64::MAX),
-        )],
-    );
-
     let mut resp = out.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     Ok(resp)
+}
+
+/// What this process's retention runs pruned, and when it last finished.
+fn retention(out: &mut String, r: &crate::retention::Stats) {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let pruned: Vec<(String, i64)> = crate::retention::TABLES
+        .iter()
+        .map(|t| (format!("{{table=\"{t}\"}}"), n(r.pruned(t))))
+        .collect();
+    family(
+        out,
+        "gateway_retention_pruned_rows_total",
+        "Old rows this process deleted, by table.",
+        "counter",
+        &pruned,
+    );
+    family(
+        out,
+        "gateway_retention_held_expired_total",
+        "Held platform events whose order never came, expired with a feed alert.",
+        "counter",
+        &[(String::new(), n(r.held_expired.load(Ordering::Relaxed)))],
+    );
+    family(
+        out,
+        "gateway_retention_runs_total",
+        "Complete retention runs of this process.",
+        "counter",
+        &[(String::new(), n(r.runs.load(Ordering::Relaxed)))],
+    );
+    family(
+        out,
+        "gateway_retention_last_run_timestamp_seconds",
+        "When this process last finished a retention run (0: not yet).",
+        "gauge",
+        &[(
+            String::new(),
+            r.last_run_at.load(Ordering::Relaxed) / 1_000_000,
+        )],
+    );
 }

@@ -7,5 +7,6 @@ mod api {
     pub mod limits;
     pub mod orders;
     pub mod overflow;
+    pub mod retention;
     pub mod validation;
 }

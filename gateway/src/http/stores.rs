@@ -183,6 +183,8 @@ struct Reader {
     last: i64,
     buf: VecDeque<FeedEvent>,
     wake: tokio::sync::broadcast::Receiver<StoreId>,
+    /// Set after a `cursor_expired` event: the stream ends.
+    ended: bool,
 }
 
 async fn stream(
@@ -207,6 +209,16 @@ async fn stream(
             .map(|s| parse_cursor("since", s))
             .transpose()?,
     };
+    if let Some(from) = resume {
+        // Retention pruned the feed's oldest events: events after `from` that
+        // are gone cannot be streamed, so the reader must reload the queue.
+        if from < head {
+            let oldest = events::oldest(&st.db, &store).await?;
+            if oldest.is_none_or(|o| o > from + 1) {
+                return Err(expired(from, oldest));
+            }
+        }
+    }
     let max = st.inner.limits.streams_per_key;
     let Some(permit) = st.streams.try_open(&who.key_id, max) else {
         tracing::info!(key = %who.key_id, max, "feed stream refused: too many open");
@@ -220,10 +232,11 @@ async fn stream(
         // Without a resume point the feed starts now.
         last: resume.unwrap_or(head),
         buf: VecDeque::new(),
+        ended: false,
     };
     let s = futures::stream::unfold(reader, |mut r| async move {
         loop {
-            if *r.st.closing.borrow() {
+            if r.ended || *r.st.closing.borrow() {
                 return None;
             }
             if let Some(ev) = r.buf.pop_front() {
@@ -235,6 +248,16 @@ async fn stream(
                 return Some((Ok(event), r));
             }
             match events::after(&r.st.db, &r.store, r.last, 200).await {
+                // The feed has no gaps, so a jump means retention pruned
+                // events this reader never saw: say so and end the stream.
+                Ok(evs) if evs.first().is_some_and(|e| e.seq > r.last + 1) => {
+                    let gone = expired(r.last, evs.first().map(|e| e.seq));
+                    let event = Event::default().event("cursor_expired").data(
+                        serde_json::json!({"code": gone.code, "detail": gone.message}).to_string(),
+                    );
+                    r.ended = true;
+                    return Some((Ok(event), r));
+                }
                 Ok(evs) if !evs.is_empty() => {
                     r.buf.extend(evs);
                     continue;
@@ -248,6 +271,21 @@ async fn stream(
     Ok(Ok(Sse::new(s).keep_alive(
         KeepAlive::new().interval(Duration::from_secs(15)),
     )))
+}
+
+/// `410 cursor_expired`: events after `from` were pruned by retention.
+fn expired(from: i64, oldest: Option<i64>) -> Error {
+    let kept = match oldest {
+        Some(o) => format!("the oldest event kept is {o}"),
+        None => "no older event is kept".to_owned(),
+    };
+    Error::new(
+        axum::http::StatusCode::GONE,
+        "cursor_expired",
+        format!(
+            "events after {from} are no longer kept ({kept}): reload the queue (GET …/orders) and resume from its cursor"
+        ),
+    )
 }
 
 /// Sleeps until this store's feed may have grown: a local write, the poll
