@@ -264,6 +264,10 @@ pub struct Stats {
     pub retried: AtomicU64,
     pub failed: AtomicU64,
     pub unconfirmed_alerts: AtomicU64,
+    /// Passes finished by the dispatcher and by the alert loop, so a test can
+    /// wait for "it has had its chance" before asserting that nothing happened.
+    pub dispatcher_rounds: AtomicU64,
+    pub alert_rounds: AtomicU64,
 }
 
 impl Stats {
@@ -273,6 +277,8 @@ impl Stats {
             "retried": self.retried.load(Ordering::Relaxed),
             "failed": self.failed.load(Ordering::Relaxed),
             "unconfirmed_alerts": self.unconfirmed_alerts.load(Ordering::Relaxed),
+            "dispatcher_rounds": self.dispatcher_rounds.load(Ordering::Relaxed),
+            "alert_rounds": self.alert_rounds.load(Ordering::Relaxed),
         })
     }
 }
@@ -331,6 +337,7 @@ impl Dispatcher {
                     false
                 }
             };
+            self.stats.dispatcher_rounds.fetch_add(1, Ordering::Relaxed);
             if busy {
                 continue;
             }

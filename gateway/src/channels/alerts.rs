@@ -40,6 +40,7 @@ pub async fn run(
             }
             Err(e) => e.log(),
         }
+        stats.alert_rounds.fetch_add(1, Ordering::Relaxed);
     }
 }
 
