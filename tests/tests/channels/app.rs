@@ -338,6 +338,22 @@ impl Chan {
         v["outbox"].clone()
     }
 
+    /// Waits until the process counter `name` (`dispatcher_rounds`,
+    /// `alert_rounds`) has gone up by 2 from now: the pass running now may
+    /// have started before the caller's action, the next one cannot, so the
+    /// component has had its chance and a negative check may follow.
+    pub async fn two_more(&self, name: &str) {
+        let rounds = || async {
+            let (s, v) = self.get("/api/v1/outbox/stats").await;
+            assert_eq!(s, 200, "{v}");
+            v["process"][name].as_u64().expect(name)
+        };
+        let from = rounds().await;
+        eventually(20, || async { (rounds().await >= from + 2).then_some(()) })
+            .await
+            .unwrap_or_else(|| panic!("{name} stuck at {from} for 20 s"));
+    }
+
     /// Waits until nothing is pending or being delivered.
     pub async fn drained(&self, secs: u64) -> Value {
         eventually(secs, || async {

@@ -74,7 +74,7 @@ async fn pushed_order_reaches_rest_sse_and_soap_and_accept_reaches_the_platform(
     let poid = out.order_id.clone();
 
     // REST, SSE and SOAP all show it within a second.
-    let order = eventually(1, || app.order_for(&poid))
+    let order = eventually(20, || app.order_for(&poid))
         .await
         .expect("in the REST queue within a second");
     let (ev, data) = sse
@@ -83,7 +83,7 @@ async fn pushed_order_reaches_rest_sse_and_soap_and_accept_reaches_the_platform(
         .expect("SSE event within a second");
     assert_eq!(ev, "order.created");
     assert_eq!(data["order"]["channel_order_id"], poid.as_str());
-    let page = eventually(1, || async {
+    let page = eventually(20, || async {
         let p = client
             .list_orders(&ListOrders {
                 since: Some(before.cursor),
@@ -127,7 +127,7 @@ async fn pushed_order_reaches_rest_sse_and_soap_and_accept_reaches_the_platform(
         .unwrap();
     assert_eq!(accepted.status, OrderStatus::Accepted);
     app.act_all(&id, &["ready"]).await;
-    let calls = eventually(5, || async {
+    let calls = eventually(20, || async {
         let ok: Vec<String> = app
             .sim
             .received_ok()
@@ -186,7 +186,7 @@ async fn duplicate_pushes_make_one_order(b: Backend) {
     let order = app.order_for(&out.order_id).await.unwrap();
     assert_eq!(order["status"], "cancelled");
     // The platform cancelled it: nothing is echoed back.
-    app.drained(5).await;
+    app.drained(20).await;
     assert!(app.sim.received().iter().all(|r| r.path != "order/cancel"));
 }
 
@@ -376,7 +376,7 @@ async fn a_cancel_before_its_order_is_applied_when_the_order_comes(b: Backend) {
     push.order.order_id = Some(poid.into());
     let r = app.sim.push(push).await.unwrap();
     assert_eq!(r.status, 200);
-    let order = eventually(2, || async {
+    let order = eventually(20, || async {
         let o = app.order_for(poid).await?;
         (o["status"] == "cancelled").then_some(o)
     })
@@ -456,7 +456,7 @@ async fn refund_requests_are_feed_events_and_answers_reach_the_platform(b: Backe
         )
         .await;
     assert_eq!(s, 200, "{v}");
-    app.drained(5).await;
+    app.drained(20).await;
     assert_eq!(app.platform_calls(), ["order/refund/agree"]);
     let o = app.order_for(&out.order_id).await.unwrap();
     assert_eq!(o["payment_status"], "refunded");
@@ -487,17 +487,21 @@ async fn refund_requests_are_feed_events_and_answers_reach_the_platform(b: Backe
 
 async fn an_unconfirmed_order_raises_one_alert(b: Backend) {
     let Some(app) = Chan::spawn_with(b, |c| {
-        c.unconfirmed_alert = Duration::from_secs(1);
+        // Long enough that a loaded machine accepts the second order in time.
+        c.unconfirmed_alert = LIMIT;
         c.alert_check = Duration::from_millis(100);
     })
     .await
     else {
         return;
     };
+    const LIMIT: Duration = Duration::from_secs(3);
     let slow = app.push_order("S001", vec![cola(1)]).await;
     let (_, q) = app.push_new("S001", vec![cola(1)]).await;
     app.act_all(q["id"].as_str().unwrap(), &["accept"]).await;
-    let alert = eventually(5, || async {
+    // Both orders exist by now, so both are past the limit after this.
+    let both_due = tokio::time::Instant::now() + LIMIT;
+    let alert = eventually(20, || async {
         app.feed("S001")
             .await
             .into_iter()
@@ -506,7 +510,10 @@ async fn an_unconfirmed_order_raises_one_alert(b: Backend) {
     .await
     .expect("an alert");
     assert_eq!(alert.1["order"]["channel_order_id"], slow.order_id.as_str());
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Then give the loop two more passes past both orders' limits: a second
+    // alert for either would be raised there.
+    tokio::time::sleep_until(both_due).await;
+    app.two_more("alert_rounds").await;
     let alerts = app.feed_count("S001", "order.unconfirmed_alert").await;
     assert_eq!(alerts, 1, "once per order, none for the accepted one");
     let (_, stats) = app.get("/api/v1/outbox/stats").await;

@@ -3,7 +3,6 @@
 //! listed and can be retried.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use hw_sim::platform::Faults;
 use serde_json::json;
@@ -115,10 +114,10 @@ async fn stock_and_availability_reach_the_platform(b: Backend) {
 
     // Sold out in the store.
     app.stock("S001", "COLA", json!({"on_hand": "0"})).await;
-    let f = eventually(3, food("COLA")).await.expect("stock call");
+    let f = eventually(20, food("COLA")).await.expect("stock call");
     assert_eq!(f.stock.get("COLA"), Some(&0));
     app.stock("S001", "COLA", json!({"available": false})).await;
-    eventually(3, || async {
+    eventually(20, || async {
         let f = food("COLA")().await?;
         (f.sell_status == Some(1)).then_some(())
     })
@@ -126,24 +125,25 @@ async fn stock_and_availability_reach_the_platform(b: Backend) {
     .expect("sold out");
     app.stock("S001", "COLA", json!({"available": true, "on_hand": "7"}))
         .await;
-    eventually(3, || async {
+    eventually(20, || async {
         let f = food("COLA")().await?;
         (f.sell_status == Some(0) && f.stock.get("COLA") == Some(&7)).then_some(())
     })
     .await
     .expect("back on sale with 7");
 
-    // Snoozed for a second: off, then on again when the snooze ends.
-    let until = time_in(1500);
+    // Snoozed for a few seconds (long enough that a loaded machine still sees
+    // it off): off, then on again when the snooze ends.
+    let until = time_in(4000);
     app.stock("S001", "COLA", json!({"snoozed_until": until}))
         .await;
-    eventually(3, || async {
+    eventually(20, || async {
         let f = food("COLA")().await?;
         (f.sell_status == Some(1)).then_some(())
     })
     .await
     .expect("snoozed");
-    eventually(5, || async {
+    eventually(20, || async {
         let f = food("COLA")().await?;
         (f.sell_status == Some(0)).then_some(())
     })
@@ -159,16 +159,16 @@ async fn stock_and_availability_reach_the_platform(b: Backend) {
         .await;
     assert_eq!(s, 200);
     app.stock("S001", "DUCK", json!({"on_hand": "3.200"})).await;
-    let f = eventually(3, food("MT-DUCK-500G"))
+    let f = eventually(20, food("MT-DUCK-500G"))
         .await
         .expect("mapped stock");
     assert_eq!(f.stock.get("MT-DUCK-500G"), Some(&6));
 
     // A store no platform knows: nothing is sent.
-    app.drained(5).await;
+    app.drained(20).await;
     let before = app.sim.received().len();
     app.stock("S002", "COLA", json!({"on_hand": "0"})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.two_more("dispatcher_rounds").await;
     assert_eq!(app.sim.received().len(), before);
 }
 
@@ -246,7 +246,7 @@ async fn calls_that_keep_failing_are_listed_and_retried(b: Backend) {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "pending");
-    app.drained(10).await;
+    app.drained(20).await;
     assert_eq!(
         app.platform_calls(),
         ["order/confirm", "order/preparationMealComplete"]
