@@ -556,17 +556,20 @@ async fn faults_refuse_calls_for_a_while_then_clear() {
     let http = reqwest::Client::new();
     let res = http
         .put(format!("{}/faults", sim.url()))
-        .json(&json!({"status": 503, "for_ms": 400}))
+        .json(&json!({"status": 503, "for_ms": 2000}))
         .send()
         .await
         .unwrap();
+    // The window began before the answer came, so it is over by this time;
+    // 2 s is long enough for the two calls below to fall inside it.
+    let over = tokio::time::Instant::now() + Duration::from_millis(2050);
     assert_eq!(res.status(), 200);
     let active: Value = res.json().await.unwrap();
     assert_eq!(active["active"]["faults"]["status"], 503);
 
     assert_eq!(call(&sim, &confirm("1")).await.0, 503);
     assert_eq!(call(&sim, &confirm("1")).await.0, 503);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep_until(over).await;
     assert_eq!(call(&sim, &confirm("1")).await.0, 200);
     let got = sim.received();
     assert_eq!(

@@ -131,7 +131,9 @@ async fn unplug_during_print_then_replug_and_reprint() {
 async fn stable_weight_after_motion() {
     let sim = Sim::start().await;
     let mut scale = sim.scale().await;
-    sim.put("/scale", json!({"kg": "0.355", "settle_ms": 300}))
+    // Settling for long enough that the next request lands inside it even on
+    // a loaded machine.
+    sim.put("/scale", json!({"kg": "0.355", "settle_ms": 3000}))
         .await;
     assert_eq!(sim.get("/scale").await["settling"], true);
     let w = scale.read_stable().await.unwrap();
@@ -164,7 +166,7 @@ async fn tare_over_capacity_and_under_zero() {
 async fn noise_on_the_scale_line_never_yields_a_wrong_weight() {
     let sim = Sim::start().await;
     let mut scale = sim.scale().await;
-    scale.stable_timeout = Duration::from_secs(3);
+    scale.stable_timeout = Duration::from_secs(10);
     sim.put("/scale", json!({"kg": "1.234"})).await;
     sim.put(
         "/lines/scale/faults",
@@ -197,6 +199,9 @@ async fn wrong_line_settings_give_no_weight_at_all() {
         ErrorKind::Timeout
     );
     sim.put("/lines/scale/faults", json!({})).await;
+    // No weight could have come through garbled bytes however long it waited;
+    // with the line fixed, allow a loaded machine time to settle.
+    scale.stable_timeout = Duration::from_secs(20);
     assert_eq!(scale.read_stable().await.unwrap().grams(), 2000);
 }
 

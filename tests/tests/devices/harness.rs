@@ -66,6 +66,9 @@ impl Sim {
 
     pub async fn scale(&self) -> Scale<SerialConnect> {
         let mut s = Scale::new(self.connect("scale", LineSettings::scale()));
+        // A weight that settles comes back at once; the generous limit only
+        // keeps a loaded machine from turning a slow reply into a failure.
+        s.stable_timeout = Duration::from_secs(20);
         s.open();
         s.claim(CLAIM).await.unwrap();
         s.enable().await.unwrap();
