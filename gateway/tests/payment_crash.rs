@@ -38,7 +38,7 @@ impl Gateway {
             .env("GATEWAY_WECHATPAY_SIGN_TYPE", "HMAC-SHA256")
             .env("GATEWAY_PAYMENTS_POLL_MS", "200")
             .env("GATEWAY_PAYMENTS_DEADLINE_MS", deadline_ms.to_string())
-            .env("GATEWAY_PAYMENTS_TIMEOUT_MS", "1000")
+            .env("GATEWAY_PAYMENTS_TIMEOUT_MS", "5000")
             .env("GATEWAY_PAYMENTS_SWEEP_MS", "300")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -156,15 +156,17 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
     };
     c.sim
         .scenario(
-            json!({"auth_code": PAYS_LATE, "outcome": "userpaying_then_success", "after_s": 3}),
+            json!({"auth_code": PAYS_LATE, "outcome": "userpaying_then_success", "after_s": 6}),
         )
         .await;
     c.sim
         .scenario(json!({"auth_code": NEVER_PAYS, "outcome": "userpaying_forever"}))
         .await;
 
-    // A deadline far beyond the kill: only the second process can end them.
-    let first = Gateway::start(store.url(), &sim_base, 8_000);
+    // The late code pays 6 s after its charge, the deadline is 15 s: both far
+    // enough beyond the kill that a loaded machine still kills the first
+    // process while both wait, so only the second process can end them.
+    let first = Gateway::start(store.url(), &sim_base, 15_000);
     c.send(
         c.http
             .put(format!("{}/api/v1/stores/S001/stock/LATTE", first.base)),
@@ -215,15 +217,15 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
     }
 
     // A new process on the same database: its sweeper finishes both.
-    let second = Gateway::start(store.url(), &sim_base, 8_000);
+    let second = Gateway::start(store.url(), &sim_base, 15_000);
     let charge_state = |v: &Value| v["charges"][0]["state"].as_str().unwrap_or("").to_owned();
-    let paid = eventually(Duration::from_secs(30), "the late payment", || async {
+    let paid = eventually(Duration::from_secs(60), "the late payment", || async {
         let v = c.payments(&second, &late).await;
         (charge_state(&v) == "succeeded").then_some(v)
     })
     .await;
     assert_eq!(paid["payment_status"], "paid");
-    let reversed = eventually(Duration::from_secs(30), "the reverse", || async {
+    let reversed = eventually(Duration::from_secs(60), "the reverse", || async {
         let v = c.payments(&second, &stuck).await;
         (charge_state(&v) == "reversed").then_some(v)
     })
