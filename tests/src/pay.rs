@@ -286,15 +286,17 @@ pub struct PayOptions {
 
 impl Default for PayOptions {
     /// WeChat Pay only, with the tests' short intervals: polls every 100 ms,
-    /// reverses after 2 s, gives a provider call 1 s; 100 lattes.
+    /// reverses after 6 s, gives a provider call 3 s; 100 lattes. The deadline
+    /// and timeout are generous so a loaded machine still charges a code that
+    /// pays after 300 ms, and a local call is never cut off by accident.
     fn default() -> Self {
         PayOptions {
             payments: true,
             wechat: true,
             alipay: false,
             poll_interval: Duration::from_millis(100),
-            deadline: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(1),
+            deadline: Duration::from_secs(6),
+            request_timeout: Duration::from_secs(3),
             stock: "100".to_owned(),
             tls: WeChatTls::default(),
         }
