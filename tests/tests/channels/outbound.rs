@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use hw_sim::platform::Faults;
 use serde_json::json;
 use tests::{Backend, on_both_databases};
 
@@ -20,13 +19,9 @@ async fn platform_down_then_up_gets_every_update_once_in_order(b: Backend) {
     let Some(app) = Chan::spawn(b).await else {
         return;
     };
-    app.sim
-        .set_faults(Faults {
-            status: Some(503),
-            for_ms: Some(3000),
-            ..Faults::default()
-        })
-        .unwrap();
+    // Down until every update is queued and the outage has refused a call,
+    // however slow the machine: then up again.
+    platform_down(&app.sim);
     let mut expected: HashMap<String, Vec<&str>> = HashMap::new();
     for i in 0..4 {
         let out = app.push_order("S001", vec![cola(1)]).await;
@@ -57,10 +52,14 @@ async fn platform_down_then_up_gets_every_update_once_in_order(b: Backend) {
     }
     app.stock("S001", "COLA", json!({"on_hand": "50"})).await;
     app.stock("S001", "COLA", json!({"on_hand": "40"})).await;
+    eventually(20, || async {
+        app.sim.received().iter().any(|r| r.fault).then_some(())
+    })
+    .await
+    .expect("the outage was seen");
+    app.sim.clear_faults();
 
     app.drained(20).await;
-    let all = app.sim.received();
-    assert!(all.iter().any(|r| r.fault), "the outage was seen");
     let ok = app.sim.received_ok();
     for (poid, want) in &expected {
         let got: Vec<&str> = ok
