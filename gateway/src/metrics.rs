@@ -154,6 +154,16 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
                 "Platform calls this process gave up on.",
                 &s.failed,
             ),
+            (
+                "gateway_outbox_dispatcher_rounds_total",
+                "Passes the outbox dispatcher of this process finished.",
+                &s.dispatcher_rounds,
+            ),
+            (
+                "gateway_alert_rounds_total",
+                "Passes the unconfirmed-order alert check of this process finished.",
+                &s.alert_rounds,
+            ),
         ] {
             let n = i64::try_from(v.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
             family(&mut out, name, help, "counter", &[(String::new(), n)]);

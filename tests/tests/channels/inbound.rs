@@ -546,6 +546,17 @@ async fn an_unconfirmed_order_raises_one_alert(b: Backend) {
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
+    // The passes the loops finished (the alert loop has run at least twice).
+    for name in [
+        "gateway_outbox_dispatcher_rounds_total",
+        "gateway_alert_rounds_total",
+    ] {
+        let n: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        assert!(n >= 2, "{name} {n}");
+    }
     let anonymous = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(anonymous.status(), 401);
 }
