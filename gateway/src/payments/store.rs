@@ -162,28 +162,29 @@ async fn facts_query(
     })
 }
 
-/// The order's charge that may take or has taken money, if any.
-pub async fn live_charge(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Charge>> {
-    let sql = format!(
-        "SELECT {CHARGE_COLS} FROM charges
-         WHERE order_id = $1 AND state IN ('created', 'pending', 'succeeded')"
-    );
+/// Runs `sql` (which selects or returns [`CHARGE_COLS`]) with `key` as its
+/// one parameter and reads the charge it finds, if any.
+async fn one_charge(conn: &mut AnyConnection, sql: String, key: &str) -> Result<Option<Charge>> {
     sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(order_id.to_owned())
+        .bind(key.to_owned())
         .fetch_optional(conn)
         .await?
         .map(|r| charge_from_row(&r))
         .transpose()
 }
 
+/// The order's charge that may take or has taken money, if any.
+pub async fn live_charge(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Charge>> {
+    let sql = format!(
+        "SELECT {CHARGE_COLS} FROM charges
+         WHERE order_id = $1 AND state IN ('created', 'pending', 'succeeded')"
+    );
+    one_charge(conn, sql, order_id).await
+}
+
 pub async fn charge(conn: &mut AnyConnection, id: &str) -> Result<Option<Charge>> {
     let sql = format!("SELECT {CHARGE_COLS} FROM charges WHERE id = $1");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_owned())
-        .fetch_optional(conn)
-        .await?
-        .map(|r| charge_from_row(&r))
-        .transpose()
+    one_charge(conn, sql, id).await
 }
 
 pub async fn charges_of_order(conn: &mut AnyConnection, order_id: &str) -> Result<Vec<Charge>> {
@@ -201,12 +202,7 @@ pub async fn charges_of_order(conn: &mut AnyConnection, order_id: &str) -> Resul
 pub async fn paid_charge(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Charge>> {
     let sql =
         format!("SELECT {CHARGE_COLS} FROM charges WHERE order_id = $1 AND state = 'succeeded'");
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(order_id.to_owned())
-        .fetch_optional(conn)
-        .await?
-        .map(|r| charge_from_row(&r))
-        .transpose()
+    one_charge(conn, sql, order_id).await
 }
 
 /// Holds a paid charge's row until commit (a no-op update: PostgreSQL locks
@@ -219,12 +215,7 @@ pub async fn lock_paid_charge(conn: &mut AnyConnection, id: &str) -> Result<Opti
         "UPDATE charges SET updated_at = updated_at WHERE id = $1 AND state = 'succeeded'
          RETURNING {CHARGE_COLS}"
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.to_owned())
-        .fetch_optional(conn)
-        .await?
-        .map(|r| charge_from_row(&r))
-        .transpose()
+    one_charge(conn, sql, id).await
 }
 
 /// What a cancel or reject must know of the money an order holds.
