@@ -24,6 +24,20 @@ fn run(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
     )
 }
 
+/// The address a `serve` child prints once it listens. Its stdout comes
+/// back too: kept open while the child runs, so its later writes do not fail.
+fn listening(
+    child: &mut std::process::Child,
+) -> (String, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("gateway listening on ").map(str::to_owned))
+        .expect("listening line");
+    (addr, lines)
+}
+
 #[test]
 fn migrate_keys_and_serve_on_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,12 +102,7 @@ fn migrate_keys_and_serve_on_the_embedded_default() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("gateway listening on ").map(str::to_owned))
-        .expect("listening line");
+    let (addr, _stdout) = listening(&mut child);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -189,11 +198,9 @@ fn demo_mode_seeds_stores_products_and_keys() {
             .await
             .unwrap();
         let items = cat["items"].as_array().unwrap();
-        assert!(
-            items
-                .iter()
-                .any(|i| i["name"] == "卤鸭脖" && i["unit"] == "kg" && i["available"] == true)
-        );
+        assert!(items
+            .iter()
+            .any(|i| i["name"] == "卤鸭脖" && i["unit"] == "kg" && i["available"] == true));
         assert!(items.iter().any(|i| i["unit"] == "piece"));
     });
     child.kill().unwrap();
@@ -250,12 +257,7 @@ fn payments_from_the_config_file() {
         "[payments]\nwechatpay_base_url = \"http://127.0.0.1:9\"\nwechatpay_appid = \"wx1\"\n\
          wechatpay_mch_id = \"100\"\nwechatpay_key = \"k\"\nwechatpay_sign_type = \"HMAC-SHA256\"\n",
     );
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("gateway listening on ").map(str::to_owned))
-        .expect("listening line");
+    let (addr, _stdout) = listening(&mut child);
     let (ok, out, err) = run(&["keys", "create", "--role", "admin"], d);
     assert!(ok, "{err}");
     let admin = out.lines().last().unwrap().trim().to_owned();
@@ -351,12 +353,7 @@ fn a_revoked_key_is_locked_out() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("gateway listening on ").map(str::to_owned))
-        .expect("listening line");
+    let (addr, _stdout) = listening(&mut child);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
