@@ -22,7 +22,7 @@ use gateway::keys::{self, KeySpec, Role};
 use hw_sim::platform::{ItemSpec, OrderSpec, PlatformConfig, PlatformSim, PushKind, PushRequest};
 use proto::order::{Money, Sku, StoreId, TerminalId, Unit};
 use proto::soap::{self, SubmitLine, SubmitOrder, SubmitOrderResponse, UsernameToken};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use tests::{Backend, TestDb};
 
 const APP_ID: &str = "mt-app-kill";
@@ -118,6 +118,18 @@ enum Sent {
     NoAnswer(String),
 }
 
+/// An answer's status, whether it says it replayed, and its body; `Err`
+/// when the connection gave none in full (the gateway may be down).
+async fn answer(
+    r: reqwest::Result<reqwest::Response>,
+) -> Result<(reqwest::StatusCode, bool, String), String> {
+    let r = r.map_err(|e| e.to_string())?;
+    let status = r.status();
+    let replayed = r.headers().contains_key("idempotent-replayed");
+    let body = r.text().await.map_err(|e| e.to_string())?;
+    Ok((status, replayed, body))
+}
+
 struct Keys {
     admin: String,
     app: String,
@@ -146,15 +158,9 @@ impl Client {
                     }))
                     .send()
                     .await;
-                let r = match r {
-                    Ok(r) => r,
-                    Err(e) => return Sent::NoAnswer(e.to_string()),
-                };
-                let status = r.status();
-                let replayed_header = r.headers().contains_key("idempotent-replayed");
-                let body = match r.text().await {
-                    Ok(b) => b,
-                    Err(e) => return Sent::NoAnswer(e.to_string()),
+                let (status, replayed_header, body) = match answer(r).await {
+                    Ok(a) => a,
+                    Err(e) => return Sent::NoAnswer(e),
                 };
                 assert!(status.is_success(), "REST {key}: {status}: {body}");
                 let v: Value = serde_json::from_str(&body).expect("order JSON");
@@ -181,14 +187,9 @@ impl Client {
                     .body(soap::write_request(&token, &msg))
                     .send()
                     .await;
-                let r = match r {
-                    Ok(r) => r,
-                    Err(e) => return Sent::NoAnswer(e.to_string()),
-                };
-                let status = r.status();
-                let body = match r.text().await {
-                    Ok(b) => b,
-                    Err(e) => return Sent::NoAnswer(e.to_string()),
+                let (status, _, body) = match answer(r).await {
+                    Ok(a) => a,
+                    Err(e) => return Sent::NoAnswer(e),
                 };
                 assert!(status.is_success(), "SOAP {client_id}: {status}: {body}");
                 let resp = soap::parse_response::<SubmitOrderResponse>(body.as_bytes())
