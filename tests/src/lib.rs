@@ -10,7 +10,7 @@ use gateway::db::Db;
 use gateway::http::{self, AppState};
 use gateway::keys::{self, KeySpec, Role};
 use proto::order::{Money, Sku, StoreId, Unit};
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 use tokio::sync::watch;
 
 pub use gateway::db::Backend;
@@ -186,6 +186,38 @@ impl TestDb {
 }
 
 /// A fresh API key (the token) of `role`, bound to `store` for terminals.
+/// Sends `body`, raw JSON text, as `method` to `url` under `key`: the status
+/// and the answer's JSON (`Null` when there is none). Every 4xx or 5xx must
+/// be an application/problem+json.
+pub async fn send_json_text(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: &str,
+    body: String,
+) -> (u16, Value) {
+    let r = http
+        .request(method, &url)
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if status >= 400 {
+        assert_eq!(ct, "application/problem+json", "{url}: {v}");
+    }
+    (status, v)
+}
+
 pub async fn new_key(db: &Db, role: Role, store: Option<&str>) -> String {
     let spec = KeySpec {
         role,

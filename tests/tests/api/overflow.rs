@@ -69,27 +69,7 @@ pub fn hostile_json() -> Vec<String> {
 /// Sends `body` (raw JSON text) with `method` and `key`; status, problem.
 async fn raw(app: &TestApp, method: &str, path: &str, key: &str, body: String) -> (u16, Value) {
     let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let r = app
-        .http
-        .request(m, app.url(path))
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let ct = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if status >= 400 {
-        assert_eq!(ct, "application/problem+json", "{path}: {v}");
-    }
-    (status, v)
+    tests::send_json_text(&app.http, m, app.url(path), key, body).await
 }
 
 /// A 4xx with a code; `want` when the value was a string.
