@@ -198,9 +198,11 @@ fn demo_mode_seeds_stores_products_and_keys() {
             .await
             .unwrap();
         let items = cat["items"].as_array().unwrap();
-        assert!(items
-            .iter()
-            .any(|i| i["name"] == "卤鸭脖" && i["unit"] == "kg" && i["available"] == true));
+        assert!(
+            items
+                .iter()
+                .any(|i| i["name"] == "卤鸭脖" && i["unit"] == "kg" && i["available"] == true)
+        );
         assert!(items.iter().any(|i| i["unit"] == "piece"));
     });
     child.kill().unwrap();

@@ -22,7 +22,7 @@ use gateway::keys::{self, KeySpec, Role};
 use hw_sim::platform::{ItemSpec, OrderSpec, PlatformConfig, PlatformSim, PushKind, PushRequest};
 use proto::order::{Money, Sku, StoreId, TerminalId, Unit};
 use proto::soap::{self, SubmitLine, SubmitOrder, SubmitOrderResponse, UsernameToken};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tests::{Backend, TestDb};
 
 const APP_ID: &str = "mt-app-kill";

@@ -10,7 +10,7 @@ use gateway::db::Db;
 use gateway::http::{self, AppState};
 use gateway::keys::{self, KeySpec, Role};
 use proto::order::{Money, Sku, StoreId, Unit};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::watch;
 
 pub use gateway::db::Backend;

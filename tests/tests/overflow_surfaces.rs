@@ -9,7 +9,7 @@
 #[path = "channels/app.rs"]
 mod app;
 
-use app::{cola, Chan, WEBHOOK_PLATFORM, WEBHOOK_SECRET};
+use app::{Chan, WEBHOOK_PLATFORM, WEBHOOK_SECRET, cola};
 use gateway::keys::{self, KeySpec, Role};
 use hw_sim::platform::PushRequest;
 use proto::meituan as mt;
@@ -18,9 +18,9 @@ use proto::soap::{
     self, FaultKind, RefundLineRequest, RefundOrder, RefundOrderResponse, ResponseError,
     SubmitLine, SubmitOrder, SubmitOrderResponse, UsernameToken,
 };
-use serde_json::{json, Value};
-use tests::pay::{str_of, PayGateway, PayOptions};
-use tests::{on_both_databases, Backend};
+use serde_json::{Value, json};
+use tests::pay::{PayGateway, PayOptions, str_of};
+use tests::{Backend, on_both_databases};
 
 on_both_databases!(
     soap_orders_and_refunds_refuse_overflow,

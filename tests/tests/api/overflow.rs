@@ -3,8 +3,8 @@
 //! served (the order writer survived).
 
 use proto::order::Unit;
-use serde_json::{json, Value};
-use tests::{on_both_databases, Backend, TestApp};
+use serde_json::{Value, json};
+use tests::{Backend, TestApp, on_both_databases};
 
 on_both_databases!(
     order_quantities_that_overflow_are_refused_and_orders_go_on,
