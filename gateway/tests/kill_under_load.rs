@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway::db::Db;
-use gateway::keys::{self, KeySpec, Role};
+use gateway::keys::Role;
 use hw_sim::platform::{ItemSpec, OrderSpec, PlatformConfig, PlatformSim, PushKind, PushRequest};
-use proto::order::{Money, Sku, StoreId, TerminalId, Unit};
+use proto::order::{Sku, StoreId};
 use proto::soap::{self, SubmitLine, SubmitOrder, SubmitOrderResponse, UsernameToken};
 use serde_json::{Value, json};
 use tests::{Backend, TestDb};
@@ -412,42 +412,8 @@ async fn check(c: &Client, base: &str, db_url: &str, ledger: &Ledger, consumed: 
 async fn seed(db_url: &str) -> Keys {
     let db = Db::connect(db_url).await.expect("connect");
     db.migrate_up().await.expect("migrate");
-    let store = StoreId::parse("S001").unwrap();
-    gateway::catalog::put_store(&db, &store, "人民路店".into())
-        .await
-        .unwrap();
-    gateway::catalog::put_product(
-        &db,
-        gateway::catalog::ProductSpec {
-            sku: Sku::parse("COLA").unwrap(),
-            name: "可口可乐".into(),
-            unit: Unit::Piece,
-            price: Money::parse("3.50").unwrap(),
-        },
-    )
-    .await
-    .unwrap();
-    gateway::catalog::put_item(
-        &db,
-        &store,
-        &Sku::parse("COLA").unwrap(),
-        gateway::catalog::ItemChange {
-            on_hand: Some(ON_HAND.to_string()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let key = |role, store: Option<&str>, terminal: Option<&str>| {
-        let spec = KeySpec {
-            role,
-            store: store.map(|s| StoreId::parse(s).unwrap()),
-            terminal: terminal.map(|t| TerminalId::parse(t).unwrap()),
-            label: None,
-        };
-        let db = db.clone();
-        async move { keys::create(&db, spec).await.expect("key").token }
-    };
+    tests::seed_cola(&db, "S001", "人民路店", &ON_HAND.to_string()).await;
+    let key = |role, store, terminal| tests::key_for(&db, role, store, terminal);
     let keys = Keys {
         admin: key(Role::Admin, None, None).await,
         app: key(Role::App, None, None).await,

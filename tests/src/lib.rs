@@ -219,13 +219,50 @@ pub async fn send_json_text(
 }
 
 pub async fn new_key(db: &Db, role: Role, store: Option<&str>) -> String {
+    key_for(db, role, store, None).await
+}
+
+/// A key of `role`, bound to `store` and `terminal` where given.
+pub async fn key_for(db: &Db, role: Role, store: Option<&str>, terminal: Option<&str>) -> String {
     let spec = KeySpec {
         role,
         store: store.map(|s| StoreId::parse(s).expect("store id")),
-        terminal: None,
+        terminal: terminal.map(|t| proto::order::TerminalId::parse(t).expect("terminal id")),
         label: None,
     };
     keys::create(db, spec).await.expect("key").token
+}
+
+/// Store `store` selling COLA at 3.50 a piece with `on_hand` of it, written
+/// straight into the database (for tests that then hand it to the binary).
+pub async fn seed_cola(db: &Db, store: &str, store_name: &str, on_hand: &str) {
+    let store = StoreId::parse(store).expect("store id");
+    let cola = Sku::parse("COLA").expect("sku");
+    gateway::catalog::put_store(db, &store, store_name.into())
+        .await
+        .expect("store");
+    gateway::catalog::put_product(
+        db,
+        gateway::catalog::ProductSpec {
+            sku: cola.clone(),
+            name: "可口可乐".into(),
+            unit: Unit::Piece,
+            price: Money::parse("3.50").expect("price"),
+        },
+    )
+    .await
+    .expect("product");
+    gateway::catalog::put_item(
+        db,
+        &store,
+        &cola,
+        gateway::catalog::ItemChange {
+            on_hand: Some(on_hand.to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("stock");
 }
 
 /// The real gateway, serving HTTP on a port of its own.

@@ -295,7 +295,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     drop(listener);
     // Every connection holds a permit until it ends.
-    let _ = permits.acquire_many(limits.max_connections as u32).await;
+    // `Limits::load` bounds max_connections far below u32::MAX.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
     Ok(())
 }
 

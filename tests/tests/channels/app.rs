@@ -12,10 +12,10 @@ use futures::StreamExt;
 use gateway::channels::{Channels, ChannelsConfig, MeituanConfig};
 use gateway::db::Db;
 use gateway::http::{self, AppState};
-use gateway::keys::{self, KeySpec, Role};
+use gateway::keys::Role;
 use gateway::outbox::OutboxConfig;
 use hw_sim::platform::{Faults, ItemSpec, PlatformConfig, PlatformSim, PushOutcome, PushRequest};
-use proto::order::{Money, Sku, StoreId, TerminalId, Unit};
+use proto::order::{Money, Sku, StoreId, Unit};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tests::{Backend, TestDb};
@@ -374,20 +374,7 @@ impl Drop for Chan {
     }
 }
 
-pub async fn key(db: &Db, role: Role, store: Option<&str>, terminal: Option<&str>) -> String {
-    keys::create(
-        db,
-        KeySpec {
-            role,
-            store: store.map(|s| StoreId::parse(s).unwrap()),
-            terminal: terminal.map(|t| TerminalId::parse(t).unwrap()),
-            label: None,
-        },
-    )
-    .await
-    .unwrap()
-    .token
-}
+pub use tests::key_for as key;
 
 /// COLA as the platform sells it: `n` at 3.50.
 pub fn cola(n: u32) -> ItemSpec {

@@ -10,7 +10,6 @@ use std::sync::OnceLock;
 use gateway::db::Db;
 use gateway::keys::Role;
 use hw_sim::platform::{Faults, PlatformConfig, PlatformSim, PushRequest};
-use proto::order::{Money, Sku, StoreId, Unit};
 use serde_json::{Value, json};
 use tests::{Backend, TestDb, on_both_databases};
 
@@ -160,31 +159,7 @@ async fn killed_gateway_binary_delivers_after_restart(b: Backend) {
     let (admin, terminal) = {
         let db = Db::connect(store.url()).await.unwrap();
         db.migrate_up().await.unwrap();
-        gateway::catalog::put_store(&db, &StoreId::parse("S001").unwrap(), "门店".into())
-            .await
-            .unwrap();
-        gateway::catalog::put_product(
-            &db,
-            gateway::catalog::ProductSpec {
-                sku: Sku::parse("COLA").unwrap(),
-                name: "可口可乐".into(),
-                unit: Unit::Piece,
-                price: Money::parse("3.50").unwrap(),
-            },
-        )
-        .await
-        .unwrap();
-        gateway::catalog::put_item(
-            &db,
-            &StoreId::parse("S001").unwrap(),
-            &Sku::parse("COLA").unwrap(),
-            gateway::catalog::ItemChange {
-                on_hand: Some("100".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        tests::seed_cola(&db, "S001", "门店", "100").await;
         let admin = key(&db, Role::Admin, None, None).await;
         let terminal = key(&db, Role::Terminal, Some("S001"), None).await;
         db.pool.close().await;
