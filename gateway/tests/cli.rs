@@ -38,6 +38,33 @@ fn listening(
     (addr, lines)
 }
 
+/// `gateway serve` on a free port in `dir`, stdout piped.
+fn spawn_serve(dir: &std::path::Path, extra: &[&str]) -> std::process::Child {
+    gateway()
+        .arg("serve")
+        .args(extra)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// [`spawn_serve`], then the address it listens on (see [`listening`]).
+fn serve(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut child = spawn_serve(dir, extra);
+    let (addr, stdout) = listening(&mut child);
+    (child, addr, stdout)
+}
+
 #[test]
 fn migrate_keys_and_serve_on_the_embedded_default() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,14 +122,7 @@ fn migrate_keys_and_serve_on_the_embedded_default() {
         "one key per terminal: {err}"
     );
 
-    let mut child = gateway()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(d)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (addr, _stdout) = listening(&mut child);
+    let (mut child, addr, _stdout) = serve(d, &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,13 +170,7 @@ fn migrate_keys_and_serve_on_the_embedded_default() {
 #[test]
 fn demo_mode_seeds_stores_products_and_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = gateway()
-        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_serve(dir.path(), &["--demo"]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut terminal = None;
     let mut terminal_id = None;
@@ -348,14 +362,7 @@ fn a_revoked_key_is_locked_out() {
         .expect("key id line")
         .to_owned();
 
-    let mut child = gateway()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(d)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (addr, _stdout) = listening(&mut child);
+    let (mut child, addr, _stdout) = serve(d, &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
