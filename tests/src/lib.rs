@@ -218,6 +218,24 @@ pub async fn send_json_text(
     (status, v)
 }
 
+/// A 4xx problem whose `code` is one of `want` (`what` names the case).
+pub fn refused(what: &str, status: u16, p: &Value, want: &[&str]) {
+    assert!(
+        (400..500).contains(&status),
+        "{what}: answered {status} {p}"
+    );
+    let code = p["code"].as_str().unwrap_or_default();
+    assert!(
+        want.contains(&code),
+        "{what}: code {code:?}, want {want:?}: {p}"
+    );
+}
+
+/// The first 40 characters of a hostile value, to name it in a message.
+pub fn short(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
 pub async fn new_key(db: &Db, role: Role, store: Option<&str>) -> String {
     key_for(db, role, store, None).await
 }

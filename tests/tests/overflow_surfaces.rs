@@ -20,7 +20,7 @@ use proto::soap::{
 };
 use serde_json::{Value, json};
 use tests::pay::{PayGateway, PayOptions, str_of};
-use tests::{Backend, on_both_databases};
+use tests::{Backend, on_both_databases, refused, short};
 
 on_both_databases!(
     soap_orders_and_refunds_refuse_overflow,
@@ -62,23 +62,6 @@ fn hostile_json() -> Vec<String> {
         .collect();
     v.extend(["1e300", "1e30", "-1", "100000000000000000000000000", "0.5"].map(str::to_owned));
     v
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(40).collect()
-}
-
-/// A 4xx with a code, one of `want`.
-fn refused(what: &str, status: u16, p: &Value, want: &[&str]) {
-    assert!(
-        (400..500).contains(&status),
-        "{what}: answered {status} {p}"
-    );
-    let code = p["code"].as_str().unwrap_or_default();
-    assert!(
-        want.contains(&code),
-        "{what}: code {code:?}, want {want:?}: {p}"
-    );
 }
 
 // ------------------------------------------------------------ SOAP & refunds

@@ -4,7 +4,7 @@
 
 use proto::order::Unit;
 use serde_json::{Value, json};
-use tests::{Backend, TestApp, on_both_databases};
+use tests::{Backend, TestApp, on_both_databases, refused, short};
 
 on_both_databases!(
     order_quantities_that_overflow_are_refused_and_orders_go_on,
@@ -72,19 +72,6 @@ async fn raw(app: &TestApp, method: &str, path: &str, key: &str, body: String) -
     tests::send_json_text(&app.http, m, app.url(path), key, body).await
 }
 
-/// A 4xx with a code; `want` when the value was a string.
-fn refused(what: &str, status: u16, p: &Value, want: &[&str]) {
-    assert!(
-        (400..500).contains(&status),
-        "{what}: answered {status} {p}"
-    );
-    let code = p["code"].as_str().unwrap_or_default();
-    assert!(
-        want.contains(&code),
-        "{what}: code {code:?}, want {want:?}: {p}"
-    );
-}
-
 /// A hostile value is refused with `code`, or with `invalid_request` when
 /// the JSON is not even of the field's kind; a JSON string (`text`) is
 /// always read as the field, so it must get `code` itself.
@@ -94,10 +81,6 @@ fn refused_as(what: &str, status: u16, p: &Value, code: &str, text: bool) {
     } else {
         refused(what, status, p, &[code, "invalid_request"]);
     }
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(40).collect()
 }
 
 async fn good_order(app: &TestApp) -> Value {
