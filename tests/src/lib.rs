@@ -121,17 +121,26 @@ impl Drop for ThrowawayPg {
 /// a non-zero exit and returns its standard output. `None` when there is no
 /// such Python here (the reason is printed); under CI=true that fails.
 pub async fn run_zeep(script: &str, env: &[(&str, &str)]) -> Option<String> {
+    run_python(script, "zeep, lxml", env).await
+}
+
+/// Runs `tests/interop/<script>` with the interop Python (`ZEEP_PYTHON`,
+/// else the `.venv` that `.ci/run` makes from tests/interop/requirements.txt)
+/// once `import <imports>` works there; fails on a non-zero exit and returns
+/// its standard output. `None` when there is no such Python here (the reason
+/// is printed); under CI=true that fails.
+pub async fn run_python(script: &str, imports: &str, env: &[(&str, &str)]) -> Option<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = std::env::var("ZEEP_PYTHON")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| root.join(".venv/bin/python"));
     let usable = std::process::Command::new(&python)
-        .args(["-c", "import zeep, lxml"])
+        .args(["-c", &format!("import {imports}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if !usable {
         let why = format!(
-            "no Python with zeep and lxml at {} (set ZEEP_PYTHON, or: python3 -m venv .venv && .venv/bin/pip install -r tests/interop/requirements.txt)",
+            "no Python with {imports} at {} (set ZEEP_PYTHON, or: python3 -m venv .venv && .venv/bin/pip install -r tests/interop/requirements.txt)",
             python.display()
         );
         assert!(!in_ci(), "{why}");
