@@ -428,6 +428,9 @@ fn describe(code: &str) -> &'static str {
         err::ORDERNOTEXIST => "此交易订单号不存在",
         err::TRADE_ERROR => "交易错误",
         err::PARAM_ERROR => "参数错误",
+        err::INVALID_REQUEST => "refund_fee大于可退金额",
+        err::ERROR => "订单已全额退款",
+        err::REFUND_FEE_MISMATCH => "订单金额或退款金额与之前请求不一致，请核实后再试",
         _ => "错误",
     }
 }

@@ -418,9 +418,20 @@ impl Provider for WeChatPay {
             }
             let code = get(&a, "err_code");
             match code.as_str() {
-                err::SYSTEMERROR | err::BANKERROR => Refund::Unknown { why: code },
-                err::NOTENOUGH => Refund::Refused {
+                // The merchant's own balance is short: not the customer's
+                // fault, and it works once the account is topped up. The
+                // refund stays pending under its out_refund_no; the sweeper
+                // asks again.
+                err::SYSTEMERROR | err::BANKERROR | err::NOTENOUGH => Refund::Unknown { why: code },
+                // More than is still refundable, or already refunded in full.
+                err::INVALID_REQUEST | err::ERROR => Refund::Refused {
                     code: "refund_exceeds_paid",
+                    provider_code: code,
+                },
+                // Our out_refund_no was used with another amount: our books
+                // and the provider's disagree.
+                err::REFUND_FEE_MISMATCH => Refund::Refused {
+                    code: "refund_conflict",
                     provider_code: code,
                 },
                 _ => Refund::Refused {

@@ -318,7 +318,7 @@ pub(super) async fn gateway(State(sim): State<Arc<Provider>>, body: Bytes) -> Re
                         out_request_no: Some(out_request_no),
                         ..trade_fields(&c)
                     },
-                    (RefundAnswer::Fail(err::NOTENOUGH), _) => Answer::failed(
+                    (RefundAnswer::Fail(err::INVALID_REQUEST | err::ERROR), _) => Answer::failed(
                         code::FAILED,
                         sub::REFUND_AMT_NOT_EQUAL_TOTAL,
                         "退款金额超限",

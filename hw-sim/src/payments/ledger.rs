@@ -336,7 +336,8 @@ impl Ledger {
                     refund_fee,
                 }
             } else {
-                RefundAnswer::Fail(err::PARAM_ERROR)
+                // As the real service: the number is taken, with another amount.
+                RefundAnswer::Fail(err::REFUND_FEE_MISMATCH)
             };
         }
         if !matches!(c.state, TradeState::Success | TradeState::Refund) {
@@ -345,8 +346,14 @@ impl Ledger {
         if total_fee != c.total_fee || refund_fee <= 0 {
             return RefundAnswer::Fail(err::PARAM_ERROR);
         }
+        // The real service: a fully refunded order answers ERROR ("订单已全额
+        // 退款"), more than is still refundable INVALID_REQUEST. NOTENOUGH on a
+        // refund means the merchant's balance is short, which the books never are.
+        if c.refunded_fee >= c.total_fee {
+            return RefundAnswer::Fail(err::ERROR);
+        }
         if c.refunded_fee + refund_fee > c.total_fee {
-            return RefundAnswer::Fail(err::NOTENOUGH);
+            return RefundAnswer::Fail(err::INVALID_REQUEST);
         }
         c.refunded_fee += refund_fee;
         c.refunds.insert(out_refund_no.to_owned(), refund_fee);
@@ -471,13 +478,21 @@ mod tests {
         ));
         assert_eq!(
             l.refund("o1", "r2", 100, 41, t0),
-            RefundAnswer::Fail(err::NOTENOUGH)
+            RefundAnswer::Fail(err::INVALID_REQUEST)
+        );
+        assert_eq!(
+            l.refund("o1", "r1", 100, 61, t0),
+            RefundAnswer::Fail(err::REFUND_FEE_MISMATCH)
         );
         assert!(matches!(
             l.refund("o1", "r2", 100, 40, t0),
             RefundAnswer::Done { .. }
         ));
         assert_eq!(l.entries(t0)[0].refunded_fen, 100);
+        assert_eq!(
+            l.refund("o1", "r3", 100, 1, t0),
+            RefundAnswer::Fail(err::ERROR)
+        );
     }
 
     #[test]
