@@ -25,8 +25,6 @@ pub const PATH_MICROPAY: &str = "/pay/micropay";
 pub const PATH_ORDERQUERY: &str = "/pay/orderquery";
 pub const PATH_REVERSE: &str = "/secapi/pay/reverse";
 pub const PATH_REFUND: &str = "/secapi/pay/refund";
-/// Where a refund's outcome is asked for (no client certificate needed).
-pub const PATH_REFUNDQUERY: &str = "/pay/refundquery";
 
 /// Largest message either side accepts.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -217,43 +215,6 @@ pub mod err {
     pub const ERROR: &str = "ERROR";
     /// Refund: this `out_refund_no` was used with another amount.
     pub const REFUND_FEE_MISMATCH: &str = "REFUND_FEE_MISMATCH";
-    /// Refundquery: no refund under the number asked for.
-    pub const REFUNDNOTEXIST: &str = "REFUNDNOTEXIST";
-}
-
-/// `refund_status_$n` of a refund, as refundquery reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefundStatus {
-    /// The money is back with the customer.
-    Success,
-    /// Accepted, still on its way.
-    Processing,
-    /// Closed: the refund did not happen.
-    RefundClose,
-    /// The money could not go back the original way (e.g. a closed bank
-    /// card); the merchant must settle it by hand.
-    Change,
-}
-
-impl RefundStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefundStatus::Success => "SUCCESS",
-            RefundStatus::Processing => "PROCESSING",
-            RefundStatus::RefundClose => "REFUNDCLOSE",
-            RefundStatus::Change => "CHANGE",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RefundStatus> {
-        Some(match s {
-            "SUCCESS" => RefundStatus::Success,
-            "PROCESSING" => RefundStatus::Processing,
-            "REFUNDCLOSE" => RefundStatus::RefundClose,
-            "CHANGE" => RefundStatus::Change,
-            _ => return None,
-        })
-    }
 }
 
 /// `trade_state` of an order, as orderquery reports it.

@@ -13,8 +13,7 @@ use proto::wechatpay::CodeKind;
 use serde::Serialize;
 
 use super::provider::{
-    self, Micropay, MicropayRequest, Provider, Query, Refund, RefundQueryRequest, RefundRequest,
-    RefundStatus, Reverse,
+    self, Micropay, MicropayRequest, Provider, Query, Refund, RefundRequest, Reverse,
 };
 
 /// Our stable code for Alipay's definite refusal of a charge.
@@ -210,13 +209,6 @@ impl Provider for Alipay {
                     code: "refund_refused",
                     provider_code: why(&a),
                 },
-            }
-        })
-    }
-    fn refund_query<'a>(&'a self, _req: RefundQueryRequest<'a>) -> BoxFuture<'a, RefundStatus> {
-        Box::pin(async move {
-            RefundStatus::Unknown {
-                why: "refund query not built yet".into(),
             }
         })
     }

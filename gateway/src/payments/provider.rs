@@ -76,8 +76,7 @@ pub enum Reverse {
     },
 }
 
-/// What the provider answers to a refund request. `Done` means *accepted*:
-/// the outcome comes from [`Provider::refund_query`].
+/// What the provider answers to a refund request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refund {
     Done {
@@ -92,32 +91,6 @@ pub enum Refund {
     },
 }
 
-/// Which refund [`Provider::refund_query`] asks about.
-#[derive(Debug, Clone, Copy)]
-pub struct RefundQueryRequest<'a> {
-    pub out_trade_no: &'a str,
-    pub out_refund_no: &'a str,
-}
-
-/// A refund's outcome as the provider's refund query reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RefundStatus {
-    /// The money is back with the customer.
-    Succeeded { refund_ref: String },
-    /// Accepted and still on its way: ask again later.
-    Processing,
-    /// It will not happen (closed, or the money could not go back the
-    /// original way). `code` is ours, `provider_code` theirs.
-    Failed {
-        code: &'static str,
-        provider_code: String,
-    },
-    /// The provider has no refund under this number.
-    NotFound,
-    /// No answer, or one we cannot read: ask again later.
-    Unknown { why: String },
-}
-
 /// One payment provider. Calls with the same `out_trade_no` (or
 /// `out_refund_no`) are the same charge (or refund) at the provider.
 pub trait Provider: Send + Sync {
@@ -128,8 +101,6 @@ pub trait Provider: Send + Sync {
     fn query<'a>(&'a self, out_trade_no: &'a str) -> BoxFuture<'a, Query>;
     fn reverse<'a>(&'a self, out_trade_no: &'a str) -> BoxFuture<'a, Reverse>;
     fn refund<'a>(&'a self, req: RefundRequest<'a>) -> BoxFuture<'a, Refund>;
-    /// The outcome of a refund `refund` accepted.
-    fn refund_query<'a>(&'a self, req: RefundQueryRequest<'a>) -> BoxFuture<'a, RefundStatus>;
 }
 
 /// Our stable code for a provider's definite refusal of a charge.
@@ -438,13 +409,6 @@ impl Provider for WeChatPay {
                     code: "refund_refused",
                     provider_code: code,
                 },
-            }
-        })
-    }
-    fn refund_query<'a>(&'a self, _req: RefundQueryRequest<'a>) -> BoxFuture<'a, RefundStatus> {
-        Box::pin(async move {
-            RefundStatus::Unknown {
-                why: "refund query not built yet".into(),
             }
         })
     }

@@ -155,7 +155,10 @@ fn refusal(wx_code: &str) -> Answer {
             (code::FAILED, sub::TRADE_HAS_CLOSE, "交易已经关闭")
         }
         err::ORDERNOTEXIST => (code::FAILED, sub::TRADE_NOT_EXIST, "交易不存在"),
-        err::PARAM_ERROR => (code::FAILED, sub::INVALID_PARAMETER, "参数无效"),
+        // A reused out_request_no with another amount is a bad parameter here.
+        err::PARAM_ERROR | err::REFUND_FEE_MISMATCH => {
+            (code::FAILED, sub::INVALID_PARAMETER, "参数无效")
+        }
         _ => (code::FAILED, sub::TRADE_STATUS_ERROR, "交易状态不合法"),
     };
     if s.is_empty() {
