@@ -34,8 +34,8 @@ use tokio::sync::watch;
 
 pub use alipay::Alipay;
 pub use provider::{
-    Micropay, MicropayRequest, Provider, Query, Refund as ProviderRefund, RefundRequest, Reverse,
-    WeChatPay, WeChatTls,
+    Micropay, MicropayRequest, Provider, Query, Refund as ProviderRefund, RefundRequest,
+    RefundStatus, Reverse, WeChatPay, WeChatTls,
 };
 pub use rest::router;
 pub use store::{Charge, ChargeState, Exchange, Refund, RefundState};

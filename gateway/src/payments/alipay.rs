@@ -13,7 +13,7 @@ use proto::wechatpay::CodeKind;
 use serde::Serialize;
 
 use super::provider::{
-    self, Micropay, MicropayRequest, Provider, Query, Refund, RefundRequest, Reverse,
+    self, Micropay, MicropayRequest, Provider, Query, Refund, RefundRequest, RefundStatus, Reverse,
 };
 
 /// Our stable code for Alipay's definite refusal of a charge.
@@ -209,6 +209,19 @@ impl Provider for Alipay {
                     code: "refund_refused",
                     provider_code: why(&a),
                 },
+            }
+        })
+    }
+
+    // PLACEHOLDER until the refund query client lands (issue 11).
+    fn refund_query<'a>(
+        &'a self,
+        _out_trade_no: &'a str,
+        _out_refund_no: &'a str,
+    ) -> BoxFuture<'a, RefundStatus> {
+        Box::pin(async move {
+            RefundStatus::Unknown {
+                why: "refund query not built yet".into(),
             }
         })
     }

@@ -91,6 +91,27 @@ pub enum Refund {
     },
 }
 
+/// What the provider says became of a refund it accepted. A refund answer
+/// of SUCCESS only means *accepted*; this is its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// The money is back with the customer.
+    Succeeded { refund_ref: String },
+    /// Accepted and still on its way: ask again later.
+    Processing,
+    /// It will not arrive the original way: closed by the provider
+    /// (`refund_closed`), or the customer's account cannot take it back
+    /// (`refund_change`, WeChat CHANGE: the merchant must pay out by hand).
+    Failed {
+        code: &'static str,
+        provider_code: String,
+    },
+    /// The provider knows no such refund: it was never accepted.
+    NotFound,
+    /// No answer, or one we cannot read: ask again later.
+    Unknown { why: String },
+}
+
 /// One payment provider. Calls with the same `out_trade_no` (or
 /// `out_refund_no`) are the same charge (or refund) at the provider.
 pub trait Provider: Send + Sync {
@@ -101,6 +122,12 @@ pub trait Provider: Send + Sync {
     fn query<'a>(&'a self, out_trade_no: &'a str) -> BoxFuture<'a, Query>;
     fn reverse<'a>(&'a self, out_trade_no: &'a str) -> BoxFuture<'a, Reverse>;
     fn refund<'a>(&'a self, req: RefundRequest<'a>) -> BoxFuture<'a, Refund>;
+    /// What became of the refund `out_refund_no` of charge `out_trade_no`.
+    fn refund_query<'a>(
+        &'a self,
+        out_trade_no: &'a str,
+        out_refund_no: &'a str,
+    ) -> BoxFuture<'a, RefundStatus>;
 }
 
 /// Our stable code for a provider's definite refusal of a charge.
@@ -409,6 +436,19 @@ impl Provider for WeChatPay {
                     code: "refund_refused",
                     provider_code: code,
                 },
+            }
+        })
+    }
+
+    // PLACEHOLDER until the refund query client lands (issue 11).
+    fn refund_query<'a>(
+        &'a self,
+        _out_trade_no: &'a str,
+        _out_refund_no: &'a str,
+    ) -> BoxFuture<'a, RefundStatus> {
+        Box::pin(async move {
+            RefundStatus::Unknown {
+                why: "refund query not built yet".into(),
             }
         })
     }
