@@ -46,7 +46,8 @@ pub mod method {
     pub const QUERY: &str = "alipay.trade.query";
     pub const CANCEL: &str = "alipay.trade.cancel";
     pub const REFUND: &str = "alipay.trade.refund";
-    pub const ALL: [&str; 4] = [PAY, QUERY, CANCEL, REFUND];
+    pub const REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
+    pub const ALL: [&str; 5] = [PAY, QUERY, CANCEL, REFUND, REFUND_QUERY];
 }
 
 /// The answer's `code`.
@@ -350,6 +351,16 @@ pub struct RefundBiz {
     pub out_request_no: String,
 }
 
+/// `biz_content` of `alipay.trade.fastpay.refund.query`, as we send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundQueryBiz {
+    pub out_trade_no: String,
+    pub out_request_no: String,
+}
+
+/// `refund_status` of a refund query: present only once the refund is done.
+pub const REFUND_SUCCESS: &str = "REFUND_SUCCESS";
+
 // ----------------------------------------------------------------- answers
 
 /// The key of a method's answer: `alipay.trade.pay` →
@@ -388,6 +399,12 @@ pub struct Answer {
     pub fund_change: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_request_no: Option<String>,
+    /// Refund query: this refund's amount, yuan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_amount: Option<String>,
+    /// Refund query: `REFUND_SUCCESS` once done; absent while it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_status: Option<String>,
 }
 
 impl Answer {

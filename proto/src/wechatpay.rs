@@ -25,6 +25,7 @@ pub const PATH_MICROPAY: &str = "/pay/micropay";
 pub const PATH_ORDERQUERY: &str = "/pay/orderquery";
 pub const PATH_REVERSE: &str = "/secapi/pay/reverse";
 pub const PATH_REFUND: &str = "/secapi/pay/refund";
+pub const PATH_REFUNDQUERY: &str = "/pay/refundquery";
 
 /// Largest message either side accepts.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
@@ -215,6 +216,44 @@ pub mod err {
     pub const ERROR: &str = "ERROR";
     /// Refund: this `out_refund_no` was used with another amount.
     pub const REFUND_FEE_MISMATCH: &str = "REFUND_FEE_MISMATCH";
+    /// Refund query: no such refund.
+    pub const REFUNDNOTEXIST: &str = "REFUNDNOTEXIST";
+}
+
+/// `refund_status_$n` of a refund, as refundquery reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundStatus {
+    /// The money is back with the customer.
+    Success,
+    /// Accepted, on its way.
+    Processing,
+    /// Closed by the provider: no money went back.
+    RefundClose,
+    /// The customer's account cannot take it back the original way; the
+    /// merchant must pay out another way.
+    Change,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Success => "SUCCESS",
+            RefundStatus::Processing => "PROCESSING",
+            RefundStatus::RefundClose => "REFUNDCLOSE",
+            RefundStatus::Change => "CHANGE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RefundStatus> {
+        [
+            RefundStatus::Success,
+            RefundStatus::Processing,
+            RefundStatus::RefundClose,
+            RefundStatus::Change,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
 }
 
 /// `trade_state` of an order, as orderquery reports it.
