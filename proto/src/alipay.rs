@@ -78,6 +78,11 @@ pub mod sub {
     pub const TRADE_STATUS_ERROR: &str = "ACQ.TRADE_STATUS_ERROR";
     pub const SYSTEM_ERROR: &str = "ACQ.SYSTEM_ERROR";
     pub const REFUND_AMT_NOT_EQUAL_TOTAL: &str = "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL";
+    /// Refund: more than is still refundable ("退款金额无效").
+    pub const REASON_TRADE_REFUND_FEE_ERR: &str = "ACQ.REASON_TRADE_REFUND_FEE_ERR";
+    /// Refund or cancel: the merchant's own account is short; it works once
+    /// the account is topped up.
+    pub const SELLER_BALANCE_NOT_ENOUGH: &str = "ACQ.SELLER_BALANCE_NOT_ENOUGH";
     pub const INVALID_PARAMETER: &str = "ACQ.INVALID_PARAMETER";
     pub const INVALID_SIGNATURE: &str = "isv.invalid-signature";
     pub const INVALID_APP_ID: &str = "isv.invalid-app-id";

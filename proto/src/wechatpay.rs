@@ -256,6 +256,58 @@ impl RefundStatus {
     }
 }
 
+/// Most refunds one refundquery answer is read for: the provider allows at
+/// most 50 partial refunds of one order, so `refund_count` is never trusted
+/// beyond that (nor beyond the fields actually present).
+pub const MAX_REFUNDS: usize = 50;
+
+/// Why a refundquery answer could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RefundQueryError(pub String);
+
+/// What a successful refundquery answer (`result_code=SUCCESS`) says of the
+/// refund `out_refund_no`: its `refund_status_$n` and `refund_id_$n`, at
+/// the index `$n` whose `out_refund_no_$n` is ours. `Ok(None)` when the
+/// answer lists refunds but not this one; `Err` when `refund_count` is not a
+/// small number or our refund's status is missing or unknown. Looks at no
+/// more than [`MAX_REFUNDS`] indices and never panics.
+pub fn refund_status_of(
+    params: &Params,
+    out_refund_no: &str,
+) -> Result<Option<(RefundStatus, String)>, RefundQueryError> {
+    let raw = params.get("refund_count").map(String::as_str).unwrap_or("");
+    // At most three digits: anything longer is not a count we believe.
+    let count = Some(raw)
+        .filter(|c| (1..=3).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|c| c.parse::<usize>().ok())
+        .ok_or_else(|| RefundQueryError(format!("refund_count {raw:?} is not a number")))?;
+    for n in 0..count.min(MAX_REFUNDS) {
+        if params
+            .get(&format!("out_refund_no_{n}"))
+            .map(String::as_str)
+            != Some(out_refund_no)
+        {
+            continue;
+        }
+        let status = params
+            .get(&format!("refund_status_{n}"))
+            .map(String::as_str)
+            .unwrap_or("");
+        let Some(status) = RefundStatus::parse(status) else {
+            return Err(RefundQueryError(format!(
+                "refund_status_{n} {status:?} is not a refund status"
+            )));
+        };
+        let refund_id = params
+            .get(&format!("refund_id_{n}"))
+            .cloned()
+            .unwrap_or_default();
+        return Ok(Some((status, refund_id)));
+    }
+    Ok(None)
+}
+
 /// `trade_state` of an order, as orderquery reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TradeState {
@@ -551,6 +603,102 @@ mod tests {
         assert_eq!(mask(""), "***");
         assert_eq!(mask("12345678"), "***");
         assert_eq!(mask("微信支付码一二三四五"), "微信******二三四五");
+    }
+
+    fn refund_answer(pairs: &[(&str, &str)]) -> Params {
+        let mut p = params(&[
+            ("return_code", "SUCCESS"),
+            ("result_code", "SUCCESS"),
+            ("out_trade_no", "T1"),
+        ]);
+        p.extend(params(pairs));
+        p
+    }
+
+    #[test]
+    fn refund_status_is_read_at_our_refunds_index() {
+        let a = refund_answer(&[
+            ("refund_count", "2"),
+            ("out_refund_no_0", "R1"),
+            ("refund_id_0", "5000001"),
+            ("refund_status_0", "SUCCESS"),
+            ("out_refund_no_1", "R2"),
+            ("refund_id_1", "5000002"),
+            ("refund_status_1", "PROCESSING"),
+        ]);
+        assert_eq!(
+            refund_status_of(&a, "R1"),
+            Ok(Some((RefundStatus::Success, "5000001".into())))
+        );
+        assert_eq!(
+            refund_status_of(&a, "R2"),
+            Ok(Some((RefundStatus::Processing, "5000002".into())))
+        );
+        assert_eq!(refund_status_of(&a, "R3"), Ok(None));
+        for (s, want) in [
+            ("REFUNDCLOSE", RefundStatus::RefundClose),
+            ("CHANGE", RefundStatus::Change),
+        ] {
+            let a = refund_answer(&[
+                ("refund_count", "1"),
+                ("out_refund_no_0", "R1"),
+                ("refund_status_0", s),
+            ]);
+            assert_eq!(
+                refund_status_of(&a, "R1"),
+                Ok(Some((want, String::new()))),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn refund_status_refuses_what_it_cannot_read() {
+        for count in ["", "x", "-1", "1.0", " 1", "99999999999999999999", "0x1"] {
+            let a = refund_answer(&[
+                ("refund_count", count),
+                ("out_refund_no_0", "R1"),
+                ("refund_status_0", "SUCCESS"),
+            ]);
+            assert!(refund_status_of(&a, "R1").is_err(), "{count:?}");
+        }
+        let no_count = refund_answer(&[("out_refund_no_0", "R1"), ("refund_status_0", "SUCCESS")]);
+        assert!(refund_status_of(&no_count, "R1").is_err());
+        for status in [None, Some(""), Some("success"), Some("REFUND_SUCCESS")] {
+            let mut a = refund_answer(&[("refund_count", "1"), ("out_refund_no_0", "R1")]);
+            if let Some(s) = status {
+                a.insert("refund_status_0".into(), s.into());
+            }
+            assert!(refund_status_of(&a, "R1").is_err(), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn refund_count_is_never_trusted_beyond_the_cap_or_the_fields() {
+        // A count larger than the fields present: only what is there is read.
+        let a = refund_answer(&[
+            ("refund_count", "999"),
+            ("out_refund_no_0", "R1"),
+            ("refund_status_0", "SUCCESS"),
+        ]);
+        assert_eq!(
+            refund_status_of(&a, "R1"),
+            Ok(Some((RefundStatus::Success, String::new())))
+        );
+        assert_eq!(refund_status_of(&a, "R2"), Ok(None));
+        // Past the cap, even a matching entry is not looked at.
+        let n = MAX_REFUNDS;
+        let mut a = refund_answer(&[("refund_count", "60")]);
+        a.insert(format!("out_refund_no_{n}"), "R1".into());
+        a.insert(format!("refund_status_{n}"), "SUCCESS".into());
+        assert_eq!(refund_status_of(&a, "R1"), Ok(None));
+        // A count smaller than the entries: the ones past it are not ours.
+        let a = refund_answer(&[
+            ("refund_count", "0"),
+            ("out_refund_no_0", "R1"),
+            ("refund_status_0", "SUCCESS"),
+        ]);
+        assert_eq!(refund_status_of(&a, "R1"), Ok(None));
     }
 
     #[test]
