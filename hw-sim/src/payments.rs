@@ -1,7 +1,8 @@
 //! `hw-sim payments`: a WeChat-Pay-v2-shaped provider. It serves the real
 //! paths (`/pay/micropay`, `/pay/orderquery`, `/secapi/pay/reverse`,
-//! `/secapi/pay/refund`) in XML, checks every request's signature, signs its
-//! answers, and keeps a ledger. Beside them, a control API:
+//! `/secapi/pay/refund`, `/pay/refundquery`) in XML, checks every request's
+//! signature, signs its answers, and keeps a ledger (see docs/simulators.md
+//! for what it follows and what it leaves out). Beside them, a control API:
 //! `PUT /scenario` picks what happens to a code (or to every code), and
 //! `GET /ledger` shows where the money is.
 //!
@@ -22,7 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -30,7 +31,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
-use proto::wechatpay::{self as wx, Params, SignType, err};
+use proto::wechatpay::{self as wx, Params, RefundStatus, SignType, TradeState, err};
 use rand::Rng;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -40,7 +41,7 @@ use crate::tls::ClientCert;
 
 pub use alipay::AlipayCredentials;
 use ledger::{Ledger, MicropayAnswer, RefundAnswer, ReverseAnswer};
-pub use ledger::{LedgerEntry, Outcome, Scenario};
+pub use ledger::{LedgerEntry, Outcome, RefundOutcome, RefundRecord, Scenario};
 
 /// How long a `no_answer` micropay holds the connection at most.
 const SILENCE: Duration = Duration::from_secs(300);
@@ -261,7 +262,11 @@ impl Provider {
             .route(wx::PATH_ORDERQUERY, post(orderquery))
             .route(wx::PATH_REVERSE, post(reverse))
             .route(wx::PATH_REFUND, post(refund))
-            .route(proto::alipay::PATH_GATEWAY, post(alipay::gateway))
+            .route(wx::PATH_REFUNDQUERY, post(refundquery))
+            .route(
+                proto::alipay::PATH_GATEWAY,
+                post(alipay::gateway).get(alipay::gateway),
+            )
             .route("/alipay/signing_key", put(alipay::put_signing_key))
             .route("/scenario", put(put_scenario))
             .route("/ledger", get(get_ledger))
@@ -351,6 +356,24 @@ impl Provider {
     /// A signed business answer: `result_code` SUCCESS, or FAIL with
     /// `err_code`. Signed with the request's type, which it does not name.
     fn answer(&self, sign_type: SignType, fail: Option<&str>, fields: Params) -> Response {
+        match fail {
+            None => self.signed(sign_type, None, fields),
+            Some(code) => self.signed(sign_type, Some((code, describe(code))), fields),
+        }
+    }
+
+    /// A signed FAIL with `err_code` `code` described as `des`.
+    fn answer_described(
+        &self,
+        sign_type: SignType,
+        code: &str,
+        des: &str,
+        fields: Params,
+    ) -> Response {
+        self.signed(sign_type, Some((code, des)), fields)
+    }
+
+    fn signed(&self, sign_type: SignType, fail: Option<(&str, &str)>, fields: Params) -> Response {
         let mut p = fields;
         p.insert("return_code".into(), wx::SUCCESS.into());
         p.insert("return_msg".into(), "OK".into());
@@ -361,10 +384,10 @@ impl Provider {
             None => {
                 p.insert("result_code".into(), wx::SUCCESS.into());
             }
-            Some(code) => {
+            Some((code, des)) => {
                 p.insert("result_code".into(), wx::FAIL.into());
                 p.insert("err_code".into(), code.into());
-                p.insert("err_code_des".into(), describe(code).into());
+                p.insert("err_code_des".into(), des.into());
             }
         }
         let sign_type = self
@@ -431,7 +454,31 @@ fn describe(code: &str) -> &'static str {
         err::INVALID_REQUEST => "refund_fee大于可退金额",
         err::ERROR => "订单已全额退款",
         err::REFUND_FEE_MISMATCH => "订单金额或退款金额与之前请求不一致，请核实后再试",
+        err::REFUNDNOTEXIST => "not exist",
+        INVALID_TRANSACTIONID => "无效transaction_id",
         _ => "错误",
+    }
+}
+
+/// `err_code_des` of a refund's refusal: NOTENOUGH there is the merchant's
+/// balance, not the customer's.
+fn describe_refund(code: &str) -> &'static str {
+    match code {
+        err::NOTENOUGH => "基本账户余额不足，请充值后重新发起",
+        other => describe(other),
+    }
+}
+
+/// `trade_state_desc` of orderquery.
+fn trade_state_desc(s: TradeState) -> &'static str {
+    match s {
+        TradeState::Success => "支付成功",
+        TradeState::Refund => "转入退款",
+        TradeState::NotPay => "未支付",
+        TradeState::Closed => "已关闭",
+        TradeState::Revoked => "已撤销（付款码支付）",
+        TradeState::UserPaying => "用户支付中（付款码支付）",
+        TradeState::PayError => "支付失败(其他原因，如银行返回失败)",
     }
 }
 
@@ -443,11 +490,23 @@ enum Refused {
     Param(SignType),
 }
 
+/// Refund, refund query: no order has this `transaction_id`.
+const INVALID_TRANSACTIONID: &str = "INVALID_TRANSACTIONID";
+
+/// Longest value of a parameter this face reads.
+const MAX_VALUE: usize = 128;
+
 /// A required parameter.
 fn required<'a>(p: &'a Params, name: &str, t: SignType) -> Result<&'a str, Refused> {
+    optional(p, name, t)?.ok_or(Refused::Param(t))
+}
+
+/// An optional parameter: absent or empty is `None`.
+fn optional<'a>(p: &'a Params, name: &str, t: SignType) -> Result<Option<&'a str>, Refused> {
     match p.get(name).map(String::as_str) {
-        Some(v) if !v.is_empty() && v.len() <= 128 => Ok(v),
-        _ => Err(Refused::Param(t)),
+        None | Some("") => Ok(None),
+        Some(v) if v.len() <= MAX_VALUE => Ok(Some(v)),
+        Some(_) => Err(Refused::Param(t)),
     }
 }
 
@@ -460,16 +519,142 @@ fn fee(p: &Params, name: &str, t: SignType) -> Result<i64, Refused> {
         .ok_or(Refused::Param(t))
 }
 
-fn charge_fields(c: &ledger::Charge) -> Params {
+/// The order a call names. The real API takes `transaction_id` or
+/// `out_trade_no`, `transaction_id` first when both are given.
+#[derive(Debug, Clone)]
+enum Named {
+    Transaction(String),
+    OutTradeNo(String),
+}
+
+impl Named {
+    fn of(p: &Params, t: SignType) -> Result<Named, Refused> {
+        match (
+            optional(p, "transaction_id", t)?,
+            optional(p, "out_trade_no", t)?,
+        ) {
+            (Some(id), _) => Ok(Named::Transaction(id.to_owned())),
+            (None, Some(no)) => Ok(Named::OutTradeNo(no.to_owned())),
+            (None, None) => Err(Refused::Param(t)),
+        }
+    }
+
+    /// The `out_trade_no` the books know it by, if they know it.
+    fn resolve(&self, books: &Ledger) -> Option<String> {
+        match self {
+            Named::Transaction(id) => books.out_trade_no_of(id),
+            Named::OutTradeNo(no) => Some(no.clone()),
+        }
+    }
+}
+
+/// `at` (an instant of this process) as China wall time (UTC+8), from the
+/// system clock.
+fn china_time(at: Instant) -> ChinaTime {
+    let (now_i, now_s) = (Instant::now(), SystemTime::now());
+    let wall = if at <= now_i {
+        now_s.checked_sub(now_i - at)
+    } else {
+        now_s.checked_add(at - now_i)
+    }
+    .unwrap_or(now_s);
+    let unix = wall
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(0);
+    ChinaTime::of_unix(unix)
+}
+
+/// A moment as a wall clock in China reads it (UTC+8, no DST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChinaTime {
+    year: i64,
+    month: i64,
+    day: i64,
+    hour: i64,
+    minute: i64,
+    second: i64,
+}
+
+impl ChinaTime {
+    fn of_unix(unix_s: i64) -> ChinaTime {
+        let local = unix_s.saturating_add(8 * 3600);
+        let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+        // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        ChinaTime {
+            year,
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs % 3600 / 60,
+            second: secs % 60,
+        }
+    }
+
+    /// `yyyyMMddHHmmss`, as `time_end`.
+    fn compact(&self) -> String {
+        let ChinaTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        } = self;
+        format!("{year:04}{month:02}{day:02}{hour:02}{minute:02}{second:02}")
+    }
+
+    /// `yyyy-MM-dd HH:mm:ss`, as `refund_success_time_$n`.
+    fn dashed(&self) -> String {
+        let ChinaTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        } = self;
+        format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02}")
+    }
+}
+
+/// What micropay and orderquery say of a paid charge: every field the v2
+/// documentation marks as always returned.
+fn paid_fields(c: &ledger::Charge) -> Params {
     let mut p = Params::new();
     p.insert("out_trade_no".into(), c.out_trade_no.clone());
     p.insert("transaction_id".into(), c.transaction_id.clone());
     p.insert("total_fee".into(), c.total_fee.to_string());
+    // No coupons here: the customer paid all of it in cash.
+    p.insert("cash_fee".into(), c.total_fee.to_string());
     p.insert("fee_type".into(), "CNY".into());
     p.insert("trade_type".into(), "MICROPAY".into());
-    p.insert("openid".into(), "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o".into());
+    p.insert("bank_type".into(), BANK_TYPE.into());
+    p.insert("is_subscribe".into(), "N".into());
+    p.insert("openid".into(), OPENID.into());
+    p.insert(
+        "time_end".into(),
+        china_time(c.paid_at.unwrap_or(c.created)).compact(),
+    );
     p
 }
+
+/// The customer every charge comes from.
+const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
+/// What the customer paid with (`OTHERS`: not a bank card).
+const BANK_TYPE: &str = "OTHERS";
+/// Where a refund went: the customer's WeChat balance.
+const REFUND_RECV_ACCOUNT: &str = "支付用户零钱";
 
 async fn micropay(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
     let fields = sim.open(&body).and_then(|(p, t)| {
@@ -489,7 +674,7 @@ async fn micropay(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
         .micropay(&out_trade_no, &auth_code, total_fee, Instant::now());
     tracing::info!(out_trade_no, code = %wx::mask(&auth_code), total_fee, ?answer, "micropay");
     match answer {
-        MicropayAnswer::Paid(c) => sim.answer(t, None, charge_fields(&c)),
+        MicropayAnswer::Paid(c) => sim.answer(t, None, paid_fields(&c)),
         MicropayAnswer::Fail(code) => sim.answer(t, Some(code), Params::new()),
         MicropayAnswer::Silence => {
             let mut closing = sim.closing.subscribe();
@@ -505,18 +690,31 @@ async fn micropay(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
 async fn orderquery(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
     let fields = sim
         .open(&body)
-        .and_then(|(p, t)| Ok((required(&p, "out_trade_no", t)?.to_owned(), t)));
-    let (out_trade_no, t) = match fields {
+        .and_then(|(p, t)| Ok((Named::of(&p, t)?, t)));
+    let (named, t) = match fields {
         Ok(v) => v,
         Err(r) => return sim.refused(r),
     };
-    let out_trade_no = out_trade_no.as_str();
-    let found = sim.books().query(out_trade_no, Instant::now());
+    let found = {
+        let mut books = sim.books();
+        named
+            .resolve(&books)
+            .and_then(|no| books.query(&no, Instant::now()))
+    };
     match found {
         None => sim.answer(t, Some(err::ORDERNOTEXIST), Params::new()),
         Some(c) => {
-            let mut f = charge_fields(&c);
+            // As the documentation says: the payment's fields only once
+            // money moved; otherwise the number and the state.
+            let mut f = if matches!(c.state, TradeState::Success | TradeState::Refund) {
+                paid_fields(&c)
+            } else {
+                let mut f = Params::new();
+                f.insert("out_trade_no".into(), c.out_trade_no.clone());
+                f
+            };
             f.insert("trade_state".into(), c.state.as_str().into());
+            f.insert("trade_state_desc".into(), trade_state_desc(c.state).into());
             sim.answer(t, None, f)
         }
     }
@@ -532,13 +730,22 @@ async fn reverse(
     }
     let fields = sim
         .open(&body)
-        .and_then(|(p, t)| Ok((required(&p, "out_trade_no", t)?.to_owned(), t)));
-    let (out_trade_no, t) = match fields {
+        .and_then(|(p, t)| Ok((Named::of(&p, t)?, t)));
+    let (named, t) = match fields {
         Ok(v) => v,
         Err(r) => return sim.refused(r),
     };
-    let out_trade_no = out_trade_no.as_str();
-    let answer = sim.books().reverse(out_trade_no, Instant::now());
+    let answer = {
+        let mut books = sim.books();
+        // An unknown out_trade_no is reversed (its number closed); an
+        // unknown transaction_id names nothing.
+        named
+            .resolve(&books)
+            .map(|no| (books.reverse(&no, Instant::now()), no))
+    };
+    let Some((answer, out_trade_no)) = answer else {
+        return sim.answer(t, Some(err::ORDERNOTEXIST), Params::new());
+    };
     tracing::info!(out_trade_no, ?answer, "reverse");
     let mut f = Params::new();
     match answer {
@@ -563,41 +770,173 @@ async fn refund(
     }
     let fields = sim.open(&body).and_then(|(p, t)| {
         Ok((
-            required(&p, "out_trade_no", t)?.to_owned(),
+            Named::of(&p, t)?,
             required(&p, "out_refund_no", t)?.to_owned(),
             fee(&p, "total_fee", t)?,
             fee(&p, "refund_fee", t)?,
             t,
         ))
     });
-    let (out_trade_no, out_refund_no, total_fee, refund_fee, t) = match fields {
+    let (named, out_refund_no, total_fee, refund_fee, t) = match fields {
         Ok(v) => v,
         Err(r) => return sim.refused(r),
     };
-    let (out_trade_no, out_refund_no) = (out_trade_no.as_str(), out_refund_no.as_str());
-    let answer = sim.books().refund(
-        out_trade_no,
-        out_refund_no,
-        total_fee,
-        refund_fee,
-        Instant::now(),
-    );
+    if refund_fee > total_fee {
+        // The real service refuses the call itself, unsigned.
+        return sim.fail_return("invalid refund_fee");
+    }
+    let now = Instant::now();
+    let outcome = {
+        let mut books = sim.books();
+        match named.resolve(&books) {
+            None => Err(INVALID_TRANSACTIONID),
+            Some(no) => {
+                let answer = books.refund(&no, &out_refund_no, total_fee, refund_fee, now);
+                let charge = books.peek(&no, now);
+                Ok((no, answer, charge))
+            }
+        }
+    };
+    let (out_trade_no, answer, charge) = match outcome {
+        Ok(v) => v,
+        Err(code) => return sim.answer(t, Some(code), Params::new()),
+    };
     tracing::info!(out_trade_no, out_refund_no, refund_fee, ?answer, "refund");
-    match answer {
-        RefundAnswer::Done {
-            refund_id,
-            refund_fee,
-        } => {
+    match (answer, charge) {
+        (
+            RefundAnswer::Done {
+                refund_id,
+                refund_fee,
+            },
+            Some(c),
+        ) => {
             let mut f = Params::new();
-            f.insert("out_trade_no".into(), out_trade_no.into());
-            f.insert("out_refund_no".into(), out_refund_no.into());
+            f.insert("transaction_id".into(), c.transaction_id.clone());
+            f.insert("out_trade_no".into(), out_trade_no);
+            f.insert("out_refund_no".into(), out_refund_no);
             f.insert("refund_id".into(), refund_id);
             f.insert("refund_fee".into(), refund_fee.to_string());
-            f.insert("total_fee".into(), total_fee.to_string());
+            f.insert("total_fee".into(), c.total_fee.to_string());
+            f.insert("cash_fee".into(), c.total_fee.to_string());
+            f.insert("cash_refund_fee".into(), refund_fee.to_string());
             sim.answer(t, None, f)
         }
-        RefundAnswer::Fail(code) => sim.answer(t, Some(code), Params::new()),
+        (RefundAnswer::Done { .. }, None) => sim.answer(t, Some(err::ORDERNOTEXIST), Params::new()),
+        (RefundAnswer::Fail(code), _) => {
+            sim.answer_described(t, code, describe_refund(code), Params::new())
+        }
     }
+}
+
+/// Most refunds one refundquery answer lists (the real service pages by 10).
+const REFUNDS_PER_PAGE: usize = 10;
+
+async fn refundquery(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
+    let fields = sim.open(&body).and_then(|(p, t)| {
+        let offset = match optional(&p, "offset", t)? {
+            None => None,
+            Some(v) => Some(v.parse::<usize>().map_err(|_| Refused::Param(t))?),
+        };
+        let by = match (
+            optional(&p, "refund_id", t)?,
+            optional(&p, "out_refund_no", t)?,
+        ) {
+            (Some(id), _) => RefundNamed::RefundId(id.to_owned()),
+            (None, Some(no)) => RefundNamed::OutRefundNo(no.to_owned()),
+            (None, None) => RefundNamed::Order(Named::of(&p, t)?),
+        };
+        Ok((by, offset, t))
+    });
+    let (by, offset, t) = match fields {
+        Ok(v) => v,
+        Err(r) => return sim.refused(r),
+    };
+    let found = {
+        let mut books = sim.books();
+        let target = match &by {
+            RefundNamed::RefundId(id) => books
+                .refund_by_id(id)
+                .map(|(order, no)| (order, Some(no)))
+                .ok_or(err::REFUNDNOTEXIST),
+            RefundNamed::OutRefundNo(no) => books
+                .refund_owner(no)
+                .map(|order| (order, Some(no.clone())))
+                .ok_or(err::REFUNDNOTEXIST),
+            RefundNamed::Order(named @ Named::Transaction(_)) => named
+                .resolve(&books)
+                .map(|order| (order, None))
+                .ok_or(INVALID_TRANSACTIONID),
+            RefundNamed::Order(named @ Named::OutTradeNo(_)) => named
+                .resolve(&books)
+                .map(|order| (order, None))
+                .ok_or(err::REFUNDNOTEXIST),
+        };
+        target.and_then(|(order, no)| {
+            books
+                .refund_query(&order, no.as_deref(), Instant::now())
+                // No order under a merchant's number: no refund either.
+                .map_err(|e| {
+                    if e == err::ORDERNOTEXIST {
+                        err::REFUNDNOTEXIST
+                    } else {
+                        e
+                    }
+                })
+        })
+    };
+    let (c, refunds) = match found {
+        Ok(v) => v,
+        Err(code) => return sim.answer(t, Some(code), Params::new()),
+    };
+    let total = refunds.len();
+    let from = offset.unwrap_or(0);
+    if from >= total {
+        return sim.answer(t, Some(err::PARAM_ERROR), Params::new());
+    }
+    let page: Vec<&ledger::RefundRecord> =
+        refunds.iter().skip(from).take(REFUNDS_PER_PAGE).collect();
+    let mut f = Params::new();
+    f.insert("transaction_id".into(), c.transaction_id.clone());
+    f.insert("out_trade_no".into(), c.out_trade_no.clone());
+    f.insert("total_fee".into(), c.total_fee.to_string());
+    f.insert("cash_fee".into(), c.total_fee.to_string());
+    f.insert("fee_type".into(), "CNY".into());
+    f.insert("refund_count".into(), page.len().to_string());
+    if offset.is_some() {
+        f.insert("total_refund_count".into(), total.to_string());
+    }
+    for (n, r) in page.iter().enumerate() {
+        f.insert(format!("out_refund_no_{n}"), r.out_refund_no.clone());
+        f.insert(format!("refund_id_{n}"), r.refund_id.clone());
+        f.insert(format!("refund_fee_{n}"), r.refund_fee.to_string());
+        f.insert(format!("refund_status_{n}"), r.status.as_str().into());
+        f.insert(format!("refund_channel_{n}"), "ORIGINAL".into());
+        f.insert(
+            format!("refund_account_{n}"),
+            "REFUND_SOURCE_UNSETTLED_FUNDS".into(),
+        );
+        f.insert(
+            format!("refund_recv_accout_{n}"),
+            REFUND_RECV_ACCOUNT.into(),
+        );
+        if let (RefundStatus::Success, Some(at)) = (r.status, r.settled_at) {
+            f.insert(format!("refund_success_time_{n}"), china_time(at).dashed());
+        }
+    }
+    tracing::info!(
+        out_trade_no = c.out_trade_no,
+        refunds = total,
+        "refundquery"
+    );
+    sim.answer(t, None, f)
+}
+
+/// The refund (or the order's refunds) a refundquery names, by the real
+/// service's priority: refund_id, out_refund_no, transaction_id, out_trade_no.
+enum RefundNamed {
+    RefundId(String),
+    OutRefundNo(String),
+    Order(Named),
 }
 
 async fn put_scenario(State(sim): State<Arc<Provider>>, body: Bytes) -> Response {
