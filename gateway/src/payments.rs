@@ -48,8 +48,8 @@ use crate::keys::Principal;
 
 /// Reverse calls in one go before the charge is left to the sweeper.
 const MAX_REVERSE_CALLS: u32 = 10;
-/// Refund calls in one go before the refund is left to the sweeper.
-const MAX_REFUND_CALLS: u32 = 3;
+/// Refund queries in one request before the refund is left to the sweeper.
+const MAX_REFUND_QUERIES: u32 = 3;
 /// Charges and refunds one sweep looks at.
 const SWEEP_BATCH: i64 = 100;
 /// Longest request id of a refund.
@@ -497,6 +497,14 @@ impl Payments {
                     "the charge's provider {name} is not configured"
                 ))
             })
+    }
+
+    /// How far a request drives a refund before it answers.
+    fn request_budget(&self) -> RefundBudget {
+        RefundBudget {
+            queries: MAX_REFUND_QUERIES,
+            pause: self.poll_interval,
+        }
     }
 
     /// `None` when this process already drives `id`.
@@ -961,7 +969,7 @@ impl Payments {
                     "this request_id was already used with a different refund",
                 ));
             }
-            return self.drive_refund(existing).await;
+            return self.drive_refund(existing, self.request_budget()).await;
         }
         let Some(charge) = charge else {
             if let Some(p) = store::prepayment(&mut tx, order_id).await? {
@@ -1034,7 +1042,7 @@ impl Payments {
             )
             .await?;
         tx.commit().await?;
-        self.drive_refund(refund).await
+        self.drive_refund(refund, self.request_budget()).await
     }
 
     /// Gives back in full what the order's charge took and is not refunded
@@ -1068,12 +1076,14 @@ impl Payments {
             let running = store::refunds_of_order(&mut tx, order_id)
                 .await?
                 .into_iter()
-                .find(|r| r.charge_id == charge.id && r.state == RefundState::Pending);
+                .find(|r| r.charge_id == charge.id && !r.state.is_final());
             if let Some(r) = running {
                 drop(tx);
-                let r = self.drive_refund(r).await?;
+                let r = self.drive_refund(r, self.request_budget()).await?;
                 match r.state {
-                    RefundState::Pending => return Err(refund_pending(order_id)),
+                    RefundState::Requested | RefundState::Processing => {
+                        return Err(refund_pending(order_id));
+                    }
                     RefundState::Failed if is_close_request_id(&r.request_id) => {
                         return Err(refund_refused(&r));
                     }
@@ -1110,10 +1120,10 @@ impl Payments {
                 .await?;
             tx.commit().await?;
             tracing::info!(order = order_id, refund = %refund.id, amount_fen = kept, "refunding in full to {}", action.as_str());
-            let r = self.drive_refund(refund).await?;
+            let r = self.drive_refund(refund, self.request_budget()).await?;
             return match r.state {
                 RefundState::Succeeded => Ok(()),
-                RefundState::Pending => Err(refund_pending(order_id)),
+                RefundState::Requested | RefundState::Processing => Err(refund_pending(order_id)),
                 RefundState::Failed => Err(refund_refused(&r)),
             };
         }
@@ -1170,10 +1180,17 @@ impl Payments {
             .ok_or_else(|| Error::internal(anyhow::anyhow!("refund {id} vanished")))
     }
 
-    /// Calls the provider for a pending refund (the same `out_refund_no`
-    /// every time, so repeating is safe) and records the outcome.
-    async fn drive_refund(&self, refund: Refund) -> Result<Refund> {
-        if refund.state != RefundState::Pending {
+    /// Moves a refund that is not final along its state machine, calling
+    /// the provider under the refund's own `out_refund_no` (so repeating is
+    /// safe). `requested` is sent: accepted, it is `processing`; refused,
+    /// `failed`; an unknown answer (no answer, the merchant's balance short)
+    /// leaves it `requested` for the sweeper to send again. `processing` is
+    /// queried, at most `budget.queries` times: succeeded, the money is back
+    /// (payment status, restock, `order.refunded`); closed or CHANGE,
+    /// `failed`; unknown to the provider, sent again; still on its way, left
+    /// `processing`. Answers the refund as it then is.
+    async fn drive_refund(&self, refund: Refund, budget: RefundBudget) -> Result<Refund> {
+        if refund.state.is_final() {
             return Ok(refund);
         }
         let Some(_claim) = self.claim(&refund.id) else {
@@ -1181,61 +1198,123 @@ impl Payments {
         };
         let charge = self.load_charge(&refund.charge_id).await?;
         let provider = self.provider_named(&charge.provider)?;
-        for i in 0..MAX_REFUND_CALLS {
-            if i > 0 {
-                tokio::time::sleep(self.poll_interval).await;
+        // As it is now: another process may have moved it meanwhile.
+        let mut refund = self.reload_refund(&refund).await?;
+        let (mut sent, mut queries) = (false, 0);
+        while !refund.state.is_final() {
+            match refund.state {
+                RefundState::Requested if !sent => {
+                    sent = true;
+                    self.send_refund(&*provider, &charge, &refund).await?;
+                }
+                RefundState::Processing if queries < budget.queries => {
+                    if queries > 0 {
+                        tokio::time::sleep(budget.pause).await;
+                    }
+                    queries += 1;
+                    self.query_refund(&*provider, &charge, &refund).await?;
+                }
+                // Sent and not accepted, or queried enough: the sweeper goes on.
+                _ => break,
             }
-            let answer = provider
-                .refund(RefundRequest {
-                    out_trade_no: &charge.id,
-                    out_refund_no: &refund.id,
-                    total_fen: charge.amount_fen,
-                    refund_fen: refund.amount_fen,
-                })
-                .await;
-            let (outcome, detail) = match &answer {
-                ProviderRefund::Done { .. } => ("refunded", None),
-                ProviderRefund::Refused { provider_code, .. } => {
-                    ("refused", Some(provider_code.as_str()))
-                }
-                ProviderRefund::Unknown { why } => ("unknown", Some(why.as_str())),
-            };
-            self.log(
-                &charge.id,
-                &format!("refund {}", refund.id),
-                outcome,
-                detail,
-            )
-            .await;
-            match answer {
-                ProviderRefund::Done { refund_ref } => {
-                    self.refund_done(&refund, &charge, &refund_ref).await?;
-                    break;
-                }
-                ProviderRefund::Refused { code, .. } => {
-                    let mut tx = self.db.write().await?;
-                    store::settle_refund(
-                        &mut tx,
-                        &refund,
-                        RefundState::Failed,
-                        Some(code),
-                        None,
-                        now_micros(),
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    break;
-                }
-                ProviderRefund::Unknown { .. } => {}
-            }
+            refund = self.reload_refund(&refund).await?;
         }
+        Ok(refund)
+    }
+
+    async fn reload_refund(&self, refund: &Refund) -> Result<Refund> {
         let mut conn = self.db.pool.acquire().await?;
         store::refund_by_request(&mut conn, &refund.order_id, &refund.request_id)
             .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("refund vanished")))
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("refund {} vanished", refund.id)))
     }
 
-    async fn refund_done(
+    /// One refund call, and what it makes of the refund.
+    async fn send_refund(
+        &self,
+        provider: &dyn Provider,
+        charge: &Charge,
+        refund: &Refund,
+    ) -> Result<()> {
+        let answer = provider
+            .refund(RefundRequest {
+                out_trade_no: &charge.id,
+                out_refund_no: &refund.id,
+                total_fen: charge.amount_fen,
+                refund_fen: refund.amount_fen,
+            })
+            .await;
+        let (outcome, detail) = match &answer {
+            ProviderRefund::Done { .. } => ("accepted", None),
+            ProviderRefund::Refused { provider_code, .. } => {
+                ("refused", Some(provider_code.as_str()))
+            }
+            ProviderRefund::Unknown { why } => ("unknown", Some(why.as_str())),
+        };
+        self.log(
+            &charge.id,
+            &format!("refund {}", refund.id),
+            outcome,
+            detail,
+        )
+        .await;
+        match answer {
+            // Accepted, not done: the refund query tells the outcome. (A
+            // refund sent again while processing stays so.)
+            ProviderRefund::Done { refund_ref } => {
+                let mut tx = self.db.write().await?;
+                store::accept_refund(&mut tx, &refund.id, &refund_ref, now_micros()).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            ProviderRefund::Refused { code, .. } => self.refund_failed(refund, code).await,
+            ProviderRefund::Unknown { .. } => Ok(()),
+        }
+    }
+
+    /// One refund query, and what it makes of the refund.
+    async fn query_refund(
+        &self,
+        provider: &dyn Provider,
+        charge: &Charge,
+        refund: &Refund,
+    ) -> Result<()> {
+        let status = provider.refund_query(&charge.id, &refund.id).await;
+        let (outcome, detail) = match &status {
+            RefundStatus::Succeeded { .. } => ("succeeded", None),
+            RefundStatus::Processing => ("processing", None),
+            RefundStatus::Failed { provider_code, .. } => ("failed", Some(provider_code.as_str())),
+            RefundStatus::NotFound => ("not_found", None),
+            RefundStatus::Unknown { why } => ("unknown", Some(why.as_str())),
+        };
+        self.log(
+            &charge.id,
+            &format!("refundquery {}", refund.id),
+            outcome,
+            detail,
+        )
+        .await;
+        {
+            let mut tx = self.db.write().await?;
+            store::refund_queried(&mut tx, &refund.id, now_micros()).await?;
+            tx.commit().await?;
+        }
+        match status {
+            RefundStatus::Succeeded { refund_ref } => {
+                self.refund_succeeded(refund, charge, &refund_ref).await
+            }
+            RefundStatus::Failed { code, .. } => self.refund_failed(refund, code).await,
+            // Never accepted as far as the provider knows: ask again, under
+            // the same out_refund_no.
+            RefundStatus::NotFound => self.send_refund(provider, charge, refund).await,
+            RefundStatus::Processing | RefundStatus::Unknown { .. } => Ok(()),
+        }
+    }
+
+    /// The money is back with the customer: the refund succeeds, and the
+    /// order's payment status, the restock and `order.refunded` follow in
+    /// the same transaction. Nothing happens if it was already final.
+    async fn refund_succeeded(
         &self,
         refund: &Refund,
         charge: &Charge,
@@ -1259,7 +1338,7 @@ impl Payments {
         {
             return Ok(());
         }
-        // Everything refunded that succeeded, pending ones not counted.
+        // Everything refunded that succeeded, running ones not counted.
         let done: i64 = store::refunds_of_order(&mut tx, &refund.order_id)
             .await?
             .iter()
@@ -1300,6 +1379,45 @@ impl Payments {
         .await?;
         tx.commit().await?;
         self.hub.notify(&facts.store);
+        tracing::info!(refund = %refund.id, order = %refund.order_id, "refunded");
+        Ok(())
+    }
+
+    /// The refund will not reach the customer: refused, closed by the
+    /// provider, or CHANGE (the customer's account cannot take it back; the
+    /// provider holds the money for the merchant to pay out by hand). It
+    /// fails with `code`, its amount refundable again except after CHANGE,
+    /// and the store's feed gets `order.refund_failed` so a manager sees it.
+    async fn refund_failed(&self, refund: &Refund, code: &str) -> Result<()> {
+        let now = now_micros();
+        let mut tx = self.db.write().await?;
+        let facts = store::order_facts(&mut tx, &refund.order_id).await?;
+        let seq = events::next_seq(&mut tx, &facts.store)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+        if !store::settle_refund(&mut tx, refund, RefundState::Failed, Some(code), None, now)
+            .await?
+        {
+            return Ok(());
+        }
+        crate::channels::ingest::append_order_event(
+            &mut tx,
+            &facts.store,
+            seq,
+            &refund.order_id,
+            "order.refund_failed",
+            serde_json::json!({
+                "refund_id": refund.id,
+                "request_id": refund.request_id,
+                "amount": refund.amount,
+                "code": code,
+            }),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.hub.notify(&facts.store);
+        tracing::warn!(refund = %refund.id, order = %refund.order_id, code, "refund failed");
         Ok(())
     }
 
@@ -1325,7 +1443,7 @@ impl Payments {
             let mut conn = self.db.pool.acquire().await?;
             (
                 store::unsettled_charges(&mut conn, SWEEP_BATCH).await?,
-                store::pending_refunds(&mut conn, SWEEP_BATCH).await?,
+                store::unsettled_refunds(&mut conn, SWEEP_BATCH).await?,
             )
         };
         let mut seen = 0;
@@ -1348,7 +1466,8 @@ impl Payments {
         }
         for refund in refunds {
             seen += 1;
-            self.drive_refund(refund).await?;
+            tracing::info!(refund = %refund.id, state = refund.state.as_str(), "sweeping");
+            self.drive_refund(refund, RefundBudget::SWEEP).await?;
         }
         Ok(seen)
     }
@@ -1381,6 +1500,24 @@ async fn append_event(
     events::append(conn, store, seq, order_id, kind, now, &payload).await
 }
 
+/// How far one drive of a refund goes before it is left as it is.
+#[derive(Debug, Clone, Copy)]
+struct RefundBudget {
+    /// Refund queries at most (the refund call is sent once, and again only
+    /// when the provider does not know it).
+    queries: u32,
+    /// Between two queries that found it still processing.
+    pause: Duration,
+}
+
+impl RefundBudget {
+    /// A sweep asks once about each refund and moves on.
+    const SWEEP: RefundBudget = RefundBudget {
+        queries: 1,
+        pause: Duration::ZERO,
+    };
+}
+
 /// A refund about to be recorded, under the charge row's lock.
 struct NewRefundOf<'a> {
     order_id: &'a str,
@@ -1411,13 +1548,14 @@ pub(crate) fn payment_pending(order_id: &str) -> Error {
     )
 }
 
-/// A cancel or reject while a refund of the order is with the provider.
+/// A cancel or reject while a refund of the order is requested or
+/// processing: the money is not back yet.
 pub(crate) fn refund_pending(order_id: &str) -> Error {
     Error::conflict(
         "refund_pending",
         format!(
-            "a refund of order {order_id} is with the provider; the order is unchanged: \
-             try again shortly"
+            "a refund of order {order_id} is with the provider and the money is not back yet; \
+             the order is unchanged: try again shortly"
         ),
     )
 }
@@ -1438,7 +1576,7 @@ fn refund_refused(r: &Refund) -> Error {
     Error::conflict(
         "refund_refused",
         format!(
-            "the provider refused to refund {} ({}); the order is unchanged",
+            "the provider did not refund {} ({}); the order is unchanged",
             r.amount,
             r.code.as_deref().unwrap_or("refused")
         ),

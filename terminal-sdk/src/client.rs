@@ -292,8 +292,14 @@ impl GatewayClient {
 
     /// Refunds `amount` of what the order paid. `request_id` is the
     /// terminal's id of this refund: the same id again answers the same
-    /// refund (so retries are safe), a new id is a new refund. More than is
-    /// left to refund is a `refund_exceeds_paid` Fault. For refunds by
+    /// refund (so retries are safe), a new id is a new refund. The answer's
+    /// `state` is `succeeded` once the money is back with the customer,
+    /// `failed` (see `failure_code`: `refund_closed`, `refund_change`, …)
+    /// if it will not be, and `requested` or `processing` while the provider
+    /// has not finished: the money is not back yet; the gateway finishes it
+    /// and [`GatewayClient::get_payment`] (or the same request again) shows
+    /// the outcome. More than is left to refund is a `refund_exceeds_paid`
+    /// Fault. For refunds by
     /// order line, with a reason or restocking, see
     /// [`GatewayClient::refund_order_with`].
     pub async fn refund_order(

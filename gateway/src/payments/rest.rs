@@ -128,8 +128,9 @@ async fn refund(
         restock: b.restock,
     };
     let refund = payments.refund_with(&id, spec, &who).await?;
+    // Requested or processing: accepted, the money is not back yet.
     let status = match refund.state {
-        RefundState::Pending => StatusCode::ACCEPTED,
+        RefundState::Requested | RefundState::Processing => StatusCode::ACCEPTED,
         RefundState::Succeeded | RefundState::Failed => StatusCode::OK,
     };
     Ok((status, Json(refund)).into_response())

@@ -225,7 +225,8 @@ pub enum Held {
     Nothing,
     /// A charge of ours is still running.
     ChargeRunning,
-    /// A refund of our charge is with the provider.
+    /// A refund of our charge is requested or processing: the money is not
+    /// back yet.
     RefundRunning,
     /// Our charge took money that is not refunded yet (fen).
     Ours(i64),
@@ -253,12 +254,17 @@ pub async fn money_held(
     if !live.state.is_final() {
         return Ok(Held::ChargeRunning);
     }
+    // Given back: what succeeded, and what left for the customer but must be
+    // paid out by hand (CHANGE). Running: requested or processing, whose
+    // money is not back yet.
     let row = sqlx::query(
-        "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'succeeded' THEN amount_fen ELSE 0 END), 0) AS BIGINT),
-                CAST(COALESCE(SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT)
+        "SELECT CAST(COALESCE(SUM(CASE WHEN state = 'succeeded'
+                    OR (state = 'failed' AND failure_code = $2) THEN amount_fen ELSE 0 END), 0) AS BIGINT),
+                CAST(COALESCE(SUM(CASE WHEN state IN ('requested', 'processing') THEN 1 ELSE 0 END), 0) AS BIGINT)
          FROM refunds WHERE charge_id = $1",
     )
     .bind(live.id.clone())
+    .bind(REFUND_CHANGE)
     .fetch_one(&mut *conn)
     .await?;
     let (refunded, running): (i64, i64) = (row.get(0), row.get(1));
@@ -427,10 +433,16 @@ pub async fn set_payment_status(
 
 // ------------------------------------------------------------------ refunds
 
+/// A refund's place in its state machine: `requested` (recorded; the
+/// provider has not accepted it yet), `processing` (accepted: the money is
+/// on its way), then `succeeded` or `failed`. A provider's SUCCESS answer to
+/// the refund call only means accepted; the outcome comes from its refund
+/// query. Until it is final the money is not back with the customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefundState {
-    Pending,
+    Requested,
+    Processing,
     Succeeded,
     Failed,
 }
@@ -438,12 +450,38 @@ pub enum RefundState {
 impl RefundState {
     pub fn as_str(self) -> &'static str {
         match self {
-            RefundState::Pending => "pending",
+            RefundState::Requested => "requested",
+            RefundState::Processing => "processing",
             RefundState::Succeeded => "succeeded",
             RefundState::Failed => "failed",
         }
     }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "requested" => RefundState::Requested,
+            "processing" => RefundState::Processing,
+            "succeeded" => RefundState::Succeeded,
+            "failed" => RefundState::Failed,
+            other => {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "unknown refund state {other:?}"
+                )));
+            }
+        })
+    }
+
+    /// Succeeded or failed: it will not change any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, RefundState::Succeeded | RefundState::Failed)
+    }
 }
+
+/// The failure code of a refund the provider took but could not pay back
+/// the original way (WeChat's CHANGE): the money has left the merchant's
+/// account and the provider holds it for the merchant to pay out by hand,
+/// so it stays counted as given back and is not refundable again.
+pub const REFUND_CHANGE: &str = "refund_change";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Refund {
@@ -463,6 +501,9 @@ pub struct Refund {
     /// What it gives back line by line; empty for an amount-only refund.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lines: Vec<RefundLine>,
+    /// The provider's number of the refund, once it accepted it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refund_ref: Option<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -477,19 +518,10 @@ pub struct RefundLine {
 }
 
 const REFUND_COLS: &str = "id, charge_id, order_id, request_id, amount_fen, state, failure_code,
-    reason, restock, created_at, updated_at";
+    provider_ref, reason, restock, created_at, updated_at";
 
 fn refund_from_row(r: &sqlx::any::AnyRow) -> Result<Refund> {
-    let state = match r.get::<String, _>("state").as_str() {
-        "pending" => RefundState::Pending,
-        "succeeded" => RefundState::Succeeded,
-        "failed" => RefundState::Failed,
-        other => {
-            return Err(Error::internal(anyhow::anyhow!(
-                "unknown refund state {other:?}"
-            )));
-        }
-    };
+    let state = RefundState::parse(&r.get::<String, _>("state"))?;
     let amount_fen: i64 = r.get("amount_fen");
     Ok(Refund {
         id: r.get("id"),
@@ -503,6 +535,7 @@ fn refund_from_row(r: &sqlx::any::AnyRow) -> Result<Refund> {
         reason: r.get("reason"),
         restock: r.get::<i64, _>("restock") != 0,
         lines: Vec::new(),
+        refund_ref: r.get("provider_ref"),
         created_at: clock::rfc3339(r.get("created_at")),
         updated_at: clock::rfc3339(r.get("updated_at")),
     })
@@ -541,7 +574,7 @@ pub async fn refund_lines(conn: &mut AnyConnection, refund_id: &str) -> Result<V
 }
 
 /// Quantity and money already given back per order line, by refunds that
-/// have not failed.
+/// have not failed (or failed with [`REFUND_CHANGE`]: that money has left).
 pub async fn refunded_per_line(
     conn: &mut AnyConnection,
     order_id: &str,
@@ -549,10 +582,11 @@ pub async fn refunded_per_line(
     let rows = sqlx::query(
         "SELECT rl.line_no, CAST(SUM(rl.qty_milli) AS BIGINT) AS qty, CAST(SUM(rl.amount_fen) AS BIGINT) AS fen
          FROM refund_lines rl JOIN refunds r ON r.id = rl.refund_id
-         WHERE r.order_id = $1 AND r.state <> 'failed'
+         WHERE r.order_id = $1 AND (r.state <> 'failed' OR r.failure_code = $2)
          GROUP BY rl.line_no",
     )
     .bind(order_id.to_owned())
+    .bind(REFUND_CHANGE)
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -593,9 +627,12 @@ pub async fn refunds_of_order(conn: &mut AnyConnection, order_id: &str) -> Resul
     with_lines(conn, refunds).await
 }
 
-pub async fn pending_refunds(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Refund>> {
+/// Refunds that are not final, oldest first: `requested` ones are sent
+/// again (under their own `out_refund_no`), `processing` ones queried.
+pub async fn unsettled_refunds(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Refund>> {
     let sql = format!(
-        "SELECT {REFUND_COLS} FROM refunds WHERE state = 'pending' ORDER BY created_at LIMIT $1"
+        "SELECT {REFUND_COLS} FROM refunds WHERE state IN ('requested', 'processing')
+         ORDER BY created_at LIMIT $1"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(limit)
@@ -631,7 +668,7 @@ pub struct NewRefund<'a> {
     pub now: i64,
 }
 
-/// Records a pending refund and reserves its amount on the charge, so two
+/// Records a `requested` refund and reserves its amount on the charge, so two
 /// refunds at once can never exceed what was paid. `false`: it would.
 pub async fn insert_refund(conn: &mut AnyConnection, r: NewRefund<'_>) -> Result<bool> {
     let reserved = sqlx::query(
@@ -650,7 +687,7 @@ pub async fn insert_refund(conn: &mut AnyConnection, r: NewRefund<'_>) -> Result
     sqlx::query(
         "INSERT INTO refunds (id, charge_id, order_id, request_id, amount_fen, state, created_by,
             created_at, updated_at, reason, restock)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7, $7, $8, $9)",
     )
     .bind(r.id.to_owned())
     .bind(r.charge_id.to_owned())
@@ -678,8 +715,43 @@ pub async fn insert_refund(conn: &mut AnyConnection, r: NewRefund<'_>) -> Result
     Ok(true)
 }
 
-/// Finishes a pending refund; a failed one gives its reservation back.
-/// `false` when it was already final.
+/// The provider accepted a `requested` refund: it is `processing` under the
+/// provider's number `refund_ref` (kept if it gave none). `false` when it
+/// was no longer `requested`.
+pub async fn accept_refund(
+    conn: &mut AnyConnection,
+    id: &str,
+    refund_ref: &str,
+    now: i64,
+) -> Result<bool> {
+    let refund_ref = (!refund_ref.is_empty()).then(|| refund_ref.to_owned());
+    let n = sqlx::query(
+        "UPDATE refunds SET state = 'processing', provider_ref = COALESCE($1, provider_ref),
+            accepted_at = $2, updated_at = $2
+         WHERE id = $3 AND state = 'requested'",
+    )
+    .bind(refund_ref)
+    .bind(now)
+    .bind(id.to_owned())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// When the provider was last asked about a refund.
+pub async fn refund_queried(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE refunds SET queried_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id.to_owned())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Finishes a refund that is not final yet. A failed one gives its
+/// reservation back, so the amount is refundable again, unless the money
+/// has left ([`REFUND_CHANGE`]). `false` when it was already final.
 pub async fn settle_refund(
     conn: &mut AnyConnection,
     refund: &Refund,
@@ -688,13 +760,15 @@ pub async fn settle_refund(
     provider_ref: Option<&str>,
     now: i64,
 ) -> Result<bool> {
+    debug_assert!(to.is_final());
     let n = sqlx::query(
-        "UPDATE refunds SET state = $1, failure_code = $2, provider_ref = $3, updated_at = $4
-         WHERE id = $5 AND state = 'pending'",
+        "UPDATE refunds SET state = $1, failure_code = $2,
+            provider_ref = COALESCE($3, provider_ref), updated_at = $4
+         WHERE id = $5 AND state IN ('requested', 'processing')",
     )
     .bind(to.as_str())
     .bind(failure_code.map(str::to_owned))
-    .bind(provider_ref.map(str::to_owned))
+    .bind(provider_ref.filter(|r| !r.is_empty()).map(str::to_owned))
     .bind(now)
     .bind(refund.id.clone())
     .execute(&mut *conn)
@@ -703,7 +777,7 @@ pub async fn settle_refund(
     if n != 1 {
         return Ok(false);
     }
-    if to == RefundState::Failed {
+    if to == RefundState::Failed && failure_code != Some(REFUND_CHANGE) {
         sqlx::query(
             "UPDATE charges SET refunded_fen = refunded_fen - $1, updated_at = $2 WHERE id = $3",
         )

@@ -142,7 +142,8 @@ fn payment(c: Charge, exchanges: Vec<ProviderExchange>) -> Payment {
 
 fn refund(r: Refund) -> PaymentRefund {
     let state = match r.state {
-        RefundState::Pending => WireRefundState::Pending,
+        RefundState::Requested => WireRefundState::Requested,
+        RefundState::Processing => WireRefundState::Processing,
         RefundState::Succeeded => WireRefundState::Succeeded,
         RefundState::Failed => WireRefundState::Failed,
     };
@@ -188,6 +189,16 @@ fn reason(code: &str) -> &'static str {
         "payment_cancelled" => "the payment was cancelled at the provider: no money moved",
         "refund_exceeds_paid" => "the provider says this is more than is left to refund",
         "refund_refused" => "the provider refused the refund",
+        "refund_closed" => {
+            "the provider closed the refund and no money moved: the amount can be refunded again"
+        }
+        "refund_change" => {
+            "the money could not go back to the customer's account: the provider holds it, \
+             pay it out to the customer by hand"
+        }
+        "refund_conflict" => {
+            "the provider has this refund number with another amount: ask the office to check the refund"
+        }
         "invalid_refund" => {
             "the refund is not well formed: give an amount or the order lines, each line once, restock only with lines"
         }
@@ -224,6 +235,9 @@ mod tests {
             "payment_cancelled",
             "refund_exceeds_paid",
             "refund_refused",
+            "refund_closed",
+            "refund_change",
+            "refund_conflict",
         ]
         .into_iter()
         .chain(REFUND_REFUSALS)

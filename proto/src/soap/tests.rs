@@ -598,3 +598,52 @@ fn money_in_messages_is_decimal_text() {
     assert!(xml.contains("<tns:quantity>0.355</tns:quantity>"));
     assert_eq!(Money::parse("14.16").unwrap().to_string(), "14.16");
 }
+
+#[test]
+fn the_wsdl_names_exactly_the_refund_states_and_each_reads_back() {
+    let w = wsdl::wsdl("http://127.0.0.1:8080/soap/terminal");
+    let start = w
+        .find("<xsd:simpleType name=\"RefundState\">")
+        .expect("RefundState in the WSDL");
+    let end = start + w[start..].find("</xsd:simpleType>").expect("its end");
+    let listed: Vec<&str> = w[start..end]
+        .split("<xsd:enumeration value=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    let ours: Vec<&str> = RefundState::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(listed, ours);
+    assert_eq!(ours, ["requested", "processing", "succeeded", "failed"]);
+    assert!(RefundState::parse("pending").is_err(), "pending is gone");
+    for &state in RefundState::ALL {
+        assert_eq!(
+            state.is_final(),
+            matches!(state, RefundState::Succeeded | RefundState::Failed)
+        );
+        let refund = PaymentRefund {
+            id: "0123456789abcdef01234567-1R1".into(),
+            charge_id: "0123456789abcdef01234567-1".into(),
+            order_id: "0190a".into(),
+            request_id: "r-1".into(),
+            state,
+            failure_code: None,
+            failure_reason: None,
+            amount: Money::parse("5.00").unwrap(),
+            created_at: "2026-11-27T19:48:00+08:00".into(),
+            updated_at: "2026-11-27T19:48:00+08:00".into(),
+            reason: None,
+            restock: false,
+            lines: Vec::new(),
+        };
+        let r = RefundOrderResponse { refund };
+        let xml = write_response(&r);
+        assert!(
+            xml.contains(&format!("<tns:state>{}</tns:state>", state.as_str())),
+            "{xml}"
+        );
+        assert_eq!(
+            parse_response::<RefundOrderResponse>(xml.as_bytes()).unwrap(),
+            r
+        );
+    }
+}

@@ -135,8 +135,10 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
         </xsd:restriction>
       </xsd:simpleType>
       <xsd:simpleType name="RefundState">
+        <xsd:annotation><xsd:documentation>requested (not yet accepted by the provider) and processing (accepted, the money on its way) are not final; succeeded and failed are.</xsd:documentation></xsd:annotation>
         <xsd:restriction base="xsd:string">
-          <xsd:enumeration value="pending"/><xsd:enumeration value="succeeded"/><xsd:enumeration value="failed"/>
+          <xsd:enumeration value="requested"/><xsd:enumeration value="processing"/><xsd:enumeration value="succeeded"/>
+          <xsd:enumeration value="failed"/>
         </xsd:restriction>
       </xsd:simpleType>
       <xsd:simpleType name="PeripheralKind">

@@ -28,13 +28,24 @@ impl ChargeState {
 }
 
 wire_enum!(
-    /// A refund: `pending` until the provider confirmed or refused it.
+    /// A refund: `requested` (recorded, the provider has not accepted it
+    /// yet), `processing` (accepted, the money is on its way), then
+    /// `succeeded` (back with the customer) or `failed`.
     RefundState, "invalid_refund_state", {
-        Pending = "pending",
+        Requested = "requested",
+        Processing = "processing",
         Succeeded = "succeeded",
         Failed = "failed",
     }
 );
+
+impl RefundState {
+    /// Succeeded or failed: it will not change any more. Until then the
+    /// money is not back with the customer.
+    pub fn is_final(self) -> bool {
+        matches!(self, RefundState::Succeeded | RefundState::Failed)
+    }
+}
 
 /// Longest request id of a refund (as REST).
 pub const MAX_REQUEST_ID: usize = 64;
