@@ -13,9 +13,11 @@
 //!   (default `http://{listen address}`) or over `http://{Host header}/api/v1/{path}`.
 //!   It answers `{"data":"ok"}`; a refusal is HTTP 200 with
 //!   `{"data":"ng","error":{"code":…,"msg":…}}` as the real platform does:
-//!   700 bad parameters, 703 bad signature, 704 bad timestamp, 705 wrong
-//!   app_id, 809 not allowed in the order's state (e.g. confirming a
-//!   cancelled order). Only an unknown path is a 404.
+//!   700 malformed parameter, 701 missing parameter, 702 unknown app_id,
+//!   703 bad signature, 704 bad timestamp (our code), 808 operation refused
+//!   (`操作失败,订单已经确认过了` to a second confirm, or an action the
+//!   order's state does not allow). Only an unknown path is a 404.
+//!   See docs/simulators.md for what it follows and where it differs.
 //!
 //! Control API beside it:
 //! - `POST /push` `{"event": "new"|"cancel"|"refund_apply"|"refund_cancel"|"delivery_status",
@@ -584,6 +586,7 @@ impl PlatformSim {
             event.as_str()
         );
         let mut params = push.params();
+        params.extend(platform_extras(&push, now_s));
         for (k, v) in &req.raw {
             params.retain(|(pk, _)| pk != k);
             if let Some(v) = v {
@@ -656,6 +659,12 @@ impl PlatformSim {
         now_s: i64,
     ) -> Result<(Push, Option<u32>, Option<String>), BadPush> {
         let o = &req.order;
+        if let Some(id) = &o.order_id {
+            platform_id("order.order_id", id)?;
+        }
+        if let Some(id) = &o.refund_id {
+            platform_id("order.refund_id", id)?;
+        }
         let mut st = lock(&self.inner.state);
         let need_order_id = || {
             o.order_id
@@ -875,7 +884,10 @@ impl PlatformSim {
             if !sig_ok {
                 return Err((mt::ERR_SIG, "签名验证错误".into()));
             }
-            let call = Call::parse(path, params).map_err(|e| (mt::ERR_PARAM, e.to_string()))?;
+            let call = Call::parse(path, params).map_err(|e| match e {
+                mt::CallError::Missing(_) => (mt::ERR_MISSING, e.to_string()),
+                _ => (mt::ERR_PARAM, e.to_string()),
+            })?;
             st.apply(&call)
         })();
         rec.answered = Some(200);
@@ -893,6 +905,61 @@ impl PlatformSim {
         st.record(rec);
         (Some((StatusCode::OK, body)), fault.delay)
     }
+}
+
+/// Longest platform id (order, refund): the platform's ids are numbers.
+pub const MAX_PLATFORM_ID_DIGITS: usize = 32;
+
+/// The platform's order and refund ids are numbers (`order_id` is a long,
+/// `wm_order_id_view` its display form): an id given on the control API must
+/// be 1 to [`MAX_PLATFORM_ID_DIGITS`] digits (empty means "make one up").
+fn platform_id(field: &str, id: &str) -> Result<(), BadPush> {
+    if id.is_empty()
+        || (id.len() <= MAX_PLATFORM_ID_DIGITS && id.bytes().all(|b| b.is_ascii_digit()))
+    {
+        Ok(())
+    } else {
+        Err(BadPush(format!(
+            "{field} {id:?}: the platform's ids are 1 to {MAX_PLATFORM_ID_DIGITS} digits \
+             (send anything else with `raw`)"
+        )))
+    }
+}
+
+/// Parameters the real platform pushes that the gateway does not read:
+/// sent so that a receiver meets the push as the platform writes it.
+fn platform_extras(push: &Push, now_s: i64) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = Vec::new();
+    let mut put = |k: &str, val: String| v.push((k.to_owned(), val));
+    match push {
+        Push::NewOrder(o) => {
+            // The display id: in the real pushes it differs from order_id.
+            put("wm_order_id_view", format!("1{}", o.order_id));
+            put("wm_poi_name", format!("测试门店 {}", o.app_poi_code));
+            put("wm_poi_address", "测试路1号".into());
+            put("wm_poi_phone", "4009208801".into());
+            put("wm_poi_id", "1000001".into());
+            put("city_id", "999999".into());
+            // 2: pushed to the store (1 submitted, 4 confirmed, 8 done, 9 cancelled).
+            put("status", "2".into());
+            put("utime", o.ctime.to_string());
+            // 0: deliver as soon as possible.
+            put("delivery_time", "0".into());
+            // 2: paid online (1: cash on delivery).
+            put("pay_type", "2".into());
+            put("is_third_shipping", "0".into());
+            put("has_invoiced", "0".into());
+            put("invoice_title", String::new());
+            put("shipper_phone", String::new());
+            put("latitude", "31.143873".into());
+            put("longitude", "121.175621".into());
+        }
+        Push::RefundApply(_) => put("notify_type", "apply".into()),
+        Push::RefundCancel(_) => put("notify_type", "cancelRefund".into()),
+        Push::DeliveryStatus(_) => put("time", now_s.to_string()),
+        Push::Cancel(_) => {}
+    }
+    v
 }
 
 async fn send(client: &reqwest::Client, url: &str, body: String) -> (u16, Value) {
@@ -1032,4 +1099,176 @@ async fn get_orders(State(sim): State<PlatformSim>) -> Json<Value> {
 
 async fn get_pushes(State(sim): State<PlatformSim>) -> Json<Vec<SentPush>> {
     Json(sim.pushes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "sim-test-secret";
+
+    /// A simulator whose gateway is a closed port: pushes are built,
+    /// signed and answered with status 0.
+    async fn sim() -> PlatformSim {
+        PlatformSim::start(PlatformConfig::new("http://127.0.0.1:9", "app-1", SECRET))
+            .await
+            .unwrap()
+    }
+
+    fn form(out: &PushOutcome) -> Vec<(String, String)> {
+        out.params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn refuses_ids_the_platform_never_sends() {
+        let sim = sim().await;
+        for id in [
+            "MT-1001",
+            "12a",
+            " 1",
+            &"9".repeat(MAX_PLATFORM_ID_DIGITS + 1),
+        ] {
+            let mut req = PushRequest::new_order("s1", vec![ItemSpec::new("A", "a", 1, 100)]);
+            req.order.order_id = Some(id.to_owned());
+            let e = sim.push(req).await.unwrap_err();
+            assert!(e.0.contains("1 to 32 digits"), "{id}: {e}");
+            let e = sim
+                .push(PushRequest::event_on(PushKind::Cancel, id))
+                .await
+                .unwrap_err();
+            assert!(e.0.contains("order.order_id"), "{id}: {e}");
+        }
+        let mut req = PushRequest::event_on(PushKind::RefundApply, "123");
+        req.order.refund_id = Some("r1".into());
+        assert!(
+            sim.push(req)
+                .await
+                .unwrap_err()
+                .0
+                .contains("order.refund_id")
+        );
+        // Nothing was sent.
+        assert!(sim.pushes().is_empty());
+        sim.stop();
+    }
+
+    #[tokio::test]
+    async fn every_push_it_makes_passes_the_gateways_parser_and_signature() {
+        let sim = sim().await;
+        let new = sim
+            .push(PushRequest::new_order(
+                "s1",
+                vec![
+                    ItemSpec::new("A", "面", 2, 1250),
+                    ItemSpec::new("B", "茶", 1, 60),
+                ],
+            ))
+            .await
+            .unwrap();
+        let id = new.order_id.clone();
+        assert!(
+            !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()),
+            "{id}"
+        );
+        let p = form(&new);
+        for k in [
+            "wm_order_id_view",
+            "status",
+            "utime",
+            "pay_type",
+            "poi_receive_detail",
+        ] {
+            assert!(mt::param(&p, k).is_some(), "new_order lacks {k}");
+        }
+        assert_eq!(mt::param(&p, "poi_receive_amount"), None);
+        let mut outs = vec![new];
+        for kind in [
+            PushKind::RefundApply,
+            PushKind::RefundCancel,
+            PushKind::DeliveryStatus,
+            PushKind::Cancel,
+        ] {
+            outs.push(sim.push(PushRequest::event_on(kind, &id)).await.unwrap());
+        }
+        for out in &outs {
+            let p = form(out);
+            assert_eq!(mt::verify(&out.url, &p, SECRET), Ok(()), "{}", out.event);
+            assert_eq!(mt::param(&p, "app_id"), Some("app-1"));
+            let ts = mt::param(&p, "timestamp").unwrap();
+            assert!(mt::check_timestamp(ts, unix_s(), 60).is_ok(), "{ts}");
+            let push = Push::parse(&out.event, &p)
+                .unwrap_or_else(|e| panic!("{}: the gateway would refuse it: {e}", out.event));
+            assert_eq!(push.order_id(), id);
+            if let Push::NewOrder(o) = push {
+                // What the store receives travels as whole fen in poi_receive_detail.
+                assert_eq!(o.poi_receive_amount_fen, 2560);
+                assert_eq!(o.total_fen, 2560);
+            }
+        }
+        let p = form(&outs[1]);
+        assert_eq!(mt::param(&p, "notify_type"), Some("apply"));
+        assert_eq!(
+            mt::param(&form(&outs[2]), "notify_type"),
+            Some("cancelRefund")
+        );
+        let ds = form(&outs[3]);
+        assert!(mt::param(&ds, "dispatcher_name").is_some());
+        assert!(mt::param(&ds, "time").is_some());
+        sim.stop();
+    }
+
+    fn call(sim: &PlatformSim, call: &Call) -> Value {
+        let params = call.signed_params(&sim.url(), "app-1", SECRET, unix_s());
+        let body = mt::encode_form(&params);
+        let (answer, _) = sim.handle_call(call.path(), None, body.as_bytes());
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn api_answers_in_the_platforms_shape() {
+        let sim = sim().await;
+        let confirm = Call::Confirm {
+            order_id: "100200300".into(),
+        };
+        assert_eq!(call(&sim, &confirm), json!({"data": "ok"}));
+        assert_eq!(
+            call(&sim, &confirm),
+            json!({"data": "ng", "error": {"code": 808, "msg": "操作失败,订单已经确认过了"}})
+        );
+        // A malformed order id is a 700, a missing one a 701.
+        let body = mt::encode_form(
+            &mt::Call::Confirm {
+                order_id: "MT-1".into(),
+            }
+            .signed_params(&sim.url(), "app-1", SECRET, unix_s()),
+        );
+        let (a, _) = sim.handle_call("order/confirm", None, body.as_bytes());
+        let v: Value = serde_json::from_str(&a.unwrap().1).unwrap();
+        assert_eq!(v["error"]["code"], 700, "{v}");
+        let missing = mt::encode_form(&[
+            ("app_id".to_owned(), "app-1".to_owned()),
+            ("timestamp".to_owned(), unix_s().to_string()),
+        ]);
+        let url = mt::api_url(&sim.url(), "order/confirm");
+        let mut p = mt::parse_form(missing.as_bytes()).unwrap();
+        p.push(("sig".into(), mt::sign(&url, &p, SECRET)));
+        let (a, _) = sim.handle_call("order/confirm", None, mt::encode_form(&p).as_bytes());
+        let v: Value = serde_json::from_str(&a.unwrap().1).unwrap();
+        assert_eq!(v["error"]["code"], 701, "{v}");
+        // Wrong app id, bad signature.
+        let wrong = mt::encode_form(&confirm.signed_params(&sim.url(), "app-2", SECRET, unix_s()));
+        let (a, _) = sim.handle_call("order/confirm", None, wrong.as_bytes());
+        let v: Value = serde_json::from_str(&a.unwrap().1).unwrap();
+        assert_eq!(v["error"]["code"], 702, "{v}");
+        let forged = mt::encode_form(&confirm.signed_params(&sim.url(), "app-1", "x", unix_s()));
+        let (a, _) = sim.handle_call("order/confirm", None, forged.as_bytes());
+        let v: Value = serde_json::from_str(&a.unwrap().1).unwrap();
+        assert_eq!(v["error"]["code"], 703, "{v}");
+        sim.stop();
+    }
 }

@@ -54,18 +54,23 @@ pub const DEFAULT_WINDOW_S: i64 = 300;
 /// Reason code for a cancel by the store (the platform's "merchant cancel").
 pub const REASON_CODE_STORE_CANCEL: i32 = 1001;
 
-/// The platform's error code for a bad signature.
+/// The platform's error code for a bad signature (`签名错误`).
 pub const ERR_SIG: i64 = 703;
-/// The platform's error code for a bad or stale timestamp.
+/// Our code for a bad or stale timestamp (the platform's code for it is not
+/// in the documentation we could read; see docs/simulators.md).
 pub const ERR_TIMESTAMP: i64 = 704;
-/// The platform's error code for an unknown or wrong `app_id`.
-pub const ERR_APP_ID: i64 = 705;
-/// The platform's error code for bad parameters.
+/// The platform's error code for an unknown `app_id` (`app_id不存在`).
+pub const ERR_APP_ID: i64 = 702;
+/// The platform's error code for a malformed parameter (`参数格式错误`).
 pub const ERR_PARAM: i64 = 700;
-/// The platform's error code for an unknown order.
-pub const ERR_NO_ORDER: i64 = 808;
-/// The platform's error code for a call not allowed in the order's state.
-pub const ERR_STATE: i64 = 809;
+/// The platform's error code for a missing parameter (`缺少参数，数据不完整`).
+pub const ERR_MISSING: i64 = 701;
+/// The platform's error code for an operation refused on the order
+/// (`操作失败`), e.g. `操作失败,订单已经确认过了` for a second confirm.
+pub const ERR_STATE: i64 = 808;
+/// The message the platform gives (with [`ERR_STATE`]) to a confirm of an
+/// order already confirmed: the confirm has taken effect.
+pub const MSG_ALREADY_CONFIRMED: &str = "操作失败,订单已经确认过了";
 
 // ------------------------------------------------------------ signatures
 
@@ -436,7 +441,9 @@ pub struct NewOrderPush {
     pub total_fen: i64,
     /// Price before discounts.
     pub original_price_fen: i64,
-    /// What the store receives.
+    /// What the store receives: `wmPoiReceiveCent` of `poi_receive_detail`
+    /// (a JSON object the platform pushes only to apps subscribed to it),
+    /// 0 when the push does not carry it.
     pub poi_receive_amount_fen: i64,
     pub items: Vec<PushItem>,
     pub discounts: Vec<PushDiscount>,
@@ -475,7 +482,9 @@ pub struct DeliveryStatusPush {
     /// 0 waiting for a courier, 10 accepted, 15 at the store, 20 picked
     /// up, 40 delivered, 100 cancelled.
     pub logistics_status: i32,
+    /// `dispatcher_name` on the wire.
     pub courier_name: String,
+    /// `dispatcher_mobile` on the wire.
     pub courier_phone: String,
 }
 
@@ -513,7 +522,10 @@ impl Push {
                 shipping_fee_fen: p.yuan_opt("shipping_fee")?.unwrap_or(0),
                 total_fen: p.yuan("total")?,
                 original_price_fen: p.yuan("original_price")?,
-                poi_receive_amount_fen: p.yuan("poi_receive_amount")?,
+                poi_receive_amount_fen: match p.get("poi_receive_detail") {
+                    None | Some("") => 0,
+                    Some(s) => parse_receive_detail(s)?,
+                },
                 items: parse_detail(p.required("detail")?)?,
                 discounts: match p.get("extras") {
                     None | Some("") => Vec::new(),
@@ -539,8 +551,8 @@ impl Push {
             PushEvent::DeliveryStatus => Push::DeliveryStatus(DeliveryStatusPush {
                 order_id: p.order_id()?,
                 logistics_status: p.code("logistics_status")?,
-                courier_name: p.text_or_empty("courier_name")?,
-                courier_phone: p.text_or_empty("courier_phone")?,
+                courier_name: p.text_or_empty("dispatcher_name")?,
+                courier_phone: p.text_or_empty("dispatcher_mobile")?,
             }),
         })
     }
@@ -604,7 +616,10 @@ impl Push {
                 put("shipping_fee", format_yuan(o.shipping_fee_fen));
                 put("total", format_yuan(o.total_fen));
                 put("original_price", format_yuan(o.original_price_fen));
-                put("poi_receive_amount", format_yuan(o.poi_receive_amount_fen));
+                put(
+                    "poi_receive_detail",
+                    format!(r#"{{"wmPoiReceiveCent":{}}}"#, o.poi_receive_amount_fen),
+                );
                 put("detail", detail_json(&o.items));
                 put("extras", extras_json(&o.discounts));
             }
@@ -629,8 +644,8 @@ impl Push {
             Push::DeliveryStatus(d) => {
                 put("order_id", d.order_id.clone());
                 put("logistics_status", d.logistics_status.to_string());
-                put("courier_name", d.courier_name.clone());
-                put("courier_phone", d.courier_phone.clone());
+                put("dispatcher_name", d.courier_name.clone());
+                put("dispatcher_mobile", d.courier_phone.clone());
             }
         }
         v
@@ -850,6 +865,29 @@ fn parse_detail(s: &str) -> Result<Vec<PushItem>, PushError> {
             })
         })
         .collect()
+}
+
+#[derive(Deserialize)]
+struct RawReceiveDetail<'a> {
+    #[serde(rename = "wmPoiReceiveCent", borrow)]
+    receive_cent: Option<&'a RawValue>,
+}
+
+/// `wmPoiReceiveCent` (whole fen) of a `poi_receive_detail` object; 0 when
+/// the object does not carry it.
+fn parse_receive_detail(s: &str) -> Result<i64, PushError> {
+    const F: &str = "poi_receive_detail";
+    let raw: RawReceiveDetail<'_> =
+        serde_json::from_str(s).map_err(|e| invalid(F, format!("not a JSON object: {e}")))?;
+    match raw.receive_cent {
+        None => Ok(0),
+        Some(v) => {
+            let t = v.get().trim().trim_matches('"');
+            parse_digits_i64(t, 15)
+                .filter(|n| *n <= crate::order::MAX_FEN)
+                .ok_or_else(|| invalid(F, "`wmPoiReceiveCent` must be whole fen, not negative"))
+        }
+    }
 }
 
 fn parse_extras(s: &str) -> Result<Vec<PushDiscount>, PushError> {
@@ -1527,7 +1565,10 @@ mod tests {
             ("shipping_fee", "5.00"),
             ("total", "27.6"),
             ("original_price", "30.6"),
-            ("poi_receive_amount", "22.10"),
+            (
+                "poi_receive_detail",
+                r#"{"wmPoiReceiveCent":2210,"onlinePayment":2760}"#,
+            ),
             (
                 "detail",
                 r#"[{"app_food_code":"A1","food_name":"面","quantity":2,"price":12.5,"unit":"份","sku_id":"x"},
@@ -1613,6 +1654,21 @@ mod tests {
             ("total", Some("-3"), "parameter `total`: negative"),
             ("original_price", None, "missing parameter `original_price`"),
             (
+                "poi_receive_detail",
+                Some("{"),
+                "parameter `poi_receive_detail`: not a JSON object",
+            ),
+            (
+                "poi_receive_detail",
+                Some(r#"{"wmPoiReceiveCent":-1}"#),
+                "`wmPoiReceiveCent` must be whole fen",
+            ),
+            (
+                "poi_receive_detail",
+                Some(r#"{"wmPoiReceiveCent":1.5}"#),
+                "`wmPoiReceiveCent` must be whole fen",
+            ),
+            (
                 "shipping_fee",
                 Some("x"),
                 "parameter `shipping_fee`: not a plain decimal",
@@ -1666,12 +1722,25 @@ mod tests {
             assert!(e.contains(want), "{key}={val:?}: got {e:?}, want {want:?}");
         }
         // Optional fields may be absent.
-        for key in ["caution", "recipient_name", "shipping_fee", "extras"] {
+        for key in [
+            "caution",
+            "recipient_name",
+            "shipping_fee",
+            "extras",
+            "poi_receive_detail",
+        ] {
             assert!(
                 Push::parse("new_order", &with(base.clone(), key, None)).is_ok(),
                 "{key}"
             );
         }
+        // Without the (subscription-only) receive detail, the store's share is unknown: 0.
+        let Ok(Push::NewOrder(o)) =
+            Push::parse("new_order", &with(base.clone(), "poi_receive_detail", None))
+        else {
+            panic!("new order without poi_receive_detail");
+        };
+        assert_eq!(o.poi_receive_amount_fen, 0);
         assert_eq!(
             Push::parse("new_orders", &base),
             Err(PushError::UnknownEvent("new_orders".into()))
@@ -1736,14 +1805,21 @@ mod tests {
             Push::parse("refund_cancel", &rc),
             Ok(Push::RefundCancel(_))
         ));
-        let ds = owned(&[("order_id", "9"), ("logistics_status", "20")]);
-        assert!(matches!(
+        let ds = owned(&[
+            ("order_id", "9"),
+            ("logistics_status", "20"),
+            ("dispatcher_name", "李四"),
+            ("dispatcher_mobile", "13900000000"),
+        ]);
+        assert_eq!(
             Push::parse("delivery_status", &ds),
             Ok(Push::DeliveryStatus(DeliveryStatusPush {
+                order_id: "9".into(),
                 logistics_status: 20,
-                ..
+                courier_name: "李四".into(),
+                courier_phone: "13900000000".into(),
             }))
-        ));
+        );
     }
 
     #[test]

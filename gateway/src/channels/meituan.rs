@@ -372,6 +372,13 @@ impl ApiClient {
         }
         match mt::parse_answer(&body) {
             Ok(()) => Delivery::Delivered,
+            // A confirm sent again (its first answer lost) is refused by the
+            // platform as already done: it has taken effect.
+            Err(mt::CallError::Rejected { code, msg })
+                if path == "order/confirm" && code == mt::ERR_STATE && msg.contains("已经确认") =>
+            {
+                Delivery::Delivered
+            }
             // Signature, clock or app id trouble may be ours and pass: retry.
             Err(mt::CallError::Rejected { code, msg })
                 if matches!(code, mt::ERR_SIG | mt::ERR_TIMESTAMP | mt::ERR_APP_ID) =>

@@ -269,14 +269,18 @@ impl State {
     /// Handles a verified call; orders the platform never pushed are taken
     /// on trust (created as they are named).
     pub fn apply(&mut self, call: &Call) -> Answer {
-        let conflict = |what: &str| Err((mt::ERR_STATE, format!("订单状态不允许{what}")));
+        let conflict = |what: &str| Err((mt::ERR_STATE, format!("操作失败,订单状态不允许{what}")));
         match call {
             Call::Confirm { order_id } => {
                 let o = self.order_mut(order_id);
                 if o.status == status::CANCELLED {
                     return conflict("确认");
                 }
-                o.status = o.status.max(status::CONFIRMED);
+                // As the platform does: a second confirm is refused (808).
+                if o.status >= status::CONFIRMED {
+                    return Err((mt::ERR_STATE, mt::MSG_ALREADY_CONFIRMED.into()));
+                }
+                o.status = status::CONFIRMED;
             }
             Call::Cancel {
                 order_id,
@@ -319,7 +323,7 @@ impl State {
                 match o.refunds.iter_mut().rev().find(|r| r.state == "applied") {
                     Some(r) => r.state = state.into(),
                     None if retried => {}
-                    None => return Err((mt::ERR_STATE, "没有待处理的退款".into())),
+                    None => return Err((mt::ERR_STATE, "操作失败,没有待处理的退款".into())),
                 }
             }
             Call::SkuStock {
@@ -520,14 +524,18 @@ mod tests {
         let mut s = State::default();
         assert_eq!(s.apply(&confirm("1")), Ok(()));
         assert_eq!(s.order("1").map(|o| o.status), Some(status::CONFIRMED));
-        assert_eq!(s.apply(&confirm("1")), Ok(()));
+        // A second confirm is refused as the platform refuses it.
+        assert_eq!(
+            s.apply(&confirm("1")),
+            Err((mt::ERR_STATE, mt::MSG_ALREADY_CONFIRMED.to_owned()))
+        );
         assert_eq!(
             s.apply(&Call::Delivering {
                 order_id: "1".into()
             }),
             Ok(())
         );
-        assert_eq!(s.apply(&confirm("1")), Ok(()));
+        assert_eq!(s.apply(&confirm("1")).map_err(|e| e.0), Err(mt::ERR_STATE));
         assert_eq!(s.order("1").map(|o| o.status), Some(status::DELIVERING));
         s.pushed(&Push::Cancel(mt::CancelPush {
             order_id: "2".into(),
