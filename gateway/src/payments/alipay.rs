@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use proto::alipay::{self as ali, Answer, PayBiz, PrivateKey, PublicKey, RefundBiz, TradeBiz};
+use proto::alipay::{
+    self as ali, Answer, PayBiz, PrivateKey, PublicKey, RefundBiz, RefundQueryBiz, TradeBiz,
+};
 use proto::alipay::{TradeStatus, code, method, sub};
 use proto::wechatpay::CodeKind;
 use serde::Serialize;
@@ -84,6 +86,85 @@ fn why(a: &Answer) -> String {
     match a.sub_code() {
         "" => a.code.clone(),
         s => format!("{} {s}", a.code),
+    }
+}
+
+/// Alipay has no id of its own per refund: the trade's, and ours.
+fn refund_ref(a: &Answer, out_request_no: &str) -> String {
+    format!("{}/{out_request_no}", a.trade_no.as_deref().unwrap_or(""))
+}
+
+/// What a verified `alipay.trade.refund` answer says of refund
+/// `out_request_no`.
+fn refund_outcome(a: &Answer, out_request_no: &str) -> Refund {
+    if a.is_success() {
+        // Accepted (fund_change Y or N alike): its outcome comes
+        // from the refund query.
+        return Refund::Done {
+            refund_ref: refund_ref(a, out_request_no),
+        };
+    }
+    match (a.code.as_str(), a.sub_code()) {
+        // The merchant's own balance is short: not the customer's
+        // fault, and it works once the account is topped up; the
+        // refund stays pending under its out_request_no.
+        (code::UNKNOWN, _) | (_, sub::SYSTEM_ERROR | sub::SELLER_BALANCE_NOT_ENOUGH) => {
+            Refund::Unknown { why: why(a) }
+        }
+        // More than is still refundable (REFUND_AMT_NOT_EQUAL_TOTAL
+        // is what a refund without out_request_no gets instead).
+        (_, sub::REASON_TRADE_REFUND_FEE_ERR | sub::REFUND_AMT_NOT_EQUAL_TOTAL) => {
+            Refund::Refused {
+                code: "refund_exceeds_paid",
+                provider_code: why(a),
+            }
+        }
+        _ => Refund::Refused {
+            code: "refund_refused",
+            provider_code: why(a),
+        },
+    }
+}
+
+/// What a verified `alipay.trade.fastpay.refund.query` answer says of the
+/// refund `out_request_no`. Code 10000 only means the query worked: refund
+/// data (`refund_amount`) with `refund_status` `REFUND_SUCCESS` is a refund
+/// done; refund data without a status is one not done yet (the current
+/// documentation: "not received or failed", and it may still succeed later,
+/// so ask again); no refund data is a refund Alipay never took, which may
+/// be sent again under the same `out_request_no`.
+fn refund_status(a: &Answer, out_request_no: &str) -> RefundStatus {
+    if !a.is_success() {
+        return if a.code == code::FAILED && a.sub_code() == sub::TRADE_NOT_EXIST {
+            RefundStatus::NotFound
+        } else {
+            RefundStatus::Unknown { why: why(a) }
+        };
+    }
+    let amount = match a.refund_amount.as_deref() {
+        None | Some("") => return RefundStatus::NotFound,
+        Some(amount) => amount,
+    };
+    if ali::fen(amount).is_none() {
+        return RefundStatus::Unknown {
+            why: format!("unreadable refund_amount {amount:?}"),
+        };
+    }
+    if let Some(theirs) = a.out_request_no.as_deref().filter(|s| !s.is_empty())
+        && theirs != out_request_no
+    {
+        return RefundStatus::Unknown {
+            why: format!("the answer is for refund {theirs:?}"),
+        };
+    }
+    match a.refund_status.as_deref() {
+        Some(ali::REFUND_SUCCESS) => RefundStatus::Succeeded {
+            refund_ref: refund_ref(a, out_request_no),
+        },
+        None | Some("") => RefundStatus::Processing,
+        Some(other) => RefundStatus::Unknown {
+            why: format!("unknown refund_status {other:?}"),
+        },
     }
 }
 
@@ -189,39 +270,26 @@ impl Provider for Alipay {
                 refund_amount: ali::yuan(req.refund_fen),
                 out_request_no: req.out_refund_no.into(),
             };
-            let a = match self.call(method::REFUND, &biz).await {
-                Ok(a) => a,
-                Err(why) => return Refund::Unknown { why },
-            };
-            if a.is_success() {
-                // Alipay has no id of its own per refund: the trade's, and ours.
-                return Refund::Done {
-                    refund_ref: format!("{}/{}", a.trade_no.unwrap_or_default(), req.out_refund_no),
-                };
-            }
-            match (a.code.as_str(), a.sub_code()) {
-                (code::UNKNOWN, _) | (_, sub::SYSTEM_ERROR) => Refund::Unknown { why: why(&a) },
-                (_, sub::REFUND_AMT_NOT_EQUAL_TOTAL) => Refund::Refused {
-                    code: "refund_exceeds_paid",
-                    provider_code: why(&a),
-                },
-                _ => Refund::Refused {
-                    code: "refund_refused",
-                    provider_code: why(&a),
-                },
+            match self.call(method::REFUND, &biz).await {
+                Ok(a) => refund_outcome(&a, req.out_refund_no),
+                Err(why) => Refund::Unknown { why },
             }
         })
     }
 
-    // PLACEHOLDER until the refund query client lands (issue 11).
     fn refund_query<'a>(
         &'a self,
-        _out_trade_no: &'a str,
-        _out_refund_no: &'a str,
+        out_trade_no: &'a str,
+        out_refund_no: &'a str,
     ) -> BoxFuture<'a, RefundStatus> {
         Box::pin(async move {
-            RefundStatus::Unknown {
-                why: "refund query not built yet".into(),
+            let biz = RefundQueryBiz {
+                out_trade_no: out_trade_no.into(),
+                out_request_no: out_refund_no.into(),
+            };
+            match self.call(method::REFUND_QUERY, &biz).await {
+                Ok(a) => refund_status(&a, out_refund_no),
+                Err(why) => RefundStatus::Unknown { why },
             }
         })
     }
@@ -242,6 +310,114 @@ mod tests {
             "invalid_payment_code"
         );
         assert_eq!(decline_code("ACQ.SOMETHING_NEW"), "payment_declined");
+    }
+
+    fn refund_data(status: Option<&str>) -> Answer {
+        Answer {
+            trade_no: Some("2024050122001".into()),
+            out_trade_no: Some("T1".into()),
+            out_request_no: Some("R1".into()),
+            total_amount: Some("21.16".into()),
+            refund_amount: Some("5.00".into()),
+            refund_status: status.map(Into::into),
+            ..Answer::new(code::SUCCESS, "Success")
+        }
+    }
+
+    #[test]
+    fn refund_query_answers_map_to_refund_outcomes() {
+        assert_eq!(
+            refund_status(&refund_data(Some("REFUND_SUCCESS")), "R1"),
+            RefundStatus::Succeeded {
+                refund_ref: "2024050122001/R1".into()
+            }
+        );
+        assert_eq!(
+            refund_status(&refund_data(None), "R1"),
+            RefundStatus::Processing
+        );
+        assert_eq!(
+            refund_status(&refund_data(Some("")), "R1"),
+            RefundStatus::Processing
+        );
+        // 10000 without refund data: Alipay never took this refund.
+        assert_eq!(
+            refund_status(&Answer::new(code::SUCCESS, "Success"), "R1"),
+            RefundStatus::NotFound
+        );
+        let no_trade = Answer::failed(code::FAILED, sub::TRADE_NOT_EXIST, "交易不存在");
+        assert_eq!(refund_status(&no_trade, "R1"), RefundStatus::NotFound);
+    }
+
+    #[test]
+    fn unclear_refund_queries_are_unknown() {
+        for a in [
+            Answer::failed(code::UNKNOWN, sub::SYSTEM_ERROR, "系统错误"),
+            Answer::failed(code::FAILED, sub::INVALID_PARAMETER, "参数无效"),
+            Answer::new(code::INVALID_PARAM, "Invalid Arguments"),
+            refund_data(Some("REFUND_PROCESSING")),
+            Answer {
+                refund_amount: Some("five".into()),
+                ..refund_data(Some("REFUND_SUCCESS"))
+            },
+            // The answer is about another refund of the trade.
+            Answer {
+                out_request_no: Some("R2".into()),
+                ..refund_data(Some("REFUND_SUCCESS"))
+            },
+        ] {
+            assert!(
+                matches!(refund_status(&a, "R1"), RefundStatus::Unknown { .. }),
+                "{a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refund_answers_map_to_what_they_mean() {
+        let accepted = Answer {
+            trade_no: Some("2024050122001".into()),
+            fund_change: Some("Y".into()),
+            ..Answer::new(code::SUCCESS, "Success")
+        };
+        assert_eq!(
+            refund_outcome(&accepted, "R1"),
+            Refund::Done {
+                refund_ref: "2024050122001/R1".into()
+            }
+        );
+        // The merchant's balance is short: retryable, not the customer's fault.
+        let short = Answer::failed(code::FAILED, sub::SELLER_BALANCE_NOT_ENOUGH, "卖家余额不足");
+        assert!(matches!(
+            refund_outcome(&short, "R1"),
+            Refund::Unknown { .. }
+        ));
+        for s in [
+            sub::REASON_TRADE_REFUND_FEE_ERR,
+            sub::REFUND_AMT_NOT_EQUAL_TOTAL,
+        ] {
+            assert!(matches!(
+                refund_outcome(&Answer::failed(code::FAILED, s, ""), "R1"),
+                Refund::Refused {
+                    code: "refund_exceeds_paid",
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            refund_outcome(&Answer::failed(code::UNKNOWN, sub::SYSTEM_ERROR, ""), "R1"),
+            Refund::Unknown { .. }
+        ));
+        assert!(matches!(
+            refund_outcome(
+                &Answer::failed(code::FAILED, "ACQ.TRADE_NOT_ALLOW_REFUND", ""),
+                "R1"
+            ),
+            Refund::Refused {
+                code: "refund_refused",
+                ..
+            }
+        ));
     }
 
     #[test]

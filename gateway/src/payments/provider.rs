@@ -141,6 +141,36 @@ fn decline_code(provider_code: &str) -> &'static str {
     }
 }
 
+/// What a verified refundquery answer says of refund `out_refund_no`.
+fn refund_status(a: &Params, out_refund_no: &str) -> RefundStatus {
+    if !succeeded(a) {
+        let code = get(a, "err_code");
+        return if code == err::REFUNDNOTEXIST {
+            RefundStatus::NotFound
+        } else {
+            RefundStatus::Unknown { why: code }
+        };
+    }
+    match wx::refund_status_of(a, out_refund_no) {
+        Ok(Some((wx::RefundStatus::Success, refund_id))) => RefundStatus::Succeeded {
+            refund_ref: refund_id,
+        },
+        Ok(Some((wx::RefundStatus::Processing, _))) => RefundStatus::Processing,
+        Ok(Some((s @ wx::RefundStatus::RefundClose, _))) => RefundStatus::Failed {
+            code: "refund_closed",
+            provider_code: s.as_str().into(),
+        },
+        Ok(Some((s @ wx::RefundStatus::Change, _))) => RefundStatus::Failed {
+            code: "refund_change",
+            provider_code: s.as_str().into(),
+        },
+        Ok(None) => RefundStatus::Unknown {
+            why: format!("the answer does not list refund {out_refund_no}"),
+        },
+        Err(e) => RefundStatus::Unknown { why: e.0 },
+    }
+}
+
 /// A provider's HTTPS client: `timeout` bounds connecting and every call;
 /// servers are checked against the public roots and `extra_ca_pem`.
 pub(super) fn http_client(
@@ -440,15 +470,19 @@ impl Provider for WeChatPay {
         })
     }
 
-    // PLACEHOLDER until the refund query client lands (issue 11).
     fn refund_query<'a>(
         &'a self,
         _out_trade_no: &'a str,
-        _out_refund_no: &'a str,
+        out_refund_no: &'a str,
     ) -> BoxFuture<'a, RefundStatus> {
         Box::pin(async move {
-            RefundStatus::Unknown {
-                why: "refund query not built yet".into(),
+            // out_refund_no alone names the refund (it ranks above the
+            // order's numbers at the provider); no client certificate needed.
+            let mut p = Params::new();
+            p.insert("out_refund_no".into(), out_refund_no.into());
+            match self.call(wx::PATH_REFUNDQUERY, p).await {
+                Ok(a) => refund_status(&a, out_refund_no),
+                Err(why) => RefundStatus::Unknown { why },
             }
         })
     }
@@ -464,5 +498,90 @@ mod tests {
         assert_eq!(decline_code("AUTHCODEEXPIRE"), "invalid_payment_code");
         assert_eq!(decline_code("AUTH_CODE_INVALID"), "invalid_payment_code");
         assert_eq!(decline_code("SOMETHING_NEW"), "payment_declined");
+    }
+
+    fn answer(pairs: &[(&str, &str)]) -> Params {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn one_refund(status: &str) -> Params {
+        answer(&[
+            ("return_code", "SUCCESS"),
+            ("result_code", "SUCCESS"),
+            ("refund_count", "1"),
+            ("out_refund_no_0", "R1"),
+            ("refund_id_0", "50000001"),
+            ("refund_status_0", status),
+        ])
+    }
+
+    #[test]
+    fn refund_query_answers_map_to_refund_outcomes() {
+        assert_eq!(
+            refund_status(&one_refund("SUCCESS"), "R1"),
+            RefundStatus::Succeeded {
+                refund_ref: "50000001".into()
+            }
+        );
+        assert_eq!(
+            refund_status(&one_refund("PROCESSING"), "R1"),
+            RefundStatus::Processing
+        );
+        assert_eq!(
+            refund_status(&one_refund("REFUNDCLOSE"), "R1"),
+            RefundStatus::Failed {
+                code: "refund_closed",
+                provider_code: "REFUNDCLOSE".into()
+            }
+        );
+        assert_eq!(
+            refund_status(&one_refund("CHANGE"), "R1"),
+            RefundStatus::Failed {
+                code: "refund_change",
+                provider_code: "CHANGE".into()
+            }
+        );
+        let missing = answer(&[
+            ("return_code", "SUCCESS"),
+            ("result_code", "FAIL"),
+            ("err_code", "REFUNDNOTEXIST"),
+        ]);
+        assert_eq!(refund_status(&missing, "R1"), RefundStatus::NotFound);
+    }
+
+    #[test]
+    fn unreadable_or_failed_refund_queries_are_unknown() {
+        let busy = answer(&[
+            ("return_code", "SUCCESS"),
+            ("result_code", "FAIL"),
+            ("err_code", "SYSTEMERROR"),
+        ]);
+        assert!(matches!(
+            refund_status(&busy, "R1"),
+            RefundStatus::Unknown { .. }
+        ));
+        // Another refund of the order, not ours: not a success of ours.
+        assert!(matches!(
+            refund_status(&one_refund("SUCCESS"), "R2"),
+            RefundStatus::Unknown { .. }
+        ));
+        for bad in ["", "REFUND_SUCCESS", "success"] {
+            assert!(
+                matches!(
+                    refund_status(&one_refund(bad), "R1"),
+                    RefundStatus::Unknown { .. }
+                ),
+                "{bad:?}"
+            );
+        }
+        let mut no_count = one_refund("SUCCESS");
+        no_count.remove("refund_count");
+        assert!(matches!(
+            refund_status(&no_count, "R1"),
+            RefundStatus::Unknown { .. }
+        ));
     }
 }
