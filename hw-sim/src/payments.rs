@@ -964,3 +964,356 @@ async fn put_scenario(State(sim): State<Arc<Provider>>, body: Bytes) -> Response
 async fn get_ledger(State(sim): State<Arc<Provider>>) -> Json<serde_json::Value> {
     Json(json!({ "charges": sim.ledger() }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+    const APPID: &str = "wx2421b1c4370ec43b";
+    const MCH_ID: &str = "10000100";
+    const CODE: &str = "134567890123456789";
+
+    struct Sim {
+        provider: Arc<Provider>,
+        base: String,
+        http: reqwest::Client,
+        closing: watch::Sender<bool>,
+    }
+
+    impl Drop for Sim {
+        fn drop(&mut self) {
+            let _ = self.closing.send(true);
+        }
+    }
+
+    async fn sim() -> Sim {
+        let provider = Provider::new(Credentials {
+            appid: APPID.into(),
+            mch_id: MCH_ID.into(),
+            key: KEY.into(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (closing, mut rx) = watch::channel(false);
+        tokio::spawn(Arc::clone(&provider).serve(listener, async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }));
+        Sim {
+            provider,
+            base,
+            http: reqwest::Client::new(),
+            closing,
+        }
+    }
+
+    impl Sim {
+        /// A signed call; the answer, its signature checked with `t`.
+        async fn call(&self, path: &str, fields: &[(&str, &str)], t: SignType) -> Params {
+            let mut p = Params::new();
+            p.insert("appid".into(), APPID.into());
+            p.insert("mch_id".into(), MCH_ID.into());
+            p.insert("nonce_str".into(), "n0nce".into());
+            for (k, v) in fields {
+                p.insert((*k).into(), (*v).into());
+            }
+            wx::sign_in_place(&mut p, KEY, t);
+            let raw = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .body(wx::encode(&p))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let a = wx::decode(&raw).unwrap();
+            if a["return_code"] == wx::SUCCESS {
+                assert!(wx::verify_as(&a, KEY, t), "{a:?}");
+                assert!(!a.contains_key("sign_type"), "{a:?}");
+            }
+            a
+        }
+
+        async fn md5(&self, path: &str, fields: &[(&str, &str)]) -> Params {
+            self.call(path, fields, SignType::Md5).await
+        }
+
+        async fn pay(&self, out_trade_no: &str, fee: &str) -> Params {
+            self.md5(
+                wx::PATH_MICROPAY,
+                &[
+                    ("out_trade_no", out_trade_no),
+                    ("auth_code", CODE),
+                    ("total_fee", fee),
+                    ("body", "cola"),
+                ],
+            )
+            .await
+        }
+    }
+
+    fn has(a: &Params, fields: &[&str]) {
+        for f in fields {
+            assert!(a.get(*f).is_some_and(|v| !v.is_empty()), "no {f} in {a:?}");
+        }
+    }
+
+    const PAID: &[&str] = &[
+        "openid",
+        "is_subscribe",
+        "trade_type",
+        "bank_type",
+        "fee_type",
+        "total_fee",
+        "cash_fee",
+        "transaction_id",
+        "out_trade_no",
+        "time_end",
+    ];
+
+    #[test]
+    fn china_time_is_utc_plus_eight() {
+        // 2023-11-14 22:13:20 UTC.
+        let t = ChinaTime::of_unix(1_700_000_000);
+        assert_eq!(t.compact(), "20231115061320");
+        assert_eq!(t.dashed(), "2023-11-15 06:13:20");
+        assert_eq!(ChinaTime::of_unix(0).dashed(), "1970-01-01 08:00:00");
+        // A leap day.
+        assert_eq!(
+            ChinaTime::of_unix(1_709_222_400).dashed(),
+            "2024-03-01 00:00:00"
+        );
+        assert_eq!(
+            ChinaTime::of_unix(1_709_222_399).dashed(),
+            "2024-02-29 23:59:59"
+        );
+    }
+
+    #[tokio::test]
+    async fn paid_answers_carry_every_always_returned_field() {
+        let s = sim().await;
+        let a = s.pay("o1", "2116").await;
+        assert_eq!(a["result_code"], "SUCCESS", "{a:?}");
+        has(&a, PAID);
+        assert_eq!(
+            (a["cash_fee"].as_str(), a["is_subscribe"].as_str()),
+            ("2116", "N")
+        );
+        assert_eq!(a["time_end"].len(), 14);
+        let txn = a["transaction_id"].clone();
+        let q = s
+            .md5(wx::PATH_ORDERQUERY, &[("transaction_id", &txn)])
+            .await;
+        assert_eq!(
+            (q["trade_state"].as_str(), q["out_trade_no"].as_str()),
+            ("SUCCESS", "o1")
+        );
+        has(&q, PAID);
+        assert_eq!(q["trade_state_desc"], "支付成功");
+        // transaction_id ranks above out_trade_no.
+        let q = s
+            .md5(
+                wx::PATH_ORDERQUERY,
+                &[("transaction_id", &txn), ("out_trade_no", "other")],
+            )
+            .await;
+        assert_eq!(q["out_trade_no"], "o1");
+        let q = s.md5(wx::PATH_ORDERQUERY, &[]).await;
+        assert_eq!(q["err_code"], "PARAM_ERROR");
+        let q = s
+            .md5(wx::PATH_ORDERQUERY, &[("transaction_id", "4200999")])
+            .await;
+        assert_eq!(q["err_code"], "ORDERNOTEXIST");
+    }
+
+    #[tokio::test]
+    async fn an_unpaid_order_is_queried_with_its_state_described() {
+        let s = sim().await;
+        s.provider.set_scenario(Scenario {
+            outcome: Outcome::UserpayingForever,
+            ..Scenario::default()
+        });
+        assert_eq!(s.pay("o1", "100").await["err_code"], "USERPAYING");
+        let q = s.md5(wx::PATH_ORDERQUERY, &[("out_trade_no", "o1")]).await;
+        assert_eq!(q["trade_state"], "USERPAYING");
+        assert!(!q["trade_state_desc"].is_empty());
+        assert!(!q.contains_key("transaction_id"), "{q:?}");
+        let r = s.md5(wx::PATH_REVERSE, &[("out_trade_no", "o1")]).await;
+        assert_eq!(r["result_code"], "SUCCESS");
+        let q = s.md5(wx::PATH_ORDERQUERY, &[("out_trade_no", "o1")]).await;
+        assert_eq!(q["trade_state"], "REVOKED");
+        let r = s
+            .md5(wx::PATH_REVERSE, &[("transaction_id", "4200999")])
+            .await;
+        assert_eq!(r["err_code"], "ORDERNOTEXIST");
+    }
+
+    #[tokio::test]
+    async fn refunds_and_their_queries_answer_as_the_service() {
+        let s = sim().await;
+        let txn = s.pay("o1", "1000").await["transaction_id"].clone();
+        let refund = |no: &'static str, fee: &'static str| {
+            let txn = txn.clone();
+            let s = &s;
+            async move {
+                s.md5(
+                    wx::PATH_REFUND,
+                    &[
+                        ("transaction_id", &txn),
+                        ("out_refund_no", no),
+                        ("total_fee", "1000"),
+                        ("refund_fee", fee),
+                    ],
+                )
+                .await
+            }
+        };
+        let a = refund("r1", "300").await;
+        assert_eq!(a["result_code"], "SUCCESS", "{a:?}");
+        has(
+            &a,
+            &[
+                "transaction_id",
+                "out_trade_no",
+                "out_refund_no",
+                "refund_id",
+                "refund_fee",
+                "total_fee",
+                "cash_fee",
+            ],
+        );
+        assert_eq!(a["out_trade_no"], "o1");
+        assert_eq!(refund("r2", "800").await["err_code"], "INVALID_REQUEST");
+        assert_eq!(refund("r1", "400").await["err_code"], "REFUND_FEE_MISMATCH");
+        let over = refund("r3", "1001").await;
+        assert_eq!(over["return_code"], "FAIL", "{over:?}");
+        assert_eq!(refund("r2", "700").await["result_code"], "SUCCESS");
+        assert_eq!(refund("r4", "1").await["err_code"], "ERROR");
+
+        let q = s.md5(wx::PATH_REFUNDQUERY, &[("out_trade_no", "o1")]).await;
+        assert_eq!(q["refund_count"], "2", "{q:?}");
+        has(
+            &q,
+            &[
+                "transaction_id",
+                "total_fee",
+                "cash_fee",
+                "out_refund_no_1",
+                "refund_id_1",
+                "refund_fee_1",
+                "refund_status_1",
+                "refund_channel_1",
+                "refund_recv_accout_1",
+                "refund_success_time_1",
+            ],
+        );
+        assert_eq!(q["refund_status_0"], "SUCCESS");
+        assert_eq!(q["refund_fee_1"], "700");
+        let by_id = s
+            .md5(wx::PATH_REFUNDQUERY, &[("refund_id", &a["refund_id"])])
+            .await;
+        assert_eq!(
+            (
+                by_id["refund_count"].as_str(),
+                by_id["out_refund_no_0"].as_str()
+            ),
+            ("1", "r1")
+        );
+        let by_no = s
+            .md5(wx::PATH_REFUNDQUERY, &[("out_refund_no", "r2")])
+            .await;
+        assert_eq!(by_no["refund_fee_0"], "700");
+        let by_txn = s
+            .md5(wx::PATH_REFUNDQUERY, &[("transaction_id", &txn)])
+            .await;
+        assert_eq!(by_txn["refund_count"], "2");
+        let paged = s
+            .md5(
+                wx::PATH_REFUNDQUERY,
+                &[("out_trade_no", "o1"), ("offset", "1")],
+            )
+            .await;
+        assert_eq!(
+            (
+                paged["refund_count"].as_str(),
+                paged["total_refund_count"].as_str()
+            ),
+            ("1", "2")
+        );
+        assert_eq!(paged["out_refund_no_0"], "r2");
+        for fields in [
+            &[("out_refund_no", "r9")][..],
+            &[("out_trade_no", "nope")][..],
+        ] {
+            let q = s.md5(wx::PATH_REFUNDQUERY, fields).await;
+            assert_eq!(q["err_code"], "REFUNDNOTEXIST", "{q:?}");
+        }
+        let q = s
+            .md5(wx::PATH_REFUNDQUERY, &[("transaction_id", "4200999")])
+            .await;
+        assert_eq!(q["err_code"], "INVALID_TRANSACTIONID");
+        assert_eq!(
+            s.md5(wx::PATH_REFUNDQUERY, &[]).await["err_code"],
+            "PARAM_ERROR"
+        );
+    }
+
+    #[tokio::test]
+    async fn refund_scenarios_show_in_refundquery() {
+        let s = sim().await;
+        s.provider.set_scenario(Scenario {
+            refund: RefundOutcome::ProcessingForever,
+            refund_notenough_calls: 1,
+            ..Scenario::default()
+        });
+        s.pay("o1", "1000").await;
+        let fields = [
+            ("out_trade_no", "o1"),
+            ("out_refund_no", "r1"),
+            ("total_fee", "1000"),
+            ("refund_fee", "1000"),
+        ];
+        let a = s.md5(wx::PATH_REFUND, &fields).await;
+        assert_eq!(a["err_code"], "NOTENOUGH");
+        assert_eq!(a["err_code_des"], "基本账户余额不足，请充值后重新发起");
+        assert_eq!(
+            s.md5(wx::PATH_REFUND, &fields).await["result_code"],
+            "SUCCESS"
+        );
+        let q = s
+            .call(
+                wx::PATH_REFUNDQUERY,
+                &[("out_refund_no", "r1")],
+                SignType::HmacSha256,
+            )
+            .await;
+        assert_eq!(q["refund_status_0"], "PROCESSING");
+        assert!(!q.contains_key("refund_success_time_0"));
+
+        s.provider.set_scenario(Scenario {
+            auth_code: Some(CODE.into()),
+            refund: RefundOutcome::Closed,
+            refund_after_ms: Some(0),
+            ..Scenario::default()
+        });
+        s.pay("o2", "1000").await;
+        let fields = [
+            ("out_trade_no", "o2"),
+            ("out_refund_no", "r2"),
+            ("total_fee", "1000"),
+            ("refund_fee", "1000"),
+        ];
+        assert_eq!(
+            s.md5(wx::PATH_REFUND, &fields).await["result_code"],
+            "SUCCESS"
+        );
+        let q = s
+            .md5(wx::PATH_REFUNDQUERY, &[("out_refund_no", "r2")])
+            .await;
+        assert_eq!(q["refund_status_0"], "REFUNDCLOSE");
+        let o = s.md5(wx::PATH_ORDERQUERY, &[("out_trade_no", "o2")]).await;
+        assert_eq!(o["trade_state"], "SUCCESS");
+    }
+}
