@@ -72,6 +72,8 @@ pub mod code {
 pub mod sub {
     pub const AUTH_CODE_INVALID: &str = "ACQ.PAYMENT_AUTH_CODE_INVALID";
     pub const BALANCE_NOT_ENOUGH: &str = "ACQ.BUYER_BALANCE_NOT_ENOUGH";
+    /// Pay: the buyer's bank card behind the wallet is short.
+    pub const BANKCARD_BALANCE_NOT_ENOUGH: &str = "ACQ.BUYER_BANKCARD_BALANCE_NOT_ENOUGH";
     pub const TRADE_HAS_CLOSE: &str = "ACQ.TRADE_HAS_CLOSE";
     pub const TRADE_HAS_SUCCESS: &str = "ACQ.TRADE_HAS_SUCCESS";
     pub const TRADE_NOT_EXIST: &str = "ACQ.TRADE_NOT_EXIST";
