@@ -21,7 +21,7 @@ use super::provider::{
 /// Our stable code for Alipay's definite refusal of a charge.
 fn decline_code(sub_code: &str) -> &'static str {
     match sub_code {
-        sub::BALANCE_NOT_ENOUGH => "insufficient_balance",
+        sub::BALANCE_NOT_ENOUGH | sub::BANKCARD_BALANCE_NOT_ENOUGH => "insufficient_balance",
         sub::AUTH_CODE_INVALID => "invalid_payment_code",
         _ => "payment_declined",
     }
@@ -92,6 +92,28 @@ fn why(a: &Answer) -> String {
 /// Alipay has no id of its own per refund: the trade's, and ours.
 fn refund_ref(a: &Answer, out_request_no: &str) -> String {
     format!("{}/{out_request_no}", a.trade_no.as_deref().unwrap_or(""))
+}
+
+/// What a verified `alipay.trade.cancel` answer says.
+fn cancel_outcome(a: &Answer) -> Reverse {
+    if a.is_success() {
+        return Reverse::Done;
+    }
+    // Cancelling a paid trade refunds it: a merchant balance short is
+    // retryable once the account is topped up.
+    if a.retry_flag.as_deref() == Some("Y")
+        || a.code == code::UNKNOWN
+        || matches!(
+            a.sub_code(),
+            sub::SYSTEM_ERROR | sub::SELLER_BALANCE_NOT_ENOUGH
+        )
+    {
+        Reverse::Retry { why: why(a) }
+    } else {
+        Reverse::Refused {
+            provider_code: why(a),
+        }
+    }
 }
 
 /// What a verified `alipay.trade.refund` answer says of refund
@@ -243,22 +265,9 @@ impl Provider for Alipay {
             let biz = TradeBiz {
                 out_trade_no: out_trade_no.into(),
             };
-            let a = match self.call(method::CANCEL, &biz).await {
-                Ok(a) => a,
-                Err(why) => return Reverse::Retry { why },
-            };
-            if a.is_success() {
-                return Reverse::Done;
-            }
-            if a.retry_flag.as_deref() == Some("Y")
-                || a.code == code::UNKNOWN
-                || a.sub_code() == sub::SYSTEM_ERROR
-            {
-                Reverse::Retry { why: why(&a) }
-            } else {
-                Reverse::Refused {
-                    provider_code: why(&a),
-                }
+            match self.call(method::CANCEL, &biz).await {
+                Ok(a) => cancel_outcome(&a),
+                Err(why) => Reverse::Retry { why },
             }
         })
     }
@@ -308,6 +317,10 @@ mod tests {
         assert_eq!(
             decline_code("ACQ.PAYMENT_AUTH_CODE_INVALID"),
             "invalid_payment_code"
+        );
+        assert_eq!(
+            decline_code("ACQ.BUYER_BANKCARD_BALANCE_NOT_ENOUGH"),
+            "insufficient_balance"
         );
         assert_eq!(decline_code("ACQ.SOMETHING_NEW"), "payment_declined");
     }
@@ -371,6 +384,33 @@ mod tests {
                 "{a:?}"
             );
         }
+    }
+
+    #[test]
+    fn cancel_answers_map_to_done_retry_or_refused() {
+        assert_eq!(
+            cancel_outcome(&Answer::new(code::SUCCESS, "Success")),
+            Reverse::Done
+        );
+        let again = Answer {
+            retry_flag: Some("Y".into()),
+            ..Answer::failed(code::FAILED, "ACQ.TRADE_STATUS_ERROR", "")
+        };
+        for a in [
+            again,
+            Answer::failed(code::UNKNOWN, sub::SYSTEM_ERROR, ""),
+            Answer::failed(code::FAILED, sub::SELLER_BALANCE_NOT_ENOUGH, "卖家余额不足"),
+        ] {
+            assert!(matches!(cancel_outcome(&a), Reverse::Retry { .. }), "{a:?}");
+        }
+        assert!(matches!(
+            cancel_outcome(&Answer::failed(
+                code::FAILED,
+                "ACQ.TRADE_CANCEL_TIME_OUT",
+                ""
+            )),
+            Reverse::Refused { .. }
+        ));
     }
 
     #[test]
