@@ -516,7 +516,10 @@ async fn calls_move_the_platforms_view() {
     let (_, body) = call(&sim, &confirm(&gone)).await;
     assert!(matches!(
         mt::parse_answer(body.as_bytes()),
-        Err(mt::CallError::Rejected { code: 809, .. })
+        Err(mt::CallError::Rejected {
+            code: mt::ERR_STATE,
+            ..
+        })
     ));
 
     call(
