@@ -896,13 +896,13 @@ async fn a_cancel_resumes_what_a_crash_left(backend: Backend) {
         return;
     };
     // The gateway recorded the cancel's refund, then died before the
-    // provider heard of it: the amount is reserved, the refund pending.
+    // provider heard of it: the amount is reserved, the refund requested.
     let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
     let charge_id = str_of(&charge, "id").to_owned();
     sqlx::query(
         "INSERT INTO refunds (id, charge_id, order_id, request_id, amount_fen, state, created_by,
             created_at, updated_at, reason, restock)
-         VALUES ($1, $2, $3, 'cancel:1', 2116, 'pending', 'terminal:test', 1000000, 1000000,
+         VALUES ($1, $2, $3, 'cancel:1', 2116, 'requested', 'terminal:test', 1000000, 1000000,
             'order cancel', 0)",
     )
     .bind(format!("{charge_id}R1"))
@@ -1242,7 +1242,366 @@ async fn uneven_line_refunds_give_the_last_part_what_is_left(backend: Backend) {
     assert_eq!((entry.total_fen, entry.refunded_fen), (3024, 3024));
 }
 
+// ------------------------------ refunds: accepted is not yet refunded
+
+/// A second gateway process over the same database, whose sweeper the test
+/// runs itself.
+fn sweeper(app: &PayApp) -> std::sync::Arc<Payments> {
+    Payments::new(&app.config, app.db.clone(), gateway::events::Hub::default()).expect("payments")
+}
+
+/// The refund `request_id` in a payments document.
+fn refund_named(payments: &Value, request_id: &str) -> Value {
+    payments["refunds"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .find(|r| str_of(r, "request_id") == request_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no refund {request_id} in {payments}"))
+}
+
+/// Sweeps until the refund `request_id` of `order` is final (the
+/// simulator settles it after its scenario's `refund_after_ms`); its view.
+async fn swept_until_final(
+    app: &PayApp,
+    sweeper: &Payments,
+    order: &str,
+    request_id: &str,
+) -> Value {
+    for _ in 0..600 {
+        sweeper.sweep_once().await.expect("sweep");
+        let r = refund_named(&app.payments(order).await, request_id);
+        if matches!(str_of(&r, "state"), "succeeded" | "failed") {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("refund {request_id} of {order} never became final");
+}
+
+/// The feed events of `order` of one kind.
+async fn events_of(app: &PayApp, order: &str, kind: &str) -> Vec<Value> {
+    app.feed_of(order)
+        .await
+        .into_iter()
+        .filter(|e| str_of(e, "type") == kind)
+        .collect()
+}
+
+/// The provider calls the gateway logged about the refund `refund_id`, as
+/// (call, outcome): `refund` or `refundquery`.
+fn refund_calls(payments: &Value, refund_id: &str) -> Vec<(String, String)> {
+    payments["charges"][0]["exchanges"]
+        .as_array()
+        .expect("exchanges")
+        .iter()
+        .filter_map(|e| {
+            let (call, id) = str_of(e, "call").split_once(' ')?;
+            (id == refund_id).then(|| (call.to_owned(), str_of(e, "outcome").to_owned()))
+        })
+        .collect()
+}
+
+/// An order of two lattes, paid under `scenario` and handed over
+/// (completed), so its goods may go back on the shelf.
+async fn completed_order_under(app: &PayApp, scenario: Value) -> String {
+    let (order, charge, _) = pay_under(app, scenario).await;
+    assert_eq!(str_of(&charge, "state"), "succeeded", "{charge}");
+    for action in ["accept", "ready", "complete"] {
+        let (status, body) = app.act(&order, action, None).await;
+        assert_eq!(status, 200, "{action}: {body}");
+    }
+    order
+}
+
+async fn a_processing_refund_restocks_and_tells_the_feed_only_once_it_succeeds(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    // Accepted at once, the money back 3 s later: longer than the request polls.
+    let order = completed_order_under(
+        &app,
+        json!({"outcome": "success", "refund": "processing_then_success", "refund_after_ms": 3000}),
+    )
+    .await;
+    let shelf = app.stock_of("LATTE").await.0;
+    let (status, r) = app
+        .refund_lines(&order, "p-1", json!([{"line_no": 1, "quantity": 1}]), true)
+        .await;
+    assert_eq!((status, str_of(&r, "state")), (202, "processing"), "{r}");
+    assert!(
+        !str_of(&r, "refund_ref").is_empty(),
+        "the provider's number: {r}"
+    );
+    // Accepted is not refunded: the order is still paid, nothing restocked,
+    // nothing in the feed.
+    assert_eq!(app.payment_status(&order).await, "paid");
+    assert_eq!(app.stock_of("LATTE").await.0, shelf);
+    assert!(events_of(&app, &order, "order.refunded").await.is_empty());
+    // Asked again under its request id: the same refund, still on its way.
+    let (status, again) = app
+        .refund_lines(&order, "p-1", json!([{"line_no": 1, "quantity": 1}]), true)
+        .await;
+    assert_eq!(
+        (status, &again["id"], str_of(&again, "state")),
+        (202, &r["id"], "processing")
+    );
+
+    let sweeper = sweeper(&app);
+    let done = swept_until_final(&app, &sweeper, &order, "p-1").await;
+    assert_eq!(str_of(&done, "state"), "succeeded", "{done}");
+    assert_eq!(app.payment_status(&order).await, "partially_refunded");
+    assert_eq!(
+        app.stock_of("LATTE").await.0,
+        shelf + 1000,
+        "one latte back"
+    );
+    assert_eq!(events_of(&app, &order, "order.refunded").await.len(), 1);
+
+    // Nothing is left to sweep, and nothing happens twice.
+    assert_eq!(sweeper.sweep_once().await.expect("sweep"), 0);
+    let (status, again) = app
+        .refund_lines(&order, "p-1", json!([{"line_no": 1, "quantity": 1}]), true)
+        .await;
+    assert_eq!((status, str_of(&again, "state")), (200, "succeeded"));
+    assert_eq!(app.stock_of("LATTE").await.0, shelf + 1000);
+    assert_eq!(events_of(&app, &order, "order.refunded").await.len(), 1);
+    // Sent once; every later look was a query.
+    let calls = refund_calls(&app.payments(&order).await, str_of(&r, "id"));
+    assert_eq!(
+        calls[0],
+        ("refund".to_owned(), "accepted".to_owned()),
+        "{calls:?}"
+    );
+    assert!(
+        calls[1..].iter().all(|(c, _)| c == "refundquery"),
+        "{calls:?}"
+    );
+    assert_eq!(calls.last().map(|c| c.1.as_str()), Some("succeeded"));
+    let entry = app.entry(str_of(&done, "charge_id")).await;
+    assert_eq!(entry.refunded_fen, 1058);
+}
+
+async fn a_refund_the_provider_closes_fails_and_frees_its_amount(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let order = completed_order_under(
+        &app,
+        json!({"outcome": "success", "refund": "closed", "refund_after_ms": 0}),
+    )
+    .await;
+    let shelf = app.stock_of("LATTE").await.0;
+    let (status, r) = app
+        .refund_lines(&order, "c-1", json!([{"line_no": 1, "quantity": 2}]), true)
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (str_of(&r, "state"), str_of(&r, "code")),
+        ("failed", "refund_closed"),
+        "{r}"
+    );
+    let payments = app.payments(&order).await;
+    assert_eq!(payments["payment_status"], "paid");
+    assert_eq!(
+        str_of(&payments["charges"][0], "refunded"),
+        "0.00",
+        "the amount is free again"
+    );
+    assert_eq!(app.stock_of("LATTE").await.0, shelf, "nothing restocked");
+    assert!(events_of(&app, &order, "order.refunded").await.is_empty());
+    let failed = events_of(&app, &order, "order.refund_failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(
+        (
+            str_of(&failed[0]["event"], "request_id"),
+            str_of(&failed[0]["event"], "code")
+        ),
+        ("c-1", "refund_closed")
+    );
+    let calls = refund_calls(&payments, str_of(&r, "id"));
+    assert!(
+        calls.contains(&("refundquery".to_owned(), "failed".to_owned())),
+        "{calls:?}"
+    );
+    let charge_id = str_of(&payments["charges"][0], "id").to_owned();
+    assert_eq!(app.entry(&charge_id).await.refunded_fen, 0);
+
+    // The same lines again, under a new request id: the gateway and the
+    // provider both take it (the charge's scenario closes it again).
+    let (status, r2) = app
+        .refund_lines(&order, "c-2", json!([{"line_no": 1, "quantity": 2}]), true)
+        .await;
+    assert_eq!(status, 200, "{r2}");
+    assert_ne!(r2["id"], r["id"]);
+    let calls = refund_calls(&app.payments(&order).await, str_of(&r2, "id"));
+    assert_eq!(
+        calls[0],
+        ("refund".to_owned(), "accepted".to_owned()),
+        "{calls:?}"
+    );
+    assert_eq!(str_of(&r2, "code"), "refund_closed");
+    assert_eq!(app.stock_of("LATTE").await.0, shelf);
+    assert_eq!(
+        events_of(&app, &order, "order.refund_failed").await.len(),
+        2
+    );
+}
+
+async fn a_refund_that_cannot_go_back_the_original_way_fails_with_refund_change(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(
+        &app,
+        json!({"outcome": "success", "refund": "change", "refund_after_ms": 0}),
+    )
+    .await;
+    let (status, r) = app.refund(&order, "x-1", "5.00").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (str_of(&r, "state"), str_of(&r, "code")),
+        ("failed", "refund_change"),
+        "{r}"
+    );
+    assert_eq!(app.payment_status(&order).await, "paid");
+    assert!(events_of(&app, &order, "order.refunded").await.is_empty());
+    let failed = events_of(&app, &order, "order.refund_failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(str_of(&failed[0]["event"], "code"), "refund_change");
+    // The money has left the merchant's account (the provider holds it to
+    // be paid out by hand): both books keep it out of what is refundable.
+    let charge_id = str_of(&charge, "id");
+    assert_eq!(app.entry(charge_id).await.refunded_fen, 500);
+    let (status, body) = app.refund(&order, "x-2", "16.17").await;
+    assert_eq!(
+        (status, str_of(&body, "code")),
+        (422, "refund_exceeds_paid"),
+        "{body}"
+    );
+}
+
+async fn a_merchant_balance_short_leaves_the_refund_requested_for_the_sweeper(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(
+        &app,
+        json!({"outcome": "success", "refund_notenough_calls": 1}),
+    )
+    .await;
+    let (status, r) = app.refund(&order, "n-1", "5.00").await;
+    assert_eq!((status, str_of(&r, "state")), (202, "requested"), "{r}");
+    let payments = app.payments(&order).await;
+    assert_eq!(payments["payment_status"], "paid");
+    assert_eq!(
+        refund_calls(&payments, str_of(&r, "id")),
+        [("refund".to_owned(), "unknown".to_owned())],
+        "sent once, not accepted"
+    );
+    let exchange = payments["charges"][0]["exchanges"]
+        .as_array()
+        .expect("exchanges")
+        .last()
+        .cloned()
+        .expect("one");
+    assert_eq!(str_of(&exchange, "detail"), "NOTENOUGH");
+    let charge_id = str_of(&charge, "id");
+    assert_eq!(app.entry(charge_id).await.refunded_fen, 0);
+    // The sweeper sends it again under the same out_refund_no.
+    let sweeper = sweeper(&app);
+    assert_eq!(sweeper.sweep_once().await.expect("sweep"), 1);
+    let done = refund_named(&app.payments(&order).await, "n-1");
+    assert_eq!(str_of(&done, "state"), "succeeded", "{done}");
+    assert_eq!(done["id"], r["id"]);
+    assert_eq!(app.payment_status(&order).await, "partially_refunded");
+    assert_eq!(app.entry(charge_id).await.refunded_fen, 500);
+    assert_eq!(events_of(&app, &order, "order.refunded").await.len(), 1);
+}
+
+async fn more_than_the_provider_holds_fails_as_refund_exceeds_paid(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let charge_id = str_of(&charge, "id").to_owned();
+    // 1.00 refunded behind the gateway's back: its books allow 21.16, the
+    // provider (INVALID_REQUEST) does not.
+    assert_eq!(
+        app.sim
+            .refund_directly(&charge_id, "elsewhere-1", 2116, 100)
+            .await,
+        "SUCCESS"
+    );
+    let (status, r) = app.refund(&order, "o-1", "21.16").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (str_of(&r, "state"), str_of(&r, "code")),
+        ("failed", "refund_exceeds_paid"),
+        "{r}"
+    );
+    let payments = app.payments(&order).await;
+    assert_eq!(
+        refund_calls(&payments, str_of(&r, "id")),
+        [("refund".to_owned(), "refused".to_owned())]
+    );
+    assert_eq!(str_of(&payments["charges"][0], "refunded"), "0.00");
+    assert_eq!(payments["payment_status"], "paid");
+    // What the provider still holds goes back.
+    let (status, r2) = app.refund(&order, "o-2", "20.16").await;
+    assert_eq!((status, str_of(&r2, "state")), (200, "succeeded"), "{r2}");
+    assert_eq!(app.entry(&charge_id).await.refunded_fen, 2116);
+}
+
+async fn a_cancel_while_a_refund_is_processing_answers_refund_pending(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(
+        &app,
+        json!({"outcome": "success", "refund": "processing_forever"}),
+    )
+    .await;
+    let (status, r) = app.refund(&order, "f-1", "5.00").await;
+    assert_eq!((status, str_of(&r, "state")), (202, "processing"), "{r}");
+    let stock = app.stock_of("LATTE").await;
+    for round in 1..=2 {
+        let (status, body) = app.act(&order, "cancel", Some("customer left")).await;
+        assert_eq!(
+            (status, str_of(&body, "code")),
+            (409, "refund_pending"),
+            "round {round}: {body}"
+        );
+        let view = order_view(&app, &order).await;
+        assert_eq!(
+            (str_of(&view, "status"), str_of(&view, "payment_status")),
+            ("created", "paid")
+        );
+        assert_eq!(app.stock_of("LATTE").await, stock, "nothing released");
+    }
+    // No second refund was made for the cancel, and the sweeper only asks.
+    let sweeper = sweeper(&app);
+    assert_eq!(sweeper.sweep_once().await.expect("sweep"), 1);
+    let payments = app.payments(&order).await;
+    assert_eq!(refunds_of(&payments), [triple("f-1", "5.00", "processing")]);
+    let calls = refund_calls(&payments, str_of(&r, "id"));
+    assert_eq!(
+        calls.iter().filter(|(c, _)| c == "refund").count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(calls.len() > 2, "queried: {calls:?}");
+    assert_eq!(app.entry(str_of(&charge, "id")).await.refunded_fen, 500);
+}
+
 tests::on_both_databases!(
+    a_processing_refund_restocks_and_tells_the_feed_only_once_it_succeeds,
+    a_refund_the_provider_closes_fails_and_frees_its_amount,
+    a_refund_that_cannot_go_back_the_original_way_fails_with_refund_change,
+    a_merchant_balance_short_leaves_the_refund_requested_for_the_sweeper,
+    more_than_the_provider_holds_fails_as_refund_exceeds_paid,
+    a_cancel_while_a_refund_is_processing_answers_refund_pending,
     cancelling_a_paid_order_refunds_it_in_full_once,
     a_running_charge_blocks_cancel_and_reject,
     a_refused_refund_leaves_the_order_as_it_was,
