@@ -218,6 +218,14 @@ pub mod err {
     pub const REFUND_FEE_MISMATCH: &str = "REFUND_FEE_MISMATCH";
     /// Refund query: no such refund.
     pub const REFUNDNOTEXIST: &str = "REFUNDNOTEXIST";
+    /// Refund: refused under concurrency; send it again unchanged.
+    pub const BIZERR_NEED_RETRY: &str = "BIZERR_NEED_RETRY";
+    /// Refund: too many requests; send it again later, unchanged.
+    pub const FREQUENCY_LIMITED: &str = "FREQUENCY_LIMITED";
+    /// Refund: too many invalid requests; send it again later, unchanged.
+    pub const INVALID_REQ_TOO_MUCH: &str = "INVALID_REQ_TOO_MUCH";
+    /// Refund: the order is still being processed; try again shortly.
+    pub const ORDER_NOT_READY: &str = "ORDER_NOT_READY";
 }
 
 /// `refund_status_$n` of a refund, as refundquery reports it.

@@ -141,6 +141,46 @@ fn decline_code(provider_code: &str) -> &'static str {
     }
 }
 
+/// What a verified refund answer says: SUCCESS is *accepted* (its outcome
+/// comes from refundquery).
+fn refund_outcome(a: &Params) -> Refund {
+    if succeeded(a) {
+        return Refund::Done {
+            refund_ref: get(a, "refund_id"),
+        };
+    }
+    let code = get(a, "err_code");
+    match code.as_str() {
+        // The merchant's own balance is short: not the customer's
+        // fault, and it works once the account is topped up. The
+        // refund stays pending under its out_refund_no; the sweeper
+        // asks again.
+        err::SYSTEMERROR
+        | err::BANKERROR
+        | err::NOTENOUGH
+        // "Send it again unchanged": busy, rate-limited, not ready yet.
+        | err::BIZERR_NEED_RETRY
+        | err::FREQUENCY_LIMITED
+        | err::INVALID_REQ_TOO_MUCH
+        | err::ORDER_NOT_READY => Refund::Unknown { why: code },
+        // More than is still refundable, or already refunded in full.
+        err::INVALID_REQUEST | err::ERROR => Refund::Refused {
+            code: "refund_exceeds_paid",
+            provider_code: code,
+        },
+        // Our out_refund_no was used with another amount: our books
+        // and the provider's disagree.
+        err::REFUND_FEE_MISMATCH => Refund::Refused {
+            code: "refund_conflict",
+            provider_code: code,
+        },
+        _ => Refund::Refused {
+            code: "refund_refused",
+            provider_code: code,
+        },
+    }
+}
+
 /// What a verified refundquery answer says of refund `out_refund_no`.
 fn refund_status(a: &Params, out_refund_no: &str) -> RefundStatus {
     if !succeeded(a) {
@@ -435,37 +475,9 @@ impl Provider for WeChatPay {
             p.insert("out_refund_no".into(), req.out_refund_no.into());
             p.insert("total_fee".into(), req.total_fen.to_string());
             p.insert("refund_fee".into(), req.refund_fen.to_string());
-            let a = match self.call(wx::PATH_REFUND, p).await {
-                Ok(a) => a,
-                Err(why) => return Refund::Unknown { why },
-            };
-            if succeeded(&a) {
-                return Refund::Done {
-                    refund_ref: get(&a, "refund_id"),
-                };
-            }
-            let code = get(&a, "err_code");
-            match code.as_str() {
-                // The merchant's own balance is short: not the customer's
-                // fault, and it works once the account is topped up. The
-                // refund stays pending under its out_refund_no; the sweeper
-                // asks again.
-                err::SYSTEMERROR | err::BANKERROR | err::NOTENOUGH => Refund::Unknown { why: code },
-                // More than is still refundable, or already refunded in full.
-                err::INVALID_REQUEST | err::ERROR => Refund::Refused {
-                    code: "refund_exceeds_paid",
-                    provider_code: code,
-                },
-                // Our out_refund_no was used with another amount: our books
-                // and the provider's disagree.
-                err::REFUND_FEE_MISMATCH => Refund::Refused {
-                    code: "refund_conflict",
-                    provider_code: code,
-                },
-                _ => Refund::Refused {
-                    code: "refund_refused",
-                    provider_code: code,
-                },
+            match self.call(wx::PATH_REFUND, p).await {
+                Ok(a) => refund_outcome(&a),
+                Err(why) => Refund::Unknown { why },
             }
         })
     }
@@ -516,6 +528,53 @@ mod tests {
             ("refund_id_0", "50000001"),
             ("refund_status_0", status),
         ])
+    }
+
+    fn refused(code: &str) -> Params {
+        answer(&[
+            ("return_code", "SUCCESS"),
+            ("result_code", "FAIL"),
+            ("err_code", code),
+        ])
+    }
+
+    #[test]
+    fn refund_answers_map_to_what_they_mean() {
+        let accepted = answer(&[
+            ("return_code", "SUCCESS"),
+            ("result_code", "SUCCESS"),
+            ("refund_id", "50000001"),
+        ]);
+        assert_eq!(
+            refund_outcome(&accepted),
+            Refund::Done {
+                refund_ref: "50000001".into()
+            }
+        );
+        // Retryable under the same out_refund_no: the merchant's balance,
+        // the provider busy or rate-limiting.
+        for code in [
+            "SYSTEMERROR",
+            "BANKERROR",
+            "NOTENOUGH",
+            "BIZERR_NEED_RETRY",
+            "FREQUENCY_LIMITED",
+            "INVALID_REQ_TOO_MUCH",
+            "ORDER_NOT_READY",
+        ] {
+            assert!(
+                matches!(refund_outcome(&refused(code)), Refund::Unknown { .. }),
+                "{code}"
+            );
+        }
+        let code_of = |c: &str| match refund_outcome(&refused(c)) {
+            Refund::Refused { code, .. } => code,
+            other => panic!("{c}: {other:?}"),
+        };
+        assert_eq!(code_of("INVALID_REQUEST"), "refund_exceeds_paid");
+        assert_eq!(code_of("ERROR"), "refund_exceeds_paid");
+        assert_eq!(code_of("REFUND_FEE_MISMATCH"), "refund_conflict");
+        assert_eq!(code_of("TRADE_OVERDUE"), "refund_refused");
     }
 
     #[test]
