@@ -412,6 +412,110 @@ pub struct Answer {
     /// Refund query: `REFUND_SUCCESS` once done; absent while it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_status: Option<String>,
+    // The fields below are read leniently (a string or a bare number; any
+    // other shape reads as absent), so an answer with an unexpected shape
+    // for one of them still opens.
+    /// Pay, query, refund: the buyer's Alipay login, masked (`159****5620`).
+    #[serde(
+        default,
+        deserialize_with = "lenient_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub buyer_logon_id: Option<String>,
+    /// Pay, query, refund: the buyer's user id (16 digits starting 2088).
+    #[serde(
+        default,
+        deserialize_with = "lenient_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub buyer_user_id: Option<String>,
+    /// Pay, query: what the merchant received, yuan.
+    #[serde(
+        default,
+        deserialize_with = "lenient_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub receipt_amount: Option<String>,
+    /// Pay, query: what the buyer paid, yuan.
+    #[serde(
+        default,
+        deserialize_with = "lenient_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub buyer_pay_amount: Option<String>,
+    /// Pay, query: paid in points (集分宝), yuan.
+    #[serde(
+        default,
+        deserialize_with = "lenient_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub point_amount: Option<String>,
+    /// Pay, query: what may be invoiced, yuan.
+    #[serde(
+        default,
+        deserialize_with = "lenient_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub invoice_amount: Option<String>,
+    /// Pay, query: when it was paid, `yyyy-MM-dd HH:mm:ss` China time.
+    #[serde(
+        default,
+        deserialize_with = "lenient_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gmt_payment: Option<String>,
+    /// Pay, query: where the money came from.
+    #[serde(
+        default,
+        deserialize_with = "lenient_bills",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub fund_bill_list: Vec<FundBill>,
+    /// Refund, refund query: when the money went back.
+    #[serde(
+        default,
+        deserialize_with = "lenient_text",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gmt_refund_pay: Option<String>,
+}
+
+/// One entry of `fund_bill_list`: a funding channel and its amount.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundBill {
+    /// `ALIPAYACCOUNT` (balance), `PCREDIT` (Huabei), `BANKCARD`, …
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub fund_channel: String,
+    /// Yuan, as sent.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub amount: String,
+}
+
+/// The text of a JSON string, or the literal text of a number (never
+/// through a float); `None` for null or any other shape.
+fn raw_text(raw: &RawValue) -> Option<String> {
+    let s = raw.get().trim();
+    match s.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(s).ok(),
+        Some(b'-' | b'0'..=b'9') => Some(s.to_owned()),
+        _ => None,
+    }
+}
+
+fn lenient_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw = Option::<Box<RawValue>>::deserialize(d)?;
+    Ok(raw.as_deref().and_then(raw_text))
+}
+
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(lenient_text(d)?.unwrap_or_default())
+}
+
+fn lenient_bills<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<FundBill>, D::Error> {
+    let raw = Option::<Box<RawValue>>::deserialize(d)?;
+    Ok(raw
+        .and_then(|r| serde_json::from_str::<Vec<FundBill>>(r.get()).ok())
+        .unwrap_or_default())
 }
 
 impl Answer {
@@ -514,6 +618,290 @@ pub fn signed_answer(
     let key =
         serde_json::to_string(&response_key(method)).map_err(|e| AlipayError(e.to_string()))?;
     Ok(format!("{{{key}:{raw},\"sign\":{sign}}}"))
+}
+
+// ------------------------------------------------- the provider's side
+
+/// A request's `charset`: what its percent-decoded bytes are in, what its
+/// signature was computed over, and what the answer is written (and signed)
+/// in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charset {
+    Utf8,
+    /// GBK; `GB2312`, a subset of it, is read as GBK.
+    Gbk,
+}
+
+impl Charset {
+    /// `utf-8` (or `utf8`), `gbk`, `gb2312`, in any case.
+    pub fn from_label(label: &str) -> Option<Charset> {
+        let l = label.trim();
+        if l.eq_ignore_ascii_case("utf-8") || l.eq_ignore_ascii_case("utf8") {
+            Some(Charset::Utf8)
+        } else if l.eq_ignore_ascii_case("gbk") || l.eq_ignore_ascii_case("gb2312") {
+            Some(Charset::Gbk)
+        } else {
+            None
+        }
+    }
+
+    /// The name an answer's `Content-Type` gives.
+    pub fn label(self) -> &'static str {
+        match self {
+            Charset::Utf8 => "utf-8",
+            Charset::Gbk => "GBK",
+        }
+    }
+
+    /// Text from `bytes`; `None` when they are not valid in this charset.
+    pub fn decode(self, bytes: &[u8]) -> Option<String> {
+        match self {
+            Charset::Utf8 => std::str::from_utf8(bytes).ok().map(str::to_owned),
+            Charset::Gbk => encoding_rs::GBK
+                .decode_without_bom_handling_and_without_replacement(bytes)
+                .map(|c| c.into_owned()),
+        }
+    }
+
+    /// `text` in this charset; `None` when it has a character the charset
+    /// cannot write.
+    pub fn encode(self, text: &str) -> Option<Vec<u8>> {
+        match self {
+            Charset::Utf8 => Some(text.as_bytes().to_vec()),
+            Charset::Gbk => {
+                let (bytes, _, had_errors) = encoding_rs::GBK.encode(text);
+                (!had_errors).then(|| bytes.into_owned())
+            }
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded` pairs as bytes: `+` is a space,
+/// `%XX` a byte, a stray `%` itself; text decoding is left to the caller.
+fn form_pairs(input: &[u8]) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+    fn unescape(s: &[u8]) -> Vec<u8> {
+        let hex = |b: u8| (b as char).to_digit(16);
+        let mut out = Vec::with_capacity(s.len());
+        let mut i = 0;
+        while i < s.len() {
+            match s[i] {
+                b'+' => out.push(b' '),
+                b'%' => match (
+                    s.get(i + 1).and_then(|b| hex(*b)),
+                    s.get(i + 2).and_then(|b| hex(*b)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        // Two hex digits are below 256.
+                        out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        out
+    }
+    input
+        .split(|b| *b == b'&')
+        .filter(|part| !part.is_empty())
+        .map(|part| match part.iter().position(|b| *b == b'=') {
+            Some(eq) => (unescape(&part[..eq]), unescape(&part[eq + 1..])),
+            None => (unescape(part), Vec::new()),
+        })
+}
+
+/// Reads a call as the open gateway does: its parameters from the query
+/// string and the form body together (clients put any of them in either),
+/// decoded in the `charset` the request names. An unknown or missing
+/// charset reads as UTF-8 (the caller refuses it by the `charset`
+/// parameter). A name given twice with two values, bytes that are not
+/// valid in the charset, too many names or oversized input are refused.
+pub fn decode_request(query: &[u8], body: &[u8]) -> Result<(Params, Charset), AlipayError> {
+    if query.len().saturating_add(body.len()) > MAX_MESSAGE_BYTES {
+        return Err(AlipayError("the request is too large".into()));
+    }
+    let raw: Vec<(Vec<u8>, Vec<u8>)> = form_pairs(query).chain(form_pairs(body)).collect();
+    if raw.len() > MAX_PARAMS {
+        return Err(AlipayError(format!("more than {MAX_PARAMS} parameters")));
+    }
+    let charset = raw
+        .iter()
+        .find(|(k, _)| k == b"charset")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(Charset::from_label)
+        .unwrap_or(Charset::Utf8);
+    let mut p = Params::new();
+    for (k, v) in &raw {
+        let (Some(k), Some(v)) = (charset.decode(k), charset.decode(v)) else {
+            return Err(AlipayError(format!(
+                "a parameter is not valid {}",
+                charset.label()
+            )));
+        };
+        match p.get(&k) {
+            Some(old) if *old != v => return Err(AlipayError(format!("{k} appears twice"))),
+            _ => {
+                p.insert(k, v);
+            }
+        }
+    }
+    Ok((p, charset))
+}
+
+/// True when `params` carries a valid RSA2 `sign` by `key` over their
+/// signing string written in `charset` (what the client signed).
+pub fn verify_params_in(params: &Params, charset: Charset, key: &PublicKey) -> bool {
+    match (params.get("sign"), params.get("sign_type")) {
+        (Some(sig), Some(t)) if t == SIGN_TYPE => charset
+            .encode(&signing_string(params))
+            .is_some_and(|bytes| key.verify_bytes(&bytes, sig)),
+        _ => false,
+    }
+}
+
+impl PrivateKey {
+    /// The base64 RSA2 signature of `content`.
+    pub fn sign_bytes(&self, content: &[u8]) -> Result<String, AlipayError> {
+        self.0
+            .pkcs1v15_sign::<Sha256>(content)
+            .map(|s| B64.encode(s))
+            .map_err(|e| AlipayError(format!("signing failed: {e}")))
+    }
+}
+
+impl PublicKey {
+    /// True when `signature` (base64) is the RSA2 signature of `content`.
+    pub fn verify_bytes(&self, content: &[u8], signature: &str) -> bool {
+        let Ok(sig) = B64.decode(signature.trim()) else {
+            return false;
+        };
+        self.0.pkcs1v15_verify::<Sha256>(content, &sig).is_ok()
+    }
+}
+
+/// JSON text with every non-ASCII character written as `\uXXXX` (outside
+/// strings JSON has none), for a charset that cannot write one of them.
+fn ascii_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// The signed body answering `method` with `answer`, written in `charset`
+/// and signed over those bytes, as the open gateway answers a request made
+/// in that charset.
+pub fn signed_answer_in(
+    method: &str,
+    answer: &Answer,
+    key: &PrivateKey,
+    charset: Charset,
+) -> Result<Vec<u8>, AlipayError> {
+    let raw = serde_json::to_string(answer).map_err(|e| AlipayError(e.to_string()))?;
+    let raw = charset
+        .encode(&raw)
+        .unwrap_or_else(|| ascii_json(&raw).into_bytes());
+    let sign = key.sign_bytes(&raw)?;
+    let sign = serde_json::to_string(&sign).map_err(|e| AlipayError(e.to_string()))?;
+    let key =
+        serde_json::to_string(&response_key(method)).map_err(|e| AlipayError(e.to_string()))?;
+    let mut body = Vec::with_capacity(raw.len() + sign.len() + key.len() + 12);
+    body.push(b'{');
+    body.extend_from_slice(key.as_bytes());
+    body.push(b':');
+    body.extend_from_slice(&raw);
+    body.extend_from_slice(b",\"sign\":");
+    body.extend_from_slice(sign.as_bytes());
+    body.push(b'}');
+    Ok(body)
+}
+
+/// [`open_answer`] for an answer written in `charset`: its signature covers
+/// the `…_response` bytes in that charset.
+pub fn open_answer_in(
+    body: &[u8],
+    method: &str,
+    key: &PublicKey,
+    charset: Charset,
+) -> Result<Answer, AlipayError> {
+    let text = charset
+        .decode(body)
+        .ok_or_else(|| AlipayError(format!("the answer is not {}", charset.label())))?;
+    let parts = split_answer(&text, method)?;
+    let Some(sign) = parts.sign else {
+        return Err(AlipayError("the answer is not signed".into()));
+    };
+    let signed = charset
+        .encode(parts.raw)
+        .ok_or_else(|| AlipayError("the answer cannot be written back".into()))?;
+    if !key.verify_bytes(&signed, &sign) {
+        return Err(AlipayError("the answer's signature does not verify".into()));
+    }
+    serde_json::from_str(parts.raw).map_err(|e| AlipayError(format!("unreadable answer: {e}")))
+}
+
+/// A trade as a client names it in `biz_content`: by Alipay's `trade_no`,
+/// our `out_trade_no`, or both (then `trade_no` wins). What the provider
+/// side reads for query and cancel; absent fields are empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TradeRef {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub trade_no: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub out_trade_no: String,
+}
+
+/// `biz_content` of `alipay.trade.pay` as any client may send it (the
+/// provider's reading): `total_amount` a string or a bare number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayIn {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub out_trade_no: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub scene: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub auth_code: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub total_amount: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub subject: String,
+}
+
+/// `biz_content` of `alipay.trade.refund` as any client may send it:
+/// `out_request_no` may be absent (it then defaults to the trade's
+/// `out_trade_no`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundIn {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub trade_no: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub out_trade_no: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub refund_amount: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub out_request_no: String,
+}
+
+/// `biz_content` of `alipay.trade.fastpay.refund.query` as any client may
+/// send it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundQueryIn {
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub trade_no: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub out_trade_no: String,
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub out_request_no: String,
 }
 
 #[cfg(test)]
@@ -730,5 +1118,186 @@ mod tests {
             assert_eq!(TradeStatus::parse(s).map(TradeStatus::as_str), Some(s));
         }
         assert_eq!(TradeStatus::parse("SUCCESS"), None);
+    }
+
+    #[test]
+    fn charsets_by_label() {
+        for l in ["utf-8", "UTF-8", "utf8"] {
+            assert_eq!(Charset::from_label(l), Some(Charset::Utf8), "{l}");
+        }
+        for l in ["GBK", "gbk", "GB2312", "gb2312"] {
+            assert_eq!(Charset::from_label(l), Some(Charset::Gbk), "{l}");
+        }
+        for l in ["", "latin1", "utf-16", "big5"] {
+            assert_eq!(Charset::from_label(l), None, "{l}");
+        }
+        let gbk = Charset::Gbk.encode("门店消费").expect("gbk");
+        assert_eq!(gbk, [0xC3, 0xC5, 0xB5, 0xEA, 0xCF, 0xFB, 0xB7, 0xD1]);
+        assert_eq!(Charset::Gbk.decode(&gbk).as_deref(), Some("门店消费"));
+        assert_eq!(Charset::Utf8.decode(&gbk), None, "GBK bytes are not UTF-8");
+        assert_eq!(Charset::Gbk.decode(&[0xC3]), None, "half a character");
+        assert_eq!(Charset::Gbk.encode("😀"), None);
+    }
+
+    #[test]
+    fn a_request_reads_from_query_and_form_together() {
+        let p = pay_request();
+        let mut common = p.clone();
+        let biz = common.remove("biz_content").expect("biz");
+        let query = encode_form(&common);
+        let mut body = Params::new();
+        body.insert("biz_content".into(), biz);
+        let (back, charset) =
+            decode_request(query.as_bytes(), encode_form(&body).as_bytes()).expect("read");
+        assert_eq!((back.clone(), charset), (p.clone(), Charset::Utf8));
+        let public = app_key().public_key();
+        assert!(verify_params_in(&back, charset, &public));
+        // All in the query string (a GET), or all in the form: the same.
+        let all = encode_form(&p);
+        assert_eq!(decode_request(all.as_bytes(), b"").expect("get").0, p);
+        assert_eq!(decode_request(b"", all.as_bytes()).expect("post").0, p);
+        // The same name twice: fine with one value, refused with two.
+        assert!(decode_request(all.as_bytes(), all.as_bytes()).is_ok());
+        assert!(decode_request(b"a=1", b"a=2").is_err());
+        assert!(decode_request(b"a=1&a=2", b"").is_err());
+        let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("k{i}=v")).collect();
+        assert!(decode_request(many.join("&").as_bytes(), b"").is_err());
+        let big = "x=".repeat(MAX_MESSAGE_BYTES / 2 + 1);
+        assert!(decode_request(big.as_bytes(), big.as_bytes()).is_err());
+        // Escapes: '+' is a space, a stray '%' stays.
+        let (q, _) = decode_request(b"a=1+2%2B3&b=50%&c=%zz&d", b"").expect("escapes");
+        assert_eq!(
+            (
+                q["a"].as_str(),
+                q["b"].as_str(),
+                q["c"].as_str(),
+                q["d"].as_str()
+            ),
+            ("1 2+3", "50%", "%zz", "")
+        );
+    }
+
+    #[test]
+    fn a_gbk_request_is_read_and_verified_in_gbk() {
+        // What a client with charset=GBK sends: the signing string signed as
+        // GBK bytes, every value percent-encoded from GBK.
+        let mut p = request(
+            "2021000000000001",
+            method::PAY,
+            "2024-05-01 12:00:00",
+            "{\"subject\":\"门店消费\"}".into(),
+        );
+        p.insert("charset".into(), "GBK".into());
+        let signed = Charset::Gbk.encode(&signing_string(&p)).expect("gbk");
+        p.insert("sign".into(), app_key().sign_bytes(&signed).expect("sign"));
+        let mut form = String::new();
+        for (k, v) in &p {
+            let bytes = Charset::Gbk.encode(v).expect("gbk");
+            let escaped: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
+            form.push_str(&format!("{k}={escaped}&"));
+        }
+        let (back, charset) = decode_request(form.as_bytes(), b"").expect("read");
+        assert_eq!(charset, Charset::Gbk);
+        assert_eq!(back["biz_content"], "{\"subject\":\"门店消费\"}");
+        let public = app_key().public_key();
+        assert!(verify_params_in(&back, charset, &public));
+        // The same signature does not hold over the UTF-8 text.
+        assert!(!verify_params(&back, &public));
+        // Bytes that are no GBK are refused, not guessed at.
+        assert!(decode_request(b"charset=GBK&subject=%C3", b"").is_err());
+        assert!(decode_request(b"charset=utf-8&subject=%C3%C5", b"").is_err());
+    }
+
+    #[test]
+    fn answers_in_gbk_are_signed_over_their_gbk_bytes() {
+        let alipay = PrivateKey::from_pem(ALIPAY_PRIVATE).expect("key");
+        let public = alipay.public_key();
+        let a = Answer::failed(code::FAILED, sub::TRADE_NOT_EXIST, "交易不存在");
+        let body = signed_answer_in(method::QUERY, &a, &alipay, Charset::Gbk).expect("sign");
+        assert!(std::str::from_utf8(&body).is_err(), "written in GBK");
+        assert_eq!(
+            open_answer_in(&body, method::QUERY, &public, Charset::Gbk),
+            Ok(a.clone())
+        );
+        assert!(open_answer_in(&body, method::QUERY, &public, Charset::Utf8).is_err());
+        // UTF-8 answers are what signed_answer makes.
+        let utf8 = signed_answer_in(method::QUERY, &a, &alipay, Charset::Utf8).expect("sign");
+        let text = String::from_utf8(utf8).expect("utf-8");
+        assert_eq!(open_answer(&text, method::QUERY, &public), Ok(a));
+        // A character GBK lacks is written as a JSON escape, still signed.
+        let odd = Answer::failed(code::FAILED, sub::INVALID_PARAMETER, "😀 参数");
+        let body = signed_answer_in(method::PAY, &odd, &alipay, Charset::Gbk).expect("sign");
+        assert!(body.is_ascii());
+        assert_eq!(
+            open_answer_in(&body, method::PAY, &public, Charset::Gbk),
+            Ok(odd)
+        );
+    }
+
+    #[test]
+    fn new_answer_fields_read_leniently() {
+        let raw = r#"{"code":"10000","msg":"Success","receipt_amount":"88.88",
+            "buyer_pay_amount":8.88,"point_amount":null,"invoice_amount":{"x":1},
+            "buyer_user_id":"2088101117955611","gmt_payment":"2014-11-27 15:45:57",
+            "fund_bill_list":[{"fund_channel":"ALIPAYACCOUNT","amount":10,"real_amount":11.21},
+            {"fund_channel":"PCREDIT","amount":"0.50"}]}"#;
+        let a: Answer = serde_json::from_str(raw).expect("answer");
+        assert_eq!(a.receipt_amount.as_deref(), Some("88.88"));
+        assert_eq!(
+            a.buyer_pay_amount.as_deref(),
+            Some("8.88"),
+            "a number's own text"
+        );
+        assert_eq!(a.point_amount, None);
+        assert_eq!(a.invoice_amount, None, "another shape reads as absent");
+        assert_eq!(a.buyer_user_id.as_deref(), Some("2088101117955611"));
+        assert_eq!(
+            a.fund_bill_list,
+            [
+                FundBill {
+                    fund_channel: "ALIPAYACCOUNT".into(),
+                    amount: "10".into()
+                },
+                FundBill {
+                    fund_channel: "PCREDIT".into(),
+                    amount: "0.50".into()
+                }
+            ]
+        );
+        // fund_bill_list as a string (as in notifications): read as none.
+        let a: Answer =
+            serde_json::from_str(r#"{"code":"10000","msg":"Success","fund_bill_list":"[]"}"#)
+                .expect("answer");
+        assert!(a.fund_bill_list.is_empty());
+        // Absent ones are not written.
+        let text = serde_json::to_string(&Answer::new(code::SUCCESS, "Success")).expect("json");
+        assert_eq!(text, r#"{"code":"10000","msg":"Success"}"#);
+    }
+
+    #[test]
+    fn biz_content_as_other_clients_write_it() {
+        let pay: PayIn = serde_json::from_str(
+            r#"{"out_trade_no":"o1","scene":"bar_code","auth_code":"28","subject":"s","total_amount":21.16,"extra":1}"#,
+        )
+        .expect("pay");
+        assert_eq!(pay.total_amount, "21.16");
+        let r: RefundIn =
+            serde_json::from_str(r#"{"trade_no":"42","refund_amount":"1.00"}"#).expect("refund");
+        assert_eq!(
+            (
+                r.trade_no.as_str(),
+                r.out_trade_no.as_str(),
+                r.out_request_no.as_str()
+            ),
+            ("42", "", "")
+        );
+        let q: RefundQueryIn =
+            serde_json::from_str(r#"{"out_trade_no":"o1","out_request_no":"r1"}"#).expect("rq");
+        assert_eq!(
+            (q.out_trade_no.as_str(), q.out_request_no.as_str()),
+            ("o1", "r1")
+        );
+        let t: TradeRef = serde_json::from_str("{}").expect("empty");
+        assert_eq!(t, TradeRef::default());
     }
 }
