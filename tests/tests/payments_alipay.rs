@@ -269,7 +269,127 @@ async fn a_forged_alipay_answer_is_never_trusted(backend: Backend) {
     assert_eq!(str_of(&log, "payment_status"), "unpaid");
 }
 
+// ------------------------------ refunds: accepted is not yet refunded
+// (The helpers mirror those of tests/tests/payments.rs.)
+
+/// The refund `request_id` of `order`, as its payments document shows it.
+async fn refund_named(app: &PayApp, order: &str, request_id: &str) -> Value {
+    let payments = app.payments(order).await;
+    payments["refunds"]
+        .as_array()
+        .expect("refunds")
+        .iter()
+        .find(|r| str_of(r, "request_id") == request_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no refund {request_id} in {payments}"))
+}
+
+/// How many feed events of `kind` the order has.
+async fn events_of(app: &PayApp, order: &str, kind: &str) -> usize {
+    app.feed_of(order)
+        .await
+        .iter()
+        .filter(|e| str_of(e, "type") == kind)
+        .count()
+}
+
+/// The outcomes of the calls of one kind (`refund`, `refundquery`) about
+/// the refund `refund_id`.
+async fn outcomes(app: &PayApp, order: &str, call: &str, refund_id: &str) -> Vec<String> {
+    app.payments(order).await["charges"][0]["exchanges"]
+        .as_array()
+        .expect("exchanges")
+        .iter()
+        .filter(|e| str_of(e, "call") == format!("{call} {refund_id}"))
+        .map(|e| str_of(e, "outcome").to_owned())
+        .collect()
+}
+
+async fn alipay_refunds_are_refunded_only_once_the_query_says_so(backend: Backend) {
+    let Some(app) = spawn(backend, false).await else {
+        return;
+    };
+    let sweeper = Payments::new(&app.config, app.db.clone(), gateway::events::Hub::default())
+        .expect("payments");
+
+    // Accepted at once, the money back 3 s later: longer than the request polls.
+    let (order, _, _) = pay_under(
+        &app,
+        json!({"outcome": "success", "refund": "processing_then_success", "refund_after_ms": 3000}),
+    )
+    .await;
+    let (status, r) = app.refund(&order, "p-1", "5.00").await;
+    assert_eq!((status, str_of(&r, "state")), (202, "processing"), "{r}");
+    assert_eq!(app.payment_status(&order).await, "paid");
+    assert_eq!(events_of(&app, &order, "order.refunded").await, 0);
+    let mut done = r.clone();
+    for _ in 0..600 {
+        sweeper.sweep_once().await.expect("sweep");
+        done = refund_named(&app, &order, "p-1").await;
+        if str_of(&done, "state") != "processing" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(str_of(&done, "state"), "succeeded", "{done}");
+    assert_eq!(app.payment_status(&order).await, "partially_refunded");
+    assert_eq!(events_of(&app, &order, "order.refunded").await, 1);
+    assert_eq!(
+        outcomes(&app, &order, "refund", str_of(&r, "id")).await,
+        ["accepted"]
+    );
+
+    // The seller's balance short (SELLER_BALANCE_NOT_ENOUGH): requested,
+    // and the sweeper sends it again under the same out_request_no.
+    let (order, charge, _) = pay_under(
+        &app,
+        json!({"outcome": "success", "refund_notenough_calls": 1}),
+    )
+    .await;
+    let (status, r) = app.refund(&order, "n-1", "5.00").await;
+    assert_eq!((status, str_of(&r, "state")), (202, "requested"), "{r}");
+    assert_eq!(app.entry(str_of(&charge, "id")).await.refunded_fen, 0);
+    assert_eq!(sweeper.sweep_once().await.expect("sweep"), 1);
+    let done = refund_named(&app, &order, "n-1").await;
+    assert_eq!(
+        (str_of(&done, "state"), &done["id"]),
+        ("succeeded", &r["id"])
+    );
+    assert_eq!(
+        outcomes(&app, &order, "refund", str_of(&r, "id")).await,
+        ["unknown", "accepted"]
+    );
+    assert_eq!(app.entry(str_of(&charge, "id")).await.refunded_fen, 500);
+    assert_eq!(events_of(&app, &order, "order.refunded").await, 1);
+
+    // Alipay answers a closed refund with no refund data, as one never
+    // made: it is asked for again under its out_request_no, never taken
+    // for refunded.
+    let (order, _, _) = pay_under(
+        &app,
+        json!({"outcome": "success", "refund": "closed", "refund_after_ms": 0}),
+    )
+    .await;
+    let (status, r) = app.refund(&order, "c-1", "5.00").await;
+    assert_eq!((status, str_of(&r, "state")), (202, "processing"), "{r}");
+    let id = str_of(&r, "id");
+    assert!(
+        outcomes(&app, &order, "refundquery", id)
+            .await
+            .iter()
+            .all(|o| o == "not_found"),
+        "closed reads as not found"
+    );
+    assert!(
+        outcomes(&app, &order, "refund", id).await.len() > 1,
+        "sent again"
+    );
+    assert_eq!(app.payment_status(&order).await, "paid");
+    assert_eq!(events_of(&app, &order, "order.refunded").await, 0);
+}
+
 tests::on_both_databases!(
+    alipay_refunds_are_refunded_only_once_the_query_says_so,
     every_outcome_with_an_alipay_code,
     the_code_prefix_picks_the_provider,
     refunds_go_through_alipay,
