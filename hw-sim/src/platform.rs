@@ -586,6 +586,16 @@ impl PlatformSim {
             event.as_str()
         );
         let mut params = push.params();
+        if let Push::NewOrder(o) = &push {
+            // `detail` and `extras` as the platform writes them.
+            for (k, v) in &mut params {
+                match k.as_str() {
+                    "detail" => *v = platform_detail(&o.items),
+                    "extras" => *v = platform_discounts(&o.discounts),
+                    _ => {}
+                }
+            }
+        }
         params.extend(platform_extras(&push, now_s));
         for (k, v) in &req.raw {
             params.retain(|(pk, _)| pk != k);
@@ -926,6 +936,70 @@ fn platform_id(field: &str, id: &str) -> Result<(), BadPush> {
     }
 }
 
+/// One `detail` entry as the platform writes it: numbers for amounts and
+/// counts, and the item fields the gateway does not read (`sku_id`, boxes,
+/// discount ratio, spec and properties).
+#[derive(Serialize)]
+struct PlatformItem<'a> {
+    app_food_code: &'a str,
+    food_name: &'a str,
+    sku_id: &'a str,
+    quantity: u32,
+    price: Box<serde_json::value::RawValue>,
+    box_num: u32,
+    box_price: u32,
+    unit: &'a str,
+    food_discount: u32,
+    spec: &'a str,
+    food_property: &'a str,
+}
+
+/// One `extras` entry as the platform writes it (`type` 2: money off).
+#[derive(Serialize)]
+struct PlatformDiscount<'a> {
+    reduce_fee: Box<serde_json::value::RawValue>,
+    remark: &'a str,
+    r#type: u32,
+}
+
+fn platform_detail(items: &[mt::PushItem]) -> String {
+    let v: Vec<PlatformItem<'_>> = items
+        .iter()
+        .map(|i| PlatformItem {
+            app_food_code: &i.app_food_code,
+            food_name: &i.food_name,
+            sku_id: &i.app_food_code,
+            quantity: i.quantity,
+            price: yuan_number(i.price_fen),
+            box_num: 0,
+            box_price: 0,
+            unit: &i.unit,
+            food_discount: 1,
+            spec: "",
+            food_property: "",
+        })
+        .collect();
+    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+}
+
+fn platform_discounts(discounts: &[mt::PushDiscount]) -> String {
+    let v: Vec<PlatformDiscount<'_>> = discounts
+        .iter()
+        .map(|d| PlatformDiscount {
+            reduce_fee: yuan_number(d.reduce_fee_fen),
+            remark: &d.remark,
+            r#type: 2,
+        })
+        .collect();
+    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+}
+
+/// Fen as a JSON number of yuan with two decimals (`1250` → `12.50`),
+/// written from its text: no floats.
+fn yuan_number(fen: i64) -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string(mt::format_yuan(fen)).unwrap_or_default()
+}
+
 /// Parameters the real platform pushes that the gateway does not read:
 /// sent so that a receiver meets the push as the platform writes it.
 fn platform_extras(push: &Push, now_s: i64) -> Vec<(String, String)> {
@@ -1158,16 +1232,27 @@ mod tests {
     #[tokio::test]
     async fn every_push_it_makes_passes_the_gateways_parser_and_signature() {
         let sim = sim().await;
-        let new = sim
-            .push(PushRequest::new_order(
-                "s1",
-                vec![
-                    ItemSpec::new("A", "面", 2, 1250),
-                    ItemSpec::new("B", "茶", 1, 60),
-                ],
-            ))
-            .await
-            .unwrap();
+        let mut req = PushRequest::new_order(
+            "s1",
+            vec![
+                ItemSpec::new("A", "面", 2, 1250),
+                ItemSpec::new("B", "茶", 1, 60),
+            ],
+        );
+        req.order.discount = Some(Yuan(300));
+        let new = sim.push(req).await.unwrap();
+        // Amounts are JSON numbers with two decimals, as the platform writes them.
+        let detail = &new.params["detail"];
+        assert!(
+            detail.starts_with(
+                r#"[{"app_food_code":"A","food_name":"面","sku_id":"A","quantity":2,"price":12.50,"#
+            ),
+            "{detail}"
+        );
+        assert_eq!(
+            new.params["extras"],
+            r#"[{"reduce_fee":3.00,"remark":"满减优惠","type":2}]"#
+        );
         let id = new.order_id.clone();
         assert!(
             !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_digit()),
@@ -1204,8 +1289,10 @@ mod tests {
             assert_eq!(push.order_id(), id);
             if let Push::NewOrder(o) = push {
                 // What the store receives travels as whole fen in poi_receive_detail.
-                assert_eq!(o.poi_receive_amount_fen, 2560);
-                assert_eq!(o.total_fen, 2560);
+                assert_eq!(o.poi_receive_amount_fen, 2260);
+                assert_eq!(o.total_fen, 2260);
+                assert_eq!(o.items[0].price_fen, 1250);
+                assert_eq!(o.discounts[0].reduce_fee_fen, 300);
             }
         }
         let p = form(&outs[1]);
