@@ -902,7 +902,9 @@ async fn refundquery(State(sim): State<Arc<Provider>>, body: Bytes) -> Response 
     f.insert("cash_fee".into(), c.total_fee.to_string());
     f.insert("fee_type".into(), "CNY".into());
     f.insert("refund_count".into(), page.len().to_string());
-    if offset.is_some() {
+    // As the service: the order's count when paged, or when there is more
+    // than one page.
+    if offset.is_some() || total > REFUNDS_PER_PAGE {
         f.insert("total_refund_count".into(), total.to_string());
     }
     for (n, r) in page.iter().enumerate() {
