@@ -5,7 +5,8 @@ over SubmitOrder, then: GetPayment on the unpaid order, PayOrder with a
 payment code the provider simulator is told to accept, GetPayment again,
 a partial and a repeated RefundOrder, an over-refund Fault, a refund of
 one order line with a reason and restocking once the order is completed,
-and another store's terminal refused. Every answer is compared with the REST payments
+another store's terminal refused, and a refund the provider accepted but
+has not finished (state processing). Every answer is compared with the REST payments
 document and the simulator's ledger, and every message body the server
 sent is validated against the WSDL's inline XSD (lxml).
 
@@ -143,5 +144,23 @@ check(fault_code(other.GetPayment, orderId=oid) == ("soap:Client", "order_not_fo
 check(fault_code(other.RefundOrder, orderId=oid, requestId="x", amount=Decimal("1.00"))
       == ("soap:Client", "order_not_found"), "another store cannot refund")
 check(len(ledger()) == 1, "one charge at the provider in all")
+
+# --- A refund the provider accepted but has not finished: processing -----------
+status, _ = http("PUT", SIM + "/scenario",
+                 body={"auth_code": CODE, "outcome": "success", "refund": "processing_forever"})
+check(status == 200, "scenario set")
+slow = svc.SubmitOrder(clientOrderId="zeep-pay-2", line=[{"sku": "LATTE", "quantity": Decimal("1")}])
+validate_last()
+slow_id = slow.order.id
+slow_charge = svc.PayOrder(orderId=slow_id, authCode=CODE)
+validate_last()
+check(slow_charge.state == "succeeded", f"second charge {slow_charge.state}")
+r5 = svc.RefundOrder(orderId=slow_id, requestId="zeep-r5", amount=Decimal("1.00"))
+validate_last()
+check(r5.state == "processing", f"accepted, not refunded yet ({r5.state})")
+pending = svc.GetPayment(orderId=slow_id)
+validate_last()
+check(pending.paymentStatus == "paid" and pending.refund[0].state == "processing", "still paid while it runs")
+same_as_rest(pending, http("GET", f"{BASE}/api/v1/orders/{slow_id}/payments", KEY)[1])
 
 done("payments")

@@ -231,6 +231,7 @@ fn same_as_rest(soap: &GetPaymentResponse, rest: &Value) {
         assert_eq!(f.id, s(r, "id"));
         assert_eq!(f.request_id, s(r, "request_id"));
         assert_eq!(f.state.as_str(), s(r, "state"));
+        assert_eq!(f.failure_code, r["code"].as_str().map(str::to_owned));
         assert_eq!(f.amount.to_string(), s(r, "amount"));
         assert_eq!(f.reason, r["reason"].as_str().map(str::to_owned));
         assert_eq!(f.restock, r["restock"].as_bool().unwrap_or(false));
@@ -1097,7 +1098,170 @@ async fn a_refund_the_provider_refuses_leaves_the_order_open(backend: Backend) {
     assert_eq!(app.entry(&charge.id).await.refunded_fen, 100);
 }
 
+// ------------------------------ refunds: accepted is not yet refunded
+
+/// RefundOrder answers what the provider has done so far: `requested`
+/// (not accepted: the merchant's balance short), `processing` (accepted,
+/// the money on its way: a cancel waits), and `succeeded` only once the
+/// refund query says so; closed and CHANGE are `failed` with their code
+/// and words for the cashier.
+async fn refund_states_follow_the_provider_not_its_acceptance(backend: Backend) {
+    use proto::order::{OrderAction, OrderStatus};
+    let Some(app) = PayApp::spawn(backend, true).await else {
+        return;
+    };
+    let sweeper = gateway::payments::Payments::new(
+        &app.config,
+        app.db.clone(),
+        gateway::events::Hub::default(),
+    )
+    .expect("payments");
+    let five = Money::parse("5.00").expect("money");
+
+    // Accepted at once, the money back 3 s later: longer than the request polls.
+    let (order, charge, _) = pay_under(
+        &app,
+        "states-1",
+        json!({"outcome": "success", "refund": "processing_then_success", "refund_after_ms": 3000}),
+    )
+    .await;
+    let r = app
+        .t1
+        .refund_order(&order, "p-1", five)
+        .await
+        .expect("refund");
+    assert_eq!(r.state, RefundState::Processing, "{r:?}");
+    assert!(!r.state.is_final());
+    let p = app.payments(&order).await;
+    assert_eq!(p.payment_status, PaymentStatus::Paid);
+    assert_eq!(p.refunds[0].state, RefundState::Processing);
+    let e = app
+        .t1
+        .update_order_status(&order, OrderAction::Cancel, Some("customer left"))
+        .await
+        .unwrap_err();
+    assert_eq!(fault(e), (FaultKind::Client, "refund_pending".into()));
+    let o = app.t1.get_order(&order).await.expect("order");
+    assert_eq!(
+        (o.status, o.payment_status),
+        (OrderStatus::Created, PaymentStatus::Paid)
+    );
+    let sweep_until_final = |request_id: &'static str| {
+        let (app, sweeper, order) = (&app, &sweeper, order.clone());
+        async move {
+            for _ in 0..600 {
+                sweeper.sweep_once().await.expect("sweep");
+                let p = app.payments(&order).await;
+                let r = p.refunds.iter().find(|r| r.request_id == request_id);
+                if let Some(r) = r.filter(|r| r.state.is_final()) {
+                    return r.state;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("refund {request_id} never became final");
+        }
+    };
+    assert_eq!(sweep_until_final("p-1").await, RefundState::Succeeded);
+    assert_eq!(
+        app.payments(&order).await.payment_status,
+        PaymentStatus::PartiallyRefunded
+    );
+    // The cancel's own refund of the rest takes its time too: the cancel
+    // waits for it, and sent again once it succeeded, goes through.
+    let e = app
+        .t1
+        .update_order_status(&order, OrderAction::Cancel, Some("customer left"))
+        .await
+        .unwrap_err();
+    assert_eq!(fault(e), (FaultKind::Client, "refund_pending".into()));
+    assert_eq!(sweep_until_final("cancel:2").await, RefundState::Succeeded);
+    let o = app
+        .t1
+        .update_order_status(&order, OrderAction::Cancel, Some("customer left"))
+        .await
+        .expect("cancel");
+    assert_eq!(
+        (o.status, o.payment_status),
+        (OrderStatus::Cancelled, PaymentStatus::Refunded)
+    );
+    assert_eq!(
+        app.payments(&order).await.refunds.len(),
+        2,
+        "no third refund"
+    );
+    assert_eq!(app.entry(&charge.id).await.refunded_fen, 2116);
+
+    // The merchant's balance short: requested, sent again by the sweeper.
+    let (order, _, _) = pay_under(
+        &app,
+        "states-2",
+        json!({"outcome": "success", "refund_notenough_calls": 1}),
+    )
+    .await;
+    let r = app
+        .t1
+        .refund_order(&order, "n-1", five)
+        .await
+        .expect("refund");
+    assert_eq!(r.state, RefundState::Requested, "{r:?}");
+    assert_eq!(
+        app.payments(&order).await.refunds[0].state,
+        RefundState::Requested
+    );
+    sweeper.sweep_once().await.expect("sweep");
+    let again = app
+        .t1
+        .refund_order(&order, "n-1", five)
+        .await
+        .expect("refund");
+    assert_eq!((again.state, &again.id), (RefundState::Succeeded, &r.id));
+
+    // Closed by the provider, or no way back to the customer's account.
+    for (name, outcome, code, words) in [
+        (
+            "states-3",
+            "closed",
+            "refund_closed",
+            "the provider closed the refund",
+        ),
+        (
+            "states-4",
+            "change",
+            "refund_change",
+            "the money could not go back",
+        ),
+    ] {
+        let (order, _, _) = pay_under(
+            &app,
+            name,
+            json!({"outcome": "success", "refund": outcome, "refund_after_ms": 0}),
+        )
+        .await;
+        let r = app
+            .t1
+            .refund_order(&order, "x-1", five)
+            .await
+            .expect("refund");
+        assert_eq!(
+            (r.state, r.failure_code.as_deref()),
+            (RefundState::Failed, Some(code)),
+            "{r:?}"
+        );
+        assert!(
+            r.failure_reason
+                .as_deref()
+                .is_some_and(|w| w.starts_with(words)),
+            "{r:?}"
+        );
+        assert_eq!(
+            app.payments(&order).await.payment_status,
+            PaymentStatus::Paid
+        );
+    }
+}
+
 tests::on_both_databases!(
+    refund_states_follow_the_provider_not_its_acceptance,
     update_order_status_refunds_a_paid_counter_sale_in_full,
     a_running_charge_blocks_update_order_status,
     a_refund_the_provider_refuses_leaves_the_order_open,
