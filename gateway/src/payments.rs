@@ -1258,6 +1258,7 @@ impl Payments {
             detail,
         )
         .await;
+        self.touched(refund).await?;
         match answer {
             // Accepted, not done: the refund query tells the outcome. (A
             // refund sent again while processing stays so.)
@@ -1270,6 +1271,14 @@ impl Payments {
             ProviderRefund::Refused { code, .. } => self.refund_failed(refund, code).await,
             ProviderRefund::Unknown { .. } => Ok(()),
         }
+    }
+
+    /// Notes that the provider was just called about `refund`.
+    async fn touched(&self, refund: &Refund) -> Result<()> {
+        let mut tx = self.db.write().await?;
+        store::refund_queried(&mut tx, &refund.id, now_micros()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// One refund query, and what it makes of the refund.
@@ -1294,11 +1303,7 @@ impl Payments {
             detail,
         )
         .await;
-        {
-            let mut tx = self.db.write().await?;
-            store::refund_queried(&mut tx, &refund.id, now_micros()).await?;
-            tx.commit().await?;
-        }
+        self.touched(refund).await?;
         match status {
             RefundStatus::Succeeded { refund_ref } => {
                 self.refund_succeeded(refund, charge, &refund_ref).await

@@ -627,12 +627,14 @@ pub async fn refunds_of_order(conn: &mut AnyConnection, order_id: &str) -> Resul
     with_lines(conn, refunds).await
 }
 
-/// Refunds that are not final, oldest first: `requested` ones are sent
-/// again (under their own `out_refund_no`), `processing` ones queried.
+/// Refunds that are not final, the longest untouched first (so refunds
+/// that stay processing for days do not starve newer ones): `requested`
+/// ones are sent again (under their own `out_refund_no`), `processing`
+/// ones queried.
 pub async fn unsettled_refunds(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Refund>> {
     let sql = format!(
         "SELECT {REFUND_COLS} FROM refunds WHERE state IN ('requested', 'processing')
-         ORDER BY created_at LIMIT $1"
+         ORDER BY COALESCE(queried_at, created_at), id LIMIT $1"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(limit)
@@ -739,7 +741,7 @@ pub async fn accept_refund(
     Ok(n == 1)
 }
 
-/// When the provider was last asked about a refund.
+/// When the provider was last called about a refund (sent or queried).
 pub async fn refund_queried(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
     sqlx::query("UPDATE refunds SET queried_at = $1 WHERE id = $2")
         .bind(now)
