@@ -1595,7 +1595,49 @@ async fn a_cancel_while_a_refund_is_processing_answers_refund_pending(backend: B
     assert_eq!(app.entry(str_of(&charge, "id")).await.refunded_fen, 500);
 }
 
+async fn an_upgrade_keeps_a_pending_refund_as_requested_for_the_sweeper(backend: Backend) {
+    let Some(app) = PayApp::spawn(backend).await else {
+        return;
+    };
+    let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
+    let charge_id = str_of(&charge, "id").to_owned();
+    // A gateway from before migration 0011 recorded a refund and stopped
+    // before the provider heard of it.
+    assert_eq!(app.db.migrate_down().await.expect("down"), Some(11));
+    sqlx::query(
+        "INSERT INTO refunds (id, charge_id, order_id, request_id, amount_fen, state, created_by,
+            created_at, updated_at, reason, restock)
+         VALUES ($1, $2, $3, 'old-1', 500, 'pending', 'terminal:test', 1000000, 1000000, NULL, 0)",
+    )
+    .bind(format!("{charge_id}R1"))
+    .bind(charge_id.clone())
+    .bind(order.clone())
+    .execute(&app.db.pool)
+    .await
+    .expect("refund");
+    sqlx::query("UPDATE charges SET refunded_fen = 500 WHERE id = $1")
+        .bind(charge_id.clone())
+        .execute(&app.db.pool)
+        .await
+        .expect("reserve");
+    app.db.migrate_up().await.expect("up");
+    assert_eq!(
+        refunds_of(&app.payments(&order).await),
+        [triple("old-1", "5.00", "requested")]
+    );
+    assert_eq!(app.payment_status(&order).await, "paid");
+    // The new gateway's sweeper sends it and sees it through.
+    assert_eq!(sweeper(&app).sweep_once().await.expect("sweep"), 1);
+    assert_eq!(
+        refunds_of(&app.payments(&order).await),
+        [triple("old-1", "5.00", "succeeded")]
+    );
+    assert_eq!(app.payment_status(&order).await, "partially_refunded");
+    assert_eq!(app.entry(&charge_id).await.refunded_fen, 500);
+}
+
 tests::on_both_databases!(
+    an_upgrade_keeps_a_pending_refund_as_requested_for_the_sweeper,
     a_processing_refund_restocks_and_tells_the_feed_only_once_it_succeeds,
     a_refund_the_provider_closes_fails_and_frees_its_amount,
     a_refund_that_cannot_go_back_the_original_way_fails_with_refund_change,
