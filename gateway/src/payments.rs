@@ -1472,7 +1472,12 @@ impl Payments {
         for refund in refunds {
             seen += 1;
             tracing::info!(refund = %refund.id, state = refund.state.as_str(), "sweeping");
-            self.drive_refund(refund, RefundBudget::SWEEP).await?;
+            let id = refund.id.clone();
+            // One refund that cannot be driven (its provider no longer
+            // configured, say) does not hold up the others.
+            if let Err(e) = self.drive_refund(refund, RefundBudget::SWEEP).await {
+                tracing::warn!(refund = %id, error = %e, "cannot sweep this refund now");
+            }
         }
         Ok(seen)
     }
