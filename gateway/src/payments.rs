@@ -50,6 +50,9 @@ use crate::keys::Principal;
 const MAX_REVERSE_CALLS: u32 = 10;
 /// Refund queries in one request before the refund is left to the sweeper.
 const MAX_REFUND_QUERIES: u32 = 3;
+/// Acceptances of one refund the provider later says it never made, before
+/// the refund counts as closed.
+const MAX_REFUND_ACCEPTANCES: u32 = 3;
 /// Charges and refunds one sweep looks at.
 const SWEEP_BATCH: i64 = 100;
 /// Longest request id of a refund.
@@ -1310,10 +1313,30 @@ impl Payments {
             }
             RefundStatus::Failed { code, .. } => self.refund_failed(refund, code).await,
             // Never accepted as far as the provider knows: ask again, under
-            // the same out_refund_no.
-            RefundStatus::NotFound => self.send_refund(provider, charge, refund).await,
+            // the same out_refund_no. A refund it accepted that many times and
+            // then never knew (Alipay answers a refund it closed so) is
+            // closed: the cashier sees it failed instead of it cycling.
+            RefundStatus::NotFound => {
+                if self.times_accepted(charge, refund).await? >= MAX_REFUND_ACCEPTANCES {
+                    self.refund_failed(refund, "refund_closed").await
+                } else {
+                    self.send_refund(provider, charge, refund).await
+                }
+            }
             RefundStatus::Processing | RefundStatus::Unknown { .. } => Ok(()),
         }
+    }
+
+    /// How often the provider accepted this refund, by the exchange log.
+    async fn times_accepted(&self, charge: &Charge, refund: &Refund) -> Result<u32> {
+        let mut conn = self.db.pool.acquire().await?;
+        let call = format!("refund {}", refund.id);
+        let n = store::exchanges(&mut conn, &charge.id)
+            .await?
+            .iter()
+            .filter(|e| e.call == call && e.outcome == "accepted")
+            .count();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     /// The money is back with the customer: the refund succeeds, and the
