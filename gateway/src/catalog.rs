@@ -6,7 +6,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::clock::{self, now_micros};
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 pub struct ProductSpec {
     pub sku: Sku,
@@ -27,8 +27,8 @@ pub struct Product {
 pub fn check_name(what: &str, name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 120 || name.chars().any(char::is_control) {
-        return Err(Error::unprocessable(
-            "invalid_name",
+        return Err(Error::new(
+            Code::InvalidName,
             format!("{what} name must be 1-120 printable characters"),
         ));
     }
@@ -53,8 +53,8 @@ pub async fn put_product(db: &Db, spec: ProductSpec) -> Result<(Product, bool)> 
             .fetch_optional(&mut **tx)
             .await?;
             if reserved.is_some() {
-                return Err(Error::conflict(
-                    "unit_change_blocked",
+                return Err(Error::new(
+                    Code::UnitChangeBlocked,
                     format!(
                         "{} has stock or open orders in {unit}; zero its stock before changing the unit",
                         spec.sku
@@ -144,7 +144,7 @@ pub async fn require_store(conn: &mut AnyConnection, id: &StoreId) -> Result<()>
     if store_exists(conn, id).await? {
         Ok(())
     } else {
-        Err(Error::not_found("unknown_store", format!("no store {id}")))
+        Err(Error::new(Code::UnknownStore, format!("no store {id}")))
     }
 }
 
@@ -171,7 +171,7 @@ pub async fn put_item(
     require_store(&mut tx, store).await?;
     let unit = product_unit(&mut tx, sku)
         .await?
-        .ok_or_else(|| Error::not_found("unknown_sku", format!("no product {sku}")))?;
+        .ok_or_else(|| Error::new(Code::UnknownSku, format!("no product {sku}")))?;
     let on_hand = change
         .on_hand
         .as_deref()
@@ -270,7 +270,7 @@ pub async fn catalog(db: &Db, store: &StoreId) -> Result<Catalog> {
     .bind(store.as_str().to_owned())
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| Error::not_found("unknown_store", format!("no store {store}")))?;
+    .ok_or_else(|| Error::new(Code::UnknownStore, format!("no store {store}")))?;
     let items = items(&mut conn, store, None, now_micros()).await?;
     Ok(Catalog {
         store_id: store.to_string(),

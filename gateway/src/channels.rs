@@ -30,7 +30,7 @@ use tokio::sync::watch;
 
 use crate::clock;
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{Code, Result};
 use crate::events::Hub;
 use crate::outbox::{self, Dispatcher, ItemSync, NewCall, OutboxConfig, Params, Stats};
 use crate::supervise;
@@ -405,19 +405,22 @@ pub struct RawPush<'a> {
 /// Why a push was refused; nothing was written.
 #[derive(Debug, Clone)]
 pub struct Refusal {
-    pub status: StatusCode,
-    /// Stable code, e.g. `bad_signature`.
-    pub code: &'static str,
+    /// Stable code, e.g. [`Code::BadSignature`].
+    pub code: Code,
     pub message: String,
 }
 
 impl Refusal {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Refusal {
-            status,
             code,
             message: message.into(),
         }
+    }
+
+    /// The HTTP status the push is answered with: the code's own.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
     }
 }
 

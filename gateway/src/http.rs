@@ -26,7 +26,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::db::Db;
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::events::Hub;
 use crate::keys::KeyCache;
 
@@ -252,5 +252,5 @@ async fn livez() -> &'static str {
 }
 
 async fn fallback() -> Error {
-    Error::not_found("not_found", "no such route")
+    Error::new(Code::NotFound, "no such route")
 }

@@ -15,7 +15,7 @@ use sqlx::Row;
 
 use crate::clock::now_micros;
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -92,8 +92,8 @@ impl Principal {
         match self.role {
             Role::Admin | Role::App => Ok(()),
             Role::Terminal if self.store.as_ref() == Some(store) => Ok(()),
-            Role::Terminal => Err(Error::not_found(
-                "order_not_found",
+            Role::Terminal => Err(Error::new(
+                Code::OrderNotFound,
                 format!("no order {order_id}"),
             )),
         }
@@ -128,14 +128,14 @@ pub struct KeySpec {
 
 pub async fn create(db: &Db, spec: KeySpec) -> Result<NewKey> {
     if spec.role == Role::Terminal && spec.store.is_none() {
-        return Err(Error::unprocessable(
-            "store_required",
+        return Err(Error::new(
+            Code::StoreRequired,
             "a terminal key needs --store",
         ));
     }
     if spec.role != Role::Terminal && spec.terminal.is_some() {
-        return Err(Error::unprocessable(
-            "terminal_not_allowed",
+        return Err(Error::new(
+            Code::TerminalNotAllowed,
             "--terminal only applies to terminal keys",
         ));
     }
@@ -160,8 +160,8 @@ pub async fn create(db: &Db, spec: KeySpec) -> Result<NewKey> {
                 .fetch_optional(&mut **tx)
                 .await?;
         if taken.is_some() {
-            return Err(Error::conflict(
-                "terminal_exists",
+            return Err(Error::new(
+                Code::TerminalExists,
                 format!("terminal {t} already has a key; revoke it first"),
             ));
         }
@@ -369,7 +369,7 @@ mod tests {
                 .authenticate(&db, &format!("gk_random_{i}"))
                 .await
                 .unwrap_err();
-            assert_eq!(e.code, "unauthorized");
+            assert_eq!(e.code.as_str(), "unauthorized");
         }
         assert_eq!(
             cache.sizes(),

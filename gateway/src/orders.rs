@@ -15,7 +15,7 @@ use sqlx::{AnyConnection, Row};
 use crate::catalog;
 use crate::clock::{self, now_micros};
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
 
 pub const MAX_LINES: usize = 100;
@@ -68,16 +68,16 @@ impl Prepaid {
             !v.is_empty() && v.len() <= MAX_PREPAID_FIELD && v.chars().all(|c| c.is_ascii_graphic())
         };
         if !ok(provider) || !ok(reference) {
-            return Err(Error::unprocessable(
-                "invalid_prepaid",
+            return Err(Error::new(
+                Code::InvalidPrepaid,
                 format!(
                     "prepaid provider and transaction_id must be 1-{MAX_PREPAID_FIELD} visible ASCII characters"
                 ),
             ));
         }
         if amount.fen() < 0 {
-            return Err(Error::unprocessable(
-                "invalid_prepaid",
+            return Err(Error::new(
+                Code::InvalidPrepaid,
                 "prepaid amount cannot be negative",
             ));
         }
@@ -91,8 +91,8 @@ impl Prepaid {
     /// The app's amount must be what our prices make the order.
     pub(crate) fn check_total(&self, total: Money) -> Result<()> {
         if self.amount != total {
-            return Err(Error::unprocessable(
-                "prepaid_amount_mismatch",
+            return Err(Error::new(
+                Code::PrepaidAmountMismatch,
                 format!(
                     "the app reports {} paid but the order comes to {total}",
                     self.amount
@@ -104,8 +104,8 @@ impl Prepaid {
 }
 
 pub(crate) fn prepaid_reference_used(p: &Prepaid) -> Error {
-    Error::conflict(
-        "prepaid_reference_used",
+    Error::new(
+        Code::PrepaidReferenceUsed,
         format!(
             "{} transaction {} already paid another order",
             p.provider, p.reference
@@ -141,8 +141,8 @@ pub enum Created {
 
 pub fn check_note(note: Option<String>) -> Result<Option<String>> {
     match note {
-        Some(n) if n.chars().count() > MAX_NOTE_CHARS => Err(Error::unprocessable(
-            "invalid_note",
+        Some(n) if n.chars().count() > MAX_NOTE_CHARS => Err(Error::new(
+            Code::InvalidNote,
             format!("note is longer than {MAX_NOTE_CHARS} characters"),
         )),
         Some(n) if n.trim().is_empty() => Ok(None),
@@ -155,12 +155,12 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty());
     match &reason {
-        None if action.needs_reason() => Err(Error::unprocessable(
-            "reason_required",
+        None if action.needs_reason() => Err(Error::new(
+            Code::ReasonRequired,
             format!("{} needs a reason", action.as_str()),
         )),
-        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(Error::unprocessable(
-            "invalid_reason",
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(Error::new(
+            Code::InvalidReason,
             format!("reason is longer than {MAX_REASON_CHARS} characters"),
         )),
         _ => Ok(reason),
@@ -197,14 +197,14 @@ pub async fn create(
 /// Checks what needs no database, and normalises the note (blank → none).
 fn check_shape(new: &mut NewOrder) -> Result<()> {
     if new.lines.is_empty() {
-        return Err(Error::unprocessable(
-            "invalid_lines",
+        return Err(Error::new(
+            Code::InvalidLines,
             "an order needs at least one line",
         ));
     }
     if new.lines.len() > MAX_LINES {
-        return Err(Error::unprocessable(
-            "invalid_lines",
+        return Err(Error::new(
+            Code::InvalidLines,
             format!("an order has at most {MAX_LINES} lines"),
         ));
     }
@@ -399,8 +399,8 @@ pub(crate) async fn create_direct(
             .await?;
             let hash: String = row.get("request_hash");
             if hash != k.request_hash {
-                return Err(Error::unprocessable(
-                    "idempotency_conflict",
+                return Err(Error::new(
+                    Code::IdempotencyConflict,
                     "this Idempotency-Key was already used with a different request",
                 ));
             }
@@ -412,10 +412,7 @@ pub(crate) async fn create_direct(
     }
 
     if !catalog::store_exists(&mut tx, &new.store).await? {
-        return Err(Error::unprocessable(
-            "unknown_store",
-            format!("no store {}", new.store),
-        ));
+        return Err(Error::new(Code::UnknownStore, format!("no store {}", new.store)).in_body());
     }
     // The store row lock, taken first by every order write of this store.
     let seq = events::next_seq(&mut tx, &new.store)
@@ -454,7 +451,7 @@ pub(crate) async fn create_direct(
         reserve(&mut tx, &new.store, &priced.sku, priced.quantity).await?;
         total = total
             .checked_add(priced.line_total)
-            .ok_or_else(|| Error::unprocessable("invalid_quantity", "order total is too large"))?;
+            .ok_or_else(|| Error::new(Code::InvalidQuantity, "order total is too large"))?;
         lines.push(priced);
     }
     if let Some(p) = &new.prepaid {
@@ -641,18 +638,19 @@ pub(crate) fn check_line(
     line: &NewLine,
     now: i64,
 ) -> Result<OrderLine> {
-    let item = item
-        .ok_or_else(|| Error::unprocessable("unknown_sku", format!("no product {}", line.sku)))?;
+    let item = item.ok_or_else(|| {
+        Error::new(Code::UnknownSku, format!("no product {}", line.sku)).in_body()
+    })?;
     let quantity = Quantity::parse(item.unit, &line.quantity)?;
     if item.listed == Some(false) {
-        return Err(Error::conflict(
-            "item_unavailable",
+        return Err(Error::new(
+            Code::ItemUnavailable,
             format!("{} is not sold in store {store}", line.sku),
         ));
     }
     if let Some(until) = item.snoozed_until.filter(|u| *u > now) {
-        return Err(Error::conflict(
-            "item_unavailable",
+        return Err(Error::new(
+            Code::ItemUnavailable,
             format!(
                 "{} is unavailable until {}",
                 line.sku,
@@ -662,7 +660,7 @@ pub(crate) fn check_line(
     }
     let unit_price = Money::from_fen(item.override_fen.unwrap_or(item.list_fen));
     let line_total = po::line_total(unit_price, quantity)
-        .ok_or_else(|| Error::unprocessable("invalid_quantity", "line total is too large"))?;
+        .ok_or_else(|| Error::new(Code::InvalidQuantity, "line total is too large"))?;
     Ok(OrderLine {
         sku: line.sku.clone(),
         name: item.name.clone(),
@@ -674,8 +672,8 @@ pub(crate) fn check_line(
 }
 
 pub(crate) fn out_of_stock(store: &StoreId, sku: &Sku, q: Quantity) -> Error {
-    Error::conflict(
-        "out_of_stock",
+    Error::new(
+        Code::OutOfStock,
         format!("not enough {sku} in store {store} for {q}"),
     )
 }
@@ -842,8 +840,8 @@ pub async fn act(
     .await?
     .rows_affected();
     if n != 1 {
-        return Err(Error::conflict(
-            "concurrent_update",
+        return Err(Error::new(
+            Code::ConcurrentUpdate,
             "the order changed meanwhile; reload and retry",
         ));
     }
@@ -897,7 +895,7 @@ pub async fn act(
 }
 
 fn not_found(id: &str) -> Error {
-    Error::not_found("order_not_found", format!("no order {id}"))
+    Error::new(Code::OrderNotFound, format!("no order {id}"))
 }
 
 async fn order_store(conn: &mut AnyConnection, id: &str) -> Result<StoreId> {
@@ -1072,7 +1070,7 @@ pub async fn list(db: &Db, store: &StoreId, f: &Filter) -> Result<Page> {
         .bind(store.as_str().to_owned())
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::not_found("unknown_store", format!("no store {store}")))?
+        .ok_or_else(|| Error::new(Code::UnknownStore, format!("no store {store}")))?
         .get::<i64, _>(0);
     let mut sql = format!("SELECT {ORDER_COLS} FROM orders WHERE store_id = $1 AND seq > $2");
     let mut n = 2;

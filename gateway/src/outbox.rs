@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::clock::{self, now_micros};
 use crate::db::{Backend, Db};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::events::Hub;
 
 /// Business parameters of one platform call (the adapter adds its own
@@ -616,13 +616,11 @@ pub async fn retry(db: &Db, id: i64) -> Result<Entry> {
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
-        .ok_or_else(|| {
-            Error::not_found("outbox_entry_not_found", format!("no outbox entry {id}"))
-        })?;
+        .ok_or_else(|| Error::new(Code::OutboxEntryNotFound, format!("no outbox entry {id}")))?;
     let state: String = row.get("state");
     if state != "failed" {
-        return Err(Error::conflict(
-            "outbox_entry_not_failed",
+        return Err(Error::new(
+            Code::OutboxEntryNotFailed,
             format!("outbox entry {id} is {state}; only failed entries are retried"),
         ));
     }

@@ -42,7 +42,7 @@ pub use store::{Charge, ChargeState, Exchange, Refund, RefundState};
 
 use crate::clock::now_micros;
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
 use crate::keys::Principal;
 
@@ -354,8 +354,7 @@ impl PaymentsConfig {
 pub(crate) fn configured(st: &crate::http::AppState) -> Result<&Arc<Payments>> {
     st.payments.as_ref().ok_or_else(|| {
         Error::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "payments_not_configured",
+            Code::PaymentsNotConfigured,
             "payments are not configured on this gateway",
         )
     })
@@ -532,14 +531,14 @@ impl Payments {
         who: &Principal,
     ) -> Result<Charge> {
         let code = wx::parse_code(raw_code).ok_or_else(|| {
-            Error::unprocessable(
-                "invalid_payment_code",
+            Error::new(
+                Code::InvalidPaymentCode,
                 "this is not a WeChat Pay or Alipay payment code",
             )
         })?;
         let Some(provider) = self.provider_for(code.kind) else {
-            return Err(Error::unprocessable(
-                "unsupported_payment_code",
+            return Err(Error::new(
+                Code::UnsupportedPaymentCode,
                 format!("{} payment codes are not accepted here", code.kind.as_str()),
             ));
         };
@@ -561,27 +560,24 @@ impl Payments {
                 return self.wait_for(live).await;
             }
             if order.payment_status != "unpaid" {
-                return Err(Error::conflict(
-                    "order_already_paid",
+                return Err(Error::new(
+                    Code::OrderAlreadyPaid,
                     format!("order {order_id} is {}", order.payment_status),
                 ));
             }
             if matches!(order.status.as_str(), "cancelled" | "rejected") {
-                return Err(Error::conflict(
-                    "order_not_payable",
+                return Err(Error::new(
+                    Code::OrderNotPayable,
                     format!("order {order_id} is {}", order.status),
                 ));
             }
             if order.total_fen <= 0 {
-                return Err(Error::unprocessable(
-                    "nothing_to_pay",
-                    "the order's total is zero",
-                ));
+                return Err(Error::new(Code::NothingToPay, "the order's total is zero"));
             }
             let attempt = store::next_attempt(&mut tx, order_id).await?;
             if attempt > 999 {
-                return Err(Error::conflict(
-                    "too_many_attempts",
+                return Err(Error::new(
+                    Code::TooManyAttempts,
                     "this order has been tried too often",
                 ));
             }
@@ -639,8 +635,8 @@ impl Payments {
                 .map_err(|e| Error::internal(anyhow::anyhow!("charge driver failed: {e}")))??;
             return self.load_charge(&id).await;
         }
-        Err(Error::conflict(
-            "concurrent_update",
+        Err(Error::new(
+            Code::ConcurrentUpdate,
             "the order changed meanwhile; retry",
         ))
     }
@@ -722,7 +718,7 @@ impl Payments {
                 .await
                 .map(|_| true),
             Query::Reversed => self
-                .finish(id, ChargeState::Reversed, "payment_cancelled")
+                .finish(id, ChargeState::Reversed, Code::PaymentCancelled)
                 .await
                 .map(|_| true),
             Query::Waiting | Query::NotFound | Query::Unknown { .. } => Ok(false),
@@ -743,7 +739,7 @@ impl Payments {
             match answer {
                 Reverse::Done => {
                     return self
-                        .finish(id, ChargeState::Reversed, "payment_timeout")
+                        .finish(id, ChargeState::Reversed, Code::PaymentTimeout)
                         .await;
                 }
                 Reverse::Retry { .. } => tokio::time::sleep(self.poll_interval).await,
@@ -813,7 +809,7 @@ impl Payments {
 
     /// Failed or reversed: the charge ends and the order is payable again
     /// (`unpaid`, with a feed event), in one transaction.
-    async fn finish(&self, id: &str, to: ChargeState, code: &str) -> Result<()> {
+    async fn finish(&self, id: &str, to: ChargeState, code: Code) -> Result<()> {
         let now = now_micros();
         let mut tx = self.db.write().await?;
         let Some(charge) = store::charge(&mut tx, id).await? else {
@@ -847,7 +843,12 @@ impl Payments {
         if facts.payment_status == "pending" {
             self.hub.notify(&facts.store);
         }
-        tracing::info!(charge = id, state = to.as_str(), code, "charge final");
+        tracing::info!(
+            charge = id,
+            state = to.as_str(),
+            code = code.as_str(),
+            "charge final"
+        );
         Ok(())
     }
 
@@ -918,32 +919,32 @@ impl Payments {
         let request_id = spec.request_id.trim();
         let reason = crate::orders::check_note(spec.reason.clone())?;
         if spec.restock && spec.lines.is_empty() {
-            return Err(Error::unprocessable(
-                "invalid_refund",
+            return Err(Error::new(
+                Code::InvalidRefund,
                 "restock needs the lines whose goods come back",
             ));
         }
         if spec.amount.is_none() && spec.lines.is_empty() {
-            return Err(Error::unprocessable(
-                "invalid_refund",
+            return Err(Error::new(
+                Code::InvalidRefund,
                 "a refund needs an amount or lines",
             ));
         }
         if request_id.is_empty() || request_id.len() > MAX_REQUEST_ID {
-            return Err(Error::unprocessable(
-                "invalid_request_id",
+            return Err(Error::new(
+                Code::InvalidRequestId,
                 format!("request_id must be 1 to {MAX_REQUEST_ID} characters"),
             ));
         }
         if spec.amount.is_some_and(|a| a.fen() <= 0) {
-            return Err(Error::unprocessable(
-                "invalid_money",
+            return Err(Error::new(
+                Code::InvalidMoney,
                 "a refund must be more than zero",
             ));
         }
         if is_close_request_id(request_id) {
-            return Err(Error::unprocessable(
-                "invalid_request_id",
+            return Err(Error::new(
+                Code::InvalidRequestId,
                 "request ids starting with cancel: or reject: are the gateway's own",
             ));
         }
@@ -967,8 +968,8 @@ impl Payments {
                                 .is_ok_and(|q| q == had.quantity)
                     }));
             if spec.amount.is_some_and(|a| a.fen() != existing.amount_fen) || !same_lines {
-                return Err(Error::unprocessable(
-                    "idempotency_conflict",
+                return Err(Error::new(
+                    Code::IdempotencyConflict,
                     "this request_id was already used with a different refund",
                 ));
             }
@@ -976,16 +977,16 @@ impl Payments {
         }
         let Some(charge) = charge else {
             if let Some(p) = store::prepayment(&mut tx, order_id).await? {
-                return Err(Error::conflict(
-                    "paid_elsewhere",
+                return Err(Error::new(
+                    Code::PaidElsewhere,
                     format!(
                         "this order was paid in the app ({} {}); refund it there",
                         p.provider, p.transaction_id
                     ),
                 ));
             }
-            return Err(Error::conflict(
-                "order_not_paid",
+            return Err(Error::new(
+                Code::OrderNotPaid,
                 "this order has no payment to refund",
             ));
         };
@@ -993,8 +994,8 @@ impl Payments {
             Vec::new()
         } else {
             if spec.restock && facts.status != "completed" {
-                return Err(Error::conflict(
-                    "restock_needs_completed_order",
+                return Err(Error::new(
+                    Code::RestockNeedsCompletedOrder,
                     "goods go back into stock only from a completed order; cancel an open order instead",
                 ));
             }
@@ -1007,12 +1008,10 @@ impl Payments {
                     .iter()
                     .try_fold(0i64, |sum, l| sum.checked_add(l.2))
                     .map(Money::from_fen)
-                    .ok_or_else(|| {
-                        Error::unprocessable("invalid_money", "the lines come to too much")
-                    })?;
+                    .ok_or_else(|| Error::new(Code::InvalidMoney, "the lines come to too much"))?;
                 if given.is_some_and(|a| a != from_lines) {
-                    return Err(Error::unprocessable(
-                        "refund_amount_mismatch",
+                    return Err(Error::new(
+                        Code::RefundAmountMismatch,
                         format!(
                             "the lines come to {from_lines}, not {}",
                             given.unwrap_or(from_lines)
@@ -1020,8 +1019,8 @@ impl Payments {
                     ));
                 }
                 if from_lines.fen() <= 0 {
-                    return Err(Error::unprocessable(
-                        "invalid_money",
+                    return Err(Error::new(
+                        Code::InvalidMoney,
                         "a refund must be more than zero",
                     ));
                 }
@@ -1130,8 +1129,8 @@ impl Payments {
                 RefundState::Failed => Err(refund_refused(&r)),
             };
         }
-        Err(Error::conflict(
-            "concurrent_update",
+        Err(Error::new(
+            Code::ConcurrentUpdate,
             "the order's payments changed meanwhile; retry",
         ))
     }
@@ -1147,8 +1146,8 @@ impl Payments {
     ) -> Result<Refund> {
         let n = store::count_refunds(tx, &charge.id).await?;
         if n >= 999 {
-            return Err(Error::conflict(
-                "too_many_refunds",
+            return Err(Error::new(
+                Code::TooManyRefunds,
                 "this payment has too many refunds",
             ));
         }
@@ -1170,8 +1169,8 @@ impl Payments {
         )
         .await?;
         if !ok {
-            return Err(Error::unprocessable(
-                "refund_exceeds_paid",
+            return Err(Error::new(
+                Code::RefundExceedsPaid,
                 format!(
                     "{} was paid and {} is already refunded or being refunded",
                     charge.amount, charge.refunded
@@ -1318,7 +1317,7 @@ impl Payments {
             // closed: the cashier sees it failed instead of it cycling.
             RefundStatus::NotFound => {
                 if self.times_accepted(charge, refund).await? >= MAX_REFUND_ACCEPTANCES {
-                    self.refund_failed(refund, "refund_closed").await
+                    self.refund_failed(refund, Code::RefundClosed).await
                 } else {
                     self.send_refund(provider, charge, refund).await
                 }
@@ -1416,7 +1415,7 @@ impl Payments {
     /// provider holds the money for the merchant to pay out by hand). It
     /// fails with `code`, its amount refundable again except after CHANGE,
     /// and the store's feed gets `order.refund_failed` so a manager sees it.
-    async fn refund_failed(&self, refund: &Refund, code: &str) -> Result<()> {
+    async fn refund_failed(&self, refund: &Refund, code: Code) -> Result<()> {
         let now = now_micros();
         let mut tx = self.db.write().await?;
         let facts = store::order_facts(&mut tx, &refund.order_id).await?;
@@ -1445,7 +1444,7 @@ impl Payments {
         .await?;
         tx.commit().await?;
         self.hub.notify(&facts.store);
-        tracing::warn!(refund = %refund.id, order = %refund.order_id, code, "refund failed");
+        tracing::warn!(refund = %refund.id, order = %refund.order_id, code = code.as_str(), "refund failed");
         Ok(())
     }
 
@@ -1572,8 +1571,8 @@ fn is_close_request_id(request_id: &str) -> bool {
 
 /// A cancel or reject while the order's charge runs.
 pub(crate) fn payment_pending(order_id: &str) -> Error {
-    Error::conflict(
-        "payment_pending",
+    Error::new(
+        Code::PaymentPending,
         format!(
             "a payment of order {order_id} is running; wait for its outcome, then try again \
              (a paid order is refunded in full when it is cancelled or rejected)"
@@ -1584,8 +1583,8 @@ pub(crate) fn payment_pending(order_id: &str) -> Error {
 /// A cancel or reject while a refund of the order is requested or
 /// processing: the money is not back yet.
 pub(crate) fn refund_pending(order_id: &str) -> Error {
-    Error::conflict(
-        "refund_pending",
+    Error::new(
+        Code::RefundPending,
         format!(
             "a refund of order {order_id} is with the provider and the money is not back yet; \
              the order is unchanged: try again shortly"
@@ -1596,8 +1595,8 @@ pub(crate) fn refund_pending(order_id: &str) -> Error {
 /// A cancel or reject of money the gateway took, where it cannot refund it
 /// itself (payments are off here).
 pub(crate) fn refund_required(order_id: &str, kept: Money) -> Error {
-    Error::conflict(
-        "refund_required",
+    Error::new(
+        Code::RefundRequired,
         format!(
             "order {order_id} holds {kept} paid at the counter; refund it in full \
              (POST /api/v1/orders/{order_id}/refunds or RefundOrder), then try again"
@@ -1606,8 +1605,8 @@ pub(crate) fn refund_required(order_id: &str, kept: Money) -> Error {
 }
 
 fn refund_refused(r: &Refund) -> Error {
-    Error::conflict(
-        "refund_refused",
+    Error::new(
+        Code::RefundRefused,
         format!(
             "the provider did not refund {} ({}); the order is unchanged",
             r.amount,
@@ -1646,13 +1645,13 @@ async fn refund_lines_of(
 ) -> Result<Vec<(i64, i64, i64)>> {
     let order = crate::orders::load(conn, order_id)
         .await?
-        .ok_or_else(|| Error::not_found("order_not_found", format!("no order {order_id}")))?;
+        .ok_or_else(|| Error::new(Code::OrderNotFound, format!("no order {order_id}")))?;
     let done = store::refunded_per_line(conn, order_id).await?;
     let mut out: Vec<(i64, i64, i64)> = Vec::with_capacity(asked.len());
     for a in asked {
         if out.iter().any(|l| l.0 == a.line_no) {
-            return Err(Error::unprocessable(
-                "invalid_refund",
+            return Err(Error::new(
+                Code::InvalidRefund,
                 format!("line {} is named twice", a.line_no),
             ));
         }
@@ -1661,22 +1660,22 @@ async fn refund_lines_of(
             .and_then(|n| n.checked_sub(1))
             .and_then(|i| order.lines.get(i))
             .ok_or_else(|| {
-                Error::unprocessable(
-                    "invalid_refund",
+                Error::new(
+                    Code::InvalidRefund,
                     format!("order {order_id} has no line {}", a.line_no),
                 )
             })?;
         let q = Quantity::parse(line.unit, &a.quantity).map_err(|e| {
-            Error::unprocessable(
-                "invalid_quantity",
+            Error::new(
+                Code::InvalidQuantity,
                 format!("line {}: {}", a.line_no, e.message),
             )
         })?;
         let (qty_done, fen_done) = done.get(&a.line_no).copied().unwrap_or((0, 0));
         let left = line.quantity.milli() - qty_done;
         if q.milli() > left {
-            return Err(Error::unprocessable(
-                "refund_exceeds_line",
+            return Err(Error::new(
+                Code::RefundExceedsLine,
                 format!(
                     "line {} has {} left to refund",
                     a.line_no,

@@ -17,13 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use proto::order::{Channel, PaymentStatus, StoreId};
 use proto::soap::{
-    self, Fault, FaultKind, GetCatalogResponse, GetOrderResponse, HeartbeatResponse,
-    ListOrdersResponse, Request, SubmitOrderResponse, UpdateOrderStatusResponse, UsernameToken,
+    self, Fault, GetCatalogResponse, GetOrderResponse, HeartbeatResponse, ListOrdersResponse,
+    Request, SubmitOrderResponse, UpdateOrderStatusResponse, UsernameToken,
 };
 
 use crate::catalog;
 use crate::clock;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::http::AppState;
 use crate::keys::{Principal, Role};
 use crate::orders::{self, Created, Filter, NewLine, NewOrder};
@@ -51,15 +51,15 @@ fn fault_response(f: &Fault) -> Response {
     xml_response(StatusCode::INTERNAL_SERVER_ERROR, f.to_envelope())
 }
 
+/// The Fault of `code`: its side (client or server) and its wire string.
+fn fault(code: Code, message: impl Into<String>) -> Fault {
+    Fault::new(code.soap_fault(), code.as_str(), message)
+}
+
 /// Logs like REST (only server faults as errors) and hides 5xx detail.
 fn error_fault(e: Error) -> Fault {
     e.log();
-    let kind = if e.is_server_error() {
-        FaultKind::Server
-    } else {
-        FaultKind::Client
-    };
-    Fault::new(kind, e.code, e.message)
+    Fault::new(e.fault_kind(), e.code.as_str(), e.message)
 }
 
 fn refused(f: Fault) -> Response {
@@ -73,8 +73,8 @@ async fn wsdl(State(st): State<AppState>, req: axum::extract::Request) -> Respon
         .query()
         .is_some_and(|q| q.split('&').any(|p| p.eq_ignore_ascii_case("wsdl")));
     if !wants_wsdl {
-        return Error::bad_request(
-            "wsdl_only",
+        return Error::new(
+            Code::WsdlOnly,
             "GET /soap/terminal?wsdl gives the WSDL; operations are POSTed",
         )
         .into_response();
@@ -90,7 +90,7 @@ async fn wsdl(State(st): State<AppState>, req: axum::extract::Request) -> Respon
 
 /// The Fault answered when a request ran out of time (see `http::Limits`).
 pub(crate) fn timeout_fault(message: &str) -> Response {
-    fault_response(&Fault::client("request_timeout", message))
+    fault_response(&fault(Code::RequestTimeout, message))
 }
 
 async fn endpoint(
@@ -101,14 +101,14 @@ async fn endpoint(
     let body = match body {
         Ok(b) => b,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return refused(Fault::client(
-                "payload_too_large",
+            return refused(fault(
+                Code::PayloadTooLarge,
                 format!("the message is larger than {} bytes", soap::MAX_REQUEST),
             ));
         }
         Err(e) => {
             let e = crate::http::extract::body_error(e);
-            return refused(Fault::client(e.code, e.message));
+            return refused(fault(e.code, e.message));
         }
     };
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
@@ -125,8 +125,8 @@ async fn endpoint(
             mime.as_str(),
             "text/xml" | "application/xml" | "application/soap+xml"
         ) {
-            return refused(Fault::client(
-                "unsupported_media_type",
+            return refused(fault(
+                Code::UnsupportedMediaType,
                 "send the envelope as Content-Type: text/xml; charset=utf-8",
             ));
         }
@@ -138,8 +138,8 @@ async fn endpoint(
     let who = match env.token.clone() {
         Err(f) => return refused(f),
         Ok(None) => {
-            return refused(Fault::client(
-                "unauthorized",
+            return refused(fault(
+                Code::Unauthorized,
                 "missing WS-Security UsernameToken (Username = terminal id, Password = terminal key)",
             ));
         }

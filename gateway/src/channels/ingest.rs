@@ -21,7 +21,7 @@ use sqlx::{AnyConnection, Row};
 use super::{EventKind, Inbound, OrderEvent, PlatformOrder};
 use crate::clock::{self, now_micros};
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
 use crate::orders::{self, NewOrder};
 
@@ -71,8 +71,8 @@ async fn resolve_store(conn: &mut AnyConnection, platform: &str, pstore: &str) -
     .fetch_optional(&mut *conn)
     .await?;
     let unknown = || {
-        Error::unprocessable(
-            "unknown_platform_store",
+        Error::new(
+            Code::UnknownPlatformStore,
             format!("{platform} store {pstore} is not mapped to any store"),
         )
     };
@@ -136,8 +136,8 @@ async fn map_item(
 ) -> Result<MappedLine> {
     let count = item.quantity;
     if !(1..=MAX_ITEM_QUANTITY).contains(&count) || item.price_fen < 0 {
-        return Err(Error::unprocessable(
-            "invalid_item",
+        return Err(Error::new(
+            Code::InvalidItem,
             format!(
                 "item {}: quantity must be 1-{MAX_ITEM_QUANTITY} and price not negative",
                 item.platform_sku
@@ -153,7 +153,7 @@ async fn map_item(
                 Quantity::from_milli(Unit::Piece, m),
             )
         })
-        .ok_or_else(|| Error::unprocessable("invalid_item", "item total is too large"))?;
+        .ok_or_else(|| Error::new(Code::InvalidItem, "item total is too large"))?;
     let mapping = sqlx::query(
         "SELECT sku, per_item_milli FROM sku_mappings
          WHERE platform = $1 AND platform_sku = $2 AND store_id IN ('', $3)
@@ -218,7 +218,7 @@ async fn map_item(
     let milli = count
         .checked_mul(per_item)
         .filter(|m| *m <= proto::order::MAX_MILLI)
-        .ok_or_else(|| Error::unprocessable("invalid_item", "item quantity is too large"))?;
+        .ok_or_else(|| Error::new(Code::InvalidItem, "item quantity is too large"))?;
     let listed = facts.get::<Option<i64>, _>("available").map(|a| a != 0);
     let snoozed = facts
         .get::<Option<i64>, _>("snoozed_until")
@@ -231,7 +231,7 @@ async fn map_item(
         Money::from_fen(item.price_fen),
         Quantity::from_milli(unit, per_item),
     )
-    .ok_or_else(|| Error::unprocessable("invalid_item", "item price per unit is too large"))?;
+    .ok_or_else(|| Error::new(Code::InvalidItem, "item price per unit is too large"))?;
     Ok(MappedLine {
         line: OrderLine {
             sku,
@@ -352,8 +352,8 @@ async fn record_inbox(conn: &mut AnyConnection, row: InboxRow<'_>, now: i64) -> 
 
 pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> {
     if o.items.is_empty() || o.items.len() > orders::MAX_LINES {
-        return Err(Error::unprocessable(
-            "invalid_lines",
+        return Err(Error::new(
+            Code::InvalidLines,
             format!("a platform order needs 1-{} items", orders::MAX_LINES),
         ));
     }
@@ -412,7 +412,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         }
         total = total
             .checked_add(m.line.line_total)
-            .ok_or_else(|| Error::unprocessable("invalid_item", "order total is too large"))?;
+            .ok_or_else(|| Error::new(Code::InvalidItem, "order total is too large"))?;
         lines.push(m.line);
     }
     let new = NewOrder {
@@ -675,7 +675,7 @@ async fn cancel(
                 order_id: order_id.to_owned(),
             },
         ),
-        Err(err) if err.code == "illegal_transition" || err.code == "concurrent_update" => {
+        Err(err) if matches!(err.code, Code::IllegalTransition | Code::ConcurrentUpdate) => {
             let why = err.message.clone();
             tracing::warn!(order = order_id, platform = %e.platform, "platform cancel not applied: {why}");
             (

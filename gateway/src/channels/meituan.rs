@@ -19,6 +19,7 @@ use super::{
     Discount, EventKind, Inbound, MEITUAN, MeituanConfig, OrderEvent, PlatformItem, PlatformOrder,
     RawPush, Refusal,
 };
+use crate::error::Code;
 use crate::http::AppState;
 use crate::outbox::{Delivery, Params, Sender};
 
@@ -33,8 +34,8 @@ pub struct Adapter {
     pub window_s: i64,
 }
 
-fn refuse(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Refusal {
-    Refusal::new(status, code, msg)
+fn refuse(code: Code, msg: impl Into<String>) -> Refusal {
+    Refusal::new(code, msg)
 }
 
 impl super::Adapter for Adapter {
@@ -44,28 +45,16 @@ impl super::Adapter for Adapter {
 
     fn decode(&self, push: &RawPush<'_>) -> Result<Inbound, Refusal> {
         let params = mt::parse_form(push.body).map_err(|e| match e {
-            FormError::TooLarge => refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                e.to_string(),
-            ),
-            _ => refuse(StatusCode::BAD_REQUEST, "malformed_push", e.to_string()),
+            FormError::TooLarge => refuse(Code::PayloadTooLarge, e.to_string()),
+            _ => refuse(Code::MalformedPush, e.to_string()),
         })?;
         match mt::param(&params, "app_id") {
             Some(a) if a == self.app_id => {}
             Some(_) => {
-                return Err(refuse(
-                    StatusCode::FORBIDDEN,
-                    "unknown_app_id",
-                    "app_id is not ours",
-                ));
+                return Err(refuse(Code::UnknownAppId, "app_id is not ours"));
             }
             None => {
-                return Err(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "missing_app_id",
-                    "no app_id",
-                ));
+                return Err(refuse(Code::MissingAppId, "no app_id"));
             }
         }
         let secret = self.secret.expose_secret();
@@ -79,32 +68,20 @@ impl super::Adapter for Adapter {
         match verdict {
             Ok(()) => {}
             Err(SigError::Missing) => {
-                return Err(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "missing_signature",
-                    "no sig",
-                ));
+                return Err(refuse(Code::MissingSignature, "no sig"));
             }
             Err(SigError::Mismatch) => {
-                return Err(refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "bad_signature",
-                    "sig does not match",
-                ));
+                return Err(refuse(Code::BadSignature, "sig does not match"));
             }
         }
         let ts = mt::param(&params, "timestamp").unwrap_or_default();
         mt::check_timestamp(ts, push.now_s, self.window_s).map_err(|e| match e {
-            TimestampError::Malformed => {
-                refuse(StatusCode::BAD_REQUEST, "bad_timestamp", e.to_string())
-            }
-            _ => refuse(StatusCode::UNAUTHORIZED, "stale_timestamp", e.to_string()),
+            TimestampError::Malformed => refuse(Code::BadTimestamp, e.to_string()),
+            _ => refuse(Code::StaleTimestamp, e.to_string()),
         })?;
         let p = Push::parse(push.segment, &params).map_err(|e| match e {
-            PushError::UnknownEvent(_) => {
-                refuse(StatusCode::NOT_FOUND, "unknown_event", e.to_string())
-            }
-            _ => refuse(StatusCode::BAD_REQUEST, "malformed_push", e.to_string()),
+            PushError::UnknownEvent(_) => refuse(Code::UnknownEvent, e.to_string()),
+            _ => refuse(Code::MalformedPush, e.to_string()),
         })?;
         Ok(inbound(p))
     }
@@ -191,12 +168,12 @@ fn answer(status: StatusCode, body: String) -> Response {
 
 fn ng(r: &Refusal) -> Response {
     let code = match r.code {
-        "bad_signature" | "missing_signature" => mt::ERR_SIG,
-        "stale_timestamp" | "bad_timestamp" => mt::ERR_TIMESTAMP,
-        "unknown_app_id" | "missing_app_id" => mt::ERR_APP_ID,
+        Code::BadSignature | Code::MissingSignature => mt::ERR_SIG,
+        Code::StaleTimestamp | Code::BadTimestamp => mt::ERR_TIMESTAMP,
+        Code::UnknownAppId | Code::MissingAppId => mt::ERR_APP_ID,
         _ => mt::ERR_PARAM,
     };
-    answer(r.status, mt::answer_ng(code, &r.message))
+    answer(r.status(), mt::answer_ng(code, &r.message))
 }
 
 /// The URLs a push to `path` may have been signed for: the configured
@@ -269,8 +246,8 @@ pub async fn push(State(st): State<AppState>, Path(event): Path<String>, req: Re
         Err(r) => {
             tracing::warn!(
                 event,
-                code = r.code,
-                status = r.status.as_u16(),
+                code = r.code.as_str(),
+                status = r.status().as_u16(),
                 "meituan push refused: {}",
                 r.message
             );
@@ -292,7 +269,7 @@ pub async fn push(State(st): State<AppState>, Path(event): Path<String>, req: Re
         Err(e) => {
             tracing::warn!(
                 event,
-                code = e.code,
+                code = e.code.as_str(),
                 "meituan push not applied: {}",
                 e.message
             );
@@ -568,7 +545,7 @@ mod tests {
         ];
         for (body, host, now, status, code) in cases {
             let r = decode(&a, host, path, &body, now).expect_err(&body);
-            assert_eq!((r.status, r.code), (status, code), "{body}");
+            assert_eq!((r.status(), r.code.as_str()), (status, code), "{body}");
         }
         // Well signed, but not an order the codec accepts.
         let mut p = new_order().params();
@@ -580,7 +557,7 @@ mod tests {
         p.push(("sig".into(), sig));
         let r = decode(&a, "gw:8080", path, &mt::encode_form(&p), NOW).unwrap_err();
         assert_eq!(
-            (r.status, r.code),
+            (r.status(), r.code.as_str()),
             (StatusCode::BAD_REQUEST, "malformed_push")
         );
         // An event the platform does not have.
@@ -592,7 +569,7 @@ mod tests {
         let url = "http://gw:8080/channels/meituan/nope";
         let body = mt::encode_form(&cancel.signed_params(url, "7", SECRET, NOW));
         let r = decode(&a, "gw:8080", "/channels/meituan/nope", &body, NOW).unwrap_err();
-        assert_eq!(r.code, "unknown_event");
+        assert_eq!(r.code.as_str(), "unknown_event");
         let url = "http://gw:8080/channels/meituan/cancel";
         let body = mt::encode_form(&cancel.signed_params(url, "7", SECRET, NOW));
         let Ok(Inbound::Event(e)) = decode(&a, "gw:8080", "/channels/meituan/cancel", &body, NOW)

@@ -15,7 +15,7 @@ use sqlx::Row;
 use super::ingest::{self, ThirdParty};
 use super::{MEITUAN, call_parts, platform_name_ok};
 use crate::clock::now_micros;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::events;
 use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody};
@@ -56,7 +56,7 @@ async fn details(
     }
     let tp = ingest::third_party(&st.db, &id)
         .await?
-        .ok_or_else(|| Error::not_found("order_not_found", format!("no order {id}")))?;
+        .ok_or_else(|| Error::new(Code::OrderNotFound, format!("no order {id}")))?;
     who.check_order(&StoreId::parse(&tp.store_id).map_err(Error::internal)?, &id)?;
     Ok(Json(tp))
 }
@@ -88,7 +88,7 @@ async fn action(
         .as_ref()
         .is_some_and(|r| r.chars().count() > crate::orders::MAX_REASON_CHARS)
     {
-        return Err(Error::unprocessable("invalid_reason", "reason is too long"));
+        return Err(Error::new(Code::InvalidReason, "reason is too long"));
     }
     let (kind, refund_to) = match action.as_str() {
         "delivering" => ("order.delivering", None),
@@ -96,21 +96,21 @@ async fn action(
         "refund_agree" => ("order.refund_agreed", Some("agreed")),
         "refund_reject" => ("order.refund_rejected", Some("rejected")),
         _ => {
-            return Err(Error::not_found(
-                "unknown_action",
+            return Err(Error::new(
+                Code::UnknownAction,
                 "third-party actions are delivering, arrived, refund_agree, refund_reject",
             ));
         }
     };
     if action == "refund_reject" && reason.is_none() {
-        return Err(Error::unprocessable(
-            "reason_required",
+        return Err(Error::new(
+            Code::ReasonRequired,
             "refund_reject needs a reason",
         ));
     }
     let tp = ingest::third_party(&st.db, &id)
         .await?
-        .ok_or_else(|| Error::not_found("order_not_found", format!("no order {id}")))?;
+        .ok_or_else(|| Error::new(Code::OrderNotFound, format!("no order {id}")))?;
     let store = StoreId::parse(&tp.store_id).map_err(Error::internal)?;
     who.check_order(&store, &id)?;
     if who.role == crate::keys::Role::App {
@@ -137,8 +137,8 @@ async fn action(
     );
     let refund_state: Option<String> = row.get("refund_state");
     if refund_to.is_some() && refund_state.as_deref() != Some("requested") {
-        return Err(Error::conflict(
-            "no_refund_requested",
+        return Err(Error::new(
+            Code::NoRefundRequested,
             format!("order {id} has no open refund request"),
         ));
     }
@@ -148,8 +148,8 @@ async fn action(
             OrderStatus::Rejected | OrderStatus::Cancelled | OrderStatus::Created
         )
     {
-        return Err(Error::conflict(
-            "illegal_transition",
+        return Err(Error::new(
+            Code::IllegalTransition,
             format!(
                 "order {id} is {}; accept it before delivering",
                 status.as_str()
@@ -221,8 +221,8 @@ fn check_platform(p: &str) -> Result<()> {
     if platform_name_ok(p) {
         Ok(())
     } else {
-        Err(Error::not_found(
-            "unknown_platform",
+        Err(Error::new(
+            Code::UnknownPlatform,
             format!("no platform {p:?}"),
         ))
     }
@@ -233,8 +233,8 @@ fn check_code(what: &str, s: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::unprocessable(
-            "invalid_code",
+        Err(Error::new(
+            Code::InvalidCode,
             format!("{what} must be 1-64 printable characters"),
         ))
     }
@@ -267,7 +267,7 @@ async fn put_sku(
     let mut tx = st.db.write().await?;
     let unit = crate::catalog::product_unit(&mut tx, &sku)
         .await?
-        .ok_or_else(|| Error::unprocessable("unknown_sku", format!("no product {sku}")))?;
+        .ok_or_else(|| Error::new(Code::UnknownSku, format!("no product {sku}")).in_body())?;
     if let Some(s) = &store {
         crate::catalog::require_store(&mut tx, s).await?;
     }

@@ -34,7 +34,7 @@ use super::ingest::Outcome;
 use super::{
     Discount, EventKind, Inbound, OrderEvent, PlatformItem, PlatformOrder, RawPush, Refusal,
 };
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::http::AppState;
 
 /// Largest webhook body read.
@@ -114,7 +114,7 @@ struct WireDiscount {
 }
 
 fn bad(msg: impl Into<String>) -> Refusal {
-    Refusal::new(StatusCode::BAD_REQUEST, "malformed_push", msg)
+    Refusal::new(Code::MalformedPush, msg)
 }
 
 fn id_ok(s: &str) -> bool {
@@ -153,24 +153,20 @@ impl super::Adapter for Adapter<'_> {
     }
 
     fn decode(&self, push: &RawPush<'_>) -> Result<Inbound, Refusal> {
-        let unauthorized = |code, msg: &str| Refusal::new(StatusCode::UNAUTHORIZED, code, msg);
+        let refuse = |code, msg: &str| Refusal::new(code, msg);
         let id = header(push, mt::WEBHOOK_ID_HEADER)
             .filter(|i| !i.is_empty() && i.len() <= 128)
-            .ok_or_else(|| unauthorized("missing_signature", "missing X-Webhook-Id"))?;
+            .ok_or_else(|| refuse(Code::MissingSignature, "missing X-Webhook-Id"))?;
         let ts = header(push, mt::WEBHOOK_TIMESTAMP_HEADER)
-            .ok_or_else(|| unauthorized("missing_signature", "missing X-Webhook-Timestamp"))?;
+            .ok_or_else(|| refuse(Code::MissingSignature, "missing X-Webhook-Timestamp"))?;
         let sig = header(push, mt::WEBHOOK_SIGNATURE_HEADER).unwrap_or_default();
         mt::webhook_verify(self.secret, ts, id, push.body, sig).map_err(|e| match e {
-            SigError::Missing => {
-                unauthorized("missing_signature", "missing X-Webhook-Signature v1=…")
-            }
-            SigError::Mismatch => unauthorized("bad_signature", "the signature does not match"),
+            SigError::Missing => refuse(Code::MissingSignature, "missing X-Webhook-Signature v1=…"),
+            SigError::Mismatch => refuse(Code::BadSignature, "the signature does not match"),
         })?;
         mt::check_timestamp(ts, push.now_s, self.window_s).map_err(|e| match e {
-            TimestampError::Malformed => {
-                Refusal::new(StatusCode::BAD_REQUEST, "bad_timestamp", e.to_string())
-            }
-            _ => unauthorized("stale_timestamp", &e.to_string()),
+            TimestampError::Malformed => Refusal::new(Code::BadTimestamp, e.to_string()),
+            _ => refuse(Code::StaleTimestamp, &e.to_string()),
         })?;
         let m: Message = serde_json::from_slice(push.body)
             .map_err(|e| bad(format!("the body does not fit the webhook schema: {e}")))?;
@@ -265,7 +261,7 @@ impl super::Adapter for Adapter<'_> {
 }
 
 fn refused(r: Refusal) -> Response {
-    Error::new(r.status, r.code, r.message).into_response()
+    Error::new(r.code, r.message).into_response()
 }
 
 /// `POST /channels/webhook/{platform}`.
@@ -279,8 +275,8 @@ pub async fn push(
         .as_ref()
         .and_then(|c| c.webhook_secret(&platform).map(str::to_owned));
     let Some(secret) = secret else {
-        return Error::not_found(
-            "unknown_platform",
+        return Error::new(
+            Code::UnknownPlatform,
             format!("no webhook platform {platform:?}"),
         )
         .into_response();
@@ -295,8 +291,7 @@ pub async fn push(
         Ok(b) => b,
         Err(_) => {
             return refused(Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                Code::PayloadTooLarge,
                 format!("the body is larger than {MAX_BODY_BYTES} bytes"),
             ));
         }
@@ -316,7 +311,12 @@ pub async fn push(
     let inbound = match super::Adapter::decode(&adapter, &raw) {
         Ok(i) => i,
         Err(r) => {
-            tracing::warn!(platform, code = r.code, "webhook refused: {}", r.message);
+            tracing::warn!(
+                platform,
+                code = r.code.as_str(),
+                "webhook refused: {}",
+                r.message
+            );
             return refused(r);
         }
     };

@@ -11,7 +11,7 @@ use super::AppState;
 use super::extract::{Auth, JsonBody};
 use crate::catalog::{self, ItemChange, ProductSpec};
 use crate::clock;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -113,8 +113,8 @@ async fn put_item(
         && b.price.is_none()
         && b.snoozed_until.is_none()
     {
-        return Err(Error::unprocessable(
-            "invalid_request",
+        return Err(Error::new(
+            Code::InvalidRequest,
             "give at least one of on_hand, available, price, snoozed_until",
         ));
     }
@@ -127,8 +127,8 @@ async fn put_item(
         .map(|s| {
             s.map(|s| {
                 clock::parse_rfc3339(&s).ok_or_else(|| {
-                    Error::unprocessable(
-                        "invalid_time",
+                    Error::new(
+                        Code::InvalidTime,
                         format!("snoozed_until must be an RFC 3339 time, got {s:?}"),
                     )
                 })

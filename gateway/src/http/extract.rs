@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::keys::Principal;
 
 /// The authenticated caller. A handler taking `Auth` can only be reached
@@ -63,23 +63,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 pub fn body_error(e: axum::extract::rejection::BytesRejection) -> Error {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
         return Error::new(
-            e.status(),
-            "payload_too_large",
+            Code::PayloadTooLarge,
             format!("the body is larger than {} bytes", super::BODY_LIMIT),
         );
     }
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         if s.is::<tower_http::timeout::TimeoutError>() {
-            return Error::new(
-                axum::http::StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "the body did not arrive in time",
-            );
+            return Error::new(Code::RequestTimeout, "the body did not arrive in time");
         }
         source = s.source();
     }
-    Error::bad_request("invalid_body", e.body_text())
+    Error::new(Code::InvalidBody, e.body_text())
 }
 
 /// Refuses a body that is not declared as JSON.
@@ -101,8 +96,7 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::new(
-            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "send the body as Content-Type: application/json",
         ))
     }
@@ -110,12 +104,14 @@ pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), Error> {
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, Error> {
     let raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        Error::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        Error::new(
+            Code::InvalidJson,
+            format!("the body is not valid JSON: {e}"),
+        )
     })?;
     let digest = hex::encode(Sha256::digest(raw.to_string().as_bytes()));
-    let value = serde_json::from_value(raw).map_err(|e| {
-        Error::unprocessable("invalid_request", format!("the body does not fit: {e}"))
-    })?;
+    let value = serde_json::from_value(raw)
+        .map_err(|e| Error::new(Code::InvalidRequest, format!("the body does not fit: {e}")))?;
     Ok(JsonBody { value, digest })
 }
 

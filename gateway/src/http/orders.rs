@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::extract::{Auth, JsonBody};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::keys::Role;
 use crate::orders::{self, Created, IdemKey, NewLine, NewOrder, Prepaid};
 
@@ -65,8 +65,8 @@ fn parse_lines(lines: Vec<LineIn>) -> Result<Vec<NewLine>> {
                 QuantityIn::Text(s) => s,
                 QuantityIn::Whole(n) => n.to_string(),
                 QuantityIn::Other(_) => {
-                    return Err(Error::unprocessable(
-                        "invalid_quantity",
+                    return Err(Error::new(
+                        Code::InvalidQuantity,
                         "quantity must be a string like \"0.355\" or a whole number",
                     ));
                 }
@@ -95,8 +95,8 @@ async fn create(
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.len() <= MAX_IDEM_KEY)
                 .ok_or_else(|| {
-                    Error::bad_request(
-                        "invalid_idempotency_key",
+                    Error::new(
+                        Code::InvalidIdempotencyKey,
                         format!(
                             "Idempotency-Key must be 1-{MAX_IDEM_KEY} visible ASCII characters"
                         ),
@@ -112,7 +112,7 @@ async fn create(
     };
     let b = body.value;
     let store = StoreId::parse(&b.store_id)
-        .map_err(|e| Error::unprocessable("unknown_store", e.message))?;
+        .map_err(|e| Error::new(Code::UnknownStore, e.message).in_body())?;
     let channel = match who.role {
         Role::Terminal => {
             who.check_store(&store)?;
@@ -124,22 +124,25 @@ async fn create(
         .as_ref()
         .is_some_and(|r| r.is_empty() || r.len() > 64)
     {
-        return Err(Error::unprocessable(
-            "invalid_request",
+        return Err(Error::new(
+            Code::InvalidRequest,
             "channel_order_id must be 1-64 characters",
         ));
     }
     let prepaid = match b.prepaid {
         None => None,
         Some(_) if channel != Channel::Official => {
-            return Err(Error::unprocessable(
-                "invalid_prepaid",
+            return Err(Error::new(
+                Code::InvalidPrepaid,
                 "only orders from the app arrive prepaid; the counter takes payment with PayOrder",
             ));
         }
         Some(p) => {
             let amount = Money::parse(&p.amount).map_err(|e| {
-                Error::unprocessable("invalid_prepaid", format!("prepaid amount: {}", e.message))
+                Error::new(
+                    Code::InvalidPrepaid,
+                    format!("prepaid amount: {}", e.message),
+                )
             })?;
             Some(Prepaid::new(&p.provider, &p.transaction_id, amount)?)
         }
@@ -211,13 +214,13 @@ async fn act(
 ) -> Result<Json<Order>> {
     let body = body.map_err(|e| {
         Error::new(
-            e.status(),
-            "payload_too_large",
+            Code::PayloadTooLarge,
             format!("the body is larger than {} bytes", super::BODY_LIMIT),
         )
+        .with_status(e.status())
     })?;
     let action =
-        OrderAction::parse(&action).map_err(|e| Error::not_found("unknown_action", e.message))?;
+        OrderAction::parse(&action).map_err(|e| Error::new(Code::UnknownAction, e.message))?;
     // The body is optional (accept/ready/complete need none).
     let reason = if body.is_empty() {
         None

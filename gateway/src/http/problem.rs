@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::Error;
+use crate::error::{Code, Error};
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
@@ -12,7 +12,7 @@ impl IntoResponse for Error {
     }
 }
 
-pub fn problem(status: StatusCode, code: &str, detail: &str) -> Response {
+pub fn problem(status: StatusCode, code: Code, detail: &str) -> Response {
     let body = serde_json::json!({
         "type": format!("urn:smart-terminal:problem:{code}"),
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -35,9 +35,5 @@ pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response 
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("unknown");
     tracing::error!(panic = what, "handler panicked");
-    problem(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "internal error",
-    )
+    problem(Code::Internal.status(), Code::Internal, "internal error")
 }

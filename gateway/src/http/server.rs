@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{Request, Response, StatusCode};
+use axum::http::{Request, Response};
 use axum::response::IntoResponse;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_http::timeout::DeadlineBody;
 
-use crate::error::Error;
+use crate::error::{Code, Error};
 
 /// How long a client may take, and how many it may hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,7 +246,7 @@ fn timed_out(path: &str) -> Response<Body> {
     if path.starts_with("/soap/") {
         crate::soap::timeout_fault(message)
     } else {
-        Error::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message).into_response()
+        Error::new(Code::RequestTimeout, message).into_response()
     }
 }
 

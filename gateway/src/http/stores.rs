@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::extract::Auth;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::events::{self, FeedEvent};
 use crate::orders::{self, Filter, Page};
 
@@ -44,8 +44,8 @@ fn parse_cursor(name: &str, s: &str) -> Result<i64> {
         .ok()
         .filter(|n| *n >= 0)
         .ok_or_else(|| {
-            Error::bad_request(
-                "invalid_cursor",
+            Error::new(
+                Code::InvalidCursor,
                 format!(
                     "{name} must be a cursor (a whole number ≥ 0) from an earlier answer, got {s:?}"
                 ),
@@ -65,7 +65,8 @@ async fn list(
         Some(s) => s
             .split(',')
             .map(|p| {
-                OrderStatus::parse(p.trim()).map_err(|e| Error::bad_request(e.code, e.message))
+                OrderStatus::parse(p.trim())
+                    .map_err(|e| Error::from(e).with_status(StatusCode::BAD_REQUEST))
             })
             .collect::<Result<Vec<_>>>()?,
         None => Vec::new(),
@@ -74,7 +75,7 @@ async fn list(
         .channel
         .as_deref()
         .filter(|s| !s.is_empty())
-        .map(|c| Channel::parse(c).map_err(|e| Error::bad_request(e.code, e.message)))
+        .map(|c| Channel::parse(c).map_err(|e| Error::from(e).with_status(StatusCode::BAD_REQUEST)))
         .transpose()?;
     let since = q
         .since
@@ -88,7 +89,7 @@ async fn list(
             .ok()
             .filter(|n| (1..=MAX_LIMIT).contains(n))
             .ok_or_else(|| {
-                Error::bad_request("invalid_limit", format!("limit must be 1-{MAX_LIMIT}"))
+                Error::new(Code::InvalidLimit, format!("limit must be 1-{MAX_LIMIT}"))
             })?,
         None => 500,
     };
@@ -164,8 +165,7 @@ const STREAMS_RETRY_AFTER_S: u32 = 5;
 
 fn too_many_streams(max: usize) -> Response {
     let mut r = Error::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_streams",
+        Code::TooManyStreams,
         format!("this key already has {max} feed streams open; close one first"),
     )
     .into_response();
@@ -200,7 +200,7 @@ async fn stream(
     who.check_store_queue(&store)?;
     let head = events::head(&st.db, &store)
         .await?
-        .ok_or_else(|| Error::not_found("unknown_store", format!("no store {store}")))?;
+        .ok_or_else(|| Error::new(Code::UnknownStore, format!("no store {store}")))?;
     let resume = match headers.get("last-event-id") {
         Some(v) => Some(parse_cursor("Last-Event-ID", v.to_str().unwrap_or("?"))?),
         None => q
@@ -252,7 +252,7 @@ async fn stream(
                 // events this reader never saw: say so and end the stream.
                 Ok(evs) if evs.first().is_some_and(|e| e.seq > r.last + 1) => {
                     let gone = expired(r.last, evs.first().map(|e| e.seq));
-                    let event = Event::default().event("cursor_expired").data(
+                    let event = Event::default().event(gone.code.as_str()).data(
                         serde_json::json!({"code": gone.code, "detail": gone.message}).to_string(),
                     );
                     r.ended = true;
@@ -280,8 +280,7 @@ fn expired(from: i64, oldest: Option<i64>) -> Error {
         None => "no older event is kept".to_owned(),
     };
     Error::new(
-        axum::http::StatusCode::GONE,
-        "cursor_expired",
+        Code::CursorExpired,
         format!(
             "events after {from} are no longer kept ({kept}): reload the queue (GET …/orders) and resume from its cursor"
         ),

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::clock::{self, now_micros};
 use crate::db::Db;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// Most orders written in one transaction.
 const MAX_BATCH: usize = 64;
@@ -148,7 +148,7 @@ impl Batcher {
 /// with the same Idempotency-Key.
 fn writer_failed() -> Error {
     let mut e = Error::unavailable(anyhow::anyhow!("order writer failed holding the order"));
-    e.code = "order_writer_failed";
+    e.code = Code::OrderWriterFailed;
     e.message = "the order writer failed while holding this order, which may or may not \
                  have been recorded; retry with the same Idempotency-Key"
         .into();
@@ -677,7 +677,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()
     let mut answers = Vec::with_capacity(outcomes.len());
     for o in &outcomes {
         answers.push(match o {
-            Outcome::Refused(e) => Err(Error::new(e.status, e.code, e.message.clone())),
+            Outcome::Refused(e) => Err(Error::new(e.code, e.message.clone()).with_status(e.status)),
             Outcome::Replay { status, body } => Ok(Created::Replay {
                 status: *status,
                 body: body.clone(),
@@ -763,10 +763,9 @@ fn plan(
     }
     let note = new.note.clone();
     if !stores.contains_key(&new.store) {
-        return Ok(Outcome::Refused(Error::unprocessable(
-            "unknown_store",
-            format!("no store {}", new.store),
-        )));
+        return Ok(Outcome::Refused(
+            Error::new(Code::UnknownStore, format!("no store {}", new.store)).in_body(),
+        ));
     }
     if let Some(r) = &new.channel_order_id {
         let key = (
@@ -824,8 +823,8 @@ fn plan(
         total = match total.checked_add(priced.line_total) {
             Some(t) => t,
             None => {
-                return Ok(Outcome::Refused(Error::unprocessable(
-                    "invalid_quantity",
+                return Ok(Outcome::Refused(Error::new(
+                    Code::InvalidQuantity,
                     "order total is too large",
                 )));
             }
@@ -888,8 +887,8 @@ fn plan(
 }
 
 fn idem_conflict() -> Error {
-    Error::unprocessable(
-        "idempotency_conflict",
+    Error::new(
+        Code::IdempotencyConflict,
         "this Idempotency-Key was already used with a different request",
     )
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::http::AppState;
 use crate::http::extract::Auth;
 
@@ -36,8 +36,8 @@ async fn list(
     if let Some(s) = state
         && !matches!(s, "pending" | "delivering" | "delivered" | "failed")
     {
-        return Err(Error::bad_request(
-            "invalid_state",
+        return Err(Error::new(
+            Code::InvalidState,
             "state is one of pending, delivering, delivered, failed",
         ));
     }
@@ -48,9 +48,7 @@ async fn list(
                 .parse::<i64>()
                 .ok()
                 .filter(|n| (0..=max).contains(n))
-                .ok_or_else(|| {
-                    Error::bad_request("invalid_query", format!("{name} must be 0-{max}"))
-                }),
+                .ok_or_else(|| Error::new(Code::InvalidQuery, format!("{name} must be 0-{max}"))),
         }
     };
     let after = num("after", q.after.as_deref(), 0, i64::MAX)?;
@@ -70,7 +68,7 @@ async fn retry(
     who.require_admin()?;
     let id: i64 = id
         .parse()
-        .map_err(|_| Error::not_found("outbox_entry_not_found", format!("no outbox entry {id}")))?;
+        .map_err(|_| Error::new(Code::OutboxEntryNotFound, format!("no outbox entry {id}")))?;
     let entry = super::retry(&st.db, id).await?;
     tracing::info!(outbox = id, by = %who.actor(), "outbox entry re-queued");
     // Wake the dispatcher (it listens to the store hub).

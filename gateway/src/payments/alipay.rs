@@ -14,16 +14,18 @@ use proto::alipay::{TradeStatus, code, method, sub};
 use proto::wechatpay::CodeKind;
 use serde::Serialize;
 
+use crate::error::Code;
+
 use super::provider::{
     self, Micropay, MicropayRequest, Provider, Query, Refund, RefundRequest, RefundStatus, Reverse,
 };
 
 /// Our stable code for Alipay's definite refusal of a charge.
-fn decline_code(sub_code: &str) -> &'static str {
+fn decline_code(sub_code: &str) -> Code {
     match sub_code {
-        sub::BALANCE_NOT_ENOUGH | sub::BANKCARD_BALANCE_NOT_ENOUGH => "insufficient_balance",
-        sub::AUTH_CODE_INVALID => "invalid_payment_code",
-        _ => "payment_declined",
+        sub::BALANCE_NOT_ENOUGH | sub::BANKCARD_BALANCE_NOT_ENOUGH => Code::InsufficientBalance,
+        sub::AUTH_CODE_INVALID => Code::InvalidPaymentCode,
+        _ => Code::PaymentDeclined,
     }
 }
 
@@ -137,12 +139,12 @@ fn refund_outcome(a: &Answer, out_request_no: &str) -> Refund {
         // is what a refund without out_request_no gets instead).
         (_, sub::REASON_TRADE_REFUND_FEE_ERR | sub::REFUND_AMT_NOT_EQUAL_TOTAL) => {
             Refund::Refused {
-                code: "refund_exceeds_paid",
+                code: Code::RefundExceedsPaid,
                 provider_code: why(a),
             }
         }
         _ => Refund::Refused {
-            code: "refund_refused",
+            code: Code::RefundRefused,
             provider_code: why(a),
         },
     }
@@ -311,18 +313,21 @@ mod tests {
     #[test]
     fn refusals_map_to_the_same_codes_as_wechat() {
         assert_eq!(
-            decline_code("ACQ.BUYER_BALANCE_NOT_ENOUGH"),
+            decline_code("ACQ.BUYER_BALANCE_NOT_ENOUGH").as_str(),
             "insufficient_balance"
         );
         assert_eq!(
-            decline_code("ACQ.PAYMENT_AUTH_CODE_INVALID"),
+            decline_code("ACQ.PAYMENT_AUTH_CODE_INVALID").as_str(),
             "invalid_payment_code"
         );
         assert_eq!(
-            decline_code("ACQ.BUYER_BANKCARD_BALANCE_NOT_ENOUGH"),
+            decline_code("ACQ.BUYER_BANKCARD_BALANCE_NOT_ENOUGH").as_str(),
             "insufficient_balance"
         );
-        assert_eq!(decline_code("ACQ.SOMETHING_NEW"), "payment_declined");
+        assert_eq!(
+            decline_code("ACQ.SOMETHING_NEW").as_str(),
+            "payment_declined"
+        );
     }
 
     fn refund_data(status: Option<&str>) -> Answer {
@@ -439,7 +444,7 @@ mod tests {
             assert!(matches!(
                 refund_outcome(&Answer::failed(code::FAILED, s, ""), "R1"),
                 Refund::Refused {
-                    code: "refund_exceeds_paid",
+                    code: Code::RefundExceedsPaid,
                     ..
                 }
             ));
@@ -454,7 +459,7 @@ mod tests {
                 "R1"
             ),
             Refund::Refused {
-                code: "refund_refused",
+                code: Code::RefundRefused,
                 ..
             }
         ));

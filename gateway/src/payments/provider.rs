@@ -11,6 +11,7 @@ use proto::wechatpay::{self as wx, CodeKind, Params, SignType, TradeState, err};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::error::Code;
 use crate::outbound::{self, ClientIdentity};
 
 pub struct MicropayRequest<'a> {
@@ -35,7 +36,7 @@ pub enum Micropay {
     },
     /// A definite no: no money moved. `code` is ours, `provider_code` theirs.
     Declined {
-        code: &'static str,
+        code: Code,
         provider_code: String,
     },
     /// "User paying", a system error, a timeout: query.
@@ -52,7 +53,7 @@ pub enum Query {
     /// The customer has not confirmed yet.
     Waiting,
     Declined {
-        code: &'static str,
+        code: Code,
         provider_code: String,
     },
     /// Revoked or closed: no money moved, or it went back.
@@ -79,16 +80,9 @@ pub enum Reverse {
 /// What the provider answers to a refund request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refund {
-    Done {
-        refund_ref: String,
-    },
-    Refused {
-        code: &'static str,
-        provider_code: String,
-    },
-    Unknown {
-        why: String,
-    },
+    Done { refund_ref: String },
+    Refused { code: Code, provider_code: String },
+    Unknown { why: String },
 }
 
 /// What the provider says became of a refund it accepted. A refund answer
@@ -102,10 +96,7 @@ pub enum RefundStatus {
     /// It will not arrive the original way: closed by the provider
     /// (`refund_closed`), or the customer's account cannot take it back
     /// (`refund_change`, WeChat CHANGE: the merchant must pay out by hand).
-    Failed {
-        code: &'static str,
-        provider_code: String,
-    },
+    Failed { code: Code, provider_code: String },
     /// The provider knows no such refund: it was never accepted.
     NotFound,
     /// No answer, or one we cannot read: ask again later.
@@ -131,13 +122,13 @@ pub trait Provider: Send + Sync {
 }
 
 /// Our stable code for a provider's definite refusal of a charge.
-fn decline_code(provider_code: &str) -> &'static str {
+fn decline_code(provider_code: &str) -> Code {
     match provider_code {
-        err::NOTENOUGH => "insufficient_balance",
+        err::NOTENOUGH => Code::InsufficientBalance,
         err::AUTHCODEEXPIRE | err::AUTH_CODE_INVALID | err::AUTH_CODE_ERROR => {
-            "invalid_payment_code"
+            Code::InvalidPaymentCode
         }
-        _ => "payment_declined",
+        _ => Code::PaymentDeclined,
     }
 }
 
@@ -165,17 +156,17 @@ fn refund_outcome(a: &Params) -> Refund {
         | err::ORDER_NOT_READY => Refund::Unknown { why: code },
         // More than is still refundable, or already refunded in full.
         err::INVALID_REQUEST | err::ERROR => Refund::Refused {
-            code: "refund_exceeds_paid",
+            code: Code::RefundExceedsPaid,
             provider_code: code,
         },
         // Our out_refund_no was used with another amount: our books
         // and the provider's disagree.
         err::REFUND_FEE_MISMATCH => Refund::Refused {
-            code: "refund_conflict",
+            code: Code::RefundConflict,
             provider_code: code,
         },
         _ => Refund::Refused {
-            code: "refund_refused",
+            code: Code::RefundRefused,
             provider_code: code,
         },
     }
@@ -197,11 +188,11 @@ fn refund_status(a: &Params, out_refund_no: &str) -> RefundStatus {
         },
         Ok(Some((wx::RefundStatus::Processing, _))) => RefundStatus::Processing,
         Ok(Some((s @ wx::RefundStatus::RefundClose, _))) => RefundStatus::Failed {
-            code: "refund_closed",
+            code: Code::RefundClosed,
             provider_code: s.as_str().into(),
         },
         Ok(Some((s @ wx::RefundStatus::Change, _))) => RefundStatus::Failed {
-            code: "refund_change",
+            code: Code::RefundChange,
             provider_code: s.as_str().into(),
         },
         Ok(None) => RefundStatus::Unknown {
@@ -434,7 +425,7 @@ impl Provider for WeChatPay {
                 Some(TradeState::UserPaying | TradeState::NotPay) => Query::Waiting,
                 Some(TradeState::Revoked | TradeState::Closed) => Query::Reversed,
                 Some(TradeState::PayError) => Query::Declined {
-                    code: "payment_declined",
+                    code: Code::PaymentDeclined,
                     provider_code: state,
                 },
                 None => Query::Unknown {
@@ -506,10 +497,16 @@ mod tests {
 
     #[test]
     fn provider_refusals_map_to_stable_codes() {
-        assert_eq!(decline_code("NOTENOUGH"), "insufficient_balance");
-        assert_eq!(decline_code("AUTHCODEEXPIRE"), "invalid_payment_code");
-        assert_eq!(decline_code("AUTH_CODE_INVALID"), "invalid_payment_code");
-        assert_eq!(decline_code("SOMETHING_NEW"), "payment_declined");
+        assert_eq!(decline_code("NOTENOUGH").as_str(), "insufficient_balance");
+        assert_eq!(
+            decline_code("AUTHCODEEXPIRE").as_str(),
+            "invalid_payment_code"
+        );
+        assert_eq!(
+            decline_code("AUTH_CODE_INVALID").as_str(),
+            "invalid_payment_code"
+        );
+        assert_eq!(decline_code("SOMETHING_NEW").as_str(), "payment_declined");
     }
 
     fn answer(pairs: &[(&str, &str)]) -> Params {
@@ -568,7 +565,7 @@ mod tests {
             );
         }
         let code_of = |c: &str| match refund_outcome(&refused(c)) {
-            Refund::Refused { code, .. } => code,
+            Refund::Refused { code, .. } => code.as_str(),
             other => panic!("{c}: {other:?}"),
         };
         assert_eq!(code_of("INVALID_REQUEST"), "refund_exceeds_paid");
@@ -592,14 +589,14 @@ mod tests {
         assert_eq!(
             refund_status(&one_refund("REFUNDCLOSE"), "R1"),
             RefundStatus::Failed {
-                code: "refund_closed",
+                code: Code::RefundClosed,
                 provider_code: "REFUNDCLOSE".into()
             }
         );
         assert_eq!(
             refund_status(&one_refund("CHANGE"), "R1"),
             RefundStatus::Failed {
-                code: "refund_change",
+                code: Code::RefundChange,
                 provider_code: "CHANGE".into()
             }
         );

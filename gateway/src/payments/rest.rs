@@ -12,7 +12,7 @@ use proto::order::Money;
 use serde::Deserialize;
 
 use super::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody};
 use crate::keys::{Principal, Role};
@@ -108,8 +108,8 @@ async fn refund(
                 serde_json::Value::String(s) => s,
                 serde_json::Value::Number(n) if n.is_u64() => n.to_string(),
                 _ => {
-                    return Err(Error::unprocessable(
-                        "invalid_quantity",
+                    return Err(Error::new(
+                        Code::InvalidQuantity,
                         "quantity must be a string like \"0.250\" or a whole number",
                     ));
                 }

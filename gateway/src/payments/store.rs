@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use crate::clock;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// A charge's place in its state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -153,7 +153,7 @@ async fn facts_query(
         .bind(order_id.to_owned())
         .fetch_optional(conn)
         .await?
-        .ok_or_else(|| Error::not_found("order_not_found", format!("no order {order_id}")))?;
+        .ok_or_else(|| Error::new(Code::OrderNotFound, format!("no order {order_id}")))?;
     Ok(OrderFacts {
         store: StoreId::parse(&row.get::<String, _>("store_id")).map_err(Error::internal)?,
         status: row.get("status"),
@@ -264,7 +264,7 @@ pub async fn money_held(
          FROM refunds WHERE charge_id = $1",
     )
     .bind(live.id.clone())
-    .bind(REFUND_CHANGE)
+    .bind(Code::RefundChange.as_str())
     .fetch_one(&mut *conn)
     .await?;
     let (refunded, running): (i64, i64) = (row.get(0), row.get(1));
@@ -345,7 +345,7 @@ pub async fn settle_charge(
     conn: &mut AnyConnection,
     id: &str,
     to: ChargeState,
-    failure_code: Option<&str>,
+    failure_code: Option<Code>,
     provider_txn: Option<&str>,
     now: i64,
 ) -> Result<bool> {
@@ -355,7 +355,7 @@ pub async fn settle_charge(
          WHERE id = $5 AND state IN ('created', 'pending')",
     )
     .bind(to.as_str())
-    .bind(failure_code.map(str::to_owned))
+    .bind(failure_code.map(|c| c.as_str().to_owned()))
     .bind(provider_txn.map(str::to_owned))
     .bind(now)
     .bind(id.to_owned())
@@ -477,12 +477,6 @@ impl RefundState {
     }
 }
 
-/// The failure code of a refund the provider took but could not pay back
-/// the original way (WeChat's CHANGE): the money has left the merchant's
-/// account and the provider holds it for the merchant to pay out by hand,
-/// so it stays counted as given back and is not refundable again.
-pub const REFUND_CHANGE: &str = "refund_change";
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Refund {
     pub id: String,
@@ -574,7 +568,7 @@ pub async fn refund_lines(conn: &mut AnyConnection, refund_id: &str) -> Result<V
 }
 
 /// Quantity and money already given back per order line, by refunds that
-/// have not failed (or failed with [`REFUND_CHANGE`]: that money has left).
+/// have not failed (or failed with [`Code::RefundChange`]: that money has left).
 pub async fn refunded_per_line(
     conn: &mut AnyConnection,
     order_id: &str,
@@ -586,7 +580,7 @@ pub async fn refunded_per_line(
          GROUP BY rl.line_no",
     )
     .bind(order_id.to_owned())
-    .bind(REFUND_CHANGE)
+    .bind(Code::RefundChange.as_str())
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -753,12 +747,12 @@ pub async fn refund_queried(conn: &mut AnyConnection, id: &str, now: i64) -> Res
 
 /// Finishes a refund that is not final yet. A failed one gives its
 /// reservation back, so the amount is refundable again, unless the money
-/// has left ([`REFUND_CHANGE`]). `false` when it was already final.
+/// has left ([`Code::RefundChange`]). `false` when it was already final.
 pub async fn settle_refund(
     conn: &mut AnyConnection,
     refund: &Refund,
     to: RefundState,
-    failure_code: Option<&str>,
+    failure_code: Option<Code>,
     provider_ref: Option<&str>,
     now: i64,
 ) -> Result<bool> {
@@ -769,7 +763,7 @@ pub async fn settle_refund(
          WHERE id = $5 AND state IN ('requested', 'processing')",
     )
     .bind(to.as_str())
-    .bind(failure_code.map(str::to_owned))
+    .bind(failure_code.map(|c| c.as_str().to_owned()))
     .bind(provider_ref.filter(|r| !r.is_empty()).map(str::to_owned))
     .bind(now)
     .bind(refund.id.clone())
@@ -779,7 +773,7 @@ pub async fn settle_refund(
     if n != 1 {
         return Ok(false);
     }
-    if to == RefundState::Failed && failure_code != Some(REFUND_CHANGE) {
+    if to == RefundState::Failed && failure_code != Some(Code::RefundChange) {
         sqlx::query(
             "UPDATE charges SET refunded_fen = refunded_fen - $1, updated_at = $2 WHERE id = $3",
         )

@@ -12,7 +12,7 @@ use proto::soap::{
     RefundOrderResponse, RefundState as WireRefundState, RefundedLine,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::http::AppState;
 use crate::keys::Principal;
 use crate::payments::{
@@ -97,18 +97,18 @@ pub async fn refund_order(st: &AppState, who: &Principal, m: RefundOrder) -> Res
 
 /// Refusals of a refund that the cashier must act on: the Fault's text
 /// leads with what [`reason`] says, then the gateway's detail in brackets.
-const REFUND_REFUSALS: [&str; 6] = [
-    "invalid_refund",
-    "refund_exceeds_line",
-    "refund_amount_mismatch",
-    "restock_needs_completed_order",
-    "idempotency_conflict",
-    "paid_elsewhere",
+const REFUND_REFUSALS: [Code; 6] = [
+    Code::InvalidRefund,
+    Code::RefundExceedsLine,
+    Code::RefundAmountMismatch,
+    Code::RestockNeedsCompletedOrder,
+    Code::IdempotencyConflict,
+    Code::PaidElsewhere,
 ];
 
 fn explained(mut e: Error) -> Error {
     if REFUND_REFUSALS.contains(&e.code) {
-        e.message = format!("{} ({})", reason(e.code), e.message);
+        e.message = format!("{} ({})", reason(Some(e.code)), e.message);
     }
     e
 }
@@ -122,7 +122,10 @@ fn payment(c: Charge, exchanges: Vec<ProviderExchange>) -> Payment {
         ChargeState::Reversed => WireChargeState::Reversed,
     };
     Payment {
-        failure_reason: c.code.as_deref().map(|code| reason(code).to_owned()),
+        failure_reason: c
+            .code
+            .as_deref()
+            .map(|code| reason(Code::parse(code)).to_owned()),
         id: c.id,
         order_id: c.order_id,
         attempt: c.attempt,
@@ -148,7 +151,10 @@ fn refund(r: Refund) -> PaymentRefund {
         RefundState::Failed => WireRefundState::Failed,
     };
     PaymentRefund {
-        failure_reason: r.code.as_deref().map(|code| reason(code).to_owned()),
+        failure_reason: r
+            .code
+            .as_deref()
+            .map(|code| reason(Code::parse(code)).to_owned()),
         id: r.id,
         charge_id: r.charge_id,
         order_id: r.order_id,
@@ -173,48 +179,52 @@ fn refund(r: Refund) -> PaymentRefund {
     }
 }
 
-/// What a failure code means, for the cashier to read out.
-fn reason(code: &str) -> &'static str {
+/// What a failure code means, for the cashier to read out (`None`: a
+/// stored code this gateway does not know).
+fn reason(code: Option<Code>) -> &'static str {
+    let Some(code) = code else {
+        return "the payment did not go through";
+    };
     match code {
-        "insufficient_balance" => {
+        Code::InsufficientBalance => {
             "the customer's balance is not enough: ask for another payment method or card"
         }
-        "invalid_payment_code" => {
+        Code::InvalidPaymentCode => {
             "the payment code is invalid or expired: ask the customer to refresh it and scan again"
         }
-        "payment_declined" => "the provider declined the payment",
-        "payment_timeout" => {
+        Code::PaymentDeclined => "the provider declined the payment",
+        Code::PaymentTimeout => {
             "the customer did not confirm in time: the payment was cancelled and no money moved"
         }
-        "payment_cancelled" => "the payment was cancelled at the provider: no money moved",
-        "refund_exceeds_paid" => "the provider says this is more than is left to refund",
-        "refund_refused" => "the provider refused the refund",
-        "refund_closed" => {
+        Code::PaymentCancelled => "the payment was cancelled at the provider: no money moved",
+        Code::RefundExceedsPaid => "the provider says this is more than is left to refund",
+        Code::RefundRefused => "the provider refused the refund",
+        Code::RefundClosed => {
             "the provider closed the refund and no money moved: the amount can be refunded again"
         }
-        "refund_change" => {
+        Code::RefundChange => {
             "the money could not go back to the customer's account: the provider holds it, \
              pay it out to the customer by hand"
         }
-        "refund_conflict" => {
+        Code::RefundConflict => {
             "the provider has this refund number with another amount: ask the office to check the refund"
         }
-        "invalid_refund" => {
+        Code::InvalidRefund => {
             "the refund is not well formed: give an amount or the order lines, each line once, restock only with lines"
         }
-        "refund_exceeds_line" => {
+        Code::RefundExceedsLine => {
             "more of a line than is left to refund: check what was already refunded with GetPayment"
         }
-        "refund_amount_mismatch" => {
+        Code::RefundAmountMismatch => {
             "the amount does not match the lines: leave the amount out to refund exactly the lines"
         }
-        "restock_needs_completed_order" => {
+        Code::RestockNeedsCompletedOrder => {
             "goods go back into stock only from a completed order: cancel an open order instead"
         }
-        "idempotency_conflict" => {
+        Code::IdempotencyConflict => {
             "this refund number was already used for a different refund: start a new refund"
         }
-        "paid_elsewhere" => {
+        Code::PaidElsewhere => {
             "the order was paid in the customer's app: refund it there, not at the counter"
         }
         _ => "the payment did not go through",
@@ -240,22 +250,26 @@ mod tests {
             "refund_conflict",
         ]
         .into_iter()
-        .chain(REFUND_REFUSALS)
+        .chain(REFUND_REFUSALS.map(Code::as_str))
         {
-            assert_ne!(reason(code), reason("something_new"), "{code}");
+            assert_ne!(
+                reason(Code::parse(code)),
+                reason(Code::parse("something_new")),
+                "{code}"
+            );
         }
     }
 
     #[test]
     fn refund_refusals_lead_with_the_words_and_keep_the_detail() {
-        let e = explained(Error::unprocessable(
-            "refund_exceeds_line",
+        let e = explained(Error::new(
+            Code::RefundExceedsLine,
             "line 1 has 1 left to refund",
         ));
-        assert_eq!(e.code, "refund_exceeds_line");
+        assert_eq!(e.code.as_str(), "refund_exceeds_line");
         assert!(e.message.starts_with("more of a line than is left"));
         assert!(e.message.ends_with(" (line 1 has 1 left to refund)"));
-        let other = explained(Error::unprocessable("invalid_money", "zero"));
+        let other = explained(Error::new(Code::InvalidMoney, "zero"));
         assert_eq!(other.message, "zero", "other codes are left as they are");
     }
 }
