@@ -454,6 +454,29 @@ async fn a_fresh_sqlite_file_and_a_fresh_postgres_database_have_the_same_schema(
         "postgres",
         &p,
     );
+    // And drift is seen: a column on one engine, an index on the other.
+    sqlx::query("ALTER TABLE orders ADD COLUMN drift_note TEXT")
+        .execute(&sqlite.pool)
+        .await
+        .expect("alter");
+    sqlx::query("CREATE INDEX orders_drift ON orders (created_at)")
+        .execute(&pg.pool)
+        .await
+        .expect("index");
+    let diff = differences(
+        "sqlite",
+        &schema_of(&sqlite).await,
+        "postgres",
+        &schema_of(&pg).await,
+    );
+    assert_eq!(
+        diff,
+        vec![
+            "orders.drift_note: column only on sqlite",
+            "index orders_drift on orders: only on postgres",
+        ],
+        "{diff:#?}"
+    );
 }
 
 /// Every down migration, in lockstep on both engines (the two compared at each
