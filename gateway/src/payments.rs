@@ -879,11 +879,16 @@ impl Payments {
             let exchanges = store::exchanges(&mut conn, &charge.id).await?;
             with_log.push(ChargeWithLog { charge, exchanges });
         }
+        let refunds = store::refunds_of_order(&mut conn, order_id).await?;
+        // The status is read after the charges and refunds it follows from,
+        // so it is never older than they are (a charge settling between the
+        // reads shows settled with the status it set, not before it).
+        let payment_status = store::order_facts(&mut conn, order_id).await?.payment_status;
         Ok(OrderPayments {
             order_id: order_id.to_owned(),
-            payment_status: facts.payment_status,
+            payment_status,
             charges: with_log,
-            refunds: store::refunds_of_order(&mut conn, order_id).await?,
+            refunds,
             prepaid: store::prepayment(&mut conn, order_id).await?,
         })
     }
