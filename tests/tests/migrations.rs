@@ -1,7 +1,7 @@
 //! The two engines' migrations stay in step: a fresh SQLite file and a fresh
 //! PostgreSQL database, both migrated by the gateway's own migrator, have the
 //! same tables, the same columns (name, order, type family, nullability), the
-//! same primary and unique keys and the same named indexes. Every down
+//! same primary, unique and foreign keys and the same named indexes. Every down
 //! migration is then run, one at a time on both engines, the two compared at
 //! every version on the way to 0, and the schema migrated up again must be
 //! the one the fresh migration made.
@@ -18,7 +18,9 @@
 //!   engines print it differently); keys from PRIMARY KEY / UNIQUE in the
 //!   table by their columns (their names are the engine's own).
 //!
-//! Not compared: CHECK constraints, defaults, foreign keys.
+//! - foreign keys by their columns and the table and columns they refer to.
+//!
+//! Not compared: CHECK constraints, defaults, ON DELETE/UPDATE actions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -39,6 +41,8 @@ struct Table {
     columns: Vec<Column>,
     primary_key: Vec<String>,
     unique_keys: BTreeSet<Vec<String>>,
+    /// `(columns) -> table (columns)`, one per FOREIGN KEY / REFERENCES.
+    foreign_keys: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,12 +167,35 @@ async fn sqlite_schema(pool: &AnyPool) -> Schema {
                 _ => {} // "pk": the primary key, read above from the table
             }
         }
+        let mut fks: BTreeMap<i64, (String, Vec<String>, Vec<String>)> = BTreeMap::new();
+        let rows = sqlx::query(
+            "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list($1) \
+             ORDER BY id, seq",
+        )
+        .bind(name.clone())
+        .fetch_all(pool)
+        .await
+        .expect("foreign keys");
+        for r in rows {
+            let fk = fks.entry(r.get(0)).or_default();
+            fk.0 = r.get(1);
+            fk.1.push(r.get(2));
+            // NULL would mean the referred table's primary key; the
+            // migrations always name the column.
+            fk.2.push(r.get::<Option<String>, _>(3).unwrap_or_default());
+        }
         schema.tables.insert(
             name,
             Table {
                 columns,
                 primary_key: pk.into_iter().map(|(_, c)| c).collect(),
                 unique_keys,
+                foreign_keys: fks
+                    .into_values()
+                    .map(|(t, from, to)| {
+                        format!("({}) -> {t} ({})", from.join(", "), to.join(", "))
+                    })
+                    .collect(),
             },
         );
     }
@@ -209,15 +236,22 @@ async fn postgres_schema(pool: &AnyPool) -> Schema {
             }
         })
         .collect();
-        // Keys: the columns of each PRIMARY KEY / UNIQUE constraint in order.
+        // Keys: the columns of each PRIMARY KEY / UNIQUE / FOREIGN KEY
+        // constraint in order, and for a foreign key what it refers to.
         let keys = sqlx::query(
             "SELECT c.contype::text, \
                (SELECT string_agg(a.attname::text, ',' ORDER BY k.n) \
                 FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n) \
-                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum) \
+                JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum), \
+               COALESCE(f.relname::text, ''), \
+               COALESCE((SELECT string_agg(a.attname::text, ',' ORDER BY k.n) \
+                FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, n) \
+                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum), '') \
              FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid \
              JOIN pg_namespace s ON s.oid = t.relnamespace \
-             WHERE s.nspname = current_schema() AND t.relname = $1 AND c.contype IN ('p', 'u')",
+             LEFT JOIN pg_class f ON f.oid = c.confrelid \
+             WHERE s.nspname = current_schema() AND t.relname = $1 \
+             AND c.contype IN ('p', 'u', 'f')",
         )
         .bind(name.clone())
         .fetch_all(pool)
@@ -225,14 +259,25 @@ async fn postgres_schema(pool: &AnyPool) -> Schema {
         .expect("keys");
         let mut primary_key = Vec::new();
         let mut unique_keys = BTreeSet::new();
+        let mut foreign_keys = BTreeSet::new();
         for k in keys {
             let kind: String = k.get(0);
             let cols: String = k.get(1);
             let cols: Vec<String> = cols.split(',').map(str::to_owned).collect();
-            if kind == "p" {
-                primary_key = cols;
-            } else {
-                unique_keys.insert(cols);
+            match kind.as_str() {
+                "p" => primary_key = cols,
+                "u" => {
+                    unique_keys.insert(cols);
+                }
+                _ => {
+                    let to_table: String = k.get(2);
+                    let to: String = k.get(3);
+                    foreign_keys.insert(format!(
+                        "({}) -> {to_table} ({})",
+                        cols.join(", "),
+                        to.replace(',', ", ")
+                    ));
+                }
             }
         }
         schema.tables.insert(
@@ -241,6 +286,7 @@ async fn postgres_schema(pool: &AnyPool) -> Schema {
                 columns,
                 primary_key,
                 unique_keys,
+                foreign_keys,
             },
         );
     }
@@ -361,6 +407,12 @@ fn differences(an: &str, a: &Schema, bn: &str, b: &Schema) -> Vec<String> {
                 k.join(", ")
             ));
         }
+        for k in ta.foreign_keys.difference(&tb.foreign_keys) {
+            out.push(format!("table {name}: FOREIGN KEY {k} only on {an}"));
+        }
+        for k in tb.foreign_keys.difference(&ta.foreign_keys) {
+            out.push(format!("table {name}: FOREIGN KEY {k} only on {bn}"));
+        }
     }
     for (name, tb) in &b.tables {
         if !a.tables.contains_key(name) {
@@ -427,14 +479,15 @@ async fn a_fresh_sqlite_file_and_a_fresh_postgres_database_have_the_same_schema(
     for (name, schema) in [("sqlite", &s), ("postgres", &p)] {
         let columns: usize = schema.tables.values().map(|t| t.columns.len()).sum();
         let keys: usize = schema.tables.values().map(|t| t.unique_keys.len()).sum();
+        let fks: usize = schema.tables.values().map(|t| t.foreign_keys.len()).sum();
         let partial = schema.indexes.values().filter(|i| i.partial).count();
         println!(
-            "{name}: {} tables, {columns} columns, {keys} UNIQUE keys, {} indexes ({partial} partial)",
+            "{name}: {} tables, {columns} columns, {keys} UNIQUE keys, {fks} foreign keys, {} indexes ({partial} partial)",
             schema.tables.len(),
             schema.indexes.len()
         );
         assert!(
-            columns > 0 && keys > 0 && partial > 0,
+            columns > 0 && keys > 0 && fks > 0 && partial > 0,
             "{name}: the schema reader found too little"
         );
         assert!(
@@ -563,6 +616,7 @@ fn the_comparison_names_each_kind_of_difference() {
         columns,
         primary_key: vec!["id".to_owned()],
         unique_keys: BTreeSet::new(),
+        foreign_keys: BTreeSet::new(),
     };
     let mut a = Schema::default();
     a.tables.insert(
