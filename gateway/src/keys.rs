@@ -13,6 +13,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::actor::Actor;
 use crate::clock::now_micros;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
@@ -58,10 +59,13 @@ pub struct Principal {
 
 impl Principal {
     /// How this caller is named in an order's history.
-    pub fn actor(&self) -> String {
-        match &self.terminal {
-            Some(t) => format!("terminal:{t}"),
-            None => format!("{}:{}", self.role.as_str(), self.key_id),
+    pub fn actor(&self) -> Actor {
+        let key = self.key_id.clone();
+        match (&self.terminal, self.role) {
+            (Some(t), _) => Actor::Terminal(t.as_str().to_owned()),
+            (None, Role::Terminal) => Actor::Terminal(key),
+            (None, Role::Admin) => Actor::Admin(key),
+            (None, Role::App) => Actor::App(key),
         }
     }
 

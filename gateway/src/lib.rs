@@ -1,6 +1,7 @@
 //! The smart-terminal order gateway: orders from every channel in one
 //! queue per store, over SQLite or PostgreSQL.
 
+pub mod actor;
 pub mod catalog;
 pub mod channels;
 pub mod clock;

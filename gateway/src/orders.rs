@@ -44,7 +44,8 @@ pub struct NewOrder {
     /// Paid before it reached us (in the brand's app); the order is then
     /// created `paid` and the reference recorded with it.
     pub prepaid: Option<Prepaid>,
-    /// Who placed it, for the history.
+    /// Who placed it, for the history: an [`Actor`](crate::actor::Actor)'s text
+    /// (`terminal:S001-T01`, `platform:meituan`, …).
     pub actor: String,
 }
 

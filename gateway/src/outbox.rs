@@ -26,6 +26,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
 
+use crate::actor::Actor;
 use crate::clock::{self, now_micros};
 use crate::db::{Backend, Db};
 use crate::error::{Code, Error, Result};
@@ -84,7 +85,8 @@ pub async fn enqueue_for_action(
     actor: &str,
     now: i64,
 ) -> Result<()> {
-    if before.channel != Channel::ThirdParty || actor.starts_with("platform:") {
+    let by_platform = Actor::parse(actor).is_some_and(|a| a.is_platform());
+    if before.channel != Channel::ThirdParty || by_platform {
         return Ok(());
     }
     let (Some(platform), Some(platform_order)) = (&before.platform, &before.channel_order_id)

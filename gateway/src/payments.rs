@@ -601,7 +601,7 @@ impl Payments {
                     code_masked: &masked,
                     amount_fen: order.total_fen,
                     deadline_at,
-                    created_by: &who.actor(),
+                    created_by: &who.actor().to_string(),
                     now,
                 },
             )
@@ -883,7 +883,9 @@ impl Payments {
         // The status is read after the charges and refunds it follows from,
         // so it is never older than they are (a charge settling between the
         // reads shows settled with the status it set, not before it).
-        let payment_status = store::order_facts(&mut conn, order_id).await?.payment_status;
+        let payment_status = store::order_facts(&mut conn, order_id)
+            .await?
+            .payment_status;
         Ok(OrderPayments {
             order_id: order_id.to_owned(),
             payment_status,
@@ -1043,7 +1045,7 @@ impl Payments {
                     reason: reason.as_deref(),
                     restock: spec.restock,
                     lines: &lines,
-                    actor: &who.actor(),
+                    actor: &who.actor().to_string(),
                     now,
                 },
             )

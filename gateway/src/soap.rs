@@ -212,7 +212,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
                 note: m.note,
                 payment_status: PaymentStatus::Unpaid,
                 prepaid: None,
-                actor: who.actor(),
+                actor: who.actor().to_string(),
             };
             match orders::create(&st.db, &st.hub, new, None).await? {
                 Created::Order { order, replayed } => {
@@ -254,7 +254,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
                 &m.order_id,
                 m.action,
                 m.reason,
-                &who.actor(),
+                &who.actor().to_string(),
                 &guard,
             )
             .await?;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use super::{EventKind, Inbound, OrderEvent, PlatformOrder};
+use crate::actor::Actor;
 use crate::clock::{self, now_micros};
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
@@ -366,7 +367,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         resolve_store(&mut conn, &o.platform, &o.platform_store_id).await?
     };
     let now = now_micros();
-    let actor = format!("platform:{}", o.platform);
+    let actor = Actor::Platform(o.platform.clone()).to_string();
     let mut tx = db.write().await?;
     // The store row lock, taken first by every order write of this store.
     let seq = events::next_seq(&mut tx, &store)
@@ -657,7 +658,7 @@ async fn cancel(
         format!("cancelled on {}: {said}", e.platform)
     };
     let reason: String = reason.chars().take(orders::MAX_REASON_CHARS).collect();
-    let actor = format!("platform:{}", e.platform);
+    let actor = Actor::Platform(e.platform.clone()).to_string();
     let result = orders::act(
         db,
         hub,

@@ -156,7 +156,7 @@ async fn create(
         note: b.note,
         payment_status: PaymentStatus::Unpaid,
         prepaid,
-        actor: who.actor(),
+        actor: who.actor().to_string(),
     };
     match orders::create(&st.db, &st.hub, new, idem).await? {
         Created::Order { order, replayed } => {
@@ -247,7 +247,7 @@ async fn act(
         &id,
         action,
         reason,
-        &who.actor(),
+        &who.actor().to_string(),
         &guard,
     )
     .await?;
