@@ -12,6 +12,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::clock::Clock;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -69,11 +71,20 @@ pub struct Db {
     batcher: Option<crate::orders::Batcher>,
     /// The supervised background tasks of this gateway (see `supervise`).
     health: crate::supervise::Health,
+    /// Where every use case reads "now" (system, or manual in tests).
+    clock: Clock,
 }
 
 impl Db {
-    /// Connects, creating the SQLite file (and its folder) on first use.
+    /// Connects, creating the SQLite file (and its folder) on first use;
+    /// the gateway's time is the system clock.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with_clock(url, Clock::system()).await
+    }
+
+    /// Connects with the clock every use case on this handle (the SQLite
+    /// order writer, payments, channels, outbox, retention) reads "now" from.
+    pub async fn connect_with_clock(url: &str, clock: Clock) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
         let url = match backend {
@@ -116,6 +127,7 @@ impl Db {
             gate,
             batcher: None,
             health: crate::supervise::Health::default(),
+            clock,
         };
         if let Some(gate) = &db.gate {
             // The batcher's own handle has no batcher: it writes directly.
@@ -123,6 +135,16 @@ impl Db {
             db.batcher = Some(batcher);
         }
         Ok(db)
+    }
+
+    /// The clock this gateway reads the time from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// µs since the epoch, by [`Db::clock`].
+    pub fn now_micros(&self) -> i64 {
+        self.clock.now_micros()
     }
 
     fn migrator(&self) -> &'static Migrator {
