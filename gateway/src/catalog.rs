@@ -4,7 +4,7 @@ use proto::order::{CatalogItem, Money, Quantity, Sku, StoreId, Unit};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::clock::{self, now_micros};
+use crate::clock;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 
@@ -36,7 +36,7 @@ pub fn check_name(what: &str, name: &str) -> Result<String> {
 }
 
 pub async fn put_product(db: &Db, spec: ProductSpec) -> Result<(Product, bool)> {
-    let now = now_micros();
+    let now = db.now_micros();
     let mut tx = db.write().await?;
     let existing = sqlx::query("SELECT unit FROM products WHERE sku = $1")
         .bind(spec.sku.as_str().to_owned())
@@ -101,7 +101,7 @@ pub struct Store {
 }
 
 pub async fn put_store(db: &Db, id: &StoreId, name: String) -> Result<(Store, bool)> {
-    let now = now_micros();
+    let now = db.now_micros();
     let mut tx = db.write().await?;
     let n = sqlx::query("UPDATE stores SET name = $1, updated_at = $2 WHERE id = $3")
         .bind(name.clone())
@@ -166,7 +166,7 @@ pub async fn put_item(
     sku: &Sku,
     change: ItemChange,
 ) -> Result<CatalogItem> {
-    let now = now_micros();
+    let now = db.now_micros();
     let mut tx = db.write().await?;
     require_store(&mut tx, store).await?;
     let unit = product_unit(&mut tx, sku)
@@ -271,7 +271,7 @@ pub async fn catalog(db: &Db, store: &StoreId) -> Result<Catalog> {
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| Error::new(Code::UnknownStore, format!("no store {store}")))?;
-    let items = items(&mut conn, store, None, now_micros()).await?;
+    let items = items(&mut conn, store, None, db.now_micros()).await?;
     Ok(Catalog {
         store_id: store.to_string(),
         store_name: row.get("name"),

@@ -232,7 +232,10 @@ impl Channels {
         if let Some(m) = &config.meituan {
             senders.insert(
                 MEITUAN.to_owned(),
-                Arc::new(meituan::ApiClient::new(m, config.outbox.request_timeout)?),
+                Arc::new(
+                    meituan::ApiClient::new(m, config.outbox.request_timeout)?
+                        .with_clock(db.clock().clone()),
+                ),
             );
         }
         let dispatcher = Dispatcher::new(db, config.outbox.clone(), senders, Arc::clone(&stats));
@@ -380,7 +383,7 @@ pub async fn register_store(db: &Db, platform: &str, pstore: &str, store: &Store
     .bind(platform.to_owned())
     .bind(pstore.to_owned())
     .bind(store.as_str().to_owned())
-    .bind(clock::now_micros())
+    .bind(db.now_micros())
     .execute(&mut **tx)
     .await?;
     tx.commit().await?;

@@ -14,7 +14,6 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::actor::Actor;
-use crate::clock::now_micros;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 
@@ -180,7 +179,7 @@ pub async fn create(db: &Db, spec: KeySpec) -> Result<NewKey> {
     .bind(spec.store.map(|s| s.as_str().to_owned()))
     .bind(terminal.map(|t| t.as_str().to_owned()))
     .bind(spec.label)
-    .bind(now_micros())
+    .bind(db.now_micros())
     .execute(&mut **tx)
     .await?;
     tx.commit().await?;
@@ -190,7 +189,7 @@ pub async fn create(db: &Db, spec: KeySpec) -> Result<NewKey> {
 pub async fn revoke(db: &Db, id: &str) -> Result<bool> {
     let mut tx = db.write().await?;
     let n = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now_micros())
+        .bind(db.now_micros())
         .bind(id.to_owned())
         .execute(&mut **tx)
         .await?

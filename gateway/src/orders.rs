@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use crate::catalog;
-use crate::clock::{self, now_micros};
+use crate::clock;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
@@ -373,7 +373,7 @@ pub(crate) async fn create_direct(
     new: NewOrder,
     idem: Option<IdemKey>,
 ) -> Result<Created> {
-    let now = now_micros();
+    let now = db.now_micros();
     let mut tx = db.write().await?;
 
     if let Some(k) = &idem {
@@ -816,7 +816,7 @@ pub async fn act(
     guard: Guard<'_>,
 ) -> Result<Order> {
     let reason = check_reason(action, reason)?;
-    let now = now_micros();
+    let now = db.now_micros();
     let mut tx = db.write().await?;
     let store = order_store(&mut tx, id).await?;
     let seq = events::next_seq(&mut tx, &store)

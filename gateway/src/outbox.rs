@@ -27,7 +27,7 @@ use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
 
 use crate::actor::Actor;
-use crate::clock::{self, now_micros};
+use crate::clock;
 use crate::db::{Backend, Db};
 use crate::error::{Code, Error, Result};
 use crate::events::Hub;
@@ -358,7 +358,7 @@ impl Dispatcher {
     async fn release_all(&self) -> Result<()> {
         let mut tx = self.db.write().await?;
         sqlx::query("UPDATE outbox SET state = 'pending', next_at = $1 WHERE state = 'delivering'")
-            .bind(now_micros())
+            .bind(self.db.now_micros())
             .execute(&mut **tx)
             .await?;
         tx.commit().await?;
@@ -369,7 +369,7 @@ impl Dispatcher {
     /// sends them concurrently, records the outcomes. Returns how many calls
     /// were made.
     pub async fn round(&self) -> Result<usize> {
-        let now = now_micros();
+        let now = self.db.now_micros();
         let due = self.claim(now).await?;
         if due.is_empty() {
             return Ok(0);
@@ -482,7 +482,7 @@ impl Dispatcher {
     }
 
     async fn record(&self, outcomes: Vec<(Due, Delivery)>) -> Result<()> {
-        let now = now_micros();
+        let now = self.db.now_micros();
         let max_age = micros(self.config.max_age);
         let mut delivered = Vec::new();
         let mut tx = self.db.write().await?;
@@ -611,7 +611,7 @@ pub async fn list(db: &Db, state: Option<&str>, after: i64, limit: i64) -> Resul
 /// Puts a failed row back in the queue, due now, with a fresh attempt count
 /// and age (`created_at` becomes the time it was queued again).
 pub async fn retry(db: &Db, id: i64) -> Result<Entry> {
-    let now = now_micros();
+    let now = db.now_micros();
     let mut tx = db.write().await?;
     let sql = format!("SELECT {ENTRY_COLS} FROM outbox WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))

@@ -40,7 +40,6 @@ pub use provider::{
 pub use rest::router;
 pub use store::{Charge, ChargeState, Exchange, Refund, RefundState};
 
-use crate::clock::now_micros;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
@@ -544,7 +543,7 @@ impl Payments {
         };
         // Twice at most: a racing request may win the unique index.
         for _ in 0..2 {
-            let now = now_micros();
+            let now = self.db.now_micros();
             let mut tx = self.db.write().await?;
             // The store row first, as every order write takes it (the order is
             // shown `pending` while its charge runs); then the order row, so
@@ -654,7 +653,7 @@ impl Payments {
             sqlx::query(
                 "UPDATE charges SET state = 'pending', updated_at = $1 WHERE id = $2 AND state = 'created'",
             )
-            .bind(now_micros())
+            .bind(self.db.now_micros())
             .bind(id.to_owned())
             .execute(&mut **tx)
             .await?;
@@ -684,7 +683,7 @@ impl Payments {
     /// Queries until the deadline, then reverses.
     async fn settle(&self, provider: &dyn Provider, id: &str, deadline_at: i64) -> Result<()> {
         loop {
-            let left = deadline_at - now_micros();
+            let left = deadline_at - self.db.now_micros();
             if left <= 0 {
                 break;
             }
@@ -760,7 +759,7 @@ impl Payments {
             + micros(self.request_timeout + self.poll_interval) * i64::from(MAX_REVERSE_CALLS + 1);
         let step = (self.poll_interval / 2).max(Duration::from_millis(20));
         let mut current = charge;
-        while !current.state.is_final() && now_micros() < limit {
+        while !current.state.is_final() && self.db.now_micros() < limit {
             tokio::time::sleep(step).await;
             current = self.load_charge(&current.id).await?;
         }
@@ -777,7 +776,7 @@ impl Payments {
     /// Paid: the charge succeeds and the order is paid, with a feed event,
     /// in one transaction. Nothing happens if the charge was already final.
     async fn succeed(&self, id: &str, transaction_id: &str) -> Result<()> {
-        let now = now_micros();
+        let now = self.db.now_micros();
         let mut tx = self.db.write().await?;
         let Some(charge) = store::charge(&mut tx, id).await? else {
             return Err(Error::internal(anyhow::anyhow!("charge {id} vanished")));
@@ -810,7 +809,7 @@ impl Payments {
     /// Failed or reversed: the charge ends and the order is payable again
     /// (`unpaid`, with a feed event), in one transaction.
     async fn finish(&self, id: &str, to: ChargeState, code: Code) -> Result<()> {
-        let now = now_micros();
+        let now = self.db.now_micros();
         let mut tx = self.db.write().await?;
         let Some(charge) = store::charge(&mut tx, id).await? else {
             return Err(Error::internal(anyhow::anyhow!("charge {id} vanished")));
@@ -857,7 +856,7 @@ impl Payments {
         tracing::info!(charge = id, call, outcome, detail, "provider exchange");
         let result = async {
             let mut tx = self.db.write().await?;
-            store::log_exchange(&mut tx, id, call, outcome, detail, now_micros()).await?;
+            store::log_exchange(&mut tx, id, call, outcome, detail, self.db.now_micros()).await?;
             tx.commit().await?;
             Ok::<_, Error>(())
         }
@@ -955,7 +954,7 @@ impl Payments {
                 "request ids starting with cancel: or reject: are the gateway's own",
             ));
         }
-        let now = now_micros();
+        let now = self.db.now_micros();
         let mut tx = self.db.write().await?;
         let facts = store::order_facts(&mut tx, order_id).await?;
         who.check_order(&facts.store, order_id)?;
@@ -1069,7 +1068,7 @@ impl Payments {
         actor: &str,
     ) -> Result<()> {
         for _ in 0..3 {
-            let now = now_micros();
+            let now = self.db.now_micros();
             let mut tx = self.db.write().await?;
             let facts = store::order_facts(&mut tx, order_id).await?;
             if facts.payment_status == "pending" {
@@ -1273,7 +1272,8 @@ impl Payments {
             // refund sent again while processing stays so.)
             ProviderRefund::Done { refund_ref } => {
                 let mut tx = self.db.write().await?;
-                store::accept_refund(&mut tx, &refund.id, &refund_ref, now_micros()).await?;
+                store::accept_refund(&mut tx, &refund.id, &refund_ref, self.db.now_micros())
+                    .await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1285,7 +1285,7 @@ impl Payments {
     /// Notes that the provider was just called about `refund`.
     async fn touched(&self, refund: &Refund) -> Result<()> {
         let mut tx = self.db.write().await?;
-        store::refund_queried(&mut tx, &refund.id, now_micros()).await?;
+        store::refund_queried(&mut tx, &refund.id, self.db.now_micros()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1354,7 +1354,7 @@ impl Payments {
         charge: &Charge,
         provider_ref: &str,
     ) -> Result<()> {
-        let now = now_micros();
+        let now = self.db.now_micros();
         let mut tx = self.db.write().await?;
         let facts = store::order_facts(&mut tx, &refund.order_id).await?;
         let seq = events::next_seq(&mut tx, &facts.store)
@@ -1423,7 +1423,7 @@ impl Payments {
     /// fails with `code`, its amount refundable again except after CHANGE,
     /// and the store's feed gets `order.refund_failed` so a manager sees it.
     async fn refund_failed(&self, refund: &Refund, code: Code) -> Result<()> {
-        let now = now_micros();
+        let now = self.db.now_micros();
         let mut tx = self.db.write().await?;
         let facts = store::order_facts(&mut tx, &refund.order_id).await?;
         let seq = events::next_seq(&mut tx, &facts.store)
@@ -1494,7 +1494,7 @@ impl Payments {
             if self.query_once(&*provider, &charge.id).await? {
                 continue;
             }
-            if now_micros() >= charge.deadline_at {
+            if self.db.now_micros() >= charge.deadline_at {
                 self.reverse(&*provider, &charge.id).await?;
             }
         }

@@ -33,7 +33,7 @@ use serde_json::json;
 use sqlx::Row;
 use tokio::sync::watch;
 
-use crate::clock::{now_micros, rfc3339};
+use crate::clock::rfc3339;
 use crate::db::{Backend, Db};
 use crate::error::{Error, Result};
 use crate::events::{self, Hub};
@@ -191,7 +191,7 @@ pub async fn run(
             return;
         }
         wait = config.every;
-        if let Err(e) = run_once(&db, &hub, &config, &stats, now_micros()).await {
+        if let Err(e) = run_once(&db, &hub, &config, &stats, db.now_micros()).await {
             e.log();
         }
     }
@@ -248,7 +248,7 @@ pub async fn run_once(
         stats.add("channel_held", n);
     }
     stats.runs.fetch_add(1, Ordering::Relaxed);
-    stats.last_run_at.store(now_micros(), Ordering::Relaxed);
+    stats.last_run_at.store(db.now_micros(), Ordering::Relaxed);
     Ok(())
 }
 

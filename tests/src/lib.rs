@@ -322,8 +322,20 @@ impl TestApp {
         backend: Backend,
         tweak: impl FnOnce(&mut AppState),
     ) -> Option<TestApp> {
+        TestApp::spawn_at(backend, gateway::clock::Clock::system(), tweak).await
+    }
+
+    /// The same, the gateway reading the time from `clock` (a manual one
+    /// moves only when the test moves it).
+    pub async fn spawn_at(
+        backend: Backend,
+        clock: gateway::clock::Clock,
+        tweak: impl FnOnce(&mut AppState),
+    ) -> Option<TestApp> {
         let store = TestDb::new(backend).await?;
-        let db = Db::connect(store.url()).await.expect("connect");
+        let db = Db::connect_with_clock(store.url(), clock)
+            .await
+            .expect("connect");
         db.migrate_up().await.expect("migrate");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

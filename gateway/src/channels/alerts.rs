@@ -11,7 +11,6 @@ use serde_json::json;
 use sqlx::Row;
 use tokio::sync::watch;
 
-use crate::clock::now_micros;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::{self, Hub};
@@ -46,7 +45,7 @@ pub async fn run(
 
 /// One pass; returns how many alerts it raised.
 pub async fn check(db: &Db, hub: &Hub, limit: Duration) -> Result<u64> {
-    let now = now_micros();
+    let now = db.now_micros();
     let cutoff = now - i64::try_from(limit.as_micros()).unwrap_or(i64::MAX);
     let rows = sqlx::query(
         "SELECT t.order_id, t.created_at, o.store_id, o.status FROM third_party_orders t

@@ -20,7 +20,7 @@ use sqlx::{AnyConnection, Row};
 
 use super::{EventKind, Inbound, OrderEvent, PlatformOrder};
 use crate::actor::Actor;
-use crate::clock::{self, now_micros};
+use crate::clock;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
@@ -366,7 +366,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         }
         resolve_store(&mut conn, &o.platform, &o.platform_store_id).await?
     };
-    let now = now_micros();
+    let now = db.now_micros();
     let actor = Actor::Platform(o.platform.clone()).to_string();
     let mut tx = db.write().await?;
     // The store row lock, taken first by every order write of this store.
@@ -501,7 +501,7 @@ pub async fn event(db: &Db, hub: &Hub, e: OrderEvent) -> Result<Outcome> {
     if let Some((order_id, store)) = found {
         return apply_event(db, hub, &e, &order_id, &store).await;
     }
-    let now = now_micros();
+    let now = db.now_micros();
     {
         let mut tx = db.write().await?;
         sqlx::query(
@@ -563,7 +563,7 @@ async fn apply_held(db: &Db, hub: &Hub, platform: &str, poid: &str) -> Result<()
             "UPDATE channel_held SET applied_at = $1, outcome = $2
              WHERE platform = $3 AND platform_order_id = $4 AND kind = $5 AND push_ref = $6 AND applied_at IS NULL",
         )
-        .bind(now_micros())
+        .bind(db.now_micros())
         .bind(outcome)
         .bind(platform.to_owned())
         .bind(poid.to_owned())
@@ -583,7 +583,7 @@ async fn apply_event(
     order_id: &str,
     store: &StoreId,
 ) -> Result<Outcome> {
-    let now = now_micros();
+    let now = db.now_micros();
     if e.kind == EventKind::Cancel {
         return cancel(db, e, order_id, store, hub, now).await;
     }

@@ -19,6 +19,7 @@ use super::{
     Discount, EventKind, Inbound, MEITUAN, MeituanConfig, OrderEvent, PlatformItem, PlatformOrder,
     RawPush, Refusal,
 };
+use crate::clock::Clock;
 use crate::error::Code;
 use crate::http::AppState;
 use crate::outbox::{Delivery, Params, Sender};
@@ -239,7 +240,7 @@ pub async fn push(State(st): State<AppState>, Path(event): Path<String>, req: Re
             &path,
         ),
         body: &body,
-        now_s: crate::clock::now_micros() / 1_000_000,
+        now_s: st.db.now_micros() / 1_000_000,
     };
     let inbound = match super::Adapter::decode(adapter, &raw) {
         Ok(i) => i,
@@ -289,6 +290,8 @@ pub struct ApiClient {
     app_id: String,
     secret: SecretString,
     http: reqwest::Client,
+    /// What a call's `timestamp` is read from.
+    clock: Clock,
 }
 
 impl ApiClient {
@@ -313,7 +316,13 @@ impl ApiClient {
                 extra_ca_pem,
                 None,
             )?,
+            clock: Clock::system(),
         })
+    }
+
+    /// The same client, stamping its calls with `clock`'s time.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        ApiClient { clock, ..self }
     }
 
     async fn call(&self, path: &str, params: &Params) -> Delivery {
@@ -323,7 +332,7 @@ impl ApiClient {
         form.push(("app_id".into(), self.app_id.clone()));
         form.push((
             "timestamp".into(),
-            (crate::clock::now_micros() / 1_000_000).to_string(),
+            (self.clock.now_micros() / 1_000_000).to_string(),
         ));
         let sig = mt::sign(&url, &form, self.secret.expose_secret());
         form.push(("sig".into(), sig));

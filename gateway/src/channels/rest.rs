@@ -14,7 +14,6 @@ use sqlx::Row;
 
 use super::ingest::{self, ThirdParty};
 use super::{MEITUAN, call_parts, platform_name_ok};
-use crate::clock::now_micros;
 use crate::error::{Code, Error, Result};
 use crate::events;
 use crate::http::AppState;
@@ -118,7 +117,7 @@ async fn action(
             "store actions are for terminals and admins",
         ));
     }
-    let now = now_micros();
+    let now = st.db.now_micros();
     let mut tx = st.db.write().await?;
     let seq = events::next_seq(&mut tx, &store)
         .await?
@@ -276,7 +275,7 @@ async fn put_sku(
         None if unit == Unit::Piece => 1000,
         None => 1000,
     };
-    let now = now_micros();
+    let now = st.db.now_micros();
     let store_key = store.as_ref().map(|s| s.to_string()).unwrap_or_default();
     sqlx::query(
         "INSERT INTO sku_mappings (platform, store_id, platform_sku, sku, per_item_milli, updated_at)

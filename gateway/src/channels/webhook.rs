@@ -301,7 +301,7 @@ pub async fn push(
         headers: &parts.headers,
         urls: Vec::new(),
         body: &body,
-        now_s: crate::clock::now_micros() / 1_000_000,
+        now_s: st.db.now_micros() / 1_000_000,
     };
     let adapter = Adapter {
         platform: &platform,

@@ -23,7 +23,7 @@ use super::{
     Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, create_direct, fresh_order, load,
     out_of_stock, prepaid_reference_used,
 };
-use crate::clock::{self, now_micros};
+use crate::clock;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 
@@ -231,7 +231,7 @@ async fn run(
                     sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
                     panic!("test fault: an order batch panics inside its transaction");
                 }
-                write_batch(&mut conn, &mut jobs).await
+                write_batch(&mut conn, &mut jobs, db.now_micros()).await
             })
             .catch_unwind()
             .await;
@@ -331,8 +331,7 @@ struct Stock {
     reserve: i64,
 }
 
-async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>) -> Result<()> {
-    let now = now_micros();
+async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) -> Result<()> {
     let day = clock::business_day(now);
     let mut stores: Vec<StoreId> = jobs.iter().map(|j| j.new.store.clone()).collect();
     stores.sort();

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::catalog;
-use crate::clock::{self, now_micros};
+use crate::clock;
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::http::AppState;
@@ -25,7 +25,7 @@ pub async fn record(
     store: &StoreId,
     hb: &Heartbeat,
 ) -> Result<i64> {
-    let now = now_micros();
+    let now = db.now_micros();
     let peripherals = serde_json::to_string(&hb.peripherals).map_err(Error::internal)?;
     let mut tx = db.write().await?;
     sqlx::query(
@@ -82,7 +82,7 @@ pub async fn list(
     .bind(store.as_str().to_owned())
     .fetch_all(&mut *conn)
     .await?;
-    let now = now_micros();
+    let now = st.db.now_micros();
     let terminals = rows
         .into_iter()
         .map(|r| {

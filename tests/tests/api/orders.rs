@@ -1,5 +1,8 @@
 //! Creating orders, idempotency, the state machine, totals and names.
 
+use std::time::Duration;
+
+use gateway::clock::Clock;
 use proto::order::Unit;
 use serde_json::{Value, json};
 use tests::{Backend, TestApp, on_both_databases};
@@ -11,6 +14,7 @@ on_both_databases!(
     weights_are_totalled_to_the_fen,
     chinese_names_round_trip,
     display_numbers_count_per_store,
+    display_numbers_restart_on_the_next_business_day,
     history_records_who_when_and_why,
     channel_order_id_never_duplicates,
 );
@@ -235,6 +239,35 @@ async fn display_numbers_count_per_store(b: Backend) {
     let (s, _) = app.order("S001", &[("COLA", "1000")]).await;
     assert_eq!(s, 409);
     assert_eq!(app.order("S001", &[("COLA", "1")]).await.1["display_no"], 4);
+    app.stop().await;
+}
+
+/// The business day turns at midnight in Shanghai, by the gateway's clock
+/// (a manual one here, set a second before midnight).
+async fn display_numbers_restart_on_the_next_business_day(b: Backend) {
+    // 2026-11-27T23:59:59+08:00.
+    let clock = Clock::manual(1_795_795_199_000_000);
+    let Some(app) = TestApp::spawn_at(b, clock.clone(), |_| {}).await else {
+        return;
+    };
+    app.product("COLA", "可口可乐", Unit::Piece, "3.50", "100")
+        .await;
+    let late: Vec<Value> = [
+        app.order("S001", &[("COLA", "1")]).await.1,
+        app.order("S001", &[("COLA", "1")]).await.1,
+    ]
+    .into();
+    for (o, no) in late.iter().zip([1, 2]) {
+        assert_eq!(o["display_no"], no, "{o}");
+        assert_eq!(o["business_day"], "2026-11-27", "{o}");
+        assert_eq!(o["created_at"], "2026-11-27T23:59:59+08:00", "{o}");
+    }
+    clock.advance(Duration::from_secs(1));
+    let (s, next) = app.order("S001", &[("COLA", "1")]).await;
+    assert_eq!(s, 201, "{next}");
+    assert_eq!(next["display_no"], 1, "a new day counts from 1: {next}");
+    assert_eq!(next["business_day"], "2026-11-28");
+    assert_eq!(next["created_at"], "2026-11-28T00:00:00+08:00");
     app.stop().await;
 }
 

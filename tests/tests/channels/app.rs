@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gateway::channels::{Channels, ChannelsConfig, MeituanConfig};
+use gateway::clock::Clock;
 use gateway::db::Db;
 use gateway::http::{self, AppState};
 use gateway::keys::Role;
@@ -82,8 +83,17 @@ impl Chan {
         backend: Backend,
         tweak: impl FnOnce(&mut ChannelsConfig),
     ) -> Option<Chan> {
+        Chan::spawn_at(backend, Clock::system(), tweak).await
+    }
+
+    /// As [`Chan::spawn_with`], the gateway reading the time from `clock`.
+    pub async fn spawn_at(
+        backend: Backend,
+        clock: Clock,
+        tweak: impl FnOnce(&mut ChannelsConfig),
+    ) -> Option<Chan> {
         let store = Arc::new(TestDb::new(backend).await?);
-        let app = Chan::start(store, None, tweak).await;
+        let app = Chan::start_at(store, None, clock, tweak).await;
         for s in ["S001", "S002"] {
             gateway::catalog::put_store(&app.db, &StoreId::parse(s).unwrap(), format!("门店 {s}"))
                 .await
@@ -102,7 +112,18 @@ impl Chan {
         sim: Option<PlatformSim>,
         tweak: impl FnOnce(&mut ChannelsConfig),
     ) -> Chan {
-        let db = Db::connect(store.url()).await.expect("connect");
+        Chan::start_at(store, sim, Clock::system(), tweak).await
+    }
+
+    async fn start_at(
+        store: Arc<TestDb>,
+        sim: Option<PlatformSim>,
+        clock: Clock,
+        tweak: impl FnOnce(&mut ChannelsConfig),
+    ) -> Chan {
+        let db = Db::connect_with_clock(store.url(), clock)
+            .await
+            .expect("connect");
         db.migrate_up().await.expect("migrate");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

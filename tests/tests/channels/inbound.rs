@@ -5,6 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+use gateway::channels::alerts;
+use gateway::clock::Clock;
+use gateway::events::Hub;
 use hw_sim::platform::{ItemSpec, PushKind, PushRequest};
 use proto::meituan as mt;
 use proto::order::{OrderAction, OrderStatus, TerminalId};
@@ -23,6 +26,7 @@ on_both_databases!(
     a_cancel_before_its_order_is_applied_when_the_order_comes,
     refund_requests_are_feed_events_and_answers_reach_the_platform,
     an_unconfirmed_order_raises_one_alert,
+    the_alert_is_due_by_the_gateways_clock,
 );
 
 fn unix_s() -> i64 {
@@ -483,6 +487,57 @@ async fn refund_requests_are_feed_events_and_answers_reach_the_platform(b: Backe
     );
     let tp = app.third_party(&id).await;
     assert_eq!(tp["refund_state"], "cancelled");
+}
+
+/// The alert rule on a manual clock: nothing is due until the clock has
+/// passed the limit, then exactly the order still unconfirmed is, once.
+async fn the_alert_is_due_by_the_gateways_clock(b: Backend) {
+    const LIMIT: Duration = Duration::from_secs(600);
+    // Starts at the real time: the simulator signs its pushes with it.
+    let clock = Clock::manual(gateway::clock::now_micros());
+    let Some(app) = Chan::spawn_at(b, clock.clone(), |c| {
+        c.unconfirmed_alert = LIMIT;
+        // The loop stays asleep; the test runs the check itself.
+        c.alert_check = Duration::from_secs(24 * 3600);
+    })
+    .await
+    else {
+        return;
+    };
+    let (slow, _) = app.push_new("S001", vec![cola(1)]).await;
+    let (_, q) = app.push_new("S001", vec![cola(1)]).await;
+    app.act_all(q["id"].as_str().unwrap(), &["accept"]).await;
+    let hub = Hub::default();
+    let check = || alerts::check(&app.db, &hub, LIMIT);
+
+    clock.advance(LIMIT - Duration::from_secs(1));
+    assert_eq!(check().await.unwrap(), 0, "one second before the limit");
+    assert_eq!(app.feed_count("S001", "order.unconfirmed_alert").await, 0);
+
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        check().await.unwrap(),
+        1,
+        "past the limit: the unconfirmed one"
+    );
+    let alerts: Vec<Value> = app
+        .feed("S001")
+        .await
+        .into_iter()
+        .filter(|(k, _)| k == "order.unconfirmed_alert")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        alerts[0]["order"]["channel_order_id"],
+        slow.order_id.as_str()
+    );
+    assert_eq!(alerts[0]["event"]["waiting_s"], 601, "{}", alerts[0]);
+    assert_eq!(alerts[0]["event"]["limit_s"], 600);
+
+    clock.advance(LIMIT);
+    assert_eq!(check().await.unwrap(), 0, "once per order");
+    assert_eq!(app.feed_count("S001", "order.unconfirmed_alert").await, 1);
 }
 
 async fn an_unconfirmed_order_raises_one_alert(b: Backend) {
