@@ -501,22 +501,86 @@ impl PaymentStatus {
     }
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        [
-            PaymentStatus::Unpaid,
-            PaymentStatus::Pending,
-            PaymentStatus::Paid,
-            PaymentStatus::PartiallyRefunded,
-            PaymentStatus::Refunded,
-        ]
-        .into_iter()
-        .find(|p| p.as_str() == s)
-        .ok_or_else(|| {
-            ParseError::new(
-                "invalid_payment_status",
-                format!("unknown payment status {s:?}"),
-            )
-        })
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                ParseError::new(
+                    "invalid_payment_status",
+                    format!("unknown payment status {s:?}"),
+                )
+            })
     }
+
+    pub const ALL: [PaymentStatus; 5] = [
+        PaymentStatus::Unpaid,
+        PaymentStatus::Pending,
+        PaymentStatus::Paid,
+        PaymentStatus::PartiallyRefunded,
+        PaymentStatus::Refunded,
+    ];
+}
+
+/// What changes an order's payment status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentEvent {
+    /// A charge of a payment code starts.
+    ChargeStarted,
+    /// The running charge succeeded.
+    ChargeSucceeded,
+    /// The running charge failed or was reversed: the order is payable again.
+    ChargeEnded,
+    /// A refund succeeded; `all` when everything the charge took is back.
+    RefundSucceeded { all: bool },
+    /// The store agreed to a delivery platform's refund request (again, if
+    /// the customer asked again).
+    PlatformRefundAgreed,
+}
+
+impl PaymentEvent {
+    pub const ALL: [PaymentEvent; 6] = [
+        PaymentEvent::ChargeStarted,
+        PaymentEvent::ChargeSucceeded,
+        PaymentEvent::ChargeEnded,
+        PaymentEvent::RefundSucceeded { all: false },
+        PaymentEvent::RefundSucceeded { all: true },
+        PaymentEvent::PlatformRefundAgreed,
+    ];
+}
+
+/// A payment status change the table does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("payment status {} cannot take {event:?}", from.as_str())]
+pub struct IllegalPaymentTransition {
+    pub from: PaymentStatus,
+    pub event: PaymentEvent,
+}
+
+/// The one place the payment status machine lives:
+/// `unpaid → pending → paid | unpaid` (and `unpaid → paid` when a charge
+/// succeeds that the order did not show pending), `paid | partially_refunded →
+/// partially_refunded | refunded` (a refund), `paid | refunded → refunded`
+/// (a platform refund agreed). An order starts `unpaid`, or `paid` when it
+/// was paid before it reached the gateway (prepaid, third-party).
+pub fn payment_transition(
+    from: PaymentStatus,
+    event: PaymentEvent,
+) -> Result<PaymentStatus, IllegalPaymentTransition> {
+    use PaymentEvent as E;
+    use PaymentStatus as S;
+    let to = match (from, event) {
+        (S::Unpaid, E::ChargeStarted) => S::Pending,
+        // A charge is the truth about money taken: one the sweeper finds paid
+        // is paid even if its order never showed `pending` (a charge row
+        // without its status change, as a crash test leaves it).
+        (S::Pending | S::Unpaid, E::ChargeSucceeded) => S::Paid,
+        (S::Pending, E::ChargeEnded) => S::Unpaid,
+        (S::Paid | S::PartiallyRefunded, E::RefundSucceeded { all: false }) => S::PartiallyRefunded,
+        (S::Paid | S::PartiallyRefunded, E::RefundSucceeded { all: true }) => S::Refunded,
+        (S::Paid | S::Refunded, E::PlatformRefundAgreed) => S::Refunded,
+        _ => return Err(IllegalPaymentTransition { from, event }),
+    };
+    Ok(to)
 }
 
 // ------------------------------------------------------------------ wire views
@@ -772,6 +836,49 @@ mod tests {
                     .find(|(f, a, _)| *f == from && *a == action)
                     .map(|(_, _, to)| *to);
                 assert_eq!(transition(from, action).ok(), want, "{from:?} {action:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn payment_status_allows_exactly_the_documented_changes() {
+        use PaymentEvent as E;
+        use PaymentStatus as S;
+        let allowed = [
+            (S::Unpaid, E::ChargeStarted, S::Pending),
+            (S::Pending, E::ChargeSucceeded, S::Paid),
+            (S::Unpaid, E::ChargeSucceeded, S::Paid),
+            (S::Pending, E::ChargeEnded, S::Unpaid),
+            (
+                S::Paid,
+                E::RefundSucceeded { all: false },
+                S::PartiallyRefunded,
+            ),
+            (S::Paid, E::RefundSucceeded { all: true }, S::Refunded),
+            (
+                S::PartiallyRefunded,
+                E::RefundSucceeded { all: false },
+                S::PartiallyRefunded,
+            ),
+            (
+                S::PartiallyRefunded,
+                E::RefundSucceeded { all: true },
+                S::Refunded,
+            ),
+            (S::Paid, E::PlatformRefundAgreed, S::Refunded),
+            (S::Refunded, E::PlatformRefundAgreed, S::Refunded),
+        ];
+        for from in S::ALL {
+            for event in E::ALL {
+                let want = allowed
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|(_, _, to)| *to);
+                assert_eq!(
+                    payment_transition(from, event).ok(),
+                    want,
+                    "{from:?} {event:?}"
+                );
             }
         }
     }
