@@ -790,7 +790,7 @@ pub async fn act_refunding(
 /// refund is due from whoever took the money (the app, the platform, cash).
 async fn refund_due(conn: &mut AnyConnection, order: &Order) -> Result<Option<&'static str>> {
     use crate::payments::store::{self as pay, Held};
-    match pay::money_held(conn, &order.id, order.payment_status.as_str()).await? {
+    match pay::money_held(conn, &order.id, order.payment_status).await? {
         Held::Nothing => Ok(None),
         Held::Elsewhere => Ok(Some("elsewhere")),
         Held::ChargeRunning => Err(crate::payments::payment_pending(&order.id)),

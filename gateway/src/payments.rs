@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use proto::order::{Money, Quantity, StoreId};
+use proto::order::{Money, PaymentEvent, PaymentStatus, Quantity, StoreId};
 use proto::wechatpay::{self as wx, CodeKind, ScannedCode, SignType};
 use secrecy::SecretString;
 use serde::Serialize;
@@ -558,10 +558,10 @@ impl Payments {
                 drop(tx);
                 return self.wait_for(live).await;
             }
-            if order.payment_status != "unpaid" {
+            if order.payment_status != PaymentStatus::Unpaid {
                 return Err(Error::new(
                     Code::OrderAlreadyPaid,
-                    format!("order {order_id} is {}", order.payment_status),
+                    format!("order {order_id} is {}", order.payment_status.as_str()),
                 ));
             }
             if matches!(order.status.as_str(), "cancelled" | "rejected") {
@@ -608,7 +608,15 @@ impl Payments {
             if !inserted {
                 continue;
             }
-            store::set_payment_status(&mut tx, order_id, "pending", seq, now).await?;
+            store::set_payment_status(
+                &mut tx,
+                order_id,
+                order.payment_status,
+                PaymentEvent::ChargeStarted,
+                Some(seq),
+                now,
+            )
+            .await?;
             append_event(
                 &mut tx,
                 &order.store,
@@ -790,7 +798,15 @@ impl Payments {
         if !store::settle_charge(&mut tx, id, ChargeState::Succeeded, None, txn, now).await? {
             return Ok(());
         }
-        store::set_payment_status(&mut tx, &charge.order_id, "paid", seq, now).await?;
+        store::set_payment_status(
+            &mut tx,
+            &charge.order_id,
+            facts.payment_status,
+            PaymentEvent::ChargeSucceeded,
+            Some(seq),
+            now,
+        )
+        .await?;
         append_event(
             &mut tx,
             &facts.store,
@@ -816,7 +832,8 @@ impl Payments {
         };
         let facts = store::order_facts(&mut tx, &charge.order_id).await?;
         // Only an order shown `pending` changes (and so takes a feed number).
-        let seq = if facts.payment_status == "pending" {
+        let pending = facts.payment_status == PaymentStatus::Pending;
+        let seq = if pending {
             events::next_seq(&mut tx, &facts.store)
                 .await?
                 .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?
@@ -826,8 +843,16 @@ impl Payments {
         if !store::settle_charge(&mut tx, id, to, Some(code), None, now).await? {
             return Ok(());
         }
-        if facts.payment_status == "pending" {
-            store::set_payment_status(&mut tx, &charge.order_id, "unpaid", seq, now).await?;
+        if pending {
+            store::set_payment_status(
+                &mut tx,
+                &charge.order_id,
+                facts.payment_status,
+                PaymentEvent::ChargeEnded,
+                Some(seq),
+                now,
+            )
+            .await?;
             append_event(
                 &mut tx,
                 &facts.store,
@@ -839,7 +864,7 @@ impl Payments {
             .await?;
         }
         tx.commit().await?;
-        if facts.payment_status == "pending" {
+        if pending {
             self.hub.notify(&facts.store);
         }
         tracing::info!(
@@ -1071,7 +1096,7 @@ impl Payments {
             let now = self.db.now_micros();
             let mut tx = self.db.write().await?;
             let facts = store::order_facts(&mut tx, order_id).await?;
-            if facts.payment_status == "pending" {
+            if facts.payment_status == PaymentStatus::Pending {
                 return Err(payment_pending(order_id));
             }
             let charge = match store::paid_charge(&mut tx, order_id).await? {
@@ -1379,12 +1404,17 @@ impl Payments {
             .filter(|r| r.charge_id == charge.id && r.state == RefundState::Succeeded)
             .map(|r| r.amount_fen)
             .sum();
-        let status = if done >= charge.amount_fen {
-            "refunded"
-        } else {
-            "partially_refunded"
-        };
-        store::set_payment_status(&mut tx, &refund.order_id, status, seq, now).await?;
+        store::set_payment_status(
+            &mut tx,
+            &refund.order_id,
+            facts.payment_status,
+            PaymentEvent::RefundSucceeded {
+                all: done >= charge.amount_fen,
+            },
+            Some(seq),
+            now,
+        )
+        .await?;
         if refund.restock {
             for line in store::refund_lines(&mut tx, &refund.id).await? {
                 sqlx::query(
@@ -1713,7 +1743,7 @@ pub struct ChargeWithLog {
 #[derive(Debug, Clone, Serialize)]
 pub struct OrderPayments {
     pub order_id: String,
-    pub payment_status: String,
+    pub payment_status: PaymentStatus,
     pub charges: Vec<ChargeWithLog>,
     pub refunds: Vec<Refund>,
     /// Paid in the app before the order reached the gateway.

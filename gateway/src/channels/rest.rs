@@ -7,7 +7,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use proto::meituan::Call;
-use proto::order::{Channel, OrderStatus, PaymentStatus, Quantity, Sku, StoreId, Unit};
+use proto::order::{
+    Channel, OrderStatus, PaymentEvent, PaymentStatus, Quantity, Sku, StoreId, Unit,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -123,7 +125,7 @@ async fn action(
         .await?
         .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
     let row = sqlx::query(
-        "SELECT o.status, o.channel, t.refund_state FROM orders o JOIN third_party_orders t ON t.order_id = o.id
+        "SELECT o.status, o.payment_status, o.channel, t.refund_state FROM orders o JOIN third_party_orders t ON t.order_id = o.id
          WHERE o.id = $1",
     )
     .bind(id.clone())
@@ -162,12 +164,17 @@ async fn action(
             .execute(&mut **tx)
             .await?;
         if to == "agreed" {
-            sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2 WHERE id = $3")
-                .bind(PaymentStatus::Refunded.as_str())
-                .bind(now)
-                .bind(id.clone())
-                .execute(&mut **tx)
-                .await?;
+            let paid = PaymentStatus::parse(&row.get::<String, _>("payment_status"))
+                .map_err(Error::internal)?;
+            crate::payments::store::set_payment_status(
+                &mut tx,
+                &id,
+                paid,
+                PaymentEvent::PlatformRefundAgreed,
+                None,
+                now,
+            )
+            .await?;
         }
     }
     if tp.platform == MEITUAN {

@@ -1,7 +1,9 @@
 //! The payment tables: small queries, each on a connection or transaction
 //! the caller holds.
 
-use proto::order::{Money, Quantity, StoreId, Unit};
+use proto::order::{
+    Money, PaymentEvent, PaymentStatus, Quantity, StoreId, Unit, payment_transition,
+};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -116,7 +118,7 @@ fn charge_from_row(r: &sqlx::any::AnyRow) -> Result<Charge> {
 pub struct OrderFacts {
     pub store: StoreId,
     pub status: String,
-    pub payment_status: String,
+    pub payment_status: PaymentStatus,
     pub total_fen: i64,
 }
 
@@ -157,7 +159,8 @@ async fn facts_query(
     Ok(OrderFacts {
         store: StoreId::parse(&row.get::<String, _>("store_id")).map_err(Error::internal)?,
         status: row.get("status"),
-        payment_status: row.get("payment_status"),
+        payment_status: PaymentStatus::parse(&row.get::<String, _>("payment_status"))
+            .map_err(Error::internal)?,
         total_fen: row.get("total_fen"),
     })
 }
@@ -239,17 +242,22 @@ pub enum Held {
 pub async fn money_held(
     conn: &mut AnyConnection,
     order_id: &str,
-    payment_status: &str,
+    payment_status: PaymentStatus,
 ) -> Result<Held> {
-    if payment_status == "pending" {
+    if payment_status == PaymentStatus::Pending {
         return Ok(Held::ChargeRunning);
     }
     let Some(live) = live_charge(conn, order_id).await? else {
-        return Ok(if matches!(payment_status, "paid" | "partially_refunded") {
-            Held::Elsewhere
-        } else {
-            Held::Nothing
-        });
+        return Ok(
+            if matches!(
+                payment_status,
+                PaymentStatus::Paid | PaymentStatus::PartiallyRefunded
+            ) {
+                Held::Elsewhere
+            } else {
+                Held::Nothing
+            },
+        );
     };
     if !live.state.is_final() {
         return Ok(Held::ChargeRunning);
@@ -414,21 +422,41 @@ pub async fn exchanges(conn: &mut AnyConnection, charge_id: &str) -> Result<Vec<
         .collect())
 }
 
+/// The one write of an order's payment status after it was created: the
+/// change `event` makes to `from` (the status the caller read in this
+/// transaction), by [`payment_transition`]'s table. A change the table does
+/// not allow is logged and refused as an internal error; nothing is written.
+/// `seq` is the feed number the change takes, when it takes one.
 pub async fn set_payment_status(
     conn: &mut AnyConnection,
     order_id: &str,
-    status: &str,
-    seq: i64,
+    from: PaymentStatus,
+    event: PaymentEvent,
+    seq: Option<i64>,
     now: i64,
-) -> Result<()> {
-    sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2, seq = $3 WHERE id = $4")
-        .bind(status.to_owned())
+) -> Result<PaymentStatus> {
+    let to = payment_transition(from, event).map_err(|e| {
+        tracing::error!(
+            order = order_id,
+            from = from.as_str(),
+            ?event,
+            "payment status change refused"
+        );
+        Error::internal(anyhow::anyhow!("order {order_id}: {e}"))
+    })?;
+    let q = match seq {
+        Some(seq) => sqlx::query(
+            "UPDATE orders SET payment_status = $1, updated_at = $2, seq = $3 WHERE id = $4",
+        )
+        .bind(to.as_str())
         .bind(now)
-        .bind(seq)
-        .bind(order_id.to_owned())
-        .execute(conn)
-        .await?;
-    Ok(())
+        .bind(seq),
+        None => sqlx::query("UPDATE orders SET payment_status = $1, updated_at = $2 WHERE id = $3")
+            .bind(to.as_str())
+            .bind(now),
+    };
+    q.bind(order_id.to_owned()).execute(conn).await?;
+    Ok(to)
 }
 
 // ------------------------------------------------------------------ refunds
@@ -813,4 +841,99 @@ pub async fn prepayment(conn: &mut AnyConnection, order_id: &str) -> Result<Opti
             recorded_at: clock::rfc3339(r.get("created_at")),
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{self, ItemChange, ProductSpec};
+    use crate::db::Db;
+    use crate::events::Hub;
+    use crate::orders::{self, Created, NewLine, NewOrder};
+    use proto::order::{Channel, Sku};
+
+    #[tokio::test]
+    async fn a_payment_status_change_outside_the_table_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/p.db", dir.path().display()))
+            .await
+            .unwrap();
+        db.migrate_up().await.unwrap();
+        let store = StoreId::parse("S001").unwrap();
+        let sku = Sku::parse("COLA").unwrap();
+        catalog::put_store(&db, &store, "门店".into())
+            .await
+            .unwrap();
+        let product = ProductSpec {
+            sku: sku.clone(),
+            name: "可口可乐".into(),
+            unit: Unit::Piece,
+            price: Money::parse("3.50").unwrap(),
+        };
+        catalog::put_product(&db, product).await.unwrap();
+        let stock = ItemChange {
+            on_hand: Some("10".into()),
+            available: None,
+            price: None,
+            snoozed_until: None,
+        };
+        catalog::put_item(&db, &store, &sku, stock).await.unwrap();
+        let new = NewOrder {
+            store: store.clone(),
+            channel: Channel::Terminal,
+            platform: None,
+            channel_order_id: None,
+            lines: vec![NewLine {
+                sku,
+                quantity: "1".into(),
+            }],
+            note: None,
+            payment_status: PaymentStatus::Unpaid,
+            prepaid: None,
+            actor: "terminal:S001-T01".into(),
+        };
+        let Created::Order { order, .. } = orders::create(&db, &Hub::default(), new, None)
+            .await
+            .unwrap()
+        else {
+            panic!("a new order");
+        };
+        let status = |db: Db, id: String| async move {
+            let mut conn = db.pool.acquire().await.unwrap();
+            order_facts(&mut conn, &id).await.unwrap().payment_status
+        };
+
+        let mut tx = db.write().await.unwrap();
+        let refunded_before_paid = set_payment_status(
+            &mut tx,
+            &order.id,
+            PaymentStatus::Unpaid,
+            PaymentEvent::RefundSucceeded { all: true },
+            None,
+            db.now_micros(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refunded_before_paid.code, Code::Internal);
+        tx.commit().await.unwrap();
+        assert_eq!(
+            status(db.clone(), order.id.clone()).await,
+            PaymentStatus::Unpaid
+        );
+
+        let mut tx = db.write().await.unwrap();
+        let to = set_payment_status(
+            &mut tx,
+            &order.id,
+            PaymentStatus::Unpaid,
+            PaymentEvent::ChargeStarted,
+            None,
+            db.now_micros(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(to, PaymentStatus::Pending);
+        assert_eq!(status(db, order.id.clone()).await, PaymentStatus::Pending);
+    }
 }

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use proto::order::PaymentStatus;
 use proto::soap::{
     self, ChargeState as WireChargeState, GetPayment, GetPaymentResponse, PayOrder,
     PayOrderResponse, Payment, PaymentRefund, Prepaid, ProviderExchange, RefundOrder,
@@ -35,16 +34,9 @@ pub async fn pay(st: &AppState, who: &Principal, m: PayOrder) -> Result<String> 
 pub async fn get(st: &AppState, who: &Principal, m: GetPayment) -> Result<String> {
     let payments = service(st)?;
     let p = payments.of_order(&m.order_id, who).await?;
-    let payment_status = PaymentStatus::parse(&p.payment_status).map_err(|e| {
-        Error::internal(anyhow::anyhow!(
-            "order {}: stored payment status: {}",
-            p.order_id,
-            e.message
-        ))
-    })?;
     Ok(soap::write_response(&GetPaymentResponse {
         order_id: p.order_id,
-        payment_status,
+        payment_status: p.payment_status,
         charges: p
             .charges
             .into_iter()
