@@ -81,6 +81,9 @@ pub struct ChannelsConfig {
     /// How often the alert check runs.
     pub alert_check: Duration,
     pub outbox: OutboxConfig,
+    /// PEM CA certificates the platform API client trusts beside the public
+    /// roots (the configuration's `extra_ca_file`).
+    pub extra_ca_pem: Option<String>,
 }
 
 impl std::fmt::Debug for ChannelsConfig {
@@ -109,8 +112,26 @@ impl Default for ChannelsConfig {
             unconfirmed_alert: Duration::from_secs(120),
             alert_check: Duration::from_secs(5),
             outbox: OutboxConfig::default(),
+            extra_ca_pem: None,
         }
     }
+}
+
+/// `[channels]` of the configuration, already merged from the file, the
+/// environment and flags (see [`crate::config`]); every key optional.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsFile {
+    /// Meituan is on when this is set (`GATEWAY_MEITUAN_BASE_URL`).
+    pub meituan_base_url: Option<String>,
+    pub meituan_app_id: Option<String>,
+    pub meituan_secret: Option<SecretString>,
+    /// `pstore:store,…` (`GATEWAY_MEITUAN_STORES`).
+    pub meituan_stores: Option<String>,
+    /// `platform:secret,…` (`GATEWAY_WEBHOOK_SECRETS`).
+    pub webhook_secrets: Option<SecretString>,
+    pub timestamp_window_s: Option<u64>,
+    pub unconfirmed_alert_s: Option<u64>,
 }
 
 fn pairs(name: &str, v: &str) -> anyhow::Result<Vec<(String, String)>> {
@@ -126,79 +147,113 @@ fn pairs(name: &str, v: &str) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn env_secs(name: &str, default: Duration) -> anyhow::Result<Duration> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs)
-            .with_context(|| format!("{name} must be a positive number of seconds")),
-        Err(_) => Ok(default),
+fn secs(name: &str, value: Option<u64>, default: Duration) -> anyhow::Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(0) => anyhow::bail!("{name} must be a positive number of seconds"),
+        Some(s) => Ok(Duration::from_secs(s)),
     }
 }
 
 impl ChannelsConfig {
+    /// From the merged `[channels]` and `[outbox]` (environment
     /// `GATEWAY_MEITUAN_BASE_URL`, `…_APP_ID`, `…_SECRET`, `…_STORES`
     /// (`pstore:store,…`), `GATEWAY_WEBHOOK_SECRETS` (`platform:secret,…`),
-    /// `GATEWAY_PUBLIC_URL`, `GATEWAY_CHANNEL_TIMESTAMP_WINDOW_S` (300),
-    /// `GATEWAY_UNCONFIRMED_ALERT_S` (120), `GATEWAY_OUTBOX_*`. `None` when no
-    /// platform is configured: channels are off.
-    pub fn from_env() -> anyhow::Result<Option<Self>> {
-        let meituan = match std::env::var("GATEWAY_MEITUAN_BASE_URL") {
-            Ok(base) => {
-                let need = |name: &str| {
-                    std::env::var(name)
-                        .ok()
-                        .filter(|v| !v.trim().is_empty())
-                        .with_context(|| {
-                            format!("{name} is required with GATEWAY_MEITUAN_BASE_URL")
-                        })
+    /// `GATEWAY_CHANNEL_TIMESTAMP_WINDOW_S` (300),
+    /// `GATEWAY_UNCONFIRMED_ALERT_S` (120), `GATEWAY_OUTBOX_*`), the checked
+    /// public URL and the extra CA. `None` when no platform is configured:
+    /// channels are off. A bad value is an error naming its key.
+    pub fn load(
+        file: Option<&ChannelsFile>,
+        outbox: Option<&outbox::OutboxFile>,
+        public_url: Option<String>,
+        extra_ca_pem: Option<String>,
+    ) -> anyhow::Result<Option<Self>> {
+        let f = file.cloned().unwrap_or_default();
+        let set = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+        let meituan = match set(f.meituan_base_url) {
+            Some(base) => {
+                anyhow::ensure!(
+                    base.starts_with("http://") || base.starts_with("https://"),
+                    "meituan_base_url (GATEWAY_MEITUAN_BASE_URL) {base:?} must start with \
+                     http:// or https://"
+                );
+                let need = |name: &str, v: Option<String>| {
+                    set(v).with_context(|| {
+                        format!(
+                            "{name} is required with meituan_base_url (GATEWAY_MEITUAN_BASE_URL)"
+                        )
+                    })
                 };
+                let stores = match set(f.meituan_stores) {
+                    Some(v) => pairs("meituan_stores (GATEWAY_MEITUAN_STORES)", &v)?,
+                    None => Vec::new(),
+                };
+                for (_, store) in &stores {
+                    StoreId::parse(store).map_err(|e| {
+                        anyhow::anyhow!("meituan_stores (GATEWAY_MEITUAN_STORES): {}", e.message)
+                    })?;
+                }
                 Some(MeituanConfig {
                     base_url: base,
-                    app_id: need("GATEWAY_MEITUAN_APP_ID")?,
-                    secret: SecretString::from(need("GATEWAY_MEITUAN_SECRET")?),
-                    stores: match std::env::var("GATEWAY_MEITUAN_STORES") {
-                        Ok(v) => pairs("GATEWAY_MEITUAN_STORES", &v)?,
-                        Err(_) => Vec::new(),
-                    },
+                    app_id: need("meituan_app_id (GATEWAY_MEITUAN_APP_ID)", f.meituan_app_id)?,
+                    secret: SecretString::from(need(
+                        "meituan_secret (GATEWAY_MEITUAN_SECRET)",
+                        f.meituan_secret.map(|s| s.expose_secret().to_owned()),
+                    )?),
+                    stores,
                 })
             }
-            Err(_) => None,
+            None => None,
         };
         let webhook_secrets: HashMap<String, SecretString> =
-            match std::env::var("GATEWAY_WEBHOOK_SECRETS") {
-                Ok(v) => pairs("GATEWAY_WEBHOOK_SECRETS", &v)?
+            match set(f.webhook_secrets.map(|s| s.expose_secret().to_owned())) {
+                Some(v) => pairs("webhook_secrets (GATEWAY_WEBHOOK_SECRETS)", &v)
+                    // The secret itself never reaches a message.
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "webhook_secrets (GATEWAY_WEBHOOK_SECRETS) must be platform:secret,…"
+                        )
+                    })?
                     .into_iter()
                     .map(|(p, s)| (p, SecretString::from(s)))
                     .collect(),
-                Err(_) => HashMap::new(),
+                None => HashMap::new(),
             };
+        let d = ChannelsConfig::default();
+        let unconfirmed_alert = secs(
+            "unconfirmed_alert_s (GATEWAY_UNCONFIRMED_ALERT_S)",
+            f.unconfirmed_alert_s,
+            d.unconfirmed_alert,
+        )?;
+        let timestamp_window = secs(
+            "timestamp_window_s (GATEWAY_CHANNEL_TIMESTAMP_WINDOW_S)",
+            f.timestamp_window_s,
+            d.timestamp_window,
+        )?;
+        let outbox = OutboxConfig::load(outbox).context("[outbox]")?;
         if meituan.is_none() && webhook_secrets.is_empty() {
             return Ok(None);
         }
-        let d = ChannelsConfig::default();
-        let unconfirmed_alert = env_secs("GATEWAY_UNCONFIRMED_ALERT_S", d.unconfirmed_alert)?;
-        Ok(Some(ChannelsConfig {
+        let config = ChannelsConfig {
             meituan,
             webhook_secrets,
-            public_url: std::env::var("GATEWAY_PUBLIC_URL")
-                .ok()
-                .filter(|u| !u.trim().is_empty()),
-            timestamp_window: env_secs("GATEWAY_CHANNEL_TIMESTAMP_WINDOW_S", d.timestamp_window)?,
+            public_url,
+            timestamp_window,
             alert_check: (unconfirmed_alert / 4).clamp(Duration::from_millis(100), d.alert_check),
             unconfirmed_alert,
-            outbox: OutboxConfig::from_env()?,
-        }))
+            outbox,
+            extra_ca_pem,
+        };
+        config.check()?;
+        Ok(Some(config))
     }
 
     pub fn check(&self) -> anyhow::Result<()> {
         for p in self.webhook_secrets.keys() {
             anyhow::ensure!(
                 platform_name_ok(p) && p != MEITUAN,
-                "webhook platform name {p:?} must be 1-32 of a-z, 0-9, '-', '_' and not {MEITUAN}"
+                "webhook_secrets (GATEWAY_WEBHOOK_SECRETS): platform name {p:?} must be 1-32 of a-z, 0-9, '-', '_' and not {MEITUAN}"
             );
         }
         Ok(())
@@ -233,8 +288,12 @@ impl Channels {
             senders.insert(
                 MEITUAN.to_owned(),
                 Arc::new(
-                    meituan::ApiClient::new(m, config.outbox.request_timeout)?
-                        .with_clock(db.clock().clone()),
+                    meituan::ApiClient::with_extra_ca(
+                        m,
+                        config.outbox.request_timeout,
+                        config.extra_ca_pem.as_deref(),
+                    )?
+                    .with_clock(db.clock().clone()),
                 ),
             );
         }
@@ -267,46 +326,11 @@ impl Channels {
         Ok(channels)
     }
 
-    /// From the environment ([`ChannelsConfig::from_env`]); `None` when off
-    /// or misconfigured (logged). Must run inside the tokio runtime. The
-    /// configured stores are registered on a task (the service is usable at
-    /// once).
-    pub fn from_env(db: Db, hub: Hub, closing: watch::Receiver<bool>) -> Option<Arc<Channels>> {
-        let config = match ChannelsConfig::from_env() {
-            Ok(Some(c)) => c,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::error!(error = %e, "channels are off: bad configuration");
-                return None;
-            }
-        };
-        if tokio::runtime::Handle::try_current().is_err() {
-            tracing::error!("channels are off: no async runtime");
-            return None;
-        }
-        let channels = match Channels::new(config, db.clone()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "channels are off");
-                return None;
-            }
-        };
-        tracing::info!(config = ?channels.config, "channels on");
-        let started = Arc::clone(&channels);
-        tokio::spawn(async move {
-            if let Err(e) = started.register_stores(&db).await {
-                tracing::error!(error = %e, "GATEWAY_MEITUAN_STORES not registered");
-            }
-            started.spawn_tasks(db, hub, closing);
-        });
-        Some(channels)
-    }
-
     async fn register_stores(&self, db: &Db) -> anyhow::Result<()> {
         if let Some(m) = &self.config.meituan {
             for (pstore, store) in &m.stores {
                 let store = StoreId::parse(store)
-                    .map_err(|e| anyhow::anyhow!("GATEWAY_MEITUAN_STORES: {}", e.message))?;
+                    .map_err(|e| anyhow::anyhow!("meituan_stores: {}", e.message))?;
                 register_store(db, MEITUAN, pstore, &store)
                     .await
                     .map_err(|e| anyhow::anyhow!("registering store {pstore}: {e}"))?;

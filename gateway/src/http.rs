@@ -67,15 +67,14 @@ pub struct Inner {
 }
 
 impl AppState {
-    /// The state `serve` runs with: payments from the given configuration
-    /// (already merged from file and environment), failing if it cannot
-    /// start, rather than serving without them.
+    /// The state with the given payments configuration (`None`: off),
+    /// failing if it cannot start, rather than serving without them.
     pub fn with_payments(
         db: Db,
         closing: watch::Receiver<bool>,
         payments: Option<crate::payments::PaymentsConfig>,
     ) -> anyhow::Result<Self> {
-        let mut state = AppState::without_payments(db, closing);
+        let mut state = AppState::new(db, closing);
         if let Some(config) = payments {
             tracing::info!(?config, "payments on");
             state.payments = Some(crate::payments::Payments::start(
@@ -88,26 +87,13 @@ impl AppState {
         Ok(state)
     }
 
-    fn without_payments(db: Db, closing: watch::Receiver<bool>) -> Self {
-        AppState::new_inner(db, closing, false)
-    }
-
+    /// A state with nothing optional configured: no payments, no channels,
+    /// default limits, no retention loop. It reads no environment; tests
+    /// set what they need on it.
     pub fn new(db: Db, closing: watch::Receiver<bool>) -> Self {
-        AppState::new_inner(db, closing, true)
-    }
-
-    fn new_inner(db: Db, closing: watch::Receiver<bool>, payments_from_env: bool) -> Self {
-        let hub = Hub::default();
-        let payments = if payments_from_env {
-            crate::payments::Payments::from_env(db.clone(), hub.clone(), closing.clone())
-        } else {
-            None
-        };
-        let channels =
-            crate::channels::Channels::from_env(db.clone(), hub.clone(), closing.clone());
         AppState {
             db,
-            hub,
+            hub: Hub::default(),
             keys: KeyCache::default(),
             streams: Streams::default(),
             closing,
@@ -117,8 +103,8 @@ impl AppState {
                 public_url: None,
                 trusted_proxies: Vec::new(),
             }),
-            payments,
-            channels,
+            payments: None,
+            channels: None,
             retention: Arc::default(),
         }
     }

@@ -2,6 +2,7 @@
 //! queue per store, over SQLite or PostgreSQL.
 
 pub mod actor;
+pub mod app;
 pub mod catalog;
 pub mod channels;
 pub mod clock;

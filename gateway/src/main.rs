@@ -1,21 +1,25 @@
-//! `gateway`: serve, migrate, manage keys.
+//! `gateway`: serve, migrate, manage keys, show the configuration.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway::config::{self, FileConfig};
+use gateway::config::{self, Config, Env, Settings};
 use gateway::db::Db;
-use gateway::http::{self, AppState};
+use gateway::http;
 use gateway::keys::{self, KeySpec, Role};
 use proto::order::{StoreId, TerminalId};
 
 #[derive(Parser)]
 #[command(name = "gateway", version, about = "Smart-terminal order gateway")]
 struct Cli {
-    /// TOML configuration file (flags and environment override it).
+    /// TOML configuration file (the environment, then flags, override it).
     #[arg(long, env = "GATEWAY_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Any setting as `key=value` (`listen=…`, `payments.poll_ms=500`; see
+    /// `gateway config show`); wins over the file and the environment.
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true, value_parser = config::parse_set)]
+    set: Vec<(String, String)>,
     #[command(flatten)]
     db: DbArgs,
     #[command(subcommand)]
@@ -26,10 +30,12 @@ struct Cli {
 #[derive(clap::Args)]
 struct DbArgs {
     /// sqlite://path/to/file.db (default sqlite://data/gateway.db) or postgres://…
-    #[arg(long, env = "GATEWAY_DATABASE_URL", global = true)]
+    /// (also GATEWAY_DATABASE_URL, `database_url`).
+    #[arg(long, global = true)]
     database_url: Option<String>,
-    /// Do not apply pending migrations first (`serve` and `keys` apply them).
-    #[arg(long, env = "GATEWAY_NO_MIGRATE", global = true)]
+    /// Do not apply pending migrations first (`serve` and `keys` apply them;
+    /// also GATEWAY_NO_MIGRATE, `migrate = false`).
+    #[arg(long, global = true)]
     no_migrate: bool,
 }
 
@@ -37,12 +43,18 @@ struct DbArgs {
 enum Command {
     /// Run the HTTP service.
     Serve {
-        /// Address to listen on (default 127.0.0.1:8080).
-        #[arg(long, env = "GATEWAY_LISTEN")]
+        /// Address to listen on (default 127.0.0.1:8080; also GATEWAY_LISTEN).
+        #[arg(long)]
         listen: Option<String>,
-        /// Seed demo stores, products and stock, and print demo keys.
-        #[arg(long, env = "GATEWAY_DEMO")]
+        /// Seed demo stores, products and stock, and print demo keys (also
+        /// GATEWAY_DEMO).
+        #[arg(long)]
         demo: bool,
+    },
+    /// The configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
     },
     /// Apply, revert or list database migrations.
     Migrate {
@@ -54,6 +66,14 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the effective configuration (defaults, file, environment,
+    /// flags merged) as TOML, each value with its source, secrets as "***";
+    /// then check it as `serve` would.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -87,36 +107,56 @@ enum KeysAction {
     Revoke { id: String },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
-    let file = FileConfig::load(cli.config.as_deref())?;
-    gateway::telemetry::init(file.log.as_deref());
-    let rt = tokio::runtime::Runtime::new()?;
     // One line, with its causes; no backtrace dump for an operator's mistake.
-    if let Err(e) = rt.block_on(run(cli.command, cli.db, file)) {
+    if let Err(e) = start(cli) {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
     }
-    Ok(())
 }
 
-fn database_url(args: &DbArgs, file: &FileConfig) -> String {
-    args.database_url
+fn start(cli: Cli) -> anyhow::Result<()> {
+    // The dedicated flags are settings like any `--set`, in the same layer.
+    let mut flags = Vec::new();
+    if let Some(url) = &cli.db.database_url {
+        flags.push(("database_url".to_owned(), url.clone()));
+    }
+    if cli.db.no_migrate {
+        flags.push(("migrate".to_owned(), "false".to_owned()));
+    }
+    if let Command::Serve { listen, demo } = &cli.command {
+        if let Some(listen) = listen {
+            flags.push(("listen".to_owned(), listen.clone()));
+        }
+        if *demo {
+            flags.push(("demo".to_owned(), "true".to_owned()));
+        }
+    }
+    flags.extend(cli.set.iter().cloned());
+    let settings = Settings::load(cli.config.as_deref(), &Env::process(), &flags)?;
+    gateway::telemetry::init(settings.file.log.as_deref());
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(run(cli.command, settings))
+}
+
+fn database_url(settings: &Settings) -> String {
+    settings
+        .file
+        .database_url
         .clone()
-        .or_else(|| file.database_url.clone())
         .unwrap_or_else(|| config::DEFAULT_DATABASE_URL.to_owned())
 }
 
-async fn connect(args: &DbArgs, file: &FileConfig) -> anyhow::Result<Db> {
-    let url = database_url(args, file);
-    tracing::info!(database = %config::redact_url(&url), "connecting");
-    Db::connect(&url).await
+async fn connect(url: &str) -> anyhow::Result<Db> {
+    tracing::info!(database = %config::redact_url(url), "connecting");
+    Db::connect(url).await
 }
 
 /// Applies pending migrations, as `serve` does, unless told not to; then
 /// refuses, in one line, a schema that is still behind.
-async fn migrated(db: &Db, args: &DbArgs, file: &FileConfig) -> anyhow::Result<()> {
-    if !args.no_migrate && file.migrate.unwrap_or(true) {
+async fn migrated(db: &Db, migrate: bool) -> anyhow::Result<()> {
+    if migrate {
         return db.migrate_up().await;
     }
     let pending = db
@@ -141,42 +181,30 @@ fn cli_error(e: gateway::error::Error) -> anyhow::Error {
     }
 }
 
-async fn run(command: Command, db_args: DbArgs, file: FileConfig) -> anyhow::Result<()> {
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
-        Command::Serve { listen, demo } => {
-            let listen = listen
-                .or_else(|| file.listen.clone())
-                .unwrap_or_else(|| config::DEFAULT_LISTEN.to_owned());
-            // A wrong payments setup stops here, before anything is served.
-            let payments = gateway::payments::PaymentsConfig::load(file.payments.as_ref())
-                .context("payments configuration")?;
-            let edge = http::Edge::load(
-                file.public_url.as_deref(),
-                file.trusted_proxies.as_deref(),
-                file.limits.as_ref(),
-            )
-            .context("public_url, trusted_proxies or limits")?;
-            let retention = gateway::retention::RetentionConfig::load(file.retention.as_ref())
-                .context("retention configuration")?;
-            let db = connect(&db_args, &file).await?;
-            if !db_args.no_migrate && file.migrate.unwrap_or(true) {
+        Command::Serve { .. } => {
+            // Every section checked: a wrong one stops here, before anything
+            // is served, in one line naming it.
+            let config: Config = settings.config()?;
+            let db = connect(&config.database_url).await?;
+            if config.migrate {
                 db.migrate_up().await?;
             }
-            if demo {
+            if config.demo {
                 for line in gateway::demo::seed(&db).await? {
                     println!("{line}");
                 }
             }
-            let listener = tokio::net::TcpListener::bind(&listen)
+            let listen = &config.listen;
+            let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listening on {listen}"))?;
             let addr = listener.local_addr()?;
             println!("gateway listening on http://{addr}");
             tracing::info!(%addr, "serving");
             let (close_tx, close_rx) = tokio::sync::watch::channel(false);
-            let mut state = AppState::with_payments(db, close_rx, payments)?;
-            edge.apply(&mut state);
-            state.start_retention(retention);
+            let state = gateway::app::build(&config, db, close_rx).await?;
             http::serve(listener, state, async move {
                 shutdown_signal().await;
                 let _ = close_tx.send(true);
@@ -184,8 +212,14 @@ async fn run(command: Command, db_args: DbArgs, file: FileConfig) -> anyhow::Res
             .await?;
             tracing::info!("stopped");
         }
+        Command::Config { action } => match action {
+            ConfigAction::Show => {
+                print!("{}", settings.show());
+                settings.config()?;
+            }
+        },
         Command::Migrate { action } => {
-            let db = connect(&db_args, &file).await?;
+            let db = connect(&database_url(&settings)).await?;
             match action {
                 MigrateAction::Up => {
                     db.migrate_up().await?;
@@ -204,8 +238,8 @@ async fn run(command: Command, db_args: DbArgs, file: FileConfig) -> anyhow::Res
             }
         }
         Command::Keys { action } => {
-            let db = connect(&db_args, &file).await?;
-            migrated(&db, &db_args, &file).await?;
+            let db = connect(&database_url(&settings)).await?;
+            migrated(&db, settings.file.migrate.unwrap_or(true)).await?;
             match action {
                 KeysAction::Create {
                     role,

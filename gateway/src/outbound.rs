@@ -17,18 +17,14 @@ pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Names a PEM file of CA certificates trusted beside the public roots.
 pub const EXTRA_CA_ENV: &str = "GATEWAY_EXTRA_CA_FILE";
 
-/// The PEM text of the extra CA file named by [`EXTRA_CA_ENV`] (else by
-/// `file`), checked to hold at least one certificate; `None` when neither
-/// names one.
-pub fn extra_ca(file: Option<&str>) -> anyhow::Result<Option<String>> {
-    let path = std::env::var(EXTRA_CA_ENV)
-        .ok()
-        .or(file.map(str::to_owned))
-        .filter(|p| !p.trim().is_empty());
-    let Some(path) = path else {
+/// The PEM text of the extra CA file at `path` (the configuration's
+/// `extra_ca_file`, see [`crate::config`]), checked to hold at least one
+/// certificate; `None` when no path is given.
+pub fn extra_ca(path: Option<&str>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path.filter(|p| !p.trim().is_empty()) else {
         return Ok(None);
     };
-    let pem = std::fs::read_to_string(&path)
+    let pem = std::fs::read_to_string(path)
         .with_context(|| format!("{EXTRA_CA_ENV}: reading the extra CA file {path}"))?;
     let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
         .with_context(|| format!("{EXTRA_CA_ENV}: {path} is not PEM certificates"))?;

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use proto::order::{CatalogItem, Channel, Order, OrderStatus, StoreId};
@@ -163,7 +162,7 @@ pub trait Sender: Send + Sync {
     fn send<'a>(&'a self, path: &'a str, params: &'a Params) -> BoxFuture<'a, Delivery>;
 }
 
-/// Dispatcher settings (`GATEWAY_OUTBOX_*`).
+/// Dispatcher settings (`[outbox]`, `GATEWAY_OUTBOX_*`).
 #[derive(Debug, Clone)]
 pub struct OutboxConfig {
     /// First retry delay; doubles each attempt.
@@ -198,40 +197,65 @@ impl Default for OutboxConfig {
     }
 }
 
-fn env_u64(name: &str) -> anyhow::Result<Option<u64>> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .map(Some)
-            .with_context(|| format!("{name} must be a positive whole number")),
-        Err(_) => Ok(None),
+/// `[outbox]` of the configuration, already merged from the file, the
+/// environment and flags (see [`crate::config`]); every key optional.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxFile {
+    pub backoff_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub max_attempts: Option<u64>,
+    pub max_age_s: Option<u64>,
+    pub poll_ms: Option<u64>,
+    pub timeout_ms: Option<u64>,
+    pub concurrency: Option<u64>,
+}
+
+fn positive(name: &str, value: Option<u64>) -> anyhow::Result<Option<u64>> {
+    match value {
+        Some(0) => anyhow::bail!("{name} must be a positive whole number"),
+        v => Ok(v),
     }
 }
 
 impl OutboxConfig {
-    /// `GATEWAY_OUTBOX_BACKOFF_MS` (1000), `…_BACKOFF_MAX_MS` (300000),
-    /// `…_MAX_ATTEMPTS` (20), `…_MAX_AGE_S` (86400), `…_POLL_MS` (1000),
-    /// `…_TIMEOUT_MS` (10000), `…_CONCURRENCY` (16).
-    pub fn from_env() -> anyhow::Result<Self> {
+    /// Defaults, then the merged `[outbox]`: `backoff_ms` (1000),
+    /// `backoff_max_ms` (300000), `max_attempts` (20), `max_age_s` (86400),
+    /// `poll_ms` (1000), `timeout_ms` (10000), `concurrency` (16); environment
+    /// `GATEWAY_OUTBOX_BACKOFF_MS`, `…_BACKOFF_MAX_MS`, `…_MAX_ATTEMPTS`,
+    /// `…_MAX_AGE_S`, `…_POLL_MS`, `…_TIMEOUT_MS`, `…_CONCURRENCY`.
+    pub fn load(file: Option<&OutboxFile>) -> anyhow::Result<Self> {
+        let f = file.cloned().unwrap_or_default();
         let d = OutboxConfig::default();
-        let ms = |name: &str, default: Duration| -> anyhow::Result<Duration> {
-            Ok(env_u64(name)?.map(Duration::from_millis).unwrap_or(default))
+        let ms = |name: &str, v: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
+            Ok(positive(name, v)?
+                .map(Duration::from_millis)
+                .unwrap_or(default))
         };
         Ok(OutboxConfig {
-            backoff_base: ms("GATEWAY_OUTBOX_BACKOFF_MS", d.backoff_base)?,
-            backoff_max: ms("GATEWAY_OUTBOX_BACKOFF_MAX_MS", d.backoff_max)?,
-            max_attempts: env_u64("GATEWAY_OUTBOX_MAX_ATTEMPTS")?
+            backoff_base: ms(
+                "backoff_ms (GATEWAY_OUTBOX_BACKOFF_MS)",
+                f.backoff_ms,
+                d.backoff_base,
+            )?,
+            backoff_max: ms(
+                "backoff_max_ms (GATEWAY_OUTBOX_BACKOFF_MAX_MS)",
+                f.backoff_max_ms,
+                d.backoff_max,
+            )?,
+            max_attempts: positive("max_attempts (GATEWAY_OUTBOX_MAX_ATTEMPTS)", f.max_attempts)?
                 .map(|n| n.min(1_000_000) as i64)
                 .unwrap_or(d.max_attempts),
-            max_age: env_u64("GATEWAY_OUTBOX_MAX_AGE_S")?
+            max_age: positive("max_age_s (GATEWAY_OUTBOX_MAX_AGE_S)", f.max_age_s)?
                 .map(Duration::from_secs)
                 .unwrap_or(d.max_age),
-            poll: ms("GATEWAY_OUTBOX_POLL_MS", d.poll)?,
-            request_timeout: ms("GATEWAY_OUTBOX_TIMEOUT_MS", d.request_timeout)?,
-            concurrency: env_u64("GATEWAY_OUTBOX_CONCURRENCY")?
+            poll: ms("poll_ms (GATEWAY_OUTBOX_POLL_MS)", f.poll_ms, d.poll)?,
+            request_timeout: ms(
+                "timeout_ms (GATEWAY_OUTBOX_TIMEOUT_MS)",
+                f.timeout_ms,
+                d.request_timeout,
+            )?,
+            concurrency: positive("concurrency (GATEWAY_OUTBOX_CONCURRENCY)", f.concurrency)?
                 .map(|n| n.min(1024) as usize)
                 .unwrap_or(d.concurrency),
             batch: d.batch,

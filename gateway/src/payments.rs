@@ -128,8 +128,8 @@ impl std::fmt::Debug for PaymentsConfig {
     }
 }
 
-/// The `[payments]` table of the TOML file; every key optional, and the
-/// environment wins key by key.
+/// The `[payments]` table of the configuration, already merged from the
+/// file, the environment and flags (see [`crate::config`]); every key optional.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentsFile {
@@ -159,9 +159,9 @@ pub struct PaymentsFile {
     pub wechatpay_client_p12_password: Option<SecretString>,
 }
 
-/// The extra CA and WeChat's client certificate from the environment
-/// (`GATEWAY_EXTRA_CA_FILE`, `GATEWAY_WECHATPAY_CLIENT_CERT_FILE` +
-/// `…_KEY_FILE`, or `…_P12_FILE` + `…_P12_PASSWORD`) over the file.
+/// The extra CA and WeChat's client certificate (`extra_ca_file`,
+/// `wechatpay_client_cert_file` + `…_key_file`, or `…_p12_file` +
+/// `…_p12_password`; `GATEWAY_EXTRA_CA_FILE`, `GATEWAY_WECHATPAY_CLIENT_*`).
 fn provider_tls(f: &PaymentsFile) -> anyhow::Result<WeChatTls> {
     use secrecy::ExposeSecret;
     let extra_ca_pem = crate::outbound::extra_ca(f.extra_ca_file.as_deref())?;
@@ -180,10 +180,10 @@ fn provider_tls(f: &PaymentsFile) -> anyhow::Result<WeChatTls> {
         "GATEWAY_WECHATPAY_CLIENT_P12_FILE",
         f.wechatpay_client_p12_file.clone(),
     );
-    let p12_password = std::env::var("GATEWAY_WECHATPAY_CLIENT_P12_PASSWORD")
-        .ok()
-        .map(SecretString::from)
-        .or_else(|| f.wechatpay_client_p12_password.clone());
+    let p12_password = f
+        .wechatpay_client_p12_password
+        .clone()
+        .filter(|p| !p.expose_secret().is_empty());
     let client_cert = match (cert, key, p12) {
         (None, None, None) => None,
         (Some(cert), Some(key), None) => {
@@ -224,42 +224,23 @@ fn provider_tls(f: &PaymentsFile) -> anyhow::Result<WeChatTls> {
     })
 }
 
-/// `name` from the environment, else the file's value.
-fn setting(name: &str, file: Option<String>) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .or(file)
-        .filter(|v| !v.trim().is_empty())
+/// A setting named `name` (its environment variable, for messages), unset
+/// when empty.
+fn setting(_name: &str, value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
 }
 
-fn ms(name: &str, file: Option<u64>, default_ms: u64) -> anyhow::Result<Duration> {
-    let v = match (std::env::var(name), file) {
-        (Ok(v), _) => v
-            .trim()
-            .parse::<u64>()
-            .with_context(|| format!("{name} must be a positive number of milliseconds"))?,
-        (Err(_), Some(v)) => v,
-        (Err(_), None) => default_ms,
-    };
+fn ms(name: &str, value: Option<u64>, default_ms: u64) -> anyhow::Result<Duration> {
+    let v = value.unwrap_or(default_ms);
     anyhow::ensure!(v > 0, "{name} must be a positive number of milliseconds");
     Ok(Duration::from_millis(v))
 }
 
 impl PaymentsConfig {
-    /// Reads `GATEWAY_WECHATPAY_BASE_URL`, `…_APPID`, `…_MCH_ID`, `…_KEY`,
-    /// `…_SIGN_TYPE` (MD5 or HMAC-SHA256), and `GATEWAY_PAYMENTS_POLL_MS`,
-    /// `…_DEADLINE_MS`, `…_TIMEOUT_MS`, `…_SWEEP_MS`, and for Alipay
-    /// `GATEWAY_ALIPAY_BASE_URL`, `…_APP_ID`, `…_PRIVATE_KEY_FILE`,
-    /// `…_PUBLIC_KEY_FILE`, and for TLS `GATEWAY_EXTRA_CA_FILE` and
-    /// `GATEWAY_WECHATPAY_CLIENT_CERT_FILE` + `…_KEY_FILE` or
-    /// `…_CLIENT_P12_FILE` + `…_CLIENT_P12_PASSWORD`. `None` when no
-    /// provider's base URL is set: payments are off.
-    pub fn from_env() -> anyhow::Result<Option<Self>> {
-        Self::load(None)
-    }
-
-    /// The environment over the file's `[payments]` table, key by key.
-    /// `None` when neither names a provider's base URL: payments are off. A
+    /// From the merged `[payments]` table (keys `wechatpay_*`, `alipay_*`,
+    /// `poll_ms`, `deadline_ms`, `timeout_ms`, `sweep_ms`; environment
+    /// `GATEWAY_WECHATPAY_*`, `GATEWAY_ALIPAY_*`, `GATEWAY_PAYMENTS_*_MS`).
+    /// `None` when it names no provider's base URL: payments are off. A
     /// base URL without its credentials, or a bad value, is an error.
     pub fn load(file: Option<&PaymentsFile>) -> anyhow::Result<Option<Self>> {
         use secrecy::ExposeSecret;
@@ -453,33 +434,6 @@ impl Payments {
             },
         );
         Ok(payments)
-    }
-
-    /// From the environment (see [`PaymentsConfig::from_env`]); `None` when
-    /// payments are not configured or the configuration is wrong (logged).
-    pub fn from_env(db: Db, hub: Hub, closing: watch::Receiver<bool>) -> Option<Arc<Payments>> {
-        let config = match PaymentsConfig::from_env() {
-            Ok(Some(c)) => c,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::error!(error = %e, "payments are off: bad configuration");
-                return None;
-            }
-        };
-        if tokio::runtime::Handle::try_current().is_err() {
-            tracing::error!("payments are off: no async runtime to run the sweeper on");
-            return None;
-        }
-        match Payments::start(&config, db, hub, closing) {
-            Ok(p) => {
-                tracing::info!(?config, "payments on");
-                Some(p)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "payments are off");
-                None
-            }
-        }
     }
 
     /// The provider that takes codes of `kind`, if configured.

@@ -93,19 +93,14 @@ impl Default for RetentionConfig {
     }
 }
 
-fn number(name: &str, file: Option<u64>) -> anyhow::Result<Option<u64>> {
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse::<u64>()
-            .map(Some)
-            .with_context(|| format!("{name} must be a whole number, got {v:?}")),
-        _ => Ok(file),
-    }
+/// A setting named `name` (its environment variable, for messages).
+fn number(_name: &str, value: Option<u64>) -> anyhow::Result<Option<u64>> {
+    Ok(value)
 }
 
 impl RetentionConfig {
-    /// Defaults, then the file's `[retention]`, then `GATEWAY_RETENTION_*`.
+    /// Defaults, then the merged `[retention]` (environment
+    /// `GATEWAY_RETENTION_*`; see [`crate::config`]).
     pub fn load(file: Option<&RetentionFile>) -> anyhow::Result<Self> {
         let f = file.cloned().unwrap_or_default();
         let d = RetentionConfig::default();

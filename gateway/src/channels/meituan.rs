@@ -295,11 +295,6 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// HTTPS with the public roots and the CA of GATEWAY_EXTRA_CA_FILE.
-    pub fn new(config: &MeituanConfig, timeout: Duration) -> anyhow::Result<Self> {
-        Self::with_extra_ca(config, timeout, crate::outbound::extra_ca(None)?.as_deref())
-    }
-
     /// HTTPS with the public roots and `extra_ca_pem`'s certificates.
     pub fn with_extra_ca(
         config: &MeituanConfig,

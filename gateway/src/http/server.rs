@@ -75,10 +75,11 @@ pub struct LimitsFile {
 }
 
 impl Limits {
-    /// Defaults, then the file, then `GATEWAY_HEADER_READ_TIMEOUT_S`,
-    /// `GATEWAY_BODY_TIMEOUT_S`, `GATEWAY_REQUEST_TIMEOUT_S`,
-    /// `GATEWAY_IDLE_TIMEOUT_S`, `GATEWAY_MAX_CONNECTIONS`,
-    /// `GATEWAY_STREAMS_PER_KEY`. Every value must be positive.
+    /// Defaults, then the merged `[limits]` (environment
+    /// `GATEWAY_HEADER_READ_TIMEOUT_S`, `GATEWAY_BODY_TIMEOUT_S`,
+    /// `GATEWAY_REQUEST_TIMEOUT_S`, `GATEWAY_IDLE_TIMEOUT_S`,
+    /// `GATEWAY_MAX_CONNECTIONS`, `GATEWAY_STREAMS_PER_KEY`; see
+    /// [`crate::config`]). Every value must be positive.
     pub fn load(file: Option<&LimitsFile>) -> anyhow::Result<Limits> {
         let f = file.cloned().unwrap_or_default();
         let d = Limits::default();
@@ -114,15 +115,7 @@ impl Limits {
     }
 }
 
-fn positive(env: &str, file: Option<u64>, default: u64) -> anyhow::Result<u64> {
-    let v = match std::env::var(env) {
-        Ok(v) => Some(
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| anyhow::anyhow!("{env} must be a whole number, got {v:?}"))?,
-        ),
-        Err(_) => file,
-    };
+fn positive(env: &str, v: Option<u64>, default: u64) -> anyhow::Result<u64> {
     match v {
         Some(0) => anyhow::bail!("{env} (or its file key) must be positive"),
         Some(n) if n > 1_000_000 => anyhow::bail!("{env} (or its file key) is too large"),
@@ -387,29 +380,19 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// The file's `public_url`, `trusted_proxies` and `[limits]`, overridden
-    /// by `GATEWAY_PUBLIC_URL`, `GATEWAY_TRUSTED_PROXIES` (comma-separated
-    /// CIDRs or addresses) and the `GATEWAY_*` limits (see [`Limits::load`]).
+    /// The merged `public_url`, `trusted_proxies` and `[limits]` (environment
+    /// `GATEWAY_PUBLIC_URL`, `GATEWAY_TRUSTED_PROXIES`, comma-separated CIDRs
+    /// or addresses, and the `GATEWAY_*` limits, see [`Limits::load`]).
     pub fn load(
         public_url: Option<&str>,
         trusted_proxies: Option<&[String]>,
         limits: Option<&LimitsFile>,
     ) -> anyhow::Result<Edge> {
-        let public_url = std::env::var("GATEWAY_PUBLIC_URL")
-            .ok()
+        let public_url = public_url
             .filter(|u| !u.trim().is_empty())
-            .or_else(|| public_url.map(str::to_owned))
-            .map(|u| check_public_url(&u))
+            .map(check_public_url)
             .transpose()?;
-        let proxies: Vec<String> = match std::env::var("GATEWAY_TRUSTED_PROXIES") {
-            Ok(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            Err(_) => trusted_proxies.map(<[String]>::to_vec).unwrap_or_default(),
-        };
+        let proxies: Vec<String> = trusted_proxies.map(<[String]>::to_vec).unwrap_or_default();
         let trusted_proxies = proxies
             .iter()
             .map(|p| parse_proxy(p))

@@ -56,6 +56,7 @@ pub fn config(sim_url: &str) -> ChannelsConfig {
             concurrency: 16,
             batch: 200,
         },
+        extra_ca_pem: None,
     }
 }
 
