@@ -425,3 +425,185 @@ fn a_revoked_key_is_locked_out() {
     let (ok, _, err) = run(&["keys", "revoke", &id], d);
     assert!(!ok && err.contains(&format!("no active key {id}")), "{err}");
 }
+
+/// A wrong `[channels]` value stops `serve` before it listens, with one line
+/// naming the section and the key (and never the secret itself); the same
+/// value through the environment is refused the same way.
+#[test]
+fn a_bad_channels_section_stops_serve_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("gateway.toml"),
+        "[channels]\nwebhook_secrets = \"shop-hidden-secret\"\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "gateway.toml",
+        ],
+        d,
+    );
+    assert!(!ok, "served: {out}");
+    assert!(!out.contains("listening"), "{out}");
+    let err = err.trim();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("Error: [channels]") && err.contains("webhook_secrets"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hidden"),
+        "the secret is in the message: {err}"
+    );
+
+    let out = gateway()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("GATEWAY_UNCONFIRMED_ALERT_S", "soon")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("GATEWAY_UNCONFIRMED_ALERT_S"), "{err}");
+    let out = gateway()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--set", "channels.meituan_base_url=http://127.0.0.1:9"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("[channels]") && err.contains("meituan_app_id"),
+        "{err}"
+    );
+}
+
+/// One precedence for every setting: the environment over the file, a flag
+/// over the environment; `config show` says which one each value came from.
+#[test]
+fn the_environment_overrides_the_file_and_a_flag_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("gateway.toml"),
+        "listen = \"127.0.0.1:notaport\"\n[outbox]\npoll_ms = 111\nconcurrency = 3\n",
+    )
+    .unwrap();
+    let show = |env: Option<&str>, flag: Option<&str>| {
+        let mut c = gateway();
+        c.args(["config", "show", "--config", "gateway.toml"])
+            .env("GATEWAY_LISTEN", "127.0.0.1:0")
+            .current_dir(d);
+        if let Some(v) = env {
+            c.env("GATEWAY_OUTBOX_POLL_MS", v);
+        }
+        if let Some(v) = flag {
+            c.args(["--set", &format!("outbox.poll_ms={v}")]);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = show(None, None);
+    assert!(shown.contains("poll_ms = 111  # file"), "{shown}");
+    assert!(shown.contains("concurrency = 3  # file"), "{shown}");
+    assert!(shown.contains("max_attempts = 20  # default"), "{shown}");
+    let shown = show(Some("222"), None);
+    assert!(
+        shown.contains("poll_ms = 222  # env GATEWAY_OUTBOX_POLL_MS"),
+        "{shown}"
+    );
+    let shown = show(Some("222"), Some("333"));
+    assert!(shown.contains("poll_ms = 333  # flag"), "{shown}");
+    assert!(shown.contains("concurrency = 3  # file"), "{shown}");
+
+    // The same order decides where `serve` listens: the file's address is
+    // no address, the environment's overrides it...
+    let mut child = gateway()
+        .args(["serve", "--config", "gateway.toml"])
+        .env("GATEWAY_LISTEN", "127.0.0.1:0")
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = listening(&mut child);
+    child.kill().unwrap();
+    let _ = child.wait();
+    // ...and a flag overrides a wrong one from the environment.
+    let mut child = gateway()
+        .args([
+            "serve",
+            "--config",
+            "gateway.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("GATEWAY_LISTEN", "127.0.0.1:alsonotaport")
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = listening(&mut child);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+/// `config show` prints secrets as "***", wherever they came from, and a
+/// database URL without its password.
+#[test]
+fn config_show_masks_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("gateway.toml"),
+        "[channels]\nmeituan_base_url = \"http://127.0.0.1:9\"\nmeituan_app_id = \"app\"\n\
+         meituan_secret = \"file-hidden-1\"\nwebhook_secrets = \"shop:file-hidden-2\"\n",
+    )
+    .unwrap();
+    let out = gateway()
+        .args(["config", "show", "--config", "gateway.toml"])
+        .env("GATEWAY_WECHATPAY_KEY", "env-hidden-3")
+        .env(
+            "GATEWAY_DATABASE_URL",
+            "postgres://gw:env-hidden-4@db:5432/gw",
+        )
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !shown.contains("hidden") && !err.contains("hidden"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("wechatpay_key = \"***\"  # env GATEWAY_WECHATPAY_KEY"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("meituan_secret = \"***\"  # file"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("webhook_secrets = \"***\"  # file"),
+        "{shown}"
+    );
+    assert!(shown.contains("postgres://gw:***@db:5432/gw"), "{shown}");
+    assert!(
+        shown.contains("meituan_app_id = \"app\"  # file"),
+        "{shown}"
+    );
+}
