@@ -232,7 +232,8 @@ pub const SETTINGS: &[Setting] = &[
         Text,
         None,
     ),
-    // The top-level extra_ca_file (GATEWAY_EXTRA_CA_FILE) wins over this one.
+    // The top-level extra_ca_file (GATEWAY_EXTRA_CA_FILE) wins over this one;
+    // either is trusted by every outbound client.
     s("payments.extra_ca_file", "", Text, None),
     s(
         "payments.poll_ms",
@@ -616,13 +617,14 @@ impl Settings {
             f.limits.as_ref(),
         )
         .context("public_url, trusted_proxies or [limits]")?;
+        // One extra CA for every outbound client: the top-level key
+        // (GATEWAY_EXTRA_CA_FILE), else the one in [payments].
         let mut payments = f.payments.clone().unwrap_or_default();
-        if f.extra_ca_file.is_some() {
-            payments.extra_ca_file = f.extra_ca_file.clone();
-        }
+        let extra_ca_file = f.extra_ca_file.clone().or(payments.extra_ca_file.clone());
+        payments.extra_ca_file = extra_ca_file.clone();
         let payments = PaymentsConfig::load(Some(&payments)).context("[payments]")?;
         let extra_ca_pem =
-            crate::outbound::extra_ca(f.extra_ca_file.as_deref()).context("extra_ca_file")?;
+            crate::outbound::extra_ca(extra_ca_file.as_deref()).context("extra_ca_file")?;
         let channels = ChannelsConfig::load(
             f.channels.as_ref(),
             f.outbox.as_ref(),
