@@ -36,7 +36,7 @@ pub struct FileConfig {
     pub migrate: Option<bool>,
     /// Seed demo stores, products and stock on `serve`, and print demo keys.
     pub demo: Option<bool>,
-    /// Log filter, e.g. `info,gateway=debug` (RUST_LOG wins).
+    /// Log filter, e.g. `info,gateway=debug` (environment: RUST_LOG).
     pub log: Option<String>,
     /// This gateway's public base URL, e.g. `https://gw.example.com`:
     /// signed pushes are checked against it and the WSDL names it. Default:
@@ -112,7 +112,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     s("migrate", "GATEWAY_NO_MIGRATE", NotBool, Some("true")),
     s("demo", "GATEWAY_DEMO", Bool, Some("false")),
-    s("log", "", Text, None),
+    s("log", "RUST_LOG", Text, None),
     s("public_url", "GATEWAY_PUBLIC_URL", Text, None),
     s("trusted_proxies", "GATEWAY_TRUSTED_PROXIES", List, None),
     s("extra_ca_file", "GATEWAY_EXTRA_CA_FILE", Text, None),
@@ -396,11 +396,12 @@ pub const SETTINGS: &[Setting] = &[
 pub struct Env(BTreeMap<String, String>);
 
 impl Env {
-    /// This process's `GATEWAY_*` variables (those that are valid UTF-8).
+    /// This process's `GATEWAY_*` variables and `RUST_LOG` (those that are
+    /// valid UTF-8).
     pub fn process() -> Env {
         Env(std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| k.starts_with("GATEWAY_"))
+            .filter(|(k, _)| k.starts_with("GATEWAY_") || k == "RUST_LOG")
             .collect())
     }
 
