@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::Row;
 
+use crate::app::AppState;
+use crate::db::Db;
 use crate::error::Result;
-use crate::http::AppState;
 use crate::http::extract::Auth;
 
 pub fn router() -> Router<AppState> {
@@ -34,12 +35,12 @@ fn family(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(Stri
 /// `SELECT key, COUNT(*)`-shaped rows as labelled samples, with every
 /// expected label present (0 when absent).
 async fn by_label(
-    st: &AppState,
+    db: &Db,
     sql: &'static str,
     label: &str,
     expected: &[&str],
 ) -> Result<Vec<(String, i64)>> {
-    let rows = sqlx::query(sql).fetch_all(&st.db.pool).await?;
+    let rows = sqlx::query(sql).fetch_all(&db.pool).await?;
     let mut out: Vec<(String, i64)> = expected
         .iter()
         .map(|k| (format!("{{{label}=\"{k}\"}}"), 0))
@@ -61,7 +62,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
     let mut out = String::new();
 
     let orders = by_label(
-        &st,
+        &st.db,
         "SELECT status, COUNT(*) FROM orders GROUP BY status",
         "status",
         &[
@@ -83,7 +84,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
     );
 
     let charges = by_label(
-        &st,
+        &st.db,
         "SELECT state, COUNT(*) FROM charges GROUP BY state",
         "state",
         &["created", "pending", "succeeded", "failed", "reversed"],

@@ -331,8 +331,8 @@ impl PaymentsConfig {
 
 /// The payment service, or the one answer every payment endpoint (REST and
 /// SOAP) gives when no provider is configured.
-pub(crate) fn configured(st: &crate::http::AppState) -> Result<&Arc<Payments>> {
-    st.payments.as_ref().ok_or_else(|| {
+pub(crate) fn configured(payments: Option<&Arc<Payments>>) -> Result<&Arc<Payments>> {
+    payments.ok_or_else(|| {
         Error::new(
             Code::PaymentsNotConfigured,
             "payments are not configured on this gateway",

@@ -21,10 +21,10 @@ use proto::soap::{
     Request, SubmitOrderResponse, UpdateOrderStatusResponse, UsernameToken,
 };
 
+use crate::app::AppState;
 use crate::catalog;
 use crate::clock;
 use crate::error::{Code, Error, Result};
-use crate::http::AppState;
 use crate::keys::{Principal, Role};
 use crate::orders::{self, Created, Filter, NewLine, NewOrder};
 

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use gateway::app::AppState;
 use gateway::db::Db;
-use gateway::http::{self, AppState};
+use gateway::http;
 use gateway::keys::{self, KeySpec, Role};
 use proto::order::{Money, Sku, StoreId, Unit};
 use serde_json::{Value, json};

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use gateway::app::AppState;
 use gateway::db::Db;
-use gateway::http::{self, AppState};
+use gateway::http;
 use gateway::keys::Role;
 use gateway::payments::{AlipayConfig, Payments, PaymentsConfig, WeChatTls};
 use hw_sim::payments::{AlipayCredentials, Credentials, LedgerEntry, Provider};

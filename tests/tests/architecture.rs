@@ -71,13 +71,10 @@ const KNOWN_WEB: &[&str] = &[
     "payments/rest.rs → axum",
 ];
 
-/// Use cases that reach into the web layer (mostly for `AppState`, which
-/// lives in `http.rs`): they are to take what they need as arguments.
-const KNOWN_USE_CASE: &[&str] = &[
-    "channels/meituan.rs → crate::http",
-    "channels/webhook.rs → crate::http",
-    "payments.rs → crate::http",
-];
+/// Use cases that reach into the web layer: none since `AppState` moved to
+/// `app.rs` and the use cases take what they need as arguments (the
+/// handler files `*/rest.rs` are exempt until they move into `http/`).
+const KNOWN_USE_CASE: &[&str] = &[];
 
 /// `db` importing use cases: the SQLite batcher (`orders::Batcher`) is owned
 /// by `Db`; the target has `db` know no use case.
@@ -86,7 +83,7 @@ const KNOWN_DB: &[&str] = &["db.rs → crate::orders"];
 /// Circles of the top-level module graph that contain a use case (members
 /// sorted, joined by ", "). The target: none.
 const KNOWN_CYCLES: &[&str] = &[
-    "catalog, channels, db, events, http, keys, metrics, orders, outbox, payments, retention, soap",
+    "app, catalog, channels, config, db, events, http, keys, metrics, orders, outbox, payments, retention, soap",
 ];
 
 #[derive(Default)]
@@ -698,12 +695,13 @@ fn the_gateway_holds_its_floor_plan_apart_from_the_listed_violations() {
     let src = gateway_src();
     let g = graph(&src);
     // The reader sees the graph (a reader broken into seeing nothing passes
-    // every rule): the router needs the database, and there are many edges.
-    let http = g.imports.get("http.rs").expect("gateway/src/http.rs read");
+    // every rule): the shared state holds the database, and there are many
+    // edges.
+    let app = g.imports.get("app.rs").expect("gateway/src/app.rs read");
     let edges: usize = g.imports.values().map(BTreeSet::len).sum();
     assert!(
-        http.contains(&Target::Module(vec!["db".into()])) && edges > 50,
-        "the import graph looks empty ({edges} edges): http.rs → {http:?}"
+        app.contains(&Target::Module(vec!["db".into()])) && edges > 50,
+        "the import graph looks empty ({edges} edges): app.rs → {app:?}"
     );
     println!("use-case cycles of gateway/src:");
     let edges = top_edges(&g);

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
@@ -16,12 +16,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{
-    Discount, EventKind, Inbound, MEITUAN, MeituanConfig, OrderEvent, PlatformItem, PlatformOrder,
-    RawPush, Refusal,
+    Channels, Discount, EventKind, Inbound, MEITUAN, MeituanConfig, OrderEvent, PlatformItem,
+    PlatformOrder, RawPush, Refusal,
 };
 use crate::clock::Clock;
+use crate::db::Db;
 use crate::error::Code;
-use crate::http::AppState;
+use crate::events::Hub;
 use crate::outbox::{Delivery, Params, Sender};
 
 /// Largest push body read.
@@ -192,9 +193,19 @@ pub fn candidate_urls(public: Option<&str>, forwarded: Option<&str>, path: &str)
     urls
 }
 
-/// `POST /channels/meituan/{event}`.
-pub async fn push(State(st): State<AppState>, Path(event): Path<String>, req: Request) -> Response {
-    let Some(channels) = st.channels.clone() else {
+/// `POST /channels/meituan/{event}` (routed in `rest.rs`): `gateway_url`
+/// is the gateway's configured public URL, `forwarded` the base a trusted
+/// proxy says the platform called.
+pub async fn push(
+    channels: Option<&Channels>,
+    db: &Db,
+    hub: &Hub,
+    gateway_url: Option<&str>,
+    forwarded: Option<String>,
+    event: String,
+    req: Request,
+) -> Response {
+    let Some(channels) = channels else {
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             mt::answer_ng(
@@ -231,16 +242,12 @@ pub async fn push(State(st): State<AppState>, Path(event): Path<String>, req: Re
         segment: &event,
         headers: &parts.headers,
         urls: candidate_urls(
-            adapter
-                .public_url
-                .as_deref()
-                .or(st.inner.public_url.as_deref()),
-            crate::http::extract::forwarded_base(&st.inner, &parts.headers, &parts.extensions)
-                .as_deref(),
+            adapter.public_url.as_deref().or(gateway_url),
+            forwarded.as_deref(),
             &path,
         ),
         body: &body,
-        now_s: st.db.now_micros() / 1_000_000,
+        now_s: db.now_micros() / 1_000_000,
     };
     let inbound = match super::Adapter::decode(adapter, &raw) {
         Ok(i) => i,
@@ -255,7 +262,7 @@ pub async fn push(State(st): State<AppState>, Path(event): Path<String>, req: Re
             return ng(&r);
         }
     };
-    match super::ingest::apply(&st.db, &st.hub, inbound).await {
+    match super::ingest::apply(db, hub, inbound).await {
         Ok(outcome) => {
             tracing::debug!(event, ?outcome, "meituan push");
             answer(StatusCode::OK, mt::ANSWER_OK.to_owned())

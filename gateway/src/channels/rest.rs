@@ -2,8 +2,9 @@
 //! order, the store's platform-only actions (self-delivery, refunds), SKU and
 //! store mappings. The pushes themselves are in `meituan` and `webhook`.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use proto::meituan::Call;
@@ -16,9 +17,9 @@ use sqlx::Row;
 
 use super::ingest::{self, ThirdParty};
 use super::{MEITUAN, call_parts, platform_name_ok};
+use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::events;
-use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody};
 use crate::outbox::{self, NewCall};
 
@@ -39,8 +40,37 @@ pub fn router() -> Router<AppState> {
 /// Routes the platforms call (no API key: each push is signed).
 pub fn push_router() -> Router<AppState> {
     Router::new()
-        .route("/channels/meituan/{event}", post(super::meituan::push))
-        .route("/channels/webhook/{platform}", post(super::webhook::push))
+        .route("/channels/meituan/{event}", post(meituan_push))
+        .route("/channels/webhook/{platform}", post(webhook_push))
+}
+
+/// `POST /channels/meituan/{event}`: [`super::meituan::push`].
+async fn meituan_push(
+    State(st): State<AppState>,
+    Path(event): Path<String>,
+    req: Request,
+) -> Response {
+    let forwarded =
+        crate::http::extract::forwarded_base(&st.inner, req.headers(), req.extensions());
+    super::meituan::push(
+        st.channels.as_deref(),
+        &st.db,
+        &st.hub,
+        st.inner.public_url.as_deref(),
+        forwarded,
+        event,
+        req,
+    )
+    .await
+}
+
+/// `POST /channels/webhook/{platform}`: [`super::webhook::push`].
+async fn webhook_push(
+    State(st): State<AppState>,
+    Path(platform): Path<String>,
+    req: Request,
+) -> Response {
+    super::webhook::push(st.channels.as_deref(), &st.db, &st.hub, platform, req).await
 }
 
 async fn details(

@@ -22,7 +22,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use proto::meituan::{self as mt, SigError, TimestampError};
@@ -32,10 +32,12 @@ use serde_json::json;
 
 use super::ingest::Outcome;
 use super::{
-    Discount, EventKind, Inbound, OrderEvent, PlatformItem, PlatformOrder, RawPush, Refusal,
+    Channels, Discount, EventKind, Inbound, OrderEvent, PlatformItem, PlatformOrder, RawPush,
+    Refusal,
 };
+use crate::db::Db;
 use crate::error::{Code, Error};
-use crate::http::AppState;
+use crate::events::Hub;
 
 /// Largest webhook body read.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -264,16 +266,15 @@ fn refused(r: Refusal) -> Response {
     Error::new(r.code, r.message).into_response()
 }
 
-/// `POST /channels/webhook/{platform}`.
+/// `POST /channels/webhook/{platform}` (routed in `rest.rs`).
 pub async fn push(
-    State(st): State<AppState>,
-    Path(platform): Path<String>,
+    channels: Option<&Channels>,
+    db: &Db,
+    hub: &Hub,
+    platform: String,
     req: Request,
 ) -> Response {
-    let secret = st
-        .channels
-        .as_ref()
-        .and_then(|c| c.webhook_secret(&platform).map(str::to_owned));
+    let secret = channels.and_then(|c| c.webhook_secret(&platform).map(str::to_owned));
     let Some(secret) = secret else {
         return Error::new(
             Code::UnknownPlatform,
@@ -281,9 +282,7 @@ pub async fn push(
         )
         .into_response();
     };
-    let window_s = st
-        .channels
-        .as_ref()
+    let window_s = channels
         .map(|c| c.config.timestamp_window.as_secs() as i64)
         .unwrap_or(mt::DEFAULT_WINDOW_S);
     let (parts, body) = req.into_parts();
@@ -301,7 +300,7 @@ pub async fn push(
         headers: &parts.headers,
         urls: Vec::new(),
         body: &body,
-        now_s: st.db.now_micros() / 1_000_000,
+        now_s: db.now_micros() / 1_000_000,
     };
     let adapter = Adapter {
         platform: &platform,
@@ -320,7 +319,7 @@ pub async fn push(
             return refused(r);
         }
     };
-    match super::ingest::apply(&st.db, &st.hub, inbound).await {
+    match super::ingest::apply(db, hub, inbound).await {
         Ok(outcome) => {
             let body = match outcome {
                 Outcome::Created { order_id } => {

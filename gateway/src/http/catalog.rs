@@ -7,8 +7,8 @@ use axum::{Json, Router};
 use proto::order::{Money, Sku, StoreId, Unit};
 use serde::Deserialize;
 
-use super::AppState;
 use super::extract::{Auth, JsonBody};
+use crate::app::AppState;
 use crate::catalog::{self, ItemChange, ProductSpec};
 use crate::clock;
 use crate::error::{Code, Error, Result};

@@ -7,7 +7,7 @@ use axum::http::{header, request::Parts};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use super::AppState;
+use crate::app::AppState;
 use crate::error::{Code, Error};
 use crate::keys::Principal;
 
@@ -120,7 +120,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, Erro
 /// peer is one of the configured `trusted_proxies` and names a plain host:
 /// anyone else could name any host.
 pub fn forwarded_base(
-    inner: &super::Inner,
+    inner: &crate::app::Inner,
     headers: &axum::http::HeaderMap,
     extensions: &axum::http::Extensions,
 ) -> Option<String> {
@@ -165,7 +165,7 @@ fn plain_host(h: &str) -> bool {
 /// Where this gateway is reached: what a trusted proxy says, else the
 /// configured (or listening-address) public URL, without a trailing `/`.
 pub fn public_base(
-    inner: &super::Inner,
+    inner: &crate::app::Inner,
     headers: &axum::http::HeaderMap,
     extensions: &axum::http::Extensions,
 ) -> String {

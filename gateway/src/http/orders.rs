@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use proto::order::{Channel, Money, Order, OrderAction, PaymentStatus, Sku, StoreId};
 use serde::Deserialize;
 
-use super::AppState;
 use super::extract::{Auth, JsonBody};
+use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::keys::Role;
 use crate::orders::{self, Created, IdemKey, NewLine, NewOrder, Prepaid};

@@ -405,7 +405,7 @@ impl Edge {
     }
 
     /// Puts these settings into the state `serve` will run with.
-    pub fn apply(self, state: &mut super::AppState) {
+    pub fn apply(self, state: &mut crate::app::AppState) {
         let inner = Arc::make_mut(&mut state.inner);
         inner.public_url = self.public_url;
         inner.trusted_proxies = self.trusted_proxies;

@@ -16,8 +16,8 @@ use futures::Stream;
 use proto::order::{Channel, OrderStatus, StoreId};
 use serde::Deserialize;
 
-use super::AppState;
 use super::extract::Auth;
+use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, FeedEvent};
 use crate::orders::{self, Filter, Page};

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::app::AppState;
 use crate::error::{Code, Error, Result};
-use crate::http::AppState;
 use crate::http::extract::Auth;
 
 pub fn router() -> Router<AppState> {

@@ -12,8 +12,8 @@ use proto::order::Money;
 use serde::Deserialize;
 
 use super::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState};
+use crate::app::AppState;
 use crate::error::{Code, Error, Result};
-use crate::http::AppState;
 use crate::http::extract::{Auth, JsonBody};
 use crate::keys::{Principal, Role};
 
@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
 }
 
 fn service(st: &AppState) -> Result<&Arc<Payments>> {
-    crate::payments::configured(st)
+    crate::payments::configured(st.payments.as_ref())
 }
 
 /// Money is taken at the counter (terminal) or by an admin, never the app.

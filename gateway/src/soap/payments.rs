@@ -11,8 +11,8 @@ use proto::soap::{
     RefundOrderResponse, RefundState as WireRefundState, RefundedLine,
 };
 
+use crate::app::AppState;
 use crate::error::{Code, Error, Result};
-use crate::http::AppState;
 use crate::keys::Principal;
 use crate::payments::{
     Charge, ChargeState, ChargeWithLog, Payments, Refund, RefundLineSpec, RefundSpec, RefundState,
@@ -20,7 +20,7 @@ use crate::payments::{
 
 /// The service, or the REST answer when payments are off.
 fn service(st: &AppState) -> Result<&Arc<Payments>> {
-    crate::payments::configured(st)
+    crate::payments::configured(st.payments.as_ref())
 }
 
 pub async fn pay(st: &AppState, who: &Principal, m: PayOrder) -> Result<String> {

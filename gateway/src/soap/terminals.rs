@@ -8,11 +8,11 @@ use proto::soap::{Heartbeat, PeripheralHealth};
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::app::AppState;
 use crate::catalog;
 use crate::clock;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::http::AppState;
 use crate::http::extract::Auth;
 
 /// A terminal silent for longer than this is shown as offline.

@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use gateway::app::AppState;
 use gateway::channels::{self, Channels, ChannelsConfig, MeituanConfig};
 use gateway::db::Db;
-use gateway::http::{self, AppState};
+use gateway::http;
 use gateway::outbox::{self, NewCall, OutboxConfig};
 use hw_sim::platform::{PlatformConfig, PlatformSim};
 use proto::meituan::{self as mt, Call, FoodStock, Push, SkuStock};

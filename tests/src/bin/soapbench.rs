@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use gateway::app::AppState;
 use gateway::catalog::{self, ItemChange, ProductSpec};
 use gateway::db::Db;
-use gateway::http::{AppState, serve};
+use gateway::http::serve;
 use gateway::keys::{self, KeySpec, Role};
 use proto::order::{Money, Sku, StoreId, TerminalId, Unit};
 use proto::soap::{self, SubmitLine, SubmitOrder, UsernameToken};

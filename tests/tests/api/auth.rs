@@ -1,7 +1,7 @@
 //! Who may do what: keys, roles, and stores kept apart.
 
+use gateway::app::AppState;
 use gateway::channels::{Channels, ChannelsConfig, MeituanConfig};
-use gateway::http::AppState;
 use proto::meituan::{self as mt, NewOrderPush, Push, PushItem};
 use proto::order::Unit;
 use secrecy::SecretString;

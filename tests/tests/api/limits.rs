@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::http::{AppState, Limits};
+use gateway::app::AppState;
+use gateway::http::Limits;
 use proto::order::Unit;
 use tests::{Backend, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use gateway::app::AppState;
 use gateway::channels::{Channels, ChannelsConfig, MeituanConfig};
 use gateway::clock::Clock;
 use gateway::db::Db;
-use gateway::http::{self, AppState};
+use gateway::http;
 use gateway::keys::Role;
 use gateway::outbox::OutboxConfig;
 use hw_sim::platform::{Faults, ItemSpec, PlatformConfig, PlatformSim, PushOutcome, PushRequest};

@@ -3,9 +3,10 @@
 
 use std::net::SocketAddr;
 
+use gateway::app::AppState;
 use gateway::catalog::{self, ItemChange, ProductSpec};
 use gateway::db::Db;
-use gateway::http::{AppState, serve};
+use gateway::http::serve;
 use gateway::keys::{self, KeySpec, Role};
 use proto::order::{Money, Sku, StoreId, TerminalId, Unit};
 use proto::soap::{self, Message, ResponseError, UsernameToken};
