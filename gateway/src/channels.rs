@@ -12,7 +12,6 @@
 pub mod alerts;
 pub mod ingest;
 pub mod meituan;
-pub mod rest;
 pub mod webhook;
 
 use std::collections::HashMap;

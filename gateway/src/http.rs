@@ -2,8 +2,11 @@
 //! share is [`crate::app::AppState`]).
 
 mod catalog;
+mod channels;
 pub mod extract;
 mod orders;
+mod outbox;
+mod payments;
 mod problem;
 mod server;
 mod stores;
@@ -41,12 +44,12 @@ pub fn router(state: AppState) -> Router {
             catalog::router()
                 .merge(orders::router())
                 .merge(stores::router())
-                .merge(crate::channels::rest::router())
-                .merge(crate::outbox::rest::router()),
+                .merge(channels::router())
+                .merge(outbox::router()),
         )
-        .merge(crate::channels::rest::push_router())
+        .merge(channels::push_router())
         .merge(crate::soap::router())
-        .merge(crate::payments::router())
+        .merge(payments::router())
         .merge(crate::metrics::router())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -11,8 +11,6 @@
 //! lease: a crash leaves it there, and it goes back to `pending` when the
 //! lease runs out (at once on start with SQLite, whose file one process owns).
 
-pub mod rest;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,7 +16,6 @@
 
 mod alipay;
 mod provider;
-mod rest;
 pub(crate) mod store;
 
 use std::collections::HashSet;
@@ -37,7 +36,6 @@ pub use provider::{
     Micropay, MicropayRequest, Provider, Query, Refund as ProviderRefund, RefundRequest,
     RefundStatus, Reverse, WeChatPay, WeChatTls,
 };
-pub use rest::router;
 pub use store::{Charge, ChargeState, Exchange, Refund, RefundState};
 
 use crate::db::Db;

@@ -193,7 +193,7 @@ pub fn candidate_urls(public: Option<&str>, forwarded: Option<&str>, path: &str)
     urls
 }
 
-/// `POST /channels/meituan/{event}` (routed in `rest.rs`): `gateway_url`
+/// `POST /channels/meituan/{event}` (routed in `http/channels.rs`): `gateway_url`
 /// is the gateway's configured public URL, `forwarded` the base a trusted
 /// proxy says the platform called.
 pub async fn push(

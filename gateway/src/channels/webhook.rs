@@ -266,7 +266,7 @@ fn refused(r: Refusal) -> Response {
     Error::new(r.code, r.message).into_response()
 }
 
-/// `POST /channels/webhook/{platform}` (routed in `rest.rs`).
+/// `POST /channels/webhook/{platform}` (routed in `http/channels.rs`).
 pub async fn push(
     channels: Option<&Channels>,
     db: &Db,

@@ -53,7 +53,7 @@ async fn list(
     };
     let after = num("after", q.after.as_deref(), 0, i64::MAX)?;
     let limit = num("limit", q.limit.as_deref(), 100, 1000)?.max(1);
-    let entries = super::list(&st.db, state, after, limit).await?;
+    let entries = crate::outbox::list(&st.db, state, after, limit).await?;
     let cursor = entries.last().map(|e| e.id).unwrap_or(after);
     Ok(Json(json!({"entries": entries, "cursor": cursor})))
 }
@@ -64,12 +64,12 @@ async fn retry(
     State(st): State<AppState>,
     Auth(who): Auth,
     Path(id): Path<String>,
-) -> Result<Json<super::Entry>> {
+) -> Result<Json<crate::outbox::Entry>> {
     who.require_admin()?;
     let id: i64 = id
         .parse()
         .map_err(|_| Error::new(Code::OutboxEntryNotFound, format!("no outbox entry {id}")))?;
-    let entry = super::retry(&st.db, id).await?;
+    let entry = crate::outbox::retry(&st.db, id).await?;
     tracing::info!(outbox = id, by = %who.actor(), "outbox entry re-queued");
     // Wake the dispatcher (it listens to the store hub).
     if let Some(store) = entry
@@ -87,7 +87,7 @@ async fn retry(
 /// alerts raised in total.
 async fn stats(State(st): State<AppState>, Auth(who): Auth) -> Result<Json<Value>> {
     who.require_admin()?;
-    let counts = super::counts(&st.db).await?;
+    let counts = crate::outbox::counts(&st.db).await?;
     let alerts: i64 = sqlx::query("SELECT COUNT(*) FROM third_party_orders WHERE alerted_at > 0")
         .fetch_one(&st.db.pool)
         .await?

@@ -11,11 +11,11 @@ use axum::{Json, Router};
 use proto::order::Money;
 use serde::Deserialize;
 
-use super::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState};
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::http::extract::{Auth, JsonBody};
 use crate::keys::{Principal, Role};
+use crate::payments::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState};
 
 pub fn router() -> Router<AppState> {
     Router::new()

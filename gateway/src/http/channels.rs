@@ -1,6 +1,7 @@
 //! REST for third-party orders and their mapping: the delivery side of an
 //! order, the store's platform-only actions (self-delivery, refunds), SKU and
-//! store mappings. The pushes themselves are in `meituan` and `webhook`.
+//! store mappings. The pushes themselves are decoded in
+//! `channels::meituan` and `channels::webhook`; their routes are here.
 
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
@@ -15,9 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::ingest::{self, ThirdParty};
-use super::{MEITUAN, call_parts, platform_name_ok};
 use crate::app::AppState;
+use crate::channels::ingest::{self, ThirdParty};
+use crate::channels::{MEITUAN, call_parts, platform_name_ok};
 use crate::error::{Code, Error, Result};
 use crate::events;
 use crate::http::extract::{Auth, JsonBody};
@@ -44,7 +45,7 @@ pub fn push_router() -> Router<AppState> {
         .route("/channels/webhook/{platform}", post(webhook_push))
 }
 
-/// `POST /channels/meituan/{event}`: [`super::meituan::push`].
+/// `POST /channels/meituan/{event}`: [`crate::channels::meituan::push`].
 async fn meituan_push(
     State(st): State<AppState>,
     Path(event): Path<String>,
@@ -52,7 +53,7 @@ async fn meituan_push(
 ) -> Response {
     let forwarded =
         crate::http::extract::forwarded_base(&st.inner, req.headers(), req.extensions());
-    super::meituan::push(
+    crate::channels::meituan::push(
         st.channels.as_deref(),
         &st.db,
         &st.hub,
@@ -64,13 +65,13 @@ async fn meituan_push(
     .await
 }
 
-/// `POST /channels/webhook/{platform}`: [`super::webhook::push`].
+/// `POST /channels/webhook/{platform}`: [`crate::channels::webhook::push`].
 async fn webhook_push(
     State(st): State<AppState>,
     Path(platform): Path<String>,
     req: Request,
 ) -> Response {
-    super::webhook::push(st.channels.as_deref(), &st.db, &st.hub, platform, req).await
+    crate::channels::webhook::push(st.channels.as_deref(), &st.db, &st.hub, platform, req).await
 }
 
 async fn details(
@@ -389,7 +390,7 @@ async fn put_store(
         let mut conn = st.db.pool.acquire().await?;
         crate::catalog::require_store(&mut conn, &store).await?;
     }
-    super::register_store(&st.db, &platform, &pstore, &store).await?;
+    crate::channels::register_store(&st.db, &platform, &pstore, &store).await?;
     Ok(Json(
         json!({"platform": platform, "platform_store_id": pstore, "store_id": store}),
     ))
