@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use axum::http::StatusCode;
+use ::http::StatusCode;
 use proto::order::{IllegalTransition, ParseError};
 use proto::soap::FaultKind;
 

@@ -52,13 +52,13 @@ const WEB_MODULES: &[&str] = &["http", "soap", "app"];
 // target: every one of them goes.
 
 /// axum outside http/ and soap/: the REST handlers are in `http/` (the
-/// pushes' body reading and answers are still in the adapters); `Error`'s
-/// `IntoResponse` is to move into `http/problem`, `GET /metrics` into `http/`.
+/// pushes' body reading and answers are still in the adapters); `GET
+/// /metrics` is to move into `http/`. (`error.rs` takes its `StatusCode`
+/// from the `http` crate; `Error`'s `IntoResponse` is in `http/problem`.)
 const KNOWN_WEB: &[&str] = &[
     "channels.rs → axum",
     "channels/meituan.rs → axum",
     "channels/webhook.rs → axum",
-    "error.rs → axum",
     "metrics.rs → axum",
 ];
 
