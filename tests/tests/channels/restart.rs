@@ -221,9 +221,16 @@ async fn killed_gateway_binary_delivers_after_restart(b: Backend) {
     .await
     .expect("delivered after the restart");
     assert_eq!(ok, ["order/confirm", "order/preparationMealComplete"]);
-    let stats = get(gw.base.clone(), "/api/v1/outbox/stats", admin.clone())
-        .await
-        .unwrap();
+    // The platform has answered; the gateway records the delivery right
+    // after, so the count is waited for, not read at once.
+    let stats = eventually(15, || async {
+        let stats = get(gw.base.clone(), "/api/v1/outbox/stats", admin.clone())
+            .await
+            .unwrap();
+        (stats["outbox"]["delivering"] == 0).then_some(stats)
+    })
+    .await
+    .expect("the deliveries recorded");
     assert_eq!(stats["outbox"]["delivered"], 2, "{stats}");
     drop(gw);
 }
