@@ -2,6 +2,7 @@
 //! machine), read one, list a store's queue. Each write is one transaction.
 
 mod batch;
+pub mod held;
 
 pub use batch::Batcher;
 
@@ -759,53 +760,10 @@ async fn record_history(
 /// Who may do what to an order, beyond seeing its store.
 pub type Guard<'a> = &'a (dyn Fn(&Order) -> Result<()> + Send + Sync);
 
-/// [`act`], after refunding in full what the gateway's providers took for
-/// the order when the action cancels or rejects it (`payments`: the
-/// service, when configured). The order changes only once the provider has
-/// refunded; a retry after a failure or crash resumes the same refund.
-#[allow(clippy::too_many_arguments)]
-pub async fn act_refunding(
-    db: &Db,
-    hub: &Hub,
-    payments: Option<&crate::payments::Payments>,
-    id: &str,
-    action: OrderAction,
-    reason: Option<String>,
-    actor: &str,
-    guard: Guard<'_>,
-) -> Result<Order> {
-    if let (OrderAction::Cancel | OrderAction::Reject, Some(p)) = (action, payments) {
-        // Everything `act` would refuse up front is refused before money moves.
-        let checked = check_reason(action, reason.clone())?;
-        let current = get(db, id).await?;
-        guard(&current)?;
-        po::transition(current.status, action)?;
-        p.refund_to_close(id, action, checked.as_deref(), actor)
-            .await?;
-    }
-    act(db, hub, id, action, reason, actor, guard).await
-}
-
-/// What a cancel or reject must settle first; `Some("elsewhere")` when a
-/// refund is due from whoever took the money (the app, the platform, cash).
-async fn refund_due(conn: &mut AnyConnection, order: &Order) -> Result<Option<&'static str>> {
-    use crate::payments::store::{self as pay, Held};
-    match pay::money_held(conn, &order.id, order.payment_status).await? {
-        Held::Nothing => Ok(None),
-        Held::Elsewhere => Ok(Some("elsewhere")),
-        Held::ChargeRunning => Err(crate::payments::payment_pending(&order.id)),
-        Held::RefundRunning => Err(crate::payments::refund_pending(&order.id)),
-        Held::Ours(fen) => Err(crate::payments::refund_required(
-            &order.id,
-            Money::from_fen(fen),
-        )),
-    }
-}
-
 /// Applies a store (or customer) action through the one state machine. A
 /// cancel or reject never keeps money the gateway took: it is refused
 /// while a charge or refund runs, or while our charge's money is not given
-/// back (see [`act_refunding`]).
+/// back (see `payments::act_refunding`).
 pub async fn act(
     db: &Db,
     hub: &Hub,
@@ -826,7 +784,9 @@ pub async fn act(
     guard(&current)?;
     let to = po::transition(current.status, action)?;
     let due = match to {
-        OrderStatus::Rejected | OrderStatus::Cancelled => refund_due(&mut tx, &current).await?,
+        OrderStatus::Rejected | OrderStatus::Cancelled => {
+            held::refund_due(&mut tx, &current.id, current.payment_status).await?
+        }
         _ => None,
     };
     let n = sqlx::query(

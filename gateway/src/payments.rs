@@ -42,6 +42,7 @@ use crate::db::Db;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
 use crate::keys::Principal;
+use crate::orders::held::{payment_pending, refund_pending};
 
 /// Reverse calls in one go before the charge is left to the sweeper.
 const MAX_REVERSE_CALLS: u32 = 10;
@@ -1552,45 +1553,38 @@ struct NewRefundOf<'a> {
     now: i64,
 }
 
+/// `orders::act`, after refunding in full what the gateway's providers took
+/// for the order when the action cancels or rejects it (`payments`: the
+/// service, when configured). The order changes only once the provider has
+/// refunded; a retry after a failure or crash resumes the same refund.
+#[allow(clippy::too_many_arguments)]
+pub async fn act_refunding(
+    db: &Db,
+    hub: &Hub,
+    payments: Option<&Payments>,
+    id: &str,
+    action: proto::order::OrderAction,
+    reason: Option<String>,
+    actor: &str,
+    guard: crate::orders::Guard<'_>,
+) -> Result<proto::order::Order> {
+    use proto::order::OrderAction;
+    if let (OrderAction::Cancel | OrderAction::Reject, Some(p)) = (action, payments) {
+        // Everything `act` would refuse up front is refused before money moves.
+        let checked = crate::orders::check_reason(action, reason.clone())?;
+        let current = crate::orders::get(db, id).await?;
+        guard(&current)?;
+        proto::order::transition(current.status, action)?;
+        p.refund_to_close(id, action, checked.as_deref(), actor)
+            .await?;
+    }
+    crate::orders::act(db, hub, id, action, reason, actor, guard).await
+}
+
 /// The request ids of the refunds a cancel or reject makes (`cancel:1`, …):
 /// the gateway's own, refused from callers so they never collide.
 fn is_close_request_id(request_id: &str) -> bool {
     request_id.starts_with("cancel:") || request_id.starts_with("reject:")
-}
-
-/// A cancel or reject while the order's charge runs.
-pub(crate) fn payment_pending(order_id: &str) -> Error {
-    Error::new(
-        Code::PaymentPending,
-        format!(
-            "a payment of order {order_id} is running; wait for its outcome, then try again \
-             (a paid order is refunded in full when it is cancelled or rejected)"
-        ),
-    )
-}
-
-/// A cancel or reject while a refund of the order is requested or
-/// processing: the money is not back yet.
-pub(crate) fn refund_pending(order_id: &str) -> Error {
-    Error::new(
-        Code::RefundPending,
-        format!(
-            "a refund of order {order_id} is with the provider and the money is not back yet; \
-             the order is unchanged: try again shortly"
-        ),
-    )
-}
-
-/// A cancel or reject of money the gateway took, where it cannot refund it
-/// itself (payments are off here).
-pub(crate) fn refund_required(order_id: &str, kept: Money) -> Error {
-    Error::new(
-        Code::RefundRequired,
-        format!(
-            "order {order_id} holds {kept} paid at the counter; refund it in full \
-             (POST /api/v1/orders/{order_id}/refunds or RefundOrder), then try again"
-        ),
-    )
 }
 
 fn refund_refused(r: &Refund) -> Error {

@@ -247,7 +247,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
         }
         Request::UpdateOrderStatus(m) => {
             let guard = |o: &proto::order::Order| who.check_order(&o.store_id, &o.id);
-            let order = orders::act_refunding(
+            let order = crate::payments::act_refunding(
                 &st.db,
                 &st.hub,
                 st.payments.as_deref(),

@@ -240,7 +240,7 @@ async fn act(
         }
         Ok(())
     };
-    let order = orders::act_refunding(
+    let order = crate::payments::act_refunding(
         &st.db,
         &st.hub,
         st.payments.as_deref(),
