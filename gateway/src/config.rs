@@ -1,7 +1,8 @@
 //! The one configuration of the gateway, loaded once: built-in defaults,
 //! then the TOML file (`--config` / `GATEWAY_CONFIG`), then the environment
 //! (`GATEWAY_*`), then flags (`--listen`, `--database-url`, `--no-migrate`,
-//! `--demo`, and `--set key=value` for any key). Each layer overrides the one
+//! `--demo`, and `--set key=value` for any key). Sections: `[http]`,
+//! `[database]`, `[payments]`, `[channels]`, `[outbox]`, `[retention]`. Each layer overrides the one
 //! before key by key; every setting has one TOML key and (nearly) every one
 //! an environment variable, listed in [`SETTINGS`]. This is the only module
 //! that reads the environment.
@@ -30,26 +31,18 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/gateway.db";
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub listen: Option<String>,
-    pub database_url: Option<String>,
-    /// Apply pending migrations on `serve` (default true).
-    pub migrate: Option<bool>,
     /// Seed demo stores, products and stock on `serve`, and print demo keys.
     pub demo: Option<bool>,
     /// Log filter, e.g. `info,gateway=debug` (environment: RUST_LOG).
     pub log: Option<String>,
-    /// This gateway's public base URL, e.g. `https://gw.example.com`:
-    /// signed pushes are checked against it and the WSDL names it. Default:
-    /// `http://` + the listening address.
-    pub public_url: Option<String>,
-    /// Peers whose `X-Forwarded-*` headers are believed, e.g.
-    /// `["127.0.0.1/32"]`. Default: none.
-    pub trusted_proxies: Option<Vec<String>>,
     /// PEM file of CA certificates every outbound client (payment
     /// providers, platforms) trusts beside the public roots.
     pub extra_ca_file: Option<String>,
-    /// Client timeouts and caps.
-    pub limits: Option<crate::http::LimitsFile>,
+    /// Where and how the gateway listens: address, public URL, trusted
+    /// proxies, client timeouts and caps.
+    pub http: Option<crate::http::HttpFile>,
+    /// The store's database.
+    pub database: Option<DatabaseFile>,
     /// Payment-code charges.
     pub payments: Option<PaymentsFile>,
     /// Delivery platforms.
@@ -58,6 +51,76 @@ pub struct FileConfig {
     pub outbox: Option<OutboxFile>,
     /// How long old rows are kept.
     pub retention: Option<RetentionFile>,
+}
+
+/// `[database]` in the configuration file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseFile {
+    /// `sqlite://…` (the embedded default) or `postgres://…`.
+    pub url: Option<String>,
+    /// Apply pending migrations on `serve` (default true).
+    pub migrate: Option<bool>,
+}
+
+/// Keys of earlier releases, read as their new names (a file, `--set`):
+/// the top-level `listen`, `database_url`, `migrate`, `public_url`,
+/// `trusted_proxies` and the `[limits]` section.
+pub const RENAMED: &[(&str, &str)] = &[
+    ("listen", "http.listen"),
+    ("public_url", "http.public_url"),
+    ("trusted_proxies", "http.trusted_proxies"),
+    ("database_url", "database.url"),
+    ("migrate", "database.migrate"),
+    ("limits.header_read_timeout_s", "http.header_read_timeout_s"),
+    ("limits.body_timeout_s", "http.body_timeout_s"),
+    ("limits.request_timeout_s", "http.request_timeout_s"),
+    ("limits.idle_timeout_s", "http.idle_timeout_s"),
+    ("limits.max_connections", "http.max_connections"),
+    ("limits.streams_per_key", "http.streams_per_key"),
+];
+
+/// A key as it is named now.
+fn current_name(key: &str) -> &str {
+    RENAMED
+        .iter()
+        .find(|(old, _)| *old == key)
+        .map_or(key, |(_, new)| new)
+}
+
+/// A file's document with the keys of earlier releases under their new
+/// names; the old and the new name of one key together are refused.
+fn renamed(file: toml::Table) -> anyhow::Result<toml::Table> {
+    let mut out = toml::Table::new();
+    let mut moved: Vec<(String, toml::Value)> = Vec::new();
+    for (k, v) in file {
+        match (k.as_str(), v) {
+            ("limits", toml::Value::Table(t)) => {
+                for (kk, vv) in t {
+                    let old = format!("limits.{kk}");
+                    let new = current_name(&old);
+                    // An unknown key keeps its old place, to be refused there.
+                    moved.push((if new == old { old } else { new.to_owned() }, vv));
+                }
+            }
+            (key, v) => {
+                let new = current_name(key);
+                if new == key {
+                    out.insert(k, v);
+                } else {
+                    moved.push((new.to_owned(), v));
+                }
+            }
+        }
+    }
+    for (key, v) in moved {
+        anyhow::ensure!(
+            get(&out, &key).is_none(),
+            "{key} is set twice (once under its old name)"
+        );
+        put(&mut out, &key, v)?;
+    }
+    Ok(out)
 }
 
 /// How a setting's text (from the environment or a flag) becomes TOML.
@@ -103,55 +166,71 @@ use Kind::{Bool, List, NotBool, Number, Secret, Text};
 
 /// Every setting, in the order `config show` prints them.
 pub const SETTINGS: &[Setting] = &[
-    s("listen", "GATEWAY_LISTEN", Text, Some("\"127.0.0.1:8080\"")),
-    s(
-        "database_url",
-        "GATEWAY_DATABASE_URL",
-        Secret,
-        Some("\"sqlite://data/gateway.db\""),
-    ),
-    s("migrate", "GATEWAY_NO_MIGRATE", NotBool, Some("true")),
     s("demo", "GATEWAY_DEMO", Bool, Some("false")),
     s("log", "RUST_LOG", Text, None),
-    s("public_url", "GATEWAY_PUBLIC_URL", Text, None),
-    s("trusted_proxies", "GATEWAY_TRUSTED_PROXIES", List, None),
     s("extra_ca_file", "GATEWAY_EXTRA_CA_FILE", Text, None),
-    // [limits]
+    // [http]
     s(
-        "limits.header_read_timeout_s",
+        "http.listen",
+        "GATEWAY_LISTEN",
+        Text,
+        Some("\"127.0.0.1:8080\""),
+    ),
+    s("http.public_url", "GATEWAY_PUBLIC_URL", Text, None),
+    s(
+        "http.trusted_proxies",
+        "GATEWAY_TRUSTED_PROXIES",
+        List,
+        None,
+    ),
+    s(
+        "http.header_read_timeout_s",
         "GATEWAY_HEADER_READ_TIMEOUT_S",
         Number,
         Some("10"),
     ),
     s(
-        "limits.body_timeout_s",
+        "http.body_timeout_s",
         "GATEWAY_BODY_TIMEOUT_S",
         Number,
         Some("30"),
     ),
     s(
-        "limits.request_timeout_s",
+        "http.request_timeout_s",
         "GATEWAY_REQUEST_TIMEOUT_S",
         Number,
         Some("60"),
     ),
     s(
-        "limits.idle_timeout_s",
+        "http.idle_timeout_s",
         "GATEWAY_IDLE_TIMEOUT_S",
         Number,
         Some("75"),
     ),
     s(
-        "limits.max_connections",
+        "http.max_connections",
         "GATEWAY_MAX_CONNECTIONS",
         Number,
         Some("1024"),
     ),
     s(
-        "limits.streams_per_key",
+        "http.streams_per_key",
         "GATEWAY_STREAMS_PER_KEY",
         Number,
         Some("8"),
+    ),
+    // [database]
+    s(
+        "database.url",
+        "GATEWAY_DATABASE_URL",
+        Secret,
+        Some("\"sqlite://data/gateway.db\""),
+    ),
+    s(
+        "database.migrate",
+        "GATEWAY_NO_MIGRATE",
+        NotBool,
+        Some("true"),
     ),
     // [payments]
     s(
@@ -444,6 +523,7 @@ impl std::fmt::Display for Source {
 }
 
 fn setting(key: &str) -> Option<&'static Setting> {
+    let key = current_name(key);
     SETTINGS.iter().find(|s| s.key == key)
 }
 
@@ -558,6 +638,7 @@ impl Settings {
             let file: toml::Table = toml::from_str(&text).map_err(|e| {
                 anyhow::anyhow!("parsing config file {}: {}", path.display(), one_line(e))
             })?;
+            let file = renamed(file).with_context(|| format!("config file {}", path.display()))?;
             for (k, v) in file {
                 match (v, doc.get_mut(&k)) {
                     (toml::Value::Table(t), Some(toml::Value::Table(into))) => {
@@ -612,12 +693,9 @@ impl Settings {
     /// first wrong section and key, in one line.
     pub fn config(&self) -> anyhow::Result<Config> {
         let f = &self.file;
-        let edge = crate::http::Edge::load(
-            f.public_url.as_deref(),
-            f.trusted_proxies.as_deref(),
-            f.limits.as_ref(),
-        )
-        .context("public_url, trusted_proxies or [limits]")?;
+        let http = f.http.clone().unwrap_or_default();
+        let edge = crate::http::Edge::load(&http).context("[http]")?;
+        let database = f.database.clone().unwrap_or_default();
         // One extra CA for every outbound client: the top-level key
         // (GATEWAY_EXTRA_CA_FILE), else the one in [payments].
         let mut payments = f.payments.clone().unwrap_or_default();
@@ -634,18 +712,21 @@ impl Settings {
         )
         .context("[channels]")?;
         let retention = RetentionConfig::load(f.retention.as_ref()).context("[retention]")?;
-        let listen = f
+        let listen = http
             .listen
             .clone()
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        anyhow::ensure!(!listen.trim().is_empty(), "listen must not be empty");
+        anyhow::ensure!(
+            !listen.trim().is_empty(),
+            "[http]: listen must not be empty"
+        );
         Ok(Config {
             listen,
-            database_url: f
-                .database_url
+            database_url: database
+                .url
                 .clone()
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            migrate: f.migrate.unwrap_or(true),
+            migrate: database.migrate.unwrap_or(true),
             demo: f.demo.unwrap_or(false),
             log: f.log.clone(),
             edge,
@@ -670,7 +751,7 @@ impl Settings {
                 section = sec;
             }
             let shown = match (s.kind, v) {
-                (Secret, toml::Value::String(u)) if s.key == "database_url" => {
+                (Secret, toml::Value::String(u)) if s.key == "database.url" => {
                     toml::Value::String(redact_url(u)).to_string()
                 }
                 (Secret, _) => "\"***\"".to_owned(),
@@ -806,13 +887,79 @@ mod tests {
         assert_eq!(s.file.outbox.unwrap().poll_ms, Some(222));
     }
 
+    /// `[http]` and `[database]` hold what was top-level (and `[limits]`)
+    /// before; the old names still read, as the new ones, and both at once
+    /// are refused.
+    #[test]
+    fn http_and_database_sections_and_their_old_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(
+            &path,
+            "[http]\nlisten = \"127.0.0.1:9\"\nmax_connections = 7\n[database]\nurl = \"sqlite://x.db\"\n",
+        )
+        .unwrap();
+        let c = Settings::load(Some(&path), &Env::empty(), &[])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9");
+        assert_eq!(c.edge.limits.max_connections, 7);
+        assert_eq!(c.database_url, "sqlite://x.db");
+
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9\"\ndatabase_url = \"sqlite://y.db\"\nmigrate = false\n[limits]\nmax_connections = 5\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&path), &Env::empty(), &[]).unwrap();
+        assert_eq!(s.source("http.max_connections"), Some(&Source::File));
+        let c = s.config().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9");
+        assert_eq!(c.edge.limits.max_connections, 5);
+        assert_eq!(c.database_url, "sqlite://y.db");
+        assert!(!c.migrate);
+        // The environment and `--set` under either name land on one key.
+        let env = Env::empty().with("GATEWAY_MAX_CONNECTIONS", "6");
+        let flags = [("listen".to_owned(), "127.0.0.1:10".to_owned())];
+        let c = Settings::load(Some(&path), &env, &flags)
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(
+            (c.listen.as_str(), c.edge.limits.max_connections),
+            ("127.0.0.1:10", 6)
+        );
+
+        std::fs::write(&path, "listen = \"a:1\"\n[http]\nlisten = \"b:2\"\n").unwrap();
+        let e = format!(
+            "{:#}",
+            Settings::load(Some(&path), &Env::empty(), &[]).unwrap_err()
+        );
+        assert!(e.contains("http.listen is set twice"), "{e}");
+        std::fs::write(&path, "[limits]\nbogus = 1\n").unwrap();
+        assert!(Settings::load(Some(&path), &Env::empty(), &[]).is_err());
+        std::fs::write(&path, "[http]\nmax_connections = 0\n").unwrap();
+        let e = format!(
+            "{:#}",
+            Settings::load(Some(&path), &Env::empty(), &[])
+                .unwrap()
+                .config()
+                .unwrap_err()
+        );
+        assert!(e.starts_with("[http]") && !e.contains('\n'), "{e}");
+    }
+
     #[test]
     fn a_bad_section_is_one_line_naming_its_key() {
         let env = Env::empty()
             .with("GATEWAY_WEBHOOK_SECRETS", "nocolon")
             .with("GATEWAY_NO_MIGRATE", "1");
         let s = Settings::load(None, &env, &[]).unwrap();
-        assert_eq!(s.file.migrate, Some(false));
+        assert_eq!(
+            s.file.database.as_ref().and_then(|d| d.migrate),
+            Some(false)
+        );
         let e = format!("{:#}", s.config().unwrap_err());
         assert!(e.starts_with("[channels]"), "{e}");
         assert!(e.contains("webhook_secrets"), "{e}");

@@ -11,7 +11,7 @@ mod problem;
 mod server;
 mod stores;
 
-pub use server::{Edge, Limits, LimitsFile, check_public_url};
+pub use server::{Edge, HttpFile, Limits, check_public_url};
 pub use stores::Streams;
 
 use std::future::Future;

@@ -30,11 +30,11 @@ struct Cli {
 #[derive(clap::Args)]
 struct DbArgs {
     /// sqlite://path/to/file.db (default sqlite://data/gateway.db) or postgres://…
-    /// (also GATEWAY_DATABASE_URL, `database_url`).
+    /// (also GATEWAY_DATABASE_URL, `[database] url`).
     #[arg(long, global = true)]
     database_url: Option<String>,
     /// Do not apply pending migrations first (`serve` and `keys` apply them;
-    /// also GATEWAY_NO_MIGRATE, `migrate = false`).
+    /// also GATEWAY_NO_MIGRATE, `[database] migrate = false`).
     #[arg(long, global = true)]
     no_migrate: bool,
 }
@@ -120,14 +120,14 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     // The dedicated flags are settings like any `--set`, in the same layer.
     let mut flags = Vec::new();
     if let Some(url) = &cli.db.database_url {
-        flags.push(("database_url".to_owned(), url.clone()));
+        flags.push(("database.url".to_owned(), url.clone()));
     }
     if cli.db.no_migrate {
-        flags.push(("migrate".to_owned(), "false".to_owned()));
+        flags.push(("database.migrate".to_owned(), "false".to_owned()));
     }
     if let Command::Serve { listen, demo } = &cli.command {
         if let Some(listen) = listen {
-            flags.push(("listen".to_owned(), listen.clone()));
+            flags.push(("http.listen".to_owned(), listen.clone()));
         }
         if *demo {
             flags.push(("demo".to_owned(), "true".to_owned()));
@@ -143,8 +143,9 @@ fn start(cli: Cli) -> anyhow::Result<()> {
 fn database_url(settings: &Settings) -> String {
     settings
         .file
-        .database_url
-        .clone()
+        .database
+        .as_ref()
+        .and_then(|d| d.url.clone())
         .unwrap_or_else(|| config::DEFAULT_DATABASE_URL.to_owned())
 }
 
@@ -239,7 +240,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Keys { action } => {
             let db = connect(&database_url(&settings)).await?;
-            migrated(&db, settings.file.migrate.unwrap_or(true)).await?;
+            migrated(
+                &db,
+                settings
+                    .file
+                    .database
+                    .as_ref()
+                    .and_then(|d| d.migrate)
+                    .unwrap_or(true),
+            )
+            .await?;
             match action {
                 KeysAction::Create {
                     role,

@@ -62,10 +62,19 @@ impl Default for Limits {
     }
 }
 
-/// `[limits]` in the configuration file; each key is optional.
+/// `[http]` in the configuration file; each key is optional.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsFile {
+pub struct HttpFile {
+    /// The address `serve` binds (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// This gateway's public base URL, e.g. `https://gw.example.com`:
+    /// signed pushes are checked against it and the WSDL names it. Default:
+    /// `http://` + the listening address.
+    pub public_url: Option<String>,
+    /// Peers whose `X-Forwarded-*` headers are believed, e.g.
+    /// `["127.0.0.1/32"]`. Default: none.
+    pub trusted_proxies: Option<Vec<String>>,
     pub header_read_timeout_s: Option<u64>,
     pub body_timeout_s: Option<u64>,
     pub request_timeout_s: Option<u64>,
@@ -75,13 +84,12 @@ pub struct LimitsFile {
 }
 
 impl Limits {
-    /// Defaults, then the merged `[limits]` (environment
+    /// Defaults, then the merged `[http]` limits (environment
     /// `GATEWAY_HEADER_READ_TIMEOUT_S`, `GATEWAY_BODY_TIMEOUT_S`,
     /// `GATEWAY_REQUEST_TIMEOUT_S`, `GATEWAY_IDLE_TIMEOUT_S`,
     /// `GATEWAY_MAX_CONNECTIONS`, `GATEWAY_STREAMS_PER_KEY`; see
     /// [`crate::config`]). Every value must be positive.
-    pub fn load(file: Option<&LimitsFile>) -> anyhow::Result<Limits> {
-        let f = file.cloned().unwrap_or_default();
+    pub fn load(f: &HttpFile) -> anyhow::Result<Limits> {
         let d = Limits::default();
         let secs = |env: &str, file: Option<u64>, default: Duration| -> anyhow::Result<Duration> {
             let n = positive(env, file, default.as_secs())?;
@@ -380,27 +388,27 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// The merged `public_url`, `trusted_proxies` and `[limits]` (environment
+    /// The merged `[http]` `public_url`, `trusted_proxies` and limits (environment
     /// `GATEWAY_PUBLIC_URL`, `GATEWAY_TRUSTED_PROXIES`, comma-separated CIDRs
     /// or addresses, and the `GATEWAY_*` limits, see [`Limits::load`]).
-    pub fn load(
-        public_url: Option<&str>,
-        trusted_proxies: Option<&[String]>,
-        limits: Option<&LimitsFile>,
-    ) -> anyhow::Result<Edge> {
-        let public_url = public_url
+    pub fn load(f: &HttpFile) -> anyhow::Result<Edge> {
+        let public_url = f
+            .public_url
+            .as_deref()
             .filter(|u| !u.trim().is_empty())
             .map(check_public_url)
             .transpose()?;
-        let proxies: Vec<String> = trusted_proxies.map(<[String]>::to_vec).unwrap_or_default();
-        let trusted_proxies = proxies
+        let trusted_proxies = f
+            .trusted_proxies
+            .as_deref()
+            .unwrap_or_default()
             .iter()
             .map(|p| parse_proxy(p))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Edge {
             public_url,
             trusted_proxies,
-            limits: Limits::load(limits)?,
+            limits: Limits::load(f)?,
         })
     }
 
