@@ -22,3 +22,4 @@ pub mod retention;
 pub mod soap;
 pub mod supervise;
 pub mod telemetry;
+pub mod terminals;

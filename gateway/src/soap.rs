@@ -6,7 +6,6 @@
 //! `soap/payments.rs`.
 
 mod payments;
-mod terminals;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -32,9 +31,7 @@ use crate::orders::{self, Created, Filter, NewLine, NewOrder};
 const DEFAULT_LIST_LIMIT: i64 = 100;
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/soap/terminal", get(wsdl).post(endpoint))
-        .route("/api/v1/stores/{store}/terminals", get(terminals::list))
+    Router::new().route("/soap/terminal", get(wsdl).post(endpoint))
 }
 
 const XML: &str = "text/xml; charset=utf-8";
@@ -277,7 +274,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
                 .terminal
                 .clone()
                 .ok_or_else(|| Error::unauthorized("this key has no terminal id"))?;
-            let at = terminals::record(&st.db, &terminal, &store, &m).await?;
+            let at = crate::terminals::record(&st.db, &terminal, &store, &m).await?;
             Ok(soap::write_response(&HeartbeatResponse {
                 received_at: clock::rfc3339(at),
             }))

@@ -31,6 +31,7 @@ const USE_CASES: &[&str] = &[
     "outbox",
     "retention",
     "events",
+    "terminals",
     "db",
 ];
 

@@ -26,6 +26,18 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/stores/{store}/orders", get(list))
         .route("/stores/{store}/orders/stream", get(stream))
+        .route("/stores/{store}/terminals", get(terminals))
+}
+
+/// Every terminal with a live key in the store, with its last heartbeat.
+async fn terminals(
+    State(st): State<AppState>,
+    Auth(who): Auth,
+    Path(store): Path<String>,
+) -> Result<Json<crate::terminals::Terminals>> {
+    let store = StoreId::parse(&store)?;
+    who.check_store_queue(&store)?;
+    Ok(Json(crate::terminals::list(&st.db, &store).await?))
 }
 
 #[derive(Deserialize)]

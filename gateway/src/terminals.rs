@@ -1,19 +1,16 @@
-//! The last heartbeat of every terminal, and the store's terminal list at
-//! `GET /api/v1/stores/{store}/terminals`.
+//! Terminals as the store sees them: the last heartbeat of each (SOAP
+//! `Heartbeat`), and the store's terminal list (`GET
+//! /api/v1/stores/{store}/terminals`).
 
-use axum::Json;
-use axum::extract::{Path, State};
 use proto::order::{StoreId, TerminalId};
 use proto::soap::{Heartbeat, PeripheralHealth};
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::app::AppState;
 use crate::catalog;
 use crate::clock;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::http::extract::Auth;
 
 /// A terminal silent for longer than this is shown as offline.
 const ONLINE_WINDOW_MICROS: i64 = 120 * 1_000_000;
@@ -63,15 +60,9 @@ pub struct Terminals {
 }
 
 /// Every terminal with a live key in the store, with its last heartbeat.
-pub async fn list(
-    State(st): State<AppState>,
-    Auth(who): Auth,
-    Path(store): Path<String>,
-) -> Result<Json<Terminals>> {
-    let store = StoreId::parse(&store)?;
-    who.check_store_queue(&store)?;
-    let mut conn = st.db.pool.acquire().await?;
-    catalog::require_store(&mut conn, &store).await?;
+pub async fn list(db: &Db, store: &StoreId) -> Result<Terminals> {
+    let mut conn = db.pool.acquire().await?;
+    catalog::require_store(&mut conn, store).await?;
     let rows = sqlx::query(
         "SELECT k.terminal_id, h.software_version, h.peripherals, h.received_at
          FROM api_keys k LEFT JOIN terminal_heartbeats h ON h.terminal_id = k.terminal_id
@@ -82,7 +73,7 @@ pub async fn list(
     .bind(store.as_str().to_owned())
     .fetch_all(&mut *conn)
     .await?;
-    let now = st.db.now_micros();
+    let now = db.now_micros();
     let terminals = rows
         .into_iter()
         .map(|r| {
@@ -102,8 +93,8 @@ pub async fn list(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Json(Terminals {
+    Ok(Terminals {
         store_id: store.to_string(),
         terminals,
-    }))
+    })
 }
