@@ -1666,13 +1666,12 @@ async fn refund_lines_of(
                 ),
             ));
         }
-        let total = i128::from(line.line_total.fen());
         let fen = if q.milli() == left {
             line.line_total.fen() - fen_done
         } else {
-            let share = (total * i128::from(q.milli()) + i128::from(line.quantity.milli()) / 2)
-                / i128::from(line.quantity.milli());
-            i64::try_from(share).map_err(Error::internal)?
+            proto::order::share(line.line_total, q, line.quantity)
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("refund share out of range")))?
+                .fen()
         };
         out.push((a.line_no, q.milli(), fen.max(0)));
     }

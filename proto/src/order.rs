@@ -308,6 +308,18 @@ pub fn unit_price(total: Money, quantity: Quantity) -> Option<Money> {
         .map(Money::from_fen)
 }
 
+/// The share of `total` that `part` of `whole` is worth, rounded half-up to
+/// the fen (what a refund of part of a line gives back); `None` when `whole`
+/// is not positive, `part` is negative or more than `whole`.
+pub fn share(total: Money, part: Quantity, whole: Quantity) -> Option<Money> {
+    let (p, w) = (i128::from(part.milli()), i128::from(whole.milli()));
+    if w <= 0 || p < 0 || p > w {
+        return None;
+    }
+    let fen = (i128::from(total.fen()) * p + w / 2).div_euclid(w);
+    i64::try_from(fen).ok().map(Money::from_fen)
+}
+
 // --------------------------------------------------------------------- channel
 
 /// Where an order came from. The aggregated queue is not a channel: it is the
@@ -784,6 +796,25 @@ mod tests {
             Money::from_fen(1).checked_add(Money::from_fen(2)),
             Some(Money::from_fen(3))
         );
+    }
+
+    #[test]
+    fn a_share_rounds_half_up_and_never_exceeds_the_whole() {
+        let q = |m| Quantity::from_milli(Unit::Piece, m);
+        let m = Money::from_fen;
+        // 1 of 3 of 1.00: 33.33… → 0.33; 2 of 3 → 66.67 → 0.67; 1 of 2 of 0.01 → 0.005 → 0.01.
+        assert_eq!(share(m(100), q(1000), q(3000)), Some(m(33)));
+        assert_eq!(share(m(100), q(2000), q(3000)), Some(m(67)));
+        assert_eq!(share(m(1), q(1000), q(2000)), Some(m(1)));
+        assert_eq!(share(m(100), q(3000), q(3000)), Some(m(100)));
+        assert_eq!(
+            share(m(MAX_FEN), q(MAX_MILLI), q(MAX_MILLI)),
+            Some(m(MAX_FEN))
+        );
+        assert_eq!(share(m(100), q(0), q(3000)), Some(m(0)));
+        assert_eq!(share(m(100), q(3001), q(3000)), None);
+        assert_eq!(share(m(100), q(-1), q(3000)), None);
+        assert_eq!(share(m(100), q(1), q(0)), None);
     }
 
     #[test]
