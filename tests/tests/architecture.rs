@@ -825,3 +825,202 @@ fn a_listed_violation_that_is_gone_fails_too() {
         "{failures:#?}"
     );
 }
+
+// ------------------------------------------------- rules read from the text
+
+/// A source file as the content rules read it: whole-line comments and
+/// `#[cfg(test)] mod … { … }` blocks left out (string literals kept: SQL is
+/// in them).
+fn code_text(src: &str) -> String {
+    let kept: Vec<&str> = src
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect();
+    let text = kept.join("\n");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "#[cfg(test)]".len()..];
+        let trimmed = after.trim_start();
+        if trimmed.starts_with("mod ")
+            && let Some(open) = trimmed.find('{')
+        {
+            let mut depth = 0usize;
+            let mut end = trimmed.len();
+            for (i, c) in trimmed[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = open + i + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            rest = &trimmed[end..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every `.rs` file of gateway/src (relative path) with its code text.
+fn code_files(src: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    rust_files(src, src, &mut files);
+    files
+        .into_iter()
+        .map(|(rel, p)| {
+            let text = std::fs::read_to_string(&p).expect("read source");
+            (rel, code_text(&text))
+        })
+        .collect()
+}
+
+/// Whether `text` holds `word` as a whole identifier.
+fn has_word(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        let id = |c: Option<char>| c.is_some_and(|c| c == '_' || c.is_alphanumeric());
+        !id(before) && !id(after)
+    })
+}
+
+/// Files that hold SQL though they are the web layer (they may only shrink).
+const KNOWN_SQL_IN_WEB: &[&str] = &["http/channels.rs", "http/outbox.rs"];
+
+/// Files that insert orders: the target is one, the plan.
+const KNOWN_ORDER_WRITERS: &[&str] = &["orders.rs", "orders/batch.rs"];
+
+/// The content rules of the floor plan (ARCHITECTURE.md): SQL only in use
+/// cases; `payment_status` written by one function; no floats or rounding
+/// in the gateway (money is parsed and rounded in proto); no code compares
+/// error-code strings; the outbox names no platform; orders inserted in one
+/// place.
+fn content_violations(files: &[(String, String)]) -> BTreeMap<&'static str, Vec<String>> {
+    let mut v: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let web = |f: &str| {
+        f == "http.rs"
+            || f.starts_with("http/")
+            || f == "soap.rs"
+            || f.starts_with("soap/")
+            || f == "app.rs"
+            || f == "main.rs"
+            || f == "config.rs"
+    };
+    for (f, text) in files {
+        let mut add = |rule: &'static str| v.entry(rule).or_default().push(f.clone());
+        if web(f) && (text.contains("sqlx::query") || text.contains("query_as(")) {
+            add("sql_in_web");
+        }
+        let writes_payment_status = text.contains("SET payment_status")
+            || text.contains(", payment_status =")
+            || text.contains(",payment_status =");
+        if writes_payment_status && f != "payments/store.rs" {
+            add("payment_status_written");
+        }
+        if [
+            "f32",
+            "f64",
+            "div_euclid",
+            "rem_euclid",
+            "round",
+            "ceil",
+            "floor",
+            "trunc",
+        ]
+        .iter()
+        .any(|w| has_word(text, w) && !(f == "outbox.rs" && *w == "round"))
+        {
+            add("float_or_rounding");
+        }
+        if [
+            "code == \"",
+            "code != \"",
+            "as_str() == \"",
+            "as_str() != \"",
+        ]
+        .iter()
+        .any(|p| text.contains(p))
+        {
+            add("code_string_compared");
+        }
+        if f == "outbox.rs" && text.to_ascii_lowercase().contains("meituan") {
+            add("outbox_names_a_platform");
+        }
+        if text.contains("INSERT INTO orders ") || text.contains("INSERT INTO orders(") {
+            add("order_writer");
+        }
+    }
+    v
+}
+
+#[test]
+fn the_gateway_holds_its_content_rules() {
+    let files = code_files(&gateway_src());
+    assert!(
+        files
+            .iter()
+            .any(|(f, t)| f == "payments/store.rs" && t.contains("SET payment_status")),
+        "the reader sees no source (payments/store.rs must hold the one payment_status write)"
+    );
+    let v = content_violations(&files);
+    let got = |rule: &str| v.get(rule).cloned().unwrap_or_default();
+    let mut failures = Vec::new();
+    for rule in [
+        "payment_status_written",
+        "float_or_rounding",
+        "code_string_compared",
+        "outbox_names_a_platform",
+    ] {
+        if !got(rule).is_empty() {
+            failures.push(format!("{rule}: {:?}", got(rule)));
+        }
+    }
+    let mut listed = |rule: &str, known: &[&str], name: &str| {
+        let mut now = got(rule);
+        now.sort();
+        let mut known: Vec<String> = known.iter().map(|s| (*s).to_owned()).collect();
+        known.sort();
+        if now != known {
+            failures.push(format!(
+                "{rule}: the code has {now:?}, {name} lists {known:?}"
+            ));
+        }
+    };
+    listed("sql_in_web", KNOWN_SQL_IN_WEB, "KNOWN_SQL_IN_WEB");
+    listed("order_writer", KNOWN_ORDER_WRITERS, "KNOWN_ORDER_WRITERS");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_content_rules_catch_what_they_name() {
+    let files: Vec<(String, String)> = [
+        ("http/x.rs", "let r = sqlx::query(\"SELECT 1\");"),
+        ("payments/store.rs", "\"UPDATE orders SET payment_status = $1\""),
+        ("channels.rs", "\"UPDATE orders SET status = $1, payment_status = $2\""),
+        ("orders.rs", "let x = a as f64; \"INSERT INTO orders (id)\""),
+        ("keys.rs", "if e.code == \"illegal_transition\" {}"),
+        ("outbox.rs", "crate::channels::meituan::call(); self.round()"),
+        ("catalog.rs", "// a comment with f64 and sqlx::query\nfn ok() {}\n#[cfg(test)]\nmod tests { fn t() { let _ = 1.0_f64.round(); } }"),
+    ]
+    .iter()
+    .map(|(f, t)| ((*f).to_owned(), code_text(t)))
+    .collect();
+    let v = content_violations(&files);
+    let of = |r: &str| v.get(r).cloned().unwrap_or_default();
+    assert_eq!(of("sql_in_web"), ["http/x.rs"]);
+    assert_eq!(of("payment_status_written"), ["channels.rs"]);
+    assert_eq!(of("float_or_rounding"), ["orders.rs"]);
+    assert_eq!(of("code_string_compared"), ["keys.rs"]);
+    assert_eq!(of("outbox_names_a_platform"), ["outbox.rs"]);
+    assert_eq!(of("order_writer"), ["orders.rs"]);
+    assert!(!has_word("rounds", "round") && has_word("x.round()", "round"));
+}
