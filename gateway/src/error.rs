@@ -126,6 +126,7 @@ codes! {
     RefundAmountMismatch = "refund_amount_mismatch", UNPROCESSABLE_ENTITY;
     RefundExceedsLine = "refund_exceeds_line", UNPROCESSABLE_ENTITY;
     RefundExceedsPaid = "refund_exceeds_paid", UNPROCESSABLE_ENTITY;
+    TenderTooSmall = "tender_too_small", UNPROCESSABLE_ENTITY;
     StoreRequired = "store_required", UNPROCESSABLE_ENTITY;
     TerminalNotAllowed = "terminal_not_allowed", UNPROCESSABLE_ENTITY;
     UnknownPlatformStore = "unknown_platform_store", UNPROCESSABLE_ENTITY;

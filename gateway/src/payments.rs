@@ -15,6 +15,7 @@
 //! goes to the provider recorded on it.
 
 mod alipay;
+pub mod cash;
 mod provider;
 pub(crate) mod store;
 
@@ -869,6 +870,7 @@ impl Payments {
             charges: with_log,
             refunds,
             prepaid: store::prepayment(&mut conn, order_id).await?,
+            cash: cash::of_order(&mut conn, order_id).await?,
         })
     }
 
@@ -1694,6 +1696,9 @@ pub struct OrderPayments {
     /// Paid in the app before the order reached the gateway.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prepaid: Option<store::Prepayment>,
+    /// Paid in cash at the counter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cash: Option<cash::CashTender>,
 }
 
 #[cfg(test)]

@@ -547,16 +547,19 @@ pub enum PaymentEvent {
     /// The store agreed to a delivery platform's refund request (again, if
     /// the customer asked again).
     PlatformRefundAgreed,
+    /// The counter took the order's total in cash.
+    CashTendered,
 }
 
 impl PaymentEvent {
-    pub const ALL: [PaymentEvent; 6] = [
+    pub const ALL: [PaymentEvent; 7] = [
         PaymentEvent::ChargeStarted,
         PaymentEvent::ChargeSucceeded,
         PaymentEvent::ChargeEnded,
         PaymentEvent::RefundSucceeded { all: false },
         PaymentEvent::RefundSucceeded { all: true },
         PaymentEvent::PlatformRefundAgreed,
+        PaymentEvent::CashTendered,
     ];
 }
 
@@ -572,7 +575,8 @@ pub struct IllegalPaymentTransition {
 /// `unpaid → pending → paid | unpaid` (and `unpaid → paid` when a charge
 /// succeeds that the order did not show pending), `paid | partially_refunded →
 /// partially_refunded | refunded` (a refund), `paid | refunded → refunded`
-/// (a platform refund agreed). An order starts `unpaid`, or `paid` when it
+/// (a platform refund agreed), `unpaid → paid` (cash at the counter). An
+/// order starts `unpaid`, or `paid` when it
 /// was paid before it reached the gateway (prepaid, third-party).
 pub fn payment_transition(
     from: PaymentStatus,
@@ -590,6 +594,7 @@ pub fn payment_transition(
         (S::Paid | S::PartiallyRefunded, E::RefundSucceeded { all: false }) => S::PartiallyRefunded,
         (S::Paid | S::PartiallyRefunded, E::RefundSucceeded { all: true }) => S::Refunded,
         (S::Paid | S::Refunded, E::PlatformRefundAgreed) => S::Refunded,
+        (S::Unpaid, E::CashTendered) => S::Paid,
         _ => return Err(IllegalPaymentTransition { from, event }),
     };
     Ok(to)
@@ -898,6 +903,7 @@ mod tests {
             ),
             (S::Paid, E::PlatformRefundAgreed, S::Refunded),
             (S::Refunded, E::PlatformRefundAgreed, S::Refunded),
+            (S::Unpaid, E::CashTendered, S::Paid),
         ];
         for from in S::ALL {
             for event in E::ALL {

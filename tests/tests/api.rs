@@ -2,6 +2,7 @@
 
 mod api {
     pub mod auth;
+    pub mod cash;
     pub mod feed;
     pub mod inventory;
     pub mod limits;

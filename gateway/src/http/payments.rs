@@ -1,5 +1,5 @@
-//! Payments over REST: pay an order with a scanned code, read its payments,
-//! refund it.
+//! Payments over REST: pay an order with a scanned code or in cash, read
+//! its payments, refund it.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::http::extract::{Auth, JsonBody};
 use crate::keys::{Principal, Role};
-use crate::payments::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState};
+use crate::payments::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState, cash};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,9 +37,14 @@ fn counter_or_admin(who: &Principal) -> Result<()> {
     }
 }
 
+/// `{"auth_code": "…"}` (a scanned payment code, `method` `"code"` or
+/// absent) or `{"method": "cash", "tendered": "50.00"}`.
 #[derive(Deserialize)]
 struct PayBody {
-    auth_code: String,
+    method: Option<String>,
+    auth_code: Option<String>,
+    /// Cash handed over, a decimal string in yuan.
+    tendered: Option<String>,
 }
 
 async fn pay(
@@ -48,9 +53,49 @@ async fn pay(
     Path(id): Path<String>,
     body: JsonBody<PayBody>,
 ) -> Result<Response> {
+    let b = body.value;
+    match b.method.as_deref() {
+        Some("cash") => {
+            counter_or_admin(&who)?;
+            if b.auth_code.is_some() {
+                return Err(Error::new(
+                    Code::InvalidRequest,
+                    "a cash payment takes tendered, not auth_code",
+                ));
+            }
+            let tendered = b.tendered.as_deref().ok_or_else(|| {
+                Error::new(
+                    Code::InvalidRequest,
+                    "a cash payment needs tendered (e.g. \"50.00\")",
+                )
+            })?;
+            let tendered = Money::parse(tendered)?;
+            let (status, tender) = match cash::tender(&st.db, &st.hub, &id, tendered, &who).await? {
+                cash::Tendered::New(t) => (StatusCode::CREATED, t),
+                cash::Tendered::Again(t) => (StatusCode::OK, t),
+            };
+            return Ok((status, Json(tender)).into_response());
+        }
+        None | Some("code") => {}
+        Some(other) => {
+            return Err(Error::new(
+                Code::InvalidRequest,
+                format!("unknown payment method {other:?}: \"code\" or \"cash\""),
+            ));
+        }
+    }
+    if b.tendered.is_some() {
+        return Err(Error::new(
+            Code::InvalidRequest,
+            "tendered is for method \"cash\"",
+        ));
+    }
+    let auth_code = b
+        .auth_code
+        .ok_or_else(|| Error::new(Code::InvalidRequest, "auth_code is required"))?;
     let payments = service(&st)?;
     counter_or_admin(&who)?;
-    let charge = payments.pay(&id, &body.value.auth_code, &who).await?;
+    let charge = payments.pay(&id, &auth_code, &who).await?;
     // Still pending only when even reversing did not get an answer.
     let status = if charge.state.is_final() {
         StatusCode::OK
