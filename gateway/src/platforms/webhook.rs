@@ -21,8 +21,8 @@
 //! `order.refund_cancelled`, each with `{"order": {"id": …}}` and optional
 //! `reason`, `refund_id`, `amount`.
 
-use proto::meituan::{self as mt, SigError, TimestampError};
 use proto::order::{CatalogItem, Money};
+use proto::webhook::{self as wh, SigError, TimestampError};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -152,17 +152,17 @@ impl Platform for Webhook {
         push: &RawPush<'_>,
     ) -> Result<Inbound, Refusal> {
         let refuse = |code, msg: &str| Refusal::new(code, msg);
-        let id = header(push, mt::WEBHOOK_ID_HEADER)
+        let id = header(push, wh::WEBHOOK_ID_HEADER)
             .filter(|i| !i.is_empty() && i.len() <= 128)
             .ok_or_else(|| refuse(Code::MissingSignature, "missing X-Webhook-Id"))?;
-        let ts = header(push, mt::WEBHOOK_TIMESTAMP_HEADER)
+        let ts = header(push, wh::WEBHOOK_TIMESTAMP_HEADER)
             .ok_or_else(|| refuse(Code::MissingSignature, "missing X-Webhook-Timestamp"))?;
-        let sig = header(push, mt::WEBHOOK_SIGNATURE_HEADER).unwrap_or_default();
-        mt::webhook_verify(credentials.secret, ts, id, push.body, sig).map_err(|e| match e {
+        let sig = header(push, wh::WEBHOOK_SIGNATURE_HEADER).unwrap_or_default();
+        wh::webhook_verify(credentials.secret, ts, id, push.body, sig).map_err(|e| match e {
             SigError::Missing => refuse(Code::MissingSignature, "missing X-Webhook-Signature v1=…"),
             SigError::Mismatch => refuse(Code::BadSignature, "the signature does not match"),
         })?;
-        mt::check_timestamp(ts, push.now_s, credentials.window_s).map_err(|e| match e {
+        wh::check_timestamp(ts, push.now_s, credentials.window_s).map_err(|e| match e {
             TimestampError::Malformed => Refusal::new(Code::BadTimestamp, e.to_string()),
             _ => refuse(Code::StaleTimestamp, &e.to_string()),
         })?;
