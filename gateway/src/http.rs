@@ -4,6 +4,7 @@
 mod catalog;
 mod channels;
 pub mod extract;
+mod metrics;
 mod orders;
 mod outbox;
 mod payments;
@@ -50,7 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(channels::push_router())
         .merge(crate::soap::router())
         .merge(payments::router())
-        .merge(crate::metrics::router())
+        .merge(metrics::router())
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(problem::panic_response))

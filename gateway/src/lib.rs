@@ -18,6 +18,7 @@ pub mod orders;
 pub mod outbound;
 pub mod outbox;
 pub mod payments;
+pub mod platforms;
 pub mod retention;
 pub mod soap;
 pub mod supervise;

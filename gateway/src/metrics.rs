@@ -1,26 +1,27 @@
-//! `GET /metrics`: the Prometheus text format (version 0.0.4), for the
-//! engineers who run the gateway. Gauges are read from the database at
-//! scrape time, so every instance reports the same totals; the
-//! `*_process_*` counters are this process's own. Admin key required (a
-//! bearer token in the scrape config), like every other operator view.
+//! The metrics in the Prometheus text format (version 0.0.4), for the
+//! engineers who run the gateway; served as `GET /metrics` by
+//! `http/metrics.rs`. Gauges are read from the database at scrape time, so
+//! every instance reports the same totals; the `*_process_*` counters are
+//! this process's own.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sqlx::Row;
 
-use crate::app::AppState;
 use crate::db::Db;
 use crate::error::Result;
-use crate::http::extract::Auth;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What this process counts beside the database.
+pub struct Process<'a> {
+    /// The outbox and alert counters, when channels are on.
+    pub outbox: Option<&'a crate::outbox::Stats>,
+    pub retention: &'a crate::retention::Stats,
+    /// Requests refused for a missing, malformed, unknown or revoked key.
+    pub auth_failures: u64,
 }
 
 /// One metric family: its help, type and samples (`labels`, value).
@@ -57,12 +58,12 @@ async fn by_label(
     Ok(out)
 }
 
-async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response> {
-    who.require_admin()?;
+/// Every metric, as the scrape reads it.
+pub async fn render(db: &Db, process: &Process<'_>) -> Result<String> {
     let mut out = String::new();
 
     let orders = by_label(
-        &st.db,
+        db,
         "SELECT status, COUNT(*) FROM orders GROUP BY status",
         "status",
         &[
@@ -84,7 +85,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
     );
 
     let charges = by_label(
-        &st.db,
+        db,
         "SELECT state, COUNT(*) FROM charges GROUP BY state",
         "state",
         &["created", "pending", "succeeded", "failed", "reversed"],
@@ -98,7 +99,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
         &charges,
     );
 
-    let outbox = crate::outbox::counts(&st.db)
+    let outbox = crate::outbox::counts(db)
         .await?
         .into_iter()
         .map(|(state, n)| (format!("{{state=\"{state}\"}}"), n))
@@ -115,7 +116,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
         "SELECT COUNT(*) FROM third_party_orders t JOIN orders o ON o.id = t.order_id
          WHERE o.status = 'created'",
     )
-    .fetch_one(&st.db.pool)
+    .fetch_one(&db.pool)
     .await?
     .get(0);
     family(
@@ -126,7 +127,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
         &[(String::new(), unconfirmed)],
     );
     let alerted: i64 = sqlx::query("SELECT COUNT(*) FROM third_party_orders WHERE alerted_at > 0")
-        .fetch_one(&st.db.pool)
+        .fetch_one(&db.pool)
         .await?
         .get(0);
     family(
@@ -137,8 +138,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
         &[(String::new(), alerted)],
     );
 
-    if let Some(c) = &st.channels {
-        let s = &c.stats;
+    if let Some(s) = process.outbox {
         for (name, help, v) in [
             (
                 "gateway_outbox_process_delivered_total",
@@ -171,7 +171,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
         }
     }
 
-    retention(&mut out, &st.retention);
+    retention(&mut out, process.retention);
 
     family(
         &mut out,
@@ -180,11 +180,11 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
         "counter",
         &[(
             String::new(),
-            i64::try_from(st.keys.failures()).unwrap_or(i64::MAX),
+            i64::try_from(process.auth_failures).unwrap_or(i64::MAX),
         )],
     );
 
-    let components = st.db.health().snapshot();
+    let components = db.health().snapshot();
     let label = |name: &str| format!("{{component=\"{name}\"}}");
     family(
         &mut out,
@@ -207,12 +207,7 @@ async fn metrics(State(st): State<AppState>, Auth(who): Auth) -> Result<Response
             .collect::<Vec<_>>(),
     );
 
-    let mut resp = out.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    Ok(resp)
+    Ok(out)
 }
 
 /// What this process's retention runs pruned, and when it last finished.

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 use proto::order::{CatalogItem, Channel, Order, OrderStatus, StoreId};
 use serde::Serialize;
@@ -28,10 +27,10 @@ use crate::clock;
 use crate::db::{Backend, Db};
 use crate::error::{Code, Error, Result};
 use crate::events::Hub;
+use crate::platforms::{self, OrderAction};
 
-/// Business parameters of one platform call (the adapter adds its own
-/// authentication when sending).
-pub type Params = BTreeMap<String, String>;
+// The platform's side of a call, where the outbox's callers find it.
+pub use crate::platforms::{Delivery, ItemSync, Params, Sender};
 
 /// One call to enqueue.
 #[derive(Debug, Clone)]
@@ -90,27 +89,21 @@ pub async fn enqueue_for_action(
     else {
         return Ok(());
     };
-    let Some((path, params)) = crate::channels::action_call(platform, platform_order, to, reason)
+    let action = OrderAction::Status { to, reason };
+    let Some(call) = platforms::find(platform).and_then(|p| p.order_call(platform_order, &action))
     else {
         return Ok(());
     };
     let call = NewCall {
         platform: platform.clone(),
         order_key: platform_order.clone(),
-        path,
-        params,
+        path: call.path,
+        params: call.params,
         store_id: Some(before.store_id.to_string()),
         order_id: Some(before.id.clone()),
         not_before: None,
     };
     enqueue(conn, &[call], now).await
-}
-
-/// What changed about a store item, for [`enqueue_for_item`].
-#[derive(Debug, Clone, Copy)]
-pub struct ItemSync {
-    pub stock: bool,
-    pub status: bool,
 }
 
 /// Hook of `catalog::put_item`: stock counts and sell status of a SKU, for
@@ -125,7 +118,29 @@ pub async fn enqueue_for_item(
     if !what.stock && !what.status {
         return Ok(());
     }
-    let calls = crate::channels::item_calls(conn, store, item, what, now).await?;
+    let mut calls = Vec::new();
+    for (platform, code) in platforms::item_codes(conn, store, &item.sku).await? {
+        let Some(p) = platforms::find(platform) else {
+            continue;
+        };
+        let key = format!("sku:{}:{}", code.platform_store, code.platform_sku);
+        calls.extend(
+            p.item_calls(&code, item, what, now)
+                .into_iter()
+                .map(|c| NewCall {
+                    platform: platform.to_owned(),
+                    order_key: match c.at_snooze_end {
+                        Some(_) => format!("{key}:snooze_end"),
+                        None => key.clone(),
+                    },
+                    path: c.call.path,
+                    params: c.call.params,
+                    store_id: Some(store.to_string()),
+                    order_id: None,
+                    not_before: c.at_snooze_end,
+                }),
+        );
+    }
     if calls.is_empty() {
         return Ok(());
     }
@@ -144,21 +159,6 @@ pub async fn enqueue_for_item(
 }
 
 // ------------------------------------------------------------ the dispatcher
-
-/// How a platform call went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    Delivered,
-    /// Worth trying again later (network, timeout, 5xx).
-    Retry(String),
-    /// The platform refused it for good (e.g. `{"data":"ng"}`).
-    Refused(String),
-}
-
-/// Sends calls to one platform.
-pub trait Sender: Send + Sync {
-    fn send<'a>(&'a self, path: &'a str, params: &'a Params) -> BoxFuture<'a, Delivery>;
-}
 
 /// Dispatcher settings (`[outbox]`, `GATEWAY_OUTBOX_*`).
 #[derive(Debug, Clone)]

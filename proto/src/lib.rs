@@ -4,4 +4,5 @@ pub mod meituan;
 pub mod number;
 pub mod order;
 pub mod soap;
+pub mod webhook;
 pub mod wechatpay;

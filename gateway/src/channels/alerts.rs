@@ -114,3 +114,14 @@ pub async fn check(db: &Db, hub: &Hub, limit: Duration) -> Result<u64> {
     }
     Ok(raised)
 }
+
+/// How many third-party orders have raised an unconfirmed-order alert, ever
+/// (`GET /api/v1/outbox/stats`).
+pub async fn raised_total(db: &Db) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT COUNT(*) FROM third_party_orders WHERE alerted_at > 0")
+            .fetch_one(&db.pool)
+            .await?
+            .get(0),
+    )
+}

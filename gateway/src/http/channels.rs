@@ -1,28 +1,30 @@
 //! REST for third-party orders and their mapping: the delivery side of an
 //! order, the store's platform-only actions (self-delivery, refunds), SKU and
-//! store mappings. The pushes themselves are decoded in
-//! `channels::meituan` and `channels::webhook`; their routes are here.
+//! store mappings; and the routes the platforms push to. Thin: each handler
+//! parses, authorises, calls `channels` and answers.
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use proto::meituan::Call;
-use proto::order::{
-    Channel, OrderStatus, PaymentEvent, PaymentStatus, Quantity, Sku, StoreId, Unit,
-};
+use futures::future::BoxFuture;
+use proto::order::{PaymentEvent, PaymentStatus, StoreId};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
+use sqlx::AnyConnection;
 
 use crate::app::AppState;
+use crate::channels::actions::{self, ActionRequest};
 use crate::channels::ingest::{self, ThirdParty};
-use crate::channels::{MEITUAN, call_parts, platform_name_ok};
+use crate::channels::mappings::{self, NewSkuMapping};
+use crate::channels::push::{self, Received};
 use crate::error::{Code, Error, Result};
-use crate::events;
 use crate::http::extract::{Auth, JsonBody};
-use crate::outbox::{self, NewCall};
+use crate::platforms::Answer;
+use crate::platforms::meituan::MAX_PUSH_BYTES;
+use crate::platforms::webhook::MAX_BODY_BYTES;
 
 /// Routes under `/api/v1`.
 pub fn router() -> Router<AppState> {
@@ -45,7 +47,21 @@ pub fn push_router() -> Router<AppState> {
         .route("/channels/webhook/{platform}", post(webhook_push))
 }
 
-/// `POST /channels/meituan/{event}`: [`crate::channels::meituan::push`].
+/// The body, or `None` when it is longer than `cap`.
+async fn body_capped(body: Body, cap: usize) -> Option<Bytes> {
+    axum::body::to_bytes(body, cap).await.ok()
+}
+
+fn platform_answer(a: Answer) -> Response {
+    let mut r = (a.status, a.body).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
+    r
+}
+
+/// `POST /channels/meituan/{event}`: [`push::meituan`].
 async fn meituan_push(
     State(st): State<AppState>,
     Path(event): Path<String>,
@@ -53,25 +69,45 @@ async fn meituan_push(
 ) -> Response {
     let forwarded =
         crate::http::extract::forwarded_base(&st.inner, req.headers(), req.extensions());
-    crate::channels::meituan::push(
-        st.channels.as_deref(),
-        &st.db,
-        &st.hub,
-        st.inner.public_url.as_deref(),
-        forwarded,
-        event,
-        req,
+    let (parts, body) = req.into_parts();
+    let body = body_capped(body, MAX_PUSH_BYTES).await;
+    let received = Received {
+        segment: &event,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        body: body.as_deref(),
+    };
+    platform_answer(
+        push::meituan(
+            st.channels.as_deref(),
+            &st.db,
+            &st.hub,
+            st.inner.public_url.as_deref(),
+            forwarded.as_deref(),
+            received,
+        )
+        .await,
     )
-    .await
 }
 
-/// `POST /channels/webhook/{platform}`: [`crate::channels::webhook::push`].
+/// `POST /channels/webhook/{platform}`: [`push::webhook`].
 async fn webhook_push(
     State(st): State<AppState>,
     Path(platform): Path<String>,
     req: Request,
 ) -> Response {
-    crate::channels::webhook::push(st.channels.as_deref(), &st.db, &st.hub, platform, req).await
+    let (parts, body) = req.into_parts();
+    let body = body_capped(body, MAX_BODY_BYTES).await;
+    let received = Received {
+        segment: &platform,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        body: body.as_deref(),
+    };
+    match push::webhook(st.channels.as_deref(), &st.db, &st.hub, received).await {
+        Ok(body) => (StatusCode::OK, Json(body)).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn details(
@@ -99,47 +135,43 @@ struct ActionBody {
     reason: Option<String>,
 }
 
+/// A refund the store agreed to changes the payment status through the one
+/// function that changes it ([`actions::RefundAgreed`] says why it is
+/// passed in).
+fn refund_agreed<'c>(
+    conn: &'c mut AnyConnection,
+    order_id: &'c str,
+    from: PaymentStatus,
+    now: i64,
+) -> BoxFuture<'c, Result<()>> {
+    Box::pin(async move {
+        crate::payments::store::set_payment_status(
+            conn,
+            order_id,
+            from,
+            PaymentEvent::PlatformRefundAgreed,
+            None,
+            now,
+        )
+        .await
+        .map(|_| ())
+    })
+}
+
 /// `delivering`, `arrived` (self-delivery), `refund_agree`, `refund_reject`:
-/// a feed event and a platform call, in one transaction.
+/// [`actions::act`].
 async fn action(
     State(st): State<AppState>,
     Auth(who): Auth,
     Path((id, action)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Bytes,
 ) -> Result<Json<Value>> {
     let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
         crate::http::extract::parse_json::<ActionBody>(&body)?.value
     };
-    let reason = body
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > crate::orders::MAX_REASON_CHARS)
-    {
-        return Err(Error::new(Code::InvalidReason, "reason is too long"));
-    }
-    let (kind, refund_to) = match action.as_str() {
-        "delivering" => ("order.delivering", None),
-        "arrived" => ("order.arrived", None),
-        "refund_agree" => ("order.refund_agreed", Some("agreed")),
-        "refund_reject" => ("order.refund_rejected", Some("rejected")),
-        _ => {
-            return Err(Error::new(
-                Code::UnknownAction,
-                "third-party actions are delivering, arrived, refund_agree, refund_reject",
-            ));
-        }
-    };
-    if action == "refund_reject" && reason.is_none() {
-        return Err(Error::new(
-            Code::ReasonRequired,
-            "refund_reject needs a reason",
-        ));
-    }
+    let req = ActionRequest::parse(&action, body.reason)?;
     let tp = ingest::third_party(&st.db, &id)
         .await?
         .ok_or_else(|| Error::new(Code::OrderNotFound, format!("no order {id}")))?;
@@ -150,131 +182,10 @@ async fn action(
             "store actions are for terminals and admins",
         ));
     }
-    let now = st.db.now_micros();
-    let mut tx = st.db.write().await?;
-    let seq = events::next_seq(&mut tx, &store)
-        .await?
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
-    let row = sqlx::query(
-        "SELECT o.status, o.payment_status, o.channel, t.refund_state FROM orders o JOIN third_party_orders t ON t.order_id = o.id
-         WHERE o.id = $1",
-    )
-    .bind(id.clone())
-    .fetch_one(&mut **tx)
-    .await?;
-    let status = OrderStatus::parse(&row.get::<String, _>("status")).map_err(Error::internal)?;
-    debug_assert_eq!(
-        row.get::<String, _>("channel"),
-        Channel::ThirdParty.as_str()
-    );
-    let refund_state: Option<String> = row.get("refund_state");
-    if refund_to.is_some() && refund_state.as_deref() != Some("requested") {
-        return Err(Error::new(
-            Code::NoRefundRequested,
-            format!("order {id} has no open refund request"),
-        ));
-    }
-    if refund_to.is_none()
-        && matches!(
-            status,
-            OrderStatus::Rejected | OrderStatus::Cancelled | OrderStatus::Created
-        )
-    {
-        return Err(Error::new(
-            Code::IllegalTransition,
-            format!(
-                "order {id} is {}; accept it before delivering",
-                status.as_str()
-            ),
-        ));
-    }
-    if let Some(to) = refund_to {
-        sqlx::query("UPDATE third_party_orders SET refund_state = $1 WHERE order_id = $2")
-            .bind(to)
-            .bind(id.clone())
-            .execute(&mut **tx)
-            .await?;
-        if to == "agreed" {
-            let paid = PaymentStatus::parse(&row.get::<String, _>("payment_status"))
-                .map_err(Error::internal)?;
-            crate::payments::store::set_payment_status(
-                &mut tx,
-                &id,
-                paid,
-                PaymentEvent::PlatformRefundAgreed,
-                None,
-                now,
-            )
-            .await?;
-        }
-    }
-    if tp.platform == MEITUAN {
-        let order_id = tp.platform_order_id.clone();
-        let reason_text = reason.clone().unwrap_or_default();
-        let call = match action.as_str() {
-            "delivering" => Call::Delivering { order_id },
-            "arrived" => Call::Arrived { order_id },
-            "refund_agree" => Call::RefundAgree {
-                order_id,
-                reason: reason_text,
-            },
-            _ => Call::RefundReject {
-                order_id,
-                reason: reason_text,
-            },
-        };
-        let (path, params) = call_parts(&call);
-        outbox::enqueue(
-            &mut tx,
-            &[NewCall {
-                platform: tp.platform.clone(),
-                order_key: tp.platform_order_id.clone(),
-                path,
-                params,
-                store_id: Some(store.to_string()),
-                order_id: Some(id.clone()),
-                not_before: None,
-            }],
-            now,
-        )
-        .await?;
-    }
-    ingest::append_order_event(
-        &mut tx,
-        &store,
-        seq,
-        &id,
-        kind,
-        json!({"by": who.actor(), "reason": reason}),
-        now,
-    )
-    .await?;
-    tx.commit().await?;
-    st.hub.notify(&store);
-    Ok(Json(json!({"order_id": id, "event": kind, "seq": seq})))
-}
-
-fn check_platform(p: &str) -> Result<()> {
-    if platform_name_ok(p) {
-        Ok(())
-    } else {
-        Err(Error::new(
-            Code::UnknownPlatform,
-            format!("no platform {p:?}"),
-        ))
-    }
-}
-
-fn check_code(what: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty() && s.chars().count() <= 64 && !s.chars().any(char::is_control);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::new(
-            Code::InvalidCode,
-            format!("{what} must be 1-64 printable characters"),
-        ))
-    }
+    let done = actions::act(&st.db, &st.hub, &tp, &req, &who.actor(), refund_agreed).await?;
+    Ok(Json(
+        json!({"order_id": done.order_id, "event": done.event, "seq": done.seq}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -296,47 +207,14 @@ async fn put_sku(
     body: JsonBody<SkuMapping>,
 ) -> Result<(StatusCode, Json<Value>)> {
     who.require_admin()?;
-    check_platform(&platform)?;
-    check_code("platform_sku", &psku)?;
     let m = body.value;
-    let sku = Sku::parse(&m.sku)?;
-    let store = m.store_id.as_deref().map(StoreId::parse).transpose()?;
-    let mut tx = st.db.write().await?;
-    let unit = crate::catalog::product_unit(&mut tx, &sku)
-        .await?
-        .ok_or_else(|| Error::new(Code::UnknownSku, format!("no product {sku}")).in_body())?;
-    if let Some(s) = &store {
-        crate::catalog::require_store(&mut tx, s).await?;
-    }
-    let per_item = match &m.per_item {
-        Some(q) => Quantity::parse(unit, q)?.milli(),
-        None if unit == Unit::Piece => 1000,
-        None => 1000,
+    let mapping = NewSkuMapping {
+        sku: &m.sku,
+        store: m.store_id.as_deref(),
+        per_item: m.per_item.as_deref(),
     };
-    let now = st.db.now_micros();
-    let store_key = store.as_ref().map(|s| s.to_string()).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO sku_mappings (platform, store_id, platform_sku, sku, per_item_milli, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (platform, store_id, platform_sku)
-         DO UPDATE SET sku = excluded.sku, per_item_milli = excluded.per_item_milli, updated_at = excluded.updated_at",
-    )
-    .bind(platform.clone())
-    .bind(store_key.clone())
-    .bind(psku.clone())
-    .bind(sku.as_str().to_owned())
-    .bind(per_item)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    tx.commit().await?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({
-            "platform": platform, "platform_sku": psku, "sku": sku,
-            "store_id": store, "per_item": Quantity::from_milli(unit, per_item),
-        })),
-    ))
+    let done = mappings::put_sku(&st.db, &platform, &psku, mapping).await?;
+    Ok((StatusCode::OK, Json(done)))
 }
 
 /// `GET /api/v1/channels/{platform}/skus` (admin).
@@ -346,28 +224,7 @@ async fn list_skus(
     Path(platform): Path<String>,
 ) -> Result<Json<Value>> {
     who.require_admin()?;
-    check_platform(&platform)?;
-    let rows = sqlx::query(
-        "SELECT m.store_id, m.platform_sku, m.sku, m.per_item_milli, p.unit FROM sku_mappings m
-         JOIN products p ON p.sku = m.sku WHERE m.platform = $1 ORDER BY m.platform_sku, m.store_id LIMIT 10000",
-    )
-    .bind(platform.clone())
-    .fetch_all(&st.db.pool)
-    .await?;
-    let items: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let unit = Unit::parse(&r.get::<String, _>("unit")).unwrap_or(Unit::Piece);
-            let store: String = r.get("store_id");
-            json!({
-                "platform_sku": r.get::<String, _>("platform_sku"),
-                "sku": r.get::<String, _>("sku"),
-                "store_id": (!store.is_empty()).then_some(store),
-                "per_item": Quantity::from_milli(unit, r.get("per_item_milli")),
-            })
-        })
-        .collect();
-    Ok(Json(json!({"platform": platform, "mappings": items})))
+    Ok(Json(mappings::list_skus(&st.db, &platform).await?))
 }
 
 #[derive(Deserialize)]
@@ -383,43 +240,13 @@ async fn put_store(
     body: JsonBody<StoreMapping>,
 ) -> Result<Json<Value>> {
     who.require_admin()?;
-    check_platform(&platform)?;
-    check_code("platform store", &pstore)?;
-    let store = StoreId::parse(&body.value.store_id)?;
-    {
-        let mut conn = st.db.pool.acquire().await?;
-        crate::catalog::require_store(&mut conn, &store).await?;
-    }
-    crate::channels::register_store(&st.db, &platform, &pstore, &store).await?;
-    Ok(Json(
-        json!({"platform": platform, "platform_store_id": pstore, "store_id": store}),
-    ))
+    let done = mappings::put_store(&st.db, &platform, &pstore, &body.value.store_id).await?;
+    Ok(Json(done))
 }
 
 /// `GET /api/v1/channels/held` (admin): events still waiting for their
 /// order (e.g. a cancel for an order the platform never pushed).
 async fn held(State(st): State<AppState>, Auth(who): Auth) -> Result<Json<Value>> {
     who.require_admin()?;
-    let rows = sqlx::query(
-        "SELECT platform, platform_order_id, kind, push_ref, params, received_at FROM channel_held
-         WHERE applied_at IS NULL ORDER BY received_at LIMIT 1000",
-    )
-    .fetch_all(&st.db.pool)
-    .await?;
-    let held: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            let params: String = r.get("params");
-            let event: Value = serde_json::from_str(&params).unwrap_or(Value::Null);
-            json!({
-                "platform": r.get::<String, _>("platform"),
-                "platform_order_id": r.get::<String, _>("platform_order_id"),
-                "kind": r.get::<String, _>("kind"),
-                "push_ref": r.get::<String, _>("push_ref"),
-                "detail": event["detail"],
-                "received_at": crate::clock::rfc3339(r.get("received_at")),
-            })
-        })
-        .collect();
-    Ok(Json(json!({"held": held})))
+    Ok(Json(mappings::held(&st.db).await?))
 }

@@ -5,7 +5,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
@@ -88,10 +87,7 @@ async fn retry(
 async fn stats(State(st): State<AppState>, Auth(who): Auth) -> Result<Json<Value>> {
     who.require_admin()?;
     let counts = crate::outbox::counts(&st.db).await?;
-    let alerts: i64 = sqlx::query("SELECT COUNT(*) FROM third_party_orders WHERE alerted_at > 0")
-        .fetch_one(&st.db.pool)
-        .await?
-        .get(0);
+    let alerts = crate::channels::alerts::raised_total(&st.db).await?;
     let process = st
         .channels
         .as_ref()

@@ -1,57 +1,80 @@
-//! The Meituan-style platform: signed form pushes to
-//! `POST /channels/meituan/{event}`, answered `{"data":"ok"}`; and the
-//! platform's API, called by the outbox (`POST {base}/api/v1/{path}`).
-//! The wire format (signatures, forms, typed pushes and calls) is
-//! `proto::meituan`.
+//! The Meituan-style platform, all of it: its signed form pushes (to
+//! `POST /channels/meituan/{event}`, answered `{"data":"ok"}`), the calls a
+//! store's actions and item changes become, and the client of its API (`POST
+//! {base}/api/v1/{path}`, used by the outbox's dispatcher). The wire format
+//! (signatures, forms, typed pushes and calls) is `proto::meituan`.
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use ::http::{StatusCode, header};
 use futures::future::BoxFuture;
-use proto::meituan::{self as mt, FormError, Push, PushError, SigError, TimestampError};
+use proto::meituan::{
+    self as mt, FoodStock, FormError, Push, PushError, SellStatus, SigError, SkuStock,
+    TimestampError,
+};
+use proto::order::{CatalogItem, OrderStatus};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use super::{
-    Channels, Discount, EventKind, Inbound, MEITUAN, MeituanConfig, OrderEvent, PlatformItem,
-    PlatformOrder, RawPush, Refusal,
+    Answer, Call, Credentials, Delivery, Discount, EventKind, Inbound, ItemCall, ItemCode,
+    ItemSync, OrderAction, OrderEvent, Params, Platform, PlatformItem, PlatformOrder, RawPush,
+    Refusal, Sender,
 };
-use crate::clock::Clock;
-use crate::db::Db;
+use crate::clock::{self, Clock};
 use crate::error::Code;
-use crate::events::Hub;
-use crate::outbox::{Delivery, Params, Sender};
+
+/// The platform's name, as orders and mappings show it.
+pub const MEITUAN: &str = "meituan";
 
 /// Largest push body read.
 pub const MAX_PUSH_BYTES: usize = 256 * 1024;
 
-/// Verifies and decodes the platform's pushes.
-pub struct Adapter {
+/// Where the platform's API is and who we are to it.
+#[derive(Clone)]
+pub struct MeituanConfig {
+    /// The platform's API base; calls go to `{base_url}/api/v1/{path}`.
+    pub base_url: String,
     pub app_id: String,
     pub secret: SecretString,
-    pub public_url: Option<String>,
-    pub window_s: i64,
+    /// Platform store id → our store id, beyond the default (the same id).
+    pub stores: Vec<(String, String)>,
 }
+
+impl std::fmt::Debug for MeituanConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeituanConfig")
+            .field("base_url", &self.base_url)
+            .field("app_id", &self.app_id)
+            .field("secret", &"<redacted>")
+            .field("stores", &self.stores)
+            .finish()
+    }
+}
+
+/// The Meituan-style platform (see the module).
+pub struct Meituan;
 
 fn refuse(code: Code, msg: impl Into<String>) -> Refusal {
     Refusal::new(code, msg)
 }
 
-impl super::Adapter for Adapter {
-    fn platform(&self) -> &str {
+impl Platform for Meituan {
+    fn kind(&self) -> &'static str {
         MEITUAN
     }
 
-    fn decode(&self, push: &RawPush<'_>) -> Result<Inbound, Refusal> {
+    fn decode(
+        &self,
+        credentials: &Credentials<'_>,
+        push: &RawPush<'_>,
+    ) -> Result<Inbound, Refusal> {
         let params = mt::parse_form(push.body).map_err(|e| match e {
             FormError::TooLarge => refuse(Code::PayloadTooLarge, e.to_string()),
             _ => refuse(Code::MalformedPush, e.to_string()),
         })?;
         match mt::param(&params, "app_id") {
-            Some(a) if a == self.app_id => {}
+            Some(a) if Some(a) == credentials.app_id => {}
             Some(_) => {
                 return Err(refuse(Code::UnknownAppId, "app_id is not ours"));
             }
@@ -59,10 +82,9 @@ impl super::Adapter for Adapter {
                 return Err(refuse(Code::MissingAppId, "no app_id"));
             }
         }
-        let secret = self.secret.expose_secret();
         let mut verdict = Err(SigError::Missing);
         for url in &push.urls {
-            verdict = mt::verify(url, &params, secret);
+            verdict = mt::verify(url, &params, credentials.secret);
             if verdict != Err(SigError::Mismatch) {
                 break;
             }
@@ -77,7 +99,7 @@ impl super::Adapter for Adapter {
             }
         }
         let ts = mt::param(&params, "timestamp").unwrap_or_default();
-        mt::check_timestamp(ts, push.now_s, self.window_s).map_err(|e| match e {
+        mt::check_timestamp(ts, push.now_s, credentials.window_s).map_err(|e| match e {
             TimestampError::Malformed => refuse(Code::BadTimestamp, e.to_string()),
             _ => refuse(Code::StaleTimestamp, e.to_string()),
         })?;
@@ -86,6 +108,120 @@ impl super::Adapter for Adapter {
             _ => refuse(Code::MalformedPush, e.to_string()),
         })?;
         Ok(inbound(p))
+    }
+
+    fn order_call(&self, platform_order_id: &str, action: &OrderAction<'_>) -> Option<Call> {
+        let order_id = platform_order_id.to_owned();
+        let call = match *action {
+            OrderAction::Status { to, reason } => match to {
+                OrderStatus::Accepted => mt::Call::Confirm { order_id },
+                OrderStatus::Rejected | OrderStatus::Cancelled => {
+                    let (reason_code, reason) = reason_code(reason.unwrap_or_default());
+                    mt::Call::Cancel {
+                        order_id,
+                        reason_code,
+                        reason,
+                    }
+                }
+                OrderStatus::Ready => mt::Call::PreparationMealComplete { order_id },
+                _ => return None,
+            },
+            OrderAction::Delivering => mt::Call::Delivering { order_id },
+            OrderAction::Arrived => mt::Call::Arrived { order_id },
+            OrderAction::RefundAgree { reason } => mt::Call::RefundAgree {
+                order_id,
+                reason: reason.to_owned(),
+            },
+            OrderAction::RefundReject { reason } => mt::Call::RefundReject {
+                order_id,
+                reason: reason.to_owned(),
+            },
+        };
+        Some(call_of(&call))
+    }
+
+    fn item_calls(
+        &self,
+        code: &ItemCode,
+        item: &CatalogItem,
+        what: ItemSync,
+        now: i64,
+    ) -> Vec<ItemCall> {
+        let (pstore, psku) = (&code.platform_store, &code.platform_sku);
+        let mut calls = Vec::new();
+        let mut push = |call: mt::Call, at_snooze_end: Option<i64>| {
+            calls.push(ItemCall {
+                call: call_of(&call),
+                at_snooze_end,
+            });
+        };
+        if what.stock {
+            let count = item.sellable.milli() / code.per_item_milli.max(1);
+            push(
+                mt::Call::SkuStock {
+                    app_poi_code: pstore.clone(),
+                    foods: vec![FoodStock {
+                        app_food_code: psku.clone(),
+                        skus: vec![SkuStock {
+                            sku_id: psku.clone(),
+                            stock: u32::try_from(count.max(0)).unwrap_or(u32::MAX),
+                        }],
+                    }],
+                },
+                None,
+            );
+        }
+        if what.status {
+            let on_sale = item.listed && item.snoozed_until.is_none();
+            let status = |s| mt::Call::SellStatus {
+                app_poi_code: pstore.clone(),
+                sell_status: s,
+                app_food_codes: vec![psku.clone()],
+            };
+            push(
+                status(if on_sale {
+                    SellStatus::OnSale
+                } else {
+                    SellStatus::SoldOut
+                }),
+                None,
+            );
+            let until = item
+                .snoozed_until
+                .as_deref()
+                .and_then(clock::parse_rfc3339)
+                .filter(|u| *u > now);
+            if let (true, Some(until)) = (item.listed, until) {
+                push(status(SellStatus::OnSale), Some(until));
+            }
+        }
+        calls
+    }
+}
+
+fn call_of(call: &mt::Call) -> Call {
+    let (path, params) = call_parts(call);
+    Call { path, params }
+}
+
+/// A typed call's path and business parameters.
+pub fn call_parts(call: &mt::Call) -> (String, Params) {
+    (call.path().to_owned(), call.params().into_iter().collect())
+}
+
+/// A reason may start with the platform's reason code (`"2008 售罄"`);
+/// otherwise it is a store cancel.
+fn reason_code(reason: &str) -> (i32, String) {
+    let reason = reason.trim();
+    let digits: String = reason.chars().take_while(char::is_ascii_digit).collect();
+    match digits.parse::<i32>() {
+        Ok(code) if !digits.is_empty() && digits.len() <= 6 => {
+            let rest = reason[digits.len()..]
+                .trim_start_matches([' ', ':', '-'])
+                .trim();
+            (code, rest.to_owned())
+        }
+        _ => (mt::REASON_CODE_STORE_CANCEL, reason.to_owned()),
     }
 }
 
@@ -159,25 +295,6 @@ fn inbound(push: Push) -> Inbound {
     }
 }
 
-fn answer(status: StatusCode, body: String) -> Response {
-    let mut r = (status, body).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r
-}
-
-fn ng(r: &Refusal) -> Response {
-    let code = match r.code {
-        Code::BadSignature | Code::MissingSignature => mt::ERR_SIG,
-        Code::StaleTimestamp | Code::BadTimestamp => mt::ERR_TIMESTAMP,
-        Code::UnknownAppId | Code::MissingAppId => mt::ERR_APP_ID,
-        _ => mt::ERR_PARAM,
-    };
-    answer(r.status(), mt::answer_ng(code, &r.message))
-}
-
 /// The URLs a push to `path` may have been signed for: the configured
 /// public URL (the channel's own, else the gateway's), then what a trusted
 /// proxy says the platform called (`forwarded`). Never the request's own
@@ -193,100 +310,35 @@ pub fn candidate_urls(public: Option<&str>, forwarded: Option<&str>, path: &str)
     urls
 }
 
-/// `POST /channels/meituan/{event}` (routed in `http/channels.rs`): `gateway_url`
-/// is the gateway's configured public URL, `forwarded` the base a trusted
-/// proxy says the platform called.
-pub async fn push(
-    channels: Option<&Channels>,
-    db: &Db,
-    hub: &Hub,
-    gateway_url: Option<&str>,
-    forwarded: Option<String>,
-    event: String,
-    req: Request,
-) -> Response {
-    let Some(channels) = channels else {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            mt::answer_ng(
-                mt::ERR_PARAM,
-                "this gateway has no Meituan channel configured",
-            ),
-        );
-    };
-    let Some(adapter) = channels.meituan() else {
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            mt::answer_ng(
-                mt::ERR_PARAM,
-                "this gateway has no Meituan channel configured",
-            ),
-        );
-    };
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(Body::new(body), MAX_PUSH_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            tracing::warn!(event, "meituan push refused: body too large");
-            return answer(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                mt::answer_ng(
-                    mt::ERR_PARAM,
-                    &format!("body larger than {MAX_PUSH_BYTES} bytes"),
-                ),
-            );
-        }
-    };
-    let path = parts.uri.path().to_owned();
-    let raw = RawPush {
-        segment: &event,
-        headers: &parts.headers,
-        urls: candidate_urls(
-            adapter.public_url.as_deref().or(gateway_url),
-            forwarded.as_deref(),
-            &path,
-        ),
-        body: &body,
-        now_s: db.now_micros() / 1_000_000,
-    };
-    let inbound = match super::Adapter::decode(adapter, &raw) {
-        Ok(i) => i,
-        Err(r) => {
-            tracing::warn!(
-                event,
-                code = r.code.as_str(),
-                status = r.status().as_u16(),
-                "meituan push refused: {}",
-                r.message
-            );
-            return ng(&r);
-        }
-    };
-    match super::ingest::apply(db, hub, inbound).await {
-        Ok(outcome) => {
-            tracing::debug!(event, ?outcome, "meituan push");
-            answer(StatusCode::OK, mt::ANSWER_OK.to_owned())
-        }
-        Err(e) if e.is_server_error() => {
-            e.log();
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                mt::answer_ng(mt::ERR_PARAM, "temporarily unavailable, retry"),
-            )
-        }
-        Err(e) => {
-            tracing::warn!(
-                event,
-                code = e.code.as_str(),
-                "meituan push not applied: {}",
-                e.message
-            );
-            answer(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                mt::answer_ng(mt::ERR_PARAM, &format!("{}: {}", e.code, e.message)),
-            )
-        }
+// ------------------------------------------------------------ answers
+
+fn answer(status: StatusCode, body: String) -> Answer {
+    Answer {
+        status,
+        content_type: "application/json; charset=utf-8",
+        body,
     }
+}
+
+/// The push was taken: `{"data":"ok"}`.
+pub fn answer_ok() -> Answer {
+    answer(StatusCode::OK, mt::ANSWER_OK.to_owned())
+}
+
+/// The push was not taken (`{"data":"ng", …}`), with `status`.
+pub fn answer_ng(status: StatusCode, msg: &str) -> Answer {
+    answer(status, mt::answer_ng(mt::ERR_PARAM, msg))
+}
+
+/// A refused push, with the platform's error code for the reason.
+pub fn answer_refused(r: &Refusal) -> Answer {
+    let code = match r.code {
+        Code::BadSignature | Code::MissingSignature => mt::ERR_SIG,
+        Code::StaleTimestamp | Code::BadTimestamp => mt::ERR_TIMESTAMP,
+        Code::UnknownAppId | Code::MissingAppId => mt::ERR_APP_ID,
+        _ => mt::ERR_PARAM,
+    };
+    answer(r.status(), mt::answer_ng(code, &r.message))
 }
 
 // ------------------------------------------------------------ the API client
@@ -390,19 +442,21 @@ impl Sender for ApiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::Adapter as _;
-    use axum::http::HeaderMap;
+    use ::http::HeaderMap;
     use proto::meituan::{CancelPush, PushItem};
 
     const SECRET: &str = "s3cret";
     const NOW: i64 = 1_800_000_000;
 
+    /// This gateway as the platform knows it (app id 7), behind
+    /// `public_url` if any.
+    struct Adapter {
+        public_url: Option<String>,
+    }
+
     fn adapter(public_url: Option<&str>) -> Adapter {
         Adapter {
-            app_id: "7".into(),
-            secret: SecretString::from(SECRET.to_owned()),
             public_url: public_url.map(str::to_owned),
-            window_s: 300,
         }
     }
 
@@ -449,7 +503,68 @@ mod tests {
             body: body.as_bytes(),
             now_s: now,
         };
-        a.decode(&push)
+        let credentials = Credentials {
+            app_id: Some("7"),
+            secret: SECRET,
+            window_s: 300,
+        };
+        Meituan.decode(&credentials, &push)
+    }
+
+    #[test]
+    fn reason_codes_lead_the_reason_or_default_to_a_store_cancel() {
+        assert_eq!(reason_code("2008 售罄"), (2008, "售罄".into()));
+        assert_eq!(reason_code("2007: 太忙"), (2007, "太忙".into()));
+        assert_eq!(
+            reason_code("售罄"),
+            (mt::REASON_CODE_STORE_CANCEL, "售罄".into())
+        );
+        assert_eq!(
+            reason_code(""),
+            (mt::REASON_CODE_STORE_CANCEL, String::new())
+        );
+        assert_eq!(
+            reason_code("12345678901 big"),
+            (mt::REASON_CODE_STORE_CANCEL, "12345678901 big".into())
+        );
+    }
+
+    #[test]
+    fn store_actions_map_to_platform_calls() {
+        let status = |to, reason| OrderAction::Status { to, reason };
+        let call = |a: OrderAction<'_>| Meituan.order_call("99", &a).map(|c| c.path);
+        assert_eq!(
+            call(status(OrderStatus::Accepted, None)).as_deref(),
+            Some("order/confirm")
+        );
+        assert_eq!(
+            call(status(OrderStatus::Rejected, Some("x"))).as_deref(),
+            Some("order/cancel")
+        );
+        assert_eq!(
+            call(status(OrderStatus::Cancelled, Some("x"))).as_deref(),
+            Some("order/cancel")
+        );
+        assert_eq!(
+            call(status(OrderStatus::Ready, None)).as_deref(),
+            Some("order/preparationMealComplete")
+        );
+        assert_eq!(call(status(OrderStatus::Completed, None)), None);
+        let c = Meituan
+            .order_call("99", &status(OrderStatus::Rejected, Some("2008 售罄")))
+            .unwrap();
+        assert_eq!(c.params["reason_code"], "2008");
+        assert_eq!(c.params["order_id"], "99");
+        assert_eq!(
+            call(OrderAction::RefundReject { reason: "no" }).as_deref(),
+            Some(
+                mt::Call::RefundReject {
+                    order_id: "99".into(),
+                    reason: "no".into()
+                }
+                .path()
+            )
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The generic JSON webhook for other aggregators:
+//! The generic JSON webhook platform, for other aggregators (they receive no
+//! calls):
 //! `POST /channels/webhook/{platform}`, authenticated by HMAC-SHA256 over
 //! `timestamp + "." + id + "." + raw body` (headers `X-Webhook-Id`,
 //! `X-Webhook-Timestamp`, `X-Webhook-Signature: v1=<hex>`), a replay window
@@ -20,35 +21,24 @@
 //! `order.refund_cancelled`, each with `{"order": {"id": …}}` and optional
 //! `reason`, `refund_id`, `amount`.
 
-use axum::Json;
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use proto::meituan::{self as mt, SigError, TimestampError};
-use proto::order::Money;
+use proto::order::{CatalogItem, Money};
+use proto::webhook::{self as wh, SigError, TimestampError};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ingest::Outcome;
 use super::{
-    Channels, Discount, EventKind, Inbound, OrderEvent, PlatformItem, PlatformOrder, RawPush,
-    Refusal,
+    Call, Credentials, Discount, EventKind, Inbound, ItemCall, ItemCode, ItemSync, OrderAction,
+    OrderEvent, Platform, PlatformItem, PlatformOrder, RawPush, Refusal,
 };
-use crate::db::Db;
-use crate::error::{Code, Error};
-use crate::events::Hub;
+use crate::error::Code;
 
 /// Largest webhook body read.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 const MAX_TEXT: usize = 512;
 
-/// One aggregator's webhook.
-pub struct Adapter<'a> {
-    pub platform: &'a str,
-    pub secret: &'a str,
-    pub window_s: i64,
-}
+/// Every webhook platform: its name is the one it pushes under
+/// (`/channels/webhook/{platform}`), its secret configured by that name.
+pub struct Webhook;
 
 #[derive(Deserialize)]
 struct Message {
@@ -136,37 +126,43 @@ fn text(field: &str, s: Option<String>) -> Result<String, Refusal> {
     Ok(s)
 }
 
-fn money(field: &str, s: Option<&str>) -> Result<i64, Refusal> {
-    match s {
-        None => Ok(0),
-        Some(s) => Money::parse(s)
-            .map(Money::fen)
-            .map_err(|e| bad(format!("{field}: {}", e.message))),
-    }
+/// An amount in fen, read by proto's one money grammar ([`Money::parse`]:
+/// yuan, at most two decimals); absent is 0.
+fn fen(field: &str, s: Option<&str>) -> Result<i64, Refusal> {
+    s.map_or(Ok(Money::ZERO), parse_money(field))
+        .map(Money::fen)
+}
+
+fn parse_money(field: &str) -> impl Fn(&str) -> Result<Money, Refusal> + '_ {
+    move |s| Money::parse(s).map_err(|e| bad(format!("{field}: {}", e.message)))
 }
 
 fn header<'a>(push: &'a RawPush<'_>, name: &str) -> Option<&'a str> {
     push.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-impl super::Adapter for Adapter<'_> {
-    fn platform(&self) -> &str {
-        self.platform
+impl Platform for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
     }
 
-    fn decode(&self, push: &RawPush<'_>) -> Result<Inbound, Refusal> {
+    fn decode(
+        &self,
+        credentials: &Credentials<'_>,
+        push: &RawPush<'_>,
+    ) -> Result<Inbound, Refusal> {
         let refuse = |code, msg: &str| Refusal::new(code, msg);
-        let id = header(push, mt::WEBHOOK_ID_HEADER)
+        let id = header(push, wh::WEBHOOK_ID_HEADER)
             .filter(|i| !i.is_empty() && i.len() <= 128)
             .ok_or_else(|| refuse(Code::MissingSignature, "missing X-Webhook-Id"))?;
-        let ts = header(push, mt::WEBHOOK_TIMESTAMP_HEADER)
+        let ts = header(push, wh::WEBHOOK_TIMESTAMP_HEADER)
             .ok_or_else(|| refuse(Code::MissingSignature, "missing X-Webhook-Timestamp"))?;
-        let sig = header(push, mt::WEBHOOK_SIGNATURE_HEADER).unwrap_or_default();
-        mt::webhook_verify(self.secret, ts, id, push.body, sig).map_err(|e| match e {
+        let sig = header(push, wh::WEBHOOK_SIGNATURE_HEADER).unwrap_or_default();
+        wh::webhook_verify(credentials.secret, ts, id, push.body, sig).map_err(|e| match e {
             SigError::Missing => refuse(Code::MissingSignature, "missing X-Webhook-Signature v1=…"),
             SigError::Mismatch => refuse(Code::BadSignature, "the signature does not match"),
         })?;
-        mt::check_timestamp(ts, push.now_s, self.window_s).map_err(|e| match e {
+        wh::check_timestamp(ts, push.now_s, credentials.window_s).map_err(|e| match e {
             TimestampError::Malformed => Refusal::new(Code::BadTimestamp, e.to_string()),
             _ => refuse(Code::StaleTimestamp, &e.to_string()),
         })?;
@@ -177,7 +173,7 @@ impl super::Adapter for Adapter<'_> {
                 "event_id and order.id must be 1-64 of A-Z a-z 0-9 - _ . :",
             ));
         }
-        let platform = self.platform.to_owned();
+        let platform = push.segment.to_owned();
         let o = m.order;
         let kind = match m.kind.as_str() {
             "order.created" => None,
@@ -190,7 +186,7 @@ impl super::Adapter for Adapter<'_> {
             let amount = m
                 .amount
                 .as_deref()
-                .map(|a| money("amount", Some(a)).map(|f| Money::from_fen(f).to_string()))
+                .map(|a| parse_money("amount")(a).map(|m| m.to_string()))
                 .transpose()?;
             return Ok(Inbound::Event(OrderEvent {
                 platform,
@@ -223,7 +219,7 @@ impl super::Adapter for Adapter<'_> {
                     name: text("name", i.name)?,
                     platform_sku: i.sku,
                     quantity: i.quantity,
-                    price_fen: money(&format!("order.items[{n}].price"), Some(&i.price))?,
+                    price_fen: fen(&format!("order.items[{n}].price"), Some(&i.price))?,
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -234,7 +230,7 @@ impl super::Adapter for Adapter<'_> {
             .map(|d| {
                 Ok(Discount {
                     name: text("discount name", d.name)?,
-                    amount_fen: money("discount amount", Some(&d.amount))?,
+                    amount_fen: fen("discount amount", Some(&d.amount))?,
                 })
             })
             .collect::<Result<Vec<_>, Refusal>>()?;
@@ -252,92 +248,21 @@ impl super::Adapter for Adapter<'_> {
             recipient_name: text("recipient.name", r.name)?,
             recipient_phone: text("recipient.phone", r.phone)?,
             recipient_address: text("recipient.address", r.address)?,
-            shipping_fee_fen: money("shipping_fee", o.shipping_fee.as_deref())?,
-            paid_fen: money("total", o.total.as_deref())?,
-            original_fen: money("original_total", o.original_total.as_deref())?,
-            store_receives_fen: money("store_receives", o.store_receives.as_deref())?,
+            shipping_fee_fen: fen("shipping_fee", o.shipping_fee.as_deref())?,
+            paid_fen: fen("total", o.total.as_deref())?,
+            original_fen: fen("original_total", o.original_total.as_deref())?,
+            store_receives_fen: fen("store_receives", o.store_receives.as_deref())?,
             items,
             discounts,
         }))
     }
-}
 
-fn refused(r: Refusal) -> Response {
-    Error::new(r.code, r.message).into_response()
-}
+    /// A webhook platform receives no calls.
+    fn order_call(&self, _platform_order_id: &str, _action: &OrderAction<'_>) -> Option<Call> {
+        None
+    }
 
-/// `POST /channels/webhook/{platform}` (routed in `http/channels.rs`).
-pub async fn push(
-    channels: Option<&Channels>,
-    db: &Db,
-    hub: &Hub,
-    platform: String,
-    req: Request,
-) -> Response {
-    let secret = channels.and_then(|c| c.webhook_secret(&platform).map(str::to_owned));
-    let Some(secret) = secret else {
-        return Error::new(
-            Code::UnknownPlatform,
-            format!("no webhook platform {platform:?}"),
-        )
-        .into_response();
-    };
-    let window_s = channels
-        .map(|c| c.config.timestamp_window.as_secs() as i64)
-        .unwrap_or(mt::DEFAULT_WINDOW_S);
-    let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return refused(Refusal::new(
-                Code::PayloadTooLarge,
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-            ));
-        }
-    };
-    let raw = RawPush {
-        segment: &platform,
-        headers: &parts.headers,
-        urls: Vec::new(),
-        body: &body,
-        now_s: db.now_micros() / 1_000_000,
-    };
-    let adapter = Adapter {
-        platform: &platform,
-        secret: &secret,
-        window_s,
-    };
-    let inbound = match super::Adapter::decode(&adapter, &raw) {
-        Ok(i) => i,
-        Err(r) => {
-            tracing::warn!(
-                platform,
-                code = r.code.as_str(),
-                "webhook refused: {}",
-                r.message
-            );
-            return refused(r);
-        }
-    };
-    match super::ingest::apply(db, hub, inbound).await {
-        Ok(outcome) => {
-            let body = match outcome {
-                Outcome::Created { order_id } => {
-                    json!({"status": "accepted", "outcome": "created", "order_id": order_id})
-                }
-                Outcome::Duplicate { order_id } => {
-                    json!({"status": "duplicate", "order_id": order_id})
-                }
-                Outcome::Applied { order_id } => {
-                    json!({"status": "accepted", "outcome": "applied", "order_id": order_id})
-                }
-                Outcome::Held => json!({"status": "accepted", "outcome": "held"}),
-                Outcome::Refused { order_id, why } => {
-                    json!({"status": "accepted", "outcome": "refused", "order_id": order_id, "detail": why})
-                }
-            };
-            (StatusCode::OK, Json(body)).into_response()
-        }
-        Err(e) => e.into_response(),
+    fn item_calls(&self, _: &ItemCode, _: &CatalogItem, _: ItemSync, _: i64) -> Vec<ItemCall> {
+        Vec::new()
     }
 }

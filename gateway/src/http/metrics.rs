@@ -1,0 +1,32 @@
+//! `GET /metrics` (rendered by [`crate::metrics`]). Admin key required (a
+//! bearer token in the scrape config), like every other operator view.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::app::AppState;
+use crate::error::Result;
+use crate::http::extract::Auth;
+use crate::metrics::{self, Process};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape(State(st): State<AppState>, Auth(who): Auth) -> Result<Response> {
+    who.require_admin()?;
+    let process = Process {
+        outbox: st.channels.as_deref().map(|c| &*c.stats),
+        retention: &st.retention,
+        auth_failures: st.keys.failures(),
+    };
+    let mut resp = metrics::render(&st.db, &process).await?.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(metrics::CONTENT_TYPE),
+    );
+    Ok(resp)
+}
