@@ -282,5 +282,6 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
         Request::PayOrder(m) => payments::pay(st, who, m).await,
         Request::GetPayment(m) => payments::get(st, who, m).await,
         Request::RefundOrder(m) => payments::refund_order(st, who, m).await,
+        Request::TenderCash(m) => payments::tender_cash(st, who, m).await,
     }
 }

@@ -6,7 +6,8 @@ payment code the provider simulator is told to accept, GetPayment again,
 a partial and a repeated RefundOrder, an over-refund Fault, a refund of
 one order line with a reason and restocking once the order is completed,
 another store's terminal refused, and a refund the provider accepted but
-has not finished (state processing). Every answer is compared with the REST payments
+has not finished (state processing), then cash: TenderCash with change,
+the same tender again, a second one and a short one refused. Every answer is compared with the REST payments
 document and the simulator's ledger, and every message body the server
 sent is validated against the WSDL's inline XSD (lxml).
 
@@ -162,5 +163,29 @@ pending = svc.GetPayment(orderId=slow_id)
 validate_last()
 check(pending.paymentStatus == "paid" and pending.refund[0].state == "processing", "still paid while it runs")
 same_as_rest(pending, http("GET", f"{BASE}/api/v1/orders/{slow_id}/payments", KEY)[1])
+
+# --- TenderCash: cash at the counter, no provider involved -----------------------
+cash_sale = svc.SubmitOrder(clientOrderId="zeep-cash-1", line=[{"sku": "LATTE", "quantity": Decimal("1")}])
+validate_last()
+cash_id = cash_sale.order.id
+t = svc.TenderCash(orderId=cash_id, tendered=Decimal("20.00"))
+validate_last()
+check(t.orderId == cash_id and t.amount == Decimal("10.58") and t.tendered == Decimal("20.00")
+      and t.change == Decimal("9.42"), f"cash tender {t}")
+check(t.by == "terminal:" + TID, f"taken by {t.by}")
+again = svc.TenderCash(orderId=cash_id, tendered=Decimal("20.00"))
+validate_last()
+check(again.at == t.at and again.change == t.change, "the same tender again is the recorded one")
+check(fault_code(svc.TenderCash, orderId=cash_id, tendered=Decimal("50.00"))
+      == ("soap:Client", "order_already_paid"), "a second, different tender refused")
+rest = http("GET", f"{BASE}/api/v1/orders/{cash_id}/payments", KEY)[1]
+check(rest["payment_status"] == "paid" and rest["cash"]["change"] == "9.42"
+      and rest["cash"]["tendered"] == "20.00", f"REST shows the tender: {rest}")
+short = svc.SubmitOrder(clientOrderId="zeep-cash-2", line=[{"sku": "LATTE", "quantity": Decimal("1")}])
+validate_last()
+check(fault_code(svc.TenderCash, orderId=short.order.id, tendered=Decimal("10.57"))
+      == ("soap:Client", "tender_too_small"), "less than the total refused")
+check(fault_code(other.TenderCash, orderId=short.order.id, tendered=Decimal("20.00"))
+      == ("soap:Client", "order_not_found"), "another store's terminal cannot take it")
 
 done("payments")

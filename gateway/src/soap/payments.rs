@@ -1,6 +1,6 @@
-//! `PayOrder`, `GetPayment` and `RefundOrder`: the same `Payments` use cases
-//! as `POST /api/v1/orders/{id}/payments`, `GET …/payments` and
-//! `POST …/refunds`, with the same rules and error codes, answered as the
+//! `PayOrder`, `GetPayment`, `RefundOrder` and `TenderCash`: the same
+//! use cases as `POST /api/v1/orders/{id}/payments` (a code, or cash), `GET
+//! …/payments` and `POST …/refunds`, with the same rules and error codes, answered as the
 //! `proto::soap` payment views.
 
 use std::sync::Arc;
@@ -8,7 +8,8 @@ use std::sync::Arc;
 use proto::soap::{
     self, ChargeState as WireChargeState, GetPayment, GetPaymentResponse, PayOrder,
     PayOrderResponse, Payment, PaymentRefund, Prepaid, ProviderExchange, RefundOrder,
-    RefundOrderResponse, RefundState as WireRefundState, RefundedLine,
+    RefundOrderResponse, RefundState as WireRefundState, RefundedLine, TenderCash,
+    TenderCashResponse,
 };
 
 use crate::app::AppState;
@@ -28,6 +29,22 @@ pub async fn pay(st: &AppState, who: &Principal, m: PayOrder) -> Result<String> 
     let charge = payments.pay(&m.order_id, &m.auth_code, who).await?;
     Ok(soap::write_response(&PayOrderResponse {
         charge: payment(charge, Vec::new()),
+    }))
+}
+
+/// Cash at the counter; needs no payment provider.
+pub async fn tender_cash(st: &AppState, who: &Principal, m: TenderCash) -> Result<String> {
+    use crate::payments::cash;
+    let t = match cash::tender(&st.db, &st.hub, &m.order_id, m.tendered, who).await? {
+        cash::Tendered::New(t) | cash::Tendered::Again(t) => t,
+    };
+    Ok(soap::write_response(&TenderCashResponse {
+        order_id: t.order_id,
+        amount: t.amount,
+        tendered: t.tendered,
+        change: t.change,
+        by: t.by,
+        at: t.created_at,
     }))
 }
 

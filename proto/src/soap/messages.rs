@@ -126,10 +126,11 @@ pub enum Request {
     PayOrder(PayOrder),
     GetPayment(GetPayment),
     RefundOrder(RefundOrder),
+    TenderCash(TenderCash),
 }
 
 /// Names of the operations, as in the WSDL.
-pub const OPERATIONS: [&str; 9] = [
+pub const OPERATIONS: [&str; 10] = [
     "SubmitOrder",
     "GetOrder",
     "ListOrders",
@@ -139,6 +140,7 @@ pub const OPERATIONS: [&str; 9] = [
     "PayOrder",
     "GetPayment",
     "RefundOrder",
+    "TenderCash",
 ];
 
 impl Request {
@@ -165,6 +167,7 @@ impl Request {
             PayOrder::ELEMENT => Request::PayOrder(PayOrder::read(e)?),
             GetPayment::ELEMENT => Request::GetPayment(GetPayment::read(e)?),
             RefundOrder::ELEMENT => Request::RefundOrder(RefundOrder::read(e)?),
+            TenderCash::ELEMENT => Request::TenderCash(TenderCash::read(e)?),
             _ => return Err(unknown()),
         })
     }
@@ -180,6 +183,7 @@ impl Request {
             Request::PayOrder(_) => PayOrder::ELEMENT,
             Request::GetPayment(_) => GetPayment::ELEMENT,
             Request::RefundOrder(_) => RefundOrder::ELEMENT,
+            Request::TenderCash(_) => TenderCash::ELEMENT,
         }
     }
 }

@@ -86,6 +86,10 @@ fn every_request_round_trips_with_its_token() {
             reason: Some("洒了 & <cold>".into()),
             restock: true,
         }),
+        Request::TenderCash(TenderCash {
+            order_id: "0190-abc".into(),
+            tendered: Money::parse("100").unwrap(),
+        }),
     ];
     for req in requests {
         let xml = match &req {
@@ -98,6 +102,7 @@ fn every_request_round_trips_with_its_token() {
             Request::PayOrder(m) => write_request(&token(), m),
             Request::GetPayment(m) => write_request(&token(), m),
             Request::RefundOrder(m) => write_request(&token(), m),
+            Request::TenderCash(m) => write_request(&token(), m),
         };
         let env = parse_request(xml.as_bytes()).unwrap();
         assert_eq!(env.token.clone().unwrap(), Some(token()));
@@ -589,6 +594,39 @@ fn a_deep_envelope_is_refused_quickly() {
     assert_eq!(code_of(&xml), "payload_too_large");
     let body = "<a>".repeat(10_000);
     assert_eq!(code_of(&envelope("", &body)), "too_deep");
+}
+
+#[test]
+fn a_cash_tender_answer_round_trips_and_bad_tenders_are_faults() {
+    let t = TenderCashResponse {
+        order_id: "0190-abc".into(),
+        amount: Money::from_fen(1058),
+        tendered: Money::from_fen(2000),
+        change: Money::from_fen(942),
+        by: "terminal:S001-T01".into(),
+        at: "2026-12-02T08:00:00.000000Z".into(),
+    };
+    let xml = write_response(&t);
+    assert!(xml.contains("<tns:change>9.42</tns:change>"), "{xml}");
+    assert_eq!(
+        parse_response::<TenderCashResponse>(xml.as_bytes()).unwrap(),
+        t
+    );
+    for bad in ["1e3", "-1", "0.001", "", "99999999999999999999"] {
+        let xml = write_request(
+            &token(),
+            &TenderCash {
+                order_id: "x".into(),
+                tendered: Money::from_fen(1),
+            },
+        )
+        .replace(
+            "<tns:tendered>0.01</tns:tendered>",
+            &format!("<tns:tendered>{bad}</tns:tendered>"),
+        );
+        let env = parse_request(xml.as_bytes()).unwrap();
+        assert!(env.request().is_err(), "{bad:?} accepted");
+    }
 }
 
 #[test]

@@ -456,6 +456,28 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
         </xsd:complexType>
       </xsd:element>
 
+      <xsd:element name="TenderCash">
+        <xsd:annotation><xsd:documentation>Cash at the counter: tendered is what the customer handed over (at least the total). The same tender again answers the recorded one.</xsd:documentation></xsd:annotation>
+        <xsd:complexType>
+          <xsd:sequence>
+            <xsd:element name="orderId" type="tns:ShortText"/>
+            <xsd:element name="tendered" type="tns:Money"/>
+          </xsd:sequence>
+        </xsd:complexType>
+      </xsd:element>
+      <xsd:element name="TenderCashResponse">
+        <xsd:complexType>
+          <xsd:sequence>
+            <xsd:element name="orderId" type="xsd:string"/>
+            <xsd:element name="amount" type="tns:Money"/>
+            <xsd:element name="tendered" type="tns:Money"/>
+            <xsd:element name="change" type="tns:Money"/>
+            <xsd:element name="by" type="xsd:string"/>
+            <xsd:element name="at" type="xsd:dateTime"/>
+          </xsd:sequence>
+        </xsd:complexType>
+      </xsd:element>
+
       <!-- The detail of every Fault: the same stable code as REST problems. -->
       <xsd:element name="error">
         <xsd:complexType>

@@ -216,6 +216,69 @@ impl Message for RefundOrder {
     }
 }
 
+/// Takes the order's total in cash at the counter: `tendered` is what the
+/// customer handed over (at least the total). The order is the idempotency
+/// key: the same tender again answers the recorded one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenderCash {
+    pub order_id: String,
+    pub tendered: Money,
+}
+
+impl Message for TenderCash {
+    const ELEMENT: &'static str = "TenderCash";
+
+    fn write(&self, w: &mut Writer) {
+        w.text("orderId", &self.order_id);
+        w.display("tendered", self.tendered);
+    }
+
+    fn read(e: &Element) -> Result<Self, Fault> {
+        only(e, &["orderId", "tendered"])?;
+        Ok(TenderCash {
+            order_id: bounded("orderId", text(e, "orderId")?, 64)?,
+            tendered: money(e, "tendered")?,
+        })
+    }
+}
+
+/// The cash tender as recorded: the order's total taken, what was handed
+/// over, the change, who took it and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenderCashResponse {
+    pub order_id: String,
+    pub amount: Money,
+    pub tendered: Money,
+    pub change: Money,
+    pub by: String,
+    pub at: String,
+}
+
+impl Message for TenderCashResponse {
+    const ELEMENT: &'static str = "TenderCashResponse";
+
+    fn write(&self, w: &mut Writer) {
+        w.text("orderId", &self.order_id);
+        w.display("amount", self.amount);
+        w.display("tendered", self.tendered);
+        w.display("change", self.change);
+        w.text("by", &self.by);
+        w.text("at", &self.at);
+    }
+
+    fn read(e: &Element) -> Result<Self, Fault> {
+        only(e, &["orderId", "amount", "tendered", "change", "by", "at"])?;
+        Ok(TenderCashResponse {
+            order_id: text(e, "orderId")?.to_owned(),
+            amount: money(e, "amount")?,
+            tendered: money(e, "tendered")?,
+            change: money(e, "change")?,
+            by: text(e, "by")?.to_owned(),
+            at: text(e, "at")?.to_owned(),
+        })
+    }
+}
+
 /// One call the gateway made to the provider about a charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderExchange {
