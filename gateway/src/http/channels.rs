@@ -21,7 +21,7 @@ use crate::channels::ingest::{self, ThirdParty};
 use crate::channels::mappings::{self, NewSkuMapping};
 use crate::channels::push::{self, Received};
 use crate::error::{Code, Error, Result};
-use crate::http::extract::{Auth, JsonBody};
+use crate::http::extract::{Admin, Auth, JsonBody};
 use crate::platforms::Answer;
 use crate::platforms::meituan::MAX_PUSH_BYTES;
 use crate::platforms::webhook::MAX_BODY_BYTES;
@@ -202,11 +202,10 @@ struct SkuMapping {
 /// `PUT /api/v1/channels/{platform}/skus/{platform_sku}` (admin).
 async fn put_sku(
     State(st): State<AppState>,
-    Auth(who): Auth,
+    _: Admin,
     Path((platform, psku)): Path<(String, String)>,
     body: JsonBody<SkuMapping>,
 ) -> Result<(StatusCode, Json<Value>)> {
-    who.require_admin()?;
     let m = body.value;
     let mapping = NewSkuMapping {
         sku: &m.sku,
@@ -220,10 +219,9 @@ async fn put_sku(
 /// `GET /api/v1/channels/{platform}/skus` (admin).
 async fn list_skus(
     State(st): State<AppState>,
-    Auth(who): Auth,
+    _: Admin,
     Path(platform): Path<String>,
 ) -> Result<Json<Value>> {
-    who.require_admin()?;
     Ok(Json(mappings::list_skus(&st.db, &platform).await?))
 }
 
@@ -235,18 +233,16 @@ struct StoreMapping {
 /// `PUT /api/v1/channels/{platform}/stores/{platform_store}` (admin).
 async fn put_store(
     State(st): State<AppState>,
-    Auth(who): Auth,
+    _: Admin,
     Path((platform, pstore)): Path<(String, String)>,
     body: JsonBody<StoreMapping>,
 ) -> Result<Json<Value>> {
-    who.require_admin()?;
     let done = mappings::put_store(&st.db, &platform, &pstore, &body.value.store_id).await?;
     Ok(Json(done))
 }
 
 /// `GET /api/v1/channels/held` (admin): events still waiting for their
 /// order (e.g. a cancel for an order the platform never pushed).
-async fn held(State(st): State<AppState>, Auth(who): Auth) -> Result<Json<Value>> {
-    who.require_admin()?;
+async fn held(State(st): State<AppState>, _: Admin) -> Result<Json<Value>> {
     Ok(Json(mappings::held(&st.db).await?))
 }

@@ -1,4 +1,4 @@
-//! Extractors: who is calling (`Auth`), and JSON bodies that fail with a
+//! Extractors: who is calling (`Auth`; `Admin` for admin-only routes), and JSON bodies that fail with a
 //! problem document instead of axum's plain-text rejections.
 
 use axum::body::Bytes;
@@ -38,6 +38,21 @@ impl FromRequestParts<AppState> for Auth {
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or_else(|| refuse("Authorization must be Bearer <API key>"))?;
         st.keys.authenticate(&st.db, token).await.map(Auth)
+    }
+}
+
+/// The authenticated caller, who must hold an admin key: a handler taking
+/// `Admin` is refused (`403 forbidden`) for any other key before its body is
+/// read.
+pub struct Admin(pub Principal);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Error> {
+        let Auth(who) = Auth::from_request_parts(parts, st).await?;
+        who.require_admin()?;
+        Ok(Admin(who))
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
-use crate::http::extract::Auth;
+use crate::http::extract::Admin;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -27,10 +27,9 @@ struct ListQuery {
 /// `GET /api/v1/outbox?state=failed&after=<id>&limit=` (admin).
 async fn list(
     State(st): State<AppState>,
-    Auth(who): Auth,
+    _: Admin,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>> {
-    who.require_admin()?;
     let state = q.state.as_deref().filter(|s| !s.is_empty());
     if let Some(s) = state
         && !matches!(s, "pending" | "delivering" | "delivered" | "failed")
@@ -61,10 +60,9 @@ async fn list(
 /// queue, due now.
 async fn retry(
     State(st): State<AppState>,
-    Auth(who): Auth,
+    Admin(who): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<crate::outbox::Entry>> {
-    who.require_admin()?;
     let id: i64 = id
         .parse()
         .map_err(|_| Error::new(Code::OutboxEntryNotFound, format!("no outbox entry {id}")))?;
@@ -84,8 +82,7 @@ async fn retry(
 /// `GET /api/v1/outbox/stats` (admin): rows by state, this process's
 /// counters (delivered, retried, failed, unconfirmed alerts raised), and the
 /// alerts raised in total.
-async fn stats(State(st): State<AppState>, Auth(who): Auth) -> Result<Json<Value>> {
-    who.require_admin()?;
+async fn stats(State(st): State<AppState>, _: Admin) -> Result<Json<Value>> {
     let counts = crate::outbox::counts(&st.db).await?;
     let alerts = crate::channels::alerts::raised_total(&st.db).await?;
     let process = st
