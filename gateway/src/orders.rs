@@ -168,17 +168,50 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
     }
 }
 
+/// How new orders reach the database: on SQLite, group-committed by the
+/// [`Batcher`] (a supervised task on a connection of its own); otherwise, or
+/// when none was started, each in a transaction of its own. Started by
+/// whoever opens the store for serving (`app::build`), carried in the
+/// handlers' state.
+#[derive(Clone, Default)]
+pub struct Writer {
+    batcher: Option<Batcher>,
+}
+
+impl Writer {
+    /// Every order in a transaction of its own.
+    pub fn direct() -> Writer {
+        Writer::default()
+    }
+
+    /// The writer for this database: the batcher on SQLite, direct on
+    /// PostgreSQL.
+    pub async fn start(db: &Db) -> anyhow::Result<Writer> {
+        let batcher = match db.sqlite_file() {
+            Some(file) => Some(Batcher::start(file, db.clone()).await?),
+            None => None,
+        };
+        Ok(Writer { batcher })
+    }
+
+    /// The SQLite batcher, when this writer has one.
+    pub fn batcher(&self) -> Option<&Batcher> {
+        self.batcher.as_ref()
+    }
+}
+
 /// Creates an order: prices every line from the catalog, reserves its stock,
 /// numbers it for the day, and records it in the store feed — all or nothing.
 pub async fn create(
     db: &Db,
     hub: &Hub,
+    writer: &Writer,
     mut new: NewOrder,
     idem: Option<IdemKey>,
 ) -> Result<Created> {
     check_shape(&mut new)?;
     let store = new.store.clone();
-    let created = match db.batcher() {
+    let created = match writer.batcher() {
         // SQLite: many orders share one transaction (group commit).
         Some(batcher) => batcher.create(new, idem).await?,
         None => create_direct(db, new, idem).await?,

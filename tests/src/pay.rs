@@ -380,6 +380,9 @@ impl PayGateway {
         db.migrate_up().await.expect("migrate");
         let config = options.config(&sim.base);
         let mut state = AppState::new(db.clone(), closing_rx.clone());
+        state.orders = gateway::orders::Writer::start(&db)
+            .await
+            .expect("order writer");
         state.payments = options.payments.then(|| {
             Payments::start(&config, db.clone(), state.hub.clone(), closing_rx.clone())
                 .expect("payments")

@@ -24,7 +24,7 @@ use super::{
     out_of_stock, prepaid_reference_used,
 };
 use crate::clock;
-use crate::db::Db;
+use crate::db::{Db, SqliteFile};
 use crate::error::{Code, Error, Result};
 
 /// Most orders written in one transaction.
@@ -67,7 +67,8 @@ pub const WAL_CHECKPOINTER: &str = "wal_checkpointer";
 impl Batcher {
     /// Starts the task on a connection of its own, supervised: it is started
     /// again on the same queue if it dies.
-    pub async fn start(url: &str, gate: Arc<Mutex<()>>, db: Db) -> anyhow::Result<Batcher> {
+    pub async fn start(file: &SqliteFile, db: Db) -> anyhow::Result<Batcher> {
+        let (url, gate) = (file.url.as_str(), Arc::clone(&file.gate));
         let mut first = Some(open_writer(url).await?);
         let (tx, rx) = mpsc::channel(1024);
         // Each run of the writer holds the queue; a dead run's guard drops
