@@ -1,10 +1,10 @@
 //! What a decoded push does, the same for every platform.
 //!
-//! A new order is written in one transaction of its own (store row first, as
-//! every order write): de-duplicated by the inbox and by the platform's order
-//! id, its items mapped to our SKUs, stock reserved, numbered for the day,
-//! its delivery details kept, and `order.created` appended to the store's
-//! feed. The platform has already sold it and taken the money, so it is never
+//! A new order is written in one transaction of its own: de-duplicated by the
+//! inbox and by the platform's order id, its items mapped to our SKUs, then
+//! handed to the one order plan (`orders::plan`: store row first, stock
+//! reserved, numbered for the day, `order.created` appended to the store's
+//! feed), its delivery details kept with it. The platform has already sold it and taken the money, so it is never
 //! refused for stock or for an item we cannot map: it enters the queue
 //! flagged (`attention`) for the store to resolve. Events about an order not
 //! seen yet are held, and applied right after the order is written; both

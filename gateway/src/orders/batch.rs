@@ -1,9 +1,9 @@
 //! Group commit for SQLite. SQLite has one writer at a time and every
 //! statement is a round trip to its worker thread, so orders placed at the
 //! same moment are written together: one task reads what the batch needs,
-//! checks every order in memory with the same rules as the direct path, and
-//! writes all the good ones in one script ending in one COMMIT. Each caller
-//! hears back only after that COMMIT.
+//! runs the one plan (`plan.rs`, the same as the direct path) for every order
+//! in memory, and writes the rows it built for the good ones in one script
+//! ending in one COMMIT. Each caller hears back only after that COMMIT.
 //!
 //! The reads and the write happen inside one `BEGIN IMMEDIATE` transaction
 //! on the batcher's own connection, under the process's write gate, so no
