@@ -631,11 +631,9 @@ pub(crate) async fn write_one(
             return finish_one(Planner::new(facts, now).plan(0, input)?);
         }
     }
-    if crate::catalog::store_exists(conn, &new.store).await? {
-        // The store row lock, taken first by every order write of this store.
-        let seq = events::next_seq(conn, &new.store)
-            .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
+    // The store row lock, taken first by every order write of this store
+    // (no row: no such store, which the plan refuses).
+    if let Some(seq) = events::next_seq(conn, &new.store).await? {
         let display: Option<i64> = sqlx::query(
             "SELECT last_no FROM display_counters WHERE store_id = $1 AND business_day = $2",
         )
@@ -720,17 +718,22 @@ pub(crate) async fn write_one(
     .bind(planned.order.display_no)
     .execute(&mut *conn)
     .await?;
-    if let Some(k) = input.idem {
-        // The claim gives way to the answered key.
-        sqlx::query("DELETE FROM idempotency_keys WHERE key_id = $1 AND idem_key = $2")
-            .bind(k.owner.clone())
-            .bind(k.key.clone())
-            .execute(&mut *conn)
-            .await?;
-    }
     for (table, vals) in &planned.rows {
+        // The claimed key takes the answer.
+        let upsert = if table.name == IDEMPOTENCY_KEYS.name {
+            format!(
+                " ON CONFLICT (key_id, idem_key) DO UPDATE SET {}",
+                table.cols[2..]
+                    .iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        };
         let sql = format!(
-            "{} VALUES ({})",
+            "{} VALUES ({}){upsert}",
             table.insert_head(),
             (1..=vals.len())
                 .map(|i| format!("${i}"))
