@@ -14,7 +14,8 @@ use crate::events::Hub;
 use crate::http::{Limits, Streams};
 use crate::keys::KeyCache;
 
-/// The state `serve` runs with: the edge settings, payments (with their
+/// The state `serve` runs with: the order writer (SQLite's group commit),
+/// the edge settings, payments (with their
 /// sweeper), channels (their stores registered, the dispatcher and the alert
 /// check started) and retention. Fails, rather than serving without a
 /// configured part, if one cannot start.
@@ -25,6 +26,9 @@ pub async fn build(
 ) -> anyhow::Result<AppState> {
     let mut state =
         AppState::with_payments(db, closing, config.payments.clone()).context("[payments]")?;
+    state.orders = crate::orders::Writer::start(&state.db)
+        .await
+        .context("starting the order writer")?;
     config.edge.clone().apply(&mut state);
     if let Some(channels) = &config.channels {
         tracing::info!(config = ?channels, "channels on");
@@ -47,6 +51,8 @@ pub async fn build(
 pub struct AppState {
     pub db: Db,
     pub hub: Hub,
+    /// How new orders are written (the SQLite group commit, when started).
+    pub orders: crate::orders::Writer,
     pub keys: KeyCache,
     /// Open feed streams per key (capped by `inner.limits`).
     pub streams: Streams,
@@ -104,6 +110,7 @@ impl AppState {
         AppState {
             db,
             hub: Hub::default(),
+            orders: crate::orders::Writer::direct(),
             keys: KeyCache::default(),
             streams: Streams::default(),
             closing,

@@ -66,9 +66,8 @@ impl std::ops::DerefMut for WriteTx {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
-    gate: Option<Arc<Mutex<()>>>,
-    /// SQLite only: writes concurrent orders in one transaction.
-    batcher: Option<crate::orders::Batcher>,
+    /// SQLite only: the file and its in-process write gate.
+    sqlite: Option<SqliteFile>,
     /// The supervised background tasks of this gateway (see `supervise`).
     health: crate::supervise::Health,
     /// Where every use case reads "now" (system, or manual in tests).
@@ -82,8 +81,8 @@ impl Db {
         Self::connect_with_clock(url, Clock::system()).await
     }
 
-    /// Connects with the clock every use case on this handle (the SQLite
-    /// order writer, payments, channels, outbox, retention) reads "now" from.
+    /// Connects with the clock every use case on this handle reads "now"
+    /// from.
     pub async fn connect_with_clock(url: &str, clock: Clock) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url)?;
@@ -120,21 +119,17 @@ impl Db {
             }
         }
         .with_context(|| format!("connecting to the {backend:?} database"))?;
-        let gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
-        let mut db = Db {
+        let sqlite = (backend == Backend::Sqlite).then(|| SqliteFile {
+            url: url.clone(),
+            gate: Arc::new(Mutex::new(())),
+        });
+        Ok(Db {
             pool,
             backend,
-            gate,
-            batcher: None,
+            sqlite,
             health: crate::supervise::Health::default(),
             clock,
-        };
-        if let Some(gate) = &db.gate {
-            // The batcher's own handle has no batcher: it writes directly.
-            let batcher = crate::orders::Batcher::start(&url, gate.clone(), db.clone()).await?;
-            db.batcher = Some(batcher);
-        }
-        Ok(db)
+        })
     }
 
     /// The clock this gateway reads the time from.
@@ -204,8 +199,8 @@ impl Db {
 
     /// Begins a write transaction; see [`WriteTx`].
     pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
-        let gate = match &self.gate {
-            Some(g) => Some(g.clone().lock_owned().await),
+        let gate = match &self.sqlite {
+            Some(f) => Some(f.gate.clone().lock_owned().await),
             None => None,
         };
         let tx = match self.backend {
@@ -215,8 +210,10 @@ impl Db {
         Ok(WriteTx { tx, _gate: gate })
     }
 
-    pub fn batcher(&self) -> Option<&crate::orders::Batcher> {
-        self.batcher.as_ref()
+    /// SQLite only: the file, for a writer that keeps a connection of its
+    /// own and queues on the same gate as [`Db::write`].
+    pub fn sqlite_file(&self) -> Option<&SqliteFile> {
+        self.sqlite.as_ref()
     }
 
     /// The supervised background tasks, for readiness and metrics.
@@ -230,6 +227,15 @@ impl Db {
             .await
             .map(|_| ())
     }
+}
+
+/// A SQLite database as this process writes it: one writer at a time.
+#[derive(Clone)]
+pub struct SqliteFile {
+    /// The connection URL (file created on first use).
+    pub url: String,
+    /// Held by every write transaction of this process.
+    pub gate: Arc<Mutex<()>>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,8 +1,11 @@
 //! Order use cases: create (reserving stock), act on an order (the state
 //! machine), read one, list a store's queue. Each write is one transaction.
+//! A new order is decided and its rows built by the one plan (`plan.rs`),
+//! executed one order at a time or, on SQLite, in groups (`batch.rs`).
 
 mod batch;
 pub mod held;
+pub(crate) mod plan;
 
 pub use batch::Batcher;
 
@@ -13,7 +16,6 @@ use proto::order::{
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use crate::catalog;
 use crate::clock;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
@@ -169,17 +171,50 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
     }
 }
 
+/// How new orders reach the database: on SQLite, group-committed by the
+/// [`Batcher`] (a supervised task on a connection of its own); otherwise, or
+/// when none was started, each in a transaction of its own. Started by
+/// whoever opens the store for serving (`app::build`), carried in the
+/// handlers' state.
+#[derive(Clone, Default)]
+pub struct Writer {
+    batcher: Option<Batcher>,
+}
+
+impl Writer {
+    /// Every order in a transaction of its own.
+    pub fn direct() -> Writer {
+        Writer::default()
+    }
+
+    /// The writer for this database: the batcher on SQLite, direct on
+    /// PostgreSQL.
+    pub async fn start(db: &Db) -> anyhow::Result<Writer> {
+        let batcher = match db.sqlite_file() {
+            Some(file) => Some(Batcher::start(file, db.clone()).await?),
+            None => None,
+        };
+        Ok(Writer { batcher })
+    }
+
+    /// The SQLite batcher, when this writer has one.
+    pub fn batcher(&self) -> Option<&Batcher> {
+        self.batcher.as_ref()
+    }
+}
+
 /// Creates an order: prices every line from the catalog, reserves its stock,
 /// numbers it for the day, and records it in the store feed — all or nothing.
 pub async fn create(
     db: &Db,
     hub: &Hub,
+    writer: &Writer,
     mut new: NewOrder,
     idem: Option<IdemKey>,
 ) -> Result<Created> {
     check_shape(&mut new)?;
     let store = new.store.clone();
-    let created = match db.batcher() {
+    let created = match writer.batcher() {
         // SQLite: many orders share one transaction (group commit).
         Some(batcher) => batcher.create(new, idem).await?,
         None => create_direct(db, new, idem).await?,
@@ -259,116 +294,8 @@ pub(crate) fn fresh_order(new: &NewOrder, f: Fresh) -> Order {
     }
 }
 
-/// What a new order's writer has worked out before it writes: the order's
-/// id, the feed number (the store row is already held), its priced lines.
-pub(crate) struct Written {
-    pub id: String,
-    /// From `events::next_seq`, taken first in the same transaction.
-    pub seq: i64,
-    pub lines: Vec<OrderLine>,
-    pub total: Money,
-    pub now: i64,
-    /// Set on the order before the `order.created` event is built.
-    pub attention: Vec<String>,
-}
-
-/// Writes a new order: today's display number, the order row, its lines,
-/// the first history row and the `order.created` feed event. The caller
-/// holds the store row (`w.seq`) and commits; rows of its own that refer to
-/// the order go in after this, in the same transaction.
-pub(crate) async fn insert_new_order(
-    conn: &mut AnyConnection,
-    new: &NewOrder,
-    w: Written,
-) -> Result<Order> {
-    let day = clock::business_day(w.now);
-    let display_no: i64 = sqlx::query(
-        "INSERT INTO display_counters (store_id, business_day, last_no) VALUES ($1, $2, 1)
-         ON CONFLICT (store_id, business_day) DO UPDATE SET last_no = display_counters.last_no + 1
-         RETURNING last_no",
-    )
-    .bind(new.store.as_str().to_owned())
-    .bind(day.clone())
-    .fetch_one(&mut *conn)
-    .await?
-    .get(0);
-    sqlx::query(
-        "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
-                             status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14)",
-    )
-    .bind(w.id.clone())
-    .bind(new.store.as_str().to_owned())
-    .bind(new.channel.as_str())
-    .bind(new.platform.clone().unwrap_or_default())
-    .bind(new.channel_order_id.clone())
-    .bind(display_no)
-    .bind(day.clone())
-    .bind(OrderStatus::Created.as_str())
-    .bind(new.payment_status.as_str())
-    .bind(w.total.fen())
-    .bind(new.note.clone())
-    .bind(new.actor.clone())
-    .bind(w.now)
-    .bind(w.seq)
-    .execute(&mut *conn)
-    .await?;
-    for (i, l) in w.lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(w.id.clone())
-        .bind(i as i64 + 1)
-        .bind(l.sku.as_str().to_owned())
-        .bind(l.name.clone())
-        .bind(l.unit.as_str())
-        .bind(l.quantity.milli())
-        .bind(l.unit_price.fen())
-        .bind(l.line_total.fen())
-        .execute(&mut *conn)
-        .await?;
-    }
-    record_history(
-        conn,
-        &w.id,
-        w.now,
-        &new.actor,
-        None,
-        OrderStatus::Created,
-        None,
-    )
-    .await?;
-
-    let mut order = fresh_order(
-        new,
-        Fresh {
-            id: w.id.clone(),
-            seq: w.seq,
-            display_no,
-            day,
-            lines: w.lines,
-            total: w.total,
-            note: new.note.clone(),
-            now: w.now,
-        },
-    );
-    order.attention = w.attention;
-    let payload = feed_payload("order.created", w.seq, &order)?;
-    events::append(
-        conn,
-        &new.store,
-        w.seq,
-        &w.id,
-        "order.created",
-        w.now,
-        &payload,
-    )
-    .await?;
-    Ok(order)
-}
-
-/// Creates one order in a transaction of its own, statement by statement.
+/// Creates one order in a transaction of its own: the one plan
+/// ([`plan::write_one`]), statement by statement.
 pub(crate) async fn create_direct(
     db: &Db,
     new: NewOrder,
@@ -376,137 +303,32 @@ pub(crate) async fn create_direct(
 ) -> Result<Created> {
     let now = db.now_micros();
     let mut tx = db.write().await?;
-
-    if let Some(k) = &idem {
-        let fresh = sqlx::query(
-            "INSERT INTO idempotency_keys (key_id, idem_key, request_hash, status_code, response, created_at)
-             VALUES ($1, $2, $3, 0, '', $4) ON CONFLICT (key_id, idem_key) DO NOTHING",
-        )
-        .bind(k.owner.clone())
-        .bind(k.key.clone())
-        .bind(k.request_hash.clone())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !fresh {
-            let row = sqlx::query(
-                "SELECT request_hash, status_code, response FROM idempotency_keys
-                 WHERE key_id = $1 AND idem_key = $2",
-            )
-            .bind(k.owner.clone())
-            .bind(k.key.clone())
-            .fetch_one(&mut **tx)
-            .await?;
-            let hash: String = row.get("request_hash");
-            if hash != k.request_hash {
-                return Err(Error::new(
-                    Code::IdempotencyConflict,
-                    "this Idempotency-Key was already used with a different request",
-                ));
-            }
-            return Ok(Created::Replay {
-                status: u16::try_from(row.get::<i64, _>("status_code")).unwrap_or(200),
-                body: row.get("response"),
+    let input = plan::Input {
+        new: &new,
+        idem: idem.as_ref(),
+        sold: None,
+    };
+    let planned = match plan::write_one(&mut tx, &input, now).await? {
+        plan::Outcome::Written(planned) => planned,
+        plan::Outcome::Replay { status, body } => return Ok(Created::Replay { status, body }),
+        plan::Outcome::Existing(id) => {
+            let order = load(&mut tx, &id)
+                .await?
+                .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
+            // Nothing changed: the transaction (and the feed number) is dropped.
+            drop(tx);
+            return Ok(Created::Order {
+                order: Box::new(order),
+                replayed: true,
             });
         }
-    }
-
-    if !catalog::store_exists(&mut tx, &new.store).await? {
-        return Err(Error::new(Code::UnknownStore, format!("no store {}", new.store)).in_body());
-    }
-    // The store row lock, taken first by every order write of this store.
-    let seq = events::next_seq(&mut tx, &new.store)
-        .await?
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
-
-    let existing = match &new.channel_order_id {
-        Some(ref_id) => {
-            find_by_channel_ref(
-                &mut tx,
-                &new.store,
-                new.channel,
-                new.platform.as_deref(),
-                ref_id,
-            )
-            .await?
+        plan::Outcome::Refused(e) => return Err(e),
+        plan::Outcome::SameKeyAs(_) | plan::Outcome::SameRefAs(_) => {
+            return Err(Error::internal(anyhow::anyhow!(
+                "a batch outcome for a single order"
+            )));
         }
-        None => None,
     };
-    if let Some(id) = existing {
-        let order = load(&mut tx, &id)
-            .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
-        // Nothing changed: the transaction (and the feed number) is dropped.
-        drop(tx);
-        return Ok(Created::Order {
-            order: Box::new(order),
-            replayed: true,
-        });
-    }
-
-    let mut lines = Vec::with_capacity(new.lines.len());
-    let mut total = Money::ZERO;
-    for line in &new.lines {
-        let priced = price_line(&mut tx, &new.store, line, now).await?;
-        reserve(&mut tx, &new.store, &priced.sku, priced.quantity).await?;
-        total = total
-            .checked_add(priced.line_total)
-            .ok_or_else(|| Error::new(Code::InvalidQuantity, "order total is too large"))?;
-        lines.push(priced);
-    }
-    if let Some(p) = &new.prepaid {
-        p.check_total(total)?;
-        if find_prepaid(&mut tx, p).await?.is_some() {
-            return Err(prepaid_reference_used(p));
-        }
-    }
-
-    let id = uuid::Uuid::now_v7().to_string();
-    let order = insert_new_order(
-        &mut tx,
-        &new,
-        Written {
-            id: id.clone(),
-            seq,
-            lines,
-            total,
-            now,
-            attention: Vec::new(),
-        },
-    )
-    .await?;
-    if let Some(p) = &new.prepaid {
-        let inserted = sqlx::query(
-            "INSERT INTO prepayments (order_id, provider, reference, amount_fen, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id.clone())
-        .bind(p.provider.clone())
-        .bind(p.reference.clone())
-        .bind(p.amount.fen())
-        .bind(now)
-        .execute(&mut **tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if is_unique_violation(&e) => return Err(prepaid_reference_used(p)),
-            Err(e) => return Err(e.into()),
-        }
-    }
-
-    if let Some(k) = &idem {
-        let body = serde_json::to_string(&order).map_err(Error::internal)?;
-        sqlx::query(
-            "UPDATE idempotency_keys SET status_code = 201, response = $1 WHERE key_id = $2 AND idem_key = $3",
-        )
-        .bind(body)
-        .bind(k.owner.clone())
-        .bind(k.key.clone())
-        .execute(&mut **tx)
-        .await?;
-    }
     match tx.commit().await {
         Ok(()) => {}
         Err(e) if is_unique_violation(&e) && new.channel_order_id.is_some() => {
@@ -532,7 +354,7 @@ pub(crate) async fn create_direct(
         Err(e) => return Err(e.into()),
     }
     Ok(Created::Order {
-        order: Box::new(order),
+        order: Box::new(planned.order),
         replayed: false,
     })
 }
@@ -588,36 +410,6 @@ pub(crate) async fn find_by_channel_ref(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|r| r.get(0)))
-}
-
-async fn price_line(
-    conn: &mut AnyConnection,
-    store: &StoreId,
-    line: &NewLine,
-    now: i64,
-) -> Result<OrderLine> {
-    let row = sqlx::query(
-        "SELECT p.name, p.unit, p.price_fen, i.price_fen AS override_fen, i.available, i.snoozed_until
-         FROM products p LEFT JOIN store_items i ON i.sku = p.sku AND i.store_id = $1
-         WHERE p.sku = $2",
-    )
-    .bind(store.as_str().to_owned())
-    .bind(line.sku.as_str().to_owned())
-    .fetch_optional(conn)
-    .await?;
-    let item = row
-        .map(|row| -> Result<ItemFacts> {
-            Ok(ItemFacts {
-                name: row.get("name"),
-                unit: Unit::parse(&row.get::<String, _>("unit")).map_err(Error::internal)?,
-                list_fen: row.get("price_fen"),
-                override_fen: row.get("override_fen"),
-                listed: row.get::<Option<i64>, _>("available").map(|a| a != 0),
-                snoozed_until: row.get("snoozed_until"),
-            })
-        })
-        .transpose()?;
-    check_line(item.as_ref(), store, line, now)
 }
 
 /// What the catalog says about one product in one store.
@@ -678,25 +470,6 @@ pub(crate) fn out_of_stock(store: &StoreId, sku: &Sku, q: Quantity) -> Error {
         Code::OutOfStock,
         format!("not enough {sku} in store {store} for {q}"),
     )
-}
-
-/// Reserves stock, or refuses: never more than on hand less already reserved.
-async fn reserve(conn: &mut AnyConnection, store: &StoreId, sku: &Sku, q: Quantity) -> Result<()> {
-    let n = sqlx::query(
-        "UPDATE store_items SET reserved = reserved + $1
-         WHERE store_id = $2 AND sku = $3 AND on_hand - reserved >= $1",
-    )
-    .bind(q.milli())
-    .bind(store.as_str().to_owned())
-    .bind(sku.as_str().to_owned())
-    .execute(conn)
-    .await?
-    .rows_affected();
-    if n == 1 {
-        Ok(())
-    } else {
-        Err(out_of_stock(store, sku, q))
-    }
 }
 
 #[derive(Clone, Copy)]

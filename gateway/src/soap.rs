@@ -211,7 +211,7 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
                 prepaid: None,
                 actor: who.actor().to_string(),
             };
-            match orders::create(&st.db, &st.hub, new, None).await? {
+            match orders::create(&st.db, &st.hub, &st.orders, new, None).await? {
                 Created::Order { order, replayed } => {
                     Ok(soap::write_response(&SubmitOrderResponse {
                         replayed,

@@ -68,6 +68,9 @@ fn fixture() -> &'static Fixture {
             // Never closed: the fixture lives as long as the test binary.
             let closing = Box::leak(Box::new(tokio::sync::watch::channel(false).0)).subscribe();
             let mut state = AppState::new(db.clone(), closing.clone());
+            state.orders = gateway::orders::Writer::start(&db)
+                .await
+                .expect("order writer");
             Arc::make_mut(&mut state.inner).public_url = Some(PUBLIC.to_owned());
             let pay = PayOptions::default().config(&sim.base);
             state.payments = Some(

@@ -98,7 +98,12 @@ async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restar
     assert_eq!(s, 201);
 
     // The writer dies holding the next order and may not start again yet.
-    let faults = app.db.batcher().expect("SQLite has a writer").faults();
+    let faults = app
+        .state
+        .orders
+        .batcher()
+        .expect("SQLite has a writer")
+        .faults();
     faults.hold_restart.store(true, Ordering::SeqCst);
     faults.panic_in_writer.store(true, Ordering::SeqCst);
     let (s, body) = app.order("S001", &[("EGG", "1")]).await;
@@ -138,7 +143,7 @@ async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restar
         })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while app.db.batcher().unwrap().queued() == 0 {
+    while app.state.orders.batcher().unwrap().queued() == 0 {
         assert!(
             Instant::now() < deadline,
             "the order never reached the queue"
@@ -175,7 +180,12 @@ async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_inside_a_batch_fails_no_order_and_keeps_the_writer_up() {
     let app = spawn_app().await;
-    let faults = app.db.batcher().expect("SQLite has a writer").faults();
+    let faults = app
+        .state
+        .orders
+        .batcher()
+        .expect("SQLite has a writer")
+        .faults();
     faults.panic_in_batch.store(true, Ordering::SeqCst);
     // Orders placed together: whichever batch panics, each of its orders is
     // written again on its own.

@@ -344,6 +344,9 @@ impl TestApp {
         let addr = listener.local_addr().expect("addr");
         let (closing, closing_rx) = watch::channel(false);
         let mut state = AppState::new(db.clone(), closing_rx.clone());
+        state.orders = gateway::orders::Writer::start(&db)
+            .await
+            .expect("order writer");
         std::sync::Arc::make_mut(&mut state.inner).feed_poll = Duration::from_millis(200);
         tweak(&mut state);
         let mut rx = closing_rx;

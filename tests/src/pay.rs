@@ -341,6 +341,8 @@ pub struct PayGateway {
     pub base: String,
     pub http: reqwest::Client,
     pub db: Db,
+    /// The gateway's order writer (SQLite's group commit).
+    pub orders: gateway::orders::Writer,
     pub sim: PaySim,
     /// The payments configuration the gateway runs with (also when
     /// payments are off), for a second `Payments` over the same database.
@@ -380,6 +382,9 @@ impl PayGateway {
         db.migrate_up().await.expect("migrate");
         let config = options.config(&sim.base);
         let mut state = AppState::new(db.clone(), closing_rx.clone());
+        state.orders = gateway::orders::Writer::start(&db)
+            .await
+            .expect("order writer");
         state.payments = options.payments.then(|| {
             Payments::start(&config, db.clone(), state.hub.clone(), closing_rx.clone())
                 .expect("payments")
@@ -389,6 +394,7 @@ impl PayGateway {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut rx = closing_rx;
+        let orders = state.orders.clone();
         tokio::spawn(http::serve(listener, state, async move {
             let _ = rx.wait_for(|c| *c).await;
         }));
@@ -399,6 +405,7 @@ impl PayGateway {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             db,
+            orders,
             sim,
             config,
             admin: keys.admin,

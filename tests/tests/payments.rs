@@ -985,6 +985,7 @@ async fn orders_paid_elsewhere_close_with_the_refund_due_elsewhere(backend: Back
     let created = gateway::orders::create(
         &app.db,
         &gateway::events::Hub::default(),
+        &app.orders,
         gateway::orders::NewOrder {
             store: proto::order::StoreId::parse("S001").expect("store"),
             channel: proto::order::Channel::ThirdParty,

@@ -1,10 +1,10 @@
 //! What a decoded push does, the same for every platform.
 //!
-//! A new order is written in one transaction of its own (store row first, as
-//! every order write): de-duplicated by the inbox and by the platform's order
-//! id, its items mapped to our SKUs, stock reserved, numbered for the day,
-//! its delivery details kept, and `order.created` appended to the store's
-//! feed. The platform has already sold it and taken the money, so it is never
+//! A new order is written in one transaction of its own: de-duplicated by the
+//! inbox and by the platform's order id, its items mapped to our SKUs, then
+//! handed to the one order plan (`orders::plan`: store row first, stock
+//! reserved, numbered for the day, `order.created` appended to the store's
+//! feed), its delivery details kept with it. The platform has already sold it and taken the money, so it is never
 //! refused for stock or for an item we cannot map: it enters the queue
 //! flagged (`attention`) for the store to resolve. Events about an order not
 //! seen yet are held, and applied right after the order is written; both
@@ -24,6 +24,7 @@ use crate::clock;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
+use crate::orders::plan::{self, SoldLine};
 use crate::orders::{self, NewOrder};
 
 /// The largest quantity of one platform item line.
@@ -246,36 +247,6 @@ async fn map_item(
     })
 }
 
-/// Reserves stock; when there is not enough, reserves it anyway (the
-/// platform sold it) and says so.
-async fn reserve_anyway(
-    conn: &mut AnyConnection,
-    store: &StoreId,
-    sku: &Sku,
-    milli: i64,
-) -> Result<bool> {
-    let n = sqlx::query(
-        "UPDATE store_items SET reserved = reserved + $1
-         WHERE store_id = $2 AND sku = $3 AND on_hand - reserved >= $1",
-    )
-    .bind(milli)
-    .bind(store.as_str().to_owned())
-    .bind(sku.as_str().to_owned())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if n == 1 {
-        return Ok(true);
-    }
-    sqlx::query("UPDATE store_items SET reserved = reserved + $1 WHERE store_id = $2 AND sku = $3")
-        .bind(milli)
-        .bind(store.as_str().to_owned())
-        .bind(sku.as_str().to_owned())
-        .execute(&mut *conn)
-        .await?;
-    Ok(false)
-}
-
 fn note_of(o: &PlatformOrder, flags: &[&str], unmapped: &[Unmapped]) -> Option<String> {
     let mut parts = Vec::new();
     if !flags.is_empty() {
@@ -369,14 +340,82 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
     let now = db.now_micros();
     let actor = Actor::Platform(o.platform.clone()).to_string();
     let mut tx = db.write().await?;
-    // The store row lock, taken first by every order write of this store.
-    let seq = events::next_seq(&mut tx, &store)
-        .await?
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("store vanished")))?;
     if let Some((id, _)) = order_of(&mut tx, &o.platform, &o.platform_order_id).await? {
         return Ok(Outcome::Duplicate { order_id: Some(id) });
     }
-    let id = uuid::Uuid::now_v7().to_string();
+
+    // Map every item; each line's own flags, in the order they arose.
+    let mut flags_of: Vec<Vec<&'static str>> = Vec::with_capacity(o.items.len());
+    let mut unmapped = Vec::new();
+    let mut lines = Vec::with_capacity(o.items.len());
+    for item in &o.items {
+        let mut flags = Vec::new();
+        let m = map_item(
+            &mut tx,
+            &o.platform,
+            &store,
+            item,
+            now,
+            &mut flags,
+            &mut unmapped,
+        )
+        .await?;
+        flags_of.push(flags);
+        lines.push(SoldLine {
+            line: m.line,
+            reserve: m.reserve,
+        });
+    }
+    // The plan says which line first found too little stock: it is
+    // reserved anyway and the order flagged.
+    let finish = |first_short: Option<usize>| {
+        let mut flags: Vec<&'static str> = Vec::new();
+        for (i, own) in flags_of.iter().enumerate() {
+            let short = (first_short == Some(i)).then_some(SHORT_STOCK);
+            for f in own.iter().copied().chain(short) {
+                if !flags.contains(&f) {
+                    flags.push(f);
+                }
+            }
+        }
+        (
+            note_of(&o, &flags, &unmapped),
+            flags.iter().map(|f| (*f).to_owned()).collect(),
+        )
+    };
+    let new = NewOrder {
+        store: store.clone(),
+        channel: Channel::ThirdParty,
+        platform: Some(o.platform.clone()),
+        channel_order_id: Some(o.platform_order_id.clone()),
+        lines: Vec::new(),
+        note: None,
+        payment_status: PaymentStatus::Paid,
+        prepaid: None,
+        actor,
+    };
+    let input = plan::Input {
+        new: &new,
+        idem: None,
+        sold: Some(plan::Sold {
+            lines: &lines,
+            finish: &finish,
+        }),
+    };
+    let order = match plan::write_one(&mut tx, &input, now).await? {
+        plan::Outcome::Written(planned) => planned.order,
+        plan::Outcome::Existing(id) => return Ok(Outcome::Duplicate { order_id: Some(id) }),
+        plan::Outcome::Refused(e) => return Err(e),
+        plan::Outcome::Replay { .. }
+        | plan::Outcome::SameKeyAs(_)
+        | plan::Outcome::SameRefAs(_) => {
+            return Err(Error::internal(anyhow::anyhow!(
+                "a platform order planned as a replay"
+            )));
+        }
+    };
+    let id = order.id.clone();
+    let flags = order.attention.join(",");
     let row = InboxRow {
         platform: &o.platform,
         kind: "new_order",
@@ -389,57 +428,6 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
     if !record_inbox(&mut tx, row, now).await? {
         return Ok(Outcome::Duplicate { order_id: None });
     }
-
-    let mut flags: Vec<&'static str> = Vec::new();
-    let mut unmapped = Vec::new();
-    let mut lines = Vec::with_capacity(o.items.len());
-    let mut total = Money::ZERO;
-    for item in &o.items {
-        let m = map_item(
-            &mut tx,
-            &o.platform,
-            &store,
-            item,
-            now,
-            &mut flags,
-            &mut unmapped,
-        )
-        .await?;
-        if let Some(milli) = m.reserve
-            && !reserve_anyway(&mut tx, &store, &m.line.sku, milli).await?
-            && !flags.contains(&SHORT_STOCK)
-        {
-            flags.push(SHORT_STOCK);
-        }
-        total = total
-            .checked_add(m.line.line_total)
-            .ok_or_else(|| Error::new(Code::InvalidItem, "order total is too large"))?;
-        lines.push(m.line);
-    }
-    let new = NewOrder {
-        store: store.clone(),
-        channel: Channel::ThirdParty,
-        platform: Some(o.platform.clone()),
-        channel_order_id: Some(o.platform_order_id.clone()),
-        lines: Vec::new(),
-        note: note_of(&o, &flags, &unmapped),
-        payment_status: PaymentStatus::Paid,
-        prepaid: None,
-        actor,
-    };
-    orders::insert_new_order(
-        &mut tx,
-        &new,
-        orders::Written {
-            id: id.clone(),
-            seq,
-            lines,
-            total,
-            now,
-            attention: flags.iter().map(|f| (*f).to_owned()).collect(),
-        },
-    )
-    .await?;
     sqlx::query(
         "INSERT INTO third_party_orders (order_id, platform, platform_order_id, platform_store_id, day_seq,
              recipient_name, recipient_phone, recipient_address, shipping_fee_fen, paid_fen, original_fen,
@@ -459,7 +447,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
     .bind(o.original_fen)
     .bind(o.store_receives_fen)
     .bind(serde_json::to_string(&o.discounts).map_err(Error::internal)?)
-    .bind(flags.join(","))
+    .bind(flags.clone())
     .bind(serde_json::to_string(&unmapped).map_err(Error::internal)?)
     .bind(now)
     .execute(&mut **tx)
@@ -485,7 +473,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         Err(e) => return Err(e.into()),
     }
     hub.notify(&store);
-    tracing::info!(order = %id, platform = %o.platform, platform_order = %o.platform_order_id, store = %store, attention = ?flags, "third-party order in");
+    tracing::info!(order = %id, platform = %o.platform, platform_order = %o.platform_order_id, store = %store, attention = %flags, "third-party order in");
     if let Err(e) = apply_held(db, hub, &o.platform, &o.platform_order_id).await {
         e.log();
     }

@@ -158,7 +158,7 @@ async fn create(
         prepaid,
         actor: who.actor().to_string(),
     };
-    match orders::create(&st.db, &st.hub, new, idem).await? {
+    match orders::create(&st.db, &st.hub, &st.orders, new, idem).await? {
         Created::Order { order, replayed } => {
             let status = if replayed {
                 StatusCode::OK

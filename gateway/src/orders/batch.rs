@@ -1,30 +1,27 @@
 //! Group commit for SQLite. SQLite has one writer at a time and every
 //! statement is a round trip to its worker thread, so orders placed at the
 //! same moment are written together: one task reads what the batch needs,
-//! checks every order in memory with the same rules as the direct path, and
-//! writes all the good ones in one script ending in one COMMIT. Each caller
-//! hears back only after that COMMIT.
+//! runs the one plan (`plan.rs`, the same as the direct path) for every order
+//! in memory, and writes the rows it built for the good ones in one script
+//! ending in one COMMIT. Each caller hears back only after that COMMIT.
 //!
 //! The reads and the write happen inside one `BEGIN IMMEDIATE` transaction
 //! on the batcher's own connection, under the process's write gate, so no
 //! other writer can change stock in between.
 
-use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
-use proto::order::{Money, Sku, StoreId, Unit};
+use proto::order::{Sku, StoreId};
 use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{
-    Created, Fresh, IdemKey, ItemFacts, NewOrder, check_line, create_direct, fresh_order, load,
-    out_of_stock, prepaid_reference_used,
-};
+use super::plan::{Facts, Head, Input, Outcome, PRODUCT_COLS, Planner, TABLES, Val};
+use super::{Created, IdemKey, NewOrder, create_direct, load};
 use crate::clock;
-use crate::db::Db;
+use crate::db::{Db, SqliteFile};
 use crate::error::{Code, Error, Result};
 
 /// Most orders written in one transaction.
@@ -67,7 +64,8 @@ pub const WAL_CHECKPOINTER: &str = "wal_checkpointer";
 impl Batcher {
     /// Starts the task on a connection of its own, supervised: it is started
     /// again on the same queue if it dies.
-    pub async fn start(url: &str, gate: Arc<Mutex<()>>, db: Db) -> anyhow::Result<Batcher> {
+    pub async fn start(file: &SqliteFile, db: Db) -> anyhow::Result<Batcher> {
+        let (url, gate) = (file.url.as_str(), Arc::clone(&file.gate));
         let mut first = Some(open_writer(url).await?);
         let (tx, rx) = mpsc::channel(1024);
         // Each run of the writer holds the queue; a dead run's guard drops
@@ -302,35 +300,6 @@ async fn run(
     }
 }
 
-/// What an order of the batch comes to.
-enum Outcome {
-    Refused(Error),
-    Replay {
-        status: u16,
-        body: String,
-    },
-    /// The same idempotency key as an order written earlier in this batch.
-    SameKeyAs(usize),
-    /// The same channel order id as an order written earlier in this batch.
-    SameRefAs(usize),
-    /// An order already in the database with this channel order id.
-    Existing(String),
-    Written(Box<proto::order::Order>),
-}
-
-struct StoreState {
-    seq: i64,
-    display: i64,
-    /// An order of this batch went to this store.
-    written: bool,
-}
-
-struct Stock {
-    facts: ItemFacts,
-    sellable: i64,
-    reserve: i64,
-}
-
 async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) -> Result<()> {
     let day = clock::business_day(now);
     let mut stores: Vec<StoreId> = jobs.iter().map(|j| j.new.store.clone()).collect();
@@ -371,8 +340,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     if !skus.is_empty() {
         r.raw(
             &format!(
-                "SELECT 'P', p.sku, p.name, p.unit, p.price_fen, i.store_id, i.price_fen,
-                        i.available, i.snoozed_until, i.on_hand, i.reserved
+                "SELECT 'P', {PRODUCT_COLS}
                  FROM products p LEFT JOIN store_items i ON i.sku = p.sku AND i.store_id IN ({})
                  WHERE p.sku IN ({})",
                 params(stores.len()),
@@ -437,66 +405,34 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     }
     let rows = r.query().fetch_all(&mut *conn).await?;
 
-    let mut store_state: HashMap<StoreId, StoreState> = HashMap::new();
-    let mut stock: HashMap<(StoreId, Sku), Stock> = HashMap::new();
-    let mut products: HashMap<Sku, ItemFacts> = HashMap::new();
-    let mut answered: HashMap<(String, String), (String, u16, String)> = HashMap::new();
-    let mut existing = Existing::default();
+    let mut facts = Facts::default();
     for r in &rows {
         match r.get::<String, _>(0).as_str() {
             "S" => {
                 let id = StoreId::parse(&r.get::<String, _>(1)).map_err(Error::internal)?;
-                store_state.insert(
+                facts.heads.insert(
                     id,
-                    StoreState {
+                    Head {
                         seq: r.get(2),
                         display: r.get(3),
                         written: false,
                     },
                 );
             }
-            "P" => {
-                let sku = Sku::parse(&r.get::<String, _>(1)).map_err(Error::internal)?;
-                let base = ItemFacts {
-                    name: r.get(2),
-                    unit: Unit::parse(&r.get::<String, _>(3)).map_err(Error::internal)?,
-                    list_fen: r.get(4),
-                    override_fen: None,
-                    listed: None,
-                    snoozed_until: None,
-                };
-                products.entry(sku.clone()).or_insert_with(|| base.clone());
-                if let Some(store) = r.get::<Option<String>, _>(5) {
-                    let store = StoreId::parse(&store).map_err(Error::internal)?;
-                    let on_hand: i64 = r.get(9);
-                    let reserved: i64 = r.get(10);
-                    let facts = ItemFacts {
-                        override_fen: r.get(6),
-                        listed: Some(r.get::<i64, _>(7) != 0),
-                        snoozed_until: r.get(8),
-                        ..base
-                    };
-                    stock.insert(
-                        (store, sku),
-                        Stock {
-                            facts,
-                            sellable: on_hand - reserved,
-                            reserve: 0,
-                        },
-                    );
-                }
-            }
+            "P" => facts.add_product(r)?,
             "K" => {
                 let status = u16::try_from(r.get::<i64, _>(4)).unwrap_or(200);
-                answered.insert((r.get(1), r.get(2)), (r.get(3), status, r.get(5)));
+                facts
+                    .answered
+                    .insert((r.get(1), r.get(2)), (r.get(3), status, r.get(5)));
             }
             "R" => {
-                existing
+                facts
                     .refs
                     .insert((r.get(1), r.get(2), r.get(3), r.get(4)), r.get(5));
             }
             "X" => {
-                existing.prepaid.insert((r.get(1), r.get(2)));
+                facts.prepaid.insert((r.get(1), r.get(2)));
             }
             other => {
                 return Err(Error::internal(anyhow::anyhow!(
@@ -506,36 +442,25 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
         }
     }
 
-    // Plan every order in arrival order against the running state.
+    // The one plan, for every order in arrival order against the running state.
+    let mut planner = Planner::new(facts, now);
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
-    let mut keys_in_batch: HashMap<(String, String), (usize, String)> = HashMap::new();
-    let mut refs_in_batch: HashMap<(StoreId, &'static str, String, String), usize> = HashMap::new();
-    let mut prepaid_in_batch: HashSet<(String, String)> = HashSet::new();
     for (idx, job) in jobs.iter().enumerate() {
-        let outcome = plan(
-            &existing,
-            idx,
-            job,
-            now,
-            &day,
-            &mut store_state,
-            &mut stock,
-            &products,
-            &answered,
-            &mut keys_in_batch,
-            &mut refs_in_batch,
-            &mut prepaid_in_batch,
-        )?;
-        outcomes.push(outcome);
+        let input = Input {
+            new: &job.new,
+            idem: job.idem.as_ref(),
+            sold: None,
+        };
+        outcomes.push(planner.plan(idx, &input)?);
     }
 
     // One script: every write of the batch, then COMMIT.
     let mut w = Script::default();
-    for (store, st) in &store_state {
-        if st.written {
+    for (store, head) in &planner.facts.heads {
+        if head.written {
             w.stmt(
                 "UPDATE stores SET event_seq = {}, catalog_rev = catalog_rev + 1 WHERE id = {}",
-                vec![Val::I(st.seq), Val::S(store.to_string())],
+                vec![Val::I(head.seq), Val::S(store.to_string())],
             );
             w.stmt(
                 "INSERT INTO display_counters (store_id, business_day, last_no) VALUES ({}, {}, {})
@@ -543,12 +468,12 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
                 vec![
                     Val::S(store.to_string()),
                     Val::S(day.clone()),
-                    Val::I(st.display),
+                    Val::I(head.display),
                 ],
             );
         }
     }
-    for ((store, sku), s) in &stock {
+    for ((store, sku), s) in &planner.facts.stock {
         if s.reserve > 0 {
             w.stmt(
                 "UPDATE store_items SET reserved = reserved + {} WHERE store_id = {} AND sku = {}",
@@ -560,115 +485,25 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
             );
         }
     }
-    // One multi-row INSERT per table for the whole batch.
-    let (mut orders, mut lines, mut history, mut feed, mut keys, mut prepaid) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    let mut bodies: Vec<Option<String>> = vec![None; outcomes.len()];
-    for (idx, o) in outcomes.iter().enumerate() {
-        let Outcome::Written(order) = o else { continue };
-        let job = &jobs[idx];
-        // Serialised once: the idempotent answer, and inside the feed event.
-        let body = serde_json::to_string(order.as_ref()).map_err(Error::internal)?;
-        orders.push(vec![
-            Val::S(order.id.clone()),
-            Val::S(order.store_id.to_string()),
-            Val::S(order.channel.as_str().to_owned()),
-            Val::S(order.platform.clone().unwrap_or_default()),
-            Val::OS(order.channel_order_id.clone()),
-            Val::I(order.display_no),
-            Val::S(order.business_day.clone()),
-            Val::S(order.status.as_str().to_owned()),
-            Val::S(order.payment_status.as_str().to_owned()),
-            Val::I(order.total.fen()),
-            Val::OS(order.note.clone()),
-            Val::S(job.new.actor.clone()),
-            Val::I(now),
-            Val::I(now),
-            Val::I(order.seq),
-        ]);
-        for (i, l) in order.lines.iter().enumerate() {
-            lines.push(vec![
-                Val::S(order.id.clone()),
-                Val::I(i as i64 + 1),
-                Val::S(l.sku.to_string()),
-                Val::S(l.name.clone()),
-                Val::S(l.unit.as_str().to_owned()),
-                Val::I(l.quantity.milli()),
-                Val::I(l.unit_price.fen()),
-                Val::I(l.line_total.fen()),
-            ]);
+    // One multi-row INSERT per table for the whole batch, the rows the plan built.
+    let mut by_table: Vec<Vec<Vec<Val>>> = TABLES.iter().map(|_| Vec::new()).collect();
+    for o in outcomes.iter_mut() {
+        let Outcome::Written(planned) = o else {
+            continue;
+        };
+        for (table, vals) in std::mem::take(&mut planned.rows) {
+            let Some(t) = TABLES.iter().position(|t| t.name == table.name) else {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "a row for table {}",
+                    table.name
+                )));
+            };
+            by_table[t].push(vals);
         }
-        history.push(vec![
-            Val::S(order.id.clone()),
-            Val::I(now),
-            Val::S(job.new.actor.clone()),
-            Val::OS(None),
-            Val::S(order.status.as_str().to_owned()),
-            Val::OS(None),
-        ]);
-        feed.push(vec![
-            Val::S(order.store_id.to_string()),
-            Val::I(order.seq),
-            Val::S(order.id.clone()),
-            Val::S("order.created".to_owned()),
-            Val::I(now),
-            Val::S(format!(
-                "{{\"type\":\"order.created\",\"seq\":{},\"order\":{body}}}",
-                order.seq
-            )),
-        ]);
-        if let Some(p) = &job.new.prepaid {
-            prepaid.push(vec![
-                Val::S(order.id.clone()),
-                Val::S(p.provider.clone()),
-                Val::S(p.reference.clone()),
-                Val::I(p.amount.fen()),
-                Val::I(now),
-            ]);
-        }
-        if let Some(k) = &job.idem {
-            keys.push(vec![
-                Val::S(k.owner.clone()),
-                Val::S(k.key.clone()),
-                Val::S(k.request_hash.clone()),
-                Val::I(201),
-                Val::S(body.clone()),
-                Val::I(now),
-            ]);
-        }
-        bodies[idx] = Some(body);
     }
-    w.rows(
-        "INSERT INTO orders (id, store_id, channel, platform, channel_order_id, display_no, business_day,
-                             status, payment_status, total_fen, note, created_by, created_at, updated_at, seq)",
-        orders,
-    );
-    w.rows(
-        "INSERT INTO order_lines (order_id, line_no, sku, name, unit, qty_milli, unit_price_fen, line_total_fen)",
-        lines,
-    );
-    w.rows(
-        "INSERT INTO order_history (order_id, at, by_whom, from_status, to_status, reason)",
-        history,
-    );
-    w.rows(
-        "INSERT INTO order_events (store_id, seq, order_id, kind, at, payload)",
-        feed,
-    );
-    w.rows(
-        "INSERT INTO prepayments (order_id, provider, reference, amount_fen, created_at)",
-        prepaid,
-    );
-    w.rows(
-        "INSERT INTO idempotency_keys (key_id, idem_key, request_hash, status_code, response, created_at)",
-        keys,
-    );
+    for (table, rows) in TABLES.iter().zip(by_table) {
+        w.rows(&table.insert_head(), rows);
+    }
     w.sql.push_str("COMMIT;");
     w.query().execute(&mut *conn).await?;
 
@@ -689,18 +524,20 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
                     replayed: true,
                 })
             }),
-            Outcome::Written(order) => Ok(Created::Order {
-                order: order.clone(),
+            Outcome::Written(planned) => Ok(Created::Order {
+                order: Box::new(planned.order.clone()),
                 replayed: false,
             }),
-            // Both point at an order written by this batch (see `plan`).
-            Outcome::SameKeyAs(first) => Ok(Created::Replay {
-                status: 201,
-                body: bodies[*first].clone().unwrap_or_default(),
-            }),
-            Outcome::SameRefAs(first) => match &outcomes[*first] {
-                Outcome::Written(order) => Ok(Created::Order {
-                    order: order.clone(),
+            // Both point at an order written by this batch (see `Planner`).
+            Outcome::SameKeyAs(first) | Outcome::SameRefAs(first) => match &outcomes[*first] {
+                Outcome::Written(planned) if matches!(o, Outcome::SameKeyAs(_)) => {
+                    Ok(Created::Replay {
+                        status: 201,
+                        body: planned.body.clone(),
+                    })
+                }
+                Outcome::Written(planned) => Ok(Created::Order {
+                    order: Box::new(planned.order.clone()),
                     replayed: true,
                 }),
                 _ => Err(Error::internal(anyhow::anyhow!(
@@ -715,183 +552,6 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     Ok(())
 }
 
-/// What the database already holds under keys the batch's orders bring.
-#[derive(Default)]
-struct Existing {
-    /// (store, channel, platform, channel order id) → order id.
-    refs: HashMap<(String, String, String, String), String>,
-    /// (provider, reference) of prepayments.
-    prepaid: HashSet<(String, String)>,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn plan(
-    existing: &Existing,
-    idx: usize,
-    job: &Job,
-    now: i64,
-    day: &str,
-    stores: &mut HashMap<StoreId, StoreState>,
-    stock: &mut HashMap<(StoreId, Sku), Stock>,
-    products: &HashMap<Sku, ItemFacts>,
-    answered: &HashMap<(String, String), (String, u16, String)>,
-    keys_in_batch: &mut HashMap<(String, String), (usize, String)>,
-    refs_in_batch: &mut HashMap<(StoreId, &'static str, String, String), usize>,
-    prepaid_in_batch: &mut HashSet<(String, String)>,
-) -> Result<Outcome> {
-    let new = &job.new;
-    if let Some(k) = &job.idem {
-        let key = (k.owner.clone(), k.key.clone());
-        if let Some((hash, status, body)) = answered.get(&key) {
-            return Ok(if *hash == k.request_hash {
-                Outcome::Replay {
-                    status: *status,
-                    body: body.clone(),
-                }
-            } else {
-                Outcome::Refused(idem_conflict())
-            });
-        }
-        if let Some((first, hash)) = keys_in_batch.get(&key) {
-            return Ok(if *hash == k.request_hash {
-                Outcome::SameKeyAs(*first)
-            } else {
-                Outcome::Refused(idem_conflict())
-            });
-        }
-    }
-    let note = new.note.clone();
-    if !stores.contains_key(&new.store) {
-        return Ok(Outcome::Refused(
-            Error::new(Code::UnknownStore, format!("no store {}", new.store)).in_body(),
-        ));
-    }
-    if let Some(r) = &new.channel_order_id {
-        let key = (
-            new.store.clone(),
-            new.channel.as_str(),
-            new.platform.clone().unwrap_or_default(),
-            r.clone(),
-        );
-        if let Some(first) = refs_in_batch.get(&key) {
-            return Ok(Outcome::SameRefAs(*first));
-        }
-        let db_key = (
-            new.store.to_string(),
-            new.channel.as_str().to_owned(),
-            new.platform.clone().unwrap_or_default(),
-            r.clone(),
-        );
-        if let Some(id) = existing.refs.get(&db_key) {
-            return Ok(Outcome::Existing(id.clone()));
-        }
-    }
-
-    // Price and check every line, taking stock from a scratch copy first.
-    let mut lines = Vec::with_capacity(new.lines.len());
-    let mut take: Vec<((StoreId, Sku), i64)> = Vec::new();
-    let mut total = Money::ZERO;
-    for line in &new.lines {
-        let key = (new.store.clone(), line.sku.clone());
-        let facts = stock
-            .get(&key)
-            .map(|s| &s.facts)
-            .or_else(|| products.get(&line.sku));
-        let priced = match check_line(facts, &new.store, line, now) {
-            Ok(l) => l,
-            Err(e) => return Ok(Outcome::Refused(e)),
-        };
-        // Each quantity is at most MAX_MILLI; saturating keeps even absurd sums refusable.
-        let already = take
-            .iter()
-            .filter(|(k, _)| *k == key)
-            .fold(0_i64, |a, (_, q)| a.saturating_add(*q));
-        let sellable = stock
-            .get(&key)
-            .map(|s| s.sellable)
-            .unwrap_or(0)
-            .saturating_sub(already);
-        if sellable < priced.quantity.milli() {
-            return Ok(Outcome::Refused(out_of_stock(
-                &new.store,
-                &line.sku,
-                priced.quantity,
-            )));
-        }
-        take.push((key, priced.quantity.milli()));
-        total = match total.checked_add(priced.line_total) {
-            Some(t) => t,
-            None => {
-                return Ok(Outcome::Refused(Error::new(
-                    Code::InvalidQuantity,
-                    "order total is too large",
-                )));
-            }
-        };
-        lines.push(priced);
-    }
-    if let Some(p) = &new.prepaid {
-        if let Err(e) = p.check_total(total) {
-            return Ok(Outcome::Refused(e));
-        }
-        let key = (p.provider.clone(), p.reference.clone());
-        if prepaid_in_batch.contains(&key) || existing.prepaid.contains(&key) {
-            return Ok(Outcome::Refused(prepaid_reference_used(p)));
-        }
-        prepaid_in_batch.insert(key);
-    }
-    for (key, q) in take {
-        if let Some(s) = stock.get_mut(&key) {
-            s.sellable -= q;
-            s.reserve += q;
-        }
-    }
-    let st = stores
-        .get_mut(&new.store)
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("store state")))?;
-    st.seq += 1;
-    st.display += 1;
-    st.written = true;
-    let order = fresh_order(
-        new,
-        Fresh {
-            id: uuid::Uuid::now_v7().to_string(),
-            seq: st.seq,
-            display_no: st.display,
-            day: day.to_owned(),
-            lines,
-            total,
-            note,
-            now,
-        },
-    );
-    if let Some(k) = &job.idem {
-        keys_in_batch.insert(
-            (k.owner.clone(), k.key.clone()),
-            (idx, k.request_hash.clone()),
-        );
-    }
-    if let Some(r) = &new.channel_order_id {
-        refs_in_batch.insert(
-            (
-                new.store.clone(),
-                new.channel.as_str(),
-                new.platform.clone().unwrap_or_default(),
-                r.clone(),
-            ),
-            idx,
-        );
-    }
-    Ok(Outcome::Written(Box::new(order)))
-}
-
-fn idem_conflict() -> Error {
-    Error::new(
-        Code::IdempotencyConflict,
-        "this Idempotency-Key was already used with a different request",
-    )
-}
-
 /// `?, ?, …` for an IN list of `n` values.
 ///
 /// The batch speaks to SQLite only, so it uses anonymous `?` parameters:
@@ -900,12 +560,6 @@ fn idem_conflict() -> Error {
 /// batch carries. Values bind in the order their `?` appear.
 fn params(n: usize) -> String {
     vec!["?"; n].join(", ")
-}
-
-enum Val {
-    I(i64),
-    S(String),
-    OS(Option<String>),
 }
 
 /// A multi-statement script with anonymous `?` parameters, bound in order.

@@ -828,9 +828,10 @@ mod tests {
             prepaid: None,
             actor: "terminal:S001-T01".into(),
         };
-        let Created::Order { order, .. } = orders::create(&db, &Hub::default(), new, None)
-            .await
-            .unwrap()
+        let Created::Order { order, .. } =
+            orders::create(&db, &Hub::default(), &orders::Writer::direct(), new, None)
+                .await
+                .unwrap()
         else {
             panic!("a new order");
         };

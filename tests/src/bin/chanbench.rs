@@ -183,6 +183,7 @@ async fn pushes(name: &str, store: &TestDb, args: &Args) -> anyhow::Result<()> {
     let sim = PlatformSim::start(PlatformConfig::new(&base, APP_ID, SECRET)).await?;
     let (closing, closing_rx) = watch::channel(false);
     let mut state = AppState::new(db.clone(), closing_rx.clone());
+    state.orders = gateway::orders::Writer::start(&db).await?;
     state.channels = Some(
         Channels::start(
             config(&sim.url(), args.outbox_concurrency),

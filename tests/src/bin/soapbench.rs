@@ -205,13 +205,11 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let (_closing_tx, closing_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(serve(
-        listener,
-        AppState::new(db.clone(), closing_rx),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let mut state = AppState::new(db.clone(), closing_rx);
+    state.orders = gateway::orders::Writer::start(&db).await?;
+    let server = tokio::spawn(serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
 
     let target = Arc::new(Target {
         http: reqwest::Client::builder()

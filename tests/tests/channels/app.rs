@@ -142,6 +142,9 @@ impl Chan {
         };
         let (closing, closing_rx) = watch::channel(false);
         let mut state = AppState::new(db.clone(), closing_rx.clone());
+        state.orders = gateway::orders::Writer::start(&db)
+            .await
+            .expect("order writer");
         Arc::make_mut(&mut state.inner).feed_poll = Duration::from_millis(200);
         let mut cfg = config(&sim.url());
         tweak(&mut cfg);

@@ -111,7 +111,10 @@ impl App {
         let addr = listener.local_addr().unwrap();
         let (closing_tx, closing_rx) = watch::channel(false);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let state = AppState::new(db.clone(), closing_rx);
+        let mut state = AppState::new(db.clone(), closing_rx);
+        state.orders = gateway::orders::Writer::start(&db)
+            .await
+            .expect("order writer");
         tokio::spawn(async move {
             let _ = serve(listener, state, async {
                 let _ = stop_rx.await;
