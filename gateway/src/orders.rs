@@ -530,6 +530,31 @@ async fn record_history(
     Ok(())
 }
 
+/// Appends an event about an order to its store's feed and moves the order
+/// to the feed's head, so cursor readers see it again. The caller holds the
+/// store row (`seq` from `events::next_seq`).
+pub async fn append_order_event(
+    conn: &mut AnyConnection,
+    store: &StoreId,
+    seq: i64,
+    order_id: &str,
+    kind: &str,
+    detail: serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE orders SET seq = $1 WHERE id = $2")
+        .bind(seq)
+        .bind(order_id.to_owned())
+        .execute(&mut *conn)
+        .await?;
+    let order = load(conn, order_id)
+        .await?
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
+    let payload =
+        serde_json::json!({"type": kind, "seq": seq, "order": order, "event": detail}).to_string();
+    events::append(conn, store, seq, order_id, kind, now, &payload).await
+}
+
 /// Who may do what to an order, beyond seeing its store.
 pub type Guard<'a> = &'a (dyn Fn(&Order) -> Result<()> + Send + Sync);
 

@@ -1419,7 +1419,7 @@ impl Payments {
         {
             return Ok(());
         }
-        crate::channels::ingest::append_order_event(
+        crate::orders::append_order_event(
             &mut tx,
             &facts.store,
             seq,

@@ -4,13 +4,12 @@
 //! platform wants to hear of it, a platform call, in one transaction. The
 //! route is `POST /api/v1/orders/{id}/third_party/{action}` (`http/channels.rs`).
 
-use futures::future::BoxFuture;
 use proto::order::{Channel, OrderStatus, PaymentStatus, StoreId};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
-use super::ingest::{self, ThirdParty};
+use super::ingest::ThirdParty;
 use crate::actor::Actor;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
@@ -102,14 +101,6 @@ impl ActionRequest {
     }
 }
 
-/// Changes an order's payment status when the store agrees to the
-/// platform's refund, in the action's transaction: the caller passes
-/// `payments::store::set_payment_status` (the one function that changes
-/// it). It is passed in rather than called from here because `payments`
-/// imports `channels` (the feed event of a failed refund).
-pub type RefundAgreed =
-    for<'c> fn(&'c mut AnyConnection, &'c str, PaymentStatus, i64) -> BoxFuture<'c, Result<()>>;
-
 /// What an action did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Done {
@@ -127,7 +118,6 @@ pub async fn act(
     tp: &ThirdParty,
     req: &ActionRequest,
     by: &Actor,
-    refund_agreed: RefundAgreed,
 ) -> Result<Done> {
     let id = tp.order_id.as_str();
     let store = StoreId::parse(&tp.store_id).map_err(Error::internal)?;
@@ -180,7 +170,16 @@ pub async fn act(
         if to == "agreed" {
             let paid = PaymentStatus::parse(&row.get::<String, _>("payment_status"))
                 .map_err(Error::internal)?;
-            refund_agreed(&mut tx, id, paid, now).await?;
+            // The one function that changes a payment status.
+            crate::payments::store::set_payment_status(
+                &mut tx,
+                id,
+                paid,
+                proto::order::PaymentEvent::PlatformRefundAgreed,
+                None,
+                now,
+            )
+            .await?;
         }
     }
     let call = platforms::find(&tp.platform)
@@ -201,7 +200,7 @@ pub async fn act(
         )
         .await?;
     }
-    ingest::append_order_event(
+    crate::orders::append_order_event(
         &mut tx,
         &store,
         seq,

@@ -86,7 +86,7 @@ pub async fn check(db: &Db, hub: &Hub, limit: Duration) -> Result<u64> {
         if !still {
             continue;
         }
-        super::ingest::append_order_event(
+        crate::orders::append_order_event(
             &mut tx,
             &store,
             seq,

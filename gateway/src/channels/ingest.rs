@@ -597,7 +597,7 @@ async fn apply_event(
             .execute(&mut **tx)
             .await?;
     }
-    append_order_event(
+    orders::append_order_event(
         &mut tx,
         store,
         seq,
@@ -682,30 +682,6 @@ async fn cancel(
     record_inbox(&mut tx, row, now).await?;
     tx.commit().await?;
     Ok(answer)
-}
-
-/// Appends an event about an order to its store's feed and moves the order
-/// to the feed's head, so cursor readers see it again. The caller holds the
-/// store row (`seq` from `events::next_seq`).
-pub(crate) async fn append_order_event(
-    conn: &mut AnyConnection,
-    store: &StoreId,
-    seq: i64,
-    order_id: &str,
-    kind: &str,
-    detail: Value,
-    now: i64,
-) -> Result<()> {
-    sqlx::query("UPDATE orders SET seq = $1 WHERE id = $2")
-        .bind(seq)
-        .bind(order_id.to_owned())
-        .execute(&mut *conn)
-        .await?;
-    let order = orders::load(conn, order_id)
-        .await?
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("order vanished")))?;
-    let payload = json!({"type": kind, "seq": seq, "order": order, "event": detail}).to_string();
-    events::append(conn, store, seq, order_id, kind, now, &payload).await
 }
 
 // ------------------------------------------------------------ the view

@@ -9,11 +9,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use futures::future::BoxFuture;
-use proto::order::{PaymentEvent, PaymentStatus, StoreId};
+use proto::order::StoreId;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::AnyConnection;
 
 use crate::app::AppState;
 use crate::channels::actions::{self, ActionRequest};
@@ -135,29 +133,6 @@ struct ActionBody {
     reason: Option<String>,
 }
 
-/// A refund the store agreed to changes the payment status through the one
-/// function that changes it ([`actions::RefundAgreed`] says why it is
-/// passed in).
-fn refund_agreed<'c>(
-    conn: &'c mut AnyConnection,
-    order_id: &'c str,
-    from: PaymentStatus,
-    now: i64,
-) -> BoxFuture<'c, Result<()>> {
-    Box::pin(async move {
-        crate::payments::store::set_payment_status(
-            conn,
-            order_id,
-            from,
-            PaymentEvent::PlatformRefundAgreed,
-            None,
-            now,
-        )
-        .await
-        .map(|_| ())
-    })
-}
-
 /// `delivering`, `arrived` (self-delivery), `refund_agree`, `refund_reject`:
 /// [`actions::act`].
 async fn action(
@@ -182,7 +157,7 @@ async fn action(
             "store actions are for terminals and admins",
         ));
     }
-    let done = actions::act(&st.db, &st.hub, &tp, &req, &who.actor(), refund_agreed).await?;
+    let done = actions::act(&st.db, &st.hub, &tp, &req, &who.actor()).await?;
     Ok(Json(
         json!({"order_id": done.order_id, "event": done.event, "seq": done.seq}),
     ))
