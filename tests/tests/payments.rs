@@ -1603,8 +1603,12 @@ async fn an_upgrade_keeps_a_pending_refund_as_requested_for_the_sweeper(backend:
     let (order, charge, _) = pay_under(&app, json!({"outcome": "success"})).await;
     let charge_id = str_of(&charge, "id").to_owned();
     // A gateway from before migration 0011 recorded a refund and stopped
-    // before the provider heard of it.
-    assert_eq!(app.db.migrate_down().await.expect("down"), Some(11));
+    // before the provider heard of it (later migrations undone first).
+    let mut undone = app.db.migrate_down().await.expect("down");
+    while undone.is_some_and(|v| v > 11) {
+        undone = app.db.migrate_down().await.expect("down");
+    }
+    assert_eq!(undone, Some(11));
     sqlx::query(
         "INSERT INTO refunds (id, charge_id, order_id, request_id, amount_fen, state, created_by,
             created_at, updated_at, reason, restock)
