@@ -1,5 +1,5 @@
 //! The counter agent end to end: the real `terminal run` binary against a
-//! real gateway (SQLite), reached through a proxy the test can cut, make
+//! real gateway (SQLite; the main test on PostgreSQL too), reached through a proxy the test can cut, make
 //! lose answers, or slow down.
 //!
 //! Cash sales are made with the gateway away, the agent is SIGKILLed once
@@ -274,15 +274,15 @@ async fn gateway_sales(app: &TestApp) -> Vec<Value> {
     v["orders"].as_array().cloned().unwrap_or_default()
 }
 
-async fn gateway_with_products() -> TestApp {
-    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+async fn gateway_with_products(backend: Backend) -> Option<TestApp> {
+    let app = TestApp::spawn(backend).await?;
     app.product("COLA", "可乐", Unit::Piece, "3.50", "1000")
         .await;
     app.product("DUCK-NECK", "卤鸭脖", Unit::Kg, "39.90", "100")
         .await;
     app.product(EAN, "矿泉水", Unit::Piece, "2.00", "1000")
         .await;
-    app
+    Some(app)
 }
 
 async fn terminal_key(app: &TestApp) -> String {
@@ -291,10 +291,22 @@ async fn terminal_key(app: &TestApp) -> String {
 
 // ------------------------------------------------------------------ tests
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cash_sales_made_offline_upload_once_each_across_lost_answers_and_a_kill() {
+mod cash_sales_made_offline_upload_once_each_across_lost_answers_and_a_kill {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::offline_sales_upload_once(super::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::offline_sales_upload_once(super::Backend::Postgres).await
+    }
+}
+
+async fn offline_sales_upload_once(backend: Backend) {
     assert!(proto::device::scanner::check_digit_ok(EAN));
-    let app = gateway_with_products().await;
+    let Some(app) = gateway_with_products(backend).await else {
+        return;
+    };
     let key = terminal_key(&app).await;
     let proxy = Proxy::start(app.addr).await;
     let dir = tempfile::tempdir().expect("dir");
@@ -505,7 +517,9 @@ async fn cash_sales_made_offline_upload_once_each_across_lost_answers_and_a_kill
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_the_gateway_refuses_for_stock_is_held_with_its_error_not_dropped() {
-    let app = gateway_with_products().await;
+    let app = gateway_with_products(Backend::Sqlite)
+        .await
+        .expect("sqlite");
     app.product("LAST-ONE", "最后一个", Unit::Piece, "9.90", "1")
         .await;
     let key = terminal_key(&app).await;
