@@ -477,6 +477,7 @@ async fn offline_sales_upload_once(backend: Backend) {
         .wait_for(60, "the queue drained", |s| pending(s) == 0)
         .await;
     assert_eq!(s["queue"]["uploaded"], (N + 2) as i64);
+    assert_eq!(s["queue"]["price_differs"], 0);
     assert_eq!(s["gateway"]["link"]["reachable"], true);
 
     // On the gateway: every sale once, with the counter's totals.

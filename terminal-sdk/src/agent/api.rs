@@ -117,6 +117,7 @@ async fn status(State(st): State<ApiState>) -> ApiResult {
             "queued": counts.queued,
             "held": counts.held,
             "uploaded": counts.uploaded,
+            "price_differs": counts.price_differs,
             // Sales not yet on the gateway.
             "pending": counts.queued + counts.held,
         },

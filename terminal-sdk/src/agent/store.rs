@@ -214,6 +214,9 @@ pub struct QueueCounts {
     pub queued: i64,
     pub held: i64,
     pub uploaded: i64,
+    /// Uploaded sales the gateway priced otherwise than the counter (a
+    /// price changed while offline).
+    pub price_differs: i64,
 }
 
 /// The gateway's order for an uploaded sale.
@@ -626,7 +629,15 @@ impl Store {
         let rows = sqlx::query("SELECT state, COUNT(*) FROM sales GROUP BY state")
             .fetch_all(&self.pool)
             .await?;
-        let mut c = QueueCounts::default();
+        let mut c = QueueCounts {
+            price_differs: sqlx::query(
+                "SELECT COUNT(*) FROM sales WHERE state = 'uploaded' AND gateway_total_fen <> total_fen",
+            )
+            .fetch_one(&self.pool)
+            .await?
+            .get(0),
+            ..QueueCounts::default()
+        };
         for r in rows {
             let n: i64 = r.get(1);
             match SaleState::parse(r.get::<&str, _>(0)) {
@@ -882,7 +893,8 @@ mod tests {
             QueueCounts {
                 queued: 0,
                 held: 1,
-                uploaded: 2
+                uploaded: 2,
+                price_differs: 1,
             }
         );
         s.close().await;

@@ -94,7 +94,8 @@ fn submit_of(sale: &Sale) -> SubmitOrder {
                 quantity: l.quantity.to_string(),
             })
             .collect(),
-        note: None,
+        // Derived from the sale, so a resend is the same request.
+        note: Some(format!("counter sale {}", sale.local_no)),
     }
 }
 
