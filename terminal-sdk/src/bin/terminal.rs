@@ -1,4 +1,5 @@
-//! `terminal`: try the counter devices by hand.
+//! `terminal`: run the counter agent (`terminal run`), or try the counter
+//! devices by hand.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +11,11 @@ use terminal_sdk::device::{
 };
 
 #[derive(Parser)]
-#[command(name = "terminal", version, about = "Try the store terminal's devices")]
+#[command(
+    name = "terminal",
+    version,
+    about = "The store terminal: the counter agent and device checks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,6 +49,12 @@ impl PortArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the counter agent: local API, sales queue, uploads to the gateway.
+    Run {
+        /// The TOML file (every setting may also come from `TERMINAL_*`).
+        #[arg(long, env = "TERMINAL_CONFIG")]
+        config: Option<std::path::PathBuf>,
+    },
     /// List serial ports with their USB ids.
     Ports,
     /// Print a test receipt (Chinese text, a QR code, a cut).
@@ -103,6 +114,11 @@ fn test_receipt() -> Receipt {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run { config } => {
+            let cfg =
+                terminal_sdk::agent::config::load(config.as_deref(), |k| std::env::var(k).ok())?;
+            terminal_sdk::agent::run(cfg, shutdown_signal()).await?;
+        }
         Command::Ports => {
             let ports = list_ports()?;
             if ports.is_empty() {
@@ -187,6 +203,29 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Ctrl-C or SIGTERM: stop taking requests, let the tasks finish.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 fn tracing_init() {
-    // The SDK logs through `tracing`; this tool only shows warnings, on stderr.
+    // Logs go to stderr; `RUST_LOG` chooses (default: info for the agent,
+    // warnings for the rest).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,terminal_sdk::agent=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

@@ -1,0 +1,102 @@
+//! `terminal run`: the long-running counter agent.
+//!
+//! It keeps its state in one directory (the SQLite file and the lock), sells
+//! through its local JSON API ([`api`]) whether or not the gateway answers,
+//! and talks to the gateway in tasks of their own ([`sync`]): the uploader
+//! of the sales queue, the catalog refresh, the heartbeat.
+//!
+//! Not in this step: receipts and the printed-ticket ledger, the scale,
+//! scanner, display and drawer, payment codes, other channels' orders, the
+//! counter web page. The `[devices]` settings are read and checked only.
+
+pub mod api;
+pub mod config;
+pub mod lock;
+pub mod store;
+pub mod sync;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::{Notify, watch};
+
+use crate::client::{ClientConfig, GatewayClient};
+pub use config::Config;
+
+/// Runs until `shutdown` resolves. Prints `terminal agent listening on
+/// http://ADDR` once the local API accepts connections.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create state directory {}", cfg.state_dir.display()))?;
+    let _lock = lock::lock(&cfg.state_dir).map_err(anyhow::Error::msg)?;
+    let store = store::Store::open(&cfg.state_dir)
+        .await
+        .with_context(|| format!("opening {}", cfg.state_dir.join(store::DB_FILE).display()))?;
+
+    let mut ccfg = ClientConfig::new(
+        cfg.gateway_url.clone(),
+        cfg.terminal_id.clone(),
+        cfg.key.clone(),
+    );
+    ccfg.timeout = cfg.request_timeout;
+    // The uploader has its own backoff; the client only smooths a blip.
+    ccfg.attempts = 2;
+    let client = GatewayClient::new(ccfg).map_err(|e| anyhow::anyhow!("gateway client: {e}"))?;
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+
+    let link = Arc::new(sync::Link::default());
+    let wake = Arc::new(Notify::new());
+    let (closing_tx, closing) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(sync::run_uploader(
+            store.clone(),
+            client.clone(),
+            link.clone(),
+            wake.clone(),
+            cfg.upload_retry,
+            cfg.held_retry,
+            closing.clone(),
+        )),
+        tokio::spawn(sync::run_catalog(
+            store.clone(),
+            client.clone(),
+            link.clone(),
+            cfg.store_id.clone(),
+            cfg.catalog_refresh,
+            closing.clone(),
+        )),
+        tokio::spawn(sync::run_heartbeat(
+            client.clone(),
+            link.clone(),
+            cfg.heartbeat,
+            closing.clone(),
+        )),
+    ];
+
+    let app = api::router(api::ApiState {
+        store: store.clone(),
+        link,
+        wake,
+        terminal_id: cfg.terminal_id.to_string(),
+        store_id: cfg.store_id.to_string(),
+        gateway_url: cfg.gateway_url.clone(),
+    });
+    println!("terminal agent listening on http://{addr}");
+    tracing::info!(state_dir = %cfg.state_dir.display(), gateway = %cfg.gateway_url, "agent started");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = closing_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    store.close().await;
+    served.context("local API")
+}

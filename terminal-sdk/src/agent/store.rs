@@ -1,0 +1,980 @@
+//! The agent's durable state: one SQLite file in the state directory.
+//!
+//! It holds the last catalog the agent saw (with its version: the prices
+//! used while the gateway is away), the open basket, and the sales queue.
+//! A sale is written with its `clientOrderId`, its local number, lines and
+//! tender in one transaction, and only then is the customer told it is
+//! done; the uploader later moves it `queued → uploaded` with the gateway's
+//! order id, or marks it `held` with the gateway's refusal (kept, shown,
+//! tried again; never dropped).
+//!
+//! SQLite runs in WAL mode with `synchronous = FULL`: a committed sale
+//! survives a power cut, not only a crash of the agent.
+
+use std::path::Path;
+use std::time::Duration;
+
+use proto::order::{self as po, Money, Quantity, Sku, Unit};
+use proto::soap::GetCatalogResponse;
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+/// The file inside the state directory.
+pub const DB_FILE: &str = "terminal.db";
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS catalog (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    store_id    TEXT NOT NULL,
+    store_name  TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    fetched_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS catalog_items (
+    sku        TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    unit       TEXT NOT NULL,
+    price_fen  INTEGER NOT NULL,
+    available  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS basket_lines (
+    line_no         INTEGER PRIMARY KEY AUTOINCREMENT,
+    sku             TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    unit            TEXT NOT NULL,
+    quantity_milli  INTEGER NOT NULL,
+    unit_price_fen  INTEGER NOT NULL,
+    line_total_fen  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sales (
+    local_no          INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_order_id   TEXT NOT NULL UNIQUE,
+    created_at        INTEGER NOT NULL,
+    catalog_version   TEXT,
+    total_fen         INTEGER NOT NULL,
+    tender            TEXT NOT NULL CHECK (tender IN ('cash')),
+    tendered_fen      INTEGER NOT NULL,
+    change_fen        INTEGER NOT NULL,
+    state             TEXT NOT NULL CHECK (state IN ('queued', 'uploaded', 'held')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at   INTEGER NOT NULL DEFAULT 0,
+    last_error_code   TEXT,
+    last_error        TEXT,
+    order_id          TEXT,
+    display_no        INTEGER,
+    gateway_total_fen INTEGER,
+    uploaded_at       INTEGER
+);
+CREATE INDEX IF NOT EXISTS sales_pending ON sales (state, local_no) WHERE state <> 'uploaded';
+CREATE TABLE IF NOT EXISTS sale_lines (
+    local_no        INTEGER NOT NULL REFERENCES sales (local_no),
+    line_no         INTEGER NOT NULL,
+    sku             TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    unit            TEXT NOT NULL,
+    quantity_milli  INTEGER NOT NULL,
+    unit_price_fen  INTEGER NOT NULL,
+    line_total_fen  INTEGER NOT NULL,
+    PRIMARY KEY (local_no, line_no)
+);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("local database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A row this program wrote no longer reads back (edited by hand?).
+    #[error("local database holds an unreadable {0}")]
+    Corrupt(String),
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a checkout was refused; nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("the basket is empty")]
+    EmptyBasket,
+    #[error("{tendered} tendered is less than the total {total}")]
+    TenderShort { total: Money, tendered: Money },
+    #[error("the basket's total is too large")]
+    TooLarge,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A product as the last catalog showed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CachedItem {
+    pub sku: Sku,
+    pub name: String,
+    pub unit: Unit,
+    pub price: Money,
+    /// The gateway's view when the catalog was fetched (listed, not
+    /// snoozed, something sellable). Offline it may be out of date.
+    pub available: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CatalogInfo {
+    pub store_id: String,
+    pub store_name: String,
+    pub version: String,
+    /// Microseconds since the epoch.
+    #[serde(serialize_with = "ser_time")]
+    pub fetched_at: i64,
+    pub items: i64,
+}
+
+/// A line of the basket or of a sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Line {
+    pub line_no: i64,
+    pub sku: Sku,
+    pub name: String,
+    pub unit: Unit,
+    pub quantity: Quantity,
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Basket {
+    pub lines: Vec<Line>,
+    pub total: Money,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    /// Committed here, not yet acknowledged by the gateway.
+    Queued,
+    /// The gateway answered with its order.
+    Uploaded,
+    /// The gateway refused it (e.g. `out_of_stock`): kept with the error,
+    /// shown, and tried again later.
+    Held,
+}
+
+impl SaleState {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "queued" => Some(SaleState::Queued),
+            "uploaded" => Some(SaleState::Uploaded),
+            "held" => Some(SaleState::Held),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SaleError {
+    pub code: String,
+    pub message: String,
+}
+
+/// A sale as recorded at the counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sale {
+    /// The counter's own number, 1, 2, 3… for this state directory.
+    pub local_no: i64,
+    /// The idempotency key of its upload, made before anything is sent.
+    pub client_order_id: String,
+    #[serde(serialize_with = "ser_time")]
+    pub created_at: i64,
+    /// The catalog version the prices came from.
+    pub catalog_version: Option<String>,
+    pub lines: Vec<Line>,
+    pub total: Money,
+    pub tender: &'static str,
+    pub tendered: Money,
+    pub change: Money,
+    pub state: SaleState,
+    pub attempts: i64,
+    pub last_error: Option<SaleError>,
+    /// The gateway's order, once uploaded.
+    pub order_id: Option<String>,
+    pub display_no: Option<i64>,
+    /// What the gateway charged for it. It prices at its current prices, so
+    /// this differs from `total` if a price changed while offline.
+    pub gateway_total: Option<Money>,
+    #[serde(serialize_with = "ser_opt_time")]
+    pub uploaded_at: Option<i64>,
+}
+
+/// How many sales are in each state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct QueueCounts {
+    pub queued: i64,
+    pub held: i64,
+    pub uploaded: i64,
+    /// Uploaded sales the gateway priced otherwise than the counter (a
+    /// price changed while offline).
+    pub price_differs: i64,
+}
+
+/// The gateway's order for an uploaded sale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub order_id: String,
+    pub display_no: i64,
+    pub total: Money,
+}
+
+fn ser_time<S: serde::Serializer>(us: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(&rfc3339(*us))
+}
+
+fn ser_opt_time<S: serde::Serializer>(
+    us: &Option<i64>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match us {
+        Some(us) => s.collect_str(&rfc3339(*us)),
+        None => s.serialize_none(),
+    }
+}
+
+/// RFC 3339 (UTC) of microseconds since the epoch.
+pub fn rfc3339(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| us.to_string())
+}
+
+/// Now, in microseconds since the epoch.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn dur_us(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`.
+    pub async fn open(dir: &Path) -> Result<Store> {
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        // One connection: the agent's writes are few and small, and one
+        // connection means no SQLITE_BUSY between its own tasks.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        let version: i64 = sqlx::query("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await?
+            .get(0);
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "schema (version {version}, this program knows {SCHEMA_VERSION}): written by a newer agent"
+            )));
+        }
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        sqlx::query("PRAGMA user_version = 1")
+            .execute(&pool)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ------------------------------------------------------------ catalog
+
+    /// Replaces the cached catalog with `c` (ignored when `c.unchanged`).
+    pub async fn save_catalog(&self, c: &GetCatalogResponse, now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if !c.unchanged {
+            sqlx::query("DELETE FROM catalog_items")
+                .execute(&mut *tx)
+                .await?;
+            for i in &c.items {
+                sqlx::query(
+                    "INSERT INTO catalog_items (sku, name, unit, price_fen, available)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(i.sku.as_str().to_owned())
+                .bind(i.name.clone())
+                .bind(i.unit.as_str())
+                .bind(i.price.fen())
+                .bind(i.available)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO catalog (id, store_id, store_name, version, fetched_at)
+             VALUES (1, $1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET store_id = excluded.store_id,
+                 store_name = excluded.store_name, version = excluded.version,
+                 fetched_at = excluded.fetched_at",
+        )
+        .bind(c.store_id.as_str().to_owned())
+        .bind(c.store_name.clone())
+        .bind(c.version.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn catalog_info(&self) -> Result<Option<CatalogInfo>> {
+        let row = sqlx::query(
+            "SELECT store_id, store_name, version, fetched_at,
+                    (SELECT COUNT(*) FROM catalog_items) AS items
+             FROM catalog WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| CatalogInfo {
+            store_id: r.get("store_id"),
+            store_name: r.get("store_name"),
+            version: r.get("version"),
+            fetched_at: r.get("fetched_at"),
+            items: r.get("items"),
+        }))
+    }
+
+    pub async fn item(&self, sku: &Sku) -> Result<Option<CachedItem>> {
+        let row = sqlx::query(
+            "SELECT sku, name, unit, price_fen, available FROM catalog_items WHERE sku = $1",
+        )
+        .bind(sku.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(CachedItem {
+                sku: read_sku(&r)?,
+                name: r.get("name"),
+                unit: read_unit(&r)?,
+                price: Money::from_fen(r.get("price_fen")),
+                available: r.get("available"),
+            })
+        })
+        .transpose()
+    }
+
+    // ------------------------------------------------------------- basket
+
+    pub async fn basket(&self) -> Result<Basket> {
+        let rows = sqlx::query(
+            "SELECT line_no, sku, name, unit, quantity_milli, unit_price_fen, line_total_fen
+             FROM basket_lines ORDER BY line_no",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let lines = rows.iter().map(read_line).collect::<Result<Vec<_>>>()?;
+        let total = sum(&lines).ok_or_else(|| StoreError::Corrupt("basket total".into()))?;
+        Ok(Basket { lines, total })
+    }
+
+    /// Adds `quantity` of `item` at its cached price. `None` when the line
+    /// or the basket's total would be too large to sell.
+    pub async fn add_line(&self, item: &CachedItem, quantity: Quantity) -> Result<Option<Line>> {
+        let Some(line_total) = po::line_total(item.price, quantity) else {
+            return Ok(None);
+        };
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = sqlx::query("SELECT COALESCE(SUM(line_total_fen), 0) FROM basket_lines")
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if Money::from_fen(total).checked_add(line_total).is_none() {
+            return Ok(None);
+        }
+        let line_no: i64 = sqlx::query(
+            "INSERT INTO basket_lines (sku, name, unit, quantity_milli, unit_price_fen, line_total_fen)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING line_no",
+        )
+        .bind(item.sku.as_str().to_owned())
+        .bind(item.name.clone())
+        .bind(item.unit.as_str())
+        .bind(quantity.milli())
+        .bind(item.price.fen())
+        .bind(line_total.fen())
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        tx.commit().await?;
+        Ok(Some(Line {
+            line_no,
+            sku: item.sku.clone(),
+            name: item.name.clone(),
+            unit: item.unit,
+            quantity,
+            unit_price: item.price,
+            line_total,
+        }))
+    }
+
+    /// Removes a line; false when there was none with that number.
+    pub async fn remove_line(&self, line_no: i64) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM basket_lines WHERE line_no = $1")
+            .bind(line_no)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn clear_basket(&self) -> Result<()> {
+        sqlx::query("DELETE FROM basket_lines")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- sales
+
+    /// Turns the basket into a cash sale: the sale, its lines and the
+    /// emptied basket are one transaction. When this returns the sale is on
+    /// disk and may be shown to the customer as paid.
+    pub async fn checkout_cash(
+        &self,
+        tendered: Money,
+        client_order_id: &str,
+        now: i64,
+    ) -> Result<Sale, CheckoutError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let rows = sqlx::query(
+            "SELECT line_no, sku, name, unit, quantity_milli, unit_price_fen, line_total_fen
+             FROM basket_lines ORDER BY line_no",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if rows.is_empty() {
+            return Err(CheckoutError::EmptyBasket);
+        }
+        let basket = rows.iter().map(read_line).collect::<Result<Vec<_>>>()?;
+        let total = sum(&basket).ok_or(CheckoutError::TooLarge)?;
+        if tendered < total {
+            return Err(CheckoutError::TenderShort { total, tendered });
+        }
+        let change = Money::from_fen(tendered.fen() - total.fen());
+        let version: Option<String> = sqlx::query("SELECT version FROM catalog WHERE id = 1")
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?
+            .map(|r| r.get(0));
+        let local_no: i64 = sqlx::query(
+            "INSERT INTO sales (client_order_id, created_at, catalog_version, total_fen, tender,
+                                tendered_fen, change_fen, state)
+             VALUES ($1, $2, $3, $4, 'cash', $5, $6, 'queued') RETURNING local_no",
+        )
+        .bind(client_order_id.to_owned())
+        .bind(now)
+        .bind(version.clone())
+        .bind(total.fen())
+        .bind(tendered.fen())
+        .bind(change.fen())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::from)?
+        .get(0);
+        let mut lines = Vec::with_capacity(basket.len());
+        for (i, l) in basket.into_iter().enumerate() {
+            let line_no = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
+            sqlx::query(
+                "INSERT INTO sale_lines (local_no, line_no, sku, name, unit, quantity_milli,
+                                         unit_price_fen, line_total_fen)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(local_no)
+            .bind(line_no)
+            .bind(l.sku.as_str().to_owned())
+            .bind(l.name.clone())
+            .bind(l.unit.as_str())
+            .bind(l.quantity.milli())
+            .bind(l.unit_price.fen())
+            .bind(l.line_total.fen())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+            lines.push(Line { line_no, ..l });
+        }
+        sqlx::query("DELETE FROM basket_lines")
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(Sale {
+            local_no,
+            client_order_id: client_order_id.to_owned(),
+            created_at: now,
+            catalog_version: version,
+            lines,
+            total,
+            tender: "cash",
+            tendered,
+            change,
+            state: SaleState::Queued,
+            attempts: 0,
+            last_error: None,
+            order_id: None,
+            display_no: None,
+            gateway_total: None,
+            uploaded_at: None,
+        })
+    }
+
+    /// The oldest sale due for upload: queued ones in local order, and
+    /// held ones whose retry time has come.
+    pub async fn next_to_upload(&self, now: i64) -> Result<Option<Sale>> {
+        let row = sqlx::query(
+            "SELECT local_no FROM sales
+             WHERE state = 'queued' OR (state = 'held' AND next_attempt_at <= $1)
+             ORDER BY local_no LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => self.sale(r.get(0)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// When the next held sale is due, if any is.
+    pub async fn next_held_due(&self) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MIN(next_attempt_at) FROM sales WHERE state = 'held'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// The gateway answered with its order: the sale is done.
+    pub async fn mark_uploaded(&self, local_no: i64, up: &Uploaded, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE sales SET state = 'uploaded', attempts = attempts + 1, order_id = $1,
+                 display_no = $2, gateway_total_fen = $3, uploaded_at = $4,
+                 last_error_code = NULL, last_error = NULL
+             WHERE local_no = $5",
+        )
+        .bind(up.order_id.clone())
+        .bind(up.display_no)
+        .bind(up.total.fen())
+        .bind(now)
+        .bind(local_no)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// No answer (or a retryable one): stays queued, the error is shown.
+    pub async fn note_attempt(&self, local_no: i64, err: &SaleError) -> Result<()> {
+        sqlx::query(
+            "UPDATE sales SET attempts = attempts + 1, last_error_code = $1, last_error = $2
+             WHERE local_no = $3 AND state <> 'uploaded'",
+        )
+        .bind(err.code.clone())
+        .bind(err.message.clone())
+        .bind(local_no)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The gateway refused the sale: kept as `held` with the refusal, tried
+    /// again after `retry`.
+    pub async fn hold(
+        &self,
+        local_no: i64,
+        err: &SaleError,
+        now: i64,
+        retry: Duration,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sales SET state = 'held', attempts = attempts + 1, last_error_code = $1,
+                 last_error = $2, next_attempt_at = $3
+             WHERE local_no = $4 AND state <> 'uploaded'",
+        )
+        .bind(err.code.clone())
+        .bind(err.message.clone())
+        .bind(now.saturating_add(dur_us(retry)))
+        .bind(local_no)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn counts(&self) -> Result<QueueCounts> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM sales GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut c = QueueCounts {
+            price_differs: sqlx::query(
+                "SELECT COUNT(*) FROM sales WHERE state = 'uploaded' AND gateway_total_fen <> total_fen",
+            )
+            .fetch_one(&self.pool)
+            .await?
+            .get(0),
+            ..QueueCounts::default()
+        };
+        for r in rows {
+            let n: i64 = r.get(1);
+            match SaleState::parse(r.get::<&str, _>(0)) {
+                Some(SaleState::Queued) => c.queued = n,
+                Some(SaleState::Held) => c.held = n,
+                Some(SaleState::Uploaded) => c.uploaded = n,
+                None => return Err(StoreError::Corrupt("sale state".into())),
+            }
+        }
+        Ok(c)
+    }
+
+    pub async fn sale(&self, local_no: i64) -> Result<Option<Sale>> {
+        let row = sqlx::query(format_sale_query("WHERE local_no = $1"))
+            .bind(local_no)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some(self.with_lines(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest sales first.
+    pub async fn recent_sales(&self, limit: i64) -> Result<Vec<Sale>> {
+        let rows = sqlx::query(format_sale_query("ORDER BY local_no DESC LIMIT $1"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.with_lines(r).await?);
+        }
+        Ok(out)
+    }
+
+    async fn with_lines(&self, r: &SqliteRow) -> Result<Sale> {
+        let local_no: i64 = r.get("local_no");
+        let rows = sqlx::query(
+            "SELECT line_no, sku, name, unit, quantity_milli, unit_price_fen, line_total_fen
+             FROM sale_lines WHERE local_no = $1 ORDER BY line_no",
+        )
+        .bind(local_no)
+        .fetch_all(&self.pool)
+        .await?;
+        let lines = rows.iter().map(read_line).collect::<Result<Vec<_>>>()?;
+        let state = SaleState::parse(r.get::<&str, _>("state"))
+            .ok_or_else(|| StoreError::Corrupt("sale state".into()))?;
+        let code: Option<String> = r.get("last_error_code");
+        let message: Option<String> = r.get("last_error");
+        Ok(Sale {
+            local_no,
+            client_order_id: r.get("client_order_id"),
+            created_at: r.get("created_at"),
+            catalog_version: r.get("catalog_version"),
+            lines,
+            total: Money::from_fen(r.get("total_fen")),
+            tender: "cash",
+            tendered: Money::from_fen(r.get("tendered_fen")),
+            change: Money::from_fen(r.get("change_fen")),
+            state,
+            attempts: r.get("attempts"),
+            last_error: code.map(|code| SaleError {
+                code,
+                message: message.unwrap_or_default(),
+            }),
+            order_id: r.get("order_id"),
+            display_no: r.get("display_no"),
+            gateway_total: r
+                .get::<Option<i64>, _>("gateway_total_fen")
+                .map(Money::from_fen),
+            uploaded_at: r.get("uploaded_at"),
+        })
+    }
+}
+
+/// The columns of a sale, with a fixed tail (`WHERE …` / `ORDER BY …`).
+fn format_sale_query(tail: &'static str) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(format!(
+        "SELECT local_no, client_order_id, created_at, catalog_version, total_fen, tendered_fen,
+                change_fen, state, attempts, last_error_code, last_error, order_id, display_no,
+                gateway_total_fen, uploaded_at
+         FROM sales {tail}"
+    ))
+}
+
+fn sum(lines: &[Line]) -> Option<Money> {
+    lines
+        .iter()
+        .try_fold(Money::ZERO, |t, l| t.checked_add(l.line_total))
+}
+
+fn read_sku(r: &SqliteRow) -> Result<Sku> {
+    Sku::parse(r.get::<&str, _>("sku")).map_err(|_| StoreError::Corrupt("sku".into()))
+}
+
+fn read_unit(r: &SqliteRow) -> Result<Unit> {
+    Unit::parse(r.get::<&str, _>("unit")).map_err(|_| StoreError::Corrupt("unit".into()))
+}
+
+fn read_line(r: &SqliteRow) -> Result<Line> {
+    let unit = read_unit(r)?;
+    Ok(Line {
+        line_no: r.get("line_no"),
+        sku: read_sku(r)?,
+        name: r.get("name"),
+        unit,
+        quantity: Quantity::from_milli(unit, r.get("quantity_milli")),
+        unit_price: Money::from_fen(r.get("unit_price_fen")),
+        line_total: Money::from_fen(r.get("line_total_fen")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::order::{CatalogItem, StoreId};
+
+    fn item(sku: &str, unit: Unit, price: &str) -> CatalogItem {
+        let zero = Quantity::from_milli(unit, 0);
+        CatalogItem {
+            sku: Sku::parse(sku).expect("sku"),
+            name: sku.to_lowercase(),
+            unit,
+            price: Money::parse(price).expect("price"),
+            list_price: Money::parse(price).expect("price"),
+            on_hand: zero,
+            reserved: zero,
+            sellable: zero,
+            available: true,
+            listed: true,
+            snoozed_until: None,
+        }
+    }
+
+    async fn with_catalog(dir: &Path) -> Store {
+        let s = Store::open(dir).await.expect("open");
+        let cat = GetCatalogResponse {
+            store_id: StoreId::parse("S001").expect("store"),
+            store_name: "门店".into(),
+            version: "v1".into(),
+            unchanged: false,
+            items: vec![
+                item("COLA", Unit::Piece, "3.50"),
+                item("DUCK-NECK", Unit::Kg, "39.90"),
+            ],
+        };
+        s.save_catalog(&cat, 1).await.expect("catalog");
+        s
+    }
+
+    async fn add(s: &Store, sku: &str, q: &str) {
+        let it = s
+            .item(&Sku::parse(sku).expect("sku"))
+            .await
+            .expect("item")
+            .expect("known");
+        let q = Quantity::parse(it.unit, q).expect("quantity");
+        s.add_line(&it, q).await.expect("add").expect("fits");
+    }
+
+    fn money(s: &str) -> Money {
+        Money::parse(s).expect("money")
+    }
+
+    #[tokio::test]
+    async fn a_cash_sale_is_priced_from_the_cached_catalog_and_gives_change() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = with_catalog(dir.path()).await;
+        add(&s, "COLA", "2").await;
+        add(&s, "DUCK-NECK", "0.355").await;
+        let b = s.basket().await.expect("basket");
+        assert_eq!(b.total, money("21.16")); // 7.00 + 14.16 (14.1645 half-up)
+
+        assert!(matches!(
+            s.checkout_cash(money("20.00"), "c1", 10).await,
+            Err(CheckoutError::TenderShort { .. })
+        ));
+        let sale = s
+            .checkout_cash(money("50.00"), "c1", 10)
+            .await
+            .expect("sale");
+        assert_eq!(
+            (sale.local_no, sale.total, sale.change),
+            (1, money("21.16"), money("28.84"))
+        );
+        assert_eq!(sale.catalog_version.as_deref(), Some("v1"));
+        assert_eq!(sale.state, SaleState::Queued);
+        assert!(s.basket().await.expect("basket").lines.is_empty());
+        assert!(matches!(
+            s.checkout_cash(money("50.00"), "c2", 11).await,
+            Err(CheckoutError::EmptyBasket)
+        ));
+        assert_eq!(s.sale(1).await.expect("read").expect("sale"), sale);
+    }
+
+    #[tokio::test]
+    async fn the_queue_uploads_in_order_holds_refusals_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = with_catalog(dir.path()).await;
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            add(&s, "COLA", &(i + 1).to_string()).await;
+            s.checkout_cash(money("100"), id, 10).await.expect("sale");
+        }
+        let next = s.next_to_upload(20).await.expect("next").expect("due");
+        assert_eq!(next.client_order_id, "a");
+        // No answer: still first, the error is visible.
+        let lost = SaleError {
+            code: "timeout".into(),
+            message: "no answer".into(),
+        };
+        s.note_attempt(1, &lost).await.expect("note");
+        let again = s.next_to_upload(20).await.expect("next").expect("due");
+        assert_eq!((again.local_no, again.attempts), (1, 1));
+        assert_eq!(again.last_error, Some(lost));
+
+        let up = Uploaded {
+            order_id: "o1".into(),
+            display_no: 7,
+            total: money("3.50"),
+        };
+        s.mark_uploaded(1, &up, 30).await.expect("uploaded");
+        // A refusal holds sale 2 and lets sale 3 go first; 2 comes back later.
+        let refused = SaleError {
+            code: "out_of_stock".into(),
+            message: "not enough COLA".into(),
+        };
+        s.hold(2, &refused, 40, Duration::from_secs(60))
+            .await
+            .expect("hold");
+        assert_eq!(
+            s.next_to_upload(41)
+                .await
+                .expect("next")
+                .expect("due")
+                .local_no,
+            3
+        );
+        s.mark_uploaded(
+            3,
+            &Uploaded {
+                order_id: "o3".into(),
+                ..up.clone()
+            },
+            42,
+        )
+        .await
+        .expect("uploaded");
+        assert!(s.next_to_upload(43).await.expect("next").is_none());
+        assert_eq!(s.next_held_due().await.expect("due"), Some(40 + 60_000_000));
+        assert_eq!(
+            s.counts().await.expect("counts"),
+            QueueCounts {
+                queued: 0,
+                held: 1,
+                uploaded: 2,
+                price_differs: 1,
+            }
+        );
+        s.close().await;
+
+        let s = Store::open(dir.path()).await.expect("reopen");
+        let held = s.sale(2).await.expect("read").expect("kept");
+        assert_eq!(
+            (held.state, held.last_error),
+            (SaleState::Held, Some(refused))
+        );
+        assert_eq!(
+            s.next_to_upload(40 + 60_000_000)
+                .await
+                .expect("next")
+                .expect("due")
+                .local_no,
+            2
+        );
+        let first = s.sale(1).await.expect("read").expect("sale");
+        assert_eq!(
+            (first.order_id.as_deref(), first.display_no),
+            (Some("o1"), Some(7))
+        );
+        // Mark-uploaded never goes back.
+        s.note_attempt(
+            1,
+            &SaleError {
+                code: "x".into(),
+                message: "y".into(),
+            },
+        )
+        .await
+        .expect("note");
+        assert_eq!(
+            s.sale(1).await.expect("read").expect("sale").state,
+            SaleState::Uploaded
+        );
+        let recent: Vec<i64> = s
+            .recent_sales(2)
+            .await
+            .expect("recent")
+            .iter()
+            .map(|s| s.local_no)
+            .collect();
+        assert_eq!(recent, [3, 2]);
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_catalog_keeps_the_items_and_a_new_one_replaces_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = with_catalog(dir.path()).await;
+        let mut c = GetCatalogResponse {
+            store_id: StoreId::parse("S001").expect("store"),
+            store_name: "门店".into(),
+            version: "v1".into(),
+            unchanged: true,
+            items: vec![],
+        };
+        s.save_catalog(&c, 2).await.expect("unchanged");
+        assert_eq!(
+            s.catalog_info().await.expect("info").expect("some").items,
+            2
+        );
+        c.unchanged = false;
+        c.version = "v2".into();
+        c.items = vec![item("COLA", Unit::Piece, "4.00")];
+        s.save_catalog(&c, 3).await.expect("new");
+        let info = s.catalog_info().await.expect("info").expect("some");
+        assert_eq!((info.version.as_str(), info.items), ("v2", 1));
+        let cola = s
+            .item(&Sku::parse("COLA").expect("sku"))
+            .await
+            .expect("item")
+            .expect("known");
+        assert_eq!(cola.price, money("4.00"));
+        assert!(
+            s.item(&Sku::parse("DUCK-NECK").expect("sku"))
+                .await
+                .expect("item")
+                .is_none()
+        );
+    }
+}

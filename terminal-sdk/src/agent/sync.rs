@@ -1,0 +1,286 @@
+//! The agent's conversations with the gateway, each a task of its own: the
+//! uploader (store-and-forward of the sales queue), the catalog refresh and
+//! the heartbeat. None of them is on the checkout path.
+//!
+//! The uploader sends the oldest due sale with `SubmitOrder` under the
+//! sale's own `clientOrderId` and marks it uploaded only after the answer.
+//! If the answer is lost (timeout, broken connection, a kill of the agent)
+//! the same sale is sent again with the same id, and the gateway, which
+//! de-duplicates terminal orders by `<terminal id>:<clientOrderId>`, answers
+//! with the order it already made (`replayed`). A refusal (a Fault other
+//! than `unavailable`, e.g. `out_of_stock`) holds the sale with the error
+//! shown and tries it again after `held_retry`; it is never dropped.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proto::soap::{FaultKind, Heartbeat, SubmitLine, SubmitOrder};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use super::store::{Sale, SaleError, Store, Uploaded, now_us};
+use crate::client::{ClientError, GatewayClient};
+
+/// The longest pause between upload attempts while the gateway is away.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the agent last learnt about the gateway, for the status page.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LinkState {
+    /// `None` until the first call has an outcome.
+    pub reachable: Option<bool>,
+    pub last_ok_at: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// The catalog's store differs from the configured `store_id`.
+    pub store_mismatch: Option<String>,
+}
+
+/// Shared between the tasks and the local API.
+#[derive(Debug, Default)]
+pub struct Link {
+    state: Mutex<LinkState>,
+}
+
+impl Link {
+    pub fn snapshot(&self) -> LinkState {
+        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn ok(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.reachable = Some(true);
+            s.last_ok_at = Some(super::store::rfc3339(now_us()));
+        }
+    }
+
+    /// Any answer from the gateway, even a Fault, shows it is reachable;
+    /// only no answer shows it is not.
+    fn failed(&self, e: &ClientError) {
+        if let Ok(mut s) = self.state.lock() {
+            if matches!(e, ClientError::Fault(_)) {
+                s.reachable = Some(true);
+            } else {
+                s.reachable = Some(false);
+            }
+            s.last_error = Some(e.to_string());
+            s.last_error_at = Some(super::store::rfc3339(now_us()));
+        }
+    }
+
+    fn store_mismatch(&self, m: Option<String>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.store_mismatch = m;
+        }
+    }
+}
+
+/// A refusal that another try of the same request will not change soon.
+fn is_refusal(e: &ClientError) -> bool {
+    match e {
+        ClientError::Fault(f) => !(f.kind == FaultKind::Server || f.code == "unavailable"),
+        _ => false,
+    }
+}
+
+fn submit_of(sale: &Sale) -> SubmitOrder {
+    SubmitOrder {
+        client_order_id: sale.client_order_id.clone(),
+        lines: sale
+            .lines
+            .iter()
+            .map(|l| SubmitLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity.to_string(),
+            })
+            .collect(),
+        // Derived from the sale, so a resend is the same request.
+        note: Some(format!("counter sale {}", sale.local_no)),
+    }
+}
+
+/// What one upload attempt did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Uploaded,
+    Held,
+    /// No (usable) answer: try again later.
+    Retry,
+}
+
+/// Sends one sale and records the outcome.
+pub async fn upload_one(
+    store: &Store,
+    client: &GatewayClient,
+    link: &Link,
+    sale: &Sale,
+    held_retry: Duration,
+) -> Result<Outcome, super::store::StoreError> {
+    match client.submit_order(&submit_of(sale)).await {
+        Ok(r) => {
+            link.ok();
+            if r.order.total != sale.total {
+                tracing::warn!(
+                    local_no = sale.local_no,
+                    "the gateway priced sale {} at {}, the counter at {}",
+                    sale.local_no,
+                    r.order.total,
+                    sale.total
+                );
+            }
+            store
+                .mark_uploaded(
+                    sale.local_no,
+                    &Uploaded {
+                        order_id: r.order.id.clone(),
+                        display_no: r.order.display_no,
+                        total: r.order.total,
+                    },
+                    now_us(),
+                )
+                .await?;
+            tracing::info!(
+                local_no = sale.local_no,
+                order = %r.order.id,
+                replayed = r.replayed,
+                "sale uploaded"
+            );
+            Ok(Outcome::Uploaded)
+        }
+        Err(e) => {
+            link.failed(&e);
+            let err = SaleError {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            };
+            if is_refusal(&e) {
+                tracing::warn!(local_no = sale.local_no, code = %err.code, "the gateway refused sale: held");
+                store
+                    .hold(sale.local_no, &err, now_us(), held_retry)
+                    .await?;
+                Ok(Outcome::Held)
+            } else {
+                store.note_attempt(sale.local_no, &err).await?;
+                Ok(Outcome::Retry)
+            }
+        }
+    }
+}
+
+/// Drains the queue for ever: woken by each new sale, by a held sale's
+/// retry time, or after a backoff while the gateway is away.
+pub async fn run_uploader(
+    store: Store,
+    client: GatewayClient,
+    link: Arc<Link>,
+    wake: Arc<Notify>,
+    retry: Duration,
+    held_retry: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut backoff = retry;
+    loop {
+        if *closing.borrow() {
+            return;
+        }
+        let pause = match store.next_to_upload(now_us()).await {
+            Ok(Some(sale)) => match upload_one(&store, &client, &link, &sale, held_retry).await {
+                Ok(Outcome::Uploaded | Outcome::Held) => {
+                    backoff = retry;
+                    continue;
+                }
+                Ok(Outcome::Retry) => {
+                    let p = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    p
+                }
+                Err(e) => {
+                    tracing::error!("uploader: {e}");
+                    retry.max(Duration::from_secs(1))
+                }
+            },
+            Ok(None) => match store.next_held_due().await {
+                Ok(Some(at)) => {
+                    let wait = at.saturating_sub(now_us()).max(0);
+                    Duration::from_micros(u64::try_from(wait).unwrap_or(0)).max(retry)
+                }
+                Ok(None) => Duration::from_secs(3600),
+                Err(e) => {
+                    tracing::error!("uploader: {e}");
+                    Duration::from_secs(1)
+                }
+            },
+            Err(e) => {
+                tracing::error!("uploader: {e}");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = wake.notified() => {}
+            _ = closing.changed() => {}
+        }
+    }
+}
+
+/// Fetches the catalog now and then (asking with the version held, so an
+/// unchanged catalog costs no items) and keeps it in the store.
+pub async fn run_catalog(
+    store: Store,
+    client: GatewayClient,
+    link: Arc<Link>,
+    configured_store: proto::order::StoreId,
+    every: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
+    loop {
+        let known = store.catalog_info().await.ok().flatten().map(|c| c.version);
+        match client.get_catalog(known.as_deref()).await {
+            Ok(c) => {
+                link.ok();
+                if c.store_id != configured_store {
+                    let m = format!(
+                        "the key belongs to store {}, the configuration says {configured_store}",
+                        c.store_id
+                    );
+                    tracing::error!("{m}");
+                    link.store_mismatch(Some(m));
+                } else {
+                    link.store_mismatch(None);
+                }
+                if let Err(e) = store.save_catalog(&c, now_us()).await {
+                    tracing::error!("catalog: {e}");
+                }
+            }
+            Err(e) => link.failed(&e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = closing.changed() => return,
+        }
+    }
+}
+
+/// Tells the gateway the terminal is alive. Devices are not driven in this
+/// step, so no peripheral health is sent yet.
+pub async fn run_heartbeat(
+    client: GatewayClient,
+    link: Arc<Link>,
+    every: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
+    let hb = Heartbeat {
+        software_version: format!("terminal {}", env!("CARGO_PKG_VERSION")),
+        peripherals: Vec::new(),
+    };
+    loop {
+        match client.heartbeat(&hb).await {
+            Ok(_) => link.ok(),
+            Err(e) => link.failed(&e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = closing.changed() => return,
+        }
+    }
+}

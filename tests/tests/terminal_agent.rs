@@ -1,0 +1,592 @@
+//! The counter agent end to end: the real `terminal run` binary against a
+//! real gateway (SQLite; the main test on PostgreSQL too), reached through a proxy the test can cut, make
+//! lose answers, or slow down.
+//!
+//! Cash sales are made with the gateway away, the agent is SIGKILLed once
+//! while it uploads and restarted, and then every sale is on the gateway
+//! exactly once with the counter's totals.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use gateway::keys::Role;
+use proto::order::Unit;
+use serde_json::{Value, json};
+use tests::{Backend, TestApp, key_for};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+const TERMINAL: &str = "S001-T01";
+/// A product barcode (valid EAN-13 check digit). The catalog has no
+/// barcode field, so the agent reads a barcode as the SKU.
+const EAN: &str = "6901234567892";
+
+// ------------------------------------------------------------------ proxy
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Connections are accepted and closed at once: the gateway is away.
+    Down,
+    Up,
+    /// Requests reach the gateway; its answers are thrown away.
+    LoseAnswers,
+    /// Answers are held back this long before they are passed on.
+    SlowAnswers(Duration),
+}
+
+struct Proxy {
+    url: String,
+    mode: watch::Sender<Mode>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (mode, rx) = watch::channel(Mode::Up);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let rx = rx.clone();
+                tokio::spawn(relay(client, upstream, rx));
+            }
+        });
+        Proxy { url, mode }
+    }
+
+    fn set(&self, m: Mode) {
+        self.mode.send_replace(m);
+    }
+}
+
+async fn relay(client: TcpStream, upstream: std::net::SocketAddr, mut rx: watch::Receiver<Mode>) {
+    let mode = *rx.borrow_and_update();
+    if mode == Mode::Down {
+        return;
+    }
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            match mode {
+                Mode::LoseAnswers => return,
+                Mode::SlowAnswers(d) => tokio::time::sleep(d).await,
+                _ => {}
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    // Any change of mode cuts the connections it carries.
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+        _ = rx.changed() => {}
+    }
+}
+
+// ------------------------------------------------------------------ agent
+
+/// The `terminal` binary of this build profile, built if needed.
+fn terminal_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        let dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target dir")
+            .to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = std::process::Command::new(cargo);
+        c.args(["build", "-q", "-p", "terminal-sdk", "--bin", "terminal"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if release {
+            c.arg("--release");
+        }
+        assert!(
+            c.status().expect("cargo build").success(),
+            "building terminal"
+        );
+        let bin = dir.join("terminal");
+        assert!(bin.exists(), "no terminal binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Writes the config file; the key comes from the environment.
+fn write_config(dir: &Path, gateway_url: &str) -> PathBuf {
+    let state = dir.join("state");
+    let path = dir.join("terminal.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"gateway_url = "{gateway_url}"
+terminal_id = "{TERMINAL}"
+store_id = "S001"
+state_dir = "{}"
+listen = "127.0.0.1:0"
+heartbeat_s = 1
+catalog_refresh_s = 1
+upload_retry_ms = 50
+held_retry_s = 1
+request_timeout_ms = 2000
+"#,
+            state.display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+fn command(config: &Path, key: &str) -> Command {
+    let mut c = Command::new(terminal_bin());
+    c.arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("TERMINAL_KEY", key)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+struct Agent {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Agent {
+    async fn start(config: &Path, key: &str) -> Agent {
+        let mut child = command(config, key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn terminal run");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the agent starts in time")
+            .expect("read stdout")
+            .expect("a line");
+        let base = line
+            .strip_prefix("terminal agent listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        // Keep draining stdout so the agent never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Agent {
+            child,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL");
+        let _ = self.child.wait().await;
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("agent answers");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.expect("json")
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("agent answers");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn add(&self, body: Value) -> Value {
+        let (status, v) = self.post("/api/basket/lines", body.clone()).await;
+        assert_eq!(status, 201, "add {body}: {v}");
+        v
+    }
+
+    async fn status(&self) -> Value {
+        self.get("/api/status").await
+    }
+
+    /// Polls the status until `done` holds (or fails after `secs`).
+    async fn wait_for(&self, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.status().await;
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn pending(s: &Value) -> i64 {
+    s["queue"]["pending"].as_i64().unwrap_or(-1)
+}
+
+/// The terminal orders of S001 on the gateway.
+async fn gateway_sales(app: &TestApp) -> Vec<Value> {
+    let (status, v) = app
+        .get_json(
+            "/api/v1/stores/S001/orders?channel=terminal&limit=500",
+            &app.admin,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["has_more"], false);
+    v["orders"].as_array().cloned().unwrap_or_default()
+}
+
+async fn gateway_with_products(backend: Backend) -> Option<TestApp> {
+    let app = TestApp::spawn(backend).await?;
+    app.product("COLA", "可乐", Unit::Piece, "3.50", "1000")
+        .await;
+    app.product("DUCK-NECK", "卤鸭脖", Unit::Kg, "39.90", "100")
+        .await;
+    app.product(EAN, "矿泉水", Unit::Piece, "2.00", "1000")
+        .await;
+    Some(app)
+}
+
+async fn terminal_key(app: &TestApp) -> String {
+    key_for(&app.db, Role::Terminal, Some("S001"), Some(TERMINAL)).await
+}
+
+// ------------------------------------------------------------------ tests
+
+mod cash_sales_made_offline_upload_once_each_across_lost_answers_and_a_kill {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::offline_sales_upload_once(super::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::offline_sales_upload_once(super::Backend::Postgres).await
+    }
+}
+
+async fn offline_sales_upload_once(backend: Backend) {
+    assert!(proto::device::scanner::check_digit_ok(EAN));
+    let Some(app) = gateway_with_products(backend).await else {
+        return;
+    };
+    let key = terminal_key(&app).await;
+    let proxy = Proxy::start(app.addr).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), &proxy.url);
+
+    // Online once: the catalog is cached with its version.
+    let agent = Agent::start(&config, &key).await;
+    agent
+        .wait_for(20, "the catalog", |s| s["catalog"]["items"] == 3)
+        .await;
+
+    // A second agent on the same state directory refuses to start.
+    let second = command(&config, &key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("second agent");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another terminal agent is running"), "{err}");
+
+    // The gateway goes away.
+    proxy.set(Mode::Down);
+    agent
+        .wait_for(20, "the gateway seen as down", |s| {
+            s["gateway"]["link"]["reachable"] == false
+        })
+        .await;
+
+    // Refusals of the local API.
+    let (st, v) = agent
+        .post("/api/basket/lines", json!({"barcode": "6901234567891"}))
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (422, Some("invalid_barcode")),
+        "{v}"
+    );
+    let (st, v) = agent
+        .post("/api/basket/lines", json!({"sku": "NOPE"}))
+        .await;
+    assert_eq!((st, v["code"].as_str()), (404, Some("unknown_sku")), "{v}");
+    let (st, v) = agent
+        .post("/api/basket/lines", json!({"sku": "DUCK-NECK"}))
+        .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (422, Some("invalid_quantity")),
+        "{v}"
+    );
+    let (st, v) = agent
+        .post(
+            "/api/checkout",
+            json!({"tender": "cash", "tendered": "1.00"}),
+        )
+        .await;
+    assert_eq!((st, v["code"].as_str()), (409, Some("empty_basket")), "{v}");
+
+    // N cash sales with the gateway away.
+    const N: usize = 20;
+    let mut expected: HashMap<String, String> = HashMap::new(); // clientOrderId → total
+    let mut cola = 0u64;
+    let mut sell = |agent_sales: Value, cola_n: u64| {
+        cola += cola_n;
+        let id = agent_sales["client_order_id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        expected.insert(id, agent_sales["total"].as_str().expect("total").to_owned());
+    };
+    for i in 0..N {
+        let n = (i % 3 + 1) as u64;
+        agent
+            .add(json!({"sku": "COLA", "quantity": n.to_string()}))
+            .await;
+        agent.add(json!({"barcode": EAN})).await;
+        let b = agent
+            .add(json!({"sku": "DUCK-NECK", "quantity": format!("0.{}", 100 + i)}))
+            .await;
+        let total = b["basket"]["total"].as_str().expect("total").to_owned();
+        let (st, v) = agent
+            .post(
+                "/api/checkout",
+                json!({"tender": "cash", "tendered": "1.00"}),
+            )
+            .await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (422, Some("insufficient_tender")),
+            "{v}"
+        );
+        let (st, sale) = agent
+            .post(
+                "/api/checkout",
+                json!({"tender": "cash", "tendered": "100"}),
+            )
+            .await;
+        assert_eq!(st, 201, "{sale}");
+        assert_eq!(sale["total"], total);
+        assert_eq!(sale["state"], "queued");
+        assert_eq!(sale["local_no"], (i + 1) as i64);
+        // Change in fen: 100.00 − total, formatted by proto.
+        let fen = |s: &str| -> i64 { proto::order::Money::parse(s).expect("money").fen() };
+        assert_eq!(
+            fen(sale["change"].as_str().expect("change")),
+            10_000 - fen(&total)
+        );
+        sell(sale, n);
+    }
+    assert_eq!(pending(&agent.status().await), N as i64);
+    assert!(gateway_sales(&app).await.is_empty());
+
+    // The gateway comes back but its answers are lost: the first sale is
+    // created once and sent again and again under the same clientOrderId.
+    proxy.set(Mode::LoseAnswers);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let first = agent.get("/api/sales/1").await;
+        if first["attempts"].as_i64().unwrap_or(0) >= 3 {
+            assert_eq!(first["state"], "queued", "{first}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retries: {first}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gateway_sales(&app).await.len(), 1, "resent, created once");
+
+    // Slow answers, and a SIGKILL in the middle of the upload.
+    proxy.set(Mode::SlowAnswers(Duration::from_millis(150)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gateway_sales(&app).await.len() < N / 2 {
+        assert!(Instant::now() < deadline, "upload too slow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent.kill().await;
+    let on_gateway_at_kill = gateway_sales(&app).await.len();
+    assert!(
+        on_gateway_at_kill < N,
+        "killed mid-upload ({on_gateway_at_kill} of {N})"
+    );
+
+    // Restarted while the gateway is away again: it still sells, from the
+    // catalog it kept.
+    proxy.set(Mode::Down);
+    let agent = Agent::start(&config, &key).await;
+    let s = agent.status().await;
+    assert!(
+        pending(&s) > 0 && pending(&s) <= (N - on_gateway_at_kill + 1) as i64,
+        "{s:#}"
+    );
+    for _ in 0..2 {
+        agent.add(json!({"sku": "COLA", "quantity": "1"})).await;
+        let (st, sale) = agent
+            .post(
+                "/api/checkout",
+                json!({"tender": "cash", "tendered": "3.50"}),
+            )
+            .await;
+        assert_eq!(st, 201, "{sale}");
+        assert_eq!(sale["change"], "0.00");
+        sell(sale, 1);
+    }
+
+    // Back for good: everything drains.
+    proxy.set(Mode::Up);
+    let s = agent
+        .wait_for(60, "the queue drained", |s| pending(s) == 0)
+        .await;
+    assert_eq!(s["queue"]["uploaded"], (N + 2) as i64);
+    assert_eq!(s["queue"]["price_differs"], 0);
+    assert_eq!(s["gateway"]["link"]["reachable"], true);
+
+    // On the gateway: every sale once, with the counter's totals.
+    let orders = gateway_sales(&app).await;
+    assert_eq!(orders.len(), N + 2, "each sale once");
+    let mut seen = HashSet::new();
+    let mut by_ref = HashMap::new();
+    for o in &orders {
+        let r = o["channel_order_id"].as_str().expect("channel ref");
+        let id = r
+            .strip_prefix(&format!("{TERMINAL}:"))
+            .expect("terminal scoped");
+        assert!(seen.insert(id.to_owned()), "duplicate {id}");
+        assert_eq!(
+            Some(o["total"].as_str().expect("total")),
+            expected.get(id).map(String::as_str),
+            "total of {id}"
+        );
+        by_ref.insert(id.to_owned(), o["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(seen.len(), expected.len());
+    // The agent knows each sale's gateway order.
+    let sales = agent.get("/api/sales?limit=100").await;
+    for sale in sales["sales"].as_array().expect("sales") {
+        let id = sale["client_order_id"].as_str().expect("id");
+        assert_eq!(sale["state"], "uploaded");
+        assert_eq!(
+            sale["order_id"].as_str(),
+            by_ref.get(id).map(String::as_str)
+        );
+        assert_eq!(sale["gateway_total"], sale["total"]);
+    }
+    // Stock: what the sales reserved, no more.
+    let item = app.item("S001", "COLA").await;
+    assert_eq!(item["reserved"], cola.to_string(), "{item}");
+    agent.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_the_gateway_refuses_for_stock_is_held_with_its_error_not_dropped() {
+    let app = gateway_with_products(Backend::Sqlite)
+        .await
+        .expect("sqlite");
+    app.product("LAST-ONE", "最后一个", Unit::Piece, "9.90", "1")
+        .await;
+    let key = terminal_key(&app).await;
+    let proxy = Proxy::start(app.addr).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), &proxy.url);
+    let agent = Agent::start(&config, &key).await;
+    agent
+        .wait_for(20, "the catalog", |s| s["catalog"]["items"] == 4)
+        .await;
+    proxy.set(Mode::Down);
+    for _ in 0..2 {
+        agent.add(json!({"sku": "LAST-ONE"})).await;
+        let (st, sale) = agent
+            .post("/api/checkout", json!({"tender": "cash", "tendered": "10"}))
+            .await;
+        assert_eq!(st, 201, "{sale}");
+    }
+    proxy.set(Mode::Up);
+    let s = agent
+        .wait_for(30, "one uploaded, one held", |s| {
+            s["queue"]["uploaded"] == 1 && s["queue"]["held"] == 1
+        })
+        .await;
+    assert_eq!(
+        pending(&s),
+        1,
+        "the refused sale still counts as not uploaded"
+    );
+    let held = agent.get("/api/sales/2").await;
+    assert_eq!(held["state"], "held", "{held}");
+    assert_eq!(held["last_error"]["code"], "out_of_stock", "{held}");
+    assert!(held["order_id"].is_null());
+    // Tried again (held_retry_s = 1), and still kept.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let again = agent.get("/api/sales/2").await;
+    assert!(
+        again["attempts"].as_i64() > held["attempts"].as_i64(),
+        "{again}"
+    );
+    assert_eq!(again["state"], "held");
+    assert_eq!(gateway_sales(&app).await.len(), 1);
+    agent.kill().await;
+}
+
+#[tokio::test]
+async fn a_bad_config_file_is_refused_with_one_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("terminal.toml");
+    std::fs::write(
+        &path,
+        "gateway_url = \"http://127.0.0.1:1\"\ncolour = \"red\"\n",
+    )
+    .expect("write");
+    let out = command(&path, "k")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("line 2") && lines[0].contains("unknown field `colour`"),
+        "{err}"
+    );
+}
