@@ -19,8 +19,8 @@ use proto::soap::{
     self, Fault, FaultKind, GetCatalog, GetCatalogResponse, GetOrder, GetOrderResponse, GetPayment,
     GetPaymentResponse, Heartbeat, HeartbeatResponse, ListOrders, ListOrdersResponse, Message,
     PayOrder, PayOrderResponse, Payment, PaymentRefund, RefundOrder, RefundOrderResponse,
-    ResponseError, SubmitOrder, SubmitOrderResponse, UpdateOrderStatus, UpdateOrderStatusResponse,
-    UsernameToken,
+    ResponseError, SubmitOrder, SubmitOrderResponse, TenderCash, TenderCashResponse,
+    UpdateOrderStatus, UpdateOrderStatusResponse, UsernameToken,
 };
 
 /// How to reach the gateway and how patiently.
@@ -279,6 +279,22 @@ impl GatewayClient {
             )
             .await?;
         Ok(r.charge)
+    }
+
+    /// Records cash taken at the counter for the order: `tendered` is what
+    /// the customer handed over (at least the order's total). The order is
+    /// the idempotency key: the same tender again answers the recorded one,
+    /// so a retry after a lost answer is safe.
+    pub async fn tender_cash(
+        &self,
+        order_id: &str,
+        tendered: Money,
+    ) -> Result<TenderCashResponse, ClientError> {
+        self.call(&TenderCash {
+            order_id: order_id.to_owned(),
+            tendered,
+        })
+        .await
     }
 
     /// Every charge (with its provider exchanges) and refund of the order,

@@ -496,6 +496,7 @@ async fn offline_sales_upload_once(backend: Backend) {
             expected.get(id).map(String::as_str),
             "total of {id}"
         );
+        assert_eq!(o["payment_status"], "paid", "the cash of {id} is recorded");
         by_ref.insert(id.to_owned(), o["id"].as_str().expect("id").to_owned());
     }
     assert_eq!(seen.len(), expected.len());

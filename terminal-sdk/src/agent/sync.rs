@@ -119,6 +119,28 @@ pub async fn upload_one(
     match client.submit_order(&submit_of(sale)).await {
         Ok(r) => {
             link.ok();
+            // The cash the customer handed over, recorded on the order (the
+            // same tender again after a lost answer is the recorded one).
+            // Not sent yet: the sale stays queued and both go again.
+            match client.tender_cash(&r.order.id, sale.tendered).await {
+                Ok(_) => {}
+                Err(e) if is_refusal(&e) => tracing::warn!(
+                    local_no = sale.local_no,
+                    order = %r.order.id,
+                    code = e.code(),
+                    "the gateway did not record the cash of sale {}: {e}",
+                    sale.local_no
+                ),
+                Err(e) => {
+                    link.failed(&e);
+                    let err = SaleError {
+                        code: e.code().to_owned(),
+                        message: e.to_string(),
+                    };
+                    store.note_attempt(sale.local_no, &err).await?;
+                    return Ok(Outcome::Retry);
+                }
+            }
             if r.order.total != sale.total {
                 tracing::warn!(
                     local_no = sale.local_no,
