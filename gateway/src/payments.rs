@@ -518,15 +518,7 @@ impl Payments {
                     format!("order {order_id} is {}", order.payment_status.as_str()),
                 ));
             }
-            if matches!(order.status.as_str(), "cancelled" | "rejected") {
-                return Err(Error::new(
-                    Code::OrderNotPayable,
-                    format!("order {order_id} is {}", order.status),
-                ));
-            }
-            if order.total_fen <= 0 {
-                return Err(Error::new(Code::NothingToPay, "the order's total is zero"));
-            }
+            order.check_payable(order_id)?;
             let attempt = store::next_attempt(&mut tx, order_id).await?;
             if attempt > 999 {
                 return Err(Error::new(

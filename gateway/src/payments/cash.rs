@@ -108,15 +108,7 @@ pub async fn tender(
             ));
         }
     }
-    if matches!(order.status.as_str(), "cancelled" | "rejected") {
-        return Err(Error::new(
-            Code::OrderNotPayable,
-            format!("order {order_id} is {}", order.status),
-        ));
-    }
-    if order.total_fen <= 0 {
-        return Err(Error::new(Code::NothingToPay, "the order's total is zero"));
-    }
+    order.check_payable(order_id)?;
     let total = Money::from_fen(order.total_fen);
     let change = tendered
         .fen()

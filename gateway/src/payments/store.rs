@@ -122,6 +122,23 @@ pub struct OrderFacts {
     pub total_fen: i64,
 }
 
+impl OrderFacts {
+    /// Whether money may be taken for the order at all (a code or cash): not
+    /// cancelled or rejected, and something to pay.
+    pub fn check_payable(&self, order_id: &str) -> Result<()> {
+        if matches!(self.status.as_str(), "cancelled" | "rejected") {
+            return Err(Error::new(
+                Code::OrderNotPayable,
+                format!("order {order_id} is {}", self.status),
+            ));
+        }
+        if self.total_fen <= 0 {
+            return Err(Error::new(Code::NothingToPay, "the order's total is zero"));
+        }
+        Ok(())
+    }
+}
+
 pub async fn order_facts(conn: &mut AnyConnection, order_id: &str) -> Result<OrderFacts> {
     facts_query(
         conn,
