@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod lock;
 pub mod store;
+pub mod supervise;
 pub mod sync;
 
 use std::sync::Arc;
@@ -54,36 +55,57 @@ pub async fn run(
     let link = Arc::new(sync::Link::default());
     let wake = Arc::new(Notify::new());
     let (closing_tx, closing) = watch::channel(false);
-    let tasks = vec![
-        tokio::spawn(sync::run_uploader(
+    let health = supervise::Tasks::default();
+    let uploader = {
+        let (store, client, link, wake, closing) = (
             store.clone(),
             client.clone(),
             link.clone(),
             wake.clone(),
-            cfg.upload_retry,
-            cfg.held_retry,
             closing.clone(),
-        )),
-        tokio::spawn(sync::run_catalog(
-            store.clone(),
-            client.clone(),
-            link.clone(),
-            cfg.store_id.clone(),
-            cfg.catalog_refresh,
-            closing.clone(),
-        )),
-        tokio::spawn(sync::run_heartbeat(
-            client.clone(),
-            link.clone(),
-            cfg.heartbeat,
-            closing.clone(),
-        )),
-    ];
+        );
+        let (retry, held_retry) = (cfg.upload_retry, cfg.held_retry);
+        supervise::spawn("uploader", &health, closing.clone(), move || {
+            sync::run_uploader(
+                store.clone(),
+                client.clone(),
+                link.clone(),
+                wake.clone(),
+                retry,
+                held_retry,
+                closing.clone(),
+            )
+        })
+    };
+    let catalog = {
+        let (store, client, link, closing) =
+            (store.clone(), client.clone(), link.clone(), closing.clone());
+        let (store_id, every) = (cfg.store_id.clone(), cfg.catalog_refresh);
+        supervise::spawn("catalog", &health, closing.clone(), move || {
+            sync::run_catalog(
+                store.clone(),
+                client.clone(),
+                link.clone(),
+                store_id.clone(),
+                every,
+                closing.clone(),
+            )
+        })
+    };
+    let heartbeat = {
+        let (client, link, closing) = (client.clone(), link.clone(), closing.clone());
+        let every = cfg.heartbeat;
+        supervise::spawn("heartbeat", &health, closing.clone(), move || {
+            sync::run_heartbeat(client.clone(), link.clone(), every, closing.clone())
+        })
+    };
+    let tasks = [uploader, catalog, heartbeat];
 
     let app = api::router(api::ApiState {
         store: store.clone(),
         link,
         wake,
+        tasks: health,
         terminal_id: cfg.terminal_id.to_string(),
         store_id: cfg.store_id.to_string(),
         gateway_url: cfg.gateway_url.clone(),

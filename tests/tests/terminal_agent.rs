@@ -479,6 +479,7 @@ async fn offline_sales_upload_once(backend: Backend) {
     assert_eq!(s["queue"]["uploaded"], (N + 2) as i64);
     assert_eq!(s["queue"]["price_differs"], 0);
     assert_eq!(s["gateway"]["link"]["reachable"], true);
+    assert_eq!(s["tasks"]["all_up"], true, "{s}");
 
     // On the gateway: every sale once, with the counter's totals.
     let orders = gateway_sales(&app).await;

@@ -26,6 +26,8 @@ pub struct ApiState {
     pub link: Arc<Link>,
     /// Wakes the uploader after a sale.
     pub wake: Arc<Notify>,
+    /// The background tasks' health (uploader, catalog, heartbeat).
+    pub tasks: super::supervise::Tasks,
     pub terminal_id: String,
     pub store_id: String,
     pub gateway_url: String,
@@ -122,6 +124,11 @@ async fn status(State(st): State<ApiState>) -> ApiResult {
             "pending": counts.queued + counts.held,
         },
         "last_sales": last,
+        // A task that failed is restarted; `up: false` while it waits.
+        "tasks": {
+            "all_up": st.tasks.all_up(),
+            "each": st.tasks.snapshot(),
+        },
     })))
 }
 
