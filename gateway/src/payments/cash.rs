@@ -130,7 +130,7 @@ pub async fn tender(
     .bind(order.total_fen)
     .bind(tendered.fen())
     .bind(change)
-    .bind(by)
+    .bind(by.clone())
     .bind(now)
     .execute(&mut **tx)
     .await?;
@@ -144,10 +144,16 @@ pub async fn tender(
     )
     .await?;
     super::append_event(&mut tx, &order.store, seq, order_id, "order.paid", now).await?;
-    let done = of_order(&mut tx, order_id)
-        .await?
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("cash tender vanished")))?;
     tx.commit().await?;
+    let done = CashTender {
+        order_id: order_id.to_owned(),
+        method: "cash",
+        amount: total,
+        tendered,
+        change: Money::from_fen(change),
+        by,
+        created_at: clock::rfc3339(now),
+    };
     hub.notify(&order.store);
     tracing::info!(order = order_id, tendered = %tendered, "paid in cash");
     Ok(Tendered::New(done))
