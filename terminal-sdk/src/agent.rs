@@ -12,6 +12,7 @@
 pub mod api;
 pub mod config;
 pub mod lock;
+pub mod screen;
 pub mod store;
 pub mod supervise;
 pub mod sync;
@@ -101,7 +102,7 @@ pub async fn run(
     };
     let tasks = [uploader, catalog, heartbeat];
 
-    let app = api::router(api::ApiState {
+    let api = api::router(api::ApiState {
         store: store.clone(),
         link,
         wake,
@@ -110,6 +111,7 @@ pub async fn run(
         store_id: cfg.store_id.to_string(),
         gateway_url: cfg.gateway_url.clone(),
     });
+    let app = screen::guarded(api, addr);
     println!("terminal agent listening on http://{addr}");
     tracing::info!(state_dir = %cfg.state_dir.display(), gateway = %cfg.gateway_url, "agent started");
     let served = axum::serve(listener, app)
