@@ -70,7 +70,7 @@ impl Allowed {
 
     fn host_ok(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        self.hosts.iter().any(|h| *h == host) || (self.any && host_is_ip(&host, self.port))
+        self.hosts.contains(&host) || (self.any && host_is_ip(&host, self.port))
     }
 }
 
