@@ -1,6 +1,6 @@
 //! Products, stores and per-store stock, availability and price.
 
-use proto::order::{CatalogItem, Money, Quantity, Sku, StoreId, Unit};
+use proto::order::{Barcode, CatalogItem, Money, Quantity, Sku, StoreId, Unit};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
@@ -13,6 +13,8 @@ pub struct ProductSpec {
     pub name: String,
     pub unit: Unit,
     pub price: Money,
+    /// `None` leaves the product's barcodes as they are.
+    pub barcodes: Option<Vec<Barcode>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -21,6 +23,7 @@ pub struct Product {
     pub name: String,
     pub unit: Unit,
     pub price: Money,
+    pub barcodes: Vec<Barcode>,
     pub updated_at: String,
 }
 
@@ -80,6 +83,14 @@ pub async fn put_product(db: &Db, spec: ProductSpec) -> Result<(Product, bool)> 
             .execute(&mut **tx)
             .await?;
     }
+    if let Some(codes) = &spec.barcodes {
+        set_barcodes(&mut tx, &spec.sku, codes).await?;
+    }
+    let barcodes = barcodes_of(&mut tx, Some(&spec.sku))
+        .await?
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
     tx.commit().await?;
     Ok((
         Product {
@@ -87,10 +98,63 @@ pub async fn put_product(db: &Db, spec: ProductSpec) -> Result<(Product, bool)> 
             name: spec.name,
             unit: spec.unit,
             price: spec.price,
+            barcodes,
             updated_at: clock::rfc3339(now),
         },
         created,
     ))
+}
+
+/// Replaces a product's barcodes; a barcode already on another product is
+/// refused (`barcode_taken`), so a scan names one SKU.
+async fn set_barcodes(conn: &mut AnyConnection, sku: &Sku, codes: &[Barcode]) -> Result<()> {
+    for b in codes {
+        let other =
+            sqlx::query("SELECT sku FROM product_barcodes WHERE barcode = $1 AND sku <> $2")
+                .bind(b.as_str().to_owned())
+                .bind(sku.as_str().to_owned())
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(row) = other {
+            let owner: String = row.get("sku");
+            return Err(Error::new(
+                Code::BarcodeTaken,
+                format!("barcode {b} is already on product {owner}"),
+            ));
+        }
+    }
+    sqlx::query("DELETE FROM product_barcodes WHERE sku = $1")
+        .bind(sku.as_str().to_owned())
+        .execute(&mut *conn)
+        .await?;
+    for (pos, b) in (0_i64..).zip(codes) {
+        sqlx::query("INSERT INTO product_barcodes (barcode, sku, pos) VALUES ($1, $2, $3)")
+            .bind(b.as_str().to_owned())
+            .bind(sku.as_str().to_owned())
+            .bind(pos)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// (sku, barcode) pairs, in each product's own order.
+async fn barcodes_of(
+    conn: &mut AnyConnection,
+    only: Option<&Sku>,
+) -> Result<Vec<(String, Barcode)>> {
+    let rows = sqlx::query(
+        "SELECT sku, barcode FROM product_barcodes WHERE ($1 = '' OR sku = $1) ORDER BY sku, pos",
+    )
+    .bind(only.map(|s| s.as_str().to_owned()).unwrap_or_default())
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let b = Barcode::parse(&r.get::<String, _>("barcode")).map_err(Error::internal)?;
+            Ok((r.get::<String, _>("sku"), b))
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -321,8 +385,13 @@ async fn items(
     let rows = sqlx::query(sql)
         .bind(store.as_str().to_owned())
         .bind(only.map(|s| s.as_str().to_owned()).unwrap_or_default())
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?;
+    let mut codes: std::collections::HashMap<String, Vec<Barcode>> =
+        std::collections::HashMap::new();
+    for (sku, b) in barcodes_of(conn, only).await? {
+        codes.entry(sku).or_default().push(b);
+    }
     rows.into_iter()
         .map(|r| {
             let unit = Unit::parse(&r.get::<String, _>("unit")).map_err(Error::internal)?;
@@ -338,8 +407,10 @@ async fn items(
             let snoozed = r
                 .get::<Option<i64>, _>("snoozed_until")
                 .filter(|u| *u > now);
+            let sku: String = r.get("sku");
+            let barcodes = codes.remove(&sku).unwrap_or_default();
             Ok(CatalogItem {
-                sku: Sku::parse(&r.get::<String, _>("sku")).map_err(Error::internal)?,
+                sku: Sku::parse(&sku).map_err(Error::internal)?,
                 name: r.get("name"),
                 unit,
                 price,
@@ -350,6 +421,7 @@ async fn items(
                 available: listed && snoozed.is_none() && sellable > 0,
                 listed,
                 snoozed_until: snoozed.map(clock::rfc3339),
+                barcodes,
             })
         })
         .collect()

@@ -19,6 +19,18 @@ pub const PRODUCTS: [(&str, &str, Unit, &str, &str); 6] = [
     ("WATER", "农夫山泉 550ml", Unit::Piece, "2.00", "100"),
 ];
 
+/// The demo products with a printed barcode (made-up codes with a valid
+/// EAN-13 check digit).
+fn demo_barcodes(sku: &str) -> Option<Vec<proto::order::Barcode>> {
+    let code = match sku {
+        "EGG" => "6920000000012",
+        "COLA" => "6920000000029",
+        "WATER" => "6920000000036",
+        _ => return None,
+    };
+    proto::order::Barcode::parse(code).ok().map(|b| vec![b])
+}
+
 /// Seeds the catalog (idempotent) and makes fresh keys; returns lines to print.
 pub async fn seed(db: &Db) -> anyhow::Result<Vec<String>> {
     for (id, name) in STORES {
@@ -33,6 +45,7 @@ pub async fn seed(db: &Db) -> anyhow::Result<Vec<String>> {
                 name: name.to_owned(),
                 unit,
                 price: Money::parse(price)?,
+                barcodes: demo_barcodes(sku.as_str()),
             },
         )
         .await?;

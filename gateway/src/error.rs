@@ -97,6 +97,7 @@ codes! {
     RefundRefused = "refund_refused", CONFLICT;
     RefundRequired = "refund_required", CONFLICT;
     RestockNeedsCompletedOrder = "restock_needs_completed_order", CONFLICT;
+    BarcodeTaken = "barcode_taken", CONFLICT;
     TerminalExists = "terminal_exists", CONFLICT;
     TooManyAttempts = "too_many_attempts", CONFLICT;
     TooManyRefunds = "too_many_refunds", CONFLICT;
@@ -133,6 +134,8 @@ codes! {
     UnsupportedPaymentCode = "unsupported_payment_code", UNPROCESSABLE_ENTITY;
     // The codes of `proto`'s parse errors (`ParseError::code`).
     InvalidSku = "invalid_sku", UNPROCESSABLE_ENTITY;
+    InvalidBarcode = "invalid_barcode", UNPROCESSABLE_ENTITY;
+    TooManyBarcodes = "too_many_barcodes", UNPROCESSABLE_ENTITY;
     InvalidStore = "invalid_store", UNPROCESSABLE_ENTITY;
     InvalidTerminal = "invalid_terminal", UNPROCESSABLE_ENTITY;
     InvalidWeight = "invalid_weight", UNPROCESSABLE_ENTITY;

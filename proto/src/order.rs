@@ -31,6 +31,82 @@ impl ParseError {
 /// The only currency the chain trades in.
 pub const CURRENCY: &str = "CNY";
 
+// ---------------------------------------------------------------- barcodes
+
+/// At most this many barcodes per product.
+pub const MAX_BARCODES: usize = 8;
+
+/// An EAN-13 or EAN-8 barcode whose check digit is right.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Barcode(String);
+
+impl Barcode {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let digits = s.bytes().all(|b| b.is_ascii_digit());
+        if !digits || !(s.len() == 8 || s.len() == 13) {
+            return Err(ParseError::new(
+                "invalid_barcode",
+                format!(
+                    "barcode must be 8 or 13 digits (EAN-8 or EAN-13), got {}",
+                    shown(s)
+                ),
+            ));
+        }
+        // Weights 3,1,3,1… from the digit left of the check digit.
+        let body = &s.as_bytes()[..s.len() - 1];
+        let sum: u32 = body
+            .iter()
+            .rev()
+            .enumerate()
+            .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 })
+            .sum();
+        let want = (10 - sum % 10) % 10;
+        let got = u32::from(s.as_bytes()[s.len() - 1] - b'0');
+        if want != got {
+            return Err(ParseError::new(
+                "invalid_barcode",
+                format!("barcode {s}: check digit should be {want}"),
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// A product's barcodes: each valid, none repeated, at most [`MAX_BARCODES`].
+    pub fn parse_list<'a>(
+        list: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<Self>, ParseError> {
+        let mut out: Vec<Self> = Vec::new();
+        for s in list {
+            if out.len() == MAX_BARCODES {
+                return Err(ParseError::new(
+                    "too_many_barcodes",
+                    format!("a product has at most {MAX_BARCODES} barcodes"),
+                ));
+            }
+            let b = Self::parse(s)?;
+            if out.contains(&b) {
+                return Err(ParseError::new(
+                    "invalid_barcode",
+                    format!("barcode {b} is given twice"),
+                ));
+            }
+            out.push(b);
+        }
+        Ok(out)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Barcode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 // ---------------------------------------------------------------- identifiers
 
 fn parse_ident(kind: &'static str, code: &'static str, s: &str) -> Result<String, ParseError> {
@@ -675,11 +751,38 @@ pub struct CatalogItem {
     pub listed: bool,
     /// RFC 3339 end of a snooze still in force.
     pub snoozed_until: Option<String>,
+    /// EAN-13/EAN-8 codes printed on the product, at most [`MAX_BARCODES`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub barcodes: Vec<Barcode>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn barcodes_need_the_right_check_digit() {
+        assert!(Barcode::parse("4006381333931").is_ok());
+        assert!(Barcode::parse("96385074").is_ok());
+        assert_eq!(
+            Barcode::parse("4006381333932").unwrap_err().code,
+            "invalid_barcode"
+        );
+        for bad in [
+            "",
+            "123",
+            "400638133393x",
+            "40063813339311",
+            "９６３８５０７４",
+        ] {
+            assert!(Barcode::parse(bad).is_err(), "{bad}");
+        }
+        let nine = ["96385074"; 9];
+        assert!(Barcode::parse_list(nine).is_err());
+        let many: Vec<String> = (0..9).map(|i| format!("0000000{i}")).collect();
+        let err = Barcode::parse_list(many.iter().map(String::as_str)).unwrap_err();
+        assert!(err.code == "too_many_barcodes" || err.code == "invalid_barcode");
+    }
 
     #[test]
     fn weight_times_price_rounds_half_up_to_the_fen() {

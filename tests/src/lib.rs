@@ -276,6 +276,7 @@ pub async fn seed_cola(db: &Db, store: &str, store_name: &str, on_hand: &str) {
             name: "可口可乐".into(),
             unit: Unit::Piece,
             price: Money::parse("3.50").expect("price"),
+            barcodes: None,
         },
     )
     .await
@@ -398,6 +399,7 @@ impl TestApp {
                 name: name.to_owned(),
                 unit,
                 price: Money::parse(price).expect("price"),
+                barcodes: None,
             },
         )
         .await

@@ -253,6 +253,7 @@ pub async fn seed_latte_store(db: &Db) -> SeedKeys {
             name: "拿铁".to_owned(),
             unit: Unit::Piece,
             price: Money::parse("10.58").expect("price"),
+            barcodes: None,
         },
     )
     .await
@@ -467,6 +468,7 @@ impl PayGateway {
                 name: sku.to_owned(),
                 unit,
                 price: Money::parse(price).expect("price"),
+                barcodes: None,
             },
         )
         .await

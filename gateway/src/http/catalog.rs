@@ -27,6 +27,8 @@ struct ProductBody {
     name: String,
     unit: String,
     price: String,
+    /// Absent leaves the product's barcodes as they are; `[]` removes them.
+    barcodes: Option<Vec<String>>,
 }
 
 async fn put_product(
@@ -41,6 +43,11 @@ async fn put_product(
         name: catalog::check_name("product", &b.name)?,
         unit: Unit::parse(&b.unit)?,
         price: Money::parse(&b.price)?,
+        barcodes: b
+            .barcodes
+            .as_ref()
+            .map(|l| proto::order::Barcode::parse_list(l.iter().map(String::as_str)))
+            .transpose()?,
     };
     let (p, created) = catalog::put_product(&st.db, spec).await?;
     Ok((

@@ -822,6 +822,7 @@ mod tests {
             name: "可口可乐".into(),
             unit: Unit::Piece,
             price: Money::parse("3.50").unwrap(),
+            barcodes: None,
         };
         catalog::put_product(&db, product).await.unwrap();
         let stock = ItemChange {

@@ -2,7 +2,7 @@
 //! element (its children, in the order the WSDL's XSD sequences give).
 
 use crate::order::{
-    CURRENCY, Channel, Money, Order, OrderAction, OrderLine, OrderStatus, ParseError,
+    Barcode, CURRENCY, Channel, Money, Order, OrderAction, OrderLine, OrderStatus, ParseError,
     PaymentStatus, Quantity, Sku, StatusChange, StoreId, Unit,
 };
 
@@ -750,6 +750,9 @@ impl Message for GetCatalogResponse {
             w.bool("available", i.available);
             w.bool("listed", i.listed);
             w.opt("snoozedUntil", i.snoozed_until.as_deref());
+            for b in &i.barcodes {
+                w.text("barcode", b.as_str());
+            }
             w.close("item");
         }
     }
@@ -782,8 +785,12 @@ impl Message for GetCatalogResponse {
                         "available",
                         "listed",
                         "snoozedUntil",
+                        "barcode",
                     ],
                 )?;
+                let barcodes = all(i, "barcode")
+                    .map(|b| b.text.as_str())
+                    .collect::<Vec<_>>();
                 let unit = Unit::parse(text(i, "unit")?).map_err(from_parse)?;
                 let stock = |name: &str| -> Result<Quantity, Fault> {
                     Quantity::parse_stock(unit, text(i, name)?).map_err(from_parse)
@@ -800,6 +807,7 @@ impl Message for GetCatalogResponse {
                     available: boolean("available", text(i, "available")?)?,
                     listed: boolean("listed", text(i, "listed")?)?,
                     snoozed_until: opt_text(i, "snoozedUntil")?.map(str::to_owned),
+                    barcodes: Barcode::parse_list(barcodes).map_err(from_parse)?,
                 })
             })
             .collect::<Result<Vec<_>, Fault>>()?;

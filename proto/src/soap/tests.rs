@@ -194,6 +194,7 @@ fn responses_round_trip() {
             available: false,
             listed: true,
             snoozed_until: None,
+            barcodes: vec![crate::order::Barcode::parse("4006381333931").unwrap()],
         }],
     };
     assert_eq!(

@@ -215,6 +215,9 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
           <xsd:element name="available" type="xsd:boolean"/>
           <xsd:element name="listed" type="xsd:boolean"/>
           <xsd:element name="snoozedUntil" type="xsd:dateTime" minOccurs="0"/>
+          <xsd:element name="barcode" minOccurs="0" maxOccurs="8">
+            <xsd:simpleType><xsd:restriction base="xsd:string"><xsd:pattern value="[0-9]{8}|[0-9]{13}"/></xsd:restriction></xsd:simpleType>
+          </xsd:element>
         </xsd:sequence>
       </xsd:complexType>
       <xsd:complexType name="PeripheralHealthType">

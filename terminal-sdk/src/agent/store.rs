@@ -770,6 +770,7 @@ mod tests {
             available: true,
             listed: true,
             snoozed_until: None,
+            barcodes: Vec::new(),
         }
     }
 

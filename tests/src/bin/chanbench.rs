@@ -120,6 +120,7 @@ async fn seed_store(db: &Db, store: &StoreId, products: bool) -> anyhow::Result<
                     name: format!("商品{i}"),
                     unit: Unit::Piece,
                     price: Money::parse("2.50")?,
+                    barcodes: None,
                 },
             )
             .await

@@ -175,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
             name: "Duck neck".into(),
             unit: Unit::Kg,
             price: Money::parse("39.90")?,
+            barcodes: None,
         },
     )
     .await?;

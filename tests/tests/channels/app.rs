@@ -207,6 +207,7 @@ impl Chan {
                 name: name.to_owned(),
                 unit,
                 price: Money::parse(price).unwrap(),
+                barcodes: None,
             },
         )
         .await

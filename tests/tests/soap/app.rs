@@ -92,6 +92,7 @@ impl App {
                     name: name.into(),
                     unit,
                     price: Money::parse(price).unwrap(),
+                    barcodes: None,
                 },
             )
             .await
