@@ -12,9 +12,11 @@
 pub mod api;
 pub mod config;
 pub mod lock;
+pub mod receipt;
 pub mod store;
 pub mod supervise;
 pub mod sync;
+pub mod tickets;
 
 use std::sync::Arc;
 
