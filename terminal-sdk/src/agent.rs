@@ -12,10 +12,12 @@
 pub mod api;
 pub mod config;
 pub mod lock;
+pub mod receipt;
 pub mod screen;
 pub mod store;
 pub mod supervise;
 pub mod sync;
+pub mod tickets;
 
 use std::sync::Arc;
 

@@ -295,10 +295,16 @@ impl Store {
             )));
         }
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        sqlx::raw_sql(super::tickets::SCHEMA).execute(&pool).await?;
         sqlx::query("PRAGMA user_version = 1")
             .execute(&pool)
             .await?;
         Ok(Store { pool })
+    }
+
+    /// The connection pool, for the ledger modules that keep their own tables.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     pub async fn close(&self) {
@@ -524,6 +530,10 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
+        // The receipt is owed in the same transaction: a committed sale
+        // always has its ticket.
+        let key = local_no.to_string();
+        super::tickets::enqueue_on(&mut tx, super::tickets::Kind::Receipt, &key, &key, now).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(Sale {
             local_no,
