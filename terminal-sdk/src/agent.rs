@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod config;
+pub mod devices;
 pub mod lock;
 pub mod receipt;
 pub mod screen;
@@ -59,6 +60,7 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let (closing_tx, closing) = watch::channel(false);
     let health = supervise::Tasks::default();
+    let devices = devices::DeviceHealth::default();
     let uploader = {
         let (store, client, link, wake, closing) = (
             store.clone(),
@@ -97,9 +99,15 @@ pub async fn run(
     };
     let heartbeat = {
         let (client, link, closing) = (client.clone(), link.clone(), closing.clone());
-        let every = cfg.heartbeat;
+        let (devices, every) = (devices.clone(), cfg.heartbeat);
         supervise::spawn("heartbeat", &health, closing.clone(), move || {
-            sync::run_heartbeat(client.clone(), link.clone(), every, closing.clone())
+            sync::run_heartbeat(
+                client.clone(),
+                link.clone(),
+                devices.clone(),
+                every,
+                closing.clone(),
+            )
         })
     };
     let tasks = [uploader, catalog, heartbeat];
@@ -109,6 +117,7 @@ pub async fn run(
         link,
         wake,
         tasks: health,
+        devices,
         terminal_id: cfg.terminal_id.to_string(),
         store_id: cfg.store_id.to_string(),
         gateway_url: cfg.gateway_url.clone(),

@@ -28,6 +28,8 @@ pub struct ApiState {
     pub wake: Arc<Notify>,
     /// The background tasks' health (uploader, catalog, heartbeat).
     pub tasks: super::supervise::Tasks,
+    /// Each counter device's health, keyed by device name.
+    pub devices: super::devices::DeviceHealth,
     pub terminal_id: String,
     pub store_id: String,
     pub gateway_url: String,
@@ -129,6 +131,8 @@ async fn status(State(st): State<ApiState>) -> ApiResult {
             "all_up": st.tasks.all_up(),
             "each": st.tasks.snapshot(),
         },
+        // Keyed by device name: configured / connected / last_error.
+        "devices": st.devices.snapshot(),
     })))
 }
 

@@ -283,19 +283,20 @@ pub async fn run_catalog(
     }
 }
 
-/// Tells the gateway the terminal is alive. Devices are not driven in this
-/// step, so no peripheral health is sent yet.
+/// Tells the gateway the terminal is alive, with each configured device's
+/// health as the device tasks last recorded it.
 pub async fn run_heartbeat(
     client: GatewayClient,
     link: Arc<Link>,
+    devices: super::devices::DeviceHealth,
     every: Duration,
     mut closing: watch::Receiver<bool>,
 ) {
-    let hb = Heartbeat {
-        software_version: format!("terminal {}", env!("CARGO_PKG_VERSION")),
-        peripherals: Vec::new(),
-    };
     loop {
+        let hb = Heartbeat {
+            software_version: format!("terminal {}", env!("CARGO_PKG_VERSION")),
+            peripherals: devices.peripherals(),
+        };
         match client.heartbeat(&hb).await {
             Ok(_) => link.ok(),
             Err(e) => link.failed(&e),
