@@ -154,6 +154,7 @@ async fn seed(db: &Db) -> (String, String, String) {
                 name: sku.into(),
                 unit,
                 price: Money::parse(price).unwrap(),
+                barcodes: None,
             },
         )
         .await
