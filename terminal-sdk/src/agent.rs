@@ -13,6 +13,7 @@ pub mod api;
 pub mod config;
 pub mod devices;
 pub mod lock;
+pub mod printing;
 pub mod receipt;
 pub mod screen;
 pub mod store;
@@ -110,7 +111,21 @@ pub async fn run(
             )
         })
     };
-    let tasks = [uploader, catalog, heartbeat];
+    let printer = Arc::new(printing::Handle::default());
+    let printing_task = {
+        let setup = Arc::new(printing::Setup {
+            store: store.clone(),
+            port: cfg.devices.printer.clone(),
+            health: devices.clone(),
+            handle: printer.clone(),
+            store_name: cfg.store_id.to_string(),
+            terminal: cfg.terminal_id.to_string(),
+        });
+        supervise::spawn("printer", &health, closing.clone(), move || {
+            printing::run(setup.clone(), closing.clone())
+        })
+    };
+    let tasks = [uploader, catalog, heartbeat, printing_task];
 
     let api = api::router(api::ApiState {
         store: store.clone(),
@@ -118,6 +133,7 @@ pub async fn run(
         wake,
         tasks: health,
         devices,
+        printer,
         terminal_id: cfg.terminal_id.to_string(),
         store_id: cfg.store_id.to_string(),
         gateway_url: cfg.gateway_url.clone(),

@@ -134,6 +134,11 @@ fn terminal_bin() -> PathBuf {
 
 /// Writes the config file; the key comes from the environment.
 fn write_config(dir: &Path, gateway_url: &str) -> PathBuf {
+    write_config_with(dir, gateway_url, "")
+}
+
+/// [`write_config`] with `extra` TOML appended (e.g. a `[devices]` table).
+fn write_config_with(dir: &Path, gateway_url: &str, extra: &str) -> PathBuf {
     let state = dir.join("state");
     let path = dir.join("terminal.toml");
     std::fs::write(
@@ -149,7 +154,7 @@ catalog_refresh_s = 1
 upload_retry_ms = 50
 held_retry_s = 1
 request_timeout_ms = 2000
-"#,
+{extra}"#,
             state.display()
         ),
     )
@@ -591,4 +596,198 @@ async fn a_bad_config_file_is_refused_with_one_line() {
         lines[0].contains("line 2") && lines[0].contains("unknown field `colour`"),
         "{err}"
     );
+}
+
+// ------------------------------------------------------------------ printing
+
+/// `hw-sim devices` in this process, its control API on port 0.
+struct DeviceSim {
+    base: String,
+    devices: std::sync::Arc<hw_sim::devices::Devices>,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl DeviceSim {
+    async fn start() -> DeviceSim {
+        let dir = tempfile::tempdir().expect("dir");
+        let devices = hw_sim::devices::Devices::start(&hw_sim::devices::Config {
+            dir: dir.path().to_owned(),
+            record: None,
+        })
+        .expect("devices");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(std::sync::Arc::clone(&devices).serve(listener, std::future::pending::<()>()));
+        DeviceSim {
+            base,
+            devices,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn link(&self, device: &str) -> String {
+        self.devices
+            .link(device)
+            .expect("link")
+            .display()
+            .to_string()
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("sim answers")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn put(&self, path: &str, body: Value) {
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("sim answers");
+        assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+    }
+
+    async fn receipts(&self) -> Vec<Value> {
+        self.get("/printer/receipts").await["receipts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn wait_receipts(&self, n: usize, secs: u64) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let r = self.receipts().await;
+            if r.len() >= n {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} receipts: {r:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for DeviceSim {
+    fn drop(&mut self) {
+        self.devices.unplug_all();
+    }
+}
+
+/// A cash sale prints its receipt (Chinese text, lines, total, change, a QR
+/// with the order's id) on the simulated 115200-baud printer, confirmed by
+/// the printer, and opens the drawer once; with the paper out the receipt
+/// waits, is shown owed, and prints exactly once when paper is loaded; a
+/// reprint is marked; a restart prints nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cash_sale_prints_its_receipt_once_and_opens_the_drawer() {
+    let app = gateway_with_products(Backend::Sqlite)
+        .await
+        .expect("sqlite");
+    let key = terminal_key(&app).await;
+    let sim = DeviceSim::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config_with(
+        dir.path(),
+        &format!("http://{}", app.addr),
+        &format!("\n[devices]\nprinter = \"{}\"\n", sim.link("printer")),
+    );
+    let agent = Agent::start(&config, &key).await;
+    agent
+        .wait_for(20, "the catalog", |s| s["catalog"]["items"] == 3)
+        .await;
+    agent
+        .wait_for(20, "the printer", |s| {
+            s["devices"]["printer"]["status"] == "ok"
+        })
+        .await;
+
+    agent.add(json!({"sku": "COLA", "quantity": "2"})).await;
+    agent.add(json!({"barcode": EAN})).await;
+    let (st, sale) = agent
+        .post("/api/checkout", json!({"tender": "cash", "tendered": "20"}))
+        .await;
+    assert_eq!(st, 201, "{sale}");
+    assert_eq!(sale["total"], "9.00");
+    let printed = sim.wait_receipts(1, 20).await;
+    let text = printed[0]["text"].as_str().expect("text");
+    for want in ["可乐", "矿泉水", "9.00", "11.00", "S001-T01"] {
+        assert!(text.contains(want), "receipt lacks {want:?}:\n{text}");
+    }
+    assert!(!text.contains("REPRINT"), "{text}");
+    assert_eq!(printed[0]["cut"], true);
+    let qr = printed[0]["qr"][0].as_str().expect("a QR code");
+    let ids = [
+        sale["client_order_id"].as_str().unwrap_or("-").to_owned(),
+        agent.get("/api/sales/1").await["order_id"]
+            .as_str()
+            .unwrap_or("-")
+            .to_owned(),
+    ];
+    assert!(
+        ids.iter().any(|i| i == qr),
+        "QR {qr:?} is not the sale's id {ids:?}"
+    );
+    let drawer = sim.get("/drawer").await;
+    assert_eq!(drawer["kicks"], 1, "{drawer}");
+    let tickets = agent.get("/api/tickets").await;
+    assert_eq!(tickets["tickets"][0]["state"], "printed", "{tickets}");
+
+    // Paper out: the next receipt waits, owed, and the screen shows why.
+    sim.put("/printer/state", json!({"paper": "end"})).await;
+    agent
+        .wait_for(10, "paper end seen", |s| {
+            s["devices"]["printer"]["status"] == "paper_end"
+        })
+        .await;
+    agent.add(json!({"sku": "COLA"})).await;
+    let (st, _) = agent
+        .post("/api/checkout", json!({"tender": "cash", "tendered": "5"}))
+        .await;
+    assert_eq!(st, 201);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        sim.receipts().await.len(),
+        1,
+        "nothing prints without paper"
+    );
+    let owed = agent.get("/api/tickets").await;
+    assert_eq!(owed["tickets"][0]["state"], "pending", "{owed}");
+    sim.put("/printer/state", json!({"paper": "ok"})).await;
+    let printed = sim.wait_receipts(2, 20).await;
+    assert!(printed[1]["text"].as_str().unwrap_or("").contains("3.50"));
+
+    // An explicit reprint is marked as one.
+    let (st, t) = agent.post("/api/sales/1/reprint", json!({})).await;
+    assert_eq!(st, 200, "{t}");
+    let printed = sim.wait_receipts(3, 20).await;
+    let text = printed[2]["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("补打") && text.contains("REPRINT 1"),
+        "{text}"
+    );
+
+    // A restart owes nothing: no receipt prints again.
+    agent.kill().await;
+    let agent = Agent::start(&config, &key).await;
+    agent
+        .wait_for(20, "the printer after restart", |s| {
+            s["devices"]["printer"]["status"] == "ok"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sim.receipts().await.len(), 3, "{:#?}", sim.receipts().await);
+    agent.kill().await;
 }

@@ -30,6 +30,8 @@ pub struct ApiState {
     pub tasks: super::supervise::Tasks,
     /// Each counter device's health, keyed by device name.
     pub devices: super::devices::DeviceHealth,
+    /// Wakes the printer task, asks it to open the drawer.
+    pub printer: Arc<super::printing::Handle>,
     pub terminal_id: String,
     pub store_id: String,
     pub gateway_url: String,
@@ -44,6 +46,9 @@ pub fn router(st: ApiState) -> Router {
         .route("/api/checkout", post(checkout))
         .route("/api/sales", get(sales))
         .route("/api/sales/{local_no}", get(sale))
+        .route("/api/sales/{local_no}/reprint", post(reprint_sale))
+        .route("/api/tickets", get(list_tickets))
+        .route("/api/tickets/{id}/reprint", post(reprint_ticket))
         .with_state(st)
 }
 
@@ -274,6 +279,8 @@ async fn checkout(
             CheckoutError::Store(s) => s.into(),
         })?;
     st.wake.notify_one();
+    // The receipt was enqueued with the sale; the drawer opens once.
+    st.printer.open_drawer();
     Ok((StatusCode::CREATED, to_json(sale)?))
 }
 
@@ -297,4 +304,44 @@ async fn sale(State(st): State<ApiState>, Path(local_no): Path<i64>) -> ApiResul
             format!("no sale {local_no}"),
         )),
     }
+}
+
+#[derive(Deserialize)]
+struct TicketsQuery {
+    limit: Option<i64>,
+}
+
+async fn list_tickets(State(st): State<ApiState>, Query(q): Query<TicketsQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let list = super::tickets::list(st.store.pool(), limit).await?;
+    Ok(Json(json!({ "tickets": list })))
+}
+
+fn reprinted(t: Option<super::tickets::Ticket>, what: String) -> ApiResult {
+    match t {
+        Some(t) => to_json(t),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ticket_not_found",
+            what,
+        )),
+    }
+}
+
+/// Prints the sale's receipt again, marked "补打 / REPRINT n" (a receipt
+/// not printed yet just stays owed, once).
+async fn reprint_sale(State(st): State<ApiState>, Path(local_no): Path<i64>) -> ApiResult {
+    let pool = st.store.pool();
+    let t = match super::tickets::receipt_of(pool, local_no).await? {
+        Some(t) => super::tickets::reprint(pool, t.id).await?,
+        None => None,
+    };
+    st.printer.wake();
+    reprinted(t, format!("no receipt for sale {local_no}"))
+}
+
+async fn reprint_ticket(State(st): State<ApiState>, Path(id): Path<i64>) -> ApiResult {
+    let t = super::tickets::reprint(st.store.pool(), id).await?;
+    st.printer.wake();
+    reprinted(t, format!("no ticket {id}"))
 }
