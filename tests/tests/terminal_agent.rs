@@ -791,3 +791,42 @@ async fn a_cash_sale_prints_its_receipt_once_and_opens_the_drawer() {
     assert_eq!(sim.receipts().await.len(), 3, "{:#?}", sim.receipts().await);
     agent.kill().await;
 }
+
+/// The counter screen in a real headless browser (chromium through
+/// chromedriver, driven by Selenium: tests/interop/counter_screen.py): scan,
+/// see the line and total, pay cash, see the change and the receipt listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counter_screen_sells_in_a_real_browser() {
+    let browser = ["/usr/bin/chromium", "/usr/bin/chromedriver"];
+    if let Some(missing) = browser.iter().find(|p| !Path::new(p).exists()) {
+        let why = format!(
+            "{missing} is missing (apt-get install chromium chromium-driver; .ci/run does)"
+        );
+        assert!(!tests::in_ci(), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let app = gateway_with_products(Backend::Sqlite)
+        .await
+        .expect("sqlite");
+    let key = terminal_key(&app).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config(dir.path(), &format!("http://{}", app.addr));
+    let agent = Agent::start(&config, &key).await;
+    agent
+        .wait_for(20, "the catalog", |s| s["catalog"]["items"] == 3)
+        .await;
+    let env = [
+        ("AGENT_URL", agent.base.as_str()),
+        ("SKU", "COLA"),
+        ("EAN", EAN),
+        ("EXPECT_TOTAL", "5.50"),
+    ];
+    if let Some(out) = tests::run_python("counter_screen.py", "selenium", &env).await {
+        assert!(out.contains("counter screen: all checks passed"), "{out}");
+        let sale = agent.get("/api/sales/1").await;
+        assert_eq!(sale["total"], "5.50", "{sale}");
+        assert_eq!(sale["change"], "14.50", "{sale}");
+    }
+    agent.kill().await;
+}
