@@ -22,9 +22,11 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 const TERMINAL: &str = "S001-T01";
-/// A product barcode (valid EAN-13 check digit). The catalog has no
-/// barcode field, so the agent reads a barcode as the SKU.
+/// A product barcode (valid EAN-13 check digit) that is also the product's
+/// SKU: a code not in the catalog's barcode map is read as a SKU.
 const EAN: &str = "6901234567892";
+/// COLA's barcode in the gateway's catalog.
+const COLA_EAN: &str = "6920000000029";
 
 // ------------------------------------------------------------------ proxy
 
@@ -287,6 +289,21 @@ async fn gateway_with_products(backend: Backend) -> Option<TestApp> {
         .await;
     app.product(EAN, "矿泉水", Unit::Piece, "2.00", "1000")
         .await;
+    // COLA also has a barcode of its own in the catalog.
+    gateway::catalog::put_product(
+        &app.db,
+        gateway::catalog::ProductSpec {
+            sku: proto::order::Sku::parse("COLA").expect("sku"),
+            name: "可乐".into(),
+            unit: Unit::Piece,
+            price: proto::order::Money::parse("3.50").expect("price"),
+            barcodes: Some(vec![
+                proto::order::Barcode::parse(COLA_EAN).expect("barcode"),
+            ]),
+        },
+    )
+    .await
+    .expect("COLA's barcode");
     Some(app)
 }
 
@@ -714,7 +731,11 @@ async fn a_cash_sale_prints_its_receipt_once_and_opens_the_drawer() {
         })
         .await;
 
-    agent.add(json!({"sku": "COLA", "quantity": "2"})).await;
+    // COLA scanned by its catalog barcode, the water by its SKU-barcode.
+    let line = agent
+        .add(json!({"barcode": COLA_EAN, "quantity": "2"}))
+        .await;
+    assert_eq!(line["line"]["sku"], "COLA", "{line}");
     agent.add(json!({"barcode": EAN})).await;
     let (st, sale) = agent
         .post("/api/checkout", json!({"tender": "cash", "tendered": "20"}))

@@ -160,8 +160,9 @@ struct AddLine {
     quantity: Option<String>,
 }
 
-/// The SKU a scanned product code stands for. The gateway's catalog has no
-/// barcode field today, so a product's barcode is its SKU.
+/// The scanned product code, checked (EAN-13/EAN-8 with its check digit),
+/// as a SKU-shaped key: looked up in the catalog's barcode map, else taken
+/// as the SKU itself.
 fn sku_of_barcode(code: &str) -> Result<Sku, ApiError> {
     match scanner::classify(code) {
         Code::Product(digits) => Sku::parse(&digits).map_err(|e| ApiError::bad(e.code, e.message)),
@@ -187,7 +188,15 @@ async fn add_line(
     let req = body(b)?;
     let sku = match (req.sku.as_deref(), req.barcode.as_deref()) {
         (Some(s), None) => Sku::parse(s).map_err(|e| ApiError::bad(e.code, e.message))?,
-        (None, Some(code)) => sku_of_barcode(code)?,
+        (None, Some(code)) => {
+            let as_sku = sku_of_barcode(code)?;
+            // The catalog's barcode map first; a product whose SKU is its
+            // barcode is found either way.
+            match st.store.sku_of_barcode(as_sku.as_str()).await? {
+                Some(s) => Sku::parse(&s).map_err(|e| ApiError::bad(e.code, e.message))?,
+                None => as_sku,
+            }
+        }
         _ => {
             return Err(ApiError::bad(
                 "invalid_request",

@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 /// The file inside the state directory.
 pub const DB_FILE: &str = "terminal.db";
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS catalog (
@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS catalog_items (
     unit       TEXT NOT NULL,
     price_fen  INTEGER NOT NULL,
     available  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS catalog_barcodes (
+    barcode    TEXT PRIMARY KEY,
+    sku        TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS basket_lines (
     line_no         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -320,7 +324,22 @@ impl Store {
             sqlx::query("DELETE FROM catalog_items")
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM catalog_barcodes")
+                .execute(&mut *tx)
+                .await?;
             for i in &c.items {
+                for b in &i.barcodes {
+                    // The gateway keeps a barcode on one product; should two
+                    // items still name it, the first one kept wins.
+                    sqlx::query(
+                        "INSERT INTO catalog_barcodes (barcode, sku) VALUES ($1, $2)
+                         ON CONFLICT (barcode) DO NOTHING",
+                    )
+                    .bind(b.as_str().to_owned())
+                    .bind(i.sku.as_str().to_owned())
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 sqlx::query(
                     "INSERT INTO catalog_items (sku, name, unit, price_fen, available)
                      VALUES ($1, $2, $3, $4, $5)",
@@ -366,6 +385,17 @@ impl Store {
             fetched_at: r.get("fetched_at"),
             items: r.get("items"),
         }))
+    }
+
+    /// The SKU the cached catalog gives `barcode`, if any.
+    pub async fn sku_of_barcode(&self, barcode: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query("SELECT sku FROM catalog_barcodes WHERE barcode = $1")
+                .bind(barcode.to_owned())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.get("sku")),
+        )
     }
 
     pub async fn item(&self, sku: &Sku) -> Result<Option<CachedItem>> {
