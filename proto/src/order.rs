@@ -53,20 +53,11 @@ impl Barcode {
                 ),
             ));
         }
-        // Weights 3,1,3,1… from the digit left of the check digit.
-        let body = &s.as_bytes()[..s.len() - 1];
-        let sum: u32 = body
-            .iter()
-            .rev()
-            .enumerate()
-            .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 })
-            .sum();
-        let want = (10 - sum % 10) % 10;
-        let got = u32::from(s.as_bytes()[s.len() - 1] - b'0');
-        if want != got {
+        // The scanner's own EAN check (weights 3,1,3,… from the right).
+        if !crate::device::scanner::check_digit_ok(s) {
             return Err(ParseError::new(
                 "invalid_barcode",
-                format!("barcode {s}: check digit should be {want}"),
+                format!("barcode {s}: wrong check digit"),
             ));
         }
         Ok(Self(s.to_owned()))

@@ -14,6 +14,7 @@ pub mod config;
 pub mod devices;
 pub mod lock;
 pub mod printing;
+pub mod queue;
 pub mod receipt;
 pub mod screen;
 pub mod store;
@@ -28,6 +29,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::client::{ClientConfig, GatewayClient};
 pub use config::Config;
+
+/// How often the other channels' queue is asked for changes: a pushed
+/// platform order shows at the counter within about this, plus one call.
+const QUEUE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Runs until `shutdown` resolves. Prints `terminal agent listening on
 /// http://ADDR` once the local API accepts connections.
@@ -125,7 +130,26 @@ pub async fn run(
             printing::run(setup.clone(), closing.clone())
         })
     };
-    let tasks = [uploader, catalog, heartbeat, printing_task];
+    let queue_task = {
+        let (store, client, link, printer, closing) = (
+            store.clone(),
+            client.clone(),
+            link.clone(),
+            printer.clone(),
+            closing.clone(),
+        );
+        supervise::spawn("queue", &health, closing.clone(), move || {
+            queue::run(
+                store.clone(),
+                client.clone(),
+                link.clone(),
+                printer.clone(),
+                QUEUE_POLL,
+                closing.clone(),
+            )
+        })
+    };
+    let tasks = [uploader, catalog, heartbeat, printing_task, queue_task];
 
     let api = api::router(api::ApiState {
         store: store.clone(),
@@ -134,6 +158,7 @@ pub async fn run(
         tasks: health,
         devices,
         printer,
+        client,
         terminal_id: cfg.terminal_id.to_string(),
         store_id: cfg.store_id.to_string(),
         gateway_url: cfg.gateway_url.clone(),

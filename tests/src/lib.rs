@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 pub use gateway::db::Backend;
 
+pub mod agent;
 pub mod bench;
 pub mod pay;
 

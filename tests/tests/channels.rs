@@ -7,6 +7,8 @@
 
 #[path = "channels/app.rs"]
 mod app;
+#[path = "channels/counter.rs"]
+mod counter;
 #[path = "channels/fidelity.rs"]
 mod fidelity;
 #[path = "channels/inbound.rs"]

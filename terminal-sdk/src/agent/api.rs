@@ -32,6 +32,8 @@ pub struct ApiState {
     pub devices: super::devices::DeviceHealth,
     /// Wakes the printer task, asks it to open the drawer.
     pub printer: Arc<super::printing::Handle>,
+    /// For the cashier's accept / reject of other channels' orders.
+    pub client: crate::client::GatewayClient,
     pub terminal_id: String,
     pub store_id: String,
     pub gateway_url: String,
@@ -48,6 +50,10 @@ pub fn router(st: ApiState) -> Router {
         .route("/api/sales/{local_no}", get(sale))
         .route("/api/sales/{local_no}/reprint", post(reprint_sale))
         .route("/api/tickets", get(list_tickets))
+        .route("/api/queue", get(queue_list))
+        .route("/api/queue/{order_id}/accept", post(queue_accept))
+        .route("/api/queue/{order_id}/reject", post(queue_reject))
+        .route("/api/queue/{order_id}/seen", post(queue_seen))
         .route("/api/tickets/{id}/reprint", post(reprint_ticket))
         .with_state(st)
 }
@@ -353,4 +359,122 @@ async fn reprint_ticket(State(st): State<ApiState>, Path(id): Path<i64>) -> ApiR
     let t = super::tickets::reprint(st.store.pool(), id).await?;
     st.printer.wake();
     reprinted(t, format!("no ticket {id}"))
+}
+
+// ------------------------------------------------------------ other channels
+
+async fn queue_list(State(st): State<ApiState>) -> ApiResult {
+    let (orders, new) = super::queue::list(&st.store, 100).await?;
+    Ok(Json(json!({
+        "orders": orders,
+        "new": new,
+        "state": st.link.snapshot(),
+    })))
+}
+
+fn fault_response(e: crate::client::ClientError) -> Response {
+    use crate::client::ClientError;
+    let (status, code, message) = match e {
+        ClientError::Fault(f) => {
+            let status = match f.code.as_str() {
+                "order_not_found" | "not_found" => StatusCode::NOT_FOUND,
+                _ if f.kind == proto::soap::FaultKind::Server => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::CONFLICT,
+            };
+            (status, f.code, f.message)
+        }
+        other => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway_unreachable".to_owned(),
+            format!("the gateway did not answer ({other}); try again"),
+        ),
+    };
+    (status, Json(json!({"code": code, "message": message}))).into_response()
+}
+
+async fn known_order(st: &ApiState, order_id: &str) -> Result<(), ApiError> {
+    if order_id.len() > 128 || !super::queue::known(&st.store, order_id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+            "no such order in this counter's queue",
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts the order on the gateway; once the gateway answered, the order
+/// owes its pick ticket here (once).
+async fn queue_accept(State(st): State<ApiState>, Path(order_id): Path<String>) -> Response {
+    if let Err(e) = known_order(&st, &order_id).await {
+        return e.into_response();
+    }
+    match st
+        .client
+        .update_order_status(&order_id, proto::order::OrderAction::Accept, None)
+        .await
+    {
+        Ok(o) => match super::queue::accepted_here(&st.store, &o).await {
+            Ok(()) => {
+                st.printer.wake();
+                (StatusCode::OK, Json(json!({"order": o}))).into_response()
+            }
+            Err(e) => ApiError::from(e).into_response(),
+        },
+        Err(e) => fault_response(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Reject {
+    reason: Option<String>,
+}
+
+async fn queue_reject(
+    State(st): State<ApiState>,
+    Path(order_id): Path<String>,
+    raw: axum::body::Bytes,
+) -> Response {
+    if let Err(e) = known_order(&st, &order_id).await {
+        return e.into_response();
+    }
+    let req: Reject = if raw.is_empty() {
+        Reject::default()
+    } else {
+        match serde_json::from_slice(&raw) {
+            Ok(r) => r,
+            Err(e) => {
+                return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+                    .into_response();
+            }
+        }
+    };
+    let reason = req.reason.map(|r| r.chars().take(200).collect::<String>());
+    match st
+        .client
+        .update_order_status(
+            &order_id,
+            proto::order::OrderAction::Reject,
+            reason.as_deref(),
+        )
+        .await
+    {
+        Ok(o) => match super::queue::save(&st.store, &o).await {
+            Ok(()) => (StatusCode::OK, Json(json!({"order": o}))).into_response(),
+            Err(e) => ApiError::from(e).into_response(),
+        },
+        Err(e) => fault_response(e),
+    }
+}
+
+async fn queue_seen(State(st): State<ApiState>, Path(order_id): Path<String>) -> ApiResult {
+    if !super::queue::seen(&st.store, &order_id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+            "no such order in this counter's queue",
+        ));
+    }
+    Ok(Json(json!({"seen": order_id})))
 }

@@ -300,6 +300,7 @@ impl Store {
         }
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         sqlx::raw_sql(super::tickets::SCHEMA).execute(&pool).await?;
+        sqlx::raw_sql(super::queue::SCHEMA).execute(&pool).await?;
         sqlx::query("PRAGMA user_version = 1")
             .execute(&pool)
             .await?;

@@ -47,7 +47,7 @@ impl Link {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    fn ok(&self) {
+    pub(crate) fn ok(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.reachable = Some(true);
             s.last_ok_at = Some(super::store::rfc3339(now_us()));
@@ -56,7 +56,7 @@ impl Link {
 
     /// Any answer from the gateway, even a Fault, shows it is reachable;
     /// only no answer shows it is not.
-    fn failed(&self, e: &ClientError) {
+    pub(crate) fn failed(&self, e: &ClientError) {
         if let Ok(mut s) = self.state.lock() {
             if matches!(e, ClientError::Fault(_)) {
                 s.reachable = Some(true);

@@ -121,7 +121,7 @@ pub struct PickOrder {
 
 impl PickOrder {
     /// Cuts every outside string and list to the ledger's bounds.
-    fn bounded(&self) -> PickOrder {
+    pub fn bounded(&self) -> PickOrder {
         let cut = |s: &str| s.chars().take(MAX_TEXT).collect::<String>();
         PickOrder {
             order_id: cut(&self.order_id),
