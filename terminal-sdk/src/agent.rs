@@ -126,6 +126,7 @@ pub async fn run(
             store_name: cfg.store_id.to_string(),
             terminal: cfg.terminal_id.to_string(),
         });
+        let closing = closing.clone();
         supervise::spawn("printer", &health, closing.clone(), move || {
             printing::run(setup.clone(), closing.clone())
         })
