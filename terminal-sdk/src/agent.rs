@@ -5,17 +5,23 @@
 //! and talks to the gateway in tasks of their own ([`sync`]): the uploader
 //! of the sales queue, the catalog refresh, the heartbeat.
 //!
-//! Not in this step: receipts and the printed-ticket ledger, the scale,
-//! scanner, display and drawer, payment codes, other channels' orders, the
-//! counter web page. The `[devices]` settings are read and checked only.
+//! The devices have tasks of their own: the printer ([`printing`], the
+//! ticket ledger and the drawer), the customer display and the scale
+//! ([`counter`]), the scanner ([`scan`]); payment codes go through
+//! [`pay`]; the store PC's disk and clock are watched by [`health`].
 
 pub mod api;
 pub mod config;
+pub mod counter;
+pub mod day;
 pub mod devices;
+pub mod health;
 pub mod lock;
+pub mod pay;
 pub mod printing;
 pub mod queue;
 pub mod receipt;
+pub mod scan;
 pub mod screen;
 pub mod store;
 pub mod supervise;
@@ -150,20 +156,74 @@ pub async fn run(
             )
         })
     };
-    let tasks = [uploader, catalog, heartbeat, printing_task, queue_task];
-
-    let api = api::router(api::ApiState {
+    let counter = Arc::new(counter::Counter::new(
+        cfg.devices.scale.clone(),
+        devices.clone(),
+    ));
+    let warnings = health::Warnings::default();
+    let api_state = api::ApiState {
         store: store.clone(),
         link,
         wake,
-        tasks: health,
-        devices,
+        tasks: health.clone(),
+        devices: devices.clone(),
         printer,
         client,
         terminal_id: cfg.terminal_id.to_string(),
         store_id: cfg.store_id.to_string(),
         gateway_url: cfg.gateway_url.clone(),
-    });
+        counter: counter.clone(),
+        warnings: warnings.clone(),
+    };
+    let display_task = {
+        let (port, counter, devices, closing) = (
+            cfg.devices.display.clone(),
+            counter.clone(),
+            devices.clone(),
+            closing.clone(),
+        );
+        supervise::spawn("display", &health, closing.clone(), move || {
+            counter::run_display(
+                port.clone(),
+                counter.clone(),
+                devices.clone(),
+                closing.clone(),
+            )
+        })
+    };
+    let scanner_task = {
+        let (port, st, closing) = (
+            cfg.devices.scanner.clone(),
+            api_state.clone(),
+            closing.clone(),
+        );
+        supervise::spawn("scanner", &health, closing.clone(), move || {
+            scan::run(port.clone(), st.clone(), closing.clone())
+        })
+    };
+    let watch_task = {
+        let (dir, warnings, closing) = (cfg.state_dir.clone(), warnings.clone(), closing.clone());
+        supervise::spawn("watch", &health, closing.clone(), move || {
+            health::run_watch(
+                dir.clone(),
+                warnings.clone(),
+                std::time::Duration::from_secs(2),
+                closing.clone(),
+            )
+        })
+    };
+    let tasks = [
+        uploader,
+        catalog,
+        heartbeat,
+        printing_task,
+        queue_task,
+        display_task,
+        scanner_task,
+        watch_task,
+    ];
+
+    let api = api::router(api_state);
     let app = screen::guarded(api, addr);
     println!("terminal agent listening on http://{addr}");
     tracing::info!(state_dir = %cfg.state_dir.display(), gateway = %cfg.gateway_url, "agent started");

@@ -65,10 +65,19 @@ async fn render(
             let Ok(local_no) = t.key.parse::<i64>() else {
                 return Ok(Err(format!("receipt key {:?} is not a sale number", t.key)));
             };
+            // The store's name as the gateway's catalog gives it; the
+            // configured id until a catalog came.
+            let name = s
+                .store
+                .catalog_info()
+                .await?
+                .map(|c| c.store_name)
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| s.store_name.clone());
             Ok(match s.store.sale(local_no).await? {
                 Some(sale) => Ok(super::receipt::sale_receipt(
                     &sale,
-                    &s.store_name,
+                    &name,
                     &s.terminal,
                     t.reprint_no,
                 )),

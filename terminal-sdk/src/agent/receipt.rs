@@ -63,10 +63,20 @@ pub fn sale_receipt(sale: &Sale, store_name: &str, terminal: &str, reprint_no: i
         .bold(true)
         .line(&format!("合计 {}", sale.total))
         .bold(false);
-    r = if sale.tender == "cash" {
-        r.line(&format!("现金 {}  找零 {}", sale.tendered, sale.change))
-    } else {
-        r.line(&format!("支付 {}", sale.tender))
+    r = match sale.tender.as_str() {
+        "cash" => r.line(&format!("现金 {}  找零 {}", sale.tendered, sale.change)),
+        kind => {
+            let name = match kind {
+                "wechatpay" => "微信支付",
+                "alipay" => "支付宝",
+                other => other,
+            };
+            let r = r.line(&format!("{name} {}", sale.total));
+            match &sale.paid_code {
+                Some(c) => r.line(&format!("付款码 {c}")),
+                None => r,
+            }
+        }
     };
     let qr = sale.order_id.as_deref().unwrap_or(&sale.client_order_id);
     r.line(&format!("时间 {}", rfc3339(sale.created_at)))

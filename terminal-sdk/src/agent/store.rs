@@ -26,7 +26,11 @@ use sqlx::sqlite::{
 /// The file inside the state directory.
 pub const DB_FILE: &str = "terminal.db";
 
-const SCHEMA_VERSION: i64 = 2;
+/// 1: the first release; 2: the catalog keeps barcodes (a version-1
+/// catalog is forgotten so the next fetch brings them); 3: payment-code
+/// sales (`tender` wechatpay / alipay, the charge's id and masked code) and
+/// the gateway's flags on an uploaded sale.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS catalog (
@@ -62,7 +66,7 @@ CREATE TABLE IF NOT EXISTS sales (
     created_at        INTEGER NOT NULL,
     catalog_version   TEXT,
     total_fen         INTEGER NOT NULL,
-    tender            TEXT NOT NULL CHECK (tender IN ('cash')),
+    tender            TEXT NOT NULL CHECK (tender IN ('cash', 'wechatpay', 'alipay')),
     tendered_fen      INTEGER NOT NULL,
     change_fen        INTEGER NOT NULL,
     state             TEXT NOT NULL CHECK (state IN ('queued', 'uploaded', 'held')),
@@ -73,7 +77,10 @@ CREATE TABLE IF NOT EXISTS sales (
     order_id          TEXT,
     display_no        INTEGER,
     gateway_total_fen INTEGER,
-    uploaded_at       INTEGER
+    uploaded_at       INTEGER,
+    payment_id        TEXT,
+    paid_code         TEXT,
+    gateway_flags     TEXT
 );
 CREATE INDEX IF NOT EXISTS sales_pending ON sales (state, local_no) WHERE state <> 'uploaded';
 CREATE TABLE IF NOT EXISTS sale_lines (
@@ -87,6 +94,54 @@ CREATE TABLE IF NOT EXISTS sale_lines (
     line_total_fen  INTEGER NOT NULL,
     PRIMARY KEY (local_no, line_no)
 );
+CREATE TABLE IF NOT EXISTS code_payment (
+    id               INTEGER PRIMARY KEY CHECK (id = 1),
+    client_order_id  TEXT NOT NULL,
+    basket_sig       TEXT NOT NULL,
+    order_id         TEXT,
+    display_no       INTEGER,
+    gateway_total_fen INTEGER,
+    charging         INTEGER NOT NULL DEFAULT 0,
+    paid_code        TEXT,
+    started_at       INTEGER NOT NULL
+);
+";
+
+/// Version 3's `sales`, for a state directory written by versions 1-2: the
+/// tender check changes, so the table is rebuilt (SQLite cannot alter a
+/// CHECK). Runs with foreign keys off, in one transaction.
+const REBUILD_SALES_V3: &str = "
+CREATE TABLE sales_v3 (
+    local_no          INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_order_id   TEXT NOT NULL UNIQUE,
+    created_at        INTEGER NOT NULL,
+    catalog_version   TEXT,
+    total_fen         INTEGER NOT NULL,
+    tender            TEXT NOT NULL CHECK (tender IN ('cash', 'wechatpay', 'alipay')),
+    tendered_fen      INTEGER NOT NULL,
+    change_fen        INTEGER NOT NULL,
+    state             TEXT NOT NULL CHECK (state IN ('queued', 'uploaded', 'held')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at   INTEGER NOT NULL DEFAULT 0,
+    last_error_code   TEXT,
+    last_error        TEXT,
+    order_id          TEXT,
+    display_no        INTEGER,
+    gateway_total_fen INTEGER,
+    uploaded_at       INTEGER,
+    payment_id        TEXT,
+    paid_code         TEXT,
+    gateway_flags     TEXT
+);
+INSERT INTO sales_v3 (local_no, client_order_id, created_at, catalog_version, total_fen, tender,
+    tendered_fen, change_fen, state, attempts, next_attempt_at, last_error_code, last_error,
+    order_id, display_no, gateway_total_fen, uploaded_at)
+SELECT local_no, client_order_id, created_at, catalog_version, total_fen, tender,
+    tendered_fen, change_fen, state, attempts, next_attempt_at, last_error_code, last_error,
+    order_id, display_no, gateway_total_fen, uploaded_at FROM sales;
+DROP TABLE sales;
+ALTER TABLE sales_v3 RENAME TO sales;
+CREATE INDEX IF NOT EXISTS sales_pending ON sales (state, local_no) WHERE state <> 'uploaded';
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -109,8 +164,48 @@ pub enum CheckoutError {
     TenderShort { total: Money, tendered: Money },
     #[error("the basket's total is too large")]
     TooLarge,
+    #[error("the basket changed while the customer paid")]
+    BasketChanged,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// How a sale is paid.
+enum Tender<'a> {
+    /// What the customer handed over.
+    Cash(Money),
+    Code(&'a CodePaid),
+}
+
+/// A payment-code charge the gateway reported succeeded, and its order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodePaid {
+    /// `wechatpay` or `alipay`.
+    pub kind: String,
+    pub order_id: String,
+    pub display_no: i64,
+    pub payment_id: String,
+    pub paid_code: String,
+    pub amount: Money,
+}
+
+/// A payment-code payment under way (at most one): the order made for the
+/// basket and whether a charge was started. Kept on disk so a restart, or
+/// a lost answer, resumes it instead of charging or ordering twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodePayment {
+    pub client_order_id: String,
+    /// The basket it was made for (`basket_sig`): lines and total.
+    pub basket_sig: String,
+    pub order_id: Option<String>,
+    pub display_no: Option<i64>,
+    pub total: Option<Money>,
+    /// A charge was asked for: its outcome must be known before the basket
+    /// may be paid otherwise.
+    pub charging: bool,
+    pub paid_code: Option<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub started_at: i64,
 }
 
 /// A product as the last catalog showed it.
@@ -196,7 +291,8 @@ pub struct Sale {
     pub catalog_version: Option<String>,
     pub lines: Vec<Line>,
     pub total: Money,
-    pub tender: &'static str,
+    /// `cash`, `wechatpay` or `alipay`.
+    pub tender: String,
     pub tendered: Money,
     pub change: Money,
     pub state: SaleState,
@@ -210,6 +306,13 @@ pub struct Sale {
     pub gateway_total: Option<Money>,
     #[serde(serialize_with = "ser_opt_time")]
     pub uploaded_at: Option<i64>,
+    /// A payment-code sale's charge on the gateway.
+    pub payment_id: Option<String>,
+    /// The customer's payment code, masked as the gateway shows it.
+    pub paid_code: Option<String>,
+    /// What the gateway flagged on the uploaded order (`stock_short`,
+    /// `price_differs`, …).
+    pub flags: Vec<String>,
 }
 
 /// How many sales are in each state.
@@ -301,9 +404,15 @@ impl Store {
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         sqlx::raw_sql(super::tickets::SCHEMA).execute(&pool).await?;
         sqlx::raw_sql(super::queue::SCHEMA).execute(&pool).await?;
-        sqlx::query("PRAGMA user_version = 1")
-            .execute(&pool)
-            .await?;
+        sqlx::raw_sql(super::day::SCHEMA).execute(&pool).await?;
+        if (1..SCHEMA_VERSION).contains(&version) {
+            upgrade(&pool, version).await?;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {SCHEMA_VERSION}"
+        )))
+        .execute(&pool)
+        .await?;
         Ok(Store { pool })
     }
 
@@ -499,6 +608,30 @@ impl Store {
         client_order_id: &str,
         now: i64,
     ) -> Result<Sale, CheckoutError> {
+        self.checkout(Tender::Cash(tendered), client_order_id, now)
+            .await
+    }
+
+    /// Turns the basket into a sale already paid by payment code on the
+    /// gateway's order `paid.order`: recorded `uploaded` (the gateway has
+    /// it), with its receipt owed. Refused (nothing written) if the basket's
+    /// total is not the charged amount.
+    pub async fn checkout_paid(
+        &self,
+        paid: &CodePaid,
+        client_order_id: &str,
+        now: i64,
+    ) -> Result<Sale, CheckoutError> {
+        self.checkout(Tender::Code(paid), client_order_id, now)
+            .await
+    }
+
+    async fn checkout(
+        &self,
+        tender: Tender<'_>,
+        client_order_id: &str,
+        now: i64,
+    ) -> Result<Sale, CheckoutError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
         let rows = sqlx::query(
             "SELECT line_no, sku, name, unit, quantity_milli, unit_price_fen, line_total_fen
@@ -512,6 +645,15 @@ impl Store {
         }
         let basket = rows.iter().map(read_line).collect::<Result<Vec<_>>>()?;
         let total = sum(&basket).ok_or(CheckoutError::TooLarge)?;
+        let (kind, tendered) = match tender {
+            Tender::Cash(t) => ("cash", t),
+            Tender::Code(p) => {
+                if p.amount != total {
+                    return Err(CheckoutError::BasketChanged);
+                }
+                (p.kind.as_str(), total)
+            }
+        };
         if tendered < total {
             return Err(CheckoutError::TenderShort { total, tendered });
         }
@@ -521,17 +663,32 @@ impl Store {
             .await
             .map_err(StoreError::from)?
             .map(|r| r.get(0));
+        let paid = match tender {
+            Tender::Code(p) => Some(p),
+            Tender::Cash(_) => None,
+        };
         let local_no: i64 = sqlx::query(
             "INSERT INTO sales (client_order_id, created_at, catalog_version, total_fen, tender,
-                                tendered_fen, change_fen, state)
-             VALUES ($1, $2, $3, $4, 'cash', $5, $6, 'queued') RETURNING local_no",
+                                tendered_fen, change_fen, state, order_id, display_no,
+                                gateway_total_fen, uploaded_at, payment_id, paid_code, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+             RETURNING local_no",
         )
         .bind(client_order_id.to_owned())
         .bind(now)
         .bind(version.clone())
         .bind(total.fen())
+        .bind(kind)
         .bind(tendered.fen())
         .bind(change.fen())
+        .bind(if paid.is_some() { "uploaded" } else { "queued" })
+        .bind(paid.map(|p| p.order_id.clone()))
+        .bind(paid.map(|p| p.display_no))
+        .bind(paid.map(|p| p.amount.fen()))
+        .bind(paid.map(|_| now))
+        .bind(paid.map(|p| p.payment_id.clone()))
+        .bind(paid.map(|p| p.paid_code.clone()))
+        .bind(i64::from(paid.is_some()))
         .fetch_one(&mut *tx)
         .await
         .map_err(StoreError::from)?
@@ -565,6 +722,13 @@ impl Store {
         // always has its ticket.
         let key = local_no.to_string();
         super::tickets::enqueue_on(&mut tx, super::tickets::Kind::Receipt, &key, &key, now).await?;
+        // A payment-code attempt for this basket ends with its sale (cash
+        // after a refused code reuses the attempt's order id).
+        sqlx::query("DELETE FROM code_payment WHERE client_order_id = $1")
+            .bind(client_order_id.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(Sale {
             local_no,
@@ -573,17 +737,122 @@ impl Store {
             catalog_version: version,
             lines,
             total,
-            tender: "cash",
+            tender: kind.to_owned(),
             tendered,
             change,
-            state: SaleState::Queued,
-            attempts: 0,
+            state: if paid.is_some() {
+                SaleState::Uploaded
+            } else {
+                SaleState::Queued
+            },
+            attempts: i64::from(paid.is_some()),
             last_error: None,
-            order_id: None,
-            display_no: None,
-            gateway_total: None,
-            uploaded_at: None,
+            order_id: paid.map(|p| p.order_id.clone()),
+            display_no: paid.map(|p| p.display_no),
+            gateway_total: paid.map(|p| p.amount),
+            uploaded_at: paid.map(|_| now),
+            payment_id: paid.map(|p| p.payment_id.clone()),
+            paid_code: paid.map(|p| p.paid_code.clone()),
+            flags: Vec::new(),
         })
+    }
+
+    // ------------------------------------------------ payment-code payment
+
+    /// The basket's signature: its lines and total, so a payment attempt
+    /// made for one basket is never used for another.
+    pub async fn basket_sig(&self) -> Result<String> {
+        let b = self.basket().await?;
+        let mut sig = String::new();
+        for l in &b.lines {
+            sig.push_str(&format!(
+                "{}:{}:{}:{};",
+                l.line_no,
+                l.sku,
+                l.quantity.milli(),
+                l.line_total.fen()
+            ));
+        }
+        sig.push_str(&b.total.fen().to_string());
+        Ok(sig)
+    }
+
+    pub async fn code_payment(&self) -> Result<Option<CodePayment>> {
+        let row = sqlx::query(
+            "SELECT client_order_id, basket_sig, order_id, display_no, gateway_total_fen,
+                    charging, paid_code, started_at
+             FROM code_payment WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| CodePayment {
+            client_order_id: r.get("client_order_id"),
+            basket_sig: r.get("basket_sig"),
+            order_id: r.get("order_id"),
+            display_no: r.get("display_no"),
+            total: r
+                .get::<Option<i64>, _>("gateway_total_fen")
+                .map(Money::from_fen),
+            charging: r.get::<i64, _>("charging") != 0,
+            paid_code: r.get("paid_code"),
+            started_at: r.get("started_at"),
+        }))
+    }
+
+    /// Starts (or replaces) the attempt with a new order id.
+    pub async fn begin_code_payment(
+        &self,
+        client_order_id: &str,
+        basket_sig: &str,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO code_payment (id, client_order_id, basket_sig, started_at)
+             VALUES (1, $1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET client_order_id = excluded.client_order_id,
+                 basket_sig = excluded.basket_sig, started_at = excluded.started_at,
+                 order_id = NULL, display_no = NULL, gateway_total_fen = NULL,
+                 charging = 0, paid_code = NULL",
+        )
+        .bind(client_order_id.to_owned())
+        .bind(basket_sig.to_owned())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The gateway made the attempt's order.
+    pub async fn code_order(&self, order_id: &str, display_no: i64, total: Money) -> Result<()> {
+        sqlx::query(
+            "UPDATE code_payment SET order_id = $1, display_no = $2, gateway_total_fen = $3
+             WHERE id = 1",
+        )
+        .bind(order_id.to_owned())
+        .bind(display_no)
+        .bind(total.fen())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A charge is about to be asked for (`charging` true) or is known to
+    /// have taken no money (false).
+    pub async fn code_charging(&self, charging: bool, paid_code: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE code_payment SET charging = $1, paid_code = $2 WHERE id = 1")
+            .bind(i64::from(charging))
+            .bind(paid_code.map(str::to_owned))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the attempt (its order was cancelled or never made).
+    pub async fn clear_code_payment(&self) -> Result<()> {
+        sqlx::query("DELETE FROM code_payment")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The oldest sale due for upload: queued ones in local order, and
@@ -736,7 +1005,7 @@ impl Store {
             catalog_version: r.get("catalog_version"),
             lines,
             total: Money::from_fen(r.get("total_fen")),
-            tender: "cash",
+            tender: r.get("tender"),
             tendered: Money::from_fen(r.get("tendered_fen")),
             change: Money::from_fen(r.get("change_fen")),
             state,
@@ -751,8 +1020,49 @@ impl Store {
                 .get::<Option<i64>, _>("gateway_total_fen")
                 .map(Money::from_fen),
             uploaded_at: r.get("uploaded_at"),
+            payment_id: r.get("payment_id"),
+            paid_code: r.get("paid_code"),
+            flags: r
+                .get::<Option<String>, _>("gateway_flags")
+                .map(|f| {
+                    f.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
+}
+
+/// Brings a state directory written by an older agent up to this schema.
+async fn upgrade(pool: &SqlitePool, from: i64) -> Result<()> {
+    tracing::info!(
+        from,
+        to = SCHEMA_VERSION,
+        "upgrading the state directory's schema"
+    );
+    if from < 2 {
+        // The next GetCatalog brings the whole catalog, with barcodes.
+        sqlx::query("DELETE FROM catalog").execute(pool).await?;
+    }
+    if from < 3 {
+        let mut c = pool.acquire().await?;
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *c)
+            .await?;
+        let done = async {
+            let mut tx = sqlx::Connection::begin(&mut *c).await?;
+            sqlx::raw_sql(REBUILD_SALES_V3).execute(&mut *tx).await?;
+            tx.commit().await
+        }
+        .await;
+        sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *c)
+            .await?;
+        done?;
+    }
+    Ok(())
 }
 
 /// The columns of a sale, with a fixed tail (`WHERE …` / `ORDER BY …`).
@@ -760,7 +1070,7 @@ fn format_sale_query(tail: &'static str) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(format!(
         "SELECT local_no, client_order_id, created_at, catalog_version, total_fen, tendered_fen,
                 change_fen, state, attempts, last_error_code, last_error, order_id, display_no,
-                gateway_total_fen, uploaded_at
+                gateway_total_fen, uploaded_at, tender, payment_id, paid_code, gateway_flags
          FROM sales {tail}"
     ))
 }
