@@ -198,6 +198,48 @@ impl DeviceSim {
         assert!(r.status().is_success(), "PUT {path}: {}", r.status());
     }
 
+    /// The scanner reads `code` (CR-terminated, as a scanner sends it).
+    pub async fn scan(&self, code: &str) {
+        let r = self
+            .http
+            .post(format!("{}/scanner/scan", self.base))
+            .json(&serde_json::json!({ "code": code }))
+            .send()
+            .await
+            .expect("sim answers");
+        assert!(r.status().is_success(), "scan {code}: {}", r.status());
+    }
+
+    /// The customer display's two lines as the simulator shows them.
+    pub async fn display(&self) -> String {
+        let v = self.get("/display").await;
+        v["lines"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the display shows `want` (or fails after `secs`).
+    pub async fn wait_display(&self, want: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.display().await;
+            if d.contains(want) {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the display to show {want:?}: {d:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn receipts(&self) -> Vec<Value> {
         self.get("/printer/receipts").await["receipts"]
             .as_array()

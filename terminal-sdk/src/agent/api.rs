@@ -386,8 +386,12 @@ pub(crate) async fn add_product(
         ));
     };
     let basket = st.store.basket().await?;
-    st.counter
-        .show(Message::line(&line.name, line.line_total, basket.total));
+    st.counter.show(Message::line(
+        &line.name,
+        line.sku.as_str(),
+        line.line_total,
+        basket.total,
+    ));
     Ok(json!({"line": line, "available": item.available, "basket": basket}))
 }
 

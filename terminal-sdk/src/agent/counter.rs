@@ -31,7 +31,9 @@ use crate::device::scale::Scale;
 use crate::device::serial::{LineSettings, PortSpec, SerialConnect};
 use crate::device::{Error as DeviceError, ErrorKind};
 
-/// What the customer display shows: two lines.
+/// What the customer display shows: two lines. The CD5220 shows ASCII
+/// only, so the texts are English and a product is named by its SKU when
+/// its name is not ASCII.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Message {
     pub upper: String,
@@ -48,71 +50,60 @@ impl Message {
 
     /// The idle screen.
     pub fn welcome() -> Self {
-        Message::new("欢迎光临", "WELCOME")
+        Message::new("WELCOME", "")
     }
 
     /// A line just added, and the running total.
-    pub fn line(name: &str, line_total: Money, total: Money) -> Self {
+    pub fn line(name: &str, sku: &str, line_total: Money, total: Money) -> Self {
+        let label = if name.is_ascii() { name } else { sku };
         Message::new(
-            fit_pair(name, &line_total.to_string()),
-            fit_pair("合计 TOTAL", &total.to_string()),
+            fit_pair(label, &line_total.to_string()),
+            fit_pair("TOTAL", &total.to_string()),
         )
     }
 
     pub fn total(total: Money) -> Self {
-        Message::new("合计 TOTAL", right(&total.to_string()))
+        Message::new("TOTAL", right(&total.to_string()))
     }
 
+    /// While a payment-code charge runs.
     pub fn waiting(total: Money) -> Self {
-        Message::new("等待顾客确认支付", fit_pair("PAY", &total.to_string()))
+        Message::new("WAITING FOR CUSTOMER", fit_pair("PAY", &total.to_string()))
     }
 
     pub fn thanks_cash(tendered: Money, change: Money) -> Self {
         Message::new(
-            fit_pair("收 PAID", &tendered.to_string()),
-            fit_pair("找 CHANGE", &change.to_string()),
+            fit_pair("PAID", &tendered.to_string()),
+            fit_pair("CHANGE", &change.to_string()),
         )
     }
 
     pub fn thanks_paid(total: Money) -> Self {
-        Message::new(
-            "谢谢惠顾 THANK YOU",
-            fit_pair("已付 PAID", &total.to_string()),
-        )
+        Message::new("THANK YOU", fit_pair("PAID", &total.to_string()))
     }
 
     pub fn failed(reason: &str) -> Self {
-        Message::new("支付失败 FAILED", reason)
+        Message::new("PAYMENT FAILED", reason)
     }
 
+    /// A payment code while the gateway is away.
     pub fn offline() -> Self {
-        Message::new("付款码暂不可用", "请付现金 CASH ONLY")
+        Message::new("CODE PAY OFFLINE", "CASH ONLY, SORRY")
     }
-}
-
-/// Display columns a text takes: CJK characters take two.
-fn cols(s: &str) -> usize {
-    s.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
 }
 
 /// `left` and `right` on one display line, `left` cut to make room.
 fn fit_pair(left: &str, right: &str) -> String {
     let width = proto::device::display::WIDTH;
-    let room = width.saturating_sub(cols(right) + 1);
-    let mut l = String::new();
-    for c in left.chars() {
-        if cols(&l) + cols(&c.to_string()) > room {
-            break;
-        }
-        l.push(c);
-    }
-    let pad = width.saturating_sub(cols(&l) + cols(right));
+    let room = width.saturating_sub(right.chars().count() + 1);
+    let l: String = left.chars().take(room).collect();
+    let pad = width.saturating_sub(l.chars().count() + right.chars().count());
     format!("{l}{}{right}", " ".repeat(pad))
 }
 
 fn right(s: &str) -> String {
     let width = proto::device::display::WIDTH;
-    format!("{}{s}", " ".repeat(width.saturating_sub(cols(s))))
+    format!("{}{s}", " ".repeat(width.saturating_sub(s.chars().count())))
 }
 
 /// The last scan and what became of it, for the screen.
@@ -341,14 +332,14 @@ mod tests {
     #[test]
     fn display_lines_fit_twenty_columns() {
         let m = Message::line(
-            "卤鸭脖 Spicy duck neck",
+            "Spicy duck neck, family pack",
+            "DUCK",
             Money::from_fen(1416),
             Money::from_fen(2116),
         );
-        assert_eq!(cols(&m.upper), 20, "{:?}", m.upper);
-        assert!(m.upper.ends_with("14.16"));
-        assert!(m.upper.starts_with("卤鸭脖"));
-        assert_eq!(cols(&m.lower), 20);
-        assert!(m.lower.ends_with("21.16"));
+        assert_eq!(m.upper, "Spicy duck nec 14.16");
+        assert_eq!(m.lower, "TOTAL          21.16");
+        let m = Message::line("卤鸭脖", "DUCK-NECK", Money::from_fen(1416), Money::ZERO);
+        assert!(m.upper.starts_with("DUCK-NECK "), "{m:?}");
     }
 }
