@@ -15,11 +15,14 @@ pub fn terminal_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let exe = std::env::current_exe().expect("test exe");
-        let dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target dir")
-            .to_path_buf();
+        // Tests run from target/<profile>/deps, binaries from target/<profile>.
+        let parent = exe.parent().expect("exe dir");
+        let dir = if parent.file_name().is_some_and(|n| n == "deps") {
+            parent.parent().expect("target dir")
+        } else {
+            parent
+        }
+        .to_path_buf();
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut c = std::process::Command::new(cargo);

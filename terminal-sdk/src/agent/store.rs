@@ -1295,6 +1295,77 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_state_directory_of_an_older_agent_keeps_its_sales_and_takes_code_payments() {
+        let dir = tempfile::tempdir().expect("dir");
+        {
+            // The first release's sales table (cash only), one sale queued.
+            let opts = SqliteConnectOptions::new()
+                .filename(dir.path().join(DB_FILE))
+                .create_if_missing(true);
+            let pool = SqlitePool::connect_with(opts).await.expect("old db");
+            sqlx::raw_sql(
+                "CREATE TABLE sales (
+                    local_no INTEGER PRIMARY KEY AUTOINCREMENT,
+                    client_order_id TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
+                    catalog_version TEXT, total_fen INTEGER NOT NULL,
+                    tender TEXT NOT NULL CHECK (tender IN ('cash')),
+                    tendered_fen INTEGER NOT NULL, change_fen INTEGER NOT NULL,
+                    state TEXT NOT NULL CHECK (state IN ('queued', 'uploaded', 'held')),
+                    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at INTEGER NOT NULL DEFAULT 0,
+                    last_error_code TEXT, last_error TEXT, order_id TEXT, display_no INTEGER,
+                    gateway_total_fen INTEGER, uploaded_at INTEGER);
+                 CREATE TABLE sale_lines (
+                    local_no INTEGER NOT NULL REFERENCES sales (local_no), line_no INTEGER NOT NULL,
+                    sku TEXT NOT NULL, name TEXT NOT NULL, unit TEXT NOT NULL,
+                    quantity_milli INTEGER NOT NULL, unit_price_fen INTEGER NOT NULL,
+                    line_total_fen INTEGER NOT NULL, PRIMARY KEY (local_no, line_no));
+                 INSERT INTO sales (client_order_id, created_at, total_fen, tender, tendered_fen,
+                                    change_fen, state)
+                 VALUES ('old-1', 5, 350, 'cash', 500, 150, 'queued');
+                 INSERT INTO sale_lines VALUES (1, 1, 'COLA', 'cola', 'piece', 1000, 350, 350);
+                 PRAGMA user_version = 1;",
+            )
+            .execute(&pool)
+            .await
+            .expect("old schema");
+            pool.close().await;
+        }
+        let s = with_catalog(dir.path()).await;
+        let old = s.sale(1).await.expect("read").expect("kept");
+        assert_eq!(
+            (
+                old.client_order_id.as_str(),
+                old.total,
+                old.state,
+                old.lines.len()
+            ),
+            ("old-1", money("3.50"), SaleState::Queued, 1)
+        );
+        add(&s, "COLA", "2").await;
+        let paid = CodePaid {
+            kind: "wechatpay".into(),
+            order_id: "o9".into(),
+            display_no: 9,
+            payment_id: "c9".into(),
+            paid_code: "13**********6789".into(),
+            amount: money("7.00"),
+        };
+        let sale = s.checkout_paid(&paid, "new-2", 6).await.expect("code sale");
+        assert_eq!((sale.local_no, sale.tender.as_str()), (2, "wechatpay"));
+        assert_eq!(sale.state, SaleState::Uploaded);
+        assert_eq!(s.sale(2).await.expect("read").expect("sale"), sale);
+        // The old sale is still the next to upload.
+        let next = s.next_to_upload(10).await.expect("next").expect("due");
+        assert_eq!(next.client_order_id, "old-1");
+        let v: i64 = sqlx::query("PRAGMA user_version")
+            .fetch_one(&s.pool)
+            .await
+            .expect("version")
+            .get(0);
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[tokio::test]
     async fn an_unchanged_catalog_keeps_the_items_and_a_new_one_replaces_them() {
         let dir = tempfile::tempdir().expect("dir");
         let s = with_catalog(dir.path()).await;

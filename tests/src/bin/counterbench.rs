@@ -1,0 +1,243 @@
+//! The counter agent's two figures, with the real `terminal run` binary of
+//! this build profile, `hw-sim devices` and a real gateway (SQLite):
+//!
+//! 1. **Sale to receipt**: from `POST /api/checkout` (cash) to the receipt
+//!    complete and cut on the simulated 115200-baud printer, read back from
+//!    its control API. Baseline in the same run: the time the receipt's
+//!    own bytes take on a 115200-baud line (10 bits a byte), so the ratio
+//!    says how much the agent adds to the wire.
+//! 2. **Offline upload rate**: sales made with the gateway away, then the
+//!    time until every one is on the gateway (`SubmitOrder` + `TenderCash`
+//!    each). Baseline: the same two calls made directly with the terminal's
+//!    SOAP client, one sale after the other, on the same gateway.
+//!
+//! cargo run --release -p tests --bin counterbench -- --sales 20 --offline 200
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use gateway::keys::Role;
+use proto::order::{Money, Sku, TerminalId, Unit};
+use proto::soap::{SubmitLine, SubmitOrder};
+use serde_json::{Value, json};
+use terminal_sdk::client::{ClientConfig, GatewayClient};
+use tests::agent::{Agent, DeviceSim};
+use tests::bench::percentile_ms as pct;
+use tests::{Backend, TestApp};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+struct Args {
+    /// Cash sales timed from checkout to printed receipt.
+    #[arg(long, default_value_t = 20)]
+    sales: usize,
+    /// Sales made offline, then uploaded.
+    #[arg(long, default_value_t = 200)]
+    offline: usize,
+}
+
+const TERMINAL: &str = "S001-T09";
+
+async fn forwarder(upstream: std::net::SocketAddr) -> (String, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (up, rx) = watch::channel(true);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if !*rx.borrow() {
+                continue;
+            }
+            let mut rx = rx.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = rx.wait_for(|u| !*u) => {}
+                }
+            });
+        }
+    });
+    (url, up)
+}
+
+fn config(dir: &Path, url: &str, printer: Option<&str>) -> std::path::PathBuf {
+    let path = dir.join("terminal.toml");
+    let devices = printer
+        .map(|p| format!("\n[devices]\nprinter = \"{p}\"\n"))
+        .unwrap_or_default();
+    std::fs::write(
+        &path,
+        format!(
+            r#"gateway_url = "{url}"
+terminal_id = "{TERMINAL}"
+store_id = "S001"
+state_dir = "{}"
+listen = "127.0.0.1:0"
+heartbeat_s = 5
+catalog_refresh_s = 2
+upload_retry_ms = 50
+request_timeout_ms = 5000
+{devices}"#,
+            dir.join("state").display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+async fn fill(agent: &Agent) {
+    agent.add(json!({"sku": "COLA", "quantity": "2"})).await;
+    agent
+        .add(json!({"sku": "DUCK-NECK", "quantity": "0.355"}))
+        .await;
+}
+
+async fn sell(agent: &Agent) -> Value {
+    fill(agent).await;
+    pay(agent).await
+}
+
+async fn pay(agent: &Agent) -> Value {
+    let (st, sale) = agent
+        .post("/api/checkout", json!({"tender": "cash", "tendered": "50"}))
+        .await;
+    assert_eq!(st, 201, "{sale}");
+    sale
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tests::bench::runtime()?.block_on(run(args));
+    Ok(())
+}
+
+async fn run(args: Args) {
+    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    app.product("COLA", "可乐", Unit::Piece, "3.50", "99999")
+        .await;
+    app.product("DUCK-NECK", "卤鸭脖", Unit::Kg, "39.90", "9999")
+        .await;
+    let key = tests::key_for(&app.db, Role::Terminal, Some("S001"), Some(TERMINAL)).await;
+    let gw_url = format!("http://{}", app.addr);
+
+    // 1. Sale to receipt.
+    let sim = DeviceSim::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let agent = Agent::start(
+        &config(dir.path(), &gw_url, Some(&sim.link("printer"))),
+        &key,
+    )
+    .await;
+    agent
+        .wait_for(30, "catalog and printer", |s| {
+            s["catalog"]["items"] == 2 && s["devices"]["printer"]["status"] == "ok"
+        })
+        .await;
+    let mut times = Vec::with_capacity(args.sales);
+    for i in 0..args.sales {
+        fill(&agent).await;
+        let started = Instant::now();
+        pay(&agent).await;
+        sim.wait_receipts(i + 1, 30).await;
+        times.push(started.elapsed());
+    }
+    // The receipt's size on the wire, from what was printed: GB18030 text
+    // (two bytes a CJK character), the QR payload, and about 60 bytes of
+    // ESC/POS commands (alignment, sizes, the QR setup, feed, cut).
+    let r = sim.receipts().await;
+    let last = r.last().cloned().unwrap_or_default();
+    let text = last["text"].as_str().unwrap_or("");
+    let qr = last["qr"][0].as_str().unwrap_or("");
+    let bytes: usize = text
+        .chars()
+        .map(|c| if c.is_ascii() { 1 } else { 2 })
+        .sum::<usize>()
+        + qr.len()
+        + 60;
+    times.sort();
+    let wire = Duration::from_secs_f64(bytes as f64 * 10.0 / 115_200.0);
+    let p50 = pct(&times, 0.5);
+    println!(
+        "sale to receipt ({} cash sales, 115200 baud): p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms",
+        args.sales,
+        p50,
+        pct(&times, 0.95),
+        pct(&times, 1.0)
+    );
+    println!(
+        "  baseline: the receipt's ≈{bytes} bytes on the wire take {:.1} ms; agent total / wire = {:.2}",
+        wire.as_secs_f64() * 1000.0,
+        p50 / (wire.as_secs_f64() * 1000.0)
+    );
+    agent.kill().await;
+    drop(sim);
+
+    // 2. Offline upload rate.
+    let (url, up) = forwarder(app.addr).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let agent = Agent::start(&config(dir.path(), &url, None), &key).await;
+    agent
+        .wait_for(30, "catalog", |s| s["catalog"]["items"] == 2)
+        .await;
+    up.send_replace(false);
+    for _ in 0..args.offline {
+        sell(&agent).await;
+    }
+    let started = Instant::now();
+    up.send_replace(true);
+    agent
+        .wait_for(600, "every offline sale uploaded", |s| {
+            s["queue"]["pending"] == 0
+        })
+        .await;
+    let took = started.elapsed();
+    let rate = args.offline as f64 / took.as_secs_f64();
+    agent.kill().await;
+
+    // Baseline: the same two calls, sequentially, straight from the client.
+    let mut ccfg = ClientConfig::new(
+        gw_url.clone(),
+        TerminalId::parse(TERMINAL).expect("id"),
+        key.clone(),
+    );
+    ccfg.timeout = Duration::from_secs(5);
+    let client = GatewayClient::new(ccfg).expect("client");
+    let started = Instant::now();
+    for i in 0..args.offline {
+        let r = client
+            .submit_order(&SubmitOrder {
+                client_order_id: format!("bench-{i}"),
+                lines: vec![
+                    SubmitLine {
+                        sku: Sku::parse("COLA").expect("sku"),
+                        quantity: "2".into(),
+                    },
+                    SubmitLine {
+                        sku: Sku::parse("DUCK-NECK").expect("sku"),
+                        quantity: "0.355".into(),
+                    },
+                ],
+                note: None,
+            })
+            .await
+            .expect("submit");
+        client
+            .tender_cash(&r.order.id, Money::parse("50").expect("money"))
+            .await
+            .expect("tender");
+    }
+    let direct = args.offline as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "offline queue upload: {} sales in {:.2} s = {rate:.0} sales/s (gateway away while they were made; SQLite)",
+        args.offline,
+        took.as_secs_f64()
+    );
+    println!(
+        "  baseline: the same SubmitOrder + TenderCash sequentially from the SDK client: {direct:.0} sales/s; uploader / direct = {:.2}",
+        rate / direct
+    );
+}
