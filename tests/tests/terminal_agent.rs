@@ -259,7 +259,8 @@ async fn offline_sales_upload_once(backend: Backend) {
     assert_eq!((st, v["code"].as_str()), (409, Some("empty_basket")), "{v}");
 
     // N cash sales with the gateway away.
-    const N: usize = 20;
+    // With the two sales after the restart: 50 sales.
+    const N: usize = 48;
     let mut expected: HashMap<String, String> = HashMap::new(); // clientOrderId → total
     let mut cola = 0u64;
     let mut sell = |agent_sales: Value, cola_n: u64| {
@@ -408,9 +409,16 @@ async fn offline_sales_upload_once(backend: Backend) {
         );
         assert_eq!(sale["gateway_total"], sale["total"]);
     }
-    // Stock: what the sales reserved, no more.
+    // Stock: what the sales reserved, no more, and on hand − reserved is
+    // what is left to sell.
     let item = app.item("S001", "COLA").await;
     assert_eq!(item["reserved"], cola.to_string(), "{item}");
+    let water = app.item("S001", EAN).await;
+    assert_eq!(water["reserved"], N.to_string(), "{water}");
+    for it in [&item, &water] {
+        let n = |k: &str| -> i64 { it[k].as_str().and_then(|v| v.parse().ok()).expect(k) };
+        assert_eq!(n("on_hand") - n("reserved"), n("sellable"), "{it}");
+    }
     agent.kill().await;
 }
 
