@@ -126,8 +126,11 @@ fn submit(id: &str, quantity: &str) -> SubmitOrder {
         lines: vec![SubmitLine {
             sku: Sku::parse("LATTE").unwrap(),
             quantity: quantity.into(),
+            unit_price: None,
         }],
         note: None,
+        sold_at: None,
+        catalog_version: None,
     }
 }
 
