@@ -165,6 +165,29 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_never_panics(s in "\\PC{0,48}") {
+            let _ = Timestamp::parse(&s);
+        }
+
+        #[test]
+        fn near_times_never_panic_and_agree_with_their_offset(
+            s in "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,11})?",
+            off in 0_i64..(24 * 60),
+        ) {
+            let (h, m) = (off / 60, off % 60);
+            let utc = Timestamp::parse(&format!("{s}Z"));
+            let east = Timestamp::parse(&format!("{s}+{h:02}:{m:02}"));
+            if let (Ok(u), Ok(e)) = (&utc, &east) {
+                prop_assert_eq!(u.micros() - e.micros(), off * 60 * MICROS_PER_SECOND);
+            } else {
+                prop_assert_eq!(utc.is_ok(), east.is_ok());
+            }
+        }
+    }
 
     #[test]
     fn reads_utc_offsets_and_fractions() {
