@@ -367,6 +367,7 @@ mod tests {
             OrderAction::parse("x").unwrap_err(),
             PaymentStatus::parse("x").unwrap_err(),
             proto::device::Weight::parse_kg("x").unwrap_err(),
+            proto::time::Timestamp::parse("x").unwrap_err(),
         ];
         for e in errors {
             let code = Code::parse(e.code);

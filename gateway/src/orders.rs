@@ -31,7 +31,29 @@ pub struct NewLine {
     pub sku: Sku,
     /// As sent; parsed once the product's unit is known.
     pub quantity: String,
+    /// What the counter charged per unit, for a sale that already happened
+    /// ([`NewOrder::happened`]) only.
+    pub unit_price: Option<Money>,
 }
+
+/// A counter sale that already happened (sold while the gateway was away,
+/// uploaded later): the goods are gone and the customer paid, so it is never
+/// refused for stock or availability. It is priced as the counter charged,
+/// and flagged where that or the stock differs from the gateway's records.
+#[derive(Debug, Clone)]
+pub struct Happened {
+    /// When the counter sold it, in microseconds (the store PC's clock).
+    pub sold_at: i64,
+    /// The catalog version the counter priced it from, as it said.
+    pub catalog_version: Option<String>,
+}
+
+/// Flags on an order the store must look at ([`Order::attention`]). The
+/// first two are also a delivery platform's (`channels::ingest`).
+pub const SHORT_STOCK: &str = "short_stock";
+pub const UNAVAILABLE_ITEMS: &str = "unavailable_items";
+/// A counter sale charged another unit price than the catalog's now.
+pub const PRICE_DIFFERS: &str = "price_differs";
 
 #[derive(Debug, Clone)]
 pub struct NewOrder {
@@ -50,6 +72,9 @@ pub struct NewOrder {
     /// Who placed it, for the history: an [`Actor`](crate::actor::Actor)'s text
     /// (`terminal:S001-T01`, `platform:meituan`, …).
     pub actor: String,
+    /// A counter sale that already happened; `None`: a new order, refused
+    /// when stock is short.
+    pub happened: Option<Happened>,
 }
 
 /// A payment made outside the gateway, as the app reports it.
@@ -246,6 +271,18 @@ fn check_shape(new: &mut NewOrder) -> Result<()> {
         ));
     }
     new.note = check_note(new.note.take())?;
+    if new.happened.is_none() && new.lines.iter().any(|l| l.unit_price.is_some()) {
+        return Err(Error::new(
+            Code::InvalidLines,
+            "a line's unit price is only for a sale that already happened (give its sold_at)",
+        ));
+    }
+    if new.happened.is_some() && new.prepaid.is_some() {
+        return Err(Error::new(
+            Code::InvalidPrepaid,
+            "a counter sale that already happened is not prepaid in the app",
+        ));
+    }
     if new.prepaid.is_some() {
         new.payment_status = PaymentStatus::Paid;
     }
@@ -291,6 +328,7 @@ pub(crate) fn fresh_order(new: &NewOrder, f: Fresh) -> Order {
             reason: None,
         }],
         attention: Vec::new(),
+        sold_at: new.happened.as_ref().map(|h| clock::rfc3339(h.sold_at)),
     }
 }
 
@@ -424,6 +462,13 @@ pub(crate) struct ItemFacts {
     pub snoozed_until: Option<i64>,
 }
 
+impl ItemFacts {
+    /// What this store charges per unit now: its override, else the list price.
+    pub fn current_price(&self) -> Money {
+        Money::from_fen(self.override_fen.unwrap_or(self.list_fen))
+    }
+}
+
 /// The rules for one order line, in one place: the product exists, the
 /// quantity fits its unit, the store sells it now; priced half-up to the fen.
 pub(crate) fn check_line(
@@ -432,27 +477,73 @@ pub(crate) fn check_line(
     line: &NewLine,
     now: i64,
 ) -> Result<OrderLine> {
-    let item = item.ok_or_else(|| {
-        Error::new(Code::UnknownSku, format!("no product {}", line.sku)).in_body()
-    })?;
+    let item = known(item, line)?;
     let quantity = Quantity::parse(item.unit, &line.quantity)?;
+    if let Some(why) = unavailable(item, store, line, now) {
+        return Err(Error::new(Code::ItemUnavailable, why));
+    }
+    priced(item, line, quantity, item.current_price())
+}
+
+/// A line of a counter sale that already happened: the product must exist
+/// and be one this store keeps; being unlisted or snoozed now does not
+/// refuse it (`unavailable` says so), and it is priced at the counter's
+/// unit price where the line gives one.
+pub(crate) struct HappenedLine {
+    pub line: OrderLine,
+    pub unavailable: bool,
+    /// The catalog's unit price now, when the counter charged another.
+    pub price_now: Option<Money>,
+}
+
+pub(crate) fn check_happened_line(
+    item: Option<&ItemFacts>,
+    store: &StoreId,
+    line: &NewLine,
+    now: i64,
+) -> Result<HappenedLine> {
+    let item = known(item, line)?;
+    let quantity = Quantity::parse(item.unit, &line.quantity)?;
+    if item.listed.is_none() {
+        return Err(Error::new(
+            Code::ItemUnavailable,
+            format!("{} is not kept in store {store}", line.sku),
+        ));
+    }
+    let current = item.current_price();
+    let charged = line.unit_price.unwrap_or(current);
+    Ok(HappenedLine {
+        line: priced(item, line, quantity, charged)?,
+        unavailable: unavailable(item, store, line, now).is_some(),
+        price_now: (charged != current).then_some(current),
+    })
+}
+
+fn known<'a>(item: Option<&'a ItemFacts>, line: &NewLine) -> Result<&'a ItemFacts> {
+    item.ok_or_else(|| Error::new(Code::UnknownSku, format!("no product {}", line.sku)).in_body())
+}
+
+/// Why the store does not sell the product now, if it does not.
+fn unavailable(item: &ItemFacts, store: &StoreId, line: &NewLine, now: i64) -> Option<String> {
     if item.listed == Some(false) {
-        return Err(Error::new(
-            Code::ItemUnavailable,
-            format!("{} is not sold in store {store}", line.sku),
-        ));
+        return Some(format!("{} is not sold in store {store}", line.sku));
     }
-    if let Some(until) = item.snoozed_until.filter(|u| *u > now) {
-        return Err(Error::new(
-            Code::ItemUnavailable,
-            format!(
-                "{} is unavailable until {}",
-                line.sku,
-                clock::rfc3339(until)
-            ),
-        ));
-    }
-    let unit_price = Money::from_fen(item.override_fen.unwrap_or(item.list_fen));
+    item.snoozed_until.filter(|u| *u > now).map(|until| {
+        format!(
+            "{} is unavailable until {}",
+            line.sku,
+            clock::rfc3339(until)
+        )
+    })
+}
+
+/// The line at `unit_price`, its total rounded half-up to the fen.
+fn priced(
+    item: &ItemFacts,
+    line: &NewLine,
+    quantity: Quantity,
+    unit_price: Money,
+) -> Result<OrderLine> {
     let line_total = po::line_total(unit_price, quantity)
         .ok_or_else(|| Error::new(Code::InvalidQuantity, "line total is too large"))?;
     Ok(OrderLine {
@@ -697,6 +788,7 @@ fn order_from_row(r: &sqlx::any::AnyRow) -> Result<Order> {
         seq: r.get("seq"),
         history: Vec::new(),
         attention: Vec::new(),
+        sold_at: None,
     })
 }
 
@@ -799,6 +891,35 @@ async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<
                 .filter(|f| !f.is_empty())
                 .map(str::to_owned)
                 .collect();
+        }
+    }
+    // Counter sales that already happened: when, and what to look at.
+    let counter: Vec<&Order> = orders
+        .iter()
+        .filter(|o| o.channel == Channel::Terminal)
+        .collect();
+    if !counter.is_empty() {
+        let sql = format!(
+            "SELECT order_id, sold_at, attention FROM counter_sales WHERE order_id IN ({})",
+            (1..=counter.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for o in &counter {
+            q = q.bind(o.id.clone());
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            let oid: String = r.get("order_id");
+            let Some(&i) = index.get(&oid) else { continue };
+            let flags: String = r.get("attention");
+            orders[i].attention = flags
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect();
+            orders[i].sold_at = Some(clock::rfc3339(r.get("sold_at")));
         }
     }
     Ok(())

@@ -25,7 +25,7 @@ use crate::catalog;
 use crate::clock;
 use crate::error::{Code, Error, Result};
 use crate::keys::{Principal, Role};
-use crate::orders::{self, Created, Filter, NewLine, NewOrder};
+use crate::orders::{self, Created, Filter, Happened, NewLine, NewOrder};
 
 /// Orders in a ListOrders answer when the terminal does not say.
 const DEFAULT_LIST_LIMIT: i64 = 100;
@@ -204,12 +204,18 @@ async fn dispatch(st: &AppState, who: &Principal, request: Request) -> Result<St
                     .map(|l| NewLine {
                         sku: l.sku,
                         quantity: l.quantity,
+                        unit_price: l.unit_price,
                     })
                     .collect(),
                 note: m.note,
                 payment_status: PaymentStatus::Unpaid,
                 prepaid: None,
                 actor: who.actor().to_string(),
+                // soldAt: the sale already happened at the counter.
+                happened: m.sold_at.map(|t| Happened {
+                    sold_at: t.micros(),
+                    catalog_version: m.catalog_version,
+                }),
             };
             match orders::create(&st.db, &st.hub, &st.orders, new, None).await? {
                 Created::Order { order, replayed } => {

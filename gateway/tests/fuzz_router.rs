@@ -651,9 +651,11 @@ proptest! {
             client_order_id: client_id,
             lines: lines
                 .into_iter()
-                .map(|(sku, quantity)| SubmitLine { sku: Sku::parse(sku).unwrap(), quantity })
+                .map(|(sku, quantity)| SubmitLine { sku: Sku::parse(sku).unwrap(), quantity, unit_price: None })
                 .collect(),
             note: None,
+            sold_at: None,
+            catalog_version: None,
         };
         let mut bytes = soap::write_request(&token, &msg).into_bytes();
         if let Some(e) = e { bytes = mutate(bytes, &e) }

@@ -177,8 +177,11 @@ impl Client {
                     lines: vec![SubmitLine {
                         sku: Sku::parse("COLA").unwrap(),
                         quantity: qty.to_string(),
+                        unit_price: None,
                     }],
                     note: None,
+                    sold_at: None,
+                    catalog_version: None,
                 };
                 let r = self
                     .http

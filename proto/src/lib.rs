@@ -4,5 +4,6 @@ pub mod meituan;
 pub mod number;
 pub mod order;
 pub mod soap;
+pub mod time;
 pub mod webhook;
 pub mod wechatpay;

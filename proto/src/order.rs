@@ -722,6 +722,11 @@ pub struct Order {
     /// Absent when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub attention: Vec<String>,
+    /// When the counter sold it (RFC 3339, as the terminal sent it), for a
+    /// sale uploaded after it happened; `created_at` is when it reached the
+    /// gateway. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sold_at: Option<String>,
 }
 
 /// One product as a store sells it, as every surface shows it.

@@ -67,13 +67,17 @@ fn valid_requests() -> Vec<String> {
                     SubmitLine {
                         sku: Sku::parse("COLA").unwrap(),
                         quantity: "2".into(),
+                        unit_price: Some(proto::order::Money::from_fen(350)),
                     },
                     SubmitLine {
                         sku: Sku::parse("DUCK").unwrap(),
                         quantity: "0.355".into(),
+                        unit_price: None,
                     },
                 ],
                 note: Some("少辣".into()),
+                sold_at: Some(proto::time::Timestamp::parse("2026-12-03T14:05:09+08:00").unwrap()),
+                catalog_version: Some("S001:7".into()),
             },
         ),
         write_request(

@@ -15,7 +15,8 @@ import os
 from datetime import datetime
 from decimal import Decimal
 
-from zeep_common import BASE, check, done, fault_code, http, make_client, validate_last
+from lxml import etree
+from zeep_common import SOAP, BASE, check, done, fault_code, history, http, make_client, schema, validate_last
 
 TID = os.environ["TERMINAL_ID"]
 KEY = os.environ["TERMINAL_KEY"]
@@ -141,6 +142,28 @@ mine = [t for t in terms["terminals"] if t["terminal_id"] == TID][0]
 check(mine["software_version"] == "zeep-1.0", "heartbeat stored")
 check(datetime.fromisoformat(mine["last_heartbeat_at"]) == hb, "same heartbeat time")
 check(mine["peripherals"][0] == {"kind": "printer", "status": "paper_near_end", "detail": "roll low"}, "peripherals")
+
+# --- A sale that already happened at the counter (soldAt): never refused -------
+# Sold while the gateway was away, more cola than is in stock, at the price
+# of the catalog the counter had: recorded, flagged, totalled as the receipt.
+sold_at = datetime.fromisoformat("2026-12-03T09:15:30+08:00")
+offline = [{"sku": "COLA", "quantity": Decimal("150"), "unitPrice": Decimal("3.00")}]
+happened = svc.SubmitOrder(
+    clientOrderId="zeep-off-1", line=offline, note="counter sale 7", soldAt=sold_at, catalogVersion="S001:1"
+)
+validate_last()
+sent = history.last_sent["envelope"].find(f"{{{SOAP}}}Body")[0]
+check(schema.validate(etree.fromstring(etree.tostring(sent))), f"XSD takes the request: {schema.error_log}")
+check(happened.replayed is False and happened.order.total == Decimal("450.00"), f"total {happened.order.total}")
+check(happened.order.note.startswith("⚠ short_stock, price_differs: COLA 3.00 (now 3.50)"), happened.order.note)
+status, r = rest("GET", f"/api/v1/orders/{happened.order.id}", KEY)
+check(r["attention"] == ["short_stock", "price_differs"], f"flags {r.get('attention')}")
+check(datetime.fromisoformat(r["sold_at"]) == sold_at, f"sold at {r.get('sold_at')}")
+same_order(happened.order, r)
+again = svc.SubmitOrder(
+    clientOrderId="zeep-off-1", line=offline, note="counter sale 7", soldAt=sold_at, catalogVersion="S001:1"
+)
+check(again.replayed is True and again.order.id == happened.order.id, "a replay is the same order")
 
 # --- Faults carry the REST codes -----------------------------------------------
 check(fault_code(svc.SubmitOrder, clientOrderId="zeep-2", line=[{"sku": "NOPE", "quantity": 1}])

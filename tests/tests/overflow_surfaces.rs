@@ -126,8 +126,11 @@ fn submit(id: &str, quantity: &str) -> SubmitOrder {
         lines: vec![SubmitLine {
             sku: Sku::parse("LATTE").unwrap(),
             quantity: quantity.into(),
+            unit_price: None,
         }],
         note: None,
+        sold_at: None,
+        catalog_version: None,
     }
 }
 
@@ -149,6 +152,21 @@ async fn soap_orders_and_refunds_refuse_overflow(b: Backend) {
     assert_eq!(s, 200, "the next good SubmitOrder: {body}");
     let got = soap::parse_response::<SubmitOrderResponse>(body.as_bytes()).unwrap();
     assert_eq!(got.order.total, Money::from_fen(2116));
+    // A sale that already happened: every hostile unit price is refused too.
+    let mut happened = submit("c-happened", "1");
+    happened.sold_at = Some(proto::time::Timestamp::parse("2026-12-03T09:15:30+08:00").unwrap());
+    happened.lines[0].unit_price = Some(Money::from_fen(777));
+    let env = soap::write_request(&token, &happened);
+    assert!(env.contains(">7.77<"), "{env}");
+    for p in hostile_strings() {
+        let (s, body) = post_soap(&gw, env.replace(">7.77<", &format!(">{p}<"))).await;
+        client_fault::<SubmitOrderResponse>(&short(&p), s, &body, "invalid_money");
+    }
+    assert_eq!(
+        gw.stock_of("LATTE").await,
+        (100_000, 2_000),
+        "only c-ok reserved"
+    );
 
     // RefundOrder on a paid order: hostile amounts and line quantities.
     let (order, charge, _) = gw.pay_under(json!({"outcome": "success"}), CODE).await;

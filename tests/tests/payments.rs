@@ -994,11 +994,13 @@ async fn orders_paid_elsewhere_close_with_the_refund_due_elsewhere(backend: Back
             lines: vec![gateway::orders::NewLine {
                 sku: proto::order::Sku::parse("LATTE").expect("sku"),
                 quantity: "1".to_owned(),
+                unit_price: None,
             }],
             note: None,
             payment_status: proto::order::PaymentStatus::Paid,
             prepaid: None,
             actor: "platform:meituan".to_owned(),
+            happened: None,
         },
         None,
     )

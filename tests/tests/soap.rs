@@ -27,9 +27,12 @@ fn sale(id: &str, lines: &[(&str, &str)]) -> SubmitOrder {
             .map(|(sku, q)| SubmitLine {
                 sku: Sku::parse(sku).unwrap(),
                 quantity: (*q).into(),
+                unit_price: None,
             })
             .collect(),
         note: None,
+        sold_at: None,
+        catalog_version: None,
     }
 }
 

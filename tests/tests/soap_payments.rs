@@ -113,8 +113,11 @@ impl PayApp {
                 lines: vec![SubmitLine {
                     sku: Sku::parse("LATTE").expect("sku"),
                     quantity: "2".to_owned(),
+                    unit_price: None,
                 }],
                 note: None,
+                sold_at: None,
+                catalog_version: None,
             })
             .await
             .expect("submit");

@@ -59,10 +59,10 @@ pub async fn apply(db: &Db, hub: &Hub, inbound: Inbound) -> Result<Outcome> {
     }
 }
 
-/// Attention flags of a third-party order.
+/// Attention flags of a third-party order (the last two shared with a
+/// counter sale that already happened).
 pub const UNMAPPED_ITEMS: &str = "unmapped_items";
-pub const SHORT_STOCK: &str = "short_stock";
-pub const UNAVAILABLE_ITEMS: &str = "unavailable_items";
+pub use crate::orders::{SHORT_STOCK, UNAVAILABLE_ITEMS};
 
 async fn resolve_store(conn: &mut AnyConnection, platform: &str, pstore: &str) -> Result<StoreId> {
     let mapped = sqlx::query(
@@ -393,6 +393,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         payment_status: PaymentStatus::Paid,
         prepaid: None,
         actor,
+        happened: None,
     };
     let input = plan::Input {
         new: &new,

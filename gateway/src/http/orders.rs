@@ -12,7 +12,7 @@ use super::extract::{Auth, JsonBody};
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::keys::Role;
-use crate::orders::{self, Created, IdemKey, NewLine, NewOrder, Prepaid};
+use crate::orders::{self, Created, Happened, IdemKey, NewLine, NewOrder, Prepaid};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -35,6 +35,9 @@ enum QuantityIn {
 struct LineIn {
     sku: String,
     quantity: QuantityIn,
+    /// What the counter charged per unit (decimal yuan as a string), for a
+    /// sale that already happened (`sold_at`) only.
+    unit_price: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -47,7 +50,16 @@ struct CreateBody {
     channel_order_id: Option<String>,
     /// Paid inside the app before it reached us (app keys only).
     prepaid: Option<PrepaidIn>,
+    /// When the counter sold it (RFC 3339), for a terminal's sale that
+    /// already happened (uploaded after the gateway was away): never refused
+    /// for stock, flagged instead (terminal keys only).
+    sold_at: Option<String>,
+    /// The catalog version the counter priced that sale from.
+    catalog_version: Option<String>,
 }
+
+/// Longest `catalog_version`, as SOAP bounds `catalogVersion`.
+const MAX_CATALOG_VERSION: usize = proto::soap::messages::MAX_CATALOG_VERSION;
 
 #[derive(Deserialize)]
 struct PrepaidIn {
@@ -74,6 +86,7 @@ fn parse_lines(lines: Vec<LineIn>) -> Result<Vec<NewLine>> {
             Ok(NewLine {
                 sku: Sku::parse(&l.sku)?,
                 quantity,
+                unit_price: l.unit_price.as_deref().map(Money::parse).transpose()?,
             })
         })
         .collect()
@@ -147,6 +160,46 @@ async fn create(
             Some(Prepaid::new(&p.provider, &p.transaction_id, amount)?)
         }
     };
+    let happened = match b.sold_at {
+        None if b.catalog_version.is_some() => {
+            return Err(Error::new(
+                Code::InvalidRequest,
+                "catalog_version belongs to a sale that already happened: give its sold_at",
+            ));
+        }
+        None => None,
+        Some(_) if channel != Channel::Terminal => {
+            return Err(Error::new(
+                Code::InvalidRequest,
+                "only a counter terminal's sale has already happened (sold_at)",
+            ));
+        }
+        Some(t) => {
+            let sold_at = proto::time::Timestamp::parse(&t)?;
+            let catalog_version = b
+                .catalog_version
+                .map(|v| {
+                    if v.is_empty()
+                        || v.chars().count() > MAX_CATALOG_VERSION
+                        || v.chars().any(char::is_control)
+                    {
+                        Err(Error::new(
+                            Code::InvalidRequest,
+                            format!(
+                                "catalog_version must be 1-{MAX_CATALOG_VERSION} printable characters"
+                            ),
+                        ))
+                    } else {
+                        Ok(v)
+                    }
+                })
+                .transpose()?;
+            Some(Happened {
+                sold_at: sold_at.micros(),
+                catalog_version,
+            })
+        }
+    };
     let new = NewOrder {
         store,
         channel,
@@ -157,6 +210,7 @@ async fn create(
         payment_status: PaymentStatus::Unpaid,
         prepaid,
         actor: who.actor().to_string(),
+        happened,
     };
     match orders::create(&st.db, &st.hub, &st.orders, new, idem).await? {
         Created::Order { order, replayed } => {

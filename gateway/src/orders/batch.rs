@@ -201,12 +201,12 @@ async fn run(
 ) {
     while let Some(first) = rx.recv().await {
         // Bounded by count and by bind parameters (SQLite allows 32766).
-        let mut params = 32 + 16 * first.new.lines.len();
+        let mut params = 48 + 16 * first.new.lines.len();
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH && params < MAX_PARAMS {
             match rx.try_recv() {
                 Ok(j) => {
-                    params += 32 + 16 * j.new.lines.len();
+                    params += 48 + 16 * j.new.lines.len();
                     jobs.push(j);
                 }
                 Err(_) => break,

@@ -16,8 +16,9 @@ use proto::order::{Money, Order, OrderLine, OrderStatus, Quantity, Sku, StoreId,
 use sqlx::{AnyConnection, Row};
 
 use super::{
-    Fresh, IdemKey, ItemFacts, NewOrder, check_line, find_by_channel_ref, find_prepaid,
-    fresh_order, out_of_stock, prepaid_reference_used,
+    Fresh, IdemKey, ItemFacts, NewOrder, PRICE_DIFFERS, SHORT_STOCK, UNAVAILABLE_ITEMS,
+    check_happened_line, check_line, find_by_channel_ref, find_prepaid, fresh_order, out_of_stock,
+    prepaid_reference_used,
 };
 use crate::clock;
 use crate::error::{Code, Error, Result};
@@ -91,6 +92,18 @@ pub(crate) const ORDER_EVENTS: Table = Table {
     name: "order_events",
     cols: &["store_id", "seq", "order_id", "kind", "at", "payload"],
 };
+/// A counter sale that already happened: when it was sold, from which
+/// catalog, and its attention flags.
+pub(crate) const COUNTER_SALES: Table = Table {
+    name: "counter_sales",
+    cols: &[
+        "order_id",
+        "sold_at",
+        "catalog_version",
+        "attention",
+        "created_at",
+    ],
+};
 pub(crate) const PREPAYMENTS: Table = Table {
     name: "prepayments",
     cols: &[
@@ -114,11 +127,12 @@ pub(crate) const IDEMPOTENCY_KEYS: Table = Table {
 };
 
 /// Every table of a new order, in the order rows go in (foreign keys).
-pub(crate) const TABLES: [&Table; 6] = [
+pub(crate) const TABLES: [&Table; 7] = [
     &ORDERS,
     &ORDER_LINES,
     &ORDER_HISTORY,
     &ORDER_EVENTS,
+    &COUNTER_SALES,
     &PREPAYMENTS,
     &IDEMPOTENCY_KEYS,
 ];
@@ -335,7 +349,59 @@ impl Planner {
         let mut takes: Vec<Take> = Vec::new();
         let mut total = Money::ZERO;
         let mut first_short = None;
+        // A counter sale that already happened: its flags and price notes.
+        let mut happened_flags: Vec<&'static str> = Vec::new();
+        let mut price_notes: Vec<String> = Vec::new();
         match &input.sold {
+            None if new.happened.is_some() => {
+                for line in &new.lines {
+                    let key = (new.store.clone(), line.sku.clone());
+                    let facts = self
+                        .facts
+                        .stock
+                        .get(&key)
+                        .map(|s| &s.facts)
+                        .or_else(|| self.facts.products.get(&line.sku));
+                    let h = match check_happened_line(facts, &new.store, line, now) {
+                        Ok(h) => h,
+                        Err(e) => return Ok(Outcome::Refused(e)),
+                    };
+                    let mut flag = |f: &'static str| {
+                        if !happened_flags.contains(&f) {
+                            happened_flags.push(f);
+                        }
+                    };
+                    // Sold already: taken even when short, and flagged.
+                    if self.sellable(&new.store, &line.sku, &takes) < h.line.quantity.milli() {
+                        flag(SHORT_STOCK);
+                    }
+                    if h.unavailable {
+                        flag(UNAVAILABLE_ITEMS);
+                    }
+                    if let Some(current) = h.price_now {
+                        flag(PRICE_DIFFERS);
+                        price_notes.push(format!(
+                            "{} {} (now {current})",
+                            line.sku, h.line.unit_price
+                        ));
+                    }
+                    takes.push(Take {
+                        sku: line.sku.clone(),
+                        quantity: h.line.quantity,
+                        guarded: false,
+                    });
+                    total = match total.checked_add(h.line.line_total) {
+                        Some(t) => t,
+                        None => {
+                            return Ok(Outcome::Refused(Error::new(
+                                Code::InvalidQuantity,
+                                "order total is too large",
+                            )));
+                        }
+                    };
+                    lines.push(h.line);
+                }
+            }
             None => {
                 for line in &new.lines {
                     let key = (new.store.clone(), line.sku.clone());
@@ -432,6 +498,10 @@ impl Planner {
         head.written = true;
         let (note, attention) = match &input.sold {
             Some(sold) => (sold.finish)(first_short),
+            None if new.happened.is_some() => (
+                happened_note(&happened_flags, &price_notes, new.note.as_deref()),
+                happened_flags.iter().map(|f| (*f).to_owned()).collect(),
+            ),
             None => (new.note.clone(), Vec::new()),
         };
         let mut order = fresh_order(
@@ -487,8 +557,30 @@ impl Planner {
     }
 }
 
+/// A happened sale's note: its flags first (with the counter's and the
+/// catalog's prices where they differ), then the counter's own note, as a
+/// platform order's note leads with its flags.
+fn happened_note(flags: &[&str], prices: &[String], own: Option<&str>) -> Option<String> {
+    let mut parts = Vec::new();
+    if !flags.is_empty() {
+        let mut s = format!("⚠ {}", flags.join(", "));
+        if !prices.is_empty() {
+            s.push_str(&format!(": {}", prices.join("; ")));
+        }
+        parts.push(s);
+    }
+    parts.extend(own.map(str::to_owned));
+    let note: String = parts
+        .join(" | ")
+        .chars()
+        .take(super::MAX_NOTE_CHARS)
+        .collect();
+    (!note.is_empty()).then_some(note)
+}
+
 /// The rows of a new order: the order, its lines, the first history row,
-/// the `order.created` feed event, the prepayment and the idempotent answer.
+/// the `order.created` feed event, a happened sale's record, the prepayment
+/// and the idempotent answer.
 fn rows(input: &Input<'_>, order: &Order, body: &str, now: i64) -> Vec<(&'static Table, Vec<Val>)> {
     let new = input.new;
     let mut rows = Vec::with_capacity(order.lines.len() + 5);
@@ -552,6 +644,18 @@ fn rows(input: &Input<'_>, order: &Order, body: &str, now: i64) -> Vec<(&'static
             )),
         ],
     ));
+    if let Some(h) = &new.happened {
+        rows.push((
+            &COUNTER_SALES,
+            vec![
+                Val::S(order.id.clone()),
+                Val::I(h.sold_at),
+                Val::OS(h.catalog_version.clone()),
+                Val::S(order.attention.join(",")),
+                Val::I(now),
+            ],
+        ));
+    }
     if let Some(p) = &new.prepaid {
         rows.push((
             &PREPAYMENTS,

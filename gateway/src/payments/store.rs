@@ -840,11 +840,13 @@ mod tests {
             lines: vec![NewLine {
                 sku,
                 quantity: "1".into(),
+                unit_price: None,
             }],
             note: None,
             payment_status: PaymentStatus::Unpaid,
             prepaid: None,
             actor: "terminal:S001-T01".into(),
+            happened: None,
         };
         let Created::Order { order, .. } =
             orders::create(&db, &Hub::default(), &orders::Writer::direct(), new, None)

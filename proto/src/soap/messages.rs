@@ -11,6 +11,7 @@ pub use crate::order::CatalogItem;
 
 use super::xml::{Element, Writer};
 use super::{Fault, NS};
+use crate::time::Timestamp;
 
 /// One payload element of the service.
 pub trait Message: Sized {
@@ -191,21 +192,36 @@ impl Request {
 /// Largest `clientOrderId`.
 pub const MAX_CLIENT_ORDER_ID: usize = 64;
 
+/// Longest `catalogVersion`, as `GetCatalog` bounds `knownVersion`.
+pub const MAX_CATALOG_VERSION: usize = 64;
+
 /// A counter sale. `client_order_id` is the terminal's own id of the sale:
 /// sending it again returns the first order, never a second one.
+///
+/// With `sold_at` it is a sale that already happened at the counter (sold
+/// while the gateway was unreachable, uploaded later): the gateway records
+/// it even when stock ran out meanwhile, at the counter's `unit_price` where
+/// a line gives one, and flags what differs. `catalog_version` and a line's
+/// `unit_price` only come with `sold_at`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitOrder {
     pub client_order_id: String,
     pub lines: Vec<SubmitLine>,
     pub note: Option<String>,
+    /// When the counter sold it (RFC 3339, the store PC's clock).
+    pub sold_at: Option<Timestamp>,
+    /// The `GetCatalog` version the counter priced the sale from.
+    pub catalog_version: Option<String>,
 }
 
 /// A requested line: pieces (`"2"`) or kilograms with up to three decimals
-/// (`"0.355"`), as the product's unit says.
+/// (`"0.355"`), as the product's unit says; for a sale that already
+/// happened, the unit price the counter charged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitLine {
     pub sku: Sku,
     pub quantity: String,
+    pub unit_price: Option<Money>,
 }
 
 impl Message for SubmitOrder {
@@ -217,13 +233,21 @@ impl Message for SubmitOrder {
             w.open("line");
             w.text("sku", l.sku.as_str());
             w.text("quantity", &l.quantity);
+            if let Some(p) = l.unit_price {
+                w.display("unitPrice", p);
+            }
             w.close("line");
         }
         w.opt("note", self.note.as_deref());
+        w.opt("soldAt", self.sold_at.as_ref().map(Timestamp::as_str));
+        w.opt("catalogVersion", self.catalog_version.as_deref());
     }
 
     fn read(e: &Element) -> Result<Self, Fault> {
-        only(e, &["clientOrderId", "line", "note"])?;
+        only(
+            e,
+            &["clientOrderId", "line", "note", "soldAt", "catalogVersion"],
+        )?;
         let client_order_id = bounded(
             "clientOrderId",
             text(e, "clientOrderId")?,
@@ -231,17 +255,35 @@ impl Message for SubmitOrder {
         )?;
         let lines = all(e, "line")
             .map(|l| {
-                only(l, &["sku", "quantity"])?;
+                only(l, &["sku", "quantity", "unitPrice"])?;
                 Ok(SubmitLine {
                     sku: Sku::parse(text(l, "sku")?).map_err(from_parse)?,
                     quantity: text(l, "quantity")?.to_owned(),
+                    unit_price: opt_text(l, "unitPrice")?
+                        .map(|p| Money::parse(p).map_err(from_parse))
+                        .transpose()?,
                 })
             })
             .collect::<Result<Vec<_>, Fault>>()?;
+        let sold_at = opt_text(e, "soldAt")?
+            .map(|t| Timestamp::parse(t).map_err(from_parse))
+            .transpose()?;
+        let catalog_version = opt_text(e, "catalogVersion")?
+            .map(|v| bounded("catalogVersion", v, MAX_CATALOG_VERSION))
+            .transpose()?;
+        if sold_at.is_none()
+            && (catalog_version.is_some() || lines.iter().any(|l| l.unit_price.is_some()))
+        {
+            return Err(Fault::invalid(
+                "unitPrice and catalogVersion belong to a sale that already happened: send soldAt with them",
+            ));
+        }
         Ok(SubmitOrder {
             client_order_id,
             lines,
             note: opt_free_text(e, "note")?,
+            sold_at,
+            catalog_version,
         })
     }
 }
@@ -621,8 +663,10 @@ fn read_order(e: &Element) -> Result<Order, Fault> {
         updated_at: text(e, "updatedAt")?.to_owned(),
         seq: int("seq", text(e, "seq")?)?,
         history,
-        // Not on the SOAP view: the flags lead the order's note there.
+        // Not on the SOAP view: the flags lead the order's note there (and
+        // a reader that knows no soldAt must still read every order).
         attention: Vec::new(),
+        sold_at: None,
     })
 }
 

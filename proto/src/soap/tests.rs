@@ -17,20 +17,34 @@ fn submit() -> SubmitOrder {
             SubmitLine {
                 sku: Sku::parse("COLA").unwrap(),
                 quantity: "2".into(),
+                unit_price: None,
             },
             SubmitLine {
                 sku: Sku::parse("DUCK-NECK").unwrap(),
                 quantity: "0.355".into(),
+                unit_price: None,
             },
         ],
         note: Some("少辣 <no> & \"spicy\"".into()),
+        sold_at: None,
+        catalog_version: None,
     }
+}
+
+/// The same sale, made at the counter while the gateway was away.
+fn happened() -> SubmitOrder {
+    let mut m = submit();
+    m.sold_at = Some(crate::time::Timestamp::parse("2026-11-27T19:46:45.5+08:00").unwrap());
+    m.catalog_version = Some("S001:42".into());
+    m.lines[0].unit_price = Some(Money::from_fen(350));
+    m
 }
 
 #[test]
 fn every_request_round_trips_with_its_token() {
     let requests = [
         Request::SubmitOrder(submit()),
+        Request::SubmitOrder(happened()),
         Request::GetOrder(GetOrder {
             order_id: "0190-abc".into(),
         }),
@@ -155,6 +169,7 @@ fn order() -> crate::order::Order {
             },
         ],
         attention: Vec::new(),
+        sold_at: None,
     }
 }
 
@@ -423,6 +438,79 @@ fn refund_requests_are_checked_like_rest() {
             .request()
             .is_ok()
     );
+}
+
+#[test]
+fn a_sale_that_already_happened_carries_its_time_version_and_prices() {
+    let xml = write_request(&token(), &happened());
+    assert!(
+        xml.contains("<soldAt>2026-11-27T19:46:45.5+08:00</soldAt>")
+            || xml.contains(":soldAt>2026-11-27T19:46:45.5+08:00</"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("3.50</"),
+        "the unit price as decimal text: {xml}"
+    );
+    let Ok(Request::SubmitOrder(m)) = parse_request(xml.as_bytes()).unwrap().request() else {
+        panic!("not a SubmitOrder");
+    };
+    assert_eq!(
+        m.sold_at.as_ref().map(|t| t.micros()),
+        Some(1_795_780_005_500_000)
+    );
+    assert_eq!(m.lines[0].unit_price, Some(Money::from_fen(350)));
+    assert_eq!(m.lines[1].unit_price, None);
+
+    let body = |inner: &str, line_extra: &str| {
+        envelope(
+            "",
+            &format!(
+                "<t:SubmitOrder><t:clientOrderId>c-1</t:clientOrderId><t:line><t:sku>COLA</t:sku><t:quantity>2</t:quantity>{line_extra}</t:line>{inner}</t:SubmitOrder>"
+            ),
+        )
+    };
+    let at = "<t:soldAt>2026-11-27T19:46:45+08:00</t:soldAt>";
+    assert_eq!(code_of(&body(at, "<t:unitPrice>3.5</t:unitPrice>")), "ok");
+    assert_eq!(
+        code_of(&body(
+            &format!("{at}<t:catalogVersion>v9</t:catalogVersion>"),
+            ""
+        )),
+        "ok"
+    );
+    // An old request, none of the new fields: as before.
+    assert_eq!(code_of(&body("", "")), "ok");
+    // Bad values are refused with the code of the value.
+    for bad_time in [
+        "2026-11-27",
+        "2026-11-27T19:46:45",
+        "2026-02-30T00:00:00Z",
+        "1970-01-01T00:00:00Z",
+        "",
+    ] {
+        let t = format!("<t:soldAt>{bad_time}</t:soldAt>");
+        assert_eq!(code_of(&body(&t, "")), "invalid_time", "{bad_time}");
+    }
+    for bad_price in ["-1", "3.505", "1e3", "99999999999999", ""] {
+        let p = format!("<t:unitPrice>{bad_price}</t:unitPrice>");
+        assert_eq!(code_of(&body(at, &p)), "invalid_money", "{bad_price}");
+    }
+    let long = format!(
+        "{at}<t:catalogVersion>{}</t:catalogVersion>",
+        "v".repeat(65)
+    );
+    assert_eq!(code_of(&body(&long, "")), "invalid_request");
+    // A price or a version says the sale happened: without its time it is refused.
+    assert_eq!(
+        code_of(&body("", "<t:unitPrice>3.50</t:unitPrice>")),
+        "invalid_request"
+    );
+    assert_eq!(
+        code_of(&body("<t:catalogVersion>v9</t:catalogVersion>", "")),
+        "invalid_request"
+    );
+    assert_eq!(code_of(&body(&format!("{at}{at}"), "")), "invalid_request");
 }
 
 #[test]

@@ -200,6 +200,8 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
         <xsd:sequence>
           <xsd:element name="sku" type="tns:Ident"/>
           <xsd:element name="quantity" type="tns:Quantity"/>
+          <!-- Only with soldAt: what the counter charged per unit. -->
+          <xsd:element name="unitPrice" type="tns:Money" minOccurs="0"/>
         </xsd:sequence>
       </xsd:complexType>
       <xsd:complexType name="CatalogItemType">
@@ -310,6 +312,9 @@ const WSDL_HEAD: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
             <xsd:element name="note" minOccurs="0">
               <xsd:simpleType><xsd:restriction base="xsd:string"><xsd:maxLength value="500"/></xsd:restriction></xsd:simpleType>
             </xsd:element>
+            <!-- A sale that already happened at the counter: never refused for stock. -->
+            <xsd:element name="soldAt" type="xsd:dateTime" minOccurs="0"/>
+            <xsd:element name="catalogVersion" type="tns:ShortText" minOccurs="0"/>
           </xsd:sequence>
         </xsd:complexType>
       </xsd:element>

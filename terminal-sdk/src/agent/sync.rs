@@ -92,10 +92,13 @@ fn submit_of(sale: &Sale) -> SubmitOrder {
             .map(|l| SubmitLine {
                 sku: l.sku.clone(),
                 quantity: l.quantity.to_string(),
+                unit_price: None,
             })
             .collect(),
         // Derived from the sale, so a resend is the same request.
         note: Some(format!("counter sale {}", sale.local_no)),
+        sold_at: None,
+        catalog_version: None,
     }
 }
 

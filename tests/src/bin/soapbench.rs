@@ -71,8 +71,11 @@ impl Target {
                     lines: vec![SubmitLine {
                         sku: Sku::parse("DUCK").map_err(|e| e.to_string())?,
                         quantity: "0.001".into(),
+                        unit_price: None,
                     }],
                     note: None,
+                    sold_at: None,
+                    catalog_version: None,
                 };
                 self.http
                     .post(format!("{}/soap/terminal", self.base))

@@ -9,7 +9,8 @@ use tests::{Backend, TestApp, on_both_databases, refused, short};
 on_both_databases!(
     order_quantities_that_overflow_are_refused_and_orders_go_on,
     admin_prices_and_stock_that_overflow_are_refused,
-    prepaid_amounts_that_overflow_are_refused
+    prepaid_amounts_that_overflow_are_refused,
+    happened_sale_unit_prices_that_overflow_are_refused
 );
 
 /// Decimal strings no surface may accept, as a JSON string each.
@@ -255,5 +256,29 @@ async fn prepaid_amounts_that_overflow_are_refused(b: Backend) {
         .await;
     assert_eq!(s, 201, "{o}");
     assert_eq!(o["payment_status"], "paid", "{o}");
+    good_order(&app).await;
+}
+
+async fn happened_sale_unit_prices_that_overflow_are_refused(b: Backend) {
+    let Some(app) = TestApp::spawn(b).await else {
+        return;
+    };
+    app.product("COLA", "可口可乐", Unit::Piece, "3.50", "10")
+        .await;
+    app.product("DUCK", "卤鸭脖", Unit::Kg, "39.90", "5.000")
+        .await;
+    // (JSON null is no unit price: priced from the catalog.)
+    let values = hostile_json().into_iter().filter(|v| v != "null");
+    for (n, v) in values.enumerate() {
+        let body = format!(
+            r#"{{"store_id":"S001","channel_order_id":"off-{n}","sold_at":"2026-12-03T09:15:30+08:00",
+                "lines":[{{"sku":"COLA","quantity":"2","unit_price":{v}}}]}}"#
+        );
+        let (s, p) = raw(&app, "POST", "/api/v1/orders", app.terminal("S001"), body).await;
+        let what = format!("unit price {}", short(&v));
+        refused_as(&what, s, &p, "invalid_money", v.starts_with('"'));
+    }
+    assert!(app.queue("S001").await.is_empty());
+    assert_eq!(app.item("S001", "COLA").await["reserved"], "0");
     good_order(&app).await;
 }
