@@ -423,7 +423,7 @@ async fn offline_sales_upload_once(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sale_the_gateway_refuses_for_stock_is_held_with_its_error_not_dropped() {
+async fn a_sale_whose_stock_ran_out_offline_is_uploaded_flagged_not_refused() {
     let app = gateway_with_products(Backend::Sqlite)
         .await
         .expect("sqlite");
@@ -438,6 +438,7 @@ async fn a_sale_the_gateway_refuses_for_stock_is_held_with_its_error_not_dropped
         .wait_for(20, "the catalog", |s| s["catalog"]["items"] == 4)
         .await;
     proxy.set(Mode::Down);
+    // Two of the last one, sold while the gateway was away.
     for _ in 0..2 {
         agent.add(json!({"sku": "LAST-ONE"})).await;
         let (st, sale) = agent
@@ -445,30 +446,60 @@ async fn a_sale_the_gateway_refuses_for_stock_is_held_with_its_error_not_dropped
             .await;
         assert_eq!(st, 201, "{sale}");
     }
+    // A cola at 3.50 while the office raises its price to 4.00.
+    agent.add(json!({"sku": "COLA"})).await;
+    let (st, sale) = agent
+        .post("/api/checkout", json!({"tender": "cash", "tendered": "5"}))
+        .await;
+    assert_eq!(st, 201, "{sale}");
+    gateway::catalog::put_product(
+        &app.db,
+        gateway::catalog::ProductSpec {
+            sku: proto::order::Sku::parse("COLA").expect("sku"),
+            name: "可乐".into(),
+            unit: Unit::Piece,
+            price: proto::order::Money::parse("4.00").expect("price"),
+            barcodes: None,
+        },
+    )
+    .await
+    .expect("new price");
     proxy.set(Mode::Up);
     let s = agent
-        .wait_for(30, "one uploaded, one held", |s| {
-            s["queue"]["uploaded"] == 1 && s["queue"]["held"] == 1
-        })
+        .wait_for(30, "all three uploaded", |s| s["queue"]["uploaded"] == 3)
         .await;
     assert_eq!(
-        pending(&s),
-        1,
-        "the refused sale still counts as not uploaded"
+        (pending(&s), s["queue"]["held"].as_i64()),
+        (0, Some(0)),
+        "{s:#}"
     );
-    let held = agent.get("/api/sales/2").await;
-    assert_eq!(held["state"], "held", "{held}");
-    assert_eq!(held["last_error"]["code"], "out_of_stock", "{held}");
-    assert!(held["order_id"].is_null());
-    // Tried again (held_retry_s = 1), and still kept.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let again = agent.get("/api/sales/2").await;
+    let second = agent.get("/api/sales/2").await;
+    assert_eq!(second["state"], "uploaded", "{second}");
     assert!(
-        again["attempts"].as_i64() > held["attempts"].as_i64(),
-        "{again}"
+        second["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "short_stock")),
+        "{second}"
     );
-    assert_eq!(again["state"], "held");
-    assert_eq!(gateway_sales(&app).await.len(), 1);
+    let cola = agent.get("/api/sales/3").await;
+    assert!(
+        cola["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "price_differs")),
+        "{cola}"
+    );
+    // The gateway took each sale as it happened: the counter's price, the
+    // stock gone below zero by the shortfall.
+    assert_eq!(cola["gateway_total"], "3.50", "{cola}");
+    let orders = gateway_sales(&app).await;
+    assert_eq!(orders.len(), 3);
+    assert!(
+        orders.iter().all(|o| o["payment_status"] == "paid"),
+        "{orders:#?}"
+    );
+    let last = app.item("S001", "LAST-ONE").await;
+    let n = |k: &str| -> i64 { last[k].as_str().and_then(|v| v.parse().ok()).expect(k) };
+    assert_eq!(n("on_hand") - n("reserved"), 1 - 2, "{last}");
     agent.kill().await;
 }
 

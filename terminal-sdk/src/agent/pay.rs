@@ -142,9 +142,13 @@ pub(crate) async fn pay_code(
                     .map(|l| SubmitLine {
                         sku: l.sku.clone(),
                         quantity: l.quantity.to_string(),
+                        unit_price: None,
                     })
                     .collect(),
                 note: Some("counter sale, payment code".into()),
+                // A live order: priced and stock-checked by the gateway now.
+                sold_at: None,
+                catalog_version: None,
             };
             match st.client.submit_order(&req).await {
                 Ok(r) => {

@@ -332,6 +332,8 @@ pub struct Uploaded {
     pub order_id: String,
     pub display_no: i64,
     pub total: Money,
+    /// What the gateway flagged (`short_stock`, `price_differs`, …).
+    pub flags: Vec<String>,
 }
 
 fn ser_time<S: serde::Serializer>(us: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -885,7 +887,7 @@ impl Store {
         sqlx::query(
             "UPDATE sales SET state = 'uploaded', attempts = attempts + 1, order_id = $1,
                  display_no = $2, gateway_total_fen = $3, uploaded_at = $4,
-                 last_error_code = NULL, last_error = NULL
+                 last_error_code = NULL, last_error = NULL, gateway_flags = $6
              WHERE local_no = $5",
         )
         .bind(up.order_id.clone())
@@ -893,6 +895,7 @@ impl Store {
         .bind(up.total.fen())
         .bind(now)
         .bind(local_no)
+        .bind(up.flags.join(","))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1210,6 +1213,7 @@ mod tests {
             order_id: "o1".into(),
             display_no: 7,
             total: money("3.50"),
+            flags: Vec::new(),
         };
         s.mark_uploaded(1, &up, 30).await.expect("uploaded");
         // A refusal holds sale 2 and lets sale 3 go first; 2 comes back later.

@@ -83,7 +83,16 @@ fn is_refusal(e: &ClientError) -> bool {
     }
 }
 
+/// The sale as it happened: its time, its lines at the counter's prices,
+/// the catalog version they came from. The gateway records such an order
+/// as sold (never refused for stock; flagged `short_stock` /
+/// `price_differs`), priced as the receipt was.
 fn submit_of(sale: &Sale) -> SubmitOrder {
+    // A clock so wrong that the time is out of the protocol's range (a PC
+    // that lost its date) still uploads: the gateway's arrival time stands.
+    let sold_at = proto::time::Timestamp::parse(&super::store::rfc3339(sale.created_at))
+        .or_else(|_| proto::time::Timestamp::parse(&super::store::rfc3339(now_us())))
+        .ok();
     SubmitOrder {
         client_order_id: sale.client_order_id.clone(),
         lines: sale
@@ -92,13 +101,49 @@ fn submit_of(sale: &Sale) -> SubmitOrder {
             .map(|l| SubmitLine {
                 sku: l.sku.clone(),
                 quantity: l.quantity.to_string(),
-                unit_price: None,
+                unit_price: sold_at.as_ref().map(|_| l.unit_price),
             })
             .collect(),
         // Derived from the sale, so a resend is the same request.
         note: Some(format!("counter sale {}", sale.local_no)),
-        sold_at: None,
-        catalog_version: None,
+        catalog_version: sold_at.as_ref().and(
+            sale.catalog_version
+                .clone()
+                .filter(|v| (1..=64).contains(&v.len()) && v.chars().all(|c| !c.is_control())),
+        ),
+        sold_at,
+    }
+}
+
+/// The gateway's flags on an order as SOAP shows them: leading its note,
+/// `⚠ short_stock, price_differs: … | counter sale 42` (the prices only
+/// when they differ).
+pub fn flags_of_note(note: Option<&str>) -> Vec<String> {
+    let Some(rest) = note.and_then(|n| n.strip_prefix('⚠')) else {
+        return Vec::new();
+    };
+    let head = rest.split([':', '|']).next().unwrap_or("");
+    head.split(',')
+        .map(str::trim)
+        .filter(|f| {
+            !f.is_empty() && f.len() <= 40 && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn flags_are_read_from_the_head_of_the_note() {
+        let f = |n: &str| super::flags_of_note(Some(n));
+        assert_eq!(f("⚠ short_stock | counter sale 2"), ["short_stock"]);
+        assert_eq!(
+            f("⚠ short_stock, price_differs: COLA 3.20 (now 3.50) | counter sale 42"),
+            ["short_stock", "price_differs"]
+        );
+        assert!(f("counter sale 3").is_empty());
+        assert!(super::flags_of_note(None).is_empty());
     }
 }
 
@@ -160,6 +205,7 @@ pub async fn upload_one(
                         order_id: r.order.id.clone(),
                         display_no: r.order.display_no,
                         total: r.order.total,
+                        flags: flags_of_note(r.order.note.as_deref()),
                     },
                     now_us(),
                 )

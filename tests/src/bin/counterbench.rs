@@ -10,8 +10,9 @@
 //!    read, the job, the printer's confirmation); a real line adds the wire.
 //! 2. **Offline upload rate**: sales made with the gateway away, then the
 //!    time until every one is on the gateway (`SubmitOrder` + `TenderCash`
-//!    each). Baseline: the same two calls made directly with the terminal's
-//!    SOAP client, one sale after the other, on the same gateway.
+//!    each). Baseline: the same two calls (also with `soldAt` and unit
+//!    prices) made directly with the terminal's SOAP client, one sale after
+//!    the other, on the same gateway.
 //!
 //! cargo run --release -p tests --bin counterbench -- --sales 20 --offline 200
 
@@ -224,13 +225,18 @@ async fn run(args: Args) {
                     SubmitLine {
                         sku: Sku::parse("COLA").expect("sku"),
                         quantity: "2".into(),
+                        unit_price: Money::parse("3.50").ok(),
                     },
                     SubmitLine {
                         sku: Sku::parse("DUCK-NECK").expect("sku"),
                         quantity: "0.355".into(),
+                        unit_price: Money::parse("39.90").ok(),
                     },
                 ],
                 note: None,
+                // Shaped as the uploader's: a sale that already happened.
+                sold_at: proto::time::Timestamp::parse("2026-12-03T08:00:00Z").ok(),
+                catalog_version: None,
             })
             .await
             .expect("submit");
