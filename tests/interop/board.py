@@ -170,6 +170,12 @@ try:
     until(EC.presence_of_element_located(in_column("ready", first["order_id"])), "recalled next to the ready ones")
     check("已召回" in driver.find_element(By.CSS_SELECTOR, card(first["order_id"])).text, "marked recalled")
 
+    # One more in the kitchen, for the screenshot.
+    fourth = cmd("push")
+    until(EC.presence_of_element_located(in_column("created", fourth["order_id"])), "a fourth order")
+    driver.find_element(By.CSS_SELECTOR, f"{card(fourth['order_id'])} button.accept").click()
+    until(EC.presence_of_element_located(in_column("accepted", fourth["order_id"])), "the fourth accepted")
+
     time.sleep(0.3)
     driver.save_screenshot(screenshot)
     check(os.path.getsize(screenshot) > 10000, "a screenshot with something on it")

@@ -119,6 +119,8 @@ impl Chan {
 
     /// As [`Chan::start`], listening on `addr` (a stopped gateway's, so
     /// browsers and the platform find the new one where the old one was).
+    /// Used by tests/board.rs, which shares this module.
+    #[allow(dead_code)]
     pub async fn start_on(store: Arc<TestDb>, sim: PlatformSim, addr: &str) -> Chan {
         Chan::start_bound(store, Some(sim), Clock::system(), addr, |_| {}).await
     }

@@ -25,7 +25,7 @@
     completed: "已完成", rejected: "已拒单", cancelled: "已取消",
   };
   const CHANNEL = { terminal: "门店收银", official: "官方小程序", third_party: "外卖" };
-  const PLATFORM = { meituan: "美团", eleme: "饿了么", aggr: "聚合外卖" };
+  const PLATFORM = { meituan: "美团" }; // others show the name they are configured under
   const ATTENTION = {
     unmapped_items: "有未对应商品", short_stock: "库存不足",
     unavailable_items: "有已下架商品", unconfirmed: "超时未接单",
@@ -69,7 +69,7 @@
   function showSound() {
     const b = $("sound");
     b.dataset.state = soundOn() ? "on" : "off";
-    b.textContent = soundOn() ? "🔊 声音已开" : "🔇 点击启用声音";
+    b.textContent = soundOn() ? "♪ 声音已开" : "✕ 点击启用声音";
   }
 
   function enableSound() {
@@ -143,8 +143,13 @@
       if (!page.has_more) break;
     }
     // Finished orders stay as seen; active ones are replaced by the queue.
+    const before = new Map(orders);
     for (const [id, o] of orders) if (!isFinal(o.status)) orders.delete(id);
-    for (const o of fresh) orders.set(o.id, o);
+    for (const o of fresh) {
+      const had = before.get(o.id);
+      if (had) { o._alerted = had._alerted; o._recalled = had._recalled; }
+      orders.set(o.id, o);
+    }
     lastId = since;
     needLoad = false;
     render();
