@@ -170,12 +170,36 @@ try:
     until(EC.presence_of_element_located(in_column("ready", first["order_id"])), "recalled next to the ready ones")
     check("已召回" in driver.find_element(By.CSS_SELECTOR, card(first["order_id"])).text, "marked recalled")
 
+    # 6. The gateway's unconfirmed-order alert (after 3 s here) flags the waiting order.
+    until(lambda d: "超时未接单" in d.find_element(By.CSS_SELECTOR, card(down["order_id"])).text,
+          "the unconfirmed alert on the waiting order", 10)
+    check("超时未接单" in driver.find_element(By.ID, "alert").text, "the banner says it waits too long")
+
+    # 7. Cut off again while the feed is pruned past the board's position:
+    # the stream refuses to resume (cursor_expired) and the board reloads
+    # the queue instead, missing nothing.
+    cmd("stop")
+    until(lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") != "online", "offline again", 20)
+    driver.set_network_conditions(offline=True, latency=0, download_throughput=-1, upload_throughput=-1)
+    cmd("start")
+    fifth = cmd("push")
+    check(fifth["status"] == 200, f"pushed: {fifth}")
+    check(cmd("prune")["pruned"] > 0, "feed events pruned")
+    driver.set_network_conditions(offline=False, latency=0, download_throughput=-1, upload_throughput=-1)
+    t0 = time.monotonic()
+    until(EC.presence_of_element_located(in_column("created", fifth["order_id"])), "reloaded after cursor_expired", 20)
+    say(f"board: reloaded after cursor_expired {(time.monotonic() - t0) * 1000:.0f} ms after the network came back")
+    until(conn_state("online"), "online after the reload")
+    check(driver.find_elements(*in_column("created", down["order_id"])), "the waiting order still there")
+    check(driver.find_elements(*in_column("ready", first["order_id"])), "the recalled order still shown")
+
     # One more in the kitchen, for the screenshot.
     fourth = cmd("push")
     until(EC.presence_of_element_located(in_column("created", fourth["order_id"])), "a fourth order")
     driver.find_element(By.CSS_SELECTOR, f"{card(fourth['order_id'])} button.accept").click()
     until(EC.presence_of_element_located(in_column("accepted", fourth["order_id"])), "the fourth accepted")
 
+    driver.execute_script("document.querySelectorAll('.col').forEach((c) => { c.scrollTop = 0; })")
     time.sleep(0.3)
     driver.save_screenshot(screenshot)
     check(os.path.getsize(screenshot) > 10000, "a screenshot with something on it")

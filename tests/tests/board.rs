@@ -78,9 +78,11 @@ enum Gateway {
 }
 
 /// A platform order appears on the board, accepting it reaches the
-/// platform, a platform cancellation shows at once, and after a gateway
+/// platform, a platform cancellation shows at once, the gateway's
+/// unconfirmed-order alert flags a waiting order, and after a gateway
 /// restart the board catches up with an order that arrived while it was
-/// cut off (the browser held offline until the order is in).
+/// cut off (the browser held offline until the order is in) — also when
+/// the feed was pruned meanwhile (`cursor_expired`: it reloads the queue).
 async fn the_board_follows_the_queue_in_a_real_browser(b: Backend) {
     let browser = ["/usr/bin/chromium", "/usr/bin/chromedriver"];
     if let Some(missing) = browser.iter().find(|p| !Path::new(p).exists()) {
@@ -94,7 +96,11 @@ async fn the_board_follows_the_queue_in_a_real_browser(b: Backend) {
     let Some(python) = tests::interop_python("board.py", "selenium") else {
         return;
     };
-    let Some(app) = Chan::spawn(b).await else {
+    // The gateway's alert for a delivery order nobody accepts, soon.
+    let tweak = |c: &mut gateway::channels::ChannelsConfig| {
+        c.unconfirmed_alert = std::time::Duration::from_secs(3);
+    };
+    let Some(app) = Chan::spawn_with(b, tweak).await else {
         return;
     };
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -138,6 +144,19 @@ async fn the_board_follows_the_queue_in_a_real_browser(b: Backend) {
                     .expect("cancel push");
                 json!({"status": o.status})
             }
+            // Retention as if it had run long: every feed event of S001 gone.
+            ["prune"] => match &gw {
+                Gateway::Up(app) => {
+                    let n = sqlx::query("DELETE FROM order_events WHERE store_id = $1")
+                        .bind("S001")
+                        .execute(&app.db.pool)
+                        .await
+                        .expect("prune")
+                        .rows_affected();
+                    json!({ "pruned": n })
+                }
+                Gateway::Down(_) => json!({"error": "prune needs the gateway up"}),
+            },
             ["calls"] => {
                 let calls: Vec<String> = sim.received_ok().into_iter().map(|r| r.path).collect();
                 json!({ "calls": calls })
@@ -152,7 +171,7 @@ async fn the_board_follows_the_queue_in_a_real_browser(b: Backend) {
             ["start"] => {
                 gw = match gw {
                     Gateway::Down(store) => {
-                        Gateway::Up(Chan::start_on(store, sim.clone(), &addr).await)
+                        Gateway::Up(Chan::start_on(store, sim.clone(), &addr, tweak).await)
                     }
                     up => up,
                 };

@@ -121,8 +121,13 @@ impl Chan {
     /// browsers and the platform find the new one where the old one was).
     /// Used by tests/board.rs, which shares this module.
     #[allow(dead_code)]
-    pub async fn start_on(store: Arc<TestDb>, sim: PlatformSim, addr: &str) -> Chan {
-        Chan::start_bound(store, Some(sim), Clock::system(), addr, |_| {}).await
+    pub async fn start_on(
+        store: Arc<TestDb>,
+        sim: PlatformSim,
+        addr: &str,
+        tweak: impl FnOnce(&mut ChannelsConfig),
+    ) -> Chan {
+        Chan::start_bound(store, Some(sim), Clock::system(), addr, tweak).await
     }
 
     async fn start_at(

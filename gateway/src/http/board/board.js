@@ -204,12 +204,19 @@
     const mineCtl = controller;
     health("connecting", "… 连接中");
     try {
-      if (needLoad) await load();
-      const headers = { Accept: "text/event-stream" };
-      if (lastId !== null) headers["Last-Event-ID"] = String(lastId);
-      const r = await api("/api/v1/stores/" + encodeURIComponent(STORE) + "/orders/stream",
-        { headers, signal: mineCtl.signal });
-      if (r.status === 410) { needLoad = true; throw new Error("cursor expired"); }
+      let r = null;
+      for (let tries = 0; ; tries++) {
+        if (needLoad) await load();
+        const headers = { Accept: "text/event-stream" };
+        if (lastId !== null) headers["Last-Event-ID"] = String(lastId);
+        r = await api("/api/v1/stores/" + encodeURIComponent(STORE) + "/orders/stream",
+          { headers, signal: mineCtl.signal });
+        // cursor_expired: what was missed is gone from the feed; the queue
+        // itself has it, so reload at once and follow from its cursor.
+        if (r.status !== 410) break;
+        needLoad = true;
+        if (tries > 0) throw new Error("cursor expired twice");
+      }
       if (!r.ok || !r.body) throw new Refused(r.status, await problemOf(r));
       attempt = 0;
       lastByte = Date.now();
@@ -475,6 +482,14 @@
     localStorage.removeItem(KEY_SLOT);
     key = "";
     askKey("");
+  });
+
+  // The device's own network back (Wi-Fi, cable): retry now, not at the next backoff step.
+  window.addEventListener("online", () => {
+    if (retryTimer === null) return;
+    clearTimeout(retryTimer);
+    retryTimer = null;
+    connect();
   });
 
   $("sound").addEventListener("click", enableSound);
