@@ -111,6 +111,9 @@ try:
     check(seen_ms < 5000, f"on screen within 5 s (took {seen_ms:.0f} ms)")
     el = driver.find_element(By.CSS_SELECTOR, card(first["order_id"]))
     check("美团" in el.text, f"the platform's label on the card: {el.text!r}")
+    label = f"美团 #{first['day_seq']}"
+    until(lambda d: label in d.find_element(By.CSS_SELECTOR, card(first["order_id"])).text,
+          f"the platform's own number {label!r} on the card")
     no = el.find_element(By.CSS_SELECTOR, ".no").text
     until(EC.visibility_of_element_located((By.ID, "alert")), "the unconfirmed-order alert")
     check(no in driver.find_element(By.ID, "alert").text, "the alert names the order")

@@ -135,7 +135,7 @@ async fn the_board_follows_the_queue_in_a_real_browser(b: Backend) {
                 let mut req = PushRequest::new_order("S001", vec![cola(1)]);
                 req.order.order_id = rest.first().map(|s| (*s).to_owned());
                 let o = sim.push(req).await.expect("push");
-                json!({"order_id": o.order_id, "status": o.status})
+                json!({"order_id": o.order_id, "day_seq": o.day_seq, "status": o.status})
             }
             ["cancel", id] => {
                 let o = sim

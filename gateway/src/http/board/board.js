@@ -28,12 +28,14 @@
   const PLATFORM = { meituan: "美团" }; // others show the name they are configured under
   const ATTENTION = {
     unmapped_items: "有未对应商品", short_stock: "库存不足",
-    unavailable_items: "有已下架商品", unconfirmed: "超时未接单",
+    unavailable_items: "有已下架商品", unconfirmed: "超时未接单", refund_requested: "顾客申请退款",
   };
   const PAYMENT = { unpaid: "未付", pending: "支付中", paid: "已付", partially_refunded: "部分退款", refunded: "已退款" };
 
   const $ = (id) => document.getElementById(id);
   const orders = new Map(); // id → order (plus board-only fields: _alerted, _recalled)
+  // id → the platform's details (its daily number, refund state, alert), or "pending".
+  const details = new Map();
   let key = localStorage.getItem(KEY_SLOT) || "";
   let lastId = null; // the feed position everything on screen is up to
   let needLoad = true;
@@ -168,6 +170,7 @@
       o._recalled = had._recalled;
     }
     if (kind === "order.unconfirmed_alert") o._alerted = true;
+    if (kind.startsWith("order.refund")) details.delete(o.id); // read the refund state again
     orders.set(o.id, o);
     if (o.status === "cancelled" && (!had || had.status !== "cancelled")) {
       const last = (o.history || []).slice(-1)[0];
@@ -350,14 +353,17 @@
     c.dataset.status = o.status;
     c.dataset.channel = o.channel;
     if (o.channel_order_id) c.dataset.channelOrderId = o.channel_order_id;
+    const tp = detailsOf(o);
     const head = el("div", "head");
-    head.append(el("span", "no", String(o.display_no)), el("span", "chan", channelLabel(o)));
+    const seq = tp && Number.isInteger(tp.day_seq) ? " #" + tp.day_seq : "";
+    head.append(el("span", "no", String(o.display_no)), el("span", "chan", channelLabel(o) + seq));
     const timer = el("span", "timer", "");
     timer.dataset.created = o.created_at;
     if (!isFinal(o.status)) head.append(timer);
     c.append(head);
     const flags = (o.attention || []).slice();
-    if (o._alerted) flags.push("unconfirmed");
+    if (o._alerted || (tp && tp.unconfirmed_alert_at && o.status === "created")) flags.push("unconfirmed");
+    if (tp && tp.refund_state === "requested") flags.push("refund_requested");
     if (flags.length) {
       const f = el("div", "flags");
       for (const a of flags) f.append(el("span", "flag", ATTENTION[a] || a));
@@ -400,6 +406,27 @@
     else toast("这台看板打开后还没有完成的订单", false);
   });
 
+  // A platform order's own daily number and refund state, read once
+  // (again after a refund event) from GET /api/v1/orders/{id}/third_party.
+  async function fetchDetails(o) {
+    details.set(o.id, "pending");
+    try {
+      const r = await api("/api/v1/orders/" + encodeURIComponent(o.id) + "/third_party");
+      if (!r.ok) { details.delete(o.id); return; }
+      details.set(o.id, await r.json());
+      render();
+    } catch (e) {
+      details.delete(o.id); // tried again at the next render
+    }
+  }
+
+  function detailsOf(o) {
+    if (o.channel !== "third_party") return null;
+    const d = details.get(o.id);
+    if (d === undefined && !isFinal(o.status)) fetchDetails(o);
+    return d && d !== "pending" ? d : null;
+  }
+
   function render() {
     const cols = {};
     for (const s of Object.keys(STATUS)) cols[s] = [];
@@ -411,7 +438,9 @@
       // Active: oldest first (who waits longest is on top); finished: newest first.
       list.sort(isFinal(s) ? (a, b) => b.seq - a.seq : (a, b) => Date.parse(a.created_at) - Date.parse(b.created_at));
       const shown = isFinal(s) ? list.slice(0, KEEP_FINAL) : list;
-      if (isFinal(s)) for (const o of list.slice(KEEP_FINAL)) if (!o._recalled) orders.delete(o.id);
+      if (isFinal(s)) {
+        for (const o of list.slice(KEEP_FINAL)) if (!o._recalled) { orders.delete(o.id); details.delete(o.id); }
+      }
       const box = $("col-" + s);
       box.replaceChildren(...shown.map(card));
       box.parentElement.querySelector(".count").textContent = list.length ? "(" + shown.length + ")" : "";
@@ -436,9 +465,13 @@
     const a = $("alert");
     a.hidden = w.length === 0;
     if (w.length) {
-      const late = w.some((o) => o._alerted);
-      $("alert-text").textContent = (late ? "超时未接单！" : "新外卖订单待接单：") +
-        w.map((o) => o.display_no + " 号").join("、");
+      const isLate = (o) => o._alerted || Boolean((detailsOf(o) || {}).unconfirmed_alert_at);
+      const nos = (list) => list.map((o) => o.display_no + " 号").join("、");
+      const late = w.filter(isLate), fresh = w.filter((o) => !isLate(o));
+      const parts = [];
+      if (late.length) parts.push("超时未接单！" + nos(late));
+      if (fresh.length) parts.push("新外卖订单待接单：" + nos(fresh));
+      $("alert-text").textContent = parts.join("　·　");
     }
     document.body.classList.toggle("alarm", w.length > 0);
   }
