@@ -17,6 +17,7 @@ import sys
 import time
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -46,7 +47,6 @@ for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disabl
     opts.add_argument(a)
 service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
 driver = webdriver.Chrome(service=service, options=opts)
-wait = WebDriverWait(driver, 15, poll_frequency=0.02)
 
 
 def check(cond, what):
@@ -71,9 +71,22 @@ def conn_state(state):
     return lambda d: d.find_element(By.ID, "conn").get_attribute("data-state") == state
 
 
+def press(selector):
+    """Clicks the button at `selector`, found again if the board redrew it meanwhile."""
+    for _ in range(20):
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    check(False, f"{selector} kept being redrawn")
+
+
 def until(cond, what, timeout=15):
     try:
-        WebDriverWait(driver, timeout, poll_frequency=0.02).until(cond)
+        # A card the board redrew between finding and reading it: look again.
+        WebDriverWait(driver, timeout, poll_frequency=0.02,
+                      ignored_exceptions=[StaleElementReferenceException]).until(cond)
     except Exception:
         check(False, what)
 
@@ -123,7 +136,7 @@ try:
 
     # 2. Accept: the card moves, the alert goes, the platform hears of it.
     t0 = time.monotonic()
-    driver.find_element(By.CSS_SELECTOR, f"{card(first['order_id'])} button.accept").click()
+    press(f"{card(first['order_id'])} button.accept")
     until(EC.presence_of_element_located(in_column("accepted", first["order_id"])), "accepted on the board")
     until(EC.invisibility_of_element_located((By.ID, "alert")), "the alert gone once accepted")
     deadline = time.monotonic() + 10
@@ -165,11 +178,11 @@ try:
     check(driver.find_elements(*in_column("cancelled", second["order_id"])), "the second still cancelled")
 
     # 5. Ready, complete, recall.
-    driver.find_element(By.CSS_SELECTOR, f"{card(first['order_id'])} button.ready").click()
+    press(f"{card(first['order_id'])} button.ready")
     until(EC.presence_of_element_located(in_column("ready", first["order_id"])), "ready")
-    driver.find_element(By.CSS_SELECTOR, f"{card(first['order_id'])} button.complete").click()
+    press(f"{card(first['order_id'])} button.complete")
     until(EC.presence_of_element_located(in_column("completed", first["order_id"])), "completed")
-    driver.find_element(By.ID, "recall").click()
+    press("#recall")
     until(EC.presence_of_element_located(in_column("ready", first["order_id"])), "recalled next to the ready ones")
     check("已召回" in driver.find_element(By.CSS_SELECTOR, card(first["order_id"])).text, "marked recalled")
 
@@ -199,7 +212,7 @@ try:
     # One more in the kitchen, for the screenshot.
     fourth = cmd("push")
     until(EC.presence_of_element_located(in_column("created", fourth["order_id"])), "a fourth order")
-    driver.find_element(By.CSS_SELECTOR, f"{card(fourth['order_id'])} button.accept").click()
+    press(f"{card(fourth['order_id'])} button.accept")
     until(EC.presence_of_element_located(in_column("accepted", fourth["order_id"])), "the fourth accepted")
 
     driver.execute_script("document.querySelectorAll('.col').forEach((c) => { c.scrollTop = 0; })")

@@ -174,13 +174,23 @@
     orders.set(o.id, o);
     if (o.status === "cancelled" && (!had || had.status !== "cancelled")) {
       const last = (o.history || []).slice(-1)[0];
-      const by = last && typeof last.by === "string" && last.by.startsWith("platform:")
-        ? (PLATFORM[last.by.slice(9)] || last.by.slice(9)) + "平台" : "顾客";
-      const why = last && last.reason ? "（" + last.reason + "）" : "";
-      notice(by + "已取消 " + o.display_no + " 号单" + why + "：请停止制作");
+      notice(canceller(last) + "已取消 " + o.display_no + " 号单" +
+        (last && last.reason ? "（" + last.reason + "）" : "") + "：请停止制作");
       alarm();
     }
     if (!had && o.channel === "third_party" && o.status === "created") alarm();
+  }
+
+  // Who cancelled, from the history's `kind:id` actor.
+  function canceller(change) {
+    const by = change && typeof change.by === "string" ? change.by : "";
+    const [kind, ...rest] = by.split(":");
+    const id = rest.join(":");
+    if (kind === "platform") return (PLATFORM[id] || id) + "平台";
+    if (kind === "app") return "顾客";
+    if (kind === "admin") return "总部";
+    if (kind === "terminal") return "门店终端 " + id + " ";
+    return "";
   }
 
   function notice(text) {
@@ -347,13 +357,27 @@
     return CHANNEL[o.channel] || o.channel;
   }
 
-  function card(o) {
+  // Cards are built again only when what they show changed, and a column
+  // is touched only when its cards did: a tap is never lost to a redraw.
+  const cards = new Map(); // id → { sig, el }
+
+  function cardFor(o) {
+    const tp = detailsOf(o);
+    const sig = [o.seq, o.status, o._recalled ? 1 : 0, o._alerted ? 1 : 0,
+      tp ? [tp.day_seq, tp.refund_state, tp.unconfirmed_alert_at].join("/") : ""].join("|");
+    const had = cards.get(o.id);
+    if (had && had.sig === sig) return had.el;
+    const el = card(o, tp);
+    cards.set(o.id, { sig, el });
+    return el;
+  }
+
+  function card(o, tp) {
     const c = el("article", "card ch-" + o.channel + (o.platform ? " pf-" + o.platform.replace(/[^a-z0-9_-]/gi, "") : ""));
     c.dataset.id = o.id;
     c.dataset.status = o.status;
     c.dataset.channel = o.channel;
     if (o.channel_order_id) c.dataset.channelOrderId = o.channel_order_id;
-    const tp = detailsOf(o);
     const head = el("div", "head");
     const seq = tp && Number.isInteger(tp.day_seq) ? " #" + tp.day_seq : "";
     head.append(el("span", "no", String(o.display_no)), el("span", "chan", channelLabel(o) + seq));
@@ -442,9 +466,12 @@
         for (const o of list.slice(KEEP_FINAL)) if (!o._recalled) { orders.delete(o.id); details.delete(o.id); }
       }
       const box = $("col-" + s);
-      box.replaceChildren(...shown.map(card));
+      const els = shown.map(cardFor);
+      const now = [...box.children];
+      if (els.length !== now.length || els.some((e, i) => e !== now[i])) box.replaceChildren(...els);
       box.parentElement.querySelector(".count").textContent = list.length ? "(" + shown.length + ")" : "";
     }
+    for (const id of cards.keys()) if (!orders.has(id)) cards.delete(id);
     timers();
   }
 
