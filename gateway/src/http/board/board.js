@@ -386,7 +386,8 @@
     if (!isFinal(o.status)) head.append(timer);
     c.append(head);
     const flags = (o.attention || []).slice();
-    if (o._alerted || (tp && tp.unconfirmed_alert_at && o.status === "created")) flags.push("unconfirmed");
+    // Waiting too long matters only while it still waits.
+    if (o.status === "created" && (o._alerted || (tp && tp.unconfirmed_alert_at))) flags.push("unconfirmed");
     if (tp && tp.refund_state === "requested") flags.push("refund_requested");
     if (flags.length) {
       const f = el("div", "flags");
@@ -546,10 +547,10 @@
 
   // The device's own network back (Wi-Fi, cable): retry now, not at the next backoff step.
   window.addEventListener("online", () => {
-    if (retryTimer === null) return;
-    clearTimeout(retryTimer);
+    if ($("conn").dataset.state === "online" || !key) return;
+    if (retryTimer !== null) clearTimeout(retryTimer);
     retryTimer = null;
-    connect();
+    connect(); // replaces an attempt still under way
   });
 
   $("sound").addEventListener("click", enableSound);
