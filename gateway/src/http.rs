@@ -1,6 +1,7 @@
 //! The HTTP surface: one router, the server loop (the state the handlers
 //! share is [`crate::app::AppState`]).
 
+mod board;
 mod catalog;
 mod channels;
 pub mod extract;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(channels::router())
                 .merge(outbox::router()),
         )
+        .merge(board::router())
         .merge(channels::push_router())
         .merge(crate::soap::router())
         .merge(payments::router())

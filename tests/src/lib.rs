@@ -132,6 +132,25 @@ pub async fn run_zeep(script: &str, env: &[(&str, &str)]) -> Option<String> {
 /// its standard output. `None` when there is no such Python here (the reason
 /// is printed); under CI=true that fails.
 pub async fn run_python(script: &str, imports: &str, env: &[(&str, &str)]) -> Option<String> {
+    let python = interop_python(script, imports)?;
+    let out = tokio::process::Command::new(&python)
+        .arg(interop_script(script))
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    Some(stdout)
+}
+
+/// The interop Python (`ZEEP_PYTHON`, else the `.venv` that `.ci/run` makes
+/// from tests/interop/requirements.txt) once `import <imports>` works there.
+/// `None` when there is no such Python here (the reason is printed, naming
+/// `script`); under CI=true that fails.
+pub fn interop_python(script: &str, imports: &str) -> Option<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let python = std::env::var("ZEEP_PYTHON")
         .map(std::path::PathBuf::from)
@@ -149,17 +168,14 @@ pub async fn run_python(script: &str, imports: &str, env: &[(&str, &str)]) -> Op
         eprintln!("SKIPPED ({script}): {why}");
         return None;
     }
-    let out = tokio::process::Command::new(&python)
-        .arg(root.join("tests/interop").join(script))
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
-    Some(stdout)
+    Some(python)
+}
+
+/// The path of `tests/interop/<script>`.
+pub fn interop_script(script: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/interop")
+        .join(script)
 }
 
 /// A throwaway database of either kind.

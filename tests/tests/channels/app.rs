@@ -117,19 +117,40 @@ impl Chan {
         Chan::start_at(store, sim, Clock::system(), tweak).await
     }
 
+    /// As [`Chan::start`], listening on `addr` (a stopped gateway's, so
+    /// browsers and the platform find the new one where the old one was).
+    /// Used by tests/board.rs, which shares this module.
+    #[allow(dead_code)]
+    pub async fn start_on(
+        store: Arc<TestDb>,
+        sim: PlatformSim,
+        addr: &str,
+        tweak: impl FnOnce(&mut ChannelsConfig),
+    ) -> Chan {
+        Chan::start_bound(store, Some(sim), Clock::system(), addr, tweak).await
+    }
+
     async fn start_at(
         store: Arc<TestDb>,
         sim: Option<PlatformSim>,
         clock: Clock,
         tweak: impl FnOnce(&mut ChannelsConfig),
     ) -> Chan {
+        Chan::start_bound(store, sim, clock, "127.0.0.1:0", tweak).await
+    }
+
+    async fn start_bound(
+        store: Arc<TestDb>,
+        sim: Option<PlatformSim>,
+        clock: Clock,
+        addr: &str,
+        tweak: impl FnOnce(&mut ChannelsConfig),
+    ) -> Chan {
         let db = Db::connect_with_clock(store.url(), clock)
             .await
             .expect("connect");
         db.migrate_up().await.expect("migrate");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let sim = match sim {
             Some(s) => {
