@@ -7,7 +7,8 @@
 //! display shows each line, "waiting for the customer" while the charge
 //! runs, and the thanks; the receipt read back from the printer has the
 //! Chinese names, the total, the payment and a QR with the gateway's order
-//! id; the gateway and the provider's ledger agree. Then the failures: a
+//! id; the gateway and the provider's ledger agree; a cash sale then opens
+//! the drawer once and shows the change. Then the failures: a
 //! declined code leaves the basket for cash (one order on the gateway, not
 //! two), and with the gateway away a payment code is refused while cash
 //! still sells.
@@ -287,6 +288,37 @@ async fn cashier_sale(backend: Backend) {
         (ledger[0].state.as_str(), ledger[0].total_fen),
         ("SUCCESS", 2266)
     );
+
+    // A cash sale opens the drawer, once, and the display shows the change.
+    sim.scan(COLA_EAN).await;
+    wait_basket(&agent, 1).await;
+    let (st, cash) = agent
+        .post("/api/checkout", json!({"tender": "cash", "tendered": "10"}))
+        .await;
+    assert_eq!(st, 201, "{cash}");
+    sim.wait_display("CHANGE          6.50", 10).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sim.get("/drawer").await["kicks"].as_i64() != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drawer did not open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let printed = sim.wait_receipts(2, 20).await;
+    let text = printed[1]["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("现金 10.00") && text.contains("找零 6.50"),
+        "{text}"
+    );
+    agent
+        .wait_for(20, "the cash sale on the gateway", |s| {
+            s["queue"]["pending"] == 0
+        })
+        .await;
+    assert_eq!(terminal_orders(&gw).await.len(), 2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sim.get("/drawer").await["kicks"].as_i64(), Some(1), "once");
     agent.kill().await;
 }
 
