@@ -812,13 +812,10 @@ async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<
     if orders.is_empty() {
         return Ok(());
     }
-    let placeholders = (1..=orders.len())
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let all = placeholders(orders.len());
     let lines_sql = format!(
         "SELECT order_id, sku, name, unit, qty_milli, unit_price_fen, line_total_fen FROM order_lines
-         WHERE order_id IN ({placeholders}) ORDER BY order_id, line_no"
+         WHERE order_id IN ({all}) ORDER BY order_id, line_no"
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(lines_sql));
     for o in orders.iter() {
@@ -844,7 +841,7 @@ async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<
     }
     let hist_sql = format!(
         "SELECT order_id, at, by_whom, from_status, to_status, reason FROM order_history
-         WHERE order_id IN ({placeholders}) ORDER BY id"
+         WHERE order_id IN ({all}) ORDER BY id"
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(hist_sql));
     for o in orders.iter() {
@@ -873,10 +870,7 @@ async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<
     if !third.is_empty() {
         let sql = format!(
             "SELECT order_id, attention FROM third_party_orders WHERE order_id IN ({})",
-            (1..=third.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            placeholders(third.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for o in &third {
@@ -885,12 +879,7 @@ async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<
         for r in q.fetch_all(&mut *conn).await? {
             let oid: String = r.get("order_id");
             let Some(&i) = index.get(&oid) else { continue };
-            let flags: String = r.get("attention");
-            orders[i].attention = flags
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(str::to_owned)
-                .collect();
+            orders[i].attention = flag_list(r.get("attention"));
         }
     }
     // Counter sales that already happened: when, and what to look at.
@@ -901,10 +890,7 @@ async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<
     if !counter.is_empty() {
         let sql = format!(
             "SELECT order_id, sold_at, attention FROM counter_sales WHERE order_id IN ({})",
-            (1..=counter.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            placeholders(counter.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for o in &counter {
@@ -913,12 +899,7 @@ async fn fill_details(conn: &mut AnyConnection, orders: &mut [Order]) -> Result<
         for r in q.fetch_all(&mut *conn).await? {
             let oid: String = r.get("order_id");
             let Some(&i) = index.get(&oid) else { continue };
-            let flags: String = r.get("attention");
-            orders[i].attention = flags
-                .split(',')
-                .filter(|f| !f.is_empty())
-                .map(str::to_owned)
-                .collect();
+            orders[i].attention = flag_list(r.get("attention"));
             orders[i].sold_at = Some(clock::rfc3339(r.get("sold_at")));
         }
     }
@@ -1001,4 +982,21 @@ pub async fn list(db: &Db, store: &StoreId, f: &Filter) -> Result<Page> {
         cursor,
         has_more,
     })
+}
+
+/// `$1, $2, …, $n` for an `IN (…)` list.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A stored comma-separated flag list.
+fn flag_list(stored: String) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

@@ -26,7 +26,8 @@ for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disabl
     opts.add_argument(a)
 service = Service(executable_path=os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
 driver = webdriver.Chrome(service=service, options=opts)
-wait = WebDriverWait(driver, 15)
+# Generous: CI machines are shared and a cold chromium is slow.
+wait = WebDriverWait(driver, 30)
 
 
 def check(cond, what):

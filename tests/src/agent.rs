@@ -271,3 +271,45 @@ impl Drop for DeviceSim {
         self.devices.unplug_all();
     }
 }
+
+/// A TCP forwarder in front of a gateway that the test can switch off:
+/// while down, new connections are closed at once and open ones are cut —
+/// the network to the gateway gone.
+pub struct Link {
+    /// `http://127.0.0.1:port`, for the agent's `gateway_url`.
+    pub url: String,
+    pub up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Link {
+    pub async fn start(upstream: std::net::SocketAddr) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (up, rx) = tokio::sync::watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !*rx.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = rx.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Link { url, up }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}

@@ -13,7 +13,6 @@
 //! two), and with the gateway away a payment code is refused while cash
 //! still sells.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,10 +20,8 @@ use gateway::keys::Role;
 use proto::order::{Money, Sku, Unit};
 use serde_json::{Value, json};
 use tests::Backend;
-use tests::agent::{Agent, DeviceSim};
+use tests::agent::{Agent, DeviceSim, Link};
 use tests::pay::{PayGateway, PayOptions};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 const TERMINAL: &str = "S001-T05";
 /// COLA's barcode in the gateway's catalog.
@@ -39,39 +36,6 @@ fn with_check(body: &str) -> String {
         .map(|d| format!("{body}{d}"))
         .find(|c| proto::device::scanner::check_digit_ok(c))
         .expect("a check digit")
-}
-
-/// A TCP forwarder the test can turn off: the gateway "away".
-struct Link {
-    url: String,
-    up: watch::Sender<bool>,
-}
-
-impl Link {
-    async fn start(upstream: SocketAddr) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (up, rx) = watch::channel(true);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !*rx.borrow() {
-                    drop(client);
-                    continue;
-                }
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = rx.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Link { url, up }
-    }
 }
 
 async fn gateway(backend: Backend) -> Option<PayGateway> {

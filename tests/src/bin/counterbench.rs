@@ -25,11 +25,9 @@ use proto::order::{Money, Sku, TerminalId, Unit};
 use proto::soap::{SubmitLine, SubmitOrder};
 use serde_json::{Value, json};
 use terminal_sdk::client::{ClientConfig, GatewayClient};
-use tests::agent::{Agent, DeviceSim};
+use tests::agent::{Agent, DeviceSim, Link};
 use tests::bench::percentile_ms as pct;
 use tests::{Backend, TestApp};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 #[derive(Parser)]
 struct Args {
@@ -42,30 +40,6 @@ struct Args {
 }
 
 const TERMINAL: &str = "S001-T09";
-
-async fn forwarder(upstream: std::net::SocketAddr) -> (String, watch::Sender<bool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (up, rx) = watch::channel(true);
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            if !*rx.borrow() {
-                continue;
-            }
-            let mut rx = rx.clone();
-            tokio::spawn(async move {
-                let Ok(mut server) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                    _ = rx.wait_for(|u| !*u) => {}
-                }
-            });
-        }
-    });
-    (url, up)
-}
 
 fn config(dir: &Path, url: &str, printer: Option<&str>) -> std::path::PathBuf {
     let path = dir.join("terminal.toml");
@@ -187,7 +161,8 @@ async fn run(args: Args) {
     drop(sim);
 
     // 2. Offline upload rate.
-    let (url, up) = forwarder(app.addr).await;
+    let link = Link::start(app.addr).await;
+    let (url, up) = (link.url.clone(), &link.up);
     let dir = tempfile::tempdir().expect("dir");
     let agent = Agent::start(&config(dir.path(), &url, None), &key).await;
     agent
