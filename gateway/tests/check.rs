@@ -300,3 +300,82 @@ fn postgres_passes_too() {
     assert!(rows["clock"].1.contains("within"), "{rows:#?}");
     drop(db);
 }
+
+/// An https base URL: the TLS handshake is part of the row. Trusted through
+/// `extra_ca_file` it passes; without it the row says the certificate was
+/// refused. The Alipay provider's published test key is refused too.
+#[test]
+fn https_services_need_a_trusted_certificate() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pki = hw_sim::tls::TestPki::generate().unwrap();
+    let tls = pki.server_config(None).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    rt.spawn(hw_sim::tls::serve(
+        listener,
+        tls,
+        axum::Router::new(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/tests/fixtures");
+    let body = || {
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{}\"\n\
+             [payments]\nwechatpay_base_url = \"https://127.0.0.1:{port}\"\n\
+             wechatpay_appid = \"wxstore\"\nwechatpay_mch_id = \"1900000001\"\n\
+             wechatpay_key = \"{STORE_KEY}\"\n\
+             alipay_base_url = \"https://localhost:{port}/gateway.do\"\n\
+             alipay_app_id = \"2021000000000001\"\n\
+             alipay_private_key_file = \"{}\"\nalipay_public_key_file = \"{}\"\n",
+            free_port(),
+            fixtures.join("alipay_test_app_private.pem").display(),
+            fixtures.join("alipay_test_alipay_public.pem").display(),
+        )
+    };
+    let (dir, config) = setup("");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let url = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("extra_ca_file = \"{}\"\n{url}{}", ca.display(), body()),
+    )
+    .unwrap();
+    migrate(dir.path(), &config, "up");
+    let (ok, rows, _) = check(dir.path(), &config);
+    assert!(!ok);
+    assert_eq!(failed(&rows), ["secret alipay"], "{rows:#?}");
+    assert!(
+        rows["secret alipay"].1.contains("published test key"),
+        "{rows:#?}"
+    );
+    for name in ["service wechatpay", "service alipay"] {
+        assert!(
+            rows[name].1.contains("TLS ok, answers HTTP 404"),
+            "{rows:#?}"
+        );
+    }
+
+    // Without the CA: the handshake fails, and the row says so.
+    std::fs::write(&config, format!("{url}{}", body())).unwrap();
+    let (ok, rows, _) = check(dir.path(), &config);
+    assert!(!ok);
+    assert_eq!(
+        failed(&rows),
+        ["secret alipay", "service alipay", "service wechatpay"],
+        "{rows:#?}"
+    );
+    assert!(
+        rows["service wechatpay"]
+            .1
+            .to_lowercase()
+            .contains("certificate"),
+        "{rows:#?}"
+    );
+    let _ = stop.send(());
+}
