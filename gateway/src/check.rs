@@ -285,29 +285,31 @@ async fn database_rows(url: &str, rows: &mut Vec<Row>) {
     }
     rows.push(match db.server_time_micros().await {
         Err(e) => row("clock", false, format!("reading the database's time: {e}")),
-        Ok(theirs) => {
-            let ours = db.now_micros();
-            let skew = theirs.saturating_sub(ours).saturating_abs();
-            let ms = skew / 1000;
-            if skew > MAX_SKEW_MICROS {
-                row(
-                    "clock",
-                    false,
-                    format!(
-                        "the database's clock is {ms} ms {} this machine's (more than {} s)",
-                        if theirs > ours { "ahead of" } else { "behind" },
-                        MAX_SKEW_MICROS / 1_000_000
-                    ),
-                )
-            } else {
-                row(
-                    "clock",
-                    true,
-                    format!("the database's clock is within {ms} ms of this machine's"),
-                )
-            }
-        }
+        Ok(theirs) => clock_row(theirs, db.now_micros()),
     });
+}
+
+/// The clock row: the database's time against this machine's, in µs.
+fn clock_row(theirs: i64, ours: i64) -> Row {
+    let skew = theirs.saturating_sub(ours).saturating_abs();
+    let ms = skew / 1000;
+    if skew > MAX_SKEW_MICROS {
+        row(
+            "clock",
+            false,
+            format!(
+                "the database's clock is {ms} ms {} this machine's (more than {} s)",
+                if theirs > ours { "ahead of" } else { "behind" },
+                MAX_SKEW_MICROS / 1_000_000
+            ),
+        )
+    } else {
+        row(
+            "clock",
+            true,
+            format!("the database's clock is within {ms} ms of this machine's"),
+        )
+    }
 }
 
 fn versions(v: &[i64]) -> String {
@@ -426,11 +428,17 @@ fn published(secret: &str) -> bool {
     crate::demo::PUBLISHED_SECRETS.contains(&secret.trim())
 }
 
-/// A secret file's owner and mode, when it is readable by others.
+/// What is wrong with a secret file's mode: open to others (its owner may
+/// be another user, e.g. root with the gateway's group reading it).
 fn secret_file(path: Option<&str>) -> Option<String> {
     let path = Path::new(path?);
-    let meta = std::fs::metadata(path).ok()?;
-    guarded(path, &meta)
+    let mode = std::fs::metadata(path).ok()?.mode() & 0o777;
+    (mode & 0o007 != 0).then(|| {
+        format!(
+            "{} is mode {mode:04o}: others may read it (chmod o-rwx)",
+            path.display()
+        )
+    })
 }
 
 /// The secrets of every configured provider and platform.
@@ -561,5 +569,33 @@ async fn listen_free(listen: &str) -> Row {
             format!("{listen} is in use (another gateway running?)"),
         ),
         Err(e) => row("listen", false, format!("{listen}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_may_be_off_by_five_seconds_either_way() {
+        let now = 1_700_000_000_000_000;
+        assert!(clock_row(now + 4_999_000, now).ok);
+        assert!(clock_row(now - 5_000_000, now).ok);
+        let ahead = clock_row(now + 5_001_000, now);
+        assert!(!ahead.ok);
+        assert!(
+            ahead.detail.contains("5001 ms ahead of"),
+            "{}",
+            ahead.detail
+        );
+        let behind = clock_row(now - 60_000_000, now);
+        assert!(!behind.ok && behind.detail.contains("60000 ms behind"));
+        assert!(!clock_row(i64::MIN, i64::MAX).ok);
+    }
+
+    #[test]
+    fn the_table_marks_each_row_and_counts_the_failures() {
+        let t = table(&[row("a", true, "fine"), row("longer", false, "why")]);
+        assert_eq!(t, "✔ a       fine\n✘ longer  why\n2 checks, 1 failed\n");
     }
 }

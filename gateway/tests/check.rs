@@ -361,6 +361,37 @@ fn https_services_need_a_trusted_certificate() {
         );
     }
 
+    // WeChat's client certificate key, readable by others: refused until
+    // it is private.
+    let cert = dir.path().join("client.pem");
+    let key = dir.path().join("client-key.pem");
+    std::fs::write(&cert, &pki.client_cert_pem).unwrap();
+    std::fs::write(&key, &pki.client_key_pem).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let with_ca = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{with_ca}wechatpay_client_cert_file = \"{}\"\nwechatpay_client_key_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let (_, rows, _) = check(dir.path(), &config);
+    assert_eq!(
+        failed(&rows),
+        ["secret alipay", "secret wechatpay"],
+        "{rows:#?}"
+    );
+    assert!(
+        rows["secret wechatpay"].1.contains("mode 0644"),
+        "{rows:#?}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, rows, _) = check(dir.path(), &config);
+    assert_eq!(failed(&rows), ["secret alipay"], "{rows:#?}");
+
     // Without the CA: the handshake fails, and the row says so.
     std::fs::write(&config, format!("{url}{}", body())).unwrap();
     let (ok, rows, _) = check(dir.path(), &config);
