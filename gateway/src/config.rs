@@ -736,6 +736,54 @@ impl Settings {
         })
     }
 
+    /// Each section checked on its own by the loader [`Settings::config`]
+    /// uses, with that loader's own message when it is wrong (`gateway
+    /// check`): `[http]`, `[database]`, `[payments]`, `extra_ca_file`,
+    /// `[channels]`, `[outbox]`, `[retention]`.
+    pub fn sections(&self) -> Vec<(&'static str, anyhow::Result<()>)> {
+        let f = &self.file;
+        let http = f.http.clone().unwrap_or_default();
+        let edge = crate::http::Edge::load(&http).and_then(|edge| {
+            anyhow::ensure!(
+                !http.listen.as_deref().is_some_and(|l| l.trim().is_empty()),
+                "listen must not be empty"
+            );
+            Ok(edge)
+        });
+        let public_url = edge.as_ref().ok().and_then(|e| e.public_url.clone());
+        let database = f.database.clone().unwrap_or_default();
+        let url = database
+            .url
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        let mut payments = f.payments.clone().unwrap_or_default();
+        let extra_ca_file = f.extra_ca_file.clone().or(payments.extra_ca_file.clone());
+        payments.extra_ca_file = extra_ca_file.clone();
+        vec![
+            ("[http]", edge.map(|_| ())),
+            ("[database]", crate::db::Backend::of_url(&url).map(|_| ())),
+            (
+                "[payments]",
+                PaymentsConfig::load(Some(&payments)).map(|_| ()),
+            ),
+            (
+                "extra_ca_file",
+                crate::outbound::extra_ca(extra_ca_file.as_deref()).map(|_| ()),
+            ),
+            (
+                "[channels]",
+                ChannelsConfig::load(f.channels.as_ref(), None, public_url, None).map(|_| ()),
+            ),
+            (
+                "[outbox]",
+                crate::outbox::OutboxConfig::load(f.outbox.as_ref()).map(|_| ()),
+            ),
+            (
+                "[retention]",
+                RetentionConfig::load(f.retention.as_ref()).map(|_| ()),
+            ),
+        ]
+    }
+
     /// The merged configuration as TOML, each value followed by its source;
     /// secrets as `"***"`, a database URL's password as `***`.
     pub fn show(&self) -> String {

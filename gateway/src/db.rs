@@ -197,6 +197,65 @@ impl Db {
             .collect())
     }
 
+    /// What `gateway check` reports of the schema: the migrations this
+    /// binary has that the database lacks, the applied ones without a down
+    /// script (or with an empty one), the applied ones this binary does not
+    /// know, and the applied ones whose script changed since.
+    pub async fn migration_check(&self) -> anyhow::Result<MigrationCheck> {
+        use sqlx::migrate::Migrate;
+        let mut conn = self.pool.acquire().await?;
+        conn.ensure_migrations_table("_sqlx_migrations").await?;
+        let applied = conn.list_applied_migrations("_sqlx_migrations").await?;
+        let ups: Vec<_> = self
+            .migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .collect();
+        let mut out = MigrationCheck::default();
+        for m in &ups {
+            match applied.iter().find(|a| a.version == m.version) {
+                None => out.pending.push((m.version, m.description.to_string())),
+                Some(a) => {
+                    if a.checksum.as_ref() != m.checksum.as_ref() {
+                        out.changed.push(m.version);
+                    }
+                    let down = self.migrator().iter().any(|d| {
+                        d.version == m.version
+                            && d.migration_type.is_down_migration()
+                            && !d.sql.as_str().trim().is_empty()
+                    });
+                    if !down {
+                        out.irreversible.push(m.version);
+                    }
+                }
+            }
+        }
+        out.unknown = applied
+            .iter()
+            .map(|a| a.version)
+            .filter(|v| !ups.iter().any(|m| m.version == *v))
+            .collect();
+        out.applied = applied.len();
+        Ok(out)
+    }
+
+    /// The database server's own time, µs since the epoch (SQLite reads the
+    /// clock of this machine, PostgreSQL its server's).
+    pub async fn server_time_micros(&self) -> Result<i64, sqlx::Error> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT CAST(strftime('%s','now') AS INTEGER) * 1000000 \
+                 + CAST(substr(strftime('%f','now'), 4) AS INTEGER) * 1000"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)"
+            }
+        };
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&self.pool)
+            .await
+    }
+
     /// Begins a write transaction; see [`WriteTx`].
     pub async fn write(&self) -> Result<WriteTx, sqlx::Error> {
         let gate = match &self.sqlite {
@@ -245,7 +304,30 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
-/// Makes sure the folder of a SQLite file exists and asks for the file to be
+/// See [`Db::migration_check`].
+#[derive(Debug, Clone, Default)]
+pub struct MigrationCheck {
+    /// How many migrations the database has applied.
+    pub applied: usize,
+    /// Not applied yet: version and name.
+    pub pending: Vec<(i64, String)>,
+    /// Applied, with no (or an empty) down script.
+    pub irreversible: Vec<i64>,
+    /// Applied, but not among this binary's migrations (a newer binary ran).
+    pub unknown: Vec<i64>,
+    /// Applied, but the script differs from this binary's.
+    pub changed: Vec<i64>,
+}
+
+/// The file of a SQLite database URL (`sqlite://path?…`); `None` for an
+/// in-memory database.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Makes sure the folder of a SQLite file exists (made mode 0700) and asks for the file to be
 /// created when missing.
 fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
@@ -254,7 +336,12 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty());
     if let Some(dir) = dir.filter(|_| path != ":memory:" && !path.is_empty()) {
-        std::fs::create_dir_all(dir)
+        // Only this user may read it: it holds keys' hashes and payments.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .with_context(|| format!("creating the database folder {}", dir.display()))?;
     }
     let query = if query.contains("mode=") {

@@ -104,3 +104,23 @@ pub async fn seed(db: &Db) -> anyhow::Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// Keys and secrets that are published (the docs, the simulators' examples,
+/// the tests): fine for office testing, never for a store. `gateway check`
+/// refuses each of them.
+pub const PUBLISHED_SECRETS: &[&str] = &[
+    // The WeChat Pay v2 sandbox key the tests and the simulator sign with.
+    "192006250b4c09247ec02edce69f6a2d",
+    // README's example key.
+    "0123456789abcdef0123456789abcdef",
+    // The platform simulator's examples.
+    "sim-test-secret",
+    "S",
+];
+
+/// SHA-256 (hex) of the published test private keys (PEM, trimmed) of the
+/// Alipay-shaped provider (proto/tests/fixtures).
+pub const PUBLISHED_KEY_SHA256: &[&str] = &[
+    "71e879e4ff372914edb499c131de2a28910de3d99a701aa9a436bd3e7e1e1621",
+    "b17d7eb26ef4bf031e0435001109dc8a0989e28313f834897c0005524d7fc792",
+];

@@ -5,6 +5,7 @@ pub mod actor;
 pub mod app;
 pub mod catalog;
 pub mod channels;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod db;
