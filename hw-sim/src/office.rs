@@ -146,6 +146,15 @@ pub struct StoreReport {
     pub cancels_acknowledged: u64,
     pub accepts_acknowledged: u64,
     pub offline_sales_uploaded: u64,
+    /// The payment simulator's charges by their final state.
+    pub charges: BTreeMap<String, u64>,
+    /// Charges still USERPAYING or NOTPAY after the drain.
+    pub charges_not_final: u64,
+    /// Code-paid sales and paid charges that do not match one to one (count
+    /// and sum of amounts).
+    pub ledger_mismatches: u64,
+    /// Outbox rows (calls to the platform) pending, delivering or failed.
+    pub outbox_undelivered: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,6 +219,22 @@ impl Report {
                 &mut s,
                 "offline_sales_uploaded",
                 st.offline_sales_uploaded.to_string(),
+            );
+            row(&mut s, "charges", by(&st.charges));
+            row(
+                &mut s,
+                "charges_not_final",
+                st.charges_not_final.to_string(),
+            );
+            row(
+                &mut s,
+                "ledger_mismatches",
+                st.ledger_mismatches.to_string(),
+            );
+            row(
+                &mut s,
+                "outbox_undelivered",
+                st.outbox_undelivered.to_string(),
             );
         }
         s.push_str(&format!(
@@ -469,6 +494,25 @@ struct Office {
     day_ms: u64,
     seed: u64,
     code_no: u64,
+}
+
+/// "22.66" → 2266 fen; `None` unless a plain amount with two decimals.
+fn fen(s: &str) -> Option<i64> {
+    let (y, f) = s.split_once('.')?;
+    if y.is_empty() || y.len() > 12 || f.len() != 2 {
+        return None;
+    }
+    if !y.bytes().chain(f.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    y.parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(f.parse::<i64>().ok()?)
+}
+
+fn yuan(fen: i64) -> String {
+    format!("{}.{:02}", fen / 100, (fen % 100).abs())
 }
 
 fn day_clock(at_ms: u64, day_ms: u64) -> String {
@@ -1026,11 +1070,36 @@ display = "{}"
             if unconfirmed > 0 {
                 left.push(format!("{unconfirmed} accepts not at the platform"));
             }
+            match self.outbox_undelivered().await {
+                Ok(0) => {}
+                Ok(n) => left.push(format!("{n} outbox rows undelivered")),
+                Err(e) => left.push(format!("the outbox unreadable: {e:#}")),
+            }
             if left.is_empty() || Instant::now() > deadline {
                 return Ok(left);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Outbox rows not delivered (pending, delivering, failed).
+    async fn outbox_undelivered(&self) -> anyhow::Result<u64> {
+        let mut n = 0u64;
+        for state in ["pending", "delivering", "failed"] {
+            let url = self
+                .gateway_url(&format!("/api/v1/outbox?state={state}&limit=1000"))
+                .context("no gateway")?;
+            let r = self.http.get(url).bearer_auth(&self.admin).send().await?;
+            anyhow::ensure!(
+                r.status().is_success(),
+                "GET /api/v1/outbox: {}",
+                r.status()
+            );
+            let v: Value = r.json().await?;
+            let k = v["entries"].as_array().map_or(0, Vec::len);
+            n = n.saturating_add(k as u64);
+        }
+        Ok(n)
     }
 
     async fn report(&mut self, args: &Args, drained: Vec<String>) -> anyhow::Result<Report> {
@@ -1218,6 +1287,46 @@ display = "{}"
             .map(|p| p.poid.clone())
             .collect();
 
+        // The provider's ledger against the code-paid sales.
+        let ledger = self.get(&format!("{}/ledger", self.pay)).await?["charges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut charges: BTreeMap<String, u64> = BTreeMap::new();
+        let mut paid_fen = 0i64;
+        let mut paid_n = 0u64;
+        for c in &ledger {
+            let state = c["state"].as_str().unwrap_or("?").to_owned();
+            if state == "SUCCESS" {
+                paid_n += 1;
+                paid_fen = paid_fen.saturating_add(c["total_fen"].as_i64().unwrap_or(0));
+            }
+            *charges.entry(state).or_default() += 1;
+        }
+        let charges_not_final = charges
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "USERPAYING" | "NOTPAY"))
+            .map(|(_, n)| *n)
+            .sum::<u64>();
+        let mut code_n = 0u64;
+        let mut code_fen = 0i64;
+        let mut bad_totals = 0u64;
+        for s in &self.sales {
+            let Some(a) = by_local.get(&s.local_no) else {
+                continue;
+            };
+            if a["tender"] == "wechatpay" {
+                code_n += 1;
+                match a["total"].as_str().and_then(fen) {
+                    Some(f) => code_fen = code_fen.saturating_add(f),
+                    None => bad_totals += 1,
+                }
+            }
+        }
+        let ledger_mismatches =
+            code_n.abs_diff(paid_n) + u64::from(code_fen != paid_fen) + bad_totals;
+        let outbox_undelivered = self.outbox_undelivered().await?;
+
         let sum_or_none = |v: &[String]| -> String {
             if v.is_empty() {
                 "none".into()
@@ -1270,6 +1379,26 @@ display = "{}"
             sum_or_none(&accept_wrong),
         );
 
+        check(
+            "charges_final",
+            charges_not_final == 0,
+            format!("{charges_not_final} charges not final"),
+        );
+        check(
+            "ledger_matches_sales",
+            ledger_mismatches == 0,
+            format!(
+                "{code_n} code-paid sales ({}), {paid_n} paid charges ({})",
+                yuan(code_fen),
+                yuan(paid_fen)
+            ),
+        );
+        check(
+            "outbox_delivered",
+            outbox_undelivered == 0,
+            format!("{outbox_undelivered} outbox rows undelivered"),
+        );
+
         let mut acknowledged = BTreeMap::new();
         acknowledged.insert("terminal".to_owned(), acked_sales.len() as u64);
         acknowledged.insert("third_party".to_owned(), acked_platform.len() as u64);
@@ -1286,6 +1415,10 @@ display = "{}"
             cancels_acknowledged: acked_platform.iter().filter(|p| p.cancelled).count() as u64,
             accepts_acknowledged: acked_platform.iter().filter(|p| p.accepted).count() as u64,
             offline_sales_uploaded: offline_uploaded,
+            charges,
+            charges_not_final,
+            ledger_mismatches,
+            outbox_undelivered,
         };
         Ok(Report {
             seed: args.seed,
@@ -1299,5 +1432,18 @@ display = "{}"
             faults_injected: self.faults_injected.clone(),
             checks,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn amounts_parse_to_fen_or_not_at_all() {
+        assert_eq!(super::fen("22.66"), Some(2266));
+        assert_eq!(super::fen("0.05"), Some(5));
+        for bad in ["22.6", "22", "-1.00", "1.0a", ".50", "9999999999999.00"] {
+            assert_eq!(super::fen(bad), None, "{bad}");
+        }
+        assert_eq!(super::yuan(2266), "22.66");
     }
 }
