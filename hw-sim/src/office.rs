@@ -494,6 +494,8 @@ struct Office {
     day_ms: u64,
     seed: u64,
     code_no: u64,
+    /// Payment codes get no micropay answer (the money still moves).
+    provider_silent: bool,
 }
 
 /// "22.66" → 2266 fen; `None` unless a plain amount with two decimals.
@@ -645,6 +647,7 @@ display = "{}"
             day_ms: plan.day_ms,
             seed: args.seed,
             code_no: 0,
+            provider_silent: false,
         };
         office.wait_ready().await?;
         let result = office.day(&plan, args).await;
@@ -790,6 +793,19 @@ display = "{}"
                 self.away = true;
                 Ok(())
             }
+            FaultKind::Platform503 => {
+                self.platform
+                    .set_faults(crate::platform::Faults {
+                        status: Some(503),
+                        ..Default::default()
+                    })
+                    .map_err(|e| anyhow::anyhow!("platform faults: {e}"))?;
+                Ok(())
+            }
+            FaultKind::ProviderNoAnswer => {
+                self.provider_silent = true;
+                Ok(())
+            }
             FaultKind::GatewayRestart => {
                 self.away = true;
                 if let Some(mut g) = self.gateway.take() {
@@ -809,6 +825,14 @@ display = "{}"
             FaultKind::NetworkCut => {
                 self.link.up.send_replace(true);
                 self.away = self.gateway.is_none();
+                Ok(())
+            }
+            FaultKind::Platform503 => {
+                self.platform.clear_faults();
+                Ok(())
+            }
+            FaultKind::ProviderNoAnswer => {
+                self.provider_silent = false;
                 Ok(())
             }
             FaultKind::GatewayRestart => {
@@ -863,6 +887,11 @@ display = "{}"
         let offline = self.away;
         let mut sale = None;
         if let Tender::Code(outcome) = tender {
+            let outcome = if self.provider_silent {
+                "no_answer"
+            } else {
+                outcome
+            };
             self.code_no += 1;
             let code = format!(
                 "13{:016}",

@@ -1,5 +1,5 @@
-//! `hw-sim office`: a one-minute store day with faults, on SQLite and
-//! PostgreSQL, exits 0 with nothing lost or doubled; a run with an invariant
+//! `hw-sim office`: a one-minute store day with some faults on SQLite and
+//! all of them on PostgreSQL, exits 0 with nothing lost or doubled; a run with an invariant
 //! broken on purpose exits non-zero and names the failing check.
 
 use std::path::PathBuf;
@@ -70,7 +70,12 @@ async fn a_day_holds(backend: Backend) {
     };
     let dir = tempfile::tempdir().expect("dir");
     let report = dir.path().join("report.json");
-    let mut args = vec!["--minutes", "1", "--seed", "1", "--faults", "some"];
+    // SQLite with some faults, PostgreSQL with all of them.
+    let (faults, injected) = match backend {
+        Backend::Sqlite => ("some", 3),
+        Backend::Postgres => ("all", 7),
+    };
+    let mut args = vec!["--minutes", "1", "--seed", "1", "--faults", faults];
     if backend == Backend::Postgres {
         args.extend(["--database-url", db.url()]);
     }
@@ -112,7 +117,7 @@ async fn a_one_minute_day_with_faults_loses_and_doubles_nothing_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_one_minute_day_with_faults_loses_and_doubles_nothing_on_postgres() {
+async fn a_one_minute_day_with_every_fault_loses_and_doubles_nothing_on_postgres() {
     a_day_holds(Backend::Postgres).await
 }
 

@@ -12,7 +12,9 @@ pub enum Faults {
     /// One of each: paper out, the network to the gateway cut, the gateway
     /// killed and restarted.
     Some,
-    /// Those, a second cut and the printer cover opened.
+    /// Those, a second cut, the printer cover opened, the platform answering
+    /// the gateway's calls with 503 and the payment provider not answering
+    /// micropay (the money moves; a query finds it paid).
     All,
 }
 
@@ -32,6 +34,8 @@ pub enum FaultKind {
     CoverOpen,
     NetworkCut,
     GatewayRestart,
+    Platform503,
+    ProviderNoAnswer,
 }
 
 impl FaultKind {
@@ -41,6 +45,8 @@ impl FaultKind {
             FaultKind::CoverOpen => "printer_cover_open",
             FaultKind::NetworkCut => "network_cut",
             FaultKind::GatewayRestart => "gateway_killed_and_restarted",
+            FaultKind::Platform503 => "platform_answers_503",
+            FaultKind::ProviderNoAnswer => "payment_provider_no_answer",
         }
     }
 }
@@ -178,6 +184,8 @@ impl Plan {
                 (FaultKind::CoverOpen, 50, 55, (2, 4)),
                 (FaultKind::GatewayRestart, 60, 70, (1, 2)),
                 (FaultKind::NetworkCut, 78, 85, (3, 5)),
+                (FaultKind::Platform503, 20, 28, (4, 6)),
+                (FaultKind::ProviderNoAnswer, 72, 77, (4, 6)),
             ],
         };
         for &(kind, from, to, (lo, hi)) in faults_planned {
@@ -201,6 +209,17 @@ impl Plan {
                     });
                 }
             }
+            // A code sale while the provider is silent; an accept while the
+            // platform answers 503.
+            if kind == FaultKind::ProviderNoAnswer {
+                events.push(Timed {
+                    at_ms: at_ms + 300,
+                    event: Event::Sale {
+                        lines: basket(&mut rng),
+                        tender: Tender::Code("success"),
+                    },
+                });
+            }
         }
         // Stable: events at the same moment keep the order they were made in.
         events.sort_by_key(|e| e.at_ms);
@@ -208,10 +227,21 @@ impl Plan {
     }
 }
 
-/// A counter sale of one to three lines, by barcode, SKU or the scale.
+/// A counter sale, paid in cash or by code.
 fn sale(rng: &mut StdRng) -> Event {
+    let lines = basket(rng);
+    let tender = if rng.random_bool(0.5) {
+        Tender::Cash
+    } else {
+        Tender::Code(CODE_OUTCOMES[rng.random_range(0..CODE_OUTCOMES.len())])
+    };
+    Event::Sale { lines, tender }
+}
+
+/// One to three lines, by barcode, SKU or the scale.
+fn basket(rng: &mut StdRng) -> Vec<Line> {
     let n = rng.random_range(1..=3);
-    let lines = (0..n)
+    (0..n)
         .map(|_| match rng.random_range(0..3) {
             0 => Line::Barcode(BARCODES[rng.random_range(0..BARCODES.len())]),
             1 => Line::Pieces(
@@ -223,13 +253,7 @@ fn sale(rng: &mut StdRng) -> Event {
                 rng.random_range(100..=600),
             ),
         })
-        .collect();
-    let tender = if rng.random_bool(0.5) {
-        Tender::Cash
-    } else {
-        Tender::Code(CODE_OUTCOMES[rng.random_range(0..CODE_OUTCOMES.len())])
-    };
-    Event::Sale { lines, tender }
+        .collect()
 }
 
 #[cfg(test)]
@@ -248,7 +272,7 @@ mod tests {
             .iter()
             .filter(|e| matches!(e.event, Event::Fault { .. }))
             .count();
-        assert_eq!(faults, 5);
+        assert_eq!(faults, 7);
         assert!(
             Plan::make(7, 2, Faults::None)
                 .events
