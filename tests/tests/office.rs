@@ -100,9 +100,12 @@ async fn a_day_holds(backend: Backend) {
     assert_eq!(t["receipts_printed"], counter, "{all}");
     assert_eq!(
         r["faults_injected"].as_array().map(Vec::len),
-        Some(3),
+        Some(injected),
         "{all}"
     );
+    assert_eq!(t["charges_not_final"], 0, "{all}");
+    assert_eq!(t["ledger_mismatches"], 0, "{all}");
+    assert_eq!(t["outbox_undelivered"], 0, "{all}");
     assert!(
         r["checks"]
             .as_object()
