@@ -32,7 +32,37 @@ pub const DB_FILE: &str = "terminal.db";
 /// the gateway's flags on an uploaded sale.
 const SCHEMA_VERSION: i64 = 3;
 
-const SCHEMA: &str = "
+/// The `sales` table's columns (schema 3), shared by the schema and the
+/// rebuild of an older state directory's table.
+macro_rules! sales_columns {
+    () => {
+        "(
+    local_no          INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_order_id   TEXT NOT NULL UNIQUE,
+    created_at        INTEGER NOT NULL,
+    catalog_version   TEXT,
+    total_fen         INTEGER NOT NULL,
+    tender            TEXT NOT NULL CHECK (tender IN ('cash', 'wechatpay', 'alipay')),
+    tendered_fen      INTEGER NOT NULL,
+    change_fen        INTEGER NOT NULL,
+    state             TEXT NOT NULL CHECK (state IN ('queued', 'uploaded', 'held')),
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at   INTEGER NOT NULL DEFAULT 0,
+    last_error_code   TEXT,
+    last_error        TEXT,
+    order_id          TEXT,
+    display_no        INTEGER,
+    gateway_total_fen INTEGER,
+    uploaded_at       INTEGER,
+    payment_id        TEXT,
+    paid_code         TEXT,
+    gateway_flags     TEXT
+)"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS catalog (
     id          INTEGER PRIMARY KEY CHECK (id = 1),
     store_id    TEXT NOT NULL,
@@ -60,28 +90,9 @@ CREATE TABLE IF NOT EXISTS basket_lines (
     unit_price_fen  INTEGER NOT NULL,
     line_total_fen  INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS sales (
-    local_no          INTEGER PRIMARY KEY AUTOINCREMENT,
-    client_order_id   TEXT NOT NULL UNIQUE,
-    created_at        INTEGER NOT NULL,
-    catalog_version   TEXT,
-    total_fen         INTEGER NOT NULL,
-    tender            TEXT NOT NULL CHECK (tender IN ('cash', 'wechatpay', 'alipay')),
-    tendered_fen      INTEGER NOT NULL,
-    change_fen        INTEGER NOT NULL,
-    state             TEXT NOT NULL CHECK (state IN ('queued', 'uploaded', 'held')),
-    attempts          INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at   INTEGER NOT NULL DEFAULT 0,
-    last_error_code   TEXT,
-    last_error        TEXT,
-    order_id          TEXT,
-    display_no        INTEGER,
-    gateway_total_fen INTEGER,
-    uploaded_at       INTEGER,
-    payment_id        TEXT,
-    paid_code         TEXT,
-    gateway_flags     TEXT
-);
+CREATE TABLE IF NOT EXISTS sales ",
+    sales_columns!(),
+    ";
 CREATE INDEX IF NOT EXISTS sales_pending ON sales (state, local_no) WHERE state <> 'uploaded';
 CREATE TABLE IF NOT EXISTS sale_lines (
     local_no        INTEGER NOT NULL REFERENCES sales (local_no),
@@ -105,34 +116,16 @@ CREATE TABLE IF NOT EXISTS code_payment (
     paid_code        TEXT,
     started_at       INTEGER NOT NULL
 );
-";
+"
+);
 
 /// Version 3's `sales`, for a state directory written by versions 1-2: the
 /// tender check changes, so the table is rebuilt (SQLite cannot alter a
 /// CHECK). Runs with foreign keys off, in one transaction.
-const REBUILD_SALES_V3: &str = "
-CREATE TABLE sales_v3 (
-    local_no          INTEGER PRIMARY KEY AUTOINCREMENT,
-    client_order_id   TEXT NOT NULL UNIQUE,
-    created_at        INTEGER NOT NULL,
-    catalog_version   TEXT,
-    total_fen         INTEGER NOT NULL,
-    tender            TEXT NOT NULL CHECK (tender IN ('cash', 'wechatpay', 'alipay')),
-    tendered_fen      INTEGER NOT NULL,
-    change_fen        INTEGER NOT NULL,
-    state             TEXT NOT NULL CHECK (state IN ('queued', 'uploaded', 'held')),
-    attempts          INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at   INTEGER NOT NULL DEFAULT 0,
-    last_error_code   TEXT,
-    last_error        TEXT,
-    order_id          TEXT,
-    display_no        INTEGER,
-    gateway_total_fen INTEGER,
-    uploaded_at       INTEGER,
-    payment_id        TEXT,
-    paid_code         TEXT,
-    gateway_flags     TEXT
-);
+const REBUILD_SALES_V3: &str = concat!(
+    "CREATE TABLE sales_v3 ",
+    sales_columns!(),
+    ";
 INSERT INTO sales_v3 (local_no, client_order_id, created_at, catalog_version, total_fen, tender,
     tendered_fen, change_fen, state, attempts, next_attempt_at, last_error_code, last_error,
     order_id, display_no, gateway_total_fen, uploaded_at)
@@ -142,7 +135,8 @@ SELECT local_no, client_order_id, created_at, catalog_version, total_fen, tender
 DROP TABLE sales;
 ALTER TABLE sales_v3 RENAME TO sales;
 CREATE INDEX IF NOT EXISTS sales_pending ON sales (state, local_no) WHERE state <> 'uploaded';
-";
+"
+);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
