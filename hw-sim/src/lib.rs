@@ -4,6 +4,7 @@
 //! `hw-sim` binary has one subcommand per module.
 
 pub mod devices;
+pub mod link;
 pub mod office;
 pub mod payments;
 pub mod platform;

@@ -12,17 +12,17 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 
+use crate::link::Link;
 use crate::platform::{ItemSpec, PlatformConfig, PlatformSim, PushKind, PushRequest};
 
 mod plan;
@@ -257,57 +257,6 @@ impl Report {
             s.push_str(&format!("  {mark}  {name:<28} {}\n", c.reason));
         }
         s
-    }
-}
-
-// ---------------------------------------------------------------- link
-
-/// A TCP forwarder between the agent and the gateway that can be cut (new
-/// connections refused, open ones dropped) and pointed at a restarted
-/// gateway.
-struct Link {
-    url: String,
-    up: watch::Sender<bool>,
-    upstream: Arc<Mutex<String>>,
-}
-
-impl Link {
-    async fn start(upstream: &str) -> anyhow::Result<Link> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (up, rx) = watch::channel(true);
-        let target = Arc::new(Mutex::new(upstream.to_owned()));
-        let t = Arc::clone(&target);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !*rx.borrow() {
-                    drop(client);
-                    continue;
-                }
-                let addr = t.lock().map(|a| a.clone()).unwrap_or_default();
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(addr.as_str()).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = rx.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Ok(Link {
-            url,
-            up,
-            upstream: target,
-        })
-    }
-
-    fn point_at(&self, addr: &str) {
-        if let Ok(mut a) = self.upstream.lock() {
-            *a = addr.to_owned();
-        }
     }
 }
 
@@ -587,7 +536,7 @@ impl Office {
         let tkey = demo_value(&demo, &format!("demo terminal key {STORE}:"))?;
         let tid = demo_value(&demo, &format!("demo terminal id {STORE}:"))?;
 
-        let link = Link::start(&gateway.addr).await?;
+        let link = Link::start(gateway.addr.as_str()).await?;
         let config = dir.path().join("terminal.toml");
         let link_path = |d: &str| -> anyhow::Result<String> {
             Ok(devices

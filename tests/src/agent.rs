@@ -10,32 +10,40 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// This build profile's binary directory (`target/<profile>`) after
+/// `cargo build --bins` of `packages` in that profile. Tests run from
+/// `target/<profile>/deps`, bench binaries from `target/<profile>`.
+pub fn build_bins(packages: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let parent = exe.parent().expect("exe dir");
+    let dir = if parent.file_name().is_some_and(|n| n == "deps") {
+        parent.parent().expect("target dir")
+    } else {
+        parent
+    }
+    .to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = std::process::Command::new(cargo);
+    c.args(["build", "-q", "--bins"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    for p in packages {
+        c.args(["-p", p]);
+    }
+    if dir.file_name().is_some_and(|n| n == "release") {
+        c.arg("--release");
+    }
+    assert!(
+        c.status().expect("cargo build").success(),
+        "building {packages:?}"
+    );
+    dir
+}
+
 /// The `terminal` binary of this build profile, built if needed.
 pub fn terminal_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test exe");
-        // Tests run from target/<profile>/deps, binaries from target/<profile>.
-        let parent = exe.parent().expect("exe dir");
-        let dir = if parent.file_name().is_some_and(|n| n == "deps") {
-            parent.parent().expect("target dir")
-        } else {
-            parent
-        }
-        .to_path_buf();
-        let release = dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut c = std::process::Command::new(cargo);
-        c.args(["build", "-q", "-p", "terminal-sdk", "--bin", "terminal"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if release {
-            c.arg("--release");
-        }
-        assert!(
-            c.status().expect("cargo build").success(),
-            "building terminal"
-        );
-        let bin = dir.join("terminal");
+        let bin = build_bins(&["terminal-sdk"]).join("terminal");
         assert!(bin.exists(), "no terminal binary at {}", bin.display());
         bin
     })
@@ -272,44 +280,5 @@ impl Drop for DeviceSim {
     }
 }
 
-/// A TCP forwarder in front of a gateway that the test can switch off:
-/// while down, new connections are closed at once and open ones are cut —
-/// the network to the gateway gone.
-pub struct Link {
-    /// `http://127.0.0.1:port`, for the agent's `gateway_url`.
-    pub url: String,
-    pub up: tokio::sync::watch::Sender<bool>,
-}
-
-impl Link {
-    pub async fn start(upstream: std::net::SocketAddr) -> Link {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (up, rx) = tokio::sync::watch::channel(true);
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !*rx.borrow() {
-                    drop(client);
-                    continue;
-                }
-                let mut rx = rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = rx.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Link { url, up }
-    }
-
-    pub fn set_up(&self, up: bool) {
-        self.up.send_replace(up);
-    }
-}
+/// The switchable forwarder between an agent and its gateway.
+pub use hw_sim::link::Link;

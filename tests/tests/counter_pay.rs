@@ -293,7 +293,7 @@ async fn cashier_sale(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_declined_or_offline_payment_code_leaves_the_basket_for_cash() {
     let gw = gateway(Backend::Sqlite).await.expect("sqlite");
-    let link = Link::start(gw.addr).await;
+    let link = Link::start(gw.addr.to_string()).await.expect("link");
     let sim = DeviceSim::start().await;
     let dir = tempfile::tempdir().expect("dir");
     let agent = start_agent(&gw, &link.url, &sim, dir.path()).await;

@@ -13,36 +13,8 @@ use tests::{Backend, TestDb};
 /// and `terminal` built in it.
 fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test exe");
-        let parent = exe.parent().expect("exe dir");
-        let dir = if parent.file_name().is_some_and(|n| n == "deps") {
-            parent.parent().expect("target dir")
-        } else {
-            parent
-        }
-        .to_path_buf();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut c = std::process::Command::new(cargo);
-        c.args([
-            "build",
-            "-q",
-            "-p",
-            "hw-sim",
-            "-p",
-            "gateway",
-            "-p",
-            "terminal-sdk",
-            "--bins",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if dir.file_name().is_some_and(|n| n == "release") {
-            c.arg("--release");
-        }
-        assert!(c.status().expect("cargo build").success(), "building");
-        dir
-    })
-    .clone()
+    DIR.get_or_init(|| tests::agent::build_bins(&["hw-sim", "gateway", "terminal-sdk"]))
+        .clone()
 }
 
 fn office(args: &[&str], report: &std::path::Path) -> Output {

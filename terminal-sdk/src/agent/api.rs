@@ -130,6 +130,15 @@ fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.body_text()))
 }
 
+/// A body that may be left out: empty is `T::default()`.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(raw: &[u8]) -> Result<T, ApiError> {
+    if raw.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(raw)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string()))
+}
+
 pub(crate) fn to_json(v: impl serde::Serialize) -> ApiResult {
     serde_json::to_value(v).map(Json).map_err(|e| {
         tracing::error!("local API: {e}");
@@ -520,16 +529,9 @@ struct DayClose {
 }
 
 async fn day_close(State(st): State<ApiState>, raw: axum::body::Bytes) -> Response {
-    let req: DayClose = if raw.is_empty() {
-        DayClose::default()
-    } else {
-        match serde_json::from_slice(&raw) {
-            Ok(r) => r,
-            Err(e) => {
-                return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-                    .into_response();
-            }
-        }
+    let req: DayClose = match optional_body(&raw) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     match super::day::close(st.store.pool(), req.carry_over, now_us()).await {
         Ok(d) => (StatusCode::CREATED, Json(json!(d))).into_response(),
@@ -703,16 +705,9 @@ async fn queue_reject(
     if let Err(e) = known_order(&st, &order_id).await {
         return e.into_response();
     }
-    let req: Reject = if raw.is_empty() {
-        Reject::default()
-    } else {
-        match serde_json::from_slice(&raw) {
-            Ok(r) => r,
-            Err(e) => {
-                return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-                    .into_response();
-            }
-        }
+    let req: Reject = match optional_body(&raw) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     let reason = req.reason.map(|r| r.chars().take(200).collect::<String>());
     match st

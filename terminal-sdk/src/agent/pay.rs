@@ -68,17 +68,6 @@ fn refused(st: &ApiState, code: &str, message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "payment_refused", message)
 }
 
-/// The customer's code as the gateway shows it (first two, last four).
-fn masked(code: &str) -> String {
-    let n = code.chars().count();
-    if n <= 6 {
-        return "*".repeat(n);
-    }
-    let head: String = code.chars().take(2).collect();
-    let tail: String = code.chars().skip(n - 4).collect();
-    format!("{head}{}{tail}", "*".repeat(n - 6))
-}
-
 /// `POST /api/checkout {"tender":"code","auth_code":…}` and a payment code
 /// scanned with a basket: charges the basket.
 pub(crate) async fn pay_code(
@@ -186,9 +175,8 @@ pub(crate) async fn pay_code(
             ),
         ));
     }
-    st.store
-        .code_charging(true, Some(&masked(auth_code)))
-        .await?;
+    let shown = proto::wechatpay::mask(auth_code);
+    st.store.code_charging(true, Some(&shown)).await?;
     st.counter.show(Message::waiting(total));
     let charged = st.client.pay_order(&order_id, auth_code).await;
     let attempt = CodePayment {
@@ -196,7 +184,7 @@ pub(crate) async fn pay_code(
         display_no: Some(display_no),
         total: Some(total),
         charging: true,
-        paid_code: Some(masked(auth_code)),
+        paid_code: Some(shown),
         ..attempt
     };
     let outcome = match charged {

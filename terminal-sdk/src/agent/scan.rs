@@ -19,23 +19,13 @@ use crate::device::serial::{LineSettings, PortSpec, SerialConnect};
 
 const NAME: &str = "scanner";
 
-fn masked(code: &str) -> String {
-    let n = code.chars().count();
-    if n <= 6 {
-        return "*".repeat(n);
-    }
-    let head: String = code.chars().take(2).collect();
-    let tail: String = code.chars().skip(n - 4).collect();
-    format!("{head}{}{tail}", "*".repeat(n - 6))
-}
-
 /// Does what the scan means; the record for the screen.
 pub async fn handle(st: &ApiState, s: &Scanned) -> ScanRecord {
     let at = rfc3339(now_us());
     let (kind, shown) = match &s.code {
         Code::Product(_) => ("product", s.raw.clone()),
         Code::StoreLabel(_) => ("label", s.raw.clone()),
-        Code::WeChatPay(_) | Code::Alipay(_) => ("payment_code", masked(&s.raw)),
+        Code::WeChatPay(_) | Code::Alipay(_) => ("payment_code", proto::wechatpay::mask(&s.raw)),
         Code::Other(_) => ("other", s.raw.chars().take(64).collect()),
     };
     let result = match &s.code {

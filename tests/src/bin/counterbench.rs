@@ -161,7 +161,7 @@ async fn run(args: Args) {
     drop(sim);
 
     // 2. Offline upload rate.
-    let link = Link::start(app.addr).await;
+    let link = Link::start(app.addr.to_string()).await.expect("link");
     let (url, up) = (link.url.clone(), &link.up);
     let dir = tempfile::tempdir().expect("dir");
     let agent = Agent::start(&config(dir.path(), &url, None), &key).await;
