@@ -14,6 +14,9 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::clock::Clock;
 
+mod reverse;
+pub use reverse::Loss;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -158,25 +161,12 @@ impl Db {
 
     /// Reverts the newest applied migration.
     pub async fn migrate_down(&self) -> anyhow::Result<Option<i64>> {
-        let applied = self.migration_status().await?;
-        let Some(newest) = applied
-            .iter()
-            .filter(|m| m.applied)
-            .map(|m| m.version)
-            .max()
-        else {
+        let applied = self.applied_after(0).await?;
+        let Some(&(newest, _)) = applied.first() else {
             return Ok(None);
         };
-        let target = applied
-            .iter()
-            .filter(|m| m.applied && m.version < newest)
-            .map(|m| m.version)
-            .max()
-            .unwrap_or(0);
-        self.migrator()
-            .undo(&self.pool, target)
-            .await
-            .context("reverting the newest migration")?;
+        self.migrate_down_to(applied.get(1).map_or(0, |(v, _)| *v))
+            .await?;
         Ok(Some(newest))
     }
 
@@ -189,10 +179,15 @@ impl Db {
             .migrator()
             .iter()
             .filter(|m| m.migration_type.is_up_migration())
-            .map(|m| MigrationState {
-                version: m.version,
-                description: m.description.to_string(),
-                applied: applied.iter().any(|a| a.version == m.version),
+            .map(|m| {
+                let found = applied.iter().find(|a| a.version == m.version);
+                MigrationState {
+                    version: m.version,
+                    description: m.description.to_string(),
+                    applied: found.is_some(),
+                    checksum: hex_prefix(&m.checksum),
+                    unchanged: found.map(|a| a.checksum.as_ref() == m.checksum.as_ref()),
+                }
             })
             .collect())
     }
@@ -302,6 +297,14 @@ pub struct MigrationState {
     pub version: i64,
     pub description: String,
     pub applied: bool,
+    /// The start of this binary's script's SHA-384, in hex.
+    pub checksum: String,
+    /// Applied: whether the script applied is this binary's (`None` when pending).
+    pub unchanged: Option<bool>,
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// See [`Db::migration_check`].

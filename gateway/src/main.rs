@@ -88,9 +88,19 @@ enum ConfigAction {
 enum MigrateAction {
     /// Apply every pending migration.
     Up,
-    /// Revert the newest applied migration.
-    Down,
-    /// List migrations and whether each is applied.
+    /// Revert the newest applied migration, or every one newer than `--to`.
+    /// Refuses, naming what would go, when a down script would drop tables
+    /// or columns that hold data, unless `--yes`.
+    Down {
+        /// Revert down to this version (0: every migration).
+        #[arg(long)]
+        to: Option<i64>,
+        /// Revert even when that drops data.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List migrations: applied or pending, and each script's checksum
+    /// (and whether the applied one is this binary's).
     Status,
 }
 
@@ -250,14 +260,50 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     db.migrate_up().await?;
                     println!("migrations applied");
                 }
-                MigrateAction::Down => match db.migrate_down().await? {
-                    Some(v) => println!("reverted migration {v}"),
-                    None => println!("nothing to revert"),
-                },
+                MigrateAction::Down { to, yes } => {
+                    let to = match to {
+                        Some(to) => to,
+                        None => {
+                            let applied = db.applied_after(0).await?;
+                            if applied.is_empty() {
+                                println!("nothing to revert");
+                                return Ok(());
+                            }
+                            applied.get(1).map_or(0, |(v, _)| *v)
+                        }
+                    };
+                    let losses = db.down_losses(to).await?;
+                    if !losses.is_empty() && !yes {
+                        for l in &losses {
+                            println!(
+                                "migration {} ({}) would drop {}",
+                                l.version, l.description, l.what
+                            );
+                        }
+                        anyhow::bail!(
+                            "reverting to {to} drops the data above; nothing was changed \
+                             (back it up, then rerun with --yes)"
+                        );
+                    }
+                    let reverted = db.migrate_down_to(to).await?;
+                    if reverted.is_empty() {
+                        println!("nothing to revert");
+                    }
+                    for v in reverted {
+                        println!("reverted migration {v}");
+                    }
+                }
                 MigrateAction::Status => {
                     for m in db.migration_status().await? {
                         let mark = if m.applied { "applied" } else { "pending" };
-                        println!("{:>6}  {mark:<8} {}", m.version, m.description);
+                        let script = match m.unchanged {
+                            Some(false) => "CHANGED since it was applied",
+                            _ => "",
+                        };
+                        println!(
+                            "{:>6}  {mark:<8} {:<24} sha384:{}  {script}",
+                            m.version, m.description, m.checksum
+                        );
                     }
                 }
             }
