@@ -35,6 +35,9 @@ pub struct FileConfig {
     pub demo: Option<bool>,
     /// Log filter, e.g. `info,gateway=debug` (environment: RUST_LOG).
     pub log: Option<String>,
+    /// `text` (the default) or `json`: one JSON object per log line
+    /// (environment: GATEWAY_LOG_FORMAT).
+    pub log_format: Option<String>,
     /// PEM file of CA certificates every outbound client (payment
     /// providers, platforms) trusts beside the public roots.
     pub extra_ca_file: Option<String>,
@@ -168,6 +171,7 @@ use Kind::{Bool, List, NotBool, Number, Secret, Text};
 pub const SETTINGS: &[Setting] = &[
     s("demo", "GATEWAY_DEMO", Bool, Some("false")),
     s("log", "RUST_LOG", Text, None),
+    s("log_format", "GATEWAY_LOG_FORMAT", Text, Some("\"text\"")),
     s("extra_ca_file", "GATEWAY_EXTRA_CA_FILE", Text, None),
     // [http]
     s(
@@ -613,6 +617,16 @@ fn one_line(e: impl std::fmt::Display) -> String {
 }
 
 impl Settings {
+    /// The log format the file, environment and flags ask for (text when it
+    /// is not one: loading the configuration then says why).
+    pub fn log_format(&self) -> crate::telemetry::LogFormat {
+        self.file
+            .log_format
+            .as_deref()
+            .and_then(|f| crate::telemetry::LogFormat::parse(f).ok())
+            .unwrap_or_default()
+    }
+
     /// Defaults, then the file at `path` (if any), then `env`, then `flags`
     /// (`(key, text)` pairs, later ones win).
     pub fn load(
@@ -712,6 +726,9 @@ impl Settings {
         )
         .context("[channels]")?;
         let retention = RetentionConfig::load(f.retention.as_ref()).context("[retention]")?;
+        if let Some(f) = &f.log_format {
+            crate::telemetry::LogFormat::parse(f)?;
+        }
         let listen = http
             .listen
             .clone()
@@ -768,6 +785,12 @@ impl Settings {
             (
                 "extra_ca_file",
                 crate::outbound::extra_ca(extra_ca_file.as_deref()).map(|_| ()),
+            ),
+            (
+                "log_format",
+                f.log_format.as_deref().map_or(Ok(()), |l| {
+                    crate::telemetry::LogFormat::parse(l).map(|_| ())
+                }),
             ),
             (
                 "[channels]",

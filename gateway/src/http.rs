@@ -6,6 +6,7 @@ mod catalog;
 mod channels;
 pub mod extract;
 mod metrics;
+mod observe;
 mod orders;
 mod outbox;
 mod payments;
@@ -36,6 +37,7 @@ use crate::error::{Code, Error};
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    crate::meter::handle();
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/readyz", get(readyz))
@@ -55,10 +57,11 @@ pub fn router(state: AppState) -> Router {
         .merge(payments::router())
         .merge(metrics::router())
         .fallback(fallback)
+        .layer(axum::middleware::from_fn(observe::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(problem::panic_response))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod keys;
+pub mod meter;
 pub mod metrics;
 pub mod orders;
 pub mod outbound;

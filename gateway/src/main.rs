@@ -155,7 +155,11 @@ fn start(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref(), &Env::process(), &flags);
     if let Command::Check { json } = cli.command {
         // A configuration that does not load is the check's first row.
-        gateway::telemetry::init(settings.as_ref().ok().and_then(|s| s.file.log.as_deref()));
+        let s = settings.as_ref().ok();
+        gateway::telemetry::init(
+            s.and_then(|s| s.file.log.as_deref()),
+            s.map(|s| s.log_format()).unwrap_or_default(),
+        );
         let rt = tokio::runtime::Runtime::new()?;
         let rows = rt.block_on(gateway::check::run(settings, cli.config.as_deref()));
         if json {
@@ -168,7 +172,7 @@ fn start(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let settings = settings?;
-    gateway::telemetry::init(settings.file.log.as_deref());
+    gateway::telemetry::init(settings.file.log.as_deref(), settings.log_format());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(run(cli.command, settings))
 }

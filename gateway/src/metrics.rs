@@ -62,39 +62,36 @@ async fn by_label(
 pub async fn render(db: &Db, process: &Process<'_>) -> Result<String> {
     let mut out = String::new();
 
+    // Open orders only, from the partial index `orders_open`: a scrape
+    // costs what is open, not a store's whole history. Orders reaching a
+    // final state are counted as they happen (`gateway_order_status_changes_total`).
     let orders = by_label(
         db,
-        "SELECT status, COUNT(*) FROM orders GROUP BY status",
+        "SELECT status, COUNT(*) FROM orders \
+         WHERE status IN ('created', 'accepted', 'ready') GROUP BY status",
         "status",
-        &[
-            "created",
-            "accepted",
-            "ready",
-            "completed",
-            "rejected",
-            "cancelled",
-        ],
+        &["created", "accepted", "ready"],
     )
     .await?;
     family(
         &mut out,
         "gateway_orders",
-        "Orders by status.",
+        "Open orders by status (created, accepted, ready); final ones are counted as they happen by gateway_order_status_changes_total.",
         "gauge",
         &orders,
     );
 
     let charges = by_label(
         db,
-        "SELECT state, COUNT(*) FROM charges GROUP BY state",
+        "SELECT state, COUNT(*) FROM charges WHERE state IN ('created', 'pending') GROUP BY state",
         "state",
-        &["created", "pending", "succeeded", "failed", "reversed"],
+        &["created", "pending"],
     )
     .await?;
     family(
         &mut out,
         "gateway_payment_charges",
-        "Payment-code charges by state; pending ones are being driven or await the sweeper.",
+        "Payment-code charges not final yet, by state; pending ones are being driven or await the sweeper.",
         "gauge",
         &charges,
     );
@@ -113,8 +110,8 @@ pub async fn render(db: &Db, process: &Process<'_>) -> Result<String> {
     );
 
     let unconfirmed: i64 = sqlx::query(
-        "SELECT COUNT(*) FROM third_party_orders t JOIN orders o ON o.id = t.order_id
-         WHERE o.status = 'created'",
+        "SELECT COUNT(*) FROM orders o JOIN third_party_orders t ON t.order_id = o.id
+         WHERE o.status IN ('created', 'accepted', 'ready') AND o.status = 'created'",
     )
     .fetch_one(&db.pool)
     .await?

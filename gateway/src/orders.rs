@@ -239,6 +239,7 @@ pub async fn create(
 ) -> Result<Created> {
     check_shape(&mut new)?;
     let store = new.store.clone();
+    let channel = new.channel;
     let created = match writer.batcher() {
         // SQLite: many orders share one transaction (group commit).
         Some(batcher) => batcher.create(new, idem).await?,
@@ -252,6 +253,7 @@ pub async fn create(
         }
     ) {
         hub.notify(&store);
+        crate::meter::order_created(channel.as_str());
     }
     Ok(created)
 }
@@ -741,6 +743,7 @@ pub async fn act(
     .await?;
     tx.commit().await?;
     hub.notify(&store);
+    crate::meter::status_changed(to.as_str());
     Ok(order)
 }
 

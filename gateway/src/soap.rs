@@ -150,12 +150,17 @@ async fn endpoint(
         Err(f) => return refused(f),
     };
     let op = request.name();
+    let started = std::time::Instant::now();
     match dispatch(&st, &who, request).await {
         Ok(xml) => {
             tracing::debug!(op, terminal = ?who.terminal, "SOAP request served");
+            crate::meter::soap(op, "", started);
             xml_response(StatusCode::OK, xml)
         }
-        Err(e) => fault_response(&error_fault(e)),
+        Err(e) => {
+            crate::meter::soap(op, e.code.as_str(), started);
+            fault_response(&error_fault(e))
+        }
     }
 }
 

@@ -719,3 +719,73 @@ fn migrations_go_down_to_zero_and_up_again_with_data() {
         drop(db);
     }
 }
+
+/// `log_format = "json"`: every line is one JSON object, and the lines a
+/// request logs carry its request id (the `x-request-id` it was answered
+/// with). A format that is neither stops `serve` naming the key.
+#[test]
+fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, _, err) = run(&["migrate", "up"], d);
+    assert!(ok, "{err}");
+    let mut child = gateway()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("GATEWAY_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info,tower_http=debug")
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (addr, _out) = listening(&mut child);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let answered = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("{addr}/readyz"))
+            .header("x-request-id", "office-req-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-request-id"].to_str().unwrap().to_owned()
+    });
+    assert_eq!(answered, "office-req-42");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let lines: Vec<String> = BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty());
+    let mut with_id = 0;
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        if v["span"]["request_id"] == "office-req-42" {
+            with_id += 1;
+        }
+    }
+    assert!(with_id >= 1, "no line with the request id in {lines:#?}");
+
+    let (ok, _, err) = {
+        let out = gateway()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("GATEWAY_LOG_FORMAT", "xml")
+            .current_dir(d)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::new(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(!ok && err.contains("log_format"), "{err}");
+}

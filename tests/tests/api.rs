@@ -6,6 +6,7 @@ mod api {
     pub mod feed;
     pub mod inventory;
     pub mod limits;
+    pub mod metrics;
     pub mod orders;
     pub mod overflow;
     pub mod retention;

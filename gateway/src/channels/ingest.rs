@@ -474,6 +474,7 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         Err(e) => return Err(e.into()),
     }
     hub.notify(&store);
+    crate::meter::order_created(proto::order::Channel::ThirdParty.as_str());
     tracing::info!(order = %id, platform = %o.platform, platform_order = %o.platform_order_id, store = %store, attention = %flags, "third-party order in");
     if let Err(e) = apply_held(db, hub, &o.platform, &o.platform_order_id).await {
         e.log();

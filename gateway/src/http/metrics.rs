@@ -22,7 +22,10 @@ async fn scrape(State(st): State<AppState>, _: Admin) -> Result<Response> {
         retention: &st.retention,
         auth_failures: st.keys.failures(),
     };
-    let mut resp = metrics::render(&st.db, &process).await?.into_response();
+    crate::meter::pool(st.db.pool.size(), st.db.pool.num_idle());
+    let mut text = metrics::render(&st.db, &process).await?;
+    text.push_str(&crate::meter::handle().render());
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -238,6 +238,7 @@ async fn run(
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "order batch"
             );
+            crate::meter::batch(size, rx.len());
             match written {
                 Ok(Ok(())) => Vec::new(),
                 Ok(Err(e)) => {

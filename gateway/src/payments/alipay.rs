@@ -64,6 +64,7 @@ impl Alipay {
         let params = ali::signed_request(&self.app_id, method, &timestamp(), biz, &self.key)
             .map_err(|e| format!("signing: {e}"))?;
         let body = provider::post(
+            "alipay",
             &self.http,
             &self.url,
             "application/x-www-form-urlencoded;charset=utf-8",

@@ -217,6 +217,20 @@ pub(super) fn http_client(
 /// (no answer, a timeout, a refused certificate, a non-2xx status, an
 /// answer too large), so the charge is then resolved by querying.
 pub(super) async fn post(
+    target: &'static str,
+    http: &reqwest::Client,
+    url: &str,
+    content_type: &'static str,
+    body: String,
+) -> Result<Vec<u8>, String> {
+    let started = std::time::Instant::now();
+    let answer = post_timed(http, url, content_type, body).await;
+    let outcome = if answer.is_ok() { "ok" } else { "unknown" };
+    crate::meter::outbound(target, outcome, started);
+    answer
+}
+
+async fn post_timed(
     http: &reqwest::Client,
     url: &str,
     content_type: &'static str,
@@ -320,6 +334,7 @@ impl WeChatPay {
         params.insert("nonce_str".into(), nonce());
         wx::sign_in_place(&mut params, self.key.expose_secret(), self.sign_type);
         let body = post(
+            "wechatpay",
             if secapi { &self.secapi } else { &self.http },
             &format!("{}{path}", self.base_url),
             "text/xml; charset=utf-8",

@@ -435,7 +435,17 @@ impl ApiClient {
 
 impl Sender for ApiClient {
     fn send<'a>(&'a self, path: &'a str, params: &'a Params) -> BoxFuture<'a, Delivery> {
-        Box::pin(self.call(path, params))
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let delivery = self.call(path, params).await;
+            let outcome = match &delivery {
+                Delivery::Delivered => "delivered",
+                Delivery::Retry(_) => "retry",
+                Delivery::Refused(_) => "refused",
+            };
+            crate::meter::outbound("meituan", outcome, started);
+            delivery
+        })
     }
 }
 

@@ -54,7 +54,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    gateway::telemetry::init(Some("error"));
+    gateway::telemetry::init(Some("error"), gateway::telemetry::LogFormat::Text);
     bench::runtime()?.block_on(async {
         println!(
             "chanbench: {} s of pushes, {} in flight; {} outbox rows, {} calls in flight; gateway, simulator and client in one process on {} cores",

@@ -40,7 +40,7 @@ struct Figures {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    gateway::telemetry::init(Some("warn"));
+    gateway::telemetry::init(Some("warn"), gateway::telemetry::LogFormat::Text);
     bench::runtime()?.block_on(async {
         println!(
             "loadgen: {} s per route, {} in flight, gateway and client in one process on {} cores",

@@ -150,7 +150,7 @@ async fn run(bench: Arc<Bench>, orders: Vec<String>, concurrency: usize) -> (Vec
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    gateway::telemetry::init(Some("warn"));
+    gateway::telemetry::init(Some("warn"), gateway::telemetry::LogFormat::Text);
     bench::runtime()?.block_on(async {
         println!(
             "paybench: {} charges, {} in flight, gateway, simulator and client in one process on {} cores",
