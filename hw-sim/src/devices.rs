@@ -26,7 +26,9 @@ mod scale;
 mod scanner;
 
 pub use line::{Direction, Faults, FaultsRequest, LineInfo, byte_time};
-pub use printer::{Cover, Cutter, Drawer, Paper, PrintedReceipt, PrinterState, StateRequest};
+pub use printer::{
+    Cover, Cutter, Drawer, Paper, PaperRow, PrintedReceipt, PrinterState, Span, StateRequest,
+};
 
 use line::{Line, lock};
 
