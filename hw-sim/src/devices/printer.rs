@@ -193,6 +193,15 @@ impl Printer {
         self.receipts.clone()
     }
 
+    pub fn receipt_count(&self) -> usize {
+        self.receipts.len()
+    }
+
+    /// The `n`th receipt printed, from 1.
+    pub fn receipt(&self, n: usize) -> Option<PrintedReceipt> {
+        self.receipts.get(n.checked_sub(1)?).cloned()
+    }
+
     pub fn clear_receipts(&mut self) {
         self.receipts.clear();
     }
