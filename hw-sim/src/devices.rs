@@ -1,6 +1,7 @@
 //! `hw-sim devices`: a receipt printer, a scale, a scanner and a customer
 //! display, each behind its own pseudo-terminal, plus an HTTP control API to
-//! drive them, read back what they did and inject line faults.
+//! drive them, read back what they did (the receipts also as PNG images) and
+//! inject line faults.
 
 use std::future::Future;
 use std::io;
@@ -22,11 +23,14 @@ mod display;
 mod line;
 mod printer;
 mod pty;
+pub mod render;
 mod scale;
 mod scanner;
 
 pub use line::{Direction, Faults, FaultsRequest, LineInfo, byte_time};
-pub use printer::{Cover, Cutter, Drawer, Paper, PrintedReceipt, PrinterState, StateRequest};
+pub use printer::{
+    Cover, Cutter, Drawer, Paper, PaperRow, PrintedReceipt, PrinterState, Span, StateRequest,
+};
 
 use line::{Line, lock};
 
@@ -44,6 +48,10 @@ pub struct Args {
     /// Write a timestamped hex trace of each line and direction into this directory.
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// The CJK TrueType font (`.ttf`/`.otf`/`.ttc`, first face) the receipt
+    /// images are drawn with.
+    #[arg(long, env = render::FONT_ENV, default_value = render::DEFAULT_FONT)]
+    pub font: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -58,6 +66,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         dir: args.dir.clone(),
         record: args.record.clone(),
     })?;
+    devices.set_font(args.font.clone());
+    if let Err(e) = devices.font() {
+        // Everything else works without it; only the images are missing.
+        eprintln!("receipt images unavailable: {e:#}");
+    }
     let listener = TcpListener::bind(args.control).await?;
     let addr = listener.local_addr()?;
     println!("control API: http://{addr}");
@@ -82,6 +95,13 @@ pub struct Devices {
     scale: Arc<Mutex<scale::Scale>>,
     display: Arc<Mutex<display::Display>>,
     lines: Vec<Arc<Line>>,
+    font: Mutex<FontSlot>,
+}
+
+/// The receipt images' font: where to read it, then what was read.
+enum FontSlot {
+    Path(PathBuf),
+    Loaded(Arc<render::Font>),
 }
 
 impl Devices {
@@ -107,7 +127,40 @@ impl Devices {
             scale,
             display,
             lines,
+            font: Mutex::new(FontSlot::Path(render::Font::configured_path())),
         }))
+    }
+
+    /// Every receipt and ticket printed so far (and not cleared), in order.
+    pub fn receipts(&self) -> Vec<PrintedReceipt> {
+        lock(&self.printer).receipts()
+    }
+
+    /// Draws the receipt images with this font file instead of the one named
+    /// by `HW_SIM_FONT` or Debian's default.
+    pub fn set_font(&self, path: PathBuf) {
+        *lock(&self.font) = FontSlot::Path(path);
+    }
+
+    /// The receipt images' font, read on first use; after a failure it is
+    /// tried again next time, so installing it later is enough.
+    pub fn font(&self) -> anyhow::Result<Arc<render::Font>> {
+        let mut slot = lock(&self.font);
+        match &*slot {
+            FontSlot::Loaded(f) => Ok(Arc::clone(f)),
+            FontSlot::Path(path) => {
+                let font = Arc::new(render::Font::load(path)?);
+                *slot = FontSlot::Loaded(Arc::clone(&font));
+                Ok(font)
+            }
+        }
+    }
+
+    /// Writes every receipt printed so far into `dir` as numbered PNG images
+    /// (`receipt-0001.png`, …; see [`render::write_pngs`]). Blocking: call it
+    /// from `spawn_blocking` in async code.
+    pub fn write_pngs(&self, dir: &Path) -> anyhow::Result<usize> {
+        render::write_pngs(&self.receipts(), &*self.font()?, dir)
     }
 
     pub fn lines(&self) -> Vec<LineInfo> {
@@ -132,6 +185,7 @@ impl Devices {
                 "/printer/receipts",
                 get(get_receipts).delete(delete_receipts),
             )
+            .route("/printer/receipts/{image}", get(get_receipt_png))
             .route(
                 "/printer/state",
                 put(put_printer_state).get(get_printer_state),
@@ -324,6 +378,68 @@ async fn get_receipts(State(d): Sim) -> Json<Receipts> {
 async fn delete_receipts(State(d): Sim) -> StatusCode {
     lock(&d.printer).clear_receipts();
     StatusCode::NO_CONTENT
+}
+
+/// `GET /printer/receipts/last.png` (the latest receipt) or
+/// `/printer/receipts/{n}.png` (the `n`th, from 1): the receipt drawn as the
+/// paper would look.
+async fn get_receipt_png(
+    State(d): Sim,
+    UrlPath(image): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let not_found = |detail: String| ApiError::new(StatusCode::NOT_FOUND, "no_receipt", detail);
+    let which = image.strip_suffix(".png").ok_or_else(|| {
+        not_found(
+            "receipt images are /printer/receipts/last.png or /printer/receipts/{n}.png".into(),
+        )
+    })?;
+    let receipt = {
+        let p = lock(&d.printer);
+        let count = p.receipt_count();
+        let n = match which {
+            "last" if count == 0 => {
+                return Err(not_found("nothing has been printed yet".into()));
+            }
+            "last" => count,
+            n => n
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=count).contains(n))
+                .ok_or_else(|| {
+                    not_found(format!(
+                        "no receipt {n:?}: {count} printed so far, numbered from 1"
+                    ))
+                })?,
+        };
+        p.receipt(n)
+            .ok_or_else(|| not_found(format!("no receipt {n}")))?
+    };
+    let png = tokio::task::spawn_blocking(move || {
+        let font = d.font().map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "font_missing",
+                format!("{e:#}"),
+            )
+        })?;
+        render::receipt_png(&receipt, &font).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "render_failed",
+                format!("{e:#}"),
+            )
+        })
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        png,
+    )
+        .into_response())
 }
 
 async fn put_printer_state(State(d): Sim, Json(req): Json<StateRequest>) -> Json<PrinterState> {

@@ -59,6 +59,66 @@ async fn chinese_receipt_with_qr_is_printed_as_sent() {
     assert_eq!(receipts[0]["cut"], true);
 }
 
+/// The receipt font is there, or (outside CI) the test is skipped with the
+/// reason written past libtest's capture.
+fn receipt_font_installed() -> bool {
+    use std::io::Write;
+    let path = hw_sim::devices::render::Font::configured_path();
+    if let Err(e) = hw_sim::devices::render::Font::load(&path) {
+        assert!(!tests::in_ci(), "{e:#}");
+        let test = std::thread::current().name().unwrap_or("?").to_owned();
+        let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {e:#}");
+        return false;
+    }
+    true
+}
+
+/// `GET path` as a decoded PNG: width, height and 8-bit gray pixels.
+async fn png_image(sim: &Sim, path: &str) -> (u32, u32, Vec<u8>) {
+    let r = sim.raw_get(path).await;
+    assert_eq!(r.status(), 200, "GET {path}");
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let bytes = r.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut px = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut px).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    px.truncate(info.buffer_size());
+    (info.width, info.height, px)
+}
+
+#[tokio::test]
+async fn the_latest_receipt_is_served_as_a_png_image() {
+    if !receipt_font_installed() {
+        return;
+    }
+    let sim = Sim::start().await;
+    let r = sim.raw_get("/printer/receipts/last.png").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "no_receipt");
+    assert_eq!(body["detail"], "nothing has been printed yet");
+
+    let mut printer = sim.printer().await;
+    printer.print(&chinese_receipt()).await.unwrap();
+    printer
+        .print(&Receipt::new().line("第二张 second").cut())
+        .await
+        .unwrap();
+    let (w, last_h, px) = png_image(&sim, "/printer/receipts/last.png").await;
+    assert_eq!(w, 576, "80 mm paper at 203 dpi");
+    assert!(px.iter().any(|&v| v < 128), "the image is blank");
+    // The first receipt (four lines and a QR code) is the longer strip.
+    let (_, first_h, px) = png_image(&sim, "/printer/receipts/1.png").await;
+    assert!(first_h > last_h + 200, "{first_h} vs {last_h}");
+    assert!(px.iter().filter(|&&v| v < 128).count() > 1000);
+    let r = sim.raw_get("/printer/receipts/3.png").await;
+    assert_eq!(r.status(), 404);
+}
+
 #[tokio::test]
 async fn drawer_kick_and_sensor() {
     let sim = Sim::start().await;

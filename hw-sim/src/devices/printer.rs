@@ -6,12 +6,16 @@
 //! of that job — everything up to the next `ESC @` — so the host must print
 //! the job again after recovery. Real-time commands (`DLE EOT`, `DLE ENQ`) are
 //! answered even while offline.
+//!
+//! Besides the text it keeps how each receipt looked on the paper (rows with
+//! their alignment, bold and character size, the QR codes in place), which
+//! `render` draws as an image.
 
 use std::time::Instant;
 
 use proto::device::Decode;
 use proto::device::escpos::{
-    self, Command, ErrorCause, OfflineCause, PaperSensor, PrinterStatus, Status, StatusKind,
+    self, Align, Command, ErrorCause, OfflineCause, PaperSensor, PrinterStatus, Status, StatusKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +75,52 @@ pub struct PrintedReceipt {
     /// Whether it was cut off cleanly; `false` for a fragment left when
     /// printing stopped.
     pub cut: bool,
+    /// The same receipt as laid out on the paper, top to bottom (not part of
+    /// the control API's JSON; `render` draws it).
+    #[serde(skip)]
+    pub rows: Vec<PaperRow>,
+}
+
+/// One row of a printed receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaperRow {
+    /// A printed line: the alignment in force when it began, and its text in
+    /// runs of one style. No spans is a blank line.
+    Text { align: Align, spans: Vec<Span> },
+    /// `ESC d n`: `n` lines of blank paper.
+    Feed(u8),
+    /// A QR code holding `data` (decoded as UTF-8, lossily).
+    Qr { align: Align, data: String },
+}
+
+/// A run of text printed in one style.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub text: String,
+    pub bold: bool,
+    /// Character width and height multipliers (`GS !`), 1..=8.
+    pub width: u8,
+    pub height: u8,
+}
+
+/// The character style `ESC a`, `ESC E` and `GS !` set; `ESC @` resets it.
+#[derive(Debug, Clone, Copy)]
+struct Style {
+    align: Align,
+    bold: bool,
+    width: u8,
+    height: u8,
+}
+
+impl Default for Style {
+    fn default() -> Self {
+        Style {
+            align: Align::Left,
+            bold: false,
+            width: 1,
+            height: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -84,11 +134,36 @@ struct Page {
     text: String,
     qr: Vec<String>,
     pending: Vec<u8>,
+    rows: Vec<PaperRow>,
+    /// The line being built: decoded runs not yet fed, and its alignment.
+    line: Vec<Span>,
+    line_align: Option<Align>,
 }
 
 impl Page {
     fn is_empty(&self) -> bool {
         self.text.is_empty() && self.qr.is_empty() && self.pending.is_empty()
+    }
+
+    /// Ends the line being built as a row (a blank one if nothing is on it).
+    fn end_line(&mut self, style: Style) {
+        let align = self.line_align.take().unwrap_or(style.align);
+        let spans = std::mem::take(&mut self.line);
+        self.rows.push(PaperRow::Text { align, spans });
+    }
+
+    /// The paper as it stands, taken off the printer.
+    fn tear_off(&mut self, style: Style, cut: bool) -> PrintedReceipt {
+        if !self.line.is_empty() {
+            self.end_line(style);
+        }
+        let page = std::mem::take(self);
+        PrintedReceipt {
+            text: page.text,
+            qr: page.qr,
+            cut,
+            rows: page.rows,
+        }
     }
 }
 
@@ -96,6 +171,7 @@ impl Page {
 pub struct Printer {
     buf: Vec<u8>,
     chinese: bool,
+    style: Style,
     page: Page,
     qr_stored: Option<Vec<u8>>,
     receipts: Vec<PrintedReceipt>,
@@ -115,6 +191,15 @@ const MAX_BUFFER: usize = 64 * 1024;
 impl Printer {
     pub fn receipts(&self) -> Vec<PrintedReceipt> {
         self.receipts.clone()
+    }
+
+    pub fn receipt_count(&self) -> usize {
+        self.receipts.len()
+    }
+
+    /// The `n`th receipt printed, from 1.
+    pub fn receipt(&self, n: usize) -> Option<PrintedReceipt> {
+        self.receipts.get(n.checked_sub(1)?).cloned()
     }
 
     pub fn clear_receipts(&mut self) {
@@ -190,12 +275,8 @@ impl Printer {
     fn stop_printing(&mut self) {
         self.flush_text();
         if !self.page.is_empty() {
-            let page = std::mem::take(&mut self.page);
-            self.receipts.push(PrintedReceipt {
-                text: page.text,
-                qr: page.qr,
-                cut: false,
-            });
+            let receipt = self.page.tear_off(self.style, false);
+            self.receipts.push(receipt);
         }
         self.interrupted = true;
     }
@@ -205,20 +286,40 @@ impl Printer {
         if bytes.is_empty() {
             return;
         }
-        if self.chinese {
-            self.page.text.push_str(&escpos::decode_gb18030(&bytes));
+        let text = if self.chinese {
+            escpos::decode_gb18030(&bytes)
         } else {
-            self.page.text.extend(
-                bytes
-                    .iter()
-                    .map(|&b| if b < 0x80 { b as char } else { '?' }),
-            );
+            bytes
+                .iter()
+                .map(|&b| if b < 0x80 { b as char } else { '?' })
+                .collect()
+        };
+        self.page.text.push_str(&text);
+        let Style {
+            align,
+            bold,
+            width,
+            height,
+        } = self.style;
+        let page = &mut self.page;
+        page.line_align.get_or_insert(align);
+        match page.line.last_mut() {
+            Some(s) if (s.bold, s.width, s.height) == (bold, width, height) => {
+                s.text.push_str(&text);
+            }
+            _ => page.line.push(Span {
+                text,
+                bold,
+                width,
+                height,
+            }),
         }
     }
 
     fn print_line(&mut self) {
         self.flush_text();
         self.page.text.push('\n');
+        self.page.end_line(self.style);
         self.use_paper(1);
     }
 
@@ -259,11 +360,30 @@ impl Printer {
                 // ESC @ clears the print buffer: a line not yet fed is lost.
                 self.page.pending.clear();
                 self.chinese = false;
+                self.style = Style::default();
                 self.qr_stored = None;
             }
             Command::Text(t) => self.page.pending.extend(t),
             Command::LineFeed => self.print_line(),
-            Command::FeedLines(n) => self.use_paper(u32::from(n)),
+            Command::FeedLines(n) => {
+                if n > 0 {
+                    self.page.rows.push(PaperRow::Feed(n));
+                }
+                self.use_paper(u32::from(n));
+            }
+            Command::Align(a) => {
+                self.flush_text();
+                self.style.align = a;
+            }
+            Command::Bold(on) => {
+                self.flush_text();
+                self.style.bold = on;
+            }
+            Command::Size { width, height } => {
+                self.flush_text();
+                self.style.width = width.clamp(1, 8);
+                self.style.height = height.clamp(1, 8);
+            }
             Command::ChineseOn | Command::ChineseOff => {
                 self.flush_text();
                 self.chinese = cmd == Command::ChineseOn;
@@ -272,6 +392,15 @@ impl Printer {
             Command::QrPrint => {
                 if let Some(data) = &self.qr_stored {
                     let payload = String::from_utf8_lossy(data).into_owned();
+                    // The symbol prints below whatever the line holds.
+                    self.flush_text();
+                    if !self.page.line.is_empty() {
+                        self.page.end_line(self.style);
+                    }
+                    self.page.rows.push(PaperRow::Qr {
+                        align: self.style.align,
+                        data: payload.clone(),
+                    });
                     self.page.qr.push(payload);
                     self.use_paper(8);
                 }
@@ -282,14 +411,12 @@ impl Printer {
                     self.stop_printing();
                     return;
                 }
-                let page = std::mem::take(&mut self.page);
                 // Cutting blank paper leaves nothing worth keeping.
-                if !page.is_empty() {
-                    self.receipts.push(PrintedReceipt {
-                        text: page.text,
-                        qr: page.qr,
-                        cut: true,
-                    });
+                if self.page.is_empty() {
+                    self.page = Page::default();
+                } else {
+                    let receipt = self.page.tear_off(self.style, true);
+                    self.receipts.push(receipt);
                 }
             }
             Command::DrawerKick { .. } => {
@@ -297,10 +424,7 @@ impl Printer {
                 self.drawer.kicks += 1;
             }
             Command::ProcessId(id) => out.extend(escpos::process_id_response(id)),
-            Command::Align(_)
-            | Command::Bold(_)
-            | Command::Size { .. }
-            | Command::QrModel(_)
+            Command::QrModel(_)
             | Command::QrModuleSize(_)
             | Command::QrLevel(_)
             | Command::Ignored
@@ -364,7 +488,75 @@ mod tests {
             vec![PrintedReceipt {
                 text: "欢迎光临 Welcome\n".into(),
                 qr: vec!["支付 https://x".into()],
-                cut: true
+                cut: true,
+                rows: vec![
+                    PaperRow::Text {
+                        align: Align::Left,
+                        spans: vec![span("欢迎光临 Welcome", false, 1, 1)],
+                    },
+                    PaperRow::Qr {
+                        align: Align::Left,
+                        data: "支付 https://x".into(),
+                    },
+                ],
+            }]
+        );
+    }
+
+    fn span(text: &str, bold: bool, width: u8, height: u8) -> Span {
+        Span {
+            text: text.into(),
+            bold,
+            width,
+            height,
+        }
+    }
+
+    #[test]
+    fn keeps_the_layout_of_each_row() {
+        let mut p = Printer::default();
+        let r = Receipt::new()
+            .align(Align::Center)
+            .bold(true)
+            .size(2, 2)
+            .line("小票")
+            .size(1, 1)
+            .bold(false)
+            .align(Align::Right)
+            .text("合计 ")
+            .bold(true)
+            .line("4.54")
+            .feed(2)
+            .line("")
+            .cut();
+        feed(&mut p, r.as_bytes());
+        // ESC @ resets the style: the next job starts left, plain, 1x1.
+        feed(&mut p, Receipt::new().line("next").cut().as_bytes());
+        let receipts = p.receipts();
+        assert_eq!(receipts[0].text, "小票\n合计 4.54\n\n");
+        assert_eq!(
+            receipts[0].rows,
+            vec![
+                PaperRow::Text {
+                    align: Align::Center,
+                    spans: vec![span("小票", true, 2, 2)],
+                },
+                PaperRow::Text {
+                    align: Align::Right,
+                    spans: vec![span("合计 ", false, 1, 1), span("4.54", true, 1, 1)],
+                },
+                PaperRow::Feed(2),
+                PaperRow::Text {
+                    align: Align::Right,
+                    spans: vec![],
+                },
+            ]
+        );
+        assert_eq!(
+            receipts[1].rows,
+            vec![PaperRow::Text {
+                align: Align::Left,
+                spans: vec![span("next", false, 1, 1)],
             }]
         );
     }

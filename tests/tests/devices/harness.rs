@@ -116,6 +116,14 @@ impl Sim {
         panic!("GET {path}: wanted {want}, still {last}");
     }
 
+    pub async fn raw_get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn raw_put(&self, path: &str, body: Value) -> reqwest::Response {
         self.http
             .put(format!("{}{path}", self.base))
