@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::clock::Clock;
 
+mod backup;
 mod reverse;
 pub use reverse::Loss;
 

@@ -66,6 +66,12 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// A consistent copy of the live SQLite database into FILE (a new file;
+    /// the gateway may keep serving). PostgreSQL: use pg_dump.
+    Backup {
+        /// Where the copy goes (must not exist).
+        file: std::path::PathBuf,
+    },
     /// The go-live preflight: configuration, data directory, database and
     /// migrations, outside services, secrets, clock, listen address; one
     /// row each (✔/✘ and why), exit 1 on any ✘.
@@ -311,6 +317,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+        Command::Backup { file } => {
+            let db = connect(&database_url(&settings)).await?;
+            let bytes = db.backup_to(&file).await?;
+            println!("backed up to {} ({bytes} bytes)", file.display());
         }
         Command::Keys { action } => {
             let db = connect(&database_url(&settings)).await?;

@@ -789,3 +789,25 @@ fn json_logs_carry_the_request_id() {
     };
     assert!(!ok && err.contains("log_format"), "{err}");
 }
+
+/// `gateway backup FILE` while `serve` runs: the copy is a database the
+/// gateway opens as it is (migrations current, the keys there); an
+/// existing file is never overwritten.
+#[test]
+fn backup_copies_the_live_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut child, _addr, _out) = serve(d, &["--demo"]);
+    let (ok, out, err) = run(&["backup", "copy.db"], d);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("backed up to copy.db ("), "{out}");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let copy = "sqlite://copy.db";
+    let (ok, out, _) = run(&["migrate", "status", "--database-url", copy], d);
+    assert!(ok && !out.contains("pending"), "{out}");
+    let (ok, out, _) = run(&["keys", "list", "--database-url", copy], d);
+    assert!(ok && out.contains("store=S001 terminal="), "{out}");
+    let (ok, _, err) = run(&["backup", "copy.db"], d);
+    assert!(!ok && err.contains("exists already"), "{err}");
+}
