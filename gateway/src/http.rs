@@ -8,6 +8,7 @@ pub mod extract;
 mod metrics;
 mod orders;
 mod outbox;
+pub mod openapi;
 mod payments;
 mod problem;
 mod server;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/healthz", get(readyz))
         .route("/livez", get(livez))
+        .route("/openapi.json", get(openapi::serve_document))
         .nest(
             "/api/v1",
             catalog::router()
@@ -87,6 +89,9 @@ pub async fn serve(
 
 /// Ready (`/readyz`, and `/healthz` the same): the database answers and
 /// every supervised background task is up; otherwise 503 naming what is not.
+#[utoipa::path(get, path = "/readyz", tag = "meta",
+    responses((status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Not ready: what is down", body = Object)))]
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     let database = match st.db.ping().await {
         Ok(()) => "ok",
@@ -127,6 +132,8 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 /// Alive: answers without touching anything (also the benchmarks' baseline).
+#[utoipa::path(get, path = "/livez", tag = "meta",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String)))]
 async fn livez() -> &'static str {
     "ok"
 }
