@@ -68,7 +68,10 @@ macro_rules! ident_schema {
                 string(
                     r"^[A-Za-z0-9._-]{1,64}$",
                     64,
-                    concat!($what, ": 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'."),
+                    concat!(
+                        $what,
+                        ": 1-64 characters of A-Z, a-z, 0-9, '-', '_' or '.'."
+                    ),
                     $example,
                 )
             }

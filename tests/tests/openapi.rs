@@ -66,7 +66,9 @@ fn routes_in_source() -> BTreeSet<(String, String)> {
             for m in METHODS {
                 let word = format!("{m}(");
                 let named = call.match_indices(&word).any(|(i, _)| {
-                    i == 0 || !call.as_bytes()[i - 1].is_ascii_alphanumeric() && call.as_bytes()[i - 1] != b'_'
+                    i == 0
+                        || !call.as_bytes()[i - 1].is_ascii_alphanumeric()
+                            && call.as_bytes()[i - 1] != b'_'
                 });
                 if named {
                     routes.insert((m.to_owned(), path.to_owned()));
@@ -118,7 +120,12 @@ async fn openapi_document_names_every_route() {
         return;
     };
     // No key needed.
-    let resp = t.http.get(t.url("/openapi.json")).send().await.expect("get");
+    let resp = t
+        .http
+        .get(t.url("/openapi.json"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()["content-type"]
@@ -138,14 +145,22 @@ async fn openapi_document_names_every_route() {
         .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
         .collect();
     let routes = routes_in_source();
-    assert!(routes.len() > 30, "only {} routes read from the source", routes.len());
+    assert!(
+        routes.len() > 30,
+        "only {} routes read from the source",
+        routes.len()
+    );
     for (method, path) in &routes {
         let full = [path.clone(), format!("/api/v1{path}")];
         let known = full.iter().any(|p| {
             let key = (method.clone(), p.clone());
             documented.contains(&key) || left_out.contains(&key)
         });
-        assert!(known, "route {} {path} is not in /openapi.json", method.to_uppercase());
+        assert!(
+            known,
+            "route {} {path} is not in /openapi.json",
+            method.to_uppercase()
+        );
     }
     // And nothing in the document that the router does not serve: each
     // operation, called, is routed (not the fallback's `no such route`, not
@@ -182,7 +197,10 @@ async fn openapi_document_names_every_route() {
         .iter()
         .map(|c| c.as_str().expect("code"))
         .collect();
-    let all: BTreeSet<&str> = gateway::error::Code::ALL.iter().map(|c| c.as_str()).collect();
+    let all: BTreeSet<&str> = gateway::error::Code::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
     assert_eq!(codes, all);
     assert!(codes.contains("out_of_stock"));
     let problem = &schemas["Problem"]["properties"];
@@ -201,10 +219,16 @@ async fn openapi_document_names_every_route() {
     assert!(doc["paths"]["/livez"]["get"].get("security").is_none());
     let money = &schemas["Money"];
     assert_eq!(money["type"], "string");
-    assert!(money["pattern"].as_str().is_some_and(|p| p.contains("[0-9]")));
-    assert!(schemas["Order"]["properties"]["total"]["$ref"]
-        .as_str()
-        .is_some_and(|r| r.ends_with("/Money")));
+    assert!(
+        money["pattern"]
+            .as_str()
+            .is_some_and(|p| p.contains("[0-9]"))
+    );
+    assert!(
+        schemas["Order"]["properties"]["total"]["$ref"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("/Money"))
+    );
     t.stop().await;
 }
 

@@ -230,10 +230,12 @@ impl Modify for Contract {
                     .into_iter()
                     .flatten()
                 {
-                    op.operation_id = op
-                        .operation_id
-                        .as_ref()
-                        .map(|id| format!("{id}_at_{}", alias.trim_matches('/').replace(['/', '{', '}'], "_")));
+                    op.operation_id = op.operation_id.as_ref().map(|id| {
+                        format!(
+                            "{id}_at_{}",
+                            alias.trim_matches('/').replace(['/', '{', '}'], "_")
+                        )
+                    });
                 }
                 doc.paths.paths.insert((*alias).to_owned(), item);
             }
