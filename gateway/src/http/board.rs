@@ -8,7 +8,6 @@
 //! access log) nor into a cookie (that other pages could ride on).
 
 use axum::Router;
-use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +15,7 @@ use proto::order::StoreId;
 
 use crate::app::AppState;
 use crate::error::Result;
+use crate::http::extract::Path;
 
 const PAGE: &str = include_str!("board/board.html");
 const SCRIPT: &str = include_str!("board/board.js");
