@@ -185,6 +185,15 @@ async fn openapi_document_names_every_route() {
             "{method} {path}: documented but the router does not know it"
         );
     }
+    let mut ids = BTreeSet::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for m in METHODS {
+            if let Some(op) = item.get(m) {
+                let id = op["operationId"].as_str().expect("operationId");
+                assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+            }
+        }
+    }
     for (alias, of) in ALIASES {
         assert!(doc["paths"][alias].is_object() && doc["paths"][of].is_object());
     }
@@ -232,6 +241,44 @@ async fn openapi_document_names_every_route() {
     t.stop().await;
 }
 
+/// A query or a path the router cannot read is refused with the problem
+/// document like every other error, not axum's plain text (found by
+/// schemathesis: a parameter given twice).
+#[tokio::test]
+async fn unreadable_query_and_path_are_problems() {
+    let Some(t) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let cases = [
+        (
+            "/api/v1/stores/S001/orders?since=1&since=2",
+            400,
+            "invalid_query",
+        ),
+        ("/api/v1/outbox?limit=1&limit=2", 400, "invalid_query"),
+        ("/api/v1/orders/%FF", 400, "invalid_request"),
+        ("/api/v1/stores/%FF%FE/catalog", 400, "invalid_request"),
+    ];
+    for (path, status, code) in cases {
+        let resp = t
+            .http
+            .get(t.url(path))
+            .bearer_auth(&t.admin)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let body: Value = resp.json().await.expect("problem JSON");
+        assert_eq!(body["code"], code, "{path}: {body}");
+    }
+    t.stop().await;
+}
+
 /// schemathesis against a live gateway (payments on, against the provider
 /// simulator) with the demo catalog and an order: every operation but the
 /// endless feed, a bounded number of cases each, checked for 5xx and for
@@ -264,7 +311,10 @@ async fn schemathesis_on(backend: Backend) {
         .args(["--exclude-path", "/api/v1/stores/{store}/orders/stream"])
         .args(["--request-timeout", "30"])
         .args(["--seed", "20261203"])
-        .args(["--workers", "2"])
+        // One worker: with two, schemathesis 4.32 on CPython 3.11 sometimes
+        // fails inside its own generator ("AST constructor recursion depth
+        // mismatch"), whatever the API answers.
+        .args(["--workers", "1"])
         .arg("--no-color")
         .current_dir(report.path())
         .env("SCHEMATHESIS_TELEMETRY", "false")

@@ -1,13 +1,13 @@
 //! Admin endpoints for products, stores and stock, and the store catalog.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use proto::order::{Money, Sku, StoreId, Unit};
 use serde::Deserialize;
 
-use super::extract::{Admin, Auth, JsonBody};
+use super::extract::{Admin, Auth, JsonBody, Path};
 use crate::app::AppState;
 use crate::catalog::{self, ItemChange, ProductSpec};
 use crate::clock;
@@ -24,6 +24,12 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct ProductBody {
+    /// 1-120 characters, not all blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     #[schema(value_type = Unit)]
     unit: String,
@@ -70,6 +76,12 @@ async fn put_product(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct StoreBody {
+    /// 1-120 characters, not all blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
 }
 

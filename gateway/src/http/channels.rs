@@ -4,7 +4,7 @@
 //! parses, authorises, calls `channels` and answers.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -19,7 +19,7 @@ use crate::channels::ingest::{self, ThirdParty};
 use crate::channels::mappings::{self, NewSkuMapping};
 use crate::channels::push::{self, Received};
 use crate::error::{Code, Error, Result};
-use crate::http::extract::{Admin, Auth, JsonBody};
+use crate::http::extract::{Admin, Auth, JsonBody, Path};
 use crate::platforms::Answer;
 use crate::platforms::meituan::MAX_PUSH_BYTES;
 use crate::platforms::webhook::MAX_BODY_BYTES;
@@ -153,7 +153,10 @@ async fn action(
     let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
-        crate::http::extract::parse_json::<ActionBody>(&body)?.value
+        // `null` is no body too.
+        crate::http::extract::parse_json::<Option<ActionBody>>(&body)?
+            .value
+            .unwrap_or_default()
     };
     let req = ActionRequest::parse(&action, body.reason)?;
     let tp = ingest::third_party(&st.db, &id)

@@ -119,7 +119,7 @@ pub const ALIASES: &[(&str, &str)] = &[
 #[serde(untagged)]
 #[allow(dead_code)] // only its schema is used
 pub enum PayAnswer {
-    Charge(crate::payments::store::Charge),
+    Charge(Box<crate::payments::store::Charge>),
     Cash(crate::payments::cash::CashTender),
 }
 
@@ -223,6 +223,19 @@ impl Modify for Contract {
                 )
                 .build()
         };
+        // Handlers of different modules share names (`list`, `put_store`):
+        // each operation id is prefixed with its tag, so ids are unique.
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.put, &mut item.post]
+                .into_iter()
+                .flatten()
+            {
+                let tag = op.tags.as_ref().and_then(|t| t.first()).cloned();
+                if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut()) {
+                    *id = format!("{tag}_{id}");
+                }
+            }
+        }
         for (alias, documented) in ALIASES {
             if let Some(item) = doc.paths.paths.get(*documented) {
                 let mut item = item.clone();

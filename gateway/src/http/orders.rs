@@ -1,6 +1,6 @@
 //! Orders over REST: create (idempotent), read, act.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use proto::order::{Channel, Money, Order, OrderAction, PaymentStatus, Sku, StoreId};
 use serde::Deserialize;
 
-use super::extract::{Auth, JsonBody};
+use super::extract::{Auth, JsonBody, Path};
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::keys::Role;
@@ -67,7 +67,9 @@ const MAX_CATALOG_VERSION: usize = proto::soap::messages::MAX_CATALOG_VERSION;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct PrepaidIn {
+    #[schema(pattern = "^[!-~]{1,64}$")]
     provider: String,
+    #[schema(pattern = "^[!-~]{1,64}$")]
     transaction_id: String,
     /// Decimal yuan as a string, e.g. "21.16": must equal the order total.
     #[schema(value_type = Money)]
@@ -300,7 +302,10 @@ async fn act(
         None
     } else {
         super::extract::require_json(&headers)?;
-        super::extract::parse_json::<ActBody>(&body)?.value.reason
+        // `null` is no body too.
+        super::extract::parse_json::<Option<ActBody>>(&body)?
+            .value
+            .and_then(|b| b.reason)
     };
     if who.role == Role::App && action != OrderAction::Cancel {
         return Err(Error::forbidden("the app may only cancel orders"));

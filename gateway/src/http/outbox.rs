@@ -1,6 +1,6 @@
 //! The outbox's admin API: what failed, a manual retry, counts.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
-use crate::http::extract::Admin;
+use crate::http::extract::{Admin, Path, Query};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -20,7 +20,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
-    #[param(pattern = "^(pending|delivering|delivered|failed)$")]
+    #[param(pattern = "^(pending|delivering|delivered|failed)?$")]
     state: Option<String>,
     /// The `cursor` of the previous page.
     #[param(value_type = Option<i64>, minimum = 0)]

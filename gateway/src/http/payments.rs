@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
-use crate::http::extract::{Auth, JsonBody};
+use crate::http::extract::{Auth, JsonBody, Path};
 use crate::keys::{Principal, Role};
 use crate::payments::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState, cash};
 
@@ -135,6 +135,7 @@ async fn list(
 #[derive(Deserialize, utoipa::ToSchema)]
 struct RefundBody {
     /// The caller's id of this refund: a retry with the same id is the same refund.
+    #[schema(min_length = 1, max_length = 64)]
     request_id: String,
     /// A decimal string in yuan, e.g. `"5.00"`; optional when lines are given.
     #[schema(value_type = Option<Money>)]

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use futures::Stream;
 use proto::order::{Channel, OrderStatus, StoreId};
 use serde::Deserialize;
 
-use super::extract::Auth;
+use super::extract::{Auth, Path, Query};
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, FeedEvent};
@@ -47,6 +47,9 @@ async fn terminals(
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Comma-separated statuses, e.g. `created,accepted`.
+    #[param(
+        pattern = "^ *((created|accepted|ready|completed|rejected|cancelled) *(, *(created|accepted|ready|completed|rejected|cancelled) *)*)?$"
+    )]
     status: Option<String>,
     #[param(value_type = Option<Channel>)]
     channel: Option<String>,
