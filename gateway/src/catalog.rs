@@ -17,7 +17,7 @@ pub struct ProductSpec {
     pub barcodes: Option<Vec<Barcode>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Product {
     pub sku: String,
     pub name: String,
@@ -157,7 +157,7 @@ async fn barcodes_of(
         .collect()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Store {
     pub id: String,
     pub name: String,
@@ -315,7 +315,7 @@ pub async fn product_unit(conn: &mut AnyConnection, sku: &Sku) -> Result<Option<
         .transpose()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Catalog {
     pub store_id: String,
     pub store_name: String,

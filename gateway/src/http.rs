@@ -7,6 +7,7 @@ mod channels;
 pub mod extract;
 mod metrics;
 mod observe;
+pub mod openapi;
 mod orders;
 mod outbox;
 mod payments;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/healthz", get(readyz))
         .route("/livez", get(livez))
+        .route("/openapi.json", get(openapi::serve_document))
         .nest(
             "/api/v1",
             catalog::router()
@@ -90,6 +92,9 @@ pub async fn serve(
 
 /// Ready (`/readyz`, and `/healthz` the same): the database answers and
 /// every supervised background task is up; otherwise 503 naming what is not.
+#[utoipa::path(get, path = "/readyz", tag = "meta",
+    responses((status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Not ready: what is down", body = Object)))]
 async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
     let database = match st.db.ping().await {
         Ok(()) => "ok",
@@ -130,6 +135,8 @@ async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
 }
 
 /// Alive: answers without touching anything (also the benchmarks' baseline).
+#[utoipa::path(get, path = "/livez", tag = "meta",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String)))]
 async fn livez() -> &'static str {
     "ok"
 }

@@ -918,7 +918,7 @@ pub struct Filter {
     pub limit: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub orders: Vec<Order>,
     /// Pass as `since` to get only what changed after this page.

@@ -576,7 +576,7 @@ fn micros(d: Duration) -> i64 {
 // ------------------------------------------------------------------ reading
 
 /// One outbox row as the admin API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub id: i64,
     pub platform: String,

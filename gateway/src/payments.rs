@@ -1672,14 +1672,14 @@ async fn refund_lines_of(
     Ok(out)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChargeWithLog {
     #[serde(flatten)]
     pub charge: Charge,
     pub exchanges: Vec<Exchange>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrderPayments {
     pub order_id: String,
     pub payment_status: PaymentStatus,

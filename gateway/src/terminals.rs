@@ -43,7 +43,7 @@ pub async fn record(
     Ok(now)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TerminalView {
     pub terminal_id: String,
     /// A heartbeat arrived within the last two minutes.
@@ -53,7 +53,7 @@ pub struct TerminalView {
     pub peripherals: Vec<PeripheralHealth>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Terminals {
     pub store_id: String,
     pub terminals: Vec<TerminalView>,

@@ -238,6 +238,7 @@ impl<'de> Deserialize<'de> for Money {
 // ------------------------------------------------------------ unit & quantity
 
 /// How a product is sold.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
@@ -391,6 +392,7 @@ pub fn share(total: Money, part: Quantity, whole: Quantity) -> Option<Money> {
 
 /// Where an order came from. The aggregated queue is not a channel: it is the
 /// union of every channel's orders of a store.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
@@ -427,6 +429,7 @@ impl Channel {
 // ---------------------------------------------------------------- state machine
 
 /// The fulfilment status of an order, the same for every channel.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
@@ -483,6 +486,7 @@ impl OrderStatus {
 }
 
 /// What a store (or customer) does to an order.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderAction {
@@ -558,6 +562,7 @@ pub fn transition(
 }
 
 /// Payment state, kept apart from fulfilment.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
@@ -670,6 +675,7 @@ pub fn payment_transition(
 // ------------------------------------------------------------------ wire views
 
 /// One line of an order as every surface shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrderLine {
     pub sku: Sku,
@@ -681,6 +687,7 @@ pub struct OrderLine {
 }
 
 /// One entry of an order's append-only status history.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusChange {
     /// RFC 3339 time of the change.
@@ -693,6 +700,7 @@ pub struct StatusChange {
 }
 
 /// An order as every surface shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Order {
     pub id: String,
@@ -730,6 +738,7 @@ pub struct Order {
 }
 
 /// One product as a store sells it, as every surface shows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CatalogItem {
     pub sku: Sku,

@@ -689,7 +689,7 @@ async fn cancel(
 // ------------------------------------------------------------ the view
 
 /// The delivery side of a third-party order, as the REST API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ThirdParty {
     pub order_id: String,
     pub store_id: String,

@@ -8,7 +8,6 @@
 //! access log) nor into a cookie (that other pages could ride on).
 
 use axum::Router;
-use axum::extract::Path;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +15,7 @@ use proto::order::StoreId;
 
 use crate::app::AppState;
 use crate::error::Result;
+use crate::http::extract::Path;
 
 const PAGE: &str = include_str!("board/board.html");
 const SCRIPT: &str = include_str!("board/board.js");
@@ -35,15 +35,21 @@ pub fn router() -> Router<AppState> {
 /// The page is the same for every store (the script reads the store from
 /// its URL); the store id is checked so a bad link says so at once. Whether
 /// the store exists is not told to a caller without a key.
+#[utoipa::path(get, path = "/board/{store}", tag = "board", params(("store" = StoreId, Path)),
+    responses((status = 200, description = "The board page", content_type = "text/html", body = String)))]
 async fn page(Path(store): Path<String>) -> Result<Response> {
     StoreId::parse(&store)?;
     Ok(asset("text/html; charset=utf-8", PAGE, "no-store"))
 }
 
+#[utoipa::path(get, path = "/board/assets/board.js", tag = "board",
+    responses((status = 200, description = "The board's script", content_type = "text/javascript", body = String)))]
 async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT, "no-cache")
 }
 
+#[utoipa::path(get, path = "/board/assets/board.css", tag = "board",
+    responses((status = 200, description = "The board's style", content_type = "text/css", body = String)))]
 async fn style() -> Response {
     asset("text/css; charset=utf-8", STYLE, "no-cache")
 }

@@ -1,13 +1,13 @@
 //! Admin endpoints for products, stores and stock, and the store catalog.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use proto::order::{Money, Sku, StoreId, Unit};
 use serde::Deserialize;
 
-use super::extract::{Admin, Auth, JsonBody};
+use super::extract::{Admin, Auth, JsonBody, Path};
 use crate::app::AppState;
 use crate::catalog::{self, ItemChange, ProductSpec};
 use crate::clock;
@@ -22,15 +22,29 @@ pub fn router() -> Router<AppState> {
         .route("/stores/{store}/catalog", get(get_catalog))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ProductBody {
+    /// 1-120 characters, not all blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
+    #[schema(value_type = Unit)]
     unit: String,
+    #[schema(value_type = Money)]
     price: String,
     /// Absent leaves the product's barcodes as they are; `[]` removes them.
+    #[schema(value_type = Option<Vec<proto::order::Barcode>>)]
     barcodes: Option<Vec<String>>,
 }
 
+/// Creates or replaces a product of the chain (admin).
+#[utoipa::path(put, path = "/api/v1/products/{sku}", tag = "catalog", request_body = ProductBody,
+    params(("sku" = Sku, Path)),
+    responses((status = 201, description = "Created", body = catalog::Product),
+        (status = 200, description = "Replaced", body = catalog::Product)))]
 async fn put_product(
     State(st): State<AppState>,
     _: Admin,
@@ -60,11 +74,22 @@ async fn put_product(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct StoreBody {
+    /// 1-120 characters, not all blank, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
 }
 
+/// Creates or renames a store (admin).
+#[utoipa::path(put, path = "/api/v1/stores/{store}", tag = "catalog", request_body = StoreBody,
+    params(("store" = StoreId, Path)),
+    responses((status = 201, description = "Created", body = catalog::Store),
+        (status = 200, description = "Renamed", body = catalog::Store)))]
 async fn put_store(
     State(st): State<AppState>,
     _: Admin,
@@ -85,13 +110,19 @@ async fn put_store(
 }
 
 /// `null` and absent differ here: `"price": null` removes the override.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ItemBody {
+    /// The stock counted now.
+    #[schema(value_type = Option<proto::order::Quantity>)]
     on_hand: Option<String>,
     available: Option<bool>,
+    /// This store's price; `null` removes the override (the list price applies).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Money>)]
     price: Option<Option<String>>,
+    /// RFC 3339; `null` ends a snooze.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     snoozed_until: Option<Option<String>>,
 }
 
@@ -103,6 +134,11 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Sets a store's stock, availability, price override or snooze of a product
+/// (admin); `PUT /api/v1/stores/{store}/stock/{sku}` is the same operation.
+#[utoipa::path(put, path = "/api/v1/stores/{store}/items/{sku}", tag = "catalog", request_body = ItemBody,
+    params(("store" = StoreId, Path), ("sku" = Sku, Path)),
+    responses((status = 200, description = "The item as the store sells it", body = proto::order::CatalogItem)))]
 async fn put_item(
     State(st): State<AppState>,
     _: Admin,
@@ -149,6 +185,10 @@ async fn put_item(
     Ok(Json(catalog::put_item(&st.db, &store, &sku, change).await?))
 }
 
+/// What a store sells now, with prices and stock.
+#[utoipa::path(get, path = "/api/v1/stores/{store}/catalog", tag = "catalog",
+    params(("store" = StoreId, Path)),
+    responses((status = 200, description = "The store's catalog", body = catalog::Catalog)))]
 async fn get_catalog(
     State(st): State<AppState>,
     Auth(who): Auth,

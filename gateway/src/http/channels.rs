@@ -4,7 +4,7 @@
 //! parses, authorises, calls `channels` and answers.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -19,7 +19,7 @@ use crate::channels::ingest::{self, ThirdParty};
 use crate::channels::mappings::{self, NewSkuMapping};
 use crate::channels::push::{self, Received};
 use crate::error::{Code, Error, Result};
-use crate::http::extract::{Admin, Auth, JsonBody};
+use crate::http::extract::{Admin, Auth, JsonBody, Path};
 use crate::platforms::Answer;
 use crate::platforms::meituan::MAX_PUSH_BYTES;
 use crate::platforms::webhook::MAX_BODY_BYTES;
@@ -108,6 +108,10 @@ async fn webhook_push(
     }
 }
 
+/// The delivery side of a third-party order (terminal or admin).
+#[utoipa::path(get, path = "/api/v1/orders/{id}/third_party", tag = "channels",
+    params(("id" = String, Path, description = "The order's id")),
+    responses((status = 200, description = "The delivery details", body = ThirdParty)))]
 async fn details(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -127,7 +131,7 @@ async fn details(
     Ok(Json(tp))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct ActionBody {
     #[serde(default)]
     reason: Option<String>,
@@ -135,6 +139,11 @@ struct ActionBody {
 
 /// `delivering`, `arrived` (self-delivery), `refund_agree`, `refund_reject`:
 /// [`actions::act`].
+#[utoipa::path(post, path = "/api/v1/orders/{id}/third_party/{action}", tag = "channels",
+    params(("id" = String, Path, description = "The order's id"),
+        ("action" = String, Path, description = "`delivering`, `arrived`, `refund_agree` or `refund_reject`")),
+    request_body(content = Option<ActionBody>, description = "Optional; a refund rejection gives a reason"),
+    responses((status = 200, description = "Done", body = crate::http::openapi::ActionDone)))]
 async fn action(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -144,7 +153,10 @@ async fn action(
     let body: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
-        crate::http::extract::parse_json::<ActionBody>(&body)?.value
+        // `null` is no body too.
+        crate::http::extract::parse_json::<Option<ActionBody>>(&body)?
+            .value
+            .unwrap_or_default()
     };
     let req = ActionRequest::parse(&action, body.reason)?;
     let tp = ingest::third_party(&st.db, &id)
@@ -163,18 +175,24 @@ async fn action(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SkuMapping {
+    #[schema(value_type = proto::order::Sku)]
     sku: String,
     /// Only in this store; absent: every store.
     #[serde(default)]
     store_id: Option<String>,
     /// How much of our SKU one platform item is ("1" piece, "0.500" kg).
     #[serde(default)]
+    #[schema(value_type = Option<proto::order::Quantity>)]
     per_item: Option<String>,
 }
 
 /// `PUT /api/v1/channels/{platform}/skus/{platform_sku}` (admin).
+#[utoipa::path(put, path = "/api/v1/channels/{platform}/skus/{platform_sku}", tag = "channels",
+    request_body = SkuMapping,
+    params(("platform" = String, Path), ("platform_sku" = String, Path)),
+    responses((status = 200, description = "The mapping", body = Object)))]
 async fn put_sku(
     State(st): State<AppState>,
     _: Admin,
@@ -192,6 +210,9 @@ async fn put_sku(
 }
 
 /// `GET /api/v1/channels/{platform}/skus` (admin).
+#[utoipa::path(get, path = "/api/v1/channels/{platform}/skus", tag = "channels",
+    params(("platform" = String, Path)),
+    responses((status = 200, description = "The platform's SKU mappings", body = Object)))]
 async fn list_skus(
     State(st): State<AppState>,
     _: Admin,
@@ -200,12 +221,17 @@ async fn list_skus(
     Ok(Json(mappings::list_skus(&st.db, &platform).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct StoreMapping {
+    #[schema(value_type = proto::order::StoreId)]
     store_id: String,
 }
 
 /// `PUT /api/v1/channels/{platform}/stores/{platform_store}` (admin).
+#[utoipa::path(put, path = "/api/v1/channels/{platform}/stores/{platform_store}", tag = "channels",
+    request_body = StoreMapping,
+    params(("platform" = String, Path), ("platform_store" = String, Path)),
+    responses((status = 200, description = "The mapping", body = Object)))]
 async fn put_store(
     State(st): State<AppState>,
     _: Admin,
@@ -218,6 +244,8 @@ async fn put_store(
 
 /// `GET /api/v1/channels/held` (admin): events still waiting for their
 /// order (e.g. a cancel for an order the platform never pushed).
+#[utoipa::path(get, path = "/api/v1/channels/held", tag = "channels",
+    responses((status = 200, description = "The held events", body = Object)))]
 async fn held(State(st): State<AppState>, _: Admin) -> Result<Json<Value>> {
     Ok(Json(mappings::held(&st.db).await?))
 }

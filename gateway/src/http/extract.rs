@@ -193,3 +193,37 @@ pub fn public_base(
             .to_owned()
     })
 }
+
+/// `axum::extract::Path`, refused as a problem document (a segment that is
+/// not UTF-8 once percent-decoded is `400 invalid_request`) rather than
+/// axum's plain-text rejection.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, Error> {
+        match axum::extract::Path::<T>::from_request_parts(parts, st).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => {
+                let status = e.status();
+                Err(Error::new(Code::InvalidRequest, e.body_text()).with_status(status))
+            }
+        }
+    }
+}
+
+/// `axum::extract::Query`, refused as `400 invalid_query` (e.g. a parameter
+/// given twice) rather than axum's plain-text rejection.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, Error> {
+        axum::extract::Query::<T>::from_request_parts(parts, st)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| Error::new(Code::InvalidQuery, e.body_text()))
+    }
+}

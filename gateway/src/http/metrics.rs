@@ -16,6 +16,9 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(scrape))
 }
 
+/// Prometheus text exposition (admin).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "The metrics", content_type = "text/plain", body = String)))]
 async fn scrape(State(st): State<AppState>, _: Admin) -> Result<Response> {
     let process = Process {
         outbox: st.channels.as_deref().map(|c| &*c.stats),

@@ -1,6 +1,6 @@
 //! Orders over REST: create (idempotent), read, act.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use proto::order::{Channel, Money, Order, OrderAction, PaymentStatus, Sku, StoreId};
 use serde::Deserialize;
 
-use super::extract::{Auth, JsonBody};
+use super::extract::{Auth, JsonBody, Path};
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::keys::Role;
@@ -31,17 +31,21 @@ enum QuantityIn {
     Other(serde::de::IgnoredAny),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LineIn {
+    #[schema(value_type = Sku)]
     sku: String,
+    #[schema(schema_with = super::openapi::quantity_in)]
     quantity: QuantityIn,
     /// What the counter charged per unit (decimal yuan as a string), for a
     /// sale that already happened (`sold_at`) only.
+    #[schema(value_type = Option<Money>)]
     unit_price: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CreateBody {
+    #[schema(value_type = StoreId)]
     store_id: String,
     lines: Vec<LineIn>,
     note: Option<String>,
@@ -61,11 +65,14 @@ struct CreateBody {
 /// Longest `catalog_version`, as SOAP bounds `catalogVersion`.
 const MAX_CATALOG_VERSION: usize = proto::soap::messages::MAX_CATALOG_VERSION;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PrepaidIn {
+    #[schema(pattern = "^[!-~]{1,64}$")]
     provider: String,
+    #[schema(pattern = "^[!-~]{1,64}$")]
     transaction_id: String,
     /// Decimal yuan as a string, e.g. "21.16": must equal the order total.
+    #[schema(value_type = Money)]
     amount: String,
 }
 
@@ -94,6 +101,13 @@ fn parse_lines(lines: Vec<LineIn>) -> Result<Vec<NewLine>> {
 
 const MAX_IDEM_KEY: usize = 200;
 
+/// Places an order (terminal: its store's counter; app or admin: the official channel).
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CreateBody,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1-200 characters: a retry with the same key and body answers the first result")),
+    responses(
+        (status = 201, description = "Placed", body = Order),
+        (status = 200, description = "The order this channel_order_id or Idempotency-Key already placed", body = Order)))]
 async fn create(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -244,6 +258,9 @@ fn with_location(status: StatusCode, order: Order) -> Response {
     resp
 }
 
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "The order's id")),
+    responses((status = 200, description = "The order", body = Order)))]
 async fn get_one(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -254,11 +271,16 @@ async fn get_one(
     Ok(Json(order))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct ActBody {
     reason: Option<String>,
 }
 
+/// Moves an order through its states (the app may only cancel).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/{action}", tag = "orders",
+    params(("id" = String, Path, description = "The order's id"), ("action" = OrderAction, Path)),
+    request_body(content = Option<ActBody>, description = "Optional; reject and cancel may give a reason"),
+    responses((status = 200, description = "The order after the action", body = Order)))]
 async fn act(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -280,7 +302,10 @@ async fn act(
         None
     } else {
         super::extract::require_json(&headers)?;
-        super::extract::parse_json::<ActBody>(&body)?.value.reason
+        // `null` is no body too.
+        super::extract::parse_json::<Option<ActBody>>(&body)?
+            .value
+            .and_then(|b| b.reason)
     };
     if who.role == Role::App && action != OrderAction::Cancel {
         return Err(Error::forbidden("the app may only cancel orders"));

@@ -1,6 +1,6 @@
 //! The outbox's admin API: what failed, a manual retry, counts.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
-use crate::http::extract::Admin;
+use crate::http::extract::{Admin, Path, Query};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -17,14 +17,21 @@ pub fn router() -> Router<AppState> {
         .route("/outbox/{id}/retry", post(retry))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    #[param(pattern = "^(pending|delivering|delivered|failed)?$")]
     state: Option<String>,
+    /// The `cursor` of the previous page.
+    #[param(value_type = Option<i64>, minimum = 0)]
     after: Option<String>,
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 1000)]
     limit: Option<String>,
 }
 
 /// `GET /api/v1/outbox?state=failed&after=<id>&limit=` (admin).
+#[utoipa::path(get, path = "/api/v1/outbox", tag = "outbox", params(ListQuery),
+    responses((status = 200, description = "A page of outbox entries", body = crate::http::openapi::OutboxPage)))]
 async fn list(
     State(st): State<AppState>,
     _: Admin,
@@ -58,6 +65,9 @@ async fn list(
 
 /// `POST /api/v1/outbox/{id}/retry` (admin): a failed call goes back in the
 /// queue, due now.
+#[utoipa::path(post, path = "/api/v1/outbox/{id}/retry", tag = "outbox",
+    params(("id" = String, Path, description = "The entry's id")),
+    responses((status = 200, description = "The entry, queued again", body = crate::outbox::Entry)))]
 async fn retry(
     State(st): State<AppState>,
     Admin(who): Admin,
@@ -82,6 +92,8 @@ async fn retry(
 /// `GET /api/v1/outbox/stats` (admin): rows by state, this process's
 /// counters (delivered, retried, failed, unconfirmed alerts raised), and the
 /// alerts raised in total.
+#[utoipa::path(get, path = "/api/v1/outbox/stats", tag = "outbox",
+    responses((status = 200, description = "Counts", body = Object)))]
 async fn stats(State(st): State<AppState>, _: Admin) -> Result<Json<Value>> {
     let counts = crate::outbox::counts(&st.db).await?;
     let alerts = crate::channels::alerts::raised_total(&st.db).await?;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
-use crate::http::extract::{Auth, JsonBody};
+use crate::http::extract::{Auth, JsonBody, Path};
 use crate::keys::{Principal, Role};
 use crate::payments::{ChargeState, Payments, RefundLineSpec, RefundSpec, RefundState, cash};
 
@@ -39,14 +39,26 @@ fn counter_or_admin(who: &Principal) -> Result<()> {
 
 /// `{"auth_code": "…"}` (a scanned payment code, `method` `"code"` or
 /// absent) or `{"method": "cash", "tendered": "50.00"}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PayBody {
+    /// `code` (the default) or `cash`.
+    #[schema(pattern = "^(code|cash)$")]
     method: Option<String>,
+    /// The customer's scanned payment code.
     auth_code: Option<String>,
     /// Cash handed over, a decimal string in yuan.
+    #[schema(value_type = Option<Money>)]
     tendered: Option<String>,
 }
 
+/// Takes payment for an order: a scanned code through its provider, or cash
+/// (terminal or admin).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/payments", tag = "payments", request_body = PayBody,
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The charge's outcome, or a cash tender recorded before", body = super::openapi::PayAnswer),
+        (status = 201, description = "Cash taken", body = cash::CashTender),
+        (status = 202, description = "The provider has not answered yet", body = crate::payments::store::Charge)))]
 async fn pay(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -106,6 +118,11 @@ async fn pay(
     Ok((status, Json(charge)).into_response())
 }
 
+/// An order's charges (with their exchanges with the provider), refunds,
+/// prepayment and cash tender.
+#[utoipa::path(get, path = "/api/v1/orders/{id}/payments", tag = "payments",
+    params(("id" = String, Path, description = "The order's id")),
+    responses((status = 200, description = "The order's payments", body = crate::payments::OrderPayments)))]
 async fn list(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -115,10 +132,13 @@ async fn list(
     Ok(Json(payments.of_order(&id, &who).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RefundBody {
+    /// The caller's id of this refund: a retry with the same id is the same refund.
+    #[schema(min_length = 1, max_length = 64)]
     request_id: String,
     /// A decimal string in yuan, e.g. `"5.00"`; optional when lines are given.
+    #[schema(value_type = Option<Money>)]
     amount: Option<String>,
     reason: Option<String>,
     #[serde(default)]
@@ -128,13 +148,20 @@ struct RefundBody {
     restock: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RefundLineBody {
     line_no: i64,
     /// In the line's unit, as a string ("0.250") or a whole number.
+    #[schema(schema_with = super::openapi::quantity_in)]
     quantity: serde_json::Value,
 }
 
+/// Refunds an order, in full, by amount or by lines (terminal or admin).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/refunds", tag = "payments", request_body = RefundBody,
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The refund's outcome", body = crate::payments::store::Refund),
+        (status = 202, description = "Accepted: the money is not back yet", body = crate::payments::store::Refund)))]
 async fn refund(
     State(st): State<AppState>,
     Auth(who): Auth,

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use futures::Stream;
 use proto::order::{Channel, OrderStatus, StoreId};
 use serde::Deserialize;
 
-use super::extract::Auth;
+use super::extract::{Auth, Path, Query};
 use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, FeedEvent};
@@ -30,6 +30,9 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Every terminal with a live key in the store, with its last heartbeat.
+#[utoipa::path(get, path = "/api/v1/stores/{store}/terminals", tag = "stores",
+    params(("store" = StoreId, Path)),
+    responses((status = 200, description = "The store's terminals", body = crate::terminals::Terminals)))]
 async fn terminals(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -40,11 +43,21 @@ async fn terminals(
     Ok(Json(crate::terminals::list(&st.db, &store).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Comma-separated statuses, e.g. `created,accepted`.
+    #[param(
+        pattern = "^ *((created|accepted|ready|completed|rejected|cancelled) *(, *(created|accepted|ready|completed|rejected|cancelled) *)*)?$"
+    )]
     status: Option<String>,
+    #[param(value_type = Option<Channel>)]
     channel: Option<String>,
+    /// A cursor from an earlier answer: only orders changed after it.
+    #[param(value_type = Option<i64>, minimum = 0)]
     since: Option<String>,
+    /// 1-1000, 500 when absent.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -65,6 +78,10 @@ fn parse_cursor(name: &str, s: &str) -> Result<i64> {
         })
 }
 
+/// The store's queue: every channel's orders in the order of their last change.
+#[utoipa::path(get, path = "/api/v1/stores/{store}/orders", tag = "stores",
+    params(("store" = StoreId, Path), ListQuery),
+    responses((status = 200, description = "A page of the queue", body = crate::orders::Page)))]
 async fn list(
     State(st): State<AppState>,
     Auth(who): Auth,
@@ -114,9 +131,11 @@ async fn list(
     Ok(Json(orders::list(&st.db, &store, &f).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StreamQuery {
     /// Resume point for clients that cannot send `Last-Event-ID`.
+    #[param(value_type = Option<i64>, minimum = 0)]
     since: Option<String>,
 }
 
@@ -199,6 +218,13 @@ struct Reader {
     ended: bool,
 }
 
+/// The store's live feed (Server-Sent Events): each event's id is its cursor,
+/// its data the order as JSON; an event `cursor_expired` ends a stream whose
+/// resume point was pruned.
+#[utoipa::path(get, path = "/api/v1/stores/{store}/orders/stream", tag = "stores",
+    params(("store" = StoreId, Path), StreamQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this cursor")),
+    responses((status = 200, description = "The feed", content_type = "text/event-stream", body = String)))]
 async fn stream(
     State(st): State<AppState>,
     Auth(who): Auth,

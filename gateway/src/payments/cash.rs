@@ -19,7 +19,7 @@ use crate::events::{self, Hub};
 use crate::keys::Principal;
 
 /// A cash tender as every surface shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CashTender {
     pub order_id: String,
     pub method: &'static str,

@@ -11,7 +11,7 @@ use crate::clock;
 use crate::error::{Code, Error, Result};
 
 /// A charge's place in its state machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChargeState {
     /// Recorded; the provider may not have seen it yet.
@@ -58,7 +58,7 @@ impl ChargeState {
 }
 
 /// A charge as every surface shows it: the code only masked.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Charge {
     pub id: String,
     /// The provider's idempotency key of this charge (same as `id`).
@@ -348,7 +348,7 @@ pub async fn log_exchange(
     Ok(())
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Exchange {
     pub at: String,
     pub call: String,
@@ -419,7 +419,7 @@ pub async fn set_payment_status(
 /// on its way), then `succeeded` or `failed`. A provider's SUCCESS answer to
 /// the refund call only means accepted; the outcome comes from its refund
 /// query. Until it is final the money is not back with the customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RefundState {
     Requested,
@@ -458,7 +458,7 @@ impl RefundState {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Refund {
     pub id: String,
     pub charge_id: String,
@@ -484,7 +484,7 @@ pub struct Refund {
 }
 
 /// One order line's part of a refund.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RefundLine {
     pub line_no: i64,
     pub sku: String,
@@ -768,7 +768,7 @@ pub async fn settle_refund(
 }
 
 /// A payment taken before the order reached the gateway (in the app).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Prepayment {
     pub provider: String,
     pub transaction_id: String,

@@ -436,6 +436,7 @@ impl Message for GetCatalog {
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident, $code:literal, { $($variant:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
@@ -488,6 +489,7 @@ wire_enum!(
     }
 );
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PeripheralHealth {
     pub kind: PeripheralKind,
