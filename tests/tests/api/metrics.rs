@@ -98,7 +98,12 @@ async fn requests_and_orders_are_counted_as_they_happen(b: Backend) {
         sample(
             &after,
             "gateway_http_request_duration_seconds_bucket",
-            &["route=\"/api/v1/orders\"", "le=\"+Inf\""]
+            &[
+                "method=\"POST\"",
+                "route=\"/api/v1/orders\"",
+                "status=\"201\"",
+                "le=\"+Inf\""
+            ]
         )
         .is_some_and(|n| n >= 3.0),
         "{after}"
