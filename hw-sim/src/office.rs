@@ -2407,4 +2407,15 @@ mod tests {
         }
         assert_eq!(super::yuan(2266), "22.66");
     }
+
+    #[test]
+    fn quantities_parse_to_milli_units_or_not_at_all() {
+        assert_eq!(super::milli("2"), Some(2000));
+        assert_eq!(super::milli("12.500"), Some(12500));
+        assert_eq!(super::milli("0.35"), Some(350));
+        for bad in ["", "-1", "1.2345", "1,5", ".5", "9999999999999"] {
+            assert_eq!(super::milli(bad), None, "{bad}");
+        }
+        assert_eq!(super::thousandths(-1500), "-1.500");
+    }
 }

@@ -482,11 +482,12 @@ mod tests {
 
     #[test]
     fn the_day_has_every_kind_of_order_and_steps_follow_their_order() {
-        let p = Plan::make(3, 2, Faults::All);
+        // Ten minutes: enough orders for every path to come up.
+        let p = Plan::make(3, 10, Faults::All);
         let count = |f: &dyn Fn(&Event) -> bool| p.events.iter().filter(|e| f(&e.event)).count();
-        assert_eq!(count(&|e| matches!(e, Event::App { .. })), 10);
+        assert_eq!(count(&|e| matches!(e, Event::App { .. })), 50);
         assert!(count(&|e| matches!(e, Event::App { prepaid: true, .. })) > 0);
-        assert_eq!(count(&|e| matches!(e, Event::Refund)), 6);
+        assert_eq!(count(&|e| matches!(e, Event::Refund)), 30);
         for step in [Step::Accept, Step::Reject, Step::Ready, Step::Complete] {
             assert!(
                 count(&|e| matches!(e, Event::Act { step: s, .. } if *s == step)) > 0,
