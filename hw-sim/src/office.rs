@@ -759,7 +759,14 @@ impl Office {
                 )
             }
             None => {
-                let (gateway, demo) = gw_spec.start(true).await?;
+                let (gateway, demo) = match gw_spec.start(true).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        // Keep its log for a look.
+                        let kept = dir.keep();
+                        return Err(e.context(format!("logs kept in {}", kept.display())));
+                    }
+                };
                 (
                     gateway,
                     demo_value(&demo, "demo admin key:")?,
