@@ -13,8 +13,12 @@ pub enum Faults {
     /// killed and restarted.
     Some,
     /// Those, a second cut, the printer cover opened, the platform answering
-    /// the gateway's calls with 503 and the payment provider not answering
-    /// micropay (the money moves; a query finds it paid).
+    /// the gateway's calls with 503, the payment provider not answering
+    /// micropay (the money moves; a query finds it paid), scale noise, the
+    /// scale's cable pulled and replugged, a lost acknowledgement, duplicated
+    /// and reordered platform pushes, a printer power cycle mid-job and the
+    /// WeChat sandbox's negative cases; a clock jump and a full disk are
+    /// planned and reported as skipped.
     All,
 }
 
@@ -36,6 +40,27 @@ pub enum FaultKind {
     GatewayRestart,
     Platform503,
     ProviderNoAnswer,
+    /// Bit errors on the scale's serial line.
+    ScaleNoise,
+    /// The scale's cable pulled, plugged in again at the fault's end.
+    CablePulled,
+    /// The gateway saves the next counter order, its answer never reaches
+    /// the agent (the link drops it); the agent sends it again.
+    LostAck,
+    /// Two platform orders pushed out of order, each twice, one after the
+    /// other.
+    PushesReordered,
+    /// The printer loses power part-way through a job, back after a while.
+    PrinterPowerCycle,
+    /// Payment codes with the WeChat sandbox's negative outcomes: the user
+    /// still paying, paying never (the charge times out and is reversed), a
+    /// pay error, a system error whose query finds it paid.
+    WechatNegative,
+    /// The store PC's clock jumps (skipped: the agent has no fake clock).
+    ClockJump,
+    /// The disk under the agent's state directory fills (skipped: needs a
+    /// size-limited mount, i.e. root).
+    DiskFull,
 }
 
 impl FaultKind {
@@ -47,8 +72,58 @@ impl FaultKind {
             FaultKind::GatewayRestart => "gateway_killed_and_restarted",
             FaultKind::Platform503 => "platform_answers_503",
             FaultKind::ProviderNoAnswer => "payment_provider_no_answer",
+            FaultKind::ScaleNoise => "scale_noise",
+            FaultKind::CablePulled => "scale_cable_pulled_and_replugged",
+            FaultKind::LostAck => "lost_acknowledgement",
+            FaultKind::PushesReordered => "platform_pushes_duplicated_and_reordered",
+            FaultKind::PrinterPowerCycle => "printer_power_cycle_mid_job",
+            FaultKind::WechatNegative => "wechat_sandbox_negative_cases",
+            FaultKind::ClockJump => "clock_jump_on_the_store_pc",
+            FaultKind::DiskFull => "agent_state_disk_full",
         }
     }
+
+    /// Why a fault is not injected, for those the harness cannot do.
+    pub fn skipped(self) -> Option<&'static str> {
+        match self {
+            FaultKind::ClockJump => {
+                Some("the agent reads the system clock and has no fake clock to jump")
+            }
+            FaultKind::DiskFull => {
+                Some("filling the state directory's disk needs a size-limited mount (root)")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What an order on the queue is moved on by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Accept,
+    Reject,
+    Ready,
+    Complete,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Accept => "accept",
+            Step::Reject => "reject",
+            Step::Ready => "ready",
+            Step::Complete => "complete",
+        }
+    }
+}
+
+/// An order of another channel the day moves on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Platform order `n`.
+    Platform(usize),
+    /// App order `n`.
+    App(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +156,22 @@ pub enum Event {
         items: Vec<crate::platform::ItemSpec>,
         repeat: u32,
     },
-    /// Platform order `n` accepted at the counter.
-    Accept {
+    /// An app order `n` (channel official): pieces by SKU, paid in the
+    /// app when `prepaid`.
+    App {
         n: usize,
+        lines: Vec<(&'static str, u32)>,
+        prepaid: bool,
     },
+    /// An order moved on: accepted or rejected at the counter, ready,
+    /// completed.
+    Act {
+        target: Target,
+        step: Step,
+    },
+    /// The latest code-paid counter sale not refunded yet gets its first
+    /// line refunded, goods back into stock (the order completed first).
+    Refund,
     /// The platform cancels order `n`.
     Cancel {
         n: usize,
@@ -127,6 +214,14 @@ const CODE_OUTCOMES: [&str; 4] = [
     "insufficient_balance",
 ];
 
+/// The WeChat sandbox's negative cases, one code sale each.
+pub const WECHAT_NEGATIVE: [&str; 4] = [
+    "userpaying_then_success",
+    "userpaying_forever",
+    "invalid_code",
+    "system_error_then_success",
+];
+
 impl Plan {
     pub fn make(seed: u64, minutes: u32, faults: Faults) -> Plan {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -134,13 +229,12 @@ impl Plan {
         // Leave the last 5 % for the day to settle before the drain.
         let busy = day_ms * 95 / 100;
         let mut events = Vec::new();
+        let at = |at_ms: u64, event: Event| Timed { at_ms, event };
         let sales = u64::from(minutes) * 20;
         for _ in 0..sales {
             let at_ms = rng.random_range(1_000..busy);
-            events.push(Timed {
-                at_ms,
-                event: sale(&mut rng),
-            });
+            let ev = sale(&mut rng);
+            events.push(at(at_ms, ev));
         }
         let platform = u64::from(minutes) * 8;
         for n in 0..platform as usize {
@@ -153,23 +247,48 @@ impl Plan {
                 })
                 .collect();
             let repeat = if rng.random_bool(0.25) { 3 } else { 1 };
-            events.push(Timed {
-                at_ms,
-                event: Event::Push { n, items, repeat },
-            });
+            events.push(at(at_ms, Event::Push { n, items, repeat }));
+            // One path per order, so the steps never race a cancel: accepted
+            // and perhaps cancelled by the platform, rejected, or fulfilled.
             let accept_at = at_ms + rng.random_range(1_000..4_000);
-            if rng.random_bool(0.9) {
-                events.push(Timed {
-                    at_ms: accept_at,
-                    event: Event::Accept { n },
-                });
+            let path = rng.random_range(0..100);
+            let target = Target::Platform(n);
+            if path < 15 {
+                if rng.random_bool(0.5) {
+                    events.push(at(accept_at, act(target, Step::Accept)));
+                }
+                events.push(at(
+                    at_ms + rng.random_range(500..6_000),
+                    Event::Cancel { n },
+                ));
+            } else if path < 25 {
+                events.push(at(accept_at, act(target, Step::Reject)));
+            } else if path < 95 {
+                fulfil(&mut rng, &mut events, target, accept_at);
             }
-            if rng.random_bool(0.15) {
-                events.push(Timed {
-                    at_ms: at_ms + rng.random_range(500..6_000),
-                    event: Event::Cancel { n },
-                });
+        }
+        let app = u64::from(minutes) * 5;
+        for n in 0..app as usize {
+            let at_ms = rng.random_range(1_000..busy);
+            let k = rng.random_range(1..=2);
+            let lines = (0..k)
+                .map(|i| (PIECES[(n + i) % PIECES.len()], rng.random_range(1..=3)))
+                .collect();
+            let prepaid = rng.random_bool(0.4);
+            events.push(at(at_ms, Event::App { n, lines, prepaid }));
+            let accept_at = at_ms + rng.random_range(1_000..4_000);
+            let target = Target::App(n);
+            let path = rng.random_range(0..100);
+            if path < 15 && !prepaid {
+                events.push(at(accept_at, act(target, Step::Reject)));
+            } else if path < 90 {
+                fulfil(&mut rng, &mut events, target, accept_at);
             }
+        }
+        // Refunds by line of code-paid counter sales, through the day.
+        for _ in 0..u64::from(minutes) * 3 {
+            let at_ms = rng.random_range(day_ms / 10..busy);
+            events.push(at(at_ms, Event::Refund));
         }
         let faults_planned: &[(FaultKind, u64, u64, (u64, u64))] = match faults {
             Faults::None => &[],
@@ -186,44 +305,123 @@ impl Plan {
                 (FaultKind::NetworkCut, 78, 85, (3, 5)),
                 (FaultKind::Platform503, 20, 28, (4, 6)),
                 (FaultKind::ProviderNoAnswer, 72, 77, (4, 6)),
+                (FaultKind::ScaleNoise, 5, 15, (3, 5)),
+                (FaultKind::CablePulled, 15, 22, (2, 4)),
+                (FaultKind::LostAck, 25, 30, (3, 4)),
+                (FaultKind::PushesReordered, 40, 48, (1, 1)),
+                (FaultKind::PrinterPowerCycle, 55, 60, (2, 3)),
+                (FaultKind::WechatNegative, 86, 90, (1, 1)),
+                (FaultKind::ClockJump, 47, 50, (1, 1)),
+                (FaultKind::DiskFull, 70, 72, (1, 1)),
             ],
         };
+        let mut extra = platform as usize;
         for &(kind, from, to, (lo, hi)) in faults_planned {
             let at_ms = rng.random_range(day_ms * from / 100..day_ms * to / 100);
             let secs = rng.random_range(lo..=hi);
-            events.push(Timed {
-                at_ms,
-                event: Event::Fault { kind, secs },
-            });
-            events.push(Timed {
-                at_ms: at_ms + secs * 1000,
-                event: Event::FaultEnd { kind },
-            });
-            // Sales while the gateway is out of reach: the store sells on,
-            // the queue uploads them later.
-            if matches!(kind, FaultKind::NetworkCut | FaultKind::GatewayRestart) {
-                for k in 1..=2 {
-                    events.push(Timed {
-                        at_ms: at_ms + k * 300,
-                        event: sale(&mut rng),
-                    });
+            events.push(at(at_ms, Event::Fault { kind, secs }));
+            events.push(at(at_ms + secs * 1000, Event::FaultEnd { kind }));
+            match kind {
+                // Sales while the gateway is out of reach: the store sells
+                // on, the queue uploads them later.
+                FaultKind::NetworkCut | FaultKind::GatewayRestart => {
+                    for k in 1..=2 {
+                        let ev = sale(&mut rng);
+                        events.push(at(at_ms + k * 300, ev));
+                    }
                 }
-            }
-            // A code sale while the provider is silent; an accept while the
-            // platform answers 503.
-            if kind == FaultKind::ProviderNoAnswer {
-                events.push(Timed {
-                    at_ms: at_ms + 300,
-                    event: Event::Sale {
-                        lines: basket(&mut rng),
-                        tender: Tender::Code("success"),
-                    },
-                });
+                // A code sale while the provider is silent.
+                FaultKind::ProviderNoAnswer => {
+                    let lines = basket(&mut rng);
+                    events.push(at(
+                        at_ms + 300,
+                        Event::Sale {
+                            lines,
+                            tender: Tender::Code("success"),
+                        },
+                    ));
+                }
+                // Weighed sales on a noisy or unplugged scale, a sale whose
+                // answer is lost, sales printing through the power cycle.
+                FaultKind::ScaleNoise | FaultKind::CablePulled => {
+                    for k in 1..=2 {
+                        let sku = WEIGHED[rng.random_range(0..WEIGHED.len())];
+                        let g = rng.random_range(100..=600);
+                        events.push(at(
+                            at_ms + k * 400,
+                            Event::Sale {
+                                lines: vec![Line::Weigh(sku, g), Line::Pieces("EGG", 1)],
+                                tender: Tender::Cash,
+                            },
+                        ));
+                    }
+                }
+                FaultKind::LostAck | FaultKind::PrinterPowerCycle => {
+                    let ev = sale(&mut rng);
+                    events.push(at(at_ms + 200, ev));
+                }
+                // Two more platform orders, pushed b a b a.
+                FaultKind::PushesReordered => {
+                    for n in [extra, extra + 1] {
+                        let (sku, name, fen) = PLATFORM_ITEMS[n % PLATFORM_ITEMS.len()];
+                        let items = vec![crate::platform::ItemSpec::new(sku, name, 1, fen)];
+                        // Held (repeat 0) until the fault pushes them, just after.
+                        events.push(at(
+                            at_ms - 1,
+                            Event::Push {
+                                n,
+                                items,
+                                repeat: 0,
+                            },
+                        ));
+                        let t = at_ms + rng.random_range(1_500..3_000);
+                        fulfil(&mut rng, &mut events, Target::Platform(n), t);
+                    }
+                    extra += 2;
+                }
+                FaultKind::WechatNegative => {
+                    for (k, outcome) in WECHAT_NEGATIVE.into_iter().enumerate() {
+                        let lines = basket(&mut rng);
+                        events.push(at(
+                            at_ms + 200 + k as u64 * 100,
+                            Event::Sale {
+                                lines,
+                                tender: Tender::Code(outcome),
+                            },
+                        ));
+                    }
+                }
+                _ => {}
             }
         }
         // Stable: events at the same moment keep the order they were made in.
         events.sort_by_key(|e| e.at_ms);
         Plan { day_ms, events }
+    }
+}
+
+fn act(target: Target, step: Step) -> Event {
+    Event::Act { target, step }
+}
+
+/// Accepted at `from`, most then ready and most of those completed.
+fn fulfil(rng: &mut StdRng, events: &mut Vec<Timed>, target: Target, from: u64) {
+    events.push(Timed {
+        at_ms: from,
+        event: act(target, Step::Accept),
+    });
+    if rng.random_bool(0.8) {
+        let ready = from + rng.random_range(1_000..3_000);
+        events.push(Timed {
+            at_ms: ready,
+            event: act(target, Step::Ready),
+        });
+        if rng.random_bool(0.8) {
+            events.push(Timed {
+                at_ms: ready + rng.random_range(1_000..3_000),
+                event: act(target, Step::Complete),
+            });
+        }
     }
 }
 
@@ -272,12 +470,70 @@ mod tests {
             .iter()
             .filter(|e| matches!(e.event, Event::Fault { .. }))
             .count();
-        assert_eq!(faults, 7);
+        assert_eq!(faults, 15);
         assert!(
             Plan::make(7, 2, Faults::None)
                 .events
                 .iter()
                 .all(|e| !matches!(e.event, Event::Fault { .. } | Event::FaultEnd { .. }))
         );
+        assert!(a.events.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    }
+
+    #[test]
+    fn the_day_has_every_kind_of_order_and_steps_follow_their_order() {
+        // Ten minutes: enough orders for every path to come up.
+        let p = Plan::make(3, 10, Faults::All);
+        let count = |f: &dyn Fn(&Event) -> bool| p.events.iter().filter(|e| f(&e.event)).count();
+        assert_eq!(count(&|e| matches!(e, Event::App { .. })), 50);
+        assert!(count(&|e| matches!(e, Event::App { prepaid: true, .. })) > 0);
+        assert_eq!(count(&|e| matches!(e, Event::Refund)), 30);
+        for step in [Step::Accept, Step::Reject, Step::Ready, Step::Complete] {
+            assert!(
+                count(&|e| matches!(e, Event::Act { step: s, .. } if *s == step)) > 0,
+                "{step:?}"
+            );
+        }
+        // Every step comes after its order arrived, and a ready after its
+        // accept; a prepaid app order is never rejected.
+        let mut seen: Vec<(Target, Option<Step>)> = Vec::new();
+        for e in &p.events {
+            match &e.event {
+                Event::Push { n, .. } => seen.push((Target::Platform(*n), None)),
+                Event::App { n, prepaid, .. } => {
+                    seen.push((Target::App(*n), None));
+                    if *prepaid {
+                        assert!(!p.events.iter().any(|x| x.event
+                            == Event::Act {
+                                target: Target::App(*n),
+                                step: Step::Reject
+                            }));
+                    }
+                }
+                Event::Act { target, step } => {
+                    let s = seen
+                        .iter_mut()
+                        .find(|(t, _)| t == target)
+                        .unwrap_or_else(|| panic!("{target:?} {step:?} before its order"));
+                    match step {
+                        Step::Ready => assert_eq!(s.1, Some(Step::Accept)),
+                        Step::Complete => assert_eq!(s.1, Some(Step::Ready)),
+                        _ => assert_eq!(s.1, None),
+                    }
+                    s.1 = Some(*step);
+                }
+                _ => {}
+            }
+        }
+        // Each skipped fault says why; the others are injected.
+        let skipped: Vec<FaultKind> = p
+            .events
+            .iter()
+            .filter_map(|e| match e.event {
+                Event::Fault { kind, .. } if kind.skipped().is_some() => Some(kind),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(skipped, [FaultKind::ClockJump, FaultKind::DiskFull]);
     }
 }
