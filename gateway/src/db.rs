@@ -70,6 +70,8 @@ pub struct Db {
     sqlite: Option<SqliteFile>,
     /// The supervised background tasks of this gateway (see `supervise`).
     health: crate::supervise::Health,
+    /// The scheduled jobs of this gateway as this process sees them.
+    jobs: crate::jobs::Registry,
     /// Where every use case reads "now" (system, or manual in tests).
     clock: Clock,
 }
@@ -128,6 +130,7 @@ impl Db {
             backend,
             sqlite,
             health: crate::supervise::Health::default(),
+            jobs: crate::jobs::Registry::default(),
             clock,
         })
     }
@@ -276,6 +279,10 @@ impl Db {
     }
 
     /// The supervised background tasks, for readiness and metrics.
+    pub fn jobs(&self) -> &crate::jobs::Registry {
+        &self.jobs
+    }
+
     pub fn health(&self) -> &crate::supervise::Health {
         &self.health
     }

@@ -22,7 +22,9 @@ async fn scrape(State(st): State<AppState>, _: Admin) -> Result<Response> {
         retention: &st.retention,
         auth_failures: st.keys.failures(),
     };
-    let mut resp = metrics::render(&st.db, &process).await?.into_response();
+    let mut text = metrics::render(&st.db, &process).await?;
+    st.db.jobs().render_metrics(&mut text);
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(metrics::CONTENT_TYPE),
