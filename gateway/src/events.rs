@@ -51,15 +51,25 @@ pub struct FeedEvent {
 }
 
 /// Takes the store's next feed number. The row lock this takes is held to
-/// commit, so a store's changes commit in feed order, without gaps.
+/// commit, so a store's changes commit in feed order, without gaps. On
+/// PostgreSQL it also queues the `store_feed` notification.
 pub async fn next_seq(conn: &mut AnyConnection, store: &StoreId) -> Result<Option<i64>> {
     let row = sqlx::query(
         "UPDATE stores SET event_seq = event_seq + 1, catalog_rev = catalog_rev + 1
          WHERE id = $1 RETURNING event_seq",
     )
     .bind(store.as_str().to_owned())
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    if row.is_some() && conn.backend_name() == "PostgreSQL" {
+        // Every feed append takes its number here first. Delivered at
+        // commit (not at all on a rollback), once per store and transaction.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(store.as_str().to_owned())
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -82,16 +92,8 @@ pub async fn append(
     .bind(kind.to_owned())
     .bind(at)
     .bind(payload.to_owned())
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
-    if conn.backend_name() == "PostgreSQL" {
-        // Delivered at commit, once per store and transaction.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(store.as_str().to_owned())
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(())
 }
 
