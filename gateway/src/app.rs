@@ -61,13 +61,17 @@ pub async fn build(
         config.retention.clone(),
         Arc::clone(&state.retention),
     ));
-    crate::jobs::start(
+    let scheduler = crate::jobs::start(
         &state.db,
         "scheduler",
         &config.jobs,
         jobs,
         Some(state.closing.clone()),
     );
+    *state
+        .scheduler
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(scheduler);
     if config.feed_notify && state.db.backend == crate::db::Backend::Postgres {
         crate::events::listen(&config.database_url, &state.db, &state.hub, &state.closing);
     }
@@ -110,6 +114,8 @@ pub struct AppState {
     pub channels: Option<Arc<crate::channels::Channels>>,
     /// What retention pruned (its loop starts with [`AppState::start_retention`]).
     pub retention: Arc<crate::retention::Stats>,
+    /// The scheduler [`build`] started, awaited by [`AppState::finish_jobs`].
+    pub scheduler: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// Settings the handlers need.
@@ -168,6 +174,25 @@ impl AppState {
             payments: None,
             channels: None,
             retention: Arc::default(),
+            scheduler: Arc::default(),
+        }
+    }
+
+    /// After `closing`: waits (5 s at most) until the scheduler has stopped
+    /// and given its job leases up, so another instance may take the jobs
+    /// over at once.
+    pub async fn finish_jobs(&self) {
+        let task = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the scheduler did not stop within 5 s");
         }
     }
 

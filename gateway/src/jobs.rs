@@ -424,14 +424,14 @@ impl Leases {
 
 /// Starts `jobs` on a scheduler of their own, supervised as `task` (its
 /// jobs show in `/readyz` by their names). It stops at `closing` (giving its
-/// leases up), or once every job has finished.
+/// leases up), or once every job has finished; the handle ends then.
 pub fn start(
     db: &Db,
     task: &'static str,
     config: &JobsConfig,
     jobs: Vec<Job>,
     closing: Option<watch::Receiver<bool>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     let leases = Arc::new(Leases {
         db: db.clone(),
         holder: config.instance.clone().unwrap_or_else(default_instance),
@@ -481,7 +481,7 @@ pub fn start(
             }
             Ok(())
         }
-    });
+    })
 }
 
 /// Waits for the next turn: the due time, an early wake-up, or shutdown

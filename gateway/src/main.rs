@@ -238,11 +238,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!(%addr, "serving");
             let (close_tx, close_rx) = tokio::sync::watch::channel(false);
             let state = gateway::app::build(&config, db, close_rx).await?;
+            let stopping = state.clone();
             http::serve(listener, state, async move {
                 shutdown_signal().await;
                 let _ = close_tx.send(true);
             })
             .await?;
+            stopping.finish_jobs().await;
             tracing::info!("stopped");
         }
         Command::Jobs { json } => {

@@ -335,6 +335,15 @@ async fn three_instances_share_the_feed_the_outbox_and_the_jobs() {
         last = Some(ev);
     }
     let last = last.expect("a last event");
+    let name = format!("gw{term}");
+    let kept: i64 =
+        sqlx::query("SELECT COUNT(*) FROM job_leases WHERE holder = $1 AND expires_at > 0")
+            .bind(&name)
+            .fetch_one(&db.pool)
+            .await
+            .expect("leases")
+            .get(0);
+    assert_eq!(kept, 0, "{name} kept job leases after SIGTERM");
     assert_eq!(last.event.as_deref(), Some("shutdown"), "{last:?}");
     assert_eq!(last.retry.as_deref(), Some("1000"), "{last:?}");
     drop(gws);
