@@ -388,10 +388,9 @@ impl Leases {
             .sure_until
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for (_, until) in sure.iter_mut() {
-            // Not renewed: taken over, or expired meanwhile.
-            *until = asked;
-        }
+        // A lease not renewed here (taken over after it expired, or taken by
+        // this scheduler after this statement) keeps the time it was last
+        // confirmed until: nobody else can take it before then.
         for r in rows {
             let name: String = r.get(0);
             if let Some(until) = sure.iter_mut().find_map(|(n, t)| (*n == name).then_some(t)) {
@@ -834,6 +833,73 @@ mod tests {
         assert_eq!(c.lease, Duration::from_secs(5));
         assert_eq!(c.instance.as_deref(), Some("gw-1"));
         assert_eq!(c.wal_checkpoint, Duration::from_millis(250));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_job_that_keeps_failing_is_down_recorded_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/g.db", dir.path().display()))
+            .await
+            .unwrap();
+        db.migrate_up().await.unwrap();
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let f = Arc::clone(&fail);
+        let job = Job::new(RETENTION, Duration::from_millis(20), move || {
+            let f = Arc::clone(&f);
+            async move {
+                anyhow::ensure!(!f.load(Ordering::SeqCst), "the disk is full");
+                Ok(Ran::Done)
+            }
+        });
+        let config = JobsConfig {
+            instance: Some("gw-test".into()),
+            ..JobsConfig::default()
+        };
+        let (close_tx, close_rx) = watch::channel(false);
+        let task = start(&db, "test_jobs", &config, vec![job], Some(close_rx));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while db.health().is_up(RETENTION) != Some(false) {
+            assert!(std::time::Instant::now() < deadline, "never down");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let state = db.jobs().snapshot()[RETENTION].clone();
+        assert!(state.failing >= FAILING_AFTER && state.holding, "{state:?}");
+        let listed = list(&db, &[(RETENTION, Duration::from_millis(20))])
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].holder.as_deref(), Some("gw-test"));
+        assert_eq!(listed[0].last_outcome.as_deref(), Some("failed"));
+        assert_eq!(
+            listed[0].last_error.as_deref(),
+            Some("failed: the disk is full")
+        );
+        let text = table(&listed, db.now_micros());
+        assert!(
+            text.contains("gw-test") && text.contains("the disk is full"),
+            "{text}"
+        );
+        let mut metrics = String::new();
+        db.jobs().render_metrics(&mut metrics);
+        assert!(
+            metrics.contains("gateway_job_holding{job=\"retention\"} 1"),
+            "{metrics}"
+        );
+        // It recovers with its next good run.
+        fail.store(false, Ordering::SeqCst);
+        while db.health().is_up(RETENTION) != Some(true) {
+            assert!(std::time::Instant::now() < deadline, "never up again");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        close_tx.send(true).unwrap();
+        task.await.unwrap();
+        let expires: i64 = sqlx::query("SELECT expires_at FROM job_leases WHERE name = $1")
+            .bind(RETENTION)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(expires, 0, "the lease is given up at shutdown");
     }
 
     #[test]
