@@ -15,36 +15,85 @@ use crate::http::{Limits, Streams};
 use crate::keys::KeyCache;
 
 /// The state `serve` runs with: the order writer (SQLite's group commit),
-/// the edge settings, payments (with their
-/// sweeper), channels (their stores registered, the dispatcher and the alert
-/// check started) and retention. Fails, rather than serving without a
+/// the edge settings, payments, channels (their stores registered) and
+/// retention, with every periodic job (payment sweeper, outbox dispatcher,
+/// alert check, retention, WAL checkpoint) on one scheduler, and on
+/// PostgreSQL the feed listener. Fails, rather than serving without a
 /// configured part, if one cannot start.
 pub async fn build(
     config: &Config,
     db: Db,
     closing: watch::Receiver<bool>,
 ) -> anyhow::Result<AppState> {
-    let mut state =
-        AppState::with_payments(db, closing, config.payments.clone()).context("[payments]")?;
-    state.orders = crate::orders::Writer::start(&state.db)
+    let mut state = AppState::new(db, closing);
+    let mut jobs = Vec::new();
+    if let Some(payments) = &config.payments {
+        tracing::info!(config = ?payments, "payments on");
+        let p = crate::payments::Payments::new(payments, state.db.clone(), state.hub.clone())
+            .context("[payments]")?;
+        jobs.push(crate::payments::Payments::sweeper_job(
+            &p,
+            payments.sweep_interval,
+        ));
+        state.payments = Some(p);
+    }
+    let (writer, checkpoint) = crate::orders::Writer::start_jobs(&state.db)
         .await
         .context("starting the order writer")?;
+    state.orders = writer;
+    if let Some(mut checkpoint) = checkpoint {
+        checkpoint.every = config.jobs.wal_checkpoint;
+        jobs.push(checkpoint);
+    }
     config.edge.clone().apply(&mut state);
     if let Some(channels) = &config.channels {
         tracing::info!(config = ?channels, "channels on");
-        state.channels = Some(
-            crate::channels::Channels::start(
-                channels.clone(),
-                state.db.clone(),
-                state.hub.clone(),
-                state.closing.clone(),
-            )
-            .await
-            .context("[channels]")?,
-        );
+        let c = crate::channels::Channels::new(channels.clone(), state.db.clone())
+            .context("[channels]")?;
+        c.register_stores(&state.db).await.context("[channels]")?;
+        jobs.extend(c.jobs(&state.db, &state.hub));
+        state.channels = Some(c);
     }
-    state.start_retention(config.retention.clone());
+    tracing::info!(config = ?config.retention, "retention on");
+    jobs.push(crate::retention::job(
+        state.db.clone(),
+        state.hub.clone(),
+        config.retention.clone(),
+        Arc::clone(&state.retention),
+    ));
+    let scheduler = crate::jobs::start(
+        &state.db,
+        "scheduler",
+        &config.jobs,
+        jobs,
+        Some(state.closing.clone()),
+    );
+    *state
+        .scheduler
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(scheduler);
+    if config.feed_notify && state.db.backend == crate::db::Backend::Postgres {
+        crate::events::listen(&config.database_url, &state.db, &state.hub, &state.closing);
+    }
     Ok(state)
+}
+
+/// The jobs `serve` runs with this configuration, with their intervals
+/// (`gateway jobs`).
+pub fn job_intervals(config: &Config, sqlite: bool) -> Vec<(&'static str, Duration)> {
+    let mut out = Vec::new();
+    if let Some(p) = &config.payments {
+        out.push((crate::jobs::PAYMENT_SWEEPER, p.sweep_interval));
+    }
+    if sqlite {
+        out.push((crate::jobs::WAL_CHECKPOINT, config.jobs.wal_checkpoint));
+    }
+    if let Some(c) = &config.channels {
+        out.push((crate::jobs::OUTBOX_DISPATCHER, c.outbox.poll));
+        out.push((crate::jobs::UNCONFIRMED_ALERTS, c.alert_check));
+    }
+    out.push((crate::jobs::RETENTION, config.retention.every));
+    out
 }
 
 #[derive(Clone)]
@@ -65,6 +114,8 @@ pub struct AppState {
     pub channels: Option<Arc<crate::channels::Channels>>,
     /// What retention pruned (its loop starts with [`AppState::start_retention`]).
     pub retention: Arc<crate::retention::Stats>,
+    /// The scheduler [`build`] started, awaited by [`AppState::finish_jobs`].
+    pub scheduler: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 /// Settings the handlers need.
@@ -123,6 +174,25 @@ impl AppState {
             payments: None,
             channels: None,
             retention: Arc::default(),
+            scheduler: Arc::default(),
+        }
+    }
+
+    /// After `closing`: waits (5 s at most) until the scheduler has stopped
+    /// and given its job leases up, so another instance may take the jobs
+    /// over at once.
+    pub async fn finish_jobs(&self) {
+        let task = self
+            .scheduler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task
+            && tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the scheduler did not stop within 5 s");
         }
     }
 
@@ -130,31 +200,19 @@ impl AppState {
     /// tests that want it call it).
     pub fn start_retention(&self, config: crate::retention::RetentionConfig) {
         tracing::info!(?config, "retention on");
-        // Supervised like every background task: restarted if it dies.
-        let (db, hub, stats, closing) = (
+        // On a scheduler of its own (`build` puts it on the gateway's one).
+        let job = crate::retention::job(
             self.db.clone(),
             self.hub.clone(),
+            config,
             Arc::clone(&self.retention),
-            self.closing.clone(),
         );
-        crate::supervise::spawn(
-            &db.health().clone(),
-            "retention",
-            Some(closing.clone()),
-            move |up| {
-                up.ready();
-                let run = crate::retention::run(
-                    db.clone(),
-                    hub.clone(),
-                    config.clone(),
-                    Arc::clone(&stats),
-                    closing.clone(),
-                );
-                async move {
-                    run.await;
-                    Ok(())
-                }
-            },
+        crate::jobs::start(
+            &self.db,
+            "retention_jobs",
+            &crate::jobs::JobsConfig::default(),
+            vec![job],
+            Some(self.closing.clone()),
         );
     }
 }

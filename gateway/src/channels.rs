@@ -35,7 +35,6 @@ use crate::error::Result;
 use crate::events::Hub;
 use crate::outbox::{self, Dispatcher, OutboxConfig, Stats};
 use crate::platforms::{self, Credentials, Sender};
-use crate::supervise;
 
 // The platforms' modules and the neutral types of a push, where callers
 // (and `ingest`) have always found them.
@@ -45,9 +44,8 @@ pub use crate::platforms::{
     meituan, webhook,
 };
 
-/// Supervised components (see `supervise`).
-pub const OUTBOX_DISPATCHER: &str = "outbox_dispatcher";
-pub const UNCONFIRMED_ALERTS: &str = "unconfirmed_alerts";
+/// Their jobs' names (see `jobs`).
+pub use crate::jobs::{OUTBOX_DISPATCHER, UNCONFIRMED_ALERTS};
 
 // ------------------------------------------------------------ configuration
 
@@ -297,7 +295,7 @@ impl Channels {
         Ok(channels)
     }
 
-    async fn register_stores(&self, db: &Db) -> anyhow::Result<()> {
+    pub async fn register_stores(&self, db: &Db) -> anyhow::Result<()> {
         if let Some(m) = &self.config.meituan {
             for (pstore, store) in &m.stores {
                 let store = StoreId::parse(store)
@@ -310,48 +308,30 @@ impl Channels {
         Ok(())
     }
 
-    /// Both tasks are supervised: restarted if they die, shown by `/readyz`.
+    /// The dispatcher and the alert check, as the scheduler's jobs.
+    pub fn jobs(&self, db: &Db, hub: &Hub) -> Vec<crate::jobs::Job> {
+        vec![
+            self.dispatcher.job(hub),
+            alerts::job(
+                db.clone(),
+                hub.clone(),
+                self.config.unconfirmed_alert,
+                self.config.alert_check,
+                Arc::clone(&self.stats),
+            ),
+        ]
+    }
+
+    /// Both jobs on a scheduler of their own (`app::build` puts them on the
+    /// gateway's one instead): supervised, shown by `/readyz`.
     fn spawn_tasks(&self, db: Db, hub: Hub, closing: watch::Receiver<bool>) {
-        let health = db.health().clone();
-        let dispatcher = Arc::clone(&self.dispatcher);
-        let (h, c) = (hub.clone(), closing.clone());
-        supervise::spawn(
-            &health,
-            OUTBOX_DISPATCHER,
-            Some(closing.clone()),
-            move |up| {
-                up.ready();
-                let run = Arc::clone(&dispatcher).run(h.clone(), c.clone());
-                async move {
-                    run.await;
-                    Ok(())
-                }
-            },
-        );
-        let (limit, every, stats) = (
-            self.config.unconfirmed_alert,
-            self.config.alert_check,
-            Arc::clone(&self.stats),
-        );
-        supervise::spawn(
-            &health,
-            UNCONFIRMED_ALERTS,
-            Some(closing.clone()),
-            move |up| {
-                up.ready();
-                let run = alerts::run(
-                    db.clone(),
-                    hub.clone(),
-                    limit,
-                    every,
-                    Arc::clone(&stats),
-                    closing.clone(),
-                );
-                async move {
-                    run.await;
-                    Ok(())
-                }
-            },
+        let jobs = self.jobs(&db, &hub);
+        crate::jobs::start(
+            &db,
+            "channel_jobs",
+            &crate::jobs::JobsConfig::default(),
+            jobs,
+            Some(closing),
         );
     }
 

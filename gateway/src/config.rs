@@ -2,7 +2,7 @@
 //! then the TOML file (`--config` / `GATEWAY_CONFIG`), then the environment
 //! (`GATEWAY_*`), then flags (`--listen`, `--database-url`, `--no-migrate`,
 //! `--demo`, and `--set key=value` for any key). Sections: `[http]`,
-//! `[database]`, `[payments]`, `[channels]`, `[outbox]`, `[retention]`. Each layer overrides the one
+//! `[database]`, `[payments]`, `[channels]`, `[outbox]`, `[retention]`, `[jobs]`. Each layer overrides the one
 //! before key by key; every setting has one TOML key and (nearly) every one
 //! an environment variable, listed in [`SETTINGS`]. This is the only module
 //! that reads the environment.
@@ -54,6 +54,8 @@ pub struct FileConfig {
     pub outbox: Option<OutboxFile>,
     /// How long old rows are kept.
     pub retention: Option<RetentionFile>,
+    /// The scheduler: job leases, this instance's name, the WAL checkpoint.
+    pub jobs: Option<crate::jobs::JobsFile>,
 }
 
 /// `[database]` in the configuration file.
@@ -64,6 +66,9 @@ pub struct DatabaseFile {
     pub url: Option<String>,
     /// Apply pending migrations on `serve` (default true).
     pub migrate: Option<bool>,
+    /// PostgreSQL: wake other instances' feed readers with LISTEN/NOTIFY
+    /// (default true; off, they see changes at their next poll).
+    pub notify: Option<bool>,
 }
 
 /// Keys of earlier releases, read as their new names (a file, `--set`):
@@ -234,6 +239,12 @@ pub const SETTINGS: &[Setting] = &[
         "database.migrate",
         "GATEWAY_NO_MIGRATE",
         NotBool,
+        Some("true"),
+    ),
+    s(
+        "database.notify",
+        "GATEWAY_DATABASE_NOTIFY",
+        Bool,
         Some("true"),
     ),
     // [payments]
@@ -470,6 +481,20 @@ pub const SETTINGS: &[Setting] = &[
         "GATEWAY_RETENTION_BATCH",
         Number,
         Some("1000"),
+    ),
+    // [jobs]
+    s(
+        "jobs.lease_ms",
+        "GATEWAY_JOBS_LEASE_MS",
+        Number,
+        Some("3000"),
+    ),
+    s("jobs.instance", "GATEWAY_INSTANCE", Text, None),
+    s(
+        "jobs.wal_checkpoint_ms",
+        "GATEWAY_JOBS_WAL_CHECKPOINT_MS",
+        Number,
+        Some("100"),
     ),
 ];
 
@@ -729,6 +754,7 @@ impl Settings {
         if let Some(f) = &f.log_format {
             crate::telemetry::LogFormat::parse(f)?;
         }
+        let jobs = crate::jobs::JobsConfig::load(f.jobs.as_ref()).context("[jobs]")?;
         let listen = http
             .listen
             .clone()
@@ -744,19 +770,21 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             migrate: database.migrate.unwrap_or(true),
+            feed_notify: database.notify.unwrap_or(true),
             demo: f.demo.unwrap_or(false),
             log: f.log.clone(),
             edge,
             payments,
             channels,
             retention,
+            jobs,
         })
     }
 
     /// Each section checked on its own by the loader [`Settings::config`]
     /// uses, with that loader's own message when it is wrong (`gateway
     /// check`): `[http]`, `[database]`, `[payments]`, `extra_ca_file`,
-    /// `[channels]`, `[outbox]`, `[retention]`.
+    /// `[channels]`, `[outbox]`, `[retention]`, `[jobs]`.
     pub fn sections(&self) -> Vec<(&'static str, anyhow::Result<()>)> {
         let f = &self.file;
         let http = f.http.clone().unwrap_or_default();
@@ -803,6 +831,10 @@ impl Settings {
             (
                 "[retention]",
                 RetentionConfig::load(f.retention.as_ref()).map(|_| ()),
+            ),
+            (
+                "[jobs]",
+                crate::jobs::JobsConfig::load(f.jobs.as_ref()).map(|_| ()),
             ),
         ]
     }
@@ -856,6 +888,10 @@ pub struct Config {
     /// `None`: channels (and the outbox dispatcher) are off.
     pub channels: Option<ChannelsConfig>,
     pub retention: RetentionConfig,
+    /// PostgreSQL: the feed's LISTEN/NOTIFY wake-ups across instances.
+    pub feed_notify: bool,
+    /// The scheduler.
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 impl Default for Config {
@@ -871,6 +907,8 @@ impl Default for Config {
             payments: None,
             channels: None,
             retention: RetentionConfig::default(),
+            feed_notify: true,
+            jobs: crate::jobs::JobsConfig::default(),
         }
     }
 }

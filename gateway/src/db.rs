@@ -74,6 +74,8 @@ pub struct Db {
     sqlite: Option<SqliteFile>,
     /// The supervised background tasks of this gateway (see `supervise`).
     health: crate::supervise::Health,
+    /// The scheduled jobs of this gateway as this process sees them.
+    jobs: crate::jobs::Registry,
     /// Where every use case reads "now" (system, or manual in tests).
     clock: Clock,
 }
@@ -132,6 +134,7 @@ impl Db {
             backend,
             sqlite,
             health: crate::supervise::Health::default(),
+            jobs: crate::jobs::Registry::default(),
             clock,
         })
     }
@@ -272,6 +275,10 @@ impl Db {
     }
 
     /// The supervised background tasks, for readiness and metrics.
+    pub fn jobs(&self) -> &crate::jobs::Registry {
+        &self.jobs
+    }
+
     pub fn health(&self) -> &crate::supervise::Health {
         &self.health
     }

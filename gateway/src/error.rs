@@ -267,6 +267,15 @@ impl Error {
         fault_kind(self.status)
     }
 
+    /// As an `anyhow` error for a background task: what really happened
+    /// when known, with the message.
+    pub fn into_anyhow(self) -> anyhow::Error {
+        match self.source {
+            Some(src) => src.context(self.message),
+            None => anyhow::anyhow!(self.message),
+        }
+    }
+
     /// Logs a 5xx with its detail; client errors are the caller's business.
     pub fn log(&self) {
         let code = self.code.as_str();

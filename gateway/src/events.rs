@@ -1,12 +1,22 @@
 //! The store feed: every order change is a numbered row in `order_events`,
 //! written in the change's own transaction. Readers (SSE, terminal polling)
-//! read rows after a cursor; the hub only wakes them up early.
+//! read rows after a cursor; the hub only wakes them up early. On
+//! PostgreSQL the appending transaction also sends `NOTIFY store_feed` with
+//! the store's id (delivered at commit), and every instance's listener
+//! ([`listen`]) wakes its own hub with it, so a change made on one instance
+//! reaches readers on the others at once; the readers' poll stays as the
+//! fallback, should the listener be down.
 
 use proto::order::StoreId;
 use sqlx::{AnyConnection, Row};
 use tokio::sync::broadcast;
 
 use crate::db::Db;
+
+/// The channel of the cross-instance wake-ups.
+pub const CHANNEL: &str = "store_feed";
+/// The supervised listener's name in `/readyz`.
+pub const FEED_LISTENER: &str = "feed_listener";
 use crate::error::Result;
 
 /// Wakes feed readers in this process when a store's feed grows. Readers
@@ -41,15 +51,25 @@ pub struct FeedEvent {
 }
 
 /// Takes the store's next feed number. The row lock this takes is held to
-/// commit, so a store's changes commit in feed order, without gaps.
+/// commit, so a store's changes commit in feed order, without gaps. On
+/// PostgreSQL it also queues the `store_feed` notification.
 pub async fn next_seq(conn: &mut AnyConnection, store: &StoreId) -> Result<Option<i64>> {
     let row = sqlx::query(
         "UPDATE stores SET event_seq = event_seq + 1, catalog_rev = catalog_rev + 1
          WHERE id = $1 RETURNING event_seq",
     )
     .bind(store.as_str().to_owned())
-    .fetch_optional(conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    if row.is_some() && conn.backend_name() == "PostgreSQL" {
+        // Every feed append takes its number here first. Delivered at
+        // commit (not at all on a rollback), once per store and transaction.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(store.as_str().to_owned())
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -75,6 +95,44 @@ pub async fn append(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Holds a listening connection to PostgreSQL (`url`) that wakes `hub` for
+/// each store another instance (or this one) changed. Supervised: a lost
+/// connection marks it down in `/readyz` and it connects again, the
+/// readers' poll covering the gap.
+pub fn listen(url: &str, db: &Db, hub: &Hub, closing: &tokio::sync::watch::Receiver<bool>) {
+    let (url, hub, closing) = (url.to_owned(), hub.clone(), closing.clone());
+    crate::supervise::spawn(
+        db.health(),
+        FEED_LISTENER,
+        Some(closing.clone()),
+        move |up| {
+            let (url, hub, mut closing) = (url.clone(), hub.clone(), closing.clone());
+            async move {
+                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                listener.listen(CHANNEL).await?;
+                up.ready();
+                tracing::info!("listening for feed changes of other instances");
+                loop {
+                    let got = tokio::select! {
+                        got = listener.try_recv() => got?,
+                        _ = closing.wait_for(|c| *c) => return Ok(()),
+                    };
+                    match got {
+                        Some(n) => match StoreId::parse(n.payload()) {
+                            Ok(store) => hub.notify(&store),
+                            Err(_) => tracing::warn!(
+                                payload = n.payload(),
+                                "a feed notification without a store id"
+                            ),
+                        },
+                        None => anyhow::bail!("the feed listener's connection was lost"),
+                    }
+                }
+            }
+        },
+    );
 }
 
 pub async fn after(db: &Db, store: &StoreId, after: i64, limit: i64) -> Result<Vec<FeedEvent>> {

@@ -72,6 +72,14 @@ enum Command {
         /// Where the copy goes (must not exist).
         file: std::path::PathBuf,
     },
+    /// The scheduled jobs: interval, last run and outcome, next run, the
+    /// instance holding each, last error (from the database: every
+    /// instance's).
+    Jobs {
+        /// Print them as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// The go-live preflight: configuration, data directory, database and
     /// migrations, outside services, secrets, clock, listen address; one
     /// row each (✔/✘ and why), exit 1 on any ✘.
@@ -250,12 +258,26 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             tracing::info!(%addr, "serving");
             let (close_tx, close_rx) = tokio::sync::watch::channel(false);
             let state = gateway::app::build(&config, db, close_rx).await?;
+            let stopping = state.clone();
             http::serve(listener, state, async move {
                 shutdown_signal().await;
                 let _ = close_tx.send(true);
             })
             .await?;
+            stopping.finish_jobs().await;
             tracing::info!("stopped");
+        }
+        Command::Jobs { json } => {
+            let config: Config = settings.config()?;
+            let db = connect(&config.database_url).await?;
+            migrated(&db, false).await?;
+            let planned = gateway::app::job_intervals(&config, db.sqlite_file().is_some());
+            let jobs = gateway::jobs::list(&db, &planned).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                print!("{}", gateway::jobs::table(&jobs, db.now_micros()));
+            }
         }
         Command::Config { action } => match action {
             ConfigAction::Show => {

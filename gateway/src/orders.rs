@@ -222,6 +222,23 @@ impl Writer {
         Ok(Writer { batcher })
     }
 
+    /// The same, the SQLite WAL checkpoint returned as a job for the
+    /// gateway's scheduler instead of started.
+    pub async fn start_jobs(db: &Db) -> anyhow::Result<(Writer, Option<crate::jobs::Job>)> {
+        match db.sqlite_file() {
+            Some(file) => {
+                let (batcher, job) = Batcher::start_jobs(file, db.clone()).await?;
+                Ok((
+                    Writer {
+                        batcher: Some(batcher),
+                    },
+                    Some(job),
+                ))
+            }
+            None => Ok((Writer { batcher: None }, None)),
+        }
+    }
+
     /// The SQLite batcher, when this writer has one.
     pub fn batcher(&self) -> Option<&Batcher> {
         self.batcher.as_ref()

@@ -20,7 +20,6 @@ use futures::stream::{self, StreamExt};
 use proto::order::{CatalogItem, Channel, Order, OrderStatus, StoreId};
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
-use tokio::sync::watch;
 
 use crate::actor::Actor;
 use crate::clock;
@@ -322,6 +321,8 @@ pub struct Dispatcher {
     config: OutboxConfig,
     senders: HashMap<String, Arc<dyn Sender>>,
     pub stats: Arc<Stats>,
+    /// SQLite: the crash leftovers were given back (once per process).
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Dispatcher {
@@ -336,45 +337,49 @@ impl Dispatcher {
             config,
             senders,
             stats,
+            released: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Runs until `closing` turns true: a round whenever a store's feed moves
-    /// in this process (an action may have written a row), on the poll timer,
-    /// and at once again after a round that found work.
-    pub async fn run(self: Arc<Self>, hub: Hub, mut closing: watch::Receiver<bool>) {
-        if self.db.backend == Backend::Sqlite {
-            // One process per SQLite file: whatever is `delivering` was left by a crash.
-            if let Err(e) = self.release_all().await {
-                e.log();
-            }
+    /// One scheduled run: on SQLite first gives back what a crash left
+    /// `delivering` (one process per file), then rounds until one finds no
+    /// work. The scheduler runs it on its timer and whenever a store's feed
+    /// moves (an action may have written a row).
+    pub async fn drain(&self) -> Result<usize> {
+        if self.db.backend == Backend::Sqlite
+            && !self
+                .released
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.release_all().await?;
         }
-        let mut wake = hub.subscribe();
+        let mut calls = 0;
         loop {
-            if *closing.borrow() {
-                return;
-            }
-            let busy = match self.round().await {
-                Ok(n) => n > 0,
-                Err(e) => {
-                    e.log();
-                    false
-                }
-            };
+            let n = self.round().await;
             self.stats.dispatcher_rounds.fetch_add(1, Ordering::Relaxed);
-            if busy {
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.poll) => {}
-                _ = closing.changed() => {}
-                _ = wake.recv() => {
-                    // Let the writer's siblings land too, then drain the wake-ups.
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    while wake.try_recv().is_ok() {}
-                }
+            match n? {
+                0 => return Ok(calls),
+                n => calls += n,
             }
         }
+    }
+
+    /// The scheduler's dispatcher job: [`Dispatcher::drain`] every poll
+    /// interval and on every feed change in this process.
+    pub fn job(self: &Arc<Self>, hub: &Hub) -> crate::jobs::Job {
+        let me = Arc::clone(self);
+        crate::jobs::Job::new(
+            crate::jobs::OUTBOX_DISPATCHER,
+            self.config.poll,
+            move || {
+                let me = Arc::clone(&me);
+                async move {
+                    me.drain().await.map_err(|e| e.into_anyhow())?;
+                    Ok(crate::jobs::Ran::Done)
+                }
+            },
+        )
+        .woken_by(hub)
     }
 
     async fn release_all(&self) -> Result<()> {

@@ -407,8 +407,9 @@ impl Payments {
         }))
     }
 
-    /// Builds the service and starts its sweeper, which stops when `closing`
-    /// turns true. Must run inside the tokio runtime.
+    /// Builds the service and starts its sweeper on a scheduler of its own
+    /// (`app::build` puts it on the gateway's one instead), which stops when
+    /// `closing` turns true. Must run inside the tokio runtime.
     pub fn start(
         config: &PaymentsConfig,
         db: Db,
@@ -416,22 +417,12 @@ impl Payments {
         closing: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Payments>> {
         let payments = Payments::new(config, db, hub)?;
-        let sweeper = Arc::clone(&payments);
-        let every = config.sweep_interval;
-        // Supervised: restarted if it dies, shown by `/readyz`.
-        let health = payments.db.health().clone();
-        crate::supervise::spawn(
-            &health,
-            "payment_sweeper",
-            Some(closing.clone()),
-            move |up| {
-                up.ready();
-                let run = Arc::clone(&sweeper).sweep_forever(every, closing.clone());
-                async move {
-                    run.await;
-                    Ok(())
-                }
-            },
+        crate::jobs::start(
+            &payments.db.clone(),
+            "payment_jobs",
+            &crate::jobs::JobsConfig::default(),
+            vec![Payments::sweeper_job(&payments, config.sweep_interval)],
+            Some(closing),
         );
         Ok(payments)
     }
@@ -1434,16 +1425,16 @@ impl Payments {
 
     // ------------------------------------------------------------- sweeper
 
-    async fn sweep_forever(self: Arc<Self>, every: Duration, mut closing: watch::Receiver<bool>) {
-        loop {
-            if let Err(e) = self.sweep_once().await {
-                e.log();
+    /// The scheduler's sweeper job: [`Payments::sweep_once`] every `every`.
+    pub fn sweeper_job(payments: &Arc<Payments>, every: Duration) -> crate::jobs::Job {
+        let payments = Arc::clone(payments);
+        crate::jobs::Job::new(crate::jobs::PAYMENT_SWEEPER, every, move || {
+            let payments = Arc::clone(&payments);
+            async move {
+                payments.sweep_once().await.map_err(|e| e.into_anyhow())?;
+                Ok(crate::jobs::Ran::Done)
             }
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = closing.wait_for(|c| *c) => return,
-            }
-        }
+        })
     }
 
     /// Drives every unsettled charge and refund this process is not already

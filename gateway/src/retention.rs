@@ -31,7 +31,6 @@ use proto::order::StoreId;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::Row;
-use tokio::sync::watch;
 
 use crate::clock::rfc3339;
 use crate::db::{Backend, Db};
@@ -168,28 +167,22 @@ impl Stats {
     }
 }
 
-/// Runs [`run_once`] after `first_after`, then every `every`, until `closing`.
-pub async fn run(
-    db: Db,
-    hub: Hub,
-    config: RetentionConfig,
-    stats: Arc<Stats>,
-    mut closing: watch::Receiver<bool>,
-) {
-    let mut wait = config.first_after;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = closing.changed() => {}
+/// The scheduler's retention job: [`run_once`] after `first_after`, then
+/// every `every`.
+pub fn job(db: Db, hub: Hub, config: RetentionConfig, stats: Arc<Stats>) -> crate::jobs::Job {
+    let (every, first) = (config.every, config.first_after);
+    crate::jobs::Job::new(crate::jobs::RETENTION, every, move || {
+        let (db, hub, config, stats) =
+            (db.clone(), hub.clone(), config.clone(), Arc::clone(&stats));
+        async move {
+            run_once(&db, &hub, &config, &stats, db.now_micros())
+                .await
+                .map_err(|e| e.into_anyhow())?;
+            Ok(crate::jobs::Ran::Done)
         }
-        if *closing.borrow() {
-            return;
-        }
-        wait = config.every;
-        if let Err(e) = run_once(&db, &hub, &config, &stats, db.now_micros()).await {
-            e.log();
-        }
-    }
+    })
+    // A short interval (a test's) is not held back by the 30 s start delay.
+    .first_after(first.min(every))
 }
 
 fn cutoff(now: i64, age: Option<Duration>) -> Option<i64> {

@@ -68,6 +68,27 @@ impl Health {
         self.with(|m| m.get(name).map(|s| s.up))
     }
 
+    /// Sets a component that is not a task of its own (a scheduled job):
+    /// up or down, with why it went down; registered on first report.
+    pub fn report(&self, name: &'static str, up: bool, why: Option<String>) {
+        self.with(|m| {
+            let s = m.entry(name).or_insert(ComponentState {
+                up: true,
+                restarts: 0,
+                last_failure: None,
+            });
+            s.up = up;
+            if why.is_some() {
+                s.last_failure = why;
+            }
+        });
+    }
+
+    /// Drops a component reported with [`Health::report`].
+    pub fn remove(&self, name: &'static str) {
+        self.finished(name);
+    }
+
     fn register(&self, name: &'static str) {
         self.with(|m| {
             m.insert(

@@ -224,7 +224,7 @@ fn pending_migrations_are_listed_and_a_bad_section_is_named() {
     assert!(!ok);
     assert_eq!(failed(&rows), ["migrations"], "{rows:#?}");
     assert!(
-        rows["migrations"].1.contains("pending: 0014 counter sales"),
+        rows["migrations"].1.contains("pending: 0020 jobs"),
         "{rows:#?}"
     );
 

@@ -19,6 +19,7 @@ pub use gateway::db::Backend;
 pub mod agent;
 pub mod bench;
 pub mod pay;
+pub mod procs;
 
 /// Where PostgreSQL is; tests make their own database on it.
 pub fn postgres_admin_url() -> String {

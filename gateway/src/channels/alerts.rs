@@ -9,38 +9,32 @@ use std::time::Duration;
 use proto::order::StoreId;
 use serde_json::json;
 use sqlx::Row;
-use tokio::sync::watch;
 
 use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::events::{self, Hub};
 use crate::outbox::Stats;
 
-/// Checks every `every` until `closing`.
-pub async fn run(
+/// The scheduler's alert job: [`check`] every `every`, counted in `stats`.
+pub fn job(
     db: Db,
     hub: Hub,
     limit: Duration,
     every: Duration,
     stats: Arc<Stats>,
-    mut closing: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = closing.changed() => {}
+) -> crate::jobs::Job {
+    crate::jobs::Job::new(crate::jobs::UNCONFIRMED_ALERTS, every, move || {
+        let (db, hub, stats) = (db.clone(), hub.clone(), Arc::clone(&stats));
+        async move {
+            let n = check(&db, &hub, limit).await;
+            stats.alert_rounds.fetch_add(1, Ordering::Relaxed);
+            stats
+                .unconfirmed_alerts
+                .fetch_add(n.map_err(|e| e.into_anyhow())?, Ordering::Relaxed);
+            Ok(crate::jobs::Ran::Done)
         }
-        if *closing.borrow() {
-            return;
-        }
-        match check(&db, &hub, limit).await {
-            Ok(n) => {
-                stats.unconfirmed_alerts.fetch_add(n, Ordering::Relaxed);
-            }
-            Err(e) => e.log(),
-        }
-        stats.alert_rounds.fetch_add(1, Ordering::Relaxed);
-    }
+    })
+    .first_after(every)
 }
 
 /// One pass; returns how many alerts it raised.

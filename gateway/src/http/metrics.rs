@@ -27,6 +27,7 @@ async fn scrape(State(st): State<AppState>, _: Admin) -> Result<Response> {
     };
     crate::meter::pool(st.db.pool.size(), st.db.pool.num_idle());
     let mut text = metrics::render(&st.db, &process).await?;
+    st.db.jobs().render_metrics(&mut text);
     text.push_str(&crate::meter::handle().render());
     let mut resp = text.into_response();
     resp.headers_mut().insert(

@@ -191,6 +191,10 @@ impl Drop for StreamPermit {
     }
 }
 
+/// The reconnect delay the last event of a stream says when the gateway
+/// shuts down.
+const SHUTDOWN_RETRY: Duration = Duration::from_millis(1000);
+
 /// How long a client refused for too many streams is told to wait.
 const STREAMS_RETRY_AFTER_S: u32 = 5;
 
@@ -274,8 +278,22 @@ async fn stream(
     };
     let s = futures::stream::unfold(reader, |mut r| async move {
         loop {
-            if r.ended || *r.st.closing.borrow() {
+            if r.ended {
                 return None;
+            }
+            if *r.st.closing.borrow() {
+                // The last event: this instance is going away; reconnect
+                // (to another instance, or this one once it is back) from
+                // `Last-Event-ID` after the retry delay.
+                r.ended = true;
+                let event = Event::default()
+                    .event("shutdown")
+                    .retry(SHUTDOWN_RETRY)
+                    .data(
+                        serde_json::json!({"detail": "the gateway is shutting down; reconnect with Last-Event-ID", "last_event_id": r.last})
+                            .to_string(),
+                    );
+                return Some((Ok(event), r));
             }
             if let Some(ev) = r.buf.pop_front() {
                 r.last = ev.seq;

@@ -59,12 +59,16 @@ pub struct Faults {
 
 /// The supervised components' names.
 pub const ORDER_WRITER: &str = "order_writer";
-pub const WAL_CHECKPOINTER: &str = "wal_checkpointer";
 
 impl Batcher {
     /// Starts the task on a connection of its own, supervised: it is started
-    /// again on the same queue if it dies.
-    pub async fn start(file: &SqliteFile, db: Db) -> anyhow::Result<Batcher> {
+    /// again on the same queue if it dies. The WAL checkpoint, on another
+    /// connection, is returned as a job for the scheduler; it ends with the
+    /// batcher.
+    pub async fn start_jobs(
+        file: &SqliteFile,
+        db: Db,
+    ) -> anyhow::Result<(Batcher, crate::jobs::Job)> {
         let (url, gate) = (file.url.as_str(), Arc::clone(&file.gate));
         let mut first = Some(open_writer(url).await?);
         let (tx, rx) = mpsc::channel(1024);
@@ -103,22 +107,22 @@ impl Batcher {
             }
         };
         crate::supervise::spawn(&health, ORDER_WRITER, None, writer);
-        let mut first = Some(open_writer(url).await?);
-        let (url, batcher) = (url.to_owned(), tx.downgrade());
-        crate::supervise::spawn(&health, WAL_CHECKPOINTER, None, move |up| {
-            let conn = first.take();
-            let (url, batcher) = (url.clone(), batcher.clone());
-            async move {
-                let conn = match conn {
-                    Some(c) => c,
-                    None => open_writer(&url).await?,
-                };
-                up.ready();
-                checkpoint(conn, batcher).await;
-                Ok(())
-            }
-        });
-        Ok(Batcher { tx, faults })
+        let checkpoint = checkpoint_job(url, tx.downgrade(), open_writer(url).await?);
+        Ok((Batcher { tx, faults }, checkpoint))
+    }
+
+    /// Starts the batcher with its WAL checkpoint on a scheduler of its own
+    /// (`app::build` puts the checkpoint on the gateway's one instead).
+    pub async fn start(file: &SqliteFile, db: Db) -> anyhow::Result<Batcher> {
+        let (batcher, checkpoint) = Batcher::start_jobs(file, db.clone()).await?;
+        crate::jobs::start(
+            &db,
+            "wal_jobs",
+            &crate::jobs::JobsConfig::default(),
+            vec![checkpoint],
+            None,
+        );
+        Ok(batcher)
     }
 
     /// The writer's test faults.
@@ -165,30 +169,47 @@ async fn open_writer(url: &str) -> Result<AnyConnection, sqlx::Error> {
     Ok(conn)
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Copies the WAL back into the database file on a connection (and so a
 /// thread) of its own, so the order writer does not do it inside a commit.
 /// PASSIVE never blocks the writer or readers. Writers still checkpoint
-/// themselves past 4,000 WAL pages, should this task fall behind. Ends with
-/// the batcher.
-async fn checkpoint(mut conn: AnyConnection, batcher: mpsc::WeakSender<Job>) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if batcher.upgrade().is_none() {
-            break;
-        }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
-    }
-    let _ = conn.close().await;
+/// themselves past 4,000 WAL pages, should this job fall behind. Ends with
+/// the batcher; a connection that failed is opened again at the next run.
+fn checkpoint_job(
+    url: &str,
+    batcher: mpsc::WeakSender<Job>,
+    conn: AnyConnection,
+) -> crate::jobs::Job {
+    let conn = Arc::new(Mutex::new(Some(conn)));
+    let url = url.to_owned();
+    crate::jobs::Job::new(
+        crate::jobs::WAL_CHECKPOINT,
+        crate::jobs::JobsConfig::default().wal_checkpoint,
+        move || {
+            let (conn, url, batcher) = (Arc::clone(&conn), url.clone(), batcher.clone());
+            async move {
+                let mut conn = conn.lock().await;
+                if batcher.upgrade().is_none() {
+                    if let Some(c) = conn.take() {
+                        let _ = c.close().await;
+                    }
+                    return Ok(crate::jobs::Ran::Finished);
+                }
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => conn.insert(open_writer(&url).await?),
+                };
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&mut *c)
+                    .await
+                {
+                    *conn = None;
+                    return Err(anyhow::Error::new(e).context("WAL checkpoint"));
+                }
+                Ok(crate::jobs::Ran::Done)
+            }
+        },
+    )
+    .local()
 }
 
 async fn run(

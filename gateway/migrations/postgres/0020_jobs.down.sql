@@ -1,0 +1,3 @@
+-- Only the scheduler's bookkeeping: no business data is lost.
+DROP TABLE job_runs;
+DROP TABLE job_leases;
