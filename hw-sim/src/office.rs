@@ -121,6 +121,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     let cmd = rerun_command(&args);
     let report = Office::play(&args).await?;
     print!("{}", report.table());
+    if let Some(images) = &report.receipt_images {
+        println!("receipts: {images}");
+    }
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -239,6 +242,11 @@ pub struct Report {
     /// Faults of the plan the harness cannot inject here, with why.
     pub faults_skipped: Vec<String>,
     pub checks: BTreeMap<String, Check>,
+    /// With `--report FILE`: where the printer's receipts and tickets were
+    /// drawn as PNG images (`receipts/` beside the report), how many, or why
+    /// not (no CJK font).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_images: Option<String>,
 }
 
 impl Report {
@@ -870,6 +878,21 @@ display = "{}"
         match result {
             Ok(mut r) => {
                 r.database = database;
+                if let Some(report) = &args.report {
+                    let folder = report
+                        .parent()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."))
+                        .join("receipts");
+                    let d = Arc::clone(&devices);
+                    let to = folder.clone();
+                    let drawn = tokio::task::spawn_blocking(move || d.write_pngs(&to)).await;
+                    r.receipt_images = Some(match drawn {
+                        Ok(Ok(n)) => format!("{n} images in {}", folder.display()),
+                        Ok(Err(e)) => format!("not drawn: {e:#}"),
+                        Err(e) => format!("not drawn: {e}"),
+                    });
+                }
                 if r.checks.values().any(|c| !c.pass) {
                     let kept = dir.keep();
                     eprintln!("logs kept in {}", kept.display());
@@ -2399,6 +2422,7 @@ display = "{}"
             faults_injected: self.faults_injected.clone(),
             faults_skipped: self.faults_skipped.clone(),
             checks,
+            receipt_images: None,
         })
     }
 }

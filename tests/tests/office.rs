@@ -111,6 +111,21 @@ async fn a_day_holds(backend: Backend) {
         "{all}"
     );
     assert_eq!(t["receipts_printed"], counter, "{all}");
+    // What the printer printed, drawn for a person to look at.
+    let images = r["receipt_images"].as_str().unwrap_or_default().to_owned();
+    if images.starts_with("not drawn") && !tests::in_ci() {
+        eprintln!("SKIPPED receipt images: {images}");
+    } else {
+        let pngs: Vec<_> = std::fs::read_dir(dir.path().join("receipts"))
+            .unwrap_or_else(|e| panic!("{images}: {e}"))
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "png"))
+            .collect();
+        assert!(pngs.len() as u64 >= counter, "{images}: {pngs:?}");
+        let first = std::fs::read(&pngs[0]).expect("png");
+        assert!(first.starts_with(b"\x89PNG\r\n\x1a\n"), "{:?}", pngs[0]);
+    }
     assert_eq!(
         r["faults_injected"].as_array().map(Vec::len),
         Some(injected),
