@@ -75,7 +75,7 @@ pub struct Db {
     /// The supervised background tasks of this gateway (see `supervise`).
     health: crate::supervise::Health,
     /// The scheduled jobs of this gateway as this process sees them.
-    jobs: crate::jobs::Registry,
+    jobs: crate::job_registry::Registry,
     /// Where every use case reads "now" (system, or manual in tests).
     clock: Clock,
 }
@@ -134,7 +134,7 @@ impl Db {
             backend,
             sqlite,
             health: crate::supervise::Health::default(),
-            jobs: crate::jobs::Registry::default(),
+            jobs: crate::job_registry::Registry::default(),
             clock,
         })
     }
@@ -275,7 +275,7 @@ impl Db {
     }
 
     /// The supervised background tasks, for readiness and metrics.
-    pub fn jobs(&self) -> &crate::jobs::Registry {
+    pub fn jobs(&self) -> &crate::job_registry::Registry {
         &self.jobs
     }
 

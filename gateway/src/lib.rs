@@ -13,6 +13,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod job_registry;
 pub mod jobs;
 pub mod keys;
 pub mod meter;
