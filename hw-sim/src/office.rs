@@ -96,10 +96,6 @@ pub struct Args {
     /// down.
     #[arg(long = "skip-fault")]
     pub skip_faults: Vec<String>,
-    /// Inject the printer's power cycle mid-job too (off by default: the
-    /// agent does not print again after it yet, so the day fails).
-    #[arg(long)]
-    pub printer_power_cycle: bool,
     /// Test only: break an invariant on purpose, to show the checks fail.
     #[arg(long = "break", value_enum)]
     pub breaks: Option<Break>,
@@ -155,9 +151,6 @@ fn rerun_command(a: &Args) -> String {
     for f in &a.skip_faults {
         s.push_str(&format!(" --skip-fault {f}"));
     }
-    if a.printer_power_cycle {
-        s.push_str(" --printer-power-cycle");
-    }
     if let Some(u) = &a.against {
         s.push_str(&format!(
             " --against {u} --store {} (keys from the environment)",
@@ -191,6 +184,8 @@ pub struct StoreReport {
     pub orders_on_gateway: u64,
     pub duplicates: u64,
     pub lost: u64,
+    /// Sales whose receipt is on paper (an original, or only a REPRINT of
+    /// one whose job was cut short).
     pub receipts_printed: u64,
     pub tickets_printed: u64,
     pub tickets_duplicated: u64,
@@ -613,7 +608,6 @@ struct Office {
     /// The store the day is played in.
     store: String,
     skip_faults: Vec<String>,
-    printer_power_cycle: bool,
     /// Basket lines the agent refused, by status and code.
     lines_refused: BTreeMap<String, u64>,
     /// A gateway this run did not start (`--against`): not restarted, its
@@ -840,7 +834,6 @@ display = "{}"
             app_key,
             store,
             skip_faults: args.skip_faults.clone(),
-            printer_power_cycle: args.printer_power_cycle,
             lines_refused: BTreeMap::new(),
             against: args.against.is_some(),
             orders_before: HashSet::new(),
@@ -1073,11 +1066,6 @@ display = "{}"
                     k if self.skip_faults.iter().any(|f| f == k.as_str()) => {
                         Some("left out (--skip-fault)")
                     }
-                    FaultKind::PrinterPowerCycle if !self.printer_power_cycle => Some(
-                        "off by default (--printer-power-cycle): after a power loss mid-job the \
-                         agent's printer task never prints again (status requests unanswered on \
-                         the old line), so every later receipt and ticket stays owed",
-                    ),
                     _ => kind.skipped(),
                 };
                 if let Some(why) = why {
@@ -1091,7 +1079,6 @@ display = "{}"
             }
             Event::FaultEnd { kind } => {
                 if (*kind == FaultKind::GatewayRestart && self.against)
-                    || (*kind == FaultKind::PrinterPowerCycle && !self.printer_power_cycle)
                     || self.skip_faults.iter().any(|f| f == kind.as_str())
                 {
                     return Ok(());
@@ -2110,7 +2097,6 @@ display = "{}"
         // (originals, reprints)
         let mut receipts: HashMap<i64, (u64, u64)> = HashMap::new();
         let mut picks: HashMap<String, (u64, u64)> = HashMap::new();
-        let mut receipts_printed = 0u64;
         let mut tickets_printed = 0u64;
         for r in printed.iter().filter(|r| r["cut"] == true) {
             let text = r["text"].as_str().unwrap_or("");
@@ -2126,7 +2112,6 @@ display = "{}"
                 }
             };
             if let Some(local_no) = receipt_keys.get(q) {
-                receipts_printed += u64::from(!reprint);
                 bump(receipts.entry(*local_no).or_default());
             } else if let Some(key) = pick_key.get(q) {
                 tickets_printed += u64::from(!reprint);
@@ -2135,6 +2120,9 @@ display = "{}"
                 }
             }
         }
+        // Sales whose receipt is on paper: as an original, or only as a
+        // REPRINT when the original's job was cut short (a power cycle).
+        let receipts_printed = receipts.len() as u64;
         let receipts_wrong: Vec<String> = acked_sales
             .iter()
             .filter_map(|s| {

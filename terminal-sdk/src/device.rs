@@ -308,6 +308,23 @@ impl<C: Connect> Port<C> {
         Ok(true)
     }
 
+    /// Gives up on the open line without an I/O error having said so (the
+    /// device went silent): the next [`Port::ensure_connected`] opens the
+    /// port again by its spec. A device switched off and on, or one that
+    /// came back under a new node, is found that way even when the old line
+    /// never reported a hang-up.
+    pub fn drop_line(&mut self, why: &str) {
+        if self.io.take().is_some() {
+            tracing::warn!(
+                device = self.device,
+                why,
+                "line dropped, reopening next time"
+            );
+            self.rx.clear();
+            self.set_state(State::Error);
+        }
+    }
+
     fn lost(&mut self, e: &io::Error) -> Error {
         tracing::warn!(device = self.device, error = %e, "line lost");
         self.io = None;

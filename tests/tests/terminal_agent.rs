@@ -678,3 +678,139 @@ async fn the_counter_screen_sells_in_a_real_browser() {
     }
     agent.kill().await;
 }
+
+/// The receipt printer loses power in the middle of a sale's receipt and
+/// comes back a while later (its pseudo-terminal goes away and a new one
+/// appears under the same link): the counter shows the printer offline,
+/// then ok; the interrupted receipt prints again once, marked REPRINT; the
+/// sale made during the outage and the one after it print as originals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_printer_power_cycle_mid_job_every_receipt_prints() {
+    let app = gateway_with_products(Backend::Sqlite)
+        .await
+        .expect("sqlite");
+    let key = terminal_key(&app).await;
+    let sim = DeviceSim::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write_config_with(
+        dir.path(),
+        &format!("http://{}", app.addr),
+        &format!("\n[devices]\nprinter = \"{}\"\n", sim.link("printer")),
+    );
+    let agent = Agent::start(&config, &key).await;
+    agent
+        .wait_for(20, "the catalog", |s| s["catalog"]["items"] == 3)
+        .await;
+    agent
+        .wait_for(20, "the printer", |s| {
+            s["devices"]["printer"]["status"] == "ok"
+        })
+        .await;
+    let sell = |sku: &'static str| {
+        let agent = &agent;
+        async move {
+            agent.add(json!({"sku": sku})).await;
+            let (st, sale) = agent
+                .post("/api/checkout", json!({"tender": "cash", "tendered": "50"}))
+                .await;
+            assert_eq!(st, 201, "{sale}");
+            sale
+        }
+    };
+    // The ids a sale's receipt may carry in its QR code.
+    let ids = |sale: Value, local_no: i64| {
+        let agent = &agent;
+        async move {
+            let mut ids = vec![sale["client_order_id"].as_str().unwrap_or("-").to_owned()];
+            let s = agent.get(&format!("/api/sales/{local_no}")).await;
+            if let Some(id) = s["order_id"].as_str() {
+                ids.push(id.to_owned());
+            }
+            ids
+        }
+    };
+    let first = sell("COLA").await;
+    sim.wait_receipts(1, 20).await;
+
+    // The power goes a little way into the next job: the status requests
+    // before it (and those of a few idle checks) get through, the receipt
+    // does not; the printer is back 3 s later.
+    sim.put(
+        "/lines/printer/faults",
+        json!({"unplug_after_bytes": 24 + 160, "replug_after_ms": 3000}),
+    )
+    .await;
+    let second = sell(EAN).await;
+    agent
+        .wait_for(20, "the printer offline", |s| {
+            s["devices"]["printer"]["status"] == "offline"
+        })
+        .await;
+    // A sale during the outage: its receipt waits for the printer.
+    let third = sell("COLA").await;
+    agent
+        .wait_for(30, "the printer back", |s| {
+            s["devices"]["printer"]["status"] == "ok"
+        })
+        .await;
+    let fourth = sell(EAN).await;
+
+    let sales = [
+        ids(first, 1).await,
+        ids(second, 2).await,
+        ids(third, 3).await,
+        ids(fourth, 4).await,
+    ];
+    // Every sale: one complete receipt, the interrupted one as REPRINT 1.
+    let count = |printed: &[Value]| {
+        let mut by_sale = [(0, 0); 4];
+        for r in printed.iter().filter(|r| r["cut"] == true) {
+            let Some(q) = r["qr"][0].as_str() else {
+                continue;
+            };
+            let Some(n) = sales.iter().position(|ids| ids.iter().any(|i| i == q)) else {
+                continue;
+            };
+            let text = r["text"].as_str().unwrap_or("");
+            if text.contains("REPRINT") {
+                assert!(
+                    text.contains("补打") && text.contains("REPRINT 1"),
+                    "{text}"
+                );
+                by_sale[n].1 += 1;
+            } else {
+                by_sale[n].0 += 1;
+            }
+        }
+        by_sale
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let printed = sim.receipts().await;
+        let c = count(&printed);
+        if c.iter().all(|(o, r)| o + r > 0) {
+            assert_eq!(c, [(1, 0), (0, 1), (1, 0), (1, 0)], "{printed:#?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every receipt printed after the power cycle: {c:?}\n{printed:#?}\n{:#}",
+            agent.get("/api/tickets").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tickets = agent.get("/api/tickets").await;
+    let states: Vec<_> = tickets["tickets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["state"].as_str().unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(states, ["printed"; 4], "{tickets:#}");
+    assert_eq!(agent.status().await["devices"]["printer"]["status"], "ok");
+    // Nothing is owed any more: nothing more prints.
+    let n = sim.receipts().await.len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sim.receipts().await.len(), n, "{:#?}", sim.receipts().await);
+    agent.kill().await;
+}

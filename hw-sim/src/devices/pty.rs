@@ -25,43 +25,49 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
 
 impl Pty {
     pub fn open() -> io::Result<Pty> {
-        let mut master: libc::c_int = -1;
-        let mut slave: libc::c_int = -1;
-        // SAFETY: openpty writes two fds into the given ints; the name,
-        // termios and winsize pointers may be null.
-        check(unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
+        // Both ends are opened close-on-exec in the same call: a process the
+        // simulator's host starts (the agent under test, a gateway) must not
+        // inherit them. A child holding a copy of the master keeps the
+        // pseudo-terminal alive after an unplug, so the driver on the other
+        // end never sees its line go (no hang-up) and talks to a dead line.
+        // SAFETY: a plain open of the multiplexer with constant flags.
+        let master = check(unsafe {
+            libc::open(
+                c"/dev/ptmx".as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK,
             )
         })?;
-        // SAFETY: both fds were just returned by openpty and are owned by us.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        // SAFETY: the fds are valid for the duration of these calls.
+        // SAFETY: the fd was just returned by open and is owned by us.
+        let master = unsafe { OwnedFd::from_raw_fd(master) };
+        let mut name = [0 as libc::c_char; 128];
+        // SAFETY: master is a valid pty master; the buffer is valid and its
+        // length is passed.
+        unsafe {
+            check(libc::grantpt(master.as_raw_fd()))?;
+            check(libc::unlockpt(master.as_raw_fd()))?;
+            let rc = libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+        }
+        // SAFETY: ptsname_r wrote a NUL-terminated string into the buffer.
+        let path = unsafe { CStr::from_ptr(name.as_ptr()) };
+        // SAFETY: path is NUL-terminated; constant flags.
+        let slave = check(unsafe {
+            libc::open(
+                path.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        })?;
+        // SAFETY: the fd was just returned by open and is owned by us.
+        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+        // SAFETY: the fd is valid for the duration of these calls.
         unsafe {
             let mut t: libc::termios = std::mem::zeroed();
             check(libc::tcgetattr(slave.as_raw_fd(), &mut t))?;
             libc::cfmakeraw(&mut t);
             check(libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t))?;
-            let flags = check(libc::fcntl(master.as_raw_fd(), libc::F_GETFL))?;
-            check(libc::fcntl(
-                master.as_raw_fd(),
-                libc::F_SETFL,
-                flags | libc::O_NONBLOCK,
-            ))?;
         }
-        let mut name = [0 as libc::c_char; 128];
-        // SAFETY: the buffer is valid and its length is passed.
-        let rc = unsafe { libc::ttyname_r(slave.as_raw_fd(), name.as_mut_ptr(), name.len()) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        // SAFETY: ttyname_r wrote a NUL-terminated string into the buffer.
-        let path = unsafe { CStr::from_ptr(name.as_ptr()) };
         Ok(Pty {
             master,
             _slave: slave,

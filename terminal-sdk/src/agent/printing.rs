@@ -8,6 +8,12 @@
 //! `uncertain` and prints again marked "补打 / REPRINT n" — never silently
 //! twice. A fault seen before the job (paper out, cover open, unplugged)
 //! leaves the ticket owed, unnumbered, and it prints once the fault clears.
+//!
+//! A printer that loses power mid-job drops its line (or stops answering
+//! status requests, and the driver drops the line itself): the printer shows
+//! offline, the port is opened again every half second or so until the
+//! printer answers, and then the interrupted ticket prints marked REPRINT and
+//! every later one as usual.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -154,6 +160,9 @@ pub async fn run(s: Arc<Setup>, mut closing: watch::Receiver<bool>) {
     };
     s.health.configured(NAME, PeripheralKind::Printer);
     let mut p = Printer::new(SerialConnect::new(spec, LineSettings::printer()));
+    // Short reconnect attempts: while the printer is away (switched off,
+    // unplugged) the loop keeps reporting it offline and tries again.
+    p.set_reconnect_for(Duration::from_secs(1));
     p.open();
     let mut enabled = false;
     while !*closing.borrow() {
@@ -266,16 +275,26 @@ pub async fn run(s: Arc<Setup>, mut closing: watch::Receiver<bool>) {
                 }
             }
             Err(e) => {
-                // Bytes may be on paper: print again, marked, never silently twice.
-                tracing::warn!(ticket = t.id, "print not confirmed: {e}");
+                if p.pending_sent() {
+                    // Bytes may be on paper: print again, marked, never
+                    // silently twice.
+                    tracing::warn!(ticket = t.id, "print not confirmed: {e}");
+                    let _ = tickets::mark_uncertain(&pool, t.id, &e.to_string()).await;
+                } else {
+                    // Refused before its first byte: still owed as it was.
+                    tracing::warn!(ticket = t.id, "not printed: {e}");
+                    let _ = tickets::mark_not_sent(&pool, t.id, &e.to_string()).await;
+                }
                 p.discard_pending();
-                let _ = tickets::mark_uncertain(&pool, t.id, &e.to_string()).await;
-                fault(
-                    &s,
-                    p.state() != crate::device::State::Closed,
-                    PeripheralStatus::Error,
-                    &e.to_string(),
-                );
+                // The line gone (power lost, cable out): offline until it
+                // answers again.
+                let connected = p.is_connected();
+                let status = if connected {
+                    PeripheralStatus::Error
+                } else {
+                    PeripheralStatus::Offline
+                };
+                fault(&s, connected, status, &e.to_string());
             }
         }
     }

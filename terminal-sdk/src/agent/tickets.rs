@@ -311,6 +311,18 @@ pub async fn mark_uncertain(pool: &SqlitePool, id: i64, why: &str) -> Result<()>
     Ok(())
 }
 
+/// A job refused before its first byte was written (the printer was found
+/// not ready just before it): the ticket is owed again as it was, with the
+/// reason; nothing of it can be on paper, so no reprint number is added.
+pub async fn mark_not_sent(pool: &SqlitePool, id: i64, why: &str) -> Result<()> {
+    sqlx::query("UPDATE tickets SET state = 'pending', last_error = $2 WHERE id = $1 AND state = 'printing'")
+        .bind(id)
+        .bind(why.chars().take(MAX_TEXT).collect::<String>())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Nothing was sent (a fault found first): the ticket stays owed as it was.
 pub async fn note_fault(pool: &SqlitePool, id: i64, why: &str) -> Result<()> {
     sqlx::query("UPDATE tickets SET last_error = $2 WHERE id = $1 AND state <> 'printed'")

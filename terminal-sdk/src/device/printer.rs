@@ -89,6 +89,17 @@ impl<C: Connect> Printer<C> {
         self.pending.as_ref().map(|j| j.id)
     }
 
+    /// Whether any byte of the pending job was sent (then some of it may be
+    /// on paper); `false` when it failed before that, or none is pending.
+    pub fn pending_sent(&self) -> bool {
+        self.pending.as_ref().is_some_and(|j| j.attempted)
+    }
+
+    /// Whether the line to the printer is open.
+    pub fn is_connected(&self) -> bool {
+        self.port.is_connected()
+    }
+
     /// Gives up on the pending job (the cashier decided not to reprint).
     pub fn discard_pending(&mut self) -> Option<JobId> {
         self.pending.take().map(|j| j.id)
@@ -111,6 +122,9 @@ impl<C: Connect> Printer<C> {
                 // A late answer to an earlier job: already accounted for.
                 Ok(Reply::ProcessId(_)) => {}
                 Err(e) if e.kind == ErrorKind::Timeout => {
+                    // It may have lost power, or be back under a new node:
+                    // the next request opens the port again.
+                    self.port.drop_line("no answer to a status request");
                     return Err(self.port.error(
                         ErrorKind::Offline,
                         "the printer does not answer status requests",
@@ -123,7 +137,11 @@ impl<C: Connect> Printer<C> {
 
     /// Asks the printer for its four real-time statuses.
     pub async fn health(&mut self) -> Result<PrinterHealth> {
-        self.port.ensure_connected().await?;
+        if self.port.ensure_connected().await? {
+            // Back after a power cycle or a replug: whatever the printer
+            // holds of a job cut short is cleared first.
+            self.port.write_all(&[escpos::ESC, b'@']).await?;
+        }
         let mut h = PrinterHealth::default();
         for kind in [
             StatusKind::Printer,
