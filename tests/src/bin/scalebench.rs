@@ -55,6 +55,7 @@ struct Run {
     n: u64,
     reads: Vec<Read>,
     bytes_per_order: f64,
+    payload_per_order: f64,
     orders: i64,
     seed_secs: f64,
 }
@@ -95,8 +96,8 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
                 println!(
-                    "{name:<9} {:>9} database bytes per order: {:.0} ({} orders; seeded in {:.1} s)",
-                    r.n, r.bytes_per_order, r.orders, r.seed_secs
+                    "{name:<9} {:>9} database bytes per order: {:.0}, of which feed payload {:.0} ({} orders; seeded in {:.1} s)",
+                    r.n, r.bytes_per_order, r.payload_per_order, r.orders, r.seed_secs
                 );
             }
             if let (Some(small), Some(big)) = (runs.first(), runs.last())
@@ -163,6 +164,15 @@ async fn run(b: Backend, n: u64, samples: usize) -> anyhow::Result<Option<Run>> 
         .await?
         .get(0);
     let bytes = db_bytes(&app, b).await?;
+    // The feed payloads alone (each a whole order's JSON).
+    let payload_sql = match b {
+        Backend::Sqlite => "SELECT SUM(LENGTH(CAST(payload AS BLOB))) FROM order_events",
+        Backend::Postgres => "SELECT SUM(OCTET_LENGTH(payload))::BIGINT FROM order_events",
+    };
+    let payload: i64 = sqlx::query(payload_sql)
+        .fetch_one(&app.db.pool)
+        .await?
+        .get(0);
     print_plan(&app, b, n).await?;
 
     let mut reads = Vec::new();
@@ -203,6 +213,7 @@ async fn run(b: Backend, n: u64, samples: usize) -> anyhow::Result<Option<Run>> 
         n,
         reads,
         bytes_per_order: bytes as f64 / orders.max(1) as f64,
+        payload_per_order: payload as f64 / orders.max(1) as f64,
         orders,
         seed_secs,
     }))
