@@ -167,29 +167,48 @@ fn migrate_keys_and_serve_on_the_embedded_default() {
     assert!(ok && out.contains("pending"), "{out}");
 }
 
+/// `gateway serve --demo` on a free port: the child, its address, and each
+/// `demo …:` line it printed before listening, as `demo app key` → the key;
+/// and its stdout (see [`listening`]).
+fn serve_demo(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    String,
+    std::collections::HashMap<String, String>,
+    std::io::Lines<BufReader<std::process::ChildStdout>>,
+) {
+    let mut args = vec!["--demo"];
+    args.extend_from_slice(extra);
+    let mut child = spawn_serve(dir, &args);
+    let mut demo = std::collections::HashMap::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for l in lines.by_ref().map_while(Result::ok) {
+        if let Some(a) = l.strip_prefix("gateway listening on ") {
+            return (child, a.to_owned(), demo, lines);
+        }
+        if let Some((name, value)) = l.split_once(':')
+            && name.starts_with("demo ")
+        {
+            demo.insert(name.trim().to_owned(), value.trim().to_owned());
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve --demo stopped before listening");
+}
+
 #[test]
 fn demo_mode_seeds_stores_products_and_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = spawn_serve(dir.path(), &["--demo"]);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut terminal = None;
-    let mut terminal_id = None;
-    let mut addr = None;
-    for l in lines.by_ref().map_while(Result::ok) {
-        if l.starts_with("demo terminal key S001") {
-            terminal = l.split_whitespace().last().map(str::to_owned);
-        }
-        if l.starts_with("demo terminal id S001") {
-            terminal_id = l.split_whitespace().last().map(str::to_owned);
-        }
-        if let Some(a) = l.strip_prefix("gateway listening on ") {
-            addr = Some(a.to_owned());
-            break;
-        }
-    }
-    let (addr, terminal) = (addr.unwrap(), terminal.unwrap());
+    let (mut child, addr, demo, _out) = serve_demo(dir.path(), &[]);
+    let terminal = demo["demo terminal key S001"].clone();
     // The id SOAP needs as the UsernameToken username is printed with the key.
-    let terminal_id = terminal_id.expect("a terminal id line");
+    let terminal_id = demo
+        .get("demo terminal id S001")
+        .cloned()
+        .expect("a terminal id line");
     let (ok, out, err) = run(&["keys", "list"], dir.path());
     assert!(ok, "{err}");
     assert!(
@@ -638,19 +657,8 @@ fn migrations_go_down_to_zero_and_up_again_with_data() {
         assert!(status().contains("sha384:"), "{}", status());
 
         // Data: the demo catalog, keys, and one order.
-        let mut child = spawn_serve(d, &["--demo", "--database-url", &url]);
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut app, mut addr) = (None, None);
-        for l in lines.by_ref().map_while(Result::ok) {
-            if l.starts_with("demo app key") {
-                app = l.split_whitespace().last().map(str::to_owned);
-            }
-            if let Some(a) = l.strip_prefix("gateway listening on ") {
-                addr = Some(a.to_owned());
-                break;
-            }
-        }
-        let (app, addr) = (app.unwrap(), addr.unwrap());
+        let (mut child, addr, demo, _out) = serve_demo(d, &["--database-url", &url]);
+        let app = demo["demo app key"].clone();
         rt.block_on(async {
             let http = reqwest::Client::new();
             let cat: serde_json::Value = http
