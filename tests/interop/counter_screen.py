@@ -10,6 +10,7 @@ import os
 import sys
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -72,7 +73,15 @@ try:
     check(not driver.find_elements(By.CSS_SELECTOR, "#basket tr"), "basket emptied")
 
     # The reprint button answers (a reprint of a receipt the ledger holds).
-    driver.find_element(By.CSS_SELECTOR, '#sales tr[data-local-no="1"] button').click()
+    # The sales table is redrawn as the sale's state changes (queued →
+    # uploaded): find the button again if it was replaced under the click.
+    for attempt in range(20):
+        try:
+            driver.find_element(By.CSS_SELECTOR, '#sales tr[data-local-no="1"] button').click()
+            break
+        except StaleElementReferenceException:
+            if attempt == 19:
+                raise
     wait.until(EC.text_to_be_present_in_element((By.ID, "message"), "reprint"))
     print("counter screen: all checks passed")
 finally:

@@ -320,7 +320,9 @@ async fn offline_sales_upload_once(backend: Backend) {
         .as_i64()
         .unwrap_or(0);
     proxy.set(Mode::LoseAnswers);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // The uploader backs off up to 30 s while the gateway is away, so three
+    // attempts may take up to 90 s on a slow machine.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let first = agent.get("/api/sales/1").await;
         if first["attempts"].as_i64().unwrap_or(0) >= before + 3 {
