@@ -110,6 +110,8 @@ pub async fn render(db: &Db, process: &Process<'_>) -> Result<String> {
     );
 
     let unconfirmed: i64 = sqlx::query(
+        // The open-status term is `orders_open`'s own, so the count starts
+        // from that index rather than every platform order.
         "SELECT COUNT(*) FROM orders o JOIN third_party_orders t ON t.order_id = o.id
          WHERE o.status IN ('created', 'accepted', 'ready') AND o.status = 'created'",
     )

@@ -504,6 +504,19 @@ impl TestApp {
         .await
     }
 
+    /// A `/metrics` scrape with the admin key (200 asserted).
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200, "/metrics");
+        r.text().await.expect("text")
+    }
+
     /// Every order of a store, across channels.
     pub async fn queue(&self, store: &str) -> Vec<Value> {
         let (_, v) = self

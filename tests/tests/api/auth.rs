@@ -199,16 +199,7 @@ async fn failed_authentications_are_counted(b: Backend) {
             .0,
         200
     );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("gateway_auth_failures_total "))

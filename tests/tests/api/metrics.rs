@@ -24,18 +24,7 @@ async fn requests_and_orders_are_counted_as_they_happen(b: Backend) {
     };
     app.product("COLA", "可乐", Unit::Piece, "3.00", "100")
         .await;
-    let scrape = || async {
-        let r = app
-            .http
-            .get(app.url("/metrics"))
-            .bearer_auth(&app.admin)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.text().await.unwrap()
-    };
-    let before = scrape().await;
+    let before = app.metrics().await;
     let created = |t: &str| {
         sample(t, "gateway_orders_created_total", &["channel=\"official\""]).unwrap_or(0.0)
     };
@@ -71,7 +60,7 @@ async fn requests_and_orders_are_counted_as_they_happen(b: Backend) {
     assert_eq!(r.status(), 404);
     let _ = app.http.get(app.url("/nowhere")).send().await.unwrap();
 
-    let after = scrape().await;
+    let after = app.metrics().await;
     // The recorder is the process's: other tests in this binary count too.
     assert!(created(&after) - created(&before) >= 3.0, "{after}");
     assert!(posted(&after) - posted(&before) >= 3.0, "{after}");

@@ -51,18 +51,6 @@ async fn order_with_key(app: &TestApp, key: &str) -> Value {
     r.json().await.expect("json")
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(app.url("/metrics"))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .expect("send")
-        .text()
-        .await
-        .expect("text")
-}
-
 fn sample(text: &str, name: &str) -> i64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -73,7 +61,7 @@ fn sample(text: &str, name: &str) -> i64 {
 async fn wait_for_runs(app: &TestApp, n: i64) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let m = metrics(app).await;
+        let m = app.metrics().await;
         if sample(&m, "gateway_retention_runs_total") >= n {
             return m;
         }
