@@ -1,13 +1,18 @@
 //! `hw-sim office`: a store day in the office, scripted from a seed.
 //!
 //! Starts the real `gateway` (demo catalog, a throwaway SQLite file or a
-//! given PostgreSQL database) and a real `terminal run` agent, with the
-//! device, payment and platform simulators in this process; plays a day
-//! compressed into `--minutes` (counter sales, platform pushes with
-//! duplicates and cancels, accepts at the counter, faults on a seeded
-//! schedule); drains; then compares what the script was told succeeded
-//! with what the gateway, the agent and the printer hold, and exits 0 only
-//! when every check holds.
+//! given PostgreSQL database) and, for each of `--stores` stores,
+//! `--terminals` real `terminal run` agents, each with its own simulated
+//! devices, behind one network link per store; the payment and platform
+//! simulators run in this process. Plays each store's day (made from the
+//! seed and the store's number) on one clock compressed into `--minutes`:
+//! counter sales taking turns at the store's counters, platform pushes with
+//! duplicates and cancels, app orders, accepts at a counter, refunds, and
+//! faults on a seeded schedule (the gateway's, the platform's and the
+//! provider's once for the whole day, the others per store or per
+//! counter); drains; then compares what the script was told succeeded with
+//! what the gateway, the agents and the printers hold, per store and in
+//! total, and exits 0 only when every check holds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -36,6 +41,8 @@ const PAY_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 /// The platform app both sides sign with.
 const MT_APP_ID: &str = "office-mt";
 const MT_SECRET: &str = "office-mt-secret-0123";
+/// `serve --demo` makes stores S001 and S002 and a terminal key for each.
+const DEMO_STORES: usize = 2;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -47,9 +54,14 @@ pub struct Args {
     pub minutes: u32,
     #[arg(long, value_enum, default_value_t = Faults::Some)]
     pub faults: Faults,
-    /// Stores (only 1 for now).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1))]
+    /// Stores (S001, S002, …; more than the demo's two are made), each
+    /// with its own day from the seed.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub stores: u32,
+    /// Counters (agents, each with its own devices) per store; the
+    /// store's sales take turns at them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub terminals: u32,
     /// postgres://… for the gateway (default: a SQLite file in a temp dir).
     #[arg(long, conflicts_with = "against")]
     pub database_url: Option<String>,
@@ -145,6 +157,12 @@ fn rerun_command(a: &Args) -> String {
         a.minutes,
         a.faults.as_str()
     );
+    if a.stores > 1 {
+        s.push_str(&format!(" --stores {}", a.stores));
+    }
+    if a.terminals > 1 {
+        s.push_str(&format!(" --terminals {}", a.terminals));
+    }
     if a.database_url.is_some() {
         s.push_str(" --database-url <the same database>");
     }
@@ -177,6 +195,10 @@ pub struct Check {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StoreReport {
     pub store: String,
+    /// Its counters' terminal ids.
+    pub terminals: Vec<String>,
+    /// Acknowledged counter sales by the terminal that made them.
+    pub sales_by_terminal: BTreeMap<String, u64>,
     pub orders_by_channel: BTreeMap<String, u64>,
     /// What the script was told succeeded: counter sales checked out,
     /// platform pushes answered 200.
@@ -227,6 +249,7 @@ pub struct Report {
     pub seed: u64,
     pub minutes: u32,
     pub faults: String,
+    pub terminals_per_store: u32,
     pub database: String,
     #[serde(rename = "break", skip_serializing_if = "Option::is_none")]
     pub breaks: Option<Break>,
@@ -242,6 +265,44 @@ pub struct Report {
     /// not (no CJK font).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt_images: Option<String>,
+}
+
+impl StoreReport {
+    /// Adds `o`'s counts to these (the checks are the caller's).
+    fn add(&mut self, o: &StoreReport) {
+        let merge = |a: &mut BTreeMap<String, u64>, b: &BTreeMap<String, u64>| {
+            for (k, v) in b {
+                *a.entry(k.clone()).or_default() += v;
+            }
+        };
+        self.terminals.extend(o.terminals.iter().cloned());
+        merge(&mut self.orders_by_channel, &o.orders_by_channel);
+        merge(&mut self.sales_by_terminal, &o.sales_by_terminal);
+        merge(&mut self.orders_acknowledged, &o.orders_acknowledged);
+        merge(&mut self.basket_lines_refused, &o.basket_lines_refused);
+        merge(&mut self.charges, &o.charges);
+        self.orders_on_gateway += o.orders_on_gateway;
+        self.duplicates += o.duplicates;
+        self.lost += o.lost;
+        self.receipts_printed += o.receipts_printed;
+        self.tickets_printed += o.tickets_printed;
+        self.tickets_duplicated += o.tickets_duplicated;
+        self.cancels_acknowledged += o.cancels_acknowledged;
+        self.accepts_acknowledged += o.accepts_acknowledged;
+        self.rejects_acknowledged += o.rejects_acknowledged;
+        self.ready_acknowledged += o.ready_acknowledged;
+        self.completes_acknowledged += o.completes_acknowledged;
+        self.app_orders_prepaid += o.app_orders_prepaid;
+        self.refunds_requested += o.refunds_requested;
+        self.refunds_succeeded += o.refunds_succeeded;
+        self.offline_sales_uploaded += o.offline_sales_uploaded;
+        self.charges_not_final += o.charges_not_final;
+        self.ledger_mismatches += o.ledger_mismatches;
+        self.stock_mismatches += o.stock_mismatches;
+        self.outbox_undelivered += o.outbox_undelivered;
+        self.faults_injected
+            .extend(o.faults_injected.iter().cloned());
+    }
 }
 
 impl Report {
@@ -260,9 +321,16 @@ impl Report {
                 .join(", ")
         };
         for st in &self.stores {
-            s.push_str(&format!("store {}\n", st.store));
+            s.push_str(&format!(
+                "store {} ({})\n",
+                st.store,
+                st.terminals.join(", ")
+            ));
             row(&mut s, "orders_by_channel", by(&st.orders_by_channel));
             row(&mut s, "orders_acknowledged", by(&st.orders_acknowledged));
+            if st.sales_by_terminal.len() > 1 {
+                row(&mut s, "sales_by_terminal", by(&st.sales_by_terminal));
+            }
             row(
                 &mut s,
                 "orders_on_gateway",
@@ -464,6 +532,31 @@ impl GatewaySpec {
     }
 }
 
+impl GatewaySpec {
+    /// A new terminal key of `store` for terminal `tid`
+    /// (`gateway keys create`, on the gateway's database).
+    async fn terminal_key(&self, store: &str, tid: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.bin)
+            .args(["keys", "create", "--role", "terminal", "--store", store])
+            .args(["--terminal", tid, "--database-url", &self.db_url])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running gateway keys create")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "gateway keys create for {tid}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .map(|l| l.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .with_context(|| format!("gateway keys create for {tid} printed no key"))
+    }
+}
+
 fn demo_value(lines: &[String], prefix: &str) -> anyhow::Result<String> {
     lines
         .iter()
@@ -513,6 +606,8 @@ async fn start_agent(
 /// A counter sale the agent committed (201 from checkout).
 #[derive(Debug, Clone)]
 struct Sale {
+    /// The counter (index into `Office::counters`) that sold it.
+    counter: usize,
     local_no: i64,
     client_order_id: String,
     /// Sold while the gateway was cut off or down.
@@ -590,32 +685,34 @@ enum Owed {
     Cancel(usize),
     App(usize),
     Act(Target, Step),
-    /// Refund counter sale `local_no`.
-    Refund(i64),
+    /// Refund the store's counter sale at this index of its sales.
+    Refund(usize),
 }
 
-struct Office {
-    http: reqwest::Client,
+/// A counter: one `terminal run` agent with its own devices.
+struct Counter {
+    terminal_id: String,
+    /// The agent's local API.
     agent: String,
+    /// The device simulator's control API.
     devices: String,
-    pay: String,
-    platform: PlatformSim,
+    sim: Arc<crate::devices::Devices>,
+    child: Child,
+}
+
+/// A store of the day: its counters, its network to the gateway, and what
+/// the script was told about its orders.
+struct Shop {
+    id: String,
+    /// The store's network to the gateway, shared by its counters.
     link: Link,
-    gw_spec: GatewaySpec,
-    gateway: Option<Gateway>,
-    admin: String,
-    app_key: String,
-    /// The store the day is played in.
-    store: String,
-    skip_faults: Vec<String>,
-    /// Basket lines the agent refused, by status and code.
-    lines_refused: BTreeMap<String, u64>,
-    /// A gateway this run did not start (`--against`): not restarted, its
-    /// stock left as it is.
-    against: bool,
-    /// The store's orders before the day (`--against`): not the day's.
-    orders_before: HashSet<String>,
+    /// Its counters (indices into `Office::counters`).
+    counters: Vec<usize>,
+    /// The network to the gateway cut.
+    cut: bool,
     sales: Vec<Sale>,
+    /// Basket lines the agents refused, by status and code.
+    lines_refused: BTreeMap<String, u64>,
     platform_orders: Vec<PlatformOrderState>,
     app_orders: Vec<AppOrderState>,
     /// Platform orders held for the reordered pushes.
@@ -623,11 +720,43 @@ struct Office {
     refunds: Vec<RefundAsked>,
     /// On hand less reserved per SKU (milli-units) at the day's start.
     stock_start: BTreeMap<String, i64>,
-    faults_skipped: Vec<String>,
+    /// The store's orders before the day (`--against`): not the day's.
+    orders_before: HashSet<String>,
     owed: Vec<Owed>,
-    /// The network to the gateway cut, or the gateway down.
-    away: bool,
-    faults_injected: Vec<String>,
+    /// Payment codes shown at this store's counters (the provider's
+    /// ledger is split by them).
+    codes: HashSet<String>,
+    /// Whose turn it is: to sell, to accept or reject, to have a device
+    /// fault (round robin over the counters).
+    turn_sale: usize,
+    turn_act: usize,
+    turn_fault: usize,
+    /// Device faults in force and the counter each hit; the store's sales
+    /// go to the latest one's counter while it lasts (its sales are what
+    /// the fault is for).
+    device_faults: Vec<(FaultKind, usize)>,
+}
+
+struct Office {
+    http: reqwest::Client,
+    pay: String,
+    platform: PlatformSim,
+    gw_spec: GatewaySpec,
+    gateway: Option<Gateway>,
+    admin: String,
+    app_key: String,
+    skip_faults: Vec<String>,
+    /// A gateway this run did not start (`--against`): not restarted, its
+    /// stock left as it is.
+    against: bool,
+    shops: Vec<Shop>,
+    counters: Vec<Counter>,
+    faults_skipped: Vec<String>,
+    /// Faults injected, by store (index into `shops`; the gateway's,
+    /// platform's and provider's are the first store's).
+    faults_injected: Vec<(usize, String)>,
+    /// The gateway killed and not started again yet.
+    gateway_down: bool,
     started: Instant,
     day_ms: u64,
     seed: u64,
@@ -682,9 +811,78 @@ fn day_clock(at_ms: u64, day_ms: u64) -> String {
     format!("{:02}:{:02}", m / 60, m % 60)
 }
 
+/// Store `k`'s id: S001, S002, … (the demo's two first).
+fn store_id(k: usize) -> String {
+    format!("S{:03}", k + 1)
+}
+
+/// The seed of store `k`'s day: the run's own for the first store (a
+/// one-store day is the day of its seed), mixed with `k` for the others.
+fn store_seed(seed: u64, k: usize) -> u64 {
+    if k == 0 {
+        seed
+    } else {
+        seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+/// Faults of the whole installation, not of a store: played from the
+/// first store's plan only.
+fn global_fault(kind: FaultKind) -> bool {
+    matches!(
+        kind,
+        FaultKind::GatewayRestart | FaultKind::Platform503 | FaultKind::ProviderNoAnswer
+    )
+}
+
+/// Faults of one counter's devices.
+fn device_fault(kind: FaultKind) -> bool {
+    matches!(
+        kind,
+        FaultKind::PaperOut
+            | FaultKind::CoverOpen
+            | FaultKind::ScaleNoise
+            | FaultKind::CablePulled
+            | FaultKind::PrinterPowerCycle
+    )
+}
+
+/// The day of every store on one clock: (offset, store, event), stable
+/// (the first store's events first at the same moment).
+fn timeline(
+    seed: u64,
+    minutes: u32,
+    faults: Faults,
+    stores: usize,
+) -> (u64, Vec<(u64, usize, Event)>) {
+    let mut day_ms = 0;
+    let mut all = Vec::new();
+    for k in 0..stores {
+        let plan = Plan::make(store_seed(seed, k), minutes, faults);
+        day_ms = plan.day_ms;
+        for ev in plan.events {
+            let global = match &ev.event {
+                Event::Fault { kind, .. } | Event::FaultEnd { kind } => global_fault(*kind),
+                _ => false,
+            };
+            if k > 0 && global {
+                continue;
+            }
+            all.push((ev.at_ms, k, ev.event));
+        }
+    }
+    all.sort_by_key(|e| e.0);
+    (day_ms, all)
+}
+
 impl Office {
     async fn play(args: &Args) -> anyhow::Result<Report> {
         let started = Instant::now();
+        let stores = args.stores as usize;
+        let terminals = args.terminals as usize;
+        if args.against.is_some() && (stores > 1 || terminals > 1) {
+            bail!("--against plays one store with one counter (its --terminal-key)");
+        }
         let dir = tempfile::Builder::new()
             .prefix("hw-sim-office-")
             .tempdir()?;
@@ -696,16 +894,7 @@ impl Office {
             Some(p) => p.clone(),
             None => sibling("terminal")?,
         };
-        let plan = Plan::make(args.seed, args.minutes, args.faults);
-
-        // In-process simulators.
-        let devices = crate::devices::Devices::start(&crate::devices::Config {
-            dir: dir.path().join("devices"),
-            record: None,
-        })?;
-        let l = TcpListener::bind("127.0.0.1:0").await?;
-        let devices_base = format!("http://{}", l.local_addr()?);
-        tokio::spawn(Arc::clone(&devices).serve(l, std::future::pending::<()>()));
+        let (day_ms, events) = timeline(args.seed, args.minutes, args.faults, stores);
 
         let provider = crate::payments::Provider::new(crate::payments::Credentials {
             appid: APPID.to_owned(),
@@ -741,8 +930,11 @@ impl Office {
             pay_base: pay_base.clone(),
             platform_base: platform.url(),
         };
-        let store = args.store.clone();
-        let (gateway, admin, app_key, tkey, tid) = match &args.against {
+        let store_ids: Vec<String> = match &args.against {
+            Some(_) => vec![args.store.clone()],
+            None => (0..stores).map(store_id).collect(),
+        };
+        let (gateway, admin, app_key, demo) = match &args.against {
             Some(url) => {
                 let addr = url
                     .strip_prefix("http://")
@@ -756,8 +948,7 @@ impl Office {
                     Gateway { child: None, addr },
                     key(&args.admin_key, "--admin-key")?,
                     key(&args.app_key, "--app-key")?,
-                    key(&args.terminal_key, "--terminal-key")?,
-                    key(&args.terminal_id, "--terminal-id")?,
+                    Vec::new(),
                 )
             }
             None => {
@@ -769,104 +960,127 @@ impl Office {
                         return Err(e.context(format!("logs kept in {}", kept.display())));
                     }
                 };
-                (
-                    gateway,
-                    demo_value(&demo, "demo admin key:")?,
-                    demo_value(&demo, "demo app key:")?,
-                    demo_value(&demo, &format!("demo terminal key {store}:"))?,
-                    demo_value(&demo, &format!("demo terminal id {store}:"))?,
-                )
+                let admin = demo_value(&demo, "demo admin key:")?;
+                let app = demo_value(&demo, "demo app key:")?;
+                (gateway, admin, app, demo)
             }
         };
         platform.set_gateway_url(&format!("http://{}", gateway.addr));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()?;
 
-        let link = Link::start(gateway.addr.as_str()).await?;
-        let config = dir.path().join("terminal.toml");
-        let link_path = |d: &str| -> anyhow::Result<String> {
-            Ok(devices
-                .link(d)
-                .with_context(|| format!("no {d} link"))?
-                .display()
-                .to_string())
-        };
-        std::fs::write(
-            &config,
-            format!(
-                r#"gateway_url = "{}"
-terminal_id = "{tid}"
-store_id = "{store}"
-state_dir = "{}"
-listen = "127.0.0.1:0"
-heartbeat_s = 1
-catalog_refresh_s = 1
-upload_retry_ms = 50
-request_timeout_ms = 3000
-
-[devices]
-printer = "{}"
-scale = "{}"
-scanner = "{}"
-display = "{}"
-"#,
-                link.url,
-                dir.path().join("agent-state").display(),
-                link_path("printer")?,
-                link_path("scale")?,
-                link_path("scanner")?,
-                link_path("display")?,
-            ),
-        )?;
-        let (agent_child, agent) =
-            start_agent(&terminal_bin, &config, &tkey, &dir.path().join("agent.log")).await?;
+        // Every store's counters: a network to the gateway per store, a
+        // key, devices and an agent per counter.
+        let mut shops = Vec::new();
+        let mut counters = Vec::new();
+        let mut children_ok = Ok(());
+        for (k, sid) in store_ids.iter().enumerate() {
+            if args.against.is_none() && k >= DEMO_STORES {
+                put_store(&http, &gateway.addr, &admin, sid).await?;
+            }
+            let link = Link::start(gateway.addr.as_str()).await?;
+            let mut mine = Vec::new();
+            for j in 0..terminals {
+                let (key, tid) = match &args.against {
+                    Some(_) => (
+                        args.terminal_key
+                            .clone()
+                            .context("--against needs --terminal-key")?,
+                        args.terminal_id
+                            .clone()
+                            .context("--against needs --terminal-id")?,
+                    ),
+                    // One store, one counter: the demo's key (as before
+                    // there were several); else a key per counter, named.
+                    None if stores == 1 && terminals == 1 => (
+                        demo_value(&demo, &format!("demo terminal key {sid}:"))?,
+                        demo_value(&demo, &format!("demo terminal id {sid}:"))?,
+                    ),
+                    None => {
+                        let tid = format!("{sid}-T{:02}", j + 1);
+                        (gw_spec.terminal_key(sid, &tid).await?, tid)
+                    }
+                };
+                match start_counter(&terminal_bin, dir.path(), &link, sid, &tid, &key).await {
+                    Ok(c) => {
+                        mine.push(counters.len());
+                        counters.push(c);
+                    }
+                    Err(e) => {
+                        children_ok = Err(e);
+                        break;
+                    }
+                }
+            }
+            shops.push(Shop {
+                id: sid.clone(),
+                link,
+                counters: mine,
+                cut: false,
+                sales: Vec::new(),
+                lines_refused: BTreeMap::new(),
+                platform_orders: Vec::new(),
+                app_orders: Vec::new(),
+                held_pushes: Vec::new(),
+                refunds: Vec::new(),
+                stock_start: BTreeMap::new(),
+                orders_before: HashSet::new(),
+                owed: Vec::new(),
+                codes: HashSet::new(),
+                turn_sale: 0,
+                turn_act: 0,
+                turn_fault: 0,
+                device_faults: Vec::new(),
+            });
+            if children_ok.is_err() {
+                break;
+            }
+        }
 
         let mut office = Office {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()?,
-            agent,
-            devices: devices_base,
+            http,
             pay: pay_base,
             platform,
-            link,
             gw_spec,
             gateway: Some(gateway),
             admin,
             app_key,
-            store,
             skip_faults: args.skip_faults.clone(),
-            lines_refused: BTreeMap::new(),
             against: args.against.is_some(),
-            orders_before: HashSet::new(),
-            sales: Vec::new(),
-            platform_orders: Vec::new(),
-            app_orders: Vec::new(),
-            held_pushes: Vec::new(),
-            refunds: Vec::new(),
-            stock_start: BTreeMap::new(),
+            shops,
+            counters,
             faults_skipped: Vec::new(),
-            owed: Vec::new(),
-            away: false,
             faults_injected: Vec::new(),
+            gateway_down: false,
             started,
-            day_ms: plan.day_ms,
+            day_ms,
             seed: args.seed,
             code_no: 0,
             provider_silent: false,
         };
-        office.wait_ready().await?;
-        let result = match office.stock_up().await {
-            Ok(()) => office.day(&plan, args).await,
+        let result = match children_ok {
+            Ok(()) => match office.wait_ready().await {
+                Ok(()) => match office.stock_up().await {
+                    Ok(()) => office.day(&events, args).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         // Stop the children before the temp dir goes.
-        let mut agent_child = agent_child;
-        let _ = agent_child.kill().await;
+        for c in &mut office.counters {
+            let _ = c.child.kill().await;
+        }
         if let Some(mut g) = office.gateway.take()
             && let Some(c) = g.child.as_mut()
         {
             let _ = c.kill().await;
         }
-        devices.unplug_all();
+        for c in &office.counters {
+            c.sim.unplug_all();
+        }
         office.platform.stop();
         match result {
             Ok(mut r) => {
@@ -877,13 +1091,27 @@ display = "{}"
                         .filter(|p| !p.as_os_str().is_empty())
                         .unwrap_or(Path::new("."))
                         .join("receipts");
-                    let d = Arc::clone(&devices);
-                    let to = folder.clone();
-                    let drawn = tokio::task::spawn_blocking(move || d.write_pngs(&to)).await;
-                    r.receipt_images = Some(match drawn {
-                        Ok(Ok(n)) => format!("{n} images in {}", folder.display()),
-                        Ok(Err(e)) => format!("not drawn: {e:#}"),
-                        Err(e) => format!("not drawn: {e}"),
+                    // One counter: its receipts in the folder; several:
+                    // a folder per terminal.
+                    let many = office.counters.len() > 1;
+                    let mut drawn_n = 0usize;
+                    let mut failed = None;
+                    for c in &office.counters {
+                        let d = Arc::clone(&c.sim);
+                        let to = if many {
+                            folder.join(&c.terminal_id)
+                        } else {
+                            folder.clone()
+                        };
+                        match tokio::task::spawn_blocking(move || d.write_pngs(&to)).await {
+                            Ok(Ok(n)) => drawn_n += n,
+                            Ok(Err(e)) => failed = Some(format!("{e:#}")),
+                            Err(e) => failed = Some(e.to_string()),
+                        }
+                    }
+                    r.receipt_images = Some(match failed {
+                        None => format!("{drawn_n} images in {}", folder.display()),
+                        Some(e) => format!("not drawn: {e}"),
                     });
                 }
                 if r.checks.values().any(|c| !c.pass) {
@@ -921,51 +1149,65 @@ display = "{}"
         Ok(())
     }
 
-    async fn status(&self) -> anyhow::Result<Value> {
-        self.get(&format!("{}/api/status", self.agent)).await
-    }
-
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = self.status().await?;
-            if s["catalog"]["items"].as_i64().unwrap_or(0) >= 4
-                && s["devices"]["printer"]["status"] == "ok"
-            {
-                return Ok(());
+        for c in &self.counters {
+            loop {
+                let s = self.get(&format!("{}/api/status", c.agent)).await?;
+                if s["catalog"]["items"].as_i64().unwrap_or(0) >= 4
+                    && s["devices"]["printer"]["status"] == "ok"
+                {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "agent {} did not get its catalog and printer in 60 s: {s}",
+                        c.terminal_id
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if Instant::now() > deadline {
-                bail!("the agent did not get its catalog and printer in 60 s: {s}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(())
+    }
+
+    /// Store `s` cannot reach the gateway: its network cut or the gateway
+    /// down.
+    fn away(&self, s: usize) -> bool {
+        self.gateway_down || self.shops[s].cut
     }
 
     /// The day's clock and counters, for the progress bar or line.
-    fn counters(&self, at_ms: u64) -> String {
-        let acked: usize = self.platform_orders.iter().filter(|p| p.acked).count();
-        let app: usize = self.app_orders.iter().filter(|o| o.id.is_some()).count();
+    fn counters_line(&self, at_ms: u64) -> String {
+        let sum = |f: &dyn Fn(&Shop) -> usize| self.shops.iter().map(f).sum::<usize>();
+        let acked = sum(&|s| s.platform_orders.iter().filter(|p| p.acked).count());
+        let app = sum(&|s| s.app_orders.iter().filter(|o| o.id.is_some()).count());
+        let away = (0..self.shops.len()).filter(|&s| self.away(s)).count();
         format!(
             "[{} {:>4}s] sales {} · app {} · platform {} · refunds {} · faults {}{}",
             day_clock(at_ms, self.day_ms),
             self.started.elapsed().as_secs(),
-            self.sales.len(),
+            sum(&|s| s.sales.len()),
             app,
             acked,
-            self.refunds.len(),
+            sum(&|s| s.refunds.len()),
             self.faults_injected.len(),
-            if self.away { " · gateway away" } else { "" }
+            match (away, self.shops.len()) {
+                (0, _) => String::new(),
+                (_, 1) => " · gateway away".to_owned(),
+                (n, _) => format!(" · gateway away from {n} stores"),
+            }
         )
     }
 
-    async fn day(&mut self, plan: &Plan, args: &Args) -> anyhow::Result<Report> {
+    async fn day(&mut self, events: &[(u64, usize, Event)], args: &Args) -> anyhow::Result<Report> {
         use std::io::IsTerminal;
         let start = Instant::now();
         let mut last_progress = 0u64;
         // A bar on a terminal; a plain line every 5 s of the day otherwise
         // (a log, a test).
         let bar = std::io::stderr().is_terminal().then(|| {
-            let b = indicatif::ProgressBar::new(plan.events.len() as u64);
+            let b = indicatif::ProgressBar::new(events.len() as u64);
             if let Ok(style) =
                 indicatif::ProgressStyle::with_template("{msg}\n{wide_bar} {pos}/{len} events")
             {
@@ -973,21 +1215,23 @@ display = "{}"
             }
             b
         });
-        for (i, ev) in plan.events.iter().enumerate() {
-            let due = start + Duration::from_millis(ev.at_ms);
+        for (i, (at_ms, s, ev)) in events.iter().enumerate() {
+            let due = start + Duration::from_millis(*at_ms);
             tokio::time::sleep_until(due.into()).await;
-            self.event(&ev.event, ev.at_ms).await?;
-            if !self.away {
-                self.pay_owed().await?;
+            self.event(*s, ev, *at_ms).await?;
+            for k in 0..self.shops.len() {
+                if !self.away(k) {
+                    self.pay_owed(k).await?;
+                }
             }
             match &bar {
                 Some(b) => {
                     b.set_position(i as u64 + 1);
-                    b.set_message(self.counters(ev.at_ms));
+                    b.set_message(self.counters_line(*at_ms));
                 }
-                None if ev.at_ms >= last_progress + 5_000 => {
-                    last_progress = ev.at_ms;
-                    eprintln!("{}", self.counters(ev.at_ms));
+                None if *at_ms >= last_progress + 5_000 => {
+                    last_progress = *at_ms;
+                    eprintln!("{}", self.counters_line(*at_ms));
                 }
                 None => {}
             }
@@ -996,67 +1240,83 @@ display = "{}"
             b.finish_and_clear();
         }
         // End of day: every fault over.
-        if self.away {
-            self.link.up.send_replace(true);
-            self.away = false;
+        for shop in &mut self.shops {
+            if shop.cut {
+                shop.link.up.send_replace(true);
+                shop.cut = false;
+            }
         }
-        self.put(
-            &format!("{}/printer/state", self.devices),
-            json!({"paper": "ok", "cover": "closed"}),
-        )
-        .await?;
+        for c in &self.counters {
+            self.put(
+                &format!("{}/printer/state", c.devices),
+                json!({"paper": "ok", "cover": "closed"}),
+            )
+            .await?;
+        }
         eprintln!("[20:00] day over; draining");
         let drained = self.drain().await?;
         self.report(args, drained).await
     }
 
-    async fn event(&mut self, ev: &Event, at_ms: u64) -> anyhow::Result<()> {
+    /// Where a fault of store `s` hits, for the report when the day has
+    /// more than one counter.
+    fn fault_place(&self, s: usize, kind: FaultKind, counter: Option<usize>) -> String {
+        if self.counters.len() <= 1 || global_fault(kind) {
+            return String::new();
+        }
+        match counter {
+            Some(c) => format!(" ({})", self.counters[c].terminal_id),
+            None => format!(" ({})", self.shops[s].id),
+        }
+    }
+
+    async fn event(&mut self, s: usize, ev: &Event, at_ms: u64) -> anyhow::Result<()> {
         let when = day_clock(at_ms, self.day_ms);
         match ev {
-            Event::Sale { lines, tender } => self.sale(lines, *tender).await,
+            Event::Sale { lines, tender } => self.sale(s, lines, *tender).await,
             Event::Push { n, items, repeat } => {
-                while self.platform_orders.len() <= *n {
-                    self.platform_orders.push(PlatformOrderState::default());
+                let shop = &mut self.shops[s];
+                while shop.platform_orders.len() <= *n {
+                    shop.platform_orders.push(PlatformOrderState::default());
                 }
-                self.platform_orders[*n] = PlatformOrderState {
-                    poid: format!("{}{:06}", 27_000 + self.seed % 1000, n),
+                shop.platform_orders[*n] = PlatformOrderState {
+                    poid: format!("{}{s:02}{n:06}", 27_000 + self.seed % 1000),
                     items: items.clone(),
                     repeat: (*repeat).max(1),
                     ..Default::default()
                 };
                 if *repeat == 0 {
                     // Pushed by the reordering fault, just after.
-                    self.held_pushes.push(*n);
+                    shop.held_pushes.push(*n);
                     return Ok(());
                 }
-                self.try_owed(Owed::Push(*n)).await
+                self.try_owed(s, Owed::Push(*n)).await
             }
-            Event::Cancel { n } => self.try_owed(Owed::Cancel(*n)).await,
+            Event::Cancel { n } => self.try_owed(s, Owed::Cancel(*n)).await,
             Event::App { n, lines, prepaid } => {
-                while self.app_orders.len() <= *n {
-                    self.app_orders.push(AppOrderState::default());
+                let shop = &mut self.shops[s];
+                while shop.app_orders.len() <= *n {
+                    shop.app_orders.push(AppOrderState::default());
                 }
-                self.app_orders[*n] = AppOrderState {
-                    ref_no: format!("APP-{}-{n:05}", self.seed),
+                shop.app_orders[*n] = AppOrderState {
+                    ref_no: format!("APP-{}-{}-{n:05}", self.seed, shop.id),
                     lines: lines.clone(),
                     prepaid: *prepaid,
                     ..Default::default()
                 };
-                self.try_owed(Owed::App(*n)).await
+                self.try_owed(s, Owed::App(*n)).await
             }
-            Event::Act { target, step } => self.try_owed(Owed::Act(*target, *step)).await,
+            Event::Act { target, step } => self.try_owed(s, Owed::Act(*target, *step)).await,
             Event::Refund => {
-                let Some(s) = self
+                let Some(i) = self.shops[s]
                     .sales
-                    .iter_mut()
-                    .rev()
-                    .find(|s| s.code_paid && !s.refunded && !s.offline)
+                    .iter()
+                    .rposition(|x| x.code_paid && !x.refunded && !x.offline)
                 else {
                     return Ok(());
                 };
-                s.refunded = true;
-                let local_no = s.local_no;
-                self.try_owed(Owed::Refund(local_no)).await
+                self.shops[s].sales[i].refunded = true;
+                self.try_owed(s, Owed::Refund(i)).await
             }
             Event::Fault { kind, secs } => {
                 let why = match kind {
@@ -1069,28 +1329,57 @@ display = "{}"
                     _ => kind.skipped(),
                 };
                 if let Some(why) = why {
+                    let place = self.fault_place(s, *kind, None);
                     self.faults_skipped
-                        .push(format!("{} at {when}: {why}", kind.as_str()));
+                        .push(format!("{}{place} at {when}: {why}", kind.as_str()));
                     return Ok(());
                 }
-                self.faults_injected
-                    .push(format!("{} at {when} for {secs} s", kind.as_str()));
-                self.fault(*kind, *secs).await
+                let counter = device_fault(*kind).then(|| {
+                    let shop = &mut self.shops[s];
+                    let c = shop.counters[shop.turn_fault % shop.counters.len()];
+                    shop.turn_fault += 1;
+                    shop.device_faults.push((*kind, c));
+                    c
+                });
+                let place = self.fault_place(s, *kind, counter);
+                self.faults_injected.push((
+                    s,
+                    format!("{} at {when} for {secs} s{place}", kind.as_str()),
+                ));
+                self.fault(s, counter, *kind, *secs).await
             }
             Event::FaultEnd { kind } => {
                 if (*kind == FaultKind::GatewayRestart && self.against)
                     || self.skip_faults.iter().any(|f| f == kind.as_str())
+                    || kind.skipped().is_some()
                 {
                     return Ok(());
                 }
-                self.fault_end(*kind).await
+                let counter = if device_fault(*kind) {
+                    let shop = &mut self.shops[s];
+                    match shop.device_faults.iter().rposition(|(k, _)| k == kind) {
+                        Some(i) => Some(shop.device_faults.remove(i).1),
+                        None => return Ok(()),
+                    }
+                } else {
+                    None
+                };
+                self.fault_end(s, counter, *kind).await
             }
         }
     }
 
-    async fn fault(&mut self, kind: FaultKind, secs: u64) -> anyhow::Result<()> {
-        let printer = format!("{}/printer/state", self.devices);
-        let line = |d: &str| format!("{}/lines/{d}/faults", self.devices);
+    async fn fault(
+        &mut self,
+        s: usize,
+        counter: Option<usize>,
+        kind: FaultKind,
+        secs: u64,
+    ) -> anyhow::Result<()> {
+        let devices = counter.map(|c| self.counters[c].devices.clone());
+        let devices = devices.as_deref().unwrap_or("");
+        let printer = format!("{devices}/printer/state");
+        let line = |d: &str| format!("{devices}/lines/{d}/faults");
         match kind {
             FaultKind::ScaleNoise => {
                 self.put(
@@ -1101,27 +1390,28 @@ display = "{}"
             }
             FaultKind::CablePulled => self.put(&line("scale"), json!({"plugged": false})).await,
             FaultKind::LostAck => {
-                // The counter's next order upload (SOAP SubmitOrder).
-                self.link.lose_next_answer("SubmitOrder");
+                // The store's next order upload (SOAP SubmitOrder).
+                self.shops[s].link.lose_next_answer("SubmitOrder");
                 Ok(())
             }
             FaultKind::PushesReordered => {
-                let held = std::mem::take(&mut self.held_pushes);
+                let held = std::mem::take(&mut self.shops[s].held_pushes);
                 // b a b a: the later order first, each twice, one after
                 // the other.
                 for &n in held.iter().rev().chain(held.iter().rev()) {
-                    let Some(p) = self.platform_orders.get(n) else {
+                    let shop = &self.shops[s];
+                    let Some(p) = shop.platform_orders.get(n) else {
                         continue;
                     };
                     if p.acked {
-                        let mut req = PushRequest::new_order(&self.store, p.items.clone());
+                        let mut req = PushRequest::new_order(&shop.id, p.items.clone());
                         req.order.order_id = Some(p.poid.clone());
                         self.platform
                             .push(req)
                             .await
                             .map_err(|e| anyhow::anyhow!("push again: {e}"))?;
                     } else {
-                        self.try_owed(Owed::Push(n)).await?;
+                        self.try_owed(s, Owed::Push(n)).await?;
                     }
                 }
                 Ok(())
@@ -1140,8 +1430,8 @@ display = "{}"
             FaultKind::PaperOut => self.put(&printer, json!({"paper": "end"})).await,
             FaultKind::CoverOpen => self.put(&printer, json!({"cover": "open"})).await,
             FaultKind::NetworkCut => {
-                self.link.up.send_replace(false);
-                self.away = true;
+                self.shops[s].link.up.send_replace(false);
+                self.shops[s].cut = true;
                 Ok(())
             }
             FaultKind::Platform503 => {
@@ -1158,7 +1448,7 @@ display = "{}"
                 Ok(())
             }
             FaultKind::GatewayRestart => {
-                self.away = true;
+                self.gateway_down = true;
                 if let Some(mut g) = self.gateway.take()
                     && let Some(c) = g.child.as_mut()
                 {
@@ -1170,21 +1460,30 @@ display = "{}"
         }
     }
 
-    async fn fault_end(&mut self, kind: FaultKind) -> anyhow::Result<()> {
-        let printer = format!("{}/printer/state", self.devices);
-        let line = |d: &str| format!("{}/lines/{d}/faults", self.devices);
+    async fn fault_end(
+        &mut self,
+        s: usize,
+        counter: Option<usize>,
+        kind: FaultKind,
+    ) -> anyhow::Result<()> {
+        let devices = counter.map(|c| self.counters[c].devices.clone());
+        let devices = devices.as_deref().unwrap_or("");
+        let printer = format!("{devices}/printer/state");
+        let line = |d: &str| format!("{devices}/lines/{d}/faults");
         match kind {
             FaultKind::ScaleNoise => self.put(&line("scale"), json!({})).await,
             FaultKind::CablePulled => self.put(&line("scale"), json!({"plugged": true})).await,
             FaultKind::LostAck => {
-                self.link.disarm();
-                if let Some(f) = self
+                let link = &self.shops[s].link;
+                link.disarm();
+                let lost = link.answers_lost();
+                if let Some((_, f)) = self
                     .faults_injected
                     .iter_mut()
                     .rev()
-                    .find(|f| f.starts_with("lost_ack"))
+                    .find(|(k, f)| *k == s && f.starts_with("lost_ack"))
                 {
-                    f.push_str(&format!(" ({} answers lost)", self.link.answers_lost()));
+                    f.push_str(&format!(" ({lost} answers lost)"));
                 }
                 Ok(())
             }
@@ -1198,8 +1497,8 @@ display = "{}"
             FaultKind::PaperOut => self.put(&printer, json!({"paper": "ok"})).await,
             FaultKind::CoverOpen => self.put(&printer, json!({"cover": "closed"})).await,
             FaultKind::NetworkCut => {
-                self.link.up.send_replace(true);
-                self.away = self.gateway.is_none();
+                self.shops[s].link.up.send_replace(true);
+                self.shops[s].cut = false;
                 Ok(())
             }
             FaultKind::Platform503 => {
@@ -1212,10 +1511,12 @@ display = "{}"
             }
             FaultKind::GatewayRestart => {
                 let (g, _) = self.gw_spec.start(false).await?;
-                self.link.point_at(&g.addr);
+                for shop in &self.shops {
+                    shop.link.point_at(&g.addr);
+                }
                 self.platform.set_gateway_url(&format!("http://{}", g.addr));
                 self.gateway = Some(g);
-                self.away = !*self.link.up.borrow();
+                self.gateway_down = false;
                 Ok(())
             }
         }
@@ -1250,9 +1551,9 @@ display = "{}"
         Some((status, r.json().await.unwrap_or(Value::Null)))
     }
 
-    /// The store's catalog as the gateway has it.
-    async fn catalog(&self) -> anyhow::Result<Vec<Value>> {
-        let path = format!("/api/v1/stores/{}/catalog", self.store);
+    /// A store's catalog as the gateway has it.
+    async fn catalog(&self, store: &str) -> anyhow::Result<Vec<Value>> {
+        let path = format!("/api/v1/stores/{store}/catalog");
         match self
             .gw(reqwest::Method::GET, &path, &self.admin, None, None)
             .await
@@ -1263,9 +1564,9 @@ display = "{}"
     }
 
     /// On hand less reserved per SKU, in milli-units.
-    async fn stock(&self) -> anyhow::Result<BTreeMap<String, i64>> {
+    async fn stock(&self, store: &str) -> anyhow::Result<BTreeMap<String, i64>> {
         let mut out = BTreeMap::new();
-        for it in self.catalog().await? {
+        for it in self.catalog(store).await? {
             let sku = it["sku"].as_str().context("a catalog item without sku")?;
             let q = |k: &str| {
                 it[k]
@@ -1278,58 +1579,96 @@ display = "{}"
         Ok(out)
     }
 
+    /// Every order of a store, page by page.
+    async fn all_orders(&self, store: &str, channel: Option<&str>) -> anyhow::Result<Vec<Value>> {
+        let mut out: Vec<Value> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut since: Option<i64> = None;
+        for _ in 0..1000 {
+            let mut path = format!("/api/v1/stores/{store}/orders?limit=1000");
+            if let Some(c) = channel {
+                path.push_str(&format!("&channel={c}"));
+            }
+            if let Some(c) = since {
+                path.push_str(&format!("&since={c}"));
+            }
+            let v = match self
+                .gw(reqwest::Method::GET, &path, &self.admin, None, None)
+                .await
+            {
+                Some((200, v)) => v,
+                other => bail!("GET {path}: {other:?}"),
+            };
+            for o in v["orders"].as_array().into_iter().flatten() {
+                let id = o["id"].as_str().unwrap_or("").to_owned();
+                if seen.insert(id.clone()) {
+                    out.push(o.clone());
+                } else if let Some(old) = out.iter_mut().find(|x| x["id"] == id.as_str()) {
+                    *old = o.clone(); // changed since: the newer copy
+                }
+            }
+            if v["has_more"] != true {
+                return Ok(out);
+            }
+            since = v["cursor"].as_i64();
+            if since.is_none() {
+                return Ok(out);
+            }
+        }
+        Ok(out)
+    }
+
     /// Stock for a long day (the demo's runs out in a few minutes), then
     /// what the day starts from.
     async fn stock_up(&mut self) -> anyhow::Result<()> {
         if self.against {
-            let path = format!("/api/v1/stores/{}/orders?limit=1000", self.store);
-            match self
-                .gw(reqwest::Method::GET, &path, &self.admin, None, None)
-                .await
-            {
-                Some((200, v)) => {
-                    self.orders_before = v["orders"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|o| o["id"].as_str().map(str::to_owned))
-                        .collect();
+            let store = self.shops[0].id.clone();
+            self.shops[0].orders_before = self
+                .all_orders(&store, None)
+                .await?
+                .iter()
+                .filter_map(|o| o["id"].as_str().map(str::to_owned))
+                .collect();
+        } else {
+            // The products are the chain's: the first store lists them all.
+            let items = self.catalog(&self.shops[0].id).await?;
+            for shop in &self.shops {
+                for it in &items {
+                    let sku = it["sku"].as_str().unwrap_or("");
+                    let on_hand = if it["unit"] == "kg" {
+                        "5000.000"
+                    } else {
+                        "50000"
+                    };
+                    let path = format!("/api/v1/stores/{}/items/{sku}", shop.id);
+                    match self
+                        .gw(
+                            reqwest::Method::PUT,
+                            &path,
+                            &self.admin,
+                            Some(json!({"on_hand": on_hand, "available": true})),
+                            None,
+                        )
+                        .await
+                    {
+                        Some((200, _)) => {}
+                        other => bail!("PUT {path}: {other:?}"),
+                    }
                 }
-                other => bail!("GET {path}: {other:?}"),
             }
         }
-        for it in self.catalog().await? {
-            if self.against {
-                break; // its stock is its own
-            }
-            let sku = it["sku"].as_str().unwrap_or("");
-            let on_hand = if it["unit"] == "kg" {
-                "5000.000"
-            } else {
-                "50000"
-            };
-            let path = format!("/api/v1/stores/{}/items/{sku}", self.store);
-            match self
-                .gw(
-                    reqwest::Method::PUT,
-                    &path,
-                    &self.admin,
-                    Some(json!({"on_hand": on_hand})),
-                    None,
-                )
-                .await
-            {
-                Some((200, _)) => {}
-                other => bail!("PUT {path}: {other:?}"),
-            }
+        for s in 0..self.shops.len() {
+            let id = self.shops[s].id.clone();
+            self.shops[s].stock_start = self.stock(&id).await?;
         }
-        self.stock_start = self.stock().await?;
         Ok(())
     }
 
-    /// Creates app order `n` (idempotent: its own number and key).
-    async fn app_order(&mut self, n: usize) -> anyhow::Result<bool> {
-        let o = &self.app_orders[n];
+    /// Creates app order `n` of store `s` (idempotent: its own number and
+    /// key).
+    async fn app_order(&mut self, s: usize, n: usize) -> anyhow::Result<bool> {
+        let shop = &self.shops[s];
+        let o = &shop.app_orders[n];
         if o.id.is_some() {
             return Ok(true);
         }
@@ -1339,7 +1678,7 @@ display = "{}"
             .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
             .collect();
         let mut body = json!({
-            "store_id": self.store,
+            "store_id": shop.id,
             "lines": lines,
             "channel_order_id": o.ref_no,
             "note": "app order",
@@ -1347,7 +1686,7 @@ display = "{}"
         if o.prepaid {
             // What the gateway's prices make it: the app charged that.
             let prices: HashMap<String, i64> = self
-                .catalog()
+                .catalog(&shop.id)
                 .await
                 .unwrap_or_default()
                 .iter()
@@ -1386,29 +1725,32 @@ display = "{}"
         };
         match st {
             200 | 201 => {
-                self.app_orders[n].id = v["id"].as_str().map(str::to_owned);
-                Ok(self.app_orders[n].id.is_some())
+                let id = v["id"].as_str().map(str::to_owned);
+                let ok = id.is_some();
+                self.shops[s].app_orders[n].id = id;
+                Ok(ok)
             }
             500..=599 => Ok(false),
             _ => bail!("the gateway refused app order {n} ({st}): {v}"),
         }
     }
 
-    /// Moves an order of another channel on: accept and reject at the
-    /// counter (the agent's queue), ready and complete on the gateway.
-    async fn act(&mut self, target: Target, step: Step) -> anyhow::Result<bool> {
+    /// Moves an order of another channel on: accept and reject at a
+    /// counter of its store (the agent's queue; the counters take turns),
+    /// ready and complete on the gateway.
+    async fn act(&mut self, s: usize, target: Target, step: Step) -> anyhow::Result<bool> {
         let (id, accepted, cancelled, steps) = match target {
             Target::Platform(n) => {
-                let p = &self.platform_orders[n];
+                let p = &self.shops[s].platform_orders[n];
                 if !p.acked {
                     return Ok(false);
                 }
                 let (accepted, cancelled, steps) = (p.accepted, p.cancelled, p.steps);
                 let poid = p.poid.clone();
-                (self.gateway_id(&poid).await?, accepted, cancelled, steps)
+                (self.gateway_id(s, &poid).await?, accepted, cancelled, steps)
             }
             Target::App(n) => {
-                let o = &self.app_orders[n];
+                let o = &self.shops[s].app_orders[n];
                 (o.id.clone(), o.accepted, false, o.steps)
             }
         };
@@ -1441,12 +1783,13 @@ display = "{}"
                 } else {
                     json!({})
                 };
-                self.post(
-                    &format!("{}/api/queue/{id}/{}", self.agent, step.as_str()),
-                    body,
-                )
-                .await?
-                .0
+                let shop = &mut self.shops[s];
+                let c = shop.counters[shop.turn_act % shop.counters.len()];
+                shop.turn_act += 1;
+                let agent = self.counters[c].agent.clone();
+                self.post(&format!("{agent}/api/queue/{id}/{}", step.as_str()), body)
+                    .await?
+                    .0
             }
             Step::Ready | Step::Complete => {
                 let path = format!("/api/v1/orders/{id}/{}", step.as_str());
@@ -1467,13 +1810,14 @@ display = "{}"
         };
         match st {
             200 => {
+                let shop = &mut self.shops[s];
                 match target {
                     Target::Platform(n) => {
-                        let p = &mut self.platform_orders[n];
+                        let p = &mut shop.platform_orders[n];
                         set(&mut p.accepted, &mut p.steps);
                     }
                     Target::App(n) => {
-                        let o = &mut self.app_orders[n];
+                        let o = &mut shop.app_orders[n];
                         set(&mut o.accepted, &mut o.steps);
                     }
                 }
@@ -1484,13 +1828,18 @@ display = "{}"
         }
     }
 
-    /// Refunds counter sale `local_no`'s first line, goods back into stock:
-    /// the order is completed first (a restock needs a completed order).
-    async fn refund(&mut self, local_no: i64) -> anyhow::Result<bool> {
-        let sale = self
-            .get(&format!("{}/api/sales/{local_no}", self.agent))
+    /// Refunds store `s`'s counter sale `i`'s first line, goods back into
+    /// stock: the order is completed first (a restock needs a completed
+    /// order).
+    async fn refund(&mut self, s: usize, i: usize) -> anyhow::Result<bool> {
+        let sale = self.shops[s].sales[i].clone();
+        let c = &self.counters[sale.counter];
+        let local_no = sale.local_no;
+        let request_id = format!("office-refund-{}-{local_no}", c.terminal_id);
+        let v = self
+            .get(&format!("{}/api/sales/{local_no}", c.agent))
             .await?;
-        let Some(id) = sale["order_id"].as_str().map(str::to_owned) else {
+        let Some(id) = v["order_id"].as_str().map(str::to_owned) else {
             return Ok(false); // not uploaded yet
         };
         for _ in 0..5 {
@@ -1513,7 +1862,7 @@ display = "{}"
                 "completed" => {
                     let q = o["lines"][0]["quantity"].as_str().unwrap_or("1").to_owned();
                     let body = json!({
-                        "request_id": format!("office-refund-{local_no}"),
+                        "request_id": request_id,
                         "lines": [{"line_no": 1, "quantity": q}],
                         "restock": true,
                         "reason": "returned at the counter",
@@ -1524,7 +1873,7 @@ display = "{}"
                         .await
                     {
                         Some((200 | 202, _)) => {
-                            self.refunds.push(RefundAsked {
+                            self.shops[s].refunds.push(RefundAsked {
                                 order_id: id,
                                 local_no,
                             });
@@ -1551,8 +1900,21 @@ display = "{}"
         Ok(false)
     }
 
-    async fn sale(&mut self, lines: &[Line], tender: Tender) -> anyhow::Result<()> {
-        let basket = format!("{}/api/basket/lines", self.agent);
+    /// A sale at one of store `s`'s counters: the one with a device fault
+    /// in force, else the next in turn.
+    async fn sale(&mut self, s: usize, lines: &[Line], tender: Tender) -> anyhow::Result<()> {
+        let shop = &mut self.shops[s];
+        let ci = match shop.device_faults.last() {
+            Some(&(_, c)) => c,
+            None => {
+                let c = shop.counters[shop.turn_sale % shop.counters.len()];
+                shop.turn_sale += 1;
+                c
+            }
+        };
+        let agent = self.counters[ci].agent.clone();
+        let devices = self.counters[ci].devices.clone();
+        let basket = format!("{agent}/api/basket/lines");
         let mut added = 0;
         for line in lines {
             let body = match line {
@@ -1561,7 +1923,7 @@ display = "{}"
                 Line::Weigh(sku, grams) => {
                     let kg = format!("{}.{:03}", grams / 1000, grams % 1000);
                     self.put(
-                        &format!("{}/scale", self.devices),
+                        &format!("{devices}/scale"),
                         json!({"kg": kg, "settle_ms": 50}),
                     )
                     .await?;
@@ -1570,7 +1932,7 @@ display = "{}"
             };
             let (st, v) = self.post(&basket, body).await?;
             if matches!(line, Line::Weigh(..)) {
-                self.put(&format!("{}/scale", self.devices), json!({"kg": "0"}))
+                self.put(&format!("{devices}/scale"), json!({"kg": "0"}))
                     .await?;
             }
             if st == 201 {
@@ -1578,7 +1940,7 @@ display = "{}"
             } else {
                 // The scale not settling, a line lost: the cashier moves on.
                 let code = v["code"].as_str().unwrap_or("?").to_owned();
-                *self
+                *self.shops[s]
                     .lines_refused
                     .entry(format!("{st} {code}"))
                     .or_default() += 1;
@@ -1587,8 +1949,8 @@ display = "{}"
         if added == 0 {
             return Ok(());
         }
-        let checkout = format!("{}/api/checkout", self.agent);
-        let offline = self.away;
+        let checkout = format!("{agent}/api/checkout");
+        let offline = self.away(s);
         let mut sale = None;
         let mut code_paid = false;
         if let Tender::Code(outcome) = tender {
@@ -1602,6 +1964,7 @@ display = "{}"
                 "13{:016}",
                 self.seed.wrapping_mul(100_000) % 10u64.pow(10) * 100_000 + self.code_no
             );
+            self.shops[s].codes.insert(code.clone());
             self.put(
                 &format!("{}/scenario", self.pay),
                 json!({"auth_code": code, "outcome": outcome, "after_ms": 300}),
@@ -1621,7 +1984,7 @@ display = "{}"
                     while Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         let (st, v) = self
-                            .post(&format!("{}/api/payment/check", self.agent), json!({}))
+                            .post(&format!("{agent}/api/payment/check"), json!({}))
                             .await?;
                         if st == 201 {
                             sale = Some(v["sale"].clone());
@@ -1644,17 +2007,14 @@ display = "{}"
                 sale = Some(v);
             } else {
                 eprintln!("  a cash checkout was refused ({st}): {v}; basket cleared");
-                let _ = self
-                    .http
-                    .delete(format!("{}/api/basket", self.agent))
-                    .send()
-                    .await;
+                let _ = self.http.delete(format!("{agent}/api/basket")).send().await;
             }
         }
         if let Some(v) = sale {
             let local_no = v["local_no"].as_i64().context("a sale without local_no")?;
             let client_order_id = v["client_order_id"].as_str().unwrap_or("").to_owned();
-            self.sales.push(Sale {
+            self.shops[s].sales.push(Sale {
+                counter: ci,
                 local_no,
                 client_order_id,
                 offline,
@@ -1665,39 +2025,41 @@ display = "{}"
         Ok(())
     }
 
-    async fn pay_owed(&mut self) -> anyhow::Result<()> {
-        let owed = std::mem::take(&mut self.owed);
+    async fn pay_owed(&mut self, s: usize) -> anyhow::Result<()> {
+        let owed = std::mem::take(&mut self.shops[s].owed);
         for o in owed {
-            self.try_owed(o).await?;
+            self.try_owed(s, o).await?;
         }
         Ok(())
     }
 
     /// Does `o` now, or owes it again.
-    async fn try_owed(&mut self, o: Owed) -> anyhow::Result<()> {
-        let done = if self.away {
+    async fn try_owed(&mut self, s: usize, o: Owed) -> anyhow::Result<()> {
+        let done = if self.away(s) {
             false
         } else {
             match o {
-                Owed::Push(n) => self.push(n).await?,
-                Owed::Cancel(n) => self.cancel(n).await?,
-                Owed::App(n) => self.app_order(n).await?,
-                Owed::Act(t, step) => self.act(t, step).await?,
-                Owed::Refund(local_no) => self.refund(local_no).await?,
+                Owed::Push(n) => self.push(s, n).await?,
+                Owed::Cancel(n) => self.cancel(s, n).await?,
+                Owed::App(n) => self.app_order(s, n).await?,
+                Owed::Act(t, step) => self.act(s, t, step).await?,
+                Owed::Refund(i) => self.refund(s, i).await?,
             }
         };
-        if !done && !self.owed.contains(&o) {
-            self.owed.push(o);
+        let owed = &mut self.shops[s].owed;
+        if !done && !owed.contains(&o) {
+            owed.push(o);
         }
         Ok(())
     }
 
-    async fn push(&mut self, n: usize) -> anyhow::Result<bool> {
-        let p = &self.platform_orders[n];
+    async fn push(&mut self, s: usize, n: usize) -> anyhow::Result<bool> {
+        let shop = &self.shops[s];
+        let p = &shop.platform_orders[n];
         if p.acked {
             return Ok(true);
         }
-        let mut req = PushRequest::new_order(&self.store, p.items.clone());
+        let mut req = PushRequest::new_order(&shop.id, p.items.clone());
         req.order.order_id = Some(p.poid.clone());
         req.repeat = p.repeat;
         req.concurrent = p.repeat > 1;
@@ -1707,32 +2069,30 @@ display = "{}"
             .await
             .map_err(|e| anyhow::anyhow!("push: {e}"))?;
         let ok = out.statuses.contains(&200);
-        self.platform_orders[n].acked = ok;
+        self.shops[s].platform_orders[n].acked = ok;
         Ok(ok)
     }
 
-    /// The gateway's id of a platform order, from the admin API.
-    async fn gateway_id(&self, poid: &str) -> anyhow::Result<Option<String>> {
-        let Some(url) = self.gateway_url(&format!(
-            "/api/v1/stores/{}/orders?channel=third_party&limit=1000",
-            self.store
-        )) else {
+    /// The gateway's id of a platform order of store `s`, from the admin
+    /// API.
+    async fn gateway_id(&self, s: usize, poid: &str) -> anyhow::Result<Option<String>> {
+        if self.gateway.is_none() {
+            return Ok(None);
+        }
+        let Ok(orders) = self
+            .all_orders(&self.shops[s].id, Some("third_party"))
+            .await
+        else {
             return Ok(None);
         };
-        let r = match self.http.get(url).bearer_auth(&self.admin).send().await {
-            Ok(r) if r.status().is_success() => r,
-            _ => return Ok(None),
-        };
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        Ok(v["orders"].as_array().and_then(|os| {
-            os.iter()
-                .find(|o| o["channel_order_id"] == poid)
-                .and_then(|o| o["id"].as_str().map(str::to_owned))
-        }))
+        Ok(orders
+            .iter()
+            .find(|o| o["channel_order_id"] == poid)
+            .and_then(|o| o["id"].as_str().map(str::to_owned)))
     }
 
-    async fn cancel(&mut self, n: usize) -> anyhow::Result<bool> {
-        let p = &self.platform_orders[n];
+    async fn cancel(&mut self, s: usize, n: usize) -> anyhow::Result<bool> {
+        let p = &self.shops[s].platform_orders[n];
         if !p.acked {
             return Ok(false);
         }
@@ -1746,45 +2106,62 @@ display = "{}"
             .await
             .map_err(|e| anyhow::anyhow!("cancel push: {e}"))?;
         let ok = out.statuses.contains(&200);
-        self.platform_orders[n].cancelled = ok;
+        self.shops[s].platform_orders[n].cancelled = ok;
         Ok(ok)
     }
 
-    /// Waits until nothing is owed, the agent's queue is empty and every
-    /// ticket is printed, and the platform heard of each accept; up to 90 s.
-    /// Returns what is still outstanding (empty when drained).
+    /// Waits until nothing is owed, every agent's queue is empty and every
+    /// ticket is printed, the platform heard of each accept, and every
+    /// refund is final; up to 90 s. Returns what is still outstanding
+    /// (empty when drained).
     async fn drain(&mut self) -> anyhow::Result<Vec<String>> {
         let deadline = Instant::now() + Duration::from_secs(90);
+        let many = self.counters.len() > 1;
         loop {
-            self.pay_owed().await?;
             let mut left = Vec::new();
-            if !self.owed.is_empty() {
-                left.push(format!("{} script actions owed", self.owed.len()));
+            for s in 0..self.shops.len() {
+                self.pay_owed(s).await?;
+                let shop = &self.shops[s];
+                if !shop.owed.is_empty() {
+                    left.push(format!(
+                        "{}: {} script actions owed",
+                        shop.id,
+                        shop.owed.len()
+                    ));
+                }
             }
-            let s = self.status().await?;
-            let pending = s["queue"]["pending"].as_i64().unwrap_or(-1);
-            if pending != 0 {
-                left.push(format!("agent queue pending {pending}"));
+            for c in &self.counters {
+                let at = if many {
+                    format!(" at {}", c.terminal_id)
+                } else {
+                    String::new()
+                };
+                let st = self.get(&format!("{}/api/status", c.agent)).await?;
+                let pending = st["queue"]["pending"].as_i64().unwrap_or(-1);
+                if pending != 0 {
+                    left.push(format!("agent queue pending {pending}{at}"));
+                }
+                let t = self
+                    .get(&format!("{}/api/tickets?limit=500", c.agent))
+                    .await?;
+                let unprinted: Vec<&Value> = t["tickets"]
+                    .as_array()
+                    .map(|ts| ts.iter().filter(|t| t["state"] != "printed").collect())
+                    .unwrap_or_default();
+                if let Some(first) = unprinted.first() {
+                    left.push(format!(
+                        "{} tickets not printed{at} (the first {} after {} attempts: {})",
+                        unprinted.len(),
+                        first["state"],
+                        first["attempts"],
+                        first["last_error"].as_str().unwrap_or("-")
+                    ));
+                }
             }
-            let t = self
-                .get(&format!("{}/api/tickets?limit=500", self.agent))
-                .await?;
-            let unprinted: Vec<&Value> = t["tickets"]
-                .as_array()
-                .map(|ts| ts.iter().filter(|t| t["state"] != "printed").collect())
-                .unwrap_or_default();
-            if let Some(first) = unprinted.first() {
-                left.push(format!(
-                    "{} tickets not printed (the first {} after {} attempts: {})",
-                    unprinted.len(),
-                    first["state"],
-                    first["attempts"],
-                    first["last_error"].as_str().unwrap_or("-")
-                ));
-            }
-            let unconfirmed = self
-                .platform_orders
+            let unconfirmed: usize = self
+                .shops
                 .iter()
+                .flat_map(|s| s.platform_orders.iter())
                 .filter(|p| p.accepted)
                 .filter(|p| {
                     self.platform
@@ -1796,7 +2173,7 @@ display = "{}"
                 left.push(format!("{unconfirmed} accepts not at the platform"));
             }
             let mut refunds_open = 0;
-            for r in &self.refunds {
+            for r in self.shops.iter().flat_map(|s| s.refunds.iter()) {
                 let v = self
                     .gw(
                         reqwest::Method::GET,
@@ -1818,8 +2195,8 @@ display = "{}"
                 left.push(format!("{refunds_open} refunds not final"));
             }
             match self.outbox_undelivered().await {
-                Ok((0, _)) => {}
-                Ok((n, _)) => left.push(format!("{n} outbox rows undelivered")),
+                Ok((rows, _)) if rows.is_empty() => {}
+                Ok((rows, _)) => left.push(format!("{} outbox rows undelivered", rows.len())),
                 Err(e) => left.push(format!("the outbox unreadable: {e:#}")),
             }
             if left.is_empty() || Instant::now() > deadline {
@@ -1829,11 +2206,12 @@ display = "{}"
         }
     }
 
-    /// Outbox rows not delivered (pending, delivering, failed), and what
-    /// they are.
-    async fn outbox_undelivered(&self) -> anyhow::Result<(u64, Vec<String>)> {
-        let mut n = 0u64;
-        let mut what = Vec::new();
+    /// Outbox rows not delivered (pending, delivering, failed) as the
+    /// gateway lists them, and the moot ones (refused by the platform for
+    /// an order closed on both sides), described.
+    async fn outbox_undelivered(&self) -> anyhow::Result<(Vec<Value>, Vec<String>)> {
+        let mut rows = Vec::new();
+        let mut moot = Vec::new();
         for state in ["pending", "delivering", "failed"] {
             let url = self
                 .gateway_url(&format!("/api/v1/outbox?state={state}&limit=1000"))
@@ -1845,13 +2223,14 @@ display = "{}"
                 r.status()
             );
             let v: Value = r.json().await?;
-            let mut es = v["entries"].as_array().cloned().unwrap_or_default();
-            if state == "failed" {
-                // A call the platform refused because the order was closed
-                // there meanwhile (a confirm after the customer cancelled),
-                // for an order closed here too: nothing is owed.
-                let mut open = Vec::new();
-                for e in es {
+            let es = v["entries"].as_array().cloned().unwrap_or_default();
+            for mut e in es {
+                e["state"] = json!(state);
+                if state == "failed" {
+                    // A call the platform refused because the order was
+                    // closed there meanwhile (a confirm after the customer
+                    // cancelled), for an order closed here too: nothing is
+                    // owed.
                     let closed = match e["order_id"].as_str() {
                         Some(id) => matches!(
                             self.gw(
@@ -1870,82 +2249,227 @@ display = "{}"
                         .as_str()
                         .is_some_and(|m| m.contains("platform refused"));
                     if closed && refused_as_closed {
-                        what.push(format!(
+                        moot.push(format!(
                             "moot: {} {} (the order is closed on both sides)",
                             e["path"].as_str().unwrap_or("?"),
                             e["order_key"].as_str().unwrap_or("?")
                         ));
-                    } else {
-                        open.push(e);
+                        continue;
                     }
                 }
-                es = open;
-            }
-            n = n.saturating_add(es.len() as u64);
-            for e in es.iter().take(5) {
-                what.push(format!(
-                    "{} {} {state} after {} attempts: {}",
-                    e["path"].as_str().unwrap_or("?"),
-                    e["order_key"].as_str().unwrap_or("?"),
-                    e["attempts"],
-                    e["last_error"].as_str().unwrap_or("-")
-                ));
+                rows.push(e);
             }
         }
-        Ok((n, what))
+        Ok((rows, moot))
     }
 
     async fn report(&mut self, args: &Args, drained: Vec<String>) -> anyhow::Result<Report> {
+        let drained_check = Check {
+            pass: drained.is_empty(),
+            reason: if drained.is_empty() {
+                "nothing owed, queues empty, tickets printed, refunds final".into()
+            } else {
+                format!("after 90 s still: {}", drained.join("; "))
+            },
+        };
+        let ledger = self.get(&format!("{}/ledger", self.pay)).await?["charges"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let (outbox, moot) = self.outbox_undelivered().await?;
+        let mut stores = Vec::new();
+        let mut order_ids: HashSet<String> = HashSet::new();
+        for s in 0..self.shops.len() {
+            let (mut r, ids) = self.store_report(s, args, &ledger, &outbox, &moot).await?;
+            r.checks.insert("drained".to_owned(), drained_check.clone());
+            order_ids.extend(ids);
+            stores.push(r);
+        }
+        // The whole day: the stores added up, a check passing only where
+        // it passes in every store, and what no store accounts for (a
+        // charge made with no counter's code, an outbox row of no day's
+        // order).
+        let mut total = StoreReport {
+            store: if stores.len() == 1 {
+                stores[0].store.clone()
+            } else {
+                "total".to_owned()
+            },
+            ..StoreReport::default()
+        };
+        for r in &stores {
+            total.add(r);
+        }
+        // Charges no store's code made: a reverse that came before its
+        // micropay leaves an empty, codeless one (counted, harmless); any
+        // other is money nobody sold for.
+        let codes: HashSet<&str> = self
+            .shops
+            .iter()
+            .flat_map(|s| s.codes.iter().map(String::as_str))
+            .collect();
+        let mut strays = Vec::new();
+        for c in &ledger {
+            let code = c["auth_code"].as_str().unwrap_or("");
+            if codes.contains(code) {
+                continue;
+            }
+            let state = c["state"].as_str().unwrap_or("?").to_owned();
+            *total.charges.entry(state).or_default() += 1;
+            if !code.is_empty() || c["total_fen"].as_i64().unwrap_or(0) != 0 {
+                strays.push(c["out_trade_no"].as_str().unwrap_or("?").to_owned());
+            }
+        }
+        let orphans = outbox
+            .iter()
+            .filter(|e| {
+                e["order_id"]
+                    .as_str()
+                    .is_none_or(|id| !order_ids.contains(id))
+            })
+            .count() as u64;
+        total.ledger_mismatches += strays.len() as u64;
+        total.outbox_undelivered += orphans;
+        let mut checks: BTreeMap<String, Check> = BTreeMap::new();
+        let names: Vec<String> = stores[0].checks.keys().cloned().collect();
+        for name in names {
+            let per: Vec<(&str, &Check)> = stores
+                .iter()
+                .filter_map(|r| r.checks.get(&name).map(|c| (r.store.as_str(), c)))
+                .collect();
+            let pass = per.iter().all(|(_, c)| c.pass);
+            let reason = if per.len() == 1 {
+                per[0].1.reason.clone()
+            } else if pass {
+                format!(
+                    "holds in each of the {} stores ({}: {})",
+                    per.len(),
+                    per[0].0,
+                    per[0].1.reason
+                )
+            } else {
+                per.iter()
+                    .filter(|(_, c)| !c.pass)
+                    .map(|(st, c)| format!("{st}: {}", c.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            checks.insert(name, Check { pass, reason });
+        }
+        if !strays.is_empty() {
+            let c = checks
+                .entry("ledger_matches_sales".into())
+                .or_insert(Check {
+                    pass: true,
+                    reason: String::new(),
+                });
+            c.pass = false;
+            c.reason = format!(
+                "{} charges no counter's code made: {}",
+                strays.len(),
+                strays
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if orphans > 0 {
+            let c = checks.entry("outbox_delivered".into()).or_insert(Check {
+                pass: true,
+                reason: String::new(),
+            });
+            c.pass = false;
+            c.reason = format!("{orphans} outbox rows of no store's orders undelivered");
+        }
+        total.checks = checks.clone();
+        let faults_injected: Vec<String> = self
+            .faults_injected
+            .iter()
+            .map(|(_, f)| f.clone())
+            .collect();
+        Ok(Report {
+            seed: args.seed,
+            minutes: args.minutes,
+            faults: args.faults.as_str().to_owned(),
+            terminals_per_store: args.terminals,
+            database: String::new(),
+            breaks: args.breaks,
+            elapsed_s: self.started.elapsed().as_secs(),
+            total,
+            stores,
+            faults_injected,
+            faults_skipped: self.faults_skipped.clone(),
+            checks,
+            receipt_images: None,
+        })
+    }
+
+    /// Store `s`'s part of the report, and the ids of its orders of the
+    /// day.
+    async fn store_report(
+        &self,
+        s: usize,
+        args: &Args,
+        ledger: &[Value],
+        outbox: &[Value],
+        moot: &[String],
+    ) -> anyhow::Result<(StoreReport, HashSet<String>)> {
+        let shop = &self.shops[s];
         let mut checks = BTreeMap::new();
         let mut check = |name: &str, pass: bool, reason: String| {
             checks.insert(name.to_owned(), Check { pass, reason });
         };
-        check(
-            "drained",
-            drained.is_empty(),
-            if drained.is_empty() {
-                "nothing owed, queue empty, tickets printed, refunds final".into()
-            } else {
-                format!("after 90 s still: {}", drained.join("; "))
-            },
-        );
 
         // What the gateway holds.
-        let url = self
-            .gateway_url(&format!("/api/v1/stores/{}/orders?limit=1000", self.store))
-            .context("no gateway at the end of the day")?;
-        let r = self.http.get(url).bearer_auth(&self.admin).send().await?;
-        anyhow::ensure!(r.status().is_success(), "listing orders: {}", r.status());
-        let v: Value = r.json().await?;
-        let mut orders: Vec<Value> = v["orders"].as_array().cloned().unwrap_or_default();
+        let mut orders = self.all_orders(&shop.id, None).await?;
         orders.retain(|o| {
             o["id"]
                 .as_str()
-                .is_none_or(|id| !self.orders_before.contains(id))
+                .is_none_or(|id| !shop.orders_before.contains(id))
         });
-        // What the agent holds.
-        let agent_sales = self
-            .get(&format!("{}/api/sales?limit=1000", self.agent))
-            .await?["sales"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let by_local: HashMap<i64, &Value> = agent_sales
-            .iter()
-            .filter_map(|s| s["local_no"].as_i64().map(|n| (n, s)))
-            .collect();
-
-        let mut acked_sales = self.sales.clone();
-        match args.breaks {
-            Some(Break::DropOneSale) => {
-                acked_sales.pop();
-            }
-            Some(Break::HideOneOrder) => {
-                if let Some(i) = orders.iter().position(|o| o["channel"] == "terminal") {
-                    orders.remove(i);
+        // What the store's agents hold: (counter, local_no) → sale.
+        let mut by_local: HashMap<(usize, i64), Value> = HashMap::new();
+        for &c in &shop.counters {
+            let sales = self
+                .get(&format!("{}/api/sales?limit=1000", self.counters[c].agent))
+                .await?["sales"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for a in sales {
+                if let Some(n) = a["local_no"].as_i64() {
+                    by_local.insert((c, n), a);
                 }
             }
-            None => {}
+        }
+        let local = |x: &Sale| by_local.get(&(x.counter, x.local_no));
+        let many = self.counters.len() > 1;
+        let sale_name = |x: &Sale| {
+            if many {
+                format!(
+                    "sale {} of {}",
+                    x.local_no, self.counters[x.counter].terminal_id
+                )
+            } else {
+                format!("sale {}", x.local_no)
+            }
+        };
+
+        let mut acked_sales = shop.sales.clone();
+        if s == 0 {
+            match args.breaks {
+                Some(Break::DropOneSale) => {
+                    acked_sales.pop();
+                }
+                Some(Break::HideOneOrder) => {
+                    if let Some(i) = orders.iter().position(|o| o["channel"] == "terminal") {
+                        orders.remove(i);
+                    }
+                }
+                None => {}
+            }
         }
 
         let mut by_channel: BTreeMap<String, u64> = BTreeMap::new();
@@ -1953,23 +2477,26 @@ display = "{}"
             let c = o["channel"].as_str().unwrap_or("?").to_owned();
             *by_channel.entry(c).or_default() += 1;
         }
-        let gateway_ids: HashSet<&str> = orders.iter().filter_map(|o| o["id"].as_str()).collect();
+        let gateway_ids: HashSet<String> = orders
+            .iter()
+            .filter_map(|o| o["id"].as_str().map(str::to_owned))
+            .collect();
 
         // Counter sales: each acknowledged one is one gateway order.
         let mut lost = Vec::new();
-        let mut sale_orders: HashMap<String, i64> = HashMap::new();
+        let mut sale_orders: HashSet<String> = HashSet::new();
         let mut offline_uploaded = 0u64;
-        for s in &acked_sales {
-            let a = by_local.get(&s.local_no);
+        for x in &acked_sales {
+            let a = local(x);
             let id = a.and_then(|a| a["order_id"].as_str());
             match id {
                 Some(id) if gateway_ids.contains(id) => {
-                    sale_orders.insert(id.to_owned(), s.local_no);
-                    if s.offline && a.is_some_and(|a| a["state"] == "uploaded") {
+                    sale_orders.insert(id.to_owned());
+                    if x.offline && a.is_some_and(|a| a["state"] == "uploaded") {
                         offline_uploaded += 1;
                     }
                 }
-                _ => lost.push(format!("sale {} ({})", s.local_no, s.client_order_id)),
+                _ => lost.push(format!("{} ({})", sale_name(x), x.client_order_id)),
             }
         }
         let terminal_orders: Vec<&Value> = orders
@@ -1979,7 +2506,7 @@ display = "{}"
         let mut dups = Vec::new();
         for o in &terminal_orders {
             let id = o["id"].as_str().unwrap_or("");
-            if !sale_orders.contains_key(id) {
+            if !sale_orders.contains(id) {
                 dups.push(format!("counter order {id} not acknowledged to the script"));
             }
         }
@@ -1992,9 +2519,9 @@ display = "{}"
             }
         }
         let acked_platform: Vec<&PlatformOrderState> =
-            self.platform_orders.iter().filter(|p| p.acked).collect();
+            shop.platform_orders.iter().filter(|p| p.acked).collect();
         let acked_app: Vec<&AppOrderState> =
-            self.app_orders.iter().filter(|o| o.id.is_some()).collect();
+            shop.app_orders.iter().filter(|o| o.id.is_some()).collect();
         let mut cancel_wrong = Vec::new();
         let mut steps_wrong = Vec::new();
         // Gateway id → what its pick ticket is counted under.
@@ -2075,27 +2602,29 @@ display = "{}"
             }
         }
 
-        // What the printer printed: receipts and pick tickets by their QR.
-        // A job whose outcome the agent could not know prints again marked
-        // REPRINT: an original at most once, and something for each.
-        let printed = self
-            .get(&format!("{}/printer/receipts", self.devices))
-            .await?["receipts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let mut receipt_keys: HashMap<String, i64> = HashMap::new();
-        for s in &acked_sales {
-            receipt_keys.insert(s.client_order_id.clone(), s.local_no);
-            if let Some(id) = by_local
-                .get(&s.local_no)
-                .and_then(|a| a["order_id"].as_str())
-            {
-                receipt_keys.insert(id.to_owned(), s.local_no);
+        // What the store's printers printed: receipts and pick tickets by
+        // their QR. A job whose outcome the agent could not know prints
+        // again marked REPRINT: an original at most once, and something
+        // for each; a pick ticket at one counter only.
+        let mut printed = Vec::new();
+        for &c in &shop.counters {
+            printed.extend(
+                self.get(&format!("{}/printer/receipts", self.counters[c].devices))
+                    .await?["receipts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
+        }
+        let mut receipt_keys: HashMap<String, usize> = HashMap::new();
+        for (i, x) in acked_sales.iter().enumerate() {
+            receipt_keys.insert(x.client_order_id.clone(), i);
+            if let Some(id) = local(x).and_then(|a| a["order_id"].as_str()) {
+                receipt_keys.insert(id.to_owned(), i);
             }
         }
         // (originals, reprints)
-        let mut receipts: HashMap<i64, (u64, u64)> = HashMap::new();
+        let mut receipts: HashMap<usize, (u64, u64)> = HashMap::new();
         let mut picks: HashMap<String, (u64, u64)> = HashMap::new();
         let mut tickets_printed = 0u64;
         for r in printed.iter().filter(|r| r["cut"] == true) {
@@ -2111,8 +2640,8 @@ display = "{}"
                     e.0 += 1;
                 }
             };
-            if let Some(local_no) = receipt_keys.get(q) {
-                bump(receipts.entry(*local_no).or_default());
+            if let Some(i) = receipt_keys.get(q) {
+                bump(receipts.entry(*i).or_default());
             } else if let Some(key) = pick_key.get(q) {
                 tickets_printed += u64::from(!reprint);
                 if !text.contains("CANCELLED") {
@@ -2125,10 +2654,11 @@ display = "{}"
         let receipts_printed = receipts.len() as u64;
         let receipts_wrong: Vec<String> = acked_sales
             .iter()
-            .filter_map(|s| {
-                let (n, again) = receipts.get(&s.local_no).copied().unwrap_or((0, 0));
+            .enumerate()
+            .filter_map(|(i, x)| {
+                let (n, again) = receipts.get(&i).copied().unwrap_or((0, 0));
                 (n > 1 || n + again == 0)
-                    .then(|| format!("sale {} printed {n}× (+{again} reprints)", s.local_no))
+                    .then(|| format!("{} printed {n}× (+{again} reprints)", sale_name(x)))
             })
             .collect();
         let tickets_duplicated: u64 = picks.values().map(|n| n.0.saturating_sub(1)).sum();
@@ -2143,7 +2673,7 @@ display = "{}"
         let mut refunded_fen = 0i64;
         let mut restocked: BTreeMap<String, i64> = BTreeMap::new();
         let mut refunds_open = Vec::new();
-        for r in &self.refunds {
+        for r in &shop.refunds {
             let Some((200, v)) = self
                 .gw(
                     reqwest::Method::GET,
@@ -2177,16 +2707,17 @@ display = "{}"
             }
         }
 
-        // The provider's ledger against the code-paid sales and refunds.
-        let ledger = self.get(&format!("{}/ledger", self.pay)).await?["charges"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        // The provider's ledger (this store's codes) against the code-paid
+        // sales and refunds.
         let mut charges: BTreeMap<String, u64> = BTreeMap::new();
         let mut paid_fen = 0i64;
         let mut paid_n = 0u64;
         let mut provider_refunded = 0i64;
-        for c in &ledger {
+        for c in ledger.iter().filter(|c| {
+            c["auth_code"]
+                .as_str()
+                .is_some_and(|a| shop.codes.contains(a))
+        }) {
             let state = c["state"].as_str().unwrap_or("?").to_owned();
             // A refunded charge was paid first.
             if state == "SUCCESS" || state == "REFUND" {
@@ -2205,8 +2736,8 @@ display = "{}"
         let mut code_n = 0u64;
         let mut code_fen = 0i64;
         let mut bad_totals = 0u64;
-        for s in &self.sales {
-            let Some(a) = by_local.get(&s.local_no) else {
+        for x in &shop.sales {
+            let Some(a) = local(x) else {
                 continue;
             };
             if a["tender"] == "wechatpay" {
@@ -2221,12 +2752,37 @@ display = "{}"
             + u64::from(code_fen != paid_fen)
             + u64::from(provider_refunded != refunded_fen)
             + bad_totals;
-        let (outbox_undelivered, outbox_what) = self.outbox_undelivered().await?;
+        let outbox_mine: Vec<&Value> = outbox
+            .iter()
+            .filter(|e| {
+                e["order_id"]
+                    .as_str()
+                    .is_some_and(|id| gateway_ids.contains(id))
+            })
+            .collect();
+        let outbox_undelivered = outbox_mine.len() as u64;
+        let mut outbox_what: Vec<String> = outbox_mine
+            .iter()
+            .take(5)
+            .map(|e| {
+                format!(
+                    "{} {} {} after {} attempts: {}",
+                    e["path"].as_str().unwrap_or("?"),
+                    e["order_key"].as_str().unwrap_or("?"),
+                    e["state"].as_str().unwrap_or("?"),
+                    e["attempts"],
+                    e["last_error"].as_str().unwrap_or("-")
+                )
+            })
+            .collect();
+        if s == 0 {
+            outbox_what.extend(moot.iter().cloned());
+        }
 
         // Stock: on hand less reserved against the start less what the
         // orders of the day hold (open: reserved, completed: consumed;
         // rejected and cancelled gave theirs back) plus the restocks.
-        let stock_now = self.stock().await?;
+        let stock_now = self.stock(&shop.id).await?;
         let mut taken: BTreeMap<String, i64> = BTreeMap::new();
         for o in &orders {
             if matches!(o["status"].as_str(), Some("rejected" | "cancelled")) {
@@ -2240,7 +2796,7 @@ display = "{}"
         }
         let mut stock_wrong = Vec::new();
         for (sku, now) in &stock_now {
-            let start = self.stock_start.get(sku).copied().unwrap_or(0);
+            let start = shop.stock_start.get(sku).copied().unwrap_or(0);
             let want = start
                 .saturating_sub(taken.get(sku).copied().unwrap_or(0))
                 .saturating_add(restocked.get(sku).copied().unwrap_or(0));
@@ -2314,7 +2870,7 @@ display = "{}"
             if refunds_open.is_empty() {
                 format!(
                     "{} asked, {refunds_succeeded} succeeded ({})",
-                    self.refunds.len(),
+                    shop.refunds.len(),
                     yuan(refunded_fen)
                 )
             } else {
@@ -2370,8 +2926,20 @@ display = "{}"
                 .count()
                 + acked_app.iter().filter(|a| f(a.accepted, &a.steps)).count()) as u64
         };
-        let store = StoreReport {
-            store: self.store.clone(),
+        let mut sales_by_terminal: BTreeMap<String, u64> = BTreeMap::new();
+        for x in &acked_sales {
+            *sales_by_terminal
+                .entry(self.counters[x.counter].terminal_id.clone())
+                .or_default() += 1;
+        }
+        let report = StoreReport {
+            store: shop.id.clone(),
+            sales_by_terminal,
+            terminals: shop
+                .counters
+                .iter()
+                .map(|&c| self.counters[c].terminal_id.clone())
+                .collect(),
             orders_by_channel: by_channel,
             orders_acknowledged: acknowledged,
             orders_on_gateway: orders.len() as u64,
@@ -2386,8 +2954,8 @@ display = "{}"
             ready_acknowledged: count(&|_, s| s.ready),
             completes_acknowledged: count(&|_, s| s.completed),
             app_orders_prepaid: acked_app.iter().filter(|a| a.prepaid).count() as u64,
-            basket_lines_refused: self.lines_refused.clone(),
-            refunds_requested: self.refunds.len() as u64,
+            basket_lines_refused: shop.lines_refused.clone(),
+            refunds_requested: shop.refunds.len() as u64,
             refunds_succeeded,
             offline_sales_uploaded: offline_uploaded,
             charges,
@@ -2395,46 +2963,164 @@ display = "{}"
             ledger_mismatches,
             stock_mismatches: stock_wrong.len() as u64,
             outbox_undelivered,
-            faults_injected: self.faults_injected.clone(),
-            checks: checks.clone(),
-        };
-        Ok(Report {
-            seed: args.seed,
-            minutes: args.minutes,
-            faults: args.faults.as_str().to_owned(),
-            database: String::new(),
-            breaks: args.breaks,
-            elapsed_s: self.started.elapsed().as_secs(),
-            total: store.clone(),
-            stores: vec![store],
-            faults_injected: self.faults_injected.clone(),
-            faults_skipped: self.faults_skipped.clone(),
+            faults_injected: self
+                .faults_injected
+                .iter()
+                .filter(|(k, _)| *k == s)
+                .map(|(_, f)| f.clone())
+                .collect(),
             checks,
-            receipt_images: None,
-        })
+        };
+        Ok((report, gateway_ids))
     }
+}
+
+/// Makes store `id` on the gateway (the demo has the first two).
+async fn put_store(
+    http: &reqwest::Client,
+    addr: &str,
+    admin: &str,
+    id: &str,
+) -> anyhow::Result<()> {
+    let url = format!("http://{addr}/api/v1/stores/{id}");
+    let r = http
+        .put(&url)
+        .bearer_auth(admin)
+        .json(&json!({"name": format!("{id} 门店")}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "PUT {url}: {}", r.status());
+    Ok(())
+}
+
+/// Starts a counter of store `store`: its devices (pseudo-terminals and a
+/// control API), its agent config and the agent, through the store's link.
+async fn start_counter(
+    terminal_bin: &Path,
+    dir: &Path,
+    link: &Link,
+    store: &str,
+    tid: &str,
+    key: &str,
+) -> anyhow::Result<Counter> {
+    let sim = crate::devices::Devices::start(&crate::devices::Config {
+        dir: dir.join(format!("devices-{tid}")),
+        record: None,
+    })?;
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    let devices = format!("http://{}", l.local_addr()?);
+    tokio::spawn(Arc::clone(&sim).serve(l, std::future::pending::<()>()));
+    let link_path = |d: &str| -> anyhow::Result<String> {
+        Ok(sim
+            .link(d)
+            .with_context(|| format!("no {d} link"))?
+            .display()
+            .to_string())
+    };
+    let config = dir.join(format!("terminal-{tid}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"gateway_url = "{}"
+terminal_id = "{tid}"
+store_id = "{store}"
+state_dir = "{}"
+listen = "127.0.0.1:0"
+heartbeat_s = 1
+catalog_refresh_s = 1
+upload_retry_ms = 50
+request_timeout_ms = 3000
+
+[devices]
+printer = "{}"
+scale = "{}"
+scanner = "{}"
+display = "{}"
+"#,
+            link.url,
+            dir.join(format!("agent-state-{tid}")).display(),
+            link_path("printer")?,
+            link_path("scale")?,
+            link_path("scanner")?,
+            link_path("display")?,
+        ),
+    )?;
+    let (child, agent) = start_agent(
+        terminal_bin,
+        &config,
+        key,
+        &dir.join(format!("agent-{tid}.log")),
+    )
+    .await?;
+    Ok(Counter {
+        terminal_id: tid.to_owned(),
+        agent,
+        devices,
+        sim,
+        child,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn amounts_parse_to_fen_or_not_at_all() {
-        assert_eq!(super::fen("22.66"), Some(2266));
-        assert_eq!(super::fen("0.05"), Some(5));
+        assert_eq!(fen("22.66"), Some(2266));
+        assert_eq!(fen("0.05"), Some(5));
         for bad in ["22.6", "22", "-1.00", "1.0a", ".50", "9999999999999.00"] {
-            assert_eq!(super::fen(bad), None, "{bad}");
+            assert_eq!(fen(bad), None, "{bad}");
         }
-        assert_eq!(super::yuan(2266), "22.66");
+        assert_eq!(yuan(2266), "22.66");
     }
 
     #[test]
     fn quantities_parse_to_milli_units_or_not_at_all() {
-        assert_eq!(super::milli("2"), Some(2000));
-        assert_eq!(super::milli("12.500"), Some(12500));
-        assert_eq!(super::milli("0.35"), Some(350));
+        assert_eq!(milli("2"), Some(2000));
+        assert_eq!(milli("12.500"), Some(12500));
+        assert_eq!(milli("0.35"), Some(350));
         for bad in ["", "-1", "1.2345", "1,5", ".5", "9999999999999"] {
-            assert_eq!(super::milli(bad), None, "{bad}");
+            assert_eq!(milli(bad), None, "{bad}");
         }
-        assert_eq!(super::thousandths(-1500), "-1.500");
+        assert_eq!(thousandths(-1500), "-1.500");
+    }
+
+    #[test]
+    fn several_stores_play_their_own_days_and_one_set_of_installation_faults() {
+        let (_, one) = timeline(7, 2, Faults::All, 1);
+        let (_, three) = timeline(7, 2, Faults::All, 3);
+        // The first store's day is the one-store day of the same seed.
+        let first: Vec<_> = three.iter().filter(|e| e.1 == 0).cloned().collect();
+        assert_eq!(first, one);
+        // The others differ, and carry no gateway, platform or provider
+        // fault of their own.
+        let second: Vec<_> = three
+            .iter()
+            .filter(|e| e.1 == 1)
+            .map(|e| e.2.clone())
+            .collect();
+        assert_ne!(second, one.iter().map(|e| e.2.clone()).collect::<Vec<_>>());
+        let restarts = three
+            .iter()
+            .filter(|e| matches!(e.2, Event::Fault { kind, .. } if global_fault(kind)))
+            .count();
+        let restarts_one = one
+            .iter()
+            .filter(|e| matches!(e.2, Event::Fault { kind, .. } if global_fault(kind)))
+            .count();
+        assert_eq!(restarts, restarts_one);
+        assert!(three.windows(2).all(|w| w[0].0 <= w[1].0));
+        // Store fault on every store.
+        for k in 0..3 {
+            assert!(three.iter().any(|e| e.1 == k
+                && matches!(
+                    e.2,
+                    Event::Fault {
+                        kind: FaultKind::NetworkCut,
+                        ..
+                    }
+                )));
+        }
     }
 }

@@ -152,6 +152,118 @@ async fn a_one_minute_day_with_every_fault_loses_and_doubles_nothing_on_postgres
     a_day_holds(Backend::Postgres).await
 }
 
+/// Two stores with two counters each: every store's day on its own
+/// counters, sales at both, accepts taking turns and each pick ticket at
+/// one counter only, the ledger split by store, and the totals the sum of
+/// the stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_with_two_counters_each_lose_and_double_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let report = dir.path().join("report.json");
+    let args = [
+        "--minutes",
+        "1",
+        "--seed",
+        "3",
+        "--faults",
+        "all",
+        "--stores",
+        "2",
+        "--terminals",
+        "2",
+    ];
+    let out = office(&args, &report);
+    let all = text(&out);
+    assert!(out.status.success(), "hw-sim office failed:\n{all}");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    let stores = r["stores"].as_array().cloned().unwrap_or_default();
+    assert_eq!(stores.len(), 2, "{all}");
+    let t = &r["total"];
+    let mut sum = 0;
+    for (st, id) in stores.iter().zip(["S001", "S002"]) {
+        assert_eq!(st["store"], id, "{all}");
+        let terminals: Vec<&str> = st["terminals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            terminals,
+            [format!("{id}-T01"), format!("{id}-T02")],
+            "{all}"
+        );
+        // Both counters sold, and the gateway has each sale once.
+        for tid in &terminals {
+            assert!(
+                st["sales_by_terminal"][tid].as_u64().unwrap_or(0) > 0,
+                "no sales at {tid}: {all}"
+            );
+        }
+        let counter = st["orders_acknowledged"]["terminal"].as_u64().unwrap_or(0);
+        assert!(counter >= 10, "{all}");
+        assert_eq!(st["orders_by_channel"]["terminal"], counter, "{all}");
+        assert_eq!(st["receipts_printed"], counter, "{all}");
+        assert!(
+            st["accepts_acknowledged"].as_u64().unwrap_or(0) > 0,
+            "{all}"
+        );
+        assert!(
+            st["charges"].as_object().is_some_and(|c| !c.is_empty()),
+            "{all}"
+        );
+        for k in [
+            "duplicates",
+            "lost",
+            "tickets_duplicated",
+            "ledger_mismatches",
+        ] {
+            assert_eq!(st[k], 0, "{id} {k}: {all}");
+        }
+        assert!(
+            st["checks"]
+                .as_object()
+                .is_some_and(|c| c.values().all(|c| c["pass"] == true)),
+            "{all}"
+        );
+        sum += st["orders_on_gateway"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(t["orders_on_gateway"], sum, "{all}");
+    // The gateway's, platform's and provider's faults once for the day;
+    // a network cut in each store.
+    let faults: Vec<&str> = r["faults_injected"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let restarts = faults
+        .iter()
+        .filter(|f| f.starts_with("gateway_killed"))
+        .count();
+    assert_eq!(restarts, 1, "{all}");
+    for id in ["S001", "S002"] {
+        assert!(
+            faults
+                .iter()
+                .any(|f| f.starts_with("network_cut") && f.ends_with(&format!("({id})"))),
+            "{all}"
+        );
+    }
+    // Receipts drawn per counter.
+    let images = r["receipt_images"].as_str().unwrap_or_default();
+    if !images.starts_with("not drawn") {
+        assert!(dir.path().join("receipts/S002-T02").is_dir(), "{images}");
+    }
+    assert!(
+        r["checks"]
+            .as_object()
+            .is_some_and(|c| !c.is_empty() && c.values().all(|c| c["pass"] == true)),
+        "{all}"
+    );
+}
+
 /// The harness can fail: one gateway order hidden from the report makes an
 /// acknowledged sale look lost, and the run says so, with the seed.
 #[test]

@@ -136,6 +136,9 @@ impl RefundRecord {
 #[derive(Debug, Clone)]
 pub struct Charge {
     pub out_trade_no: String,
+    /// The payment code it was made with (empty for a reverse that came
+    /// before its micropay).
+    pub auth_code: String,
     /// Which wallet's API created it.
     pub provider: CodeKind,
     pub transaction_id: String,
@@ -160,6 +163,11 @@ pub struct Charge {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub out_trade_no: String,
+    /// The payment code the customer showed (the simulator's own record:
+    /// the real services do not answer it), so a ledger can be split by
+    /// who scanned the code.
+    #[serde(default)]
+    pub auth_code: String,
     /// `wechatpay` or `alipay`: which API created it.
     #[serde(default)]
     pub provider: String,
@@ -334,6 +342,7 @@ impl Ledger {
         let transaction_id = self.txn_id();
         let charge = Charge {
             out_trade_no: out_trade_no.to_owned(),
+            auth_code: auth_code.to_owned(),
             provider: wallet,
             transaction_id,
             total_fee,
@@ -388,6 +397,7 @@ impl Ledger {
                 out_trade_no.to_owned(),
                 Charge {
                     out_trade_no: out_trade_no.to_owned(),
+                    auth_code: String::new(),
                     provider: wallet,
                     transaction_id: txn,
                     total_fee: 0,
@@ -578,6 +588,7 @@ impl Ledger {
                 Self::settle(c, now);
                 LedgerEntry {
                     out_trade_no: c.out_trade_no.clone(),
+                    auth_code: c.auth_code.clone(),
                     provider: c.provider.as_str().to_owned(),
                     state: c.state.as_str().to_owned(),
                     total_fen: c.total_fee,
