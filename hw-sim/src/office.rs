@@ -1422,7 +1422,7 @@ impl Office {
                 let _ = secs;
                 self.put(
                     &line("printer"),
-                    json!({"unplug_after_bytes": 60, "replug_after_ms": 1000}),
+                    json!({"unplug_after_bytes": 60, "replug_after_ms": 1000, "power_loss": true}),
                 )
                 .await
             }

@@ -739,7 +739,7 @@ async fn after_a_printer_power_cycle_mid_job_every_receipt_prints() {
     // does not; the printer is back 3 s later.
     sim.put(
         "/lines/printer/faults",
-        json!({"unplug_after_bytes": 24 + 160, "replug_after_ms": 3000}),
+        json!({"unplug_after_bytes": 24 + 160, "replug_after_ms": 3000, "power_loss": true}),
     )
     .await;
     let second = sell(EAN).await;

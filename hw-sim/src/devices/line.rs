@@ -24,6 +24,9 @@ use super::pty::Pty;
 /// A device behind a line: bytes from the host in, bytes for the host out.
 pub trait Model: Send {
     fn on_bytes(&mut self, input: &[u8], now: Instant) -> Vec<u8>;
+    /// The device lost power: what it buffered and the modes it was set to
+    /// are gone (what it already did, e.g. paper printed, stays).
+    fn power_off(&mut self) {}
 }
 
 /// Which way a fault applies.
@@ -66,6 +69,9 @@ pub struct FaultsRequest {
     pub unplug_after_bytes: Option<u64>,
     /// After an unplug, plug in again by itself after this long.
     pub replug_after_ms: Option<u64>,
+    /// That unplug is the device losing power (its buffer and modes
+    /// reset), not only its cable coming out.
+    pub power_loss: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +90,7 @@ struct State {
     path: Option<PathBuf>,
     unplug_after_bytes: Option<u64>,
     replug_after: Option<Duration>,
+    power_loss: bool,
 }
 
 struct Session {
@@ -131,6 +138,7 @@ impl Line {
                 path: None,
                 unplug_after_bytes: None,
                 replug_after: None,
+                power_loss: false,
             }),
             outbox: Mutex::new(VecDeque::new()),
             ready: Condvar::new(),
@@ -182,6 +190,7 @@ impl Line {
             st.faults = req.faults;
             st.unplug_after_bytes = req.unplug_after_bytes;
             st.replug_after = req.replug_after_ms.map(Duration::from_millis);
+            st.power_loss = req.power_loss;
         }
         match req.plugged {
             Some(false) => self.unplug(),
@@ -274,6 +283,9 @@ impl Line {
         stop.store(true, Ordering::SeqCst);
         self.ready.notify_all();
         self.mark_unplugged();
+        if std::mem::take(&mut lock(&self.state).power_loss) {
+            lock(&self.model).power_off();
+        }
         if let Some(after) = lock(&self.state).replug_after.take() {
             let line = Arc::clone(self);
             std::thread::spawn(move || {

@@ -435,6 +435,20 @@ impl Printer {
 }
 
 impl Model for Printer {
+    /// Power gone mid-job: the bytes not yet printed and every mode set
+    /// (Chinese mode, style, a stored QR code) are lost, and it comes back
+    /// as a printer just switched on, not waiting for `ESC @`. What it
+    /// printed stays on the paper (no cut), so the next receipt torn off
+    /// carries that fragment above it, as on a real printer.
+    fn power_off(&mut self) {
+        self.buf.clear();
+        self.page.pending.clear();
+        self.chinese = false;
+        self.style = Style::default();
+        self.qr_stored = None;
+        self.interrupted = false;
+    }
+
     fn on_bytes(&mut self, input: &[u8], _now: Instant) -> Vec<u8> {
         self.buf.extend_from_slice(input);
         let mut out = vec![];
@@ -471,6 +485,24 @@ mod tests {
             .iter()
             .flat_map(|b| p.on_bytes(&[*b], Instant::now()))
             .collect()
+    }
+
+    #[test]
+    fn a_power_loss_drops_the_unfed_line_and_the_modes_but_not_the_paper() {
+        let mut p = Printer::default();
+        // A line printed, Chinese mode on, half a line still in the buffer.
+        feed(&mut p, b"\x1b@printed\n\x1c&half");
+        p.power_off();
+        assert!(!p.chinese);
+        // Back on: no `ESC @` needed; the half line never comes out, the
+        // printed line is still on the paper above the next job.
+        let mut job = b"next\n".to_vec();
+        job.extend_from_slice(b"\x1dV\x00");
+        feed(&mut p, &job);
+        let r = p.receipts();
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0].text, "printed\nnext\n");
+        assert!(r[0].cut);
     }
 
     #[test]
