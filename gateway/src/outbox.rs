@@ -10,6 +10,9 @@
 //! rows, which keep their order). A row being sent is `delivering` under a
 //! lease: a crash leaves it there, and it goes back to `pending` when the
 //! lease runs out (at once on start with SQLite, whose file one process owns).
+//! When the platform cancels an order, the calls about it still owed to that
+//! platform are moot: pending and failed ones are dropped with the cancel, and
+//! one on its way that the platform then refuses is dropped, not `failed`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -286,6 +289,9 @@ pub struct Stats {
     pub delivered: AtomicU64,
     pub retried: AtomicU64,
     pub failed: AtomicU64,
+    /// Calls refused for an order the platform had cancelled meanwhile,
+    /// dropped.
+    pub moot: AtomicU64,
     pub unconfirmed_alerts: AtomicU64,
     /// Passes finished by the dispatcher and by the alert loop, so a test can
     /// wait for "it has had its chance" before asserting that nothing happened.
@@ -299,6 +305,7 @@ impl Stats {
             "delivered": self.delivered.load(Ordering::Relaxed),
             "retried": self.retried.load(Ordering::Relaxed),
             "failed": self.failed.load(Ordering::Relaxed),
+            "moot": self.moot.load(Ordering::Relaxed),
             "unconfirmed_alerts": self.unconfirmed_alerts.load(Ordering::Relaxed),
             "dispatcher_rounds": self.dispatcher_rounds.load(Ordering::Relaxed),
             "alert_rounds": self.alert_rounds.load(Ordering::Relaxed),
@@ -313,6 +320,7 @@ struct Due {
     params: String,
     attempts: i64,
     created_at: i64,
+    order_id: Option<String>,
 }
 
 /// Delivers the outbox of one process.
@@ -435,7 +443,7 @@ impl Dispatcher {
             tx.commit().await?;
         }
         let rows = sqlx::query(
-            "SELECT o.id, o.platform, o.path, o.params, o.attempts, o.created_at FROM outbox o
+            "SELECT o.id, o.platform, o.path, o.params, o.attempts, o.created_at, o.order_id FROM outbox o
              WHERE o.state = 'pending' AND o.next_at <= $1
                AND NOT EXISTS (SELECT 1 FROM outbox p
                                WHERE p.platform = o.platform AND p.order_key = o.order_key
@@ -455,6 +463,7 @@ impl Dispatcher {
                 params: r.get("params"),
                 attempts: r.get("attempts"),
                 created_at: r.get("created_at"),
+                order_id: r.get("order_id"),
             })
             .filter(|d| self.senders.contains_key(&d.platform))
             .collect();
@@ -524,6 +533,16 @@ impl Dispatcher {
                     let next = now + micros(self.config.backoff(d.attempts));
                     set_state(&mut tx, d.id, "pending", next, Some(&why)).await?;
                 }
+                Delivery::Refused(why) if cancelled_by(&mut tx, &d).await? => {
+                    // Refused while on its way, for an order the platform
+                    // cancelled meanwhile: moot, not a failure.
+                    self.stats.moot.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(outbox = d.id, platform = %d.platform, path = %d.path, error = %why, "platform call refused for an order it cancelled: dropped as moot");
+                    sqlx::query("DELETE FROM outbox WHERE id = $1 AND state = 'delivering'")
+                        .bind(d.id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 Delivery::Retry(why) | Delivery::Refused(why) => {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(outbox = d.id, platform = %d.platform, path = %d.path, attempts = d.attempts, error = %why, "platform call failed for good");
@@ -552,6 +571,38 @@ impl Dispatcher {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Whether `d`'s platform cancelled its order (a cancel it pushed was
+/// applied here).
+async fn cancelled_by(conn: &mut AnyConnection, d: &Due) -> Result<bool> {
+    let Some(order_id) = d.order_id.as_deref() else {
+        return Ok(false);
+    };
+    Ok(sqlx::query(
+        "SELECT 1 FROM channel_inbox
+         WHERE platform = $1 AND order_id = $2 AND kind = 'cancel' AND outcome = 'applied'
+         LIMIT 1",
+    )
+    .bind(d.platform.clone())
+    .bind(order_id.to_owned())
+    .fetch_optional(conn)
+    .await?
+    .is_some())
+}
+
+/// Drops the calls about `order_id` still owed to `platform` (pending or
+/// failed; one being sent finishes, and is dropped if refused): the
+/// platform cancelled the order. Returns how many.
+pub async fn drop_moot(conn: &mut AnyConnection, platform: &str, order_id: &str) -> Result<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM outbox WHERE platform = $1 AND order_id = $2 AND state IN ('pending', 'failed')",
+    )
+    .bind(platform.to_owned())
+    .bind(order_id.to_owned())
+    .execute(conn)
+    .await?
+    .rows_affected())
 }
 
 async fn set_state(

@@ -2195,8 +2195,8 @@ impl Office {
                 left.push(format!("{refunds_open} refunds not final"));
             }
             match self.outbox_undelivered().await {
-                Ok((rows, _)) if rows.is_empty() => {}
-                Ok((rows, _)) => left.push(format!("{} outbox rows undelivered", rows.len())),
+                Ok(rows) if rows.is_empty() => {}
+                Ok(rows) => left.push(format!("{} outbox rows undelivered", rows.len())),
                 Err(e) => left.push(format!("the outbox unreadable: {e:#}")),
             }
             if left.is_empty() || Instant::now() > deadline {
@@ -2207,11 +2207,10 @@ impl Office {
     }
 
     /// Outbox rows not delivered (pending, delivering, failed) as the
-    /// gateway lists them, and the moot ones (refused by the platform for
-    /// an order closed on both sides), described.
-    async fn outbox_undelivered(&self) -> anyhow::Result<(Vec<Value>, Vec<String>)> {
+    /// gateway lists them. (Calls about an order the platform cancelled are
+    /// the gateway's to drop as moot, not the harness's to excuse.)
+    async fn outbox_undelivered(&self) -> anyhow::Result<Vec<Value>> {
         let mut rows = Vec::new();
-        let mut moot = Vec::new();
         for state in ["pending", "delivering", "failed"] {
             let url = self
                 .gateway_url(&format!("/api/v1/outbox?state={state}&limit=1000"))
@@ -2223,44 +2222,12 @@ impl Office {
                 r.status()
             );
             let v: Value = r.json().await?;
-            let es = v["entries"].as_array().cloned().unwrap_or_default();
-            for mut e in es {
+            for mut e in v["entries"].as_array().cloned().unwrap_or_default() {
                 e["state"] = json!(state);
-                if state == "failed" {
-                    // A call the platform refused because the order was
-                    // closed there meanwhile (a confirm after the customer
-                    // cancelled), for an order closed here too: nothing is
-                    // owed.
-                    let closed = match e["order_id"].as_str() {
-                        Some(id) => matches!(
-                            self.gw(
-                                reqwest::Method::GET,
-                                &format!("/api/v1/orders/{id}"),
-                                &self.admin,
-                                None,
-                                None,
-                            )
-                            .await,
-                            Some((200, o)) if matches!(o["status"].as_str(), Some("cancelled" | "rejected"))
-                        ),
-                        None => false,
-                    };
-                    let refused_as_closed = e["last_error"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("platform refused"));
-                    if closed && refused_as_closed {
-                        moot.push(format!(
-                            "moot: {} {} (the order is closed on both sides)",
-                            e["path"].as_str().unwrap_or("?"),
-                            e["order_key"].as_str().unwrap_or("?")
-                        ));
-                        continue;
-                    }
-                }
                 rows.push(e);
             }
         }
-        Ok((rows, moot))
+        Ok(rows)
     }
 
     async fn report(&mut self, args: &Args, drained: Vec<String>) -> anyhow::Result<Report> {
@@ -2276,11 +2243,11 @@ impl Office {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let (outbox, moot) = self.outbox_undelivered().await?;
+        let outbox = self.outbox_undelivered().await?;
         let mut stores = Vec::new();
         let mut order_ids: HashSet<String> = HashSet::new();
         for s in 0..self.shops.len() {
-            let (mut r, ids) = self.store_report(s, args, &ledger, &outbox, &moot).await?;
+            let (mut r, ids) = self.store_report(s, args, &ledger, &outbox).await?;
             r.checks.insert("drained".to_owned(), drained_check.clone());
             order_ids.extend(ids);
             stores.push(r);
@@ -2414,7 +2381,6 @@ impl Office {
         args: &Args,
         ledger: &[Value],
         outbox: &[Value],
-        moot: &[String],
     ) -> anyhow::Result<(StoreReport, HashSet<String>)> {
         let shop = &self.shops[s];
         let mut checks = BTreeMap::new();
@@ -2761,7 +2727,7 @@ impl Office {
             })
             .collect();
         let outbox_undelivered = outbox_mine.len() as u64;
-        let mut outbox_what: Vec<String> = outbox_mine
+        let outbox_what: Vec<String> = outbox_mine
             .iter()
             .take(5)
             .map(|e| {
@@ -2775,9 +2741,6 @@ impl Office {
                 )
             })
             .collect();
-        if s == 0 {
-            outbox_what.extend(moot.iter().cloned());
-        }
 
         // Stock: on hand less reserved against the start less what the
         // orders of the day hold (open: reserved, completed: consumed;

@@ -682,6 +682,15 @@ async fn cancel(
     let mut tx = db.write().await?;
     let row = InboxRow::of_event(e, store, order_id, &outcome);
     record_inbox(&mut tx, row, now).await?;
+    if matches!(answer, Outcome::Applied { .. }) {
+        // The platform closed the order: the calls about it still owed to
+        // that platform (a confirm held back by an outage, one that failed
+        // for good) are moot, and would only be refused.
+        let moot = crate::outbox::drop_moot(&mut tx, &e.platform, order_id).await?;
+        if moot > 0 {
+            tracing::info!(order = order_id, platform = %e.platform, calls = moot, "calls for an order the platform cancelled dropped as moot");
+        }
+    }
     tx.commit().await?;
     Ok(answer)
 }

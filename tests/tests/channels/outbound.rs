@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use hw_sim::platform::{PushKind, PushRequest};
 use serde_json::json;
 use tests::{Backend, on_both_databases};
 
@@ -13,7 +14,60 @@ on_both_databases!(
     platform_down_then_up_gets_every_update_once_in_order,
     stock_and_availability_reach_the_platform,
     calls_that_keep_failing_are_listed_and_retried,
+    a_call_held_by_an_outage_is_dropped_when_the_platform_cancels_the_order,
 );
+
+/// An accept made while the platform's API is down waits in the outbox; the
+/// customer cancels on the platform meanwhile. The confirm is moot: it is
+/// dropped with the cancel, never sent, and nothing is left failed for an
+/// operator to chase. The other order's calls still go out.
+async fn a_call_held_by_an_outage_is_dropped_when_the_platform_cancels_the_order(b: Backend) {
+    let Some(app) = Chan::spawn(b).await else {
+        return;
+    };
+    platform_down(&app.sim);
+    let gone = app.push_order("S001", vec![cola(1)]).await;
+    let kept = app.push_order("S001", vec![cola(2)]).await;
+    for out in [&gone, &kept] {
+        assert_eq!(out.status, 200);
+        let o = app.wait_order(&out.order_id, 2).await;
+        app.act_all(o["id"].as_str().unwrap(), &["accept"]).await;
+    }
+    eventually(20, || async {
+        app.sim.received().iter().any(|r| r.fault).then_some(())
+    })
+    .await
+    .expect("the outage was seen");
+    let c = app
+        .sim
+        .push(PushRequest::event_on(PushKind::Cancel, &gone.order_id))
+        .await
+        .unwrap();
+    assert!(c.statuses.iter().all(|s| *s == 200), "{:?}", c.statuses);
+    assert_eq!(
+        app.order_for(&gone.order_id).await.unwrap()["status"],
+        "cancelled"
+    );
+    app.sim.clear_faults();
+
+    let counts = app.drained(20).await;
+    assert_eq!(counts["failed"], 0, "{counts}");
+    let ok = app.sim.received_ok();
+    let confirms = |poid: &str| {
+        ok.iter()
+            .filter(|r| r.order_id.as_deref() == Some(poid) && r.path == "order/confirm")
+            .count()
+    };
+    assert_eq!(
+        confirms(&gone.order_id),
+        0,
+        "a confirm of a cancelled order went out"
+    );
+    assert_eq!(confirms(&kept.order_id), 1);
+    let (s, v) = app.get("/api/v1/outbox?state=failed").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["entries"].as_array().map(Vec::len), Some(0), "{v}");
+}
 
 async fn platform_down_then_up_gets_every_update_once_in_order(b: Backend) {
     let Some(app) = Chan::spawn(b).await else {
