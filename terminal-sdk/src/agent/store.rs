@@ -405,11 +405,15 @@ impl Store {
         if (1..SCHEMA_VERSION).contains(&version) {
             upgrade(&pool, version).await?;
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {SCHEMA_VERSION}"
-        )))
-        .execute(&pool)
-        .await?;
+        // Written only when it changes: an agent restarted on a full disk
+        // still opens its state (to show it; checkouts answer disk_full).
+        if version != SCHEMA_VERSION {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {SCHEMA_VERSION}"
+            )))
+            .execute(&pool)
+            .await?;
+        }
         Ok(Store { pool })
     }
 
