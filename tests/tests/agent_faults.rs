@@ -392,10 +392,32 @@ async fn a_full_disk_refuses_checkouts_cleanly_and_loses_nothing_acknowledged() 
     agent.child.kill().await.expect("kill");
     let _ = agent.child.wait().await;
 
-    // Space back and the agent started again: every sale it acknowledged
-    // is there, and the refused basket sells, numbered next.
-    disk.free().expect("free");
+    // Started again on the still full disk: it runs, shows every sale it
+    // acknowledged, and refuses to sell.
     agent = Agent::start(&config, &key).await;
+    for sale in &sales {
+        let here = agent
+            .http
+            .get(format!("{}/api/sales/{}", agent.base, sale["local_no"]))
+            .send()
+            .await
+            .expect("agent answers");
+        assert_eq!(
+            here.status(),
+            200,
+            "acknowledged sale {} is lost",
+            sale["local_no"]
+        );
+    }
+    if agent.get("/api/basket").await["lines"] != json!([]) {
+        let (st, v) = agent
+            .post("/api/checkout", json!({"tender": "cash", "tendered": "10"}))
+            .await;
+        assert_eq!((st, v["code"].as_str()), (507, Some("disk_full")), "{v}");
+    }
+
+    // Space back: the refused basket sells, numbered next.
+    disk.free().expect("free");
     for sale in &sales {
         let here = agent
             .http
