@@ -1348,62 +1348,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sale_acknowledged_after_a_full_disk_is_on_disk() {
-        let dir = tempfile::tempdir().expect("dir");
-        let s = with_catalog(dir.path()).await;
-        add(&s, "COLA", "1").await;
-        s.checkout_cash(money("100"), "a", 1)
-            .await
-            .expect("first sale");
-        // The database may not grow: SQLite answers SQLITE_FULL, as on a
-        // full disk, and rolls the whole transaction back itself.
-        add(&s, "COLA", "2").await;
-        let pages: i64 = sqlx::query("PRAGMA page_count")
-            .fetch_one(&s.pool)
-            .await
-            .expect("pages")
-            .get(0);
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA max_page_count = {pages}"
-        )))
-        .execute(&s.pool)
-        .await
-        .expect("limit");
-        for i in 0..200 {
-            match s.checkout_cash(money("100"), &format!("b{i}"), 2).await {
-                Err(CheckoutError::Store(StoreError::Db(e))) => {
-                    assert!(super::super::health::is_disk_full(&e), "{e}");
-                    break;
-                }
-                Ok(_) => add(&s, "COLA", "2").await,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        // A refusal that rolls back on its own (tender short), then room
-        // again and a sale: it must be committed, not left in a transaction
-        // the failed one left open.
-        assert!(matches!(
-            s.checkout_cash(money("0.01"), "c", 3).await,
-            Err(CheckoutError::TenderShort { .. })
-        ));
-        sqlx::query("PRAGMA max_page_count = 1000000")
-            .execute(&s.pool)
-            .await
-            .expect("room");
-        let sale = s.checkout_cash(money("100"), "d", 4).await.expect("sale");
-        s.close().await;
-        let s = Store::open(dir.path()).await.expect("reopen");
-        assert_eq!(
-            s.sale(sale.local_no)
-                .await
-                .expect("read")
-                .map(|x| x.client_order_id),
-            Some("d".to_owned()),
-            "the acknowledged sale survives"
-        );
-    }
-
-    #[tokio::test]
     async fn a_held_sale_is_due_again_when_the_wall_clock_went_back() {
         let dir = tempfile::tempdir().expect("dir");
         let s = with_catalog(dir.path()).await;
