@@ -6,6 +6,7 @@
 pub mod devices;
 pub mod link;
 pub mod office;
+pub mod osfaults;
 pub mod payments;
 pub mod platform;
 pub mod tls;

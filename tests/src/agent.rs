@@ -70,7 +70,13 @@ pub struct Agent {
 
 impl Agent {
     pub async fn start(config: &Path, key: &str) -> Agent {
-        let mut child = command(config, key)
+        Agent::spawn(command(config, key)).await
+    }
+
+    /// Starts `command` (from [`command`], with what the test added, e.g.
+    /// the environment of a fake clock).
+    pub async fn spawn(mut command: Command) -> Agent {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

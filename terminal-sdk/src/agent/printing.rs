@@ -270,8 +270,20 @@ pub async fn run(s: Arc<Setup>, mut closing: watch::Receiver<bool>) {
                     reprint = t.reprint_no,
                     "printed (confirmed by the printer)"
                 );
-                if let Err(e) = tickets::mark_printed(&pool, t.id, now_us()).await {
-                    tracing::error!("ticket ledger: {e}");
+                // Recorded before the next ticket, however long the disk
+                // refuses: left `printing`, the ticket would come out again
+                // as a REPRINT after a restart although the printer
+                // confirmed it.
+                let mut wait = Duration::from_millis(200);
+                while let Err(e) = tickets::mark_printed(&pool, t.id, now_us()).await {
+                    tracing::error!(
+                        ticket = t.id,
+                        "ticket ledger: cannot record a confirmed print: {e}"
+                    );
+                    if !pause(&s.handle, &mut closing, wait).await {
+                        return;
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
             Err(e) => {

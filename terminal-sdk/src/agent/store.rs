@@ -386,6 +386,7 @@ impl Store {
         // connection means no SQLITE_BUSY between its own tasks.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_release(|conn, _| Box::pin(outside_a_transaction(conn)))
             .connect_with(opts)
             .await?;
         let version: i64 = sqlx::query("PRAGMA user_version")
@@ -404,11 +405,15 @@ impl Store {
         if (1..SCHEMA_VERSION).contains(&version) {
             upgrade(&pool, version).await?;
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {SCHEMA_VERSION}"
-        )))
-        .execute(&pool)
-        .await?;
+        // Written only when it changes: an agent restarted on a full disk
+        // still opens its state (to show it; checkouts answer disk_full).
+        if version != SCHEMA_VERSION {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {SCHEMA_VERSION}"
+            )))
+            .execute(&pool)
+            .await?;
+        }
         Ok(Store { pool })
     }
 
@@ -852,14 +857,19 @@ impl Store {
     }
 
     /// The oldest sale due for upload: queued ones in local order, and
-    /// held ones whose retry time has come.
-    pub async fn next_to_upload(&self, now: i64) -> Result<Option<Sale>> {
+    /// held ones whose retry time has come. A held sale due more than one
+    /// `held_retry` from `now` was scheduled by a clock that has since gone
+    /// back (an NTP step, the time set by hand): it is due now, not once
+    /// the clock catches up again hours later.
+    pub async fn next_to_upload(&self, now: i64, held_retry: Duration) -> Result<Option<Sale>> {
         let row = sqlx::query(
             "SELECT local_no FROM sales
-             WHERE state = 'queued' OR (state = 'held' AND next_attempt_at <= $1)
+             WHERE state = 'queued'
+                OR (state = 'held' AND (next_attempt_at <= $1 OR next_attempt_at > $2))
              ORDER BY local_no LIMIT 1",
         )
         .bind(now)
+        .bind(now.saturating_add(dur_us(held_retry)))
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -1032,6 +1042,40 @@ impl Store {
     }
 }
 
+/// Whether a connection given back to the pool may be used again: only if
+/// neither sqlx nor SQLite holds a transaction open on it. A COMMIT that
+/// fails on a full disk makes SQLite roll the transaction back itself; the
+/// ROLLBACK that follows then fails and sqlx still counts a transaction, so
+/// its next "transaction" on that connection is a SAVEPOINT, and after one
+/// more failure every later sale would be written inside a transaction that
+/// is never committed: acknowledged at the counter, lost at the next
+/// restart. Such a connection is closed (SQLite rolls back what it held) and
+/// the pool opens a fresh one.
+async fn outside_a_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    // Runs the rollback a dropped transaction queued.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "local database: a failed transaction left the connection inside one; reopening it"
+        );
+        return Ok(false);
+    }
+    // SQLite's own view: outside a transaction a BEGIN is accepted.
+    match sqlx::raw_sql("BEGIN").execute(&mut *conn).await {
+        Ok(_) => {
+            sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "local database: the connection was left in a transaction ({e}); reopening it"
+            );
+            Ok(false)
+        }
+    }
+}
+
 /// Brings a state directory written by an older agent up to this schema.
 async fn upgrade(pool: &SqlitePool, from: i64) -> Result<()> {
     tracing::info!(
@@ -1103,6 +1147,9 @@ fn read_line(r: &SqliteRow) -> Result<Line> {
 mod tests {
     use super::*;
     use proto::order::{CatalogItem, StoreId};
+
+    /// The held-sale retry of these tests.
+    const RETRY: Duration = Duration::from_secs(60);
 
     fn item(sku: &str, unit: Unit, price: &str) -> CatalogItem {
         let zero = Quantity::from_milli(unit, 0);
@@ -1191,7 +1238,11 @@ mod tests {
             add(&s, "COLA", &(i + 1).to_string()).await;
             s.checkout_cash(money("100"), id, 10).await.expect("sale");
         }
-        let next = s.next_to_upload(20).await.expect("next").expect("due");
+        let next = s
+            .next_to_upload(20, RETRY)
+            .await
+            .expect("next")
+            .expect("due");
         assert_eq!(next.client_order_id, "a");
         // No answer: still first, the error is visible.
         let lost = SaleError {
@@ -1199,7 +1250,11 @@ mod tests {
             message: "no answer".into(),
         };
         s.note_attempt(1, &lost).await.expect("note");
-        let again = s.next_to_upload(20).await.expect("next").expect("due");
+        let again = s
+            .next_to_upload(20, RETRY)
+            .await
+            .expect("next")
+            .expect("due");
         assert_eq!((again.local_no, again.attempts), (1, 1));
         assert_eq!(again.last_error, Some(lost));
 
@@ -1219,7 +1274,7 @@ mod tests {
             .await
             .expect("hold");
         assert_eq!(
-            s.next_to_upload(41)
+            s.next_to_upload(41, RETRY)
                 .await
                 .expect("next")
                 .expect("due")
@@ -1236,7 +1291,7 @@ mod tests {
         )
         .await
         .expect("uploaded");
-        assert!(s.next_to_upload(43).await.expect("next").is_none());
+        assert!(s.next_to_upload(43, RETRY).await.expect("next").is_none());
         assert_eq!(s.next_held_due().await.expect("due"), Some(40 + 60_000_000));
         assert_eq!(
             s.counts().await.expect("counts"),
@@ -1256,7 +1311,7 @@ mod tests {
             (SaleState::Held, Some(refused))
         );
         assert_eq!(
-            s.next_to_upload(40 + 60_000_000)
+            s.next_to_upload(40 + 60_000_000, RETRY)
                 .await
                 .expect("next")
                 .expect("due")
@@ -1290,6 +1345,44 @@ mod tests {
             .map(|s| s.local_no)
             .collect();
         assert_eq!(recent, [3, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_held_sale_is_due_again_when_the_wall_clock_went_back() {
+        let dir = tempfile::tempdir().expect("dir");
+        let s = with_catalog(dir.path()).await;
+        add(&s, "COLA", "1").await;
+        let hour = 3_600_000_000;
+        let t = 10 * hour;
+        s.checkout_cash(money("100"), "a", t).await.expect("sale");
+        let refused = SaleError {
+            code: "item_unavailable".into(),
+            message: "COLA is not kept in store S001".into(),
+        };
+        s.hold(1, &refused, t, RETRY).await.expect("hold");
+        // The clock as it was: not due before one retry period.
+        assert!(
+            s.next_to_upload(t + 1, RETRY)
+                .await
+                .expect("next")
+                .is_none()
+        );
+        assert_eq!(
+            s.next_to_upload(t + 60_000_000, RETRY)
+                .await
+                .expect("next")
+                .map(|s| s.local_no),
+            Some(1)
+        );
+        // Three hours back: its due time is three hours and a minute ahead,
+        // which no hold made now would set. Due now, not in three hours.
+        assert_eq!(
+            s.next_to_upload(t - 3 * hour, RETRY)
+                .await
+                .expect("next")
+                .map(|s| s.local_no),
+            Some(1)
+        );
     }
 
     #[tokio::test]
@@ -1353,7 +1446,11 @@ mod tests {
         assert_eq!(sale.state, SaleState::Uploaded);
         assert_eq!(s.sale(2).await.expect("read").expect("sale"), sale);
         // The old sale is still the next to upload.
-        let next = s.next_to_upload(10).await.expect("next").expect("due");
+        let next = s
+            .next_to_upload(10, RETRY)
+            .await
+            .expect("next")
+            .expect("due");
         assert_eq!(next.client_order_id, "old-1");
         let v: i64 = sqlx::query("PRAGMA user_version")
             .fetch_one(&s.pool)

@@ -254,7 +254,7 @@ pub async fn run_uploader(
         if *closing.borrow() {
             return;
         }
-        let pause = match store.next_to_upload(now_us()).await {
+        let pause = match store.next_to_upload(now_us(), held_retry).await {
             Ok(Some(sale)) => match upload_one(&store, &client, &link, &sale, held_retry).await {
                 Ok(Outcome::Uploaded | Outcome::Held) => {
                     backoff = retry;
@@ -272,8 +272,12 @@ pub async fn run_uploader(
             },
             Ok(None) => match store.next_held_due().await {
                 Ok(Some(at)) => {
+                    // Never longer than one retry period: a due time further
+                    // off was set before the wall clock went back.
                     let wait = at.saturating_sub(now_us()).max(0);
-                    Duration::from_micros(u64::try_from(wait).unwrap_or(0)).max(retry)
+                    Duration::from_micros(u64::try_from(wait).unwrap_or(0))
+                        .min(held_retry)
+                        .max(retry)
                 }
                 Ok(None) => Duration::from_secs(3600),
                 Err(e) => {
