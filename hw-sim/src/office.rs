@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 use crate::link::Link;
+use crate::osfaults::{FakeClock, SmallDisk};
 use crate::platform::{ItemSpec, PlatformConfig, PlatformSim, PushKind, PushRequest};
 
 mod plan;
@@ -570,6 +571,7 @@ async fn start_agent(
     config: &Path,
     key: &str,
     log: &Path,
+    env: &[(String, String)],
 ) -> anyhow::Result<(Child, String)> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -581,6 +583,7 @@ async fn start_agent(
         .arg(config)
         .env("TERMINAL_KEY", key)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -698,7 +701,28 @@ struct Counter {
     devices: String,
     sim: Arc<crate::devices::Devices>,
     child: Child,
+    /// The store PC's wall clock under the agent, or why it cannot be
+    /// moved.
+    clock: Result<FakeClock, String>,
+    /// The small disk under the agent's state, or why there is none.
+    disk: Result<SmallDisk, String>,
 }
+
+impl Counter {
+    /// Why this counter cannot have `kind` injected, if it cannot.
+    fn cannot(&self, kind: FaultKind) -> Option<String> {
+        match kind {
+            FaultKind::ClockJump => self.clock.as_ref().err().cloned(),
+            FaultKind::DiskFull => self.disk.as_ref().err().cloned(),
+            _ => None,
+        }
+    }
+}
+
+/// How far the store PC's clock jumps ahead (and back at the fault's end).
+const CLOCK_JUMP_S: i64 = 3 * 3600;
+/// The tmpfs under an agent's state when the day fills its disk.
+const SMALL_DISK_BYTES: u64 = 256 << 20;
 
 /// A store of the day: its counters, its network to the gateway, and what
 /// the script was told about its orders.
@@ -844,6 +868,8 @@ fn device_fault(kind: FaultKind) -> bool {
             | FaultKind::ScaleNoise
             | FaultKind::CablePulled
             | FaultKind::PrinterPowerCycle
+            | FaultKind::ClockJump
+            | FaultKind::DiskFull
     )
 }
 
@@ -972,6 +998,7 @@ impl Office {
 
         // Every store's counters: a network to the gateway per store, a
         // key, devices and an agent per counter.
+        let os = OsPlan::new(args, dir.path());
         let mut shops = Vec::new();
         let mut counters = Vec::new();
         let mut children_ok = Ok(());
@@ -1002,7 +1029,7 @@ impl Office {
                         (gw_spec.terminal_key(sid, &tid).await?, tid)
                     }
                 };
-                match start_counter(&terminal_bin, dir.path(), &link, sid, &tid, &key).await {
+                match start_counter(&terminal_bin, dir.path(), &link, sid, &tid, &key, &os).await {
                     Ok(c) => {
                         mine.push(counters.len());
                         counters.push(c);
@@ -1319,28 +1346,34 @@ impl Office {
                 self.try_owed(s, Owed::Refund(i)).await
             }
             Event::Fault { kind, secs } => {
-                let why = match kind {
-                    FaultKind::GatewayRestart if self.against => {
-                        Some("a gateway this run did not start is not killed (--against)")
-                    }
+                let mut why = match kind {
+                    FaultKind::GatewayRestart if self.against => Some(
+                        "a gateway this run did not start is not killed (--against)".to_owned(),
+                    ),
                     k if self.skip_faults.iter().any(|f| f == k.as_str()) => {
-                        Some("left out (--skip-fault)")
+                        Some("left out (--skip-fault)".to_owned())
                     }
-                    _ => kind.skipped(),
+                    _ => None,
                 };
+                // A counter's fault: the counter whose turn it is.
+                let counter = (why.is_none() && device_fault(*kind)).then(|| {
+                    let shop = &mut self.shops[s];
+                    let c = shop.counters[shop.turn_fault % shop.counters.len()];
+                    shop.turn_fault += 1;
+                    c
+                });
+                if let (None, Some(c)) = (&why, counter) {
+                    why = self.counters[c].cannot(*kind);
+                }
                 if let Some(why) = why {
-                    let place = self.fault_place(s, *kind, None);
+                    let place = self.fault_place(s, *kind, counter);
                     self.faults_skipped
                         .push(format!("{}{place} at {when}: {why}", kind.as_str()));
                     return Ok(());
                 }
-                let counter = device_fault(*kind).then(|| {
-                    let shop = &mut self.shops[s];
-                    let c = shop.counters[shop.turn_fault % shop.counters.len()];
-                    shop.turn_fault += 1;
-                    shop.device_faults.push((*kind, c));
-                    c
-                });
+                if let Some(c) = counter {
+                    self.shops[s].device_faults.push((*kind, c));
+                }
                 let place = self.fault_place(s, *kind, counter);
                 self.faults_injected.push((
                     s,
@@ -1351,7 +1384,6 @@ impl Office {
             Event::FaultEnd { kind } => {
                 if (*kind == FaultKind::GatewayRestart && self.against)
                     || self.skip_faults.iter().any(|f| f == kind.as_str())
-                    || kind.skipped().is_some()
                 {
                     return Ok(());
                 }
@@ -1426,7 +1458,28 @@ impl Office {
                 )
                 .await
             }
-            FaultKind::WechatNegative | FaultKind::ClockJump | FaultKind::DiskFull => Ok(()),
+            FaultKind::WechatNegative => Ok(()),
+            FaultKind::ClockJump => {
+                let c = counter.context("a clock jump without its counter")?;
+                let clock = self.counters[c]
+                    .clock
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                clock
+                    .jump(CLOCK_JUMP_S)
+                    .map_err(|e| anyhow::anyhow!("clock jump: {e}"))?;
+                Ok(())
+            }
+            FaultKind::DiskFull => {
+                let c = counter.context("a full disk without its counter")?;
+                let disk = self.counters[c]
+                    .disk
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                disk.fill()
+                    .map_err(|e| anyhow::anyhow!("filling the disk: {e}"))?;
+                Ok(())
+            }
             FaultKind::PaperOut => self.put(&printer, json!({"paper": "end"})).await,
             FaultKind::CoverOpen => self.put(&printer, json!({"cover": "open"})).await,
             FaultKind::NetworkCut => {
@@ -1490,10 +1543,29 @@ impl Office {
             // The power comes back by itself (a trap no job sprang yet
             // springs on the next one: a power cycle mid-job all the same).
             FaultKind::PrinterPowerCycle => Ok(()),
-            FaultKind::PushesReordered
-            | FaultKind::WechatNegative
-            | FaultKind::ClockJump
-            | FaultKind::DiskFull => Ok(()),
+            FaultKind::PushesReordered | FaultKind::WechatNegative => Ok(()),
+            // The clock set right again: a jump back by as much.
+            FaultKind::ClockJump => {
+                let c = counter.context("a clock jump without its counter")?;
+                let clock = self.counters[c]
+                    .clock
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                clock
+                    .reset()
+                    .map_err(|e| anyhow::anyhow!("clock back: {e}"))?;
+                Ok(())
+            }
+            FaultKind::DiskFull => {
+                let c = counter.context("a full disk without its counter")?;
+                let disk = self.counters[c]
+                    .disk
+                    .as_ref()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                disk.free()
+                    .map_err(|e| anyhow::anyhow!("freeing the disk: {e}"))?;
+                Ok(())
+            }
             FaultKind::PaperOut => self.put(&printer, json!({"paper": "ok"})).await,
             FaultKind::CoverOpen => self.put(&printer, json!({"cover": "closed"})).await,
             FaultKind::NetworkCut => {
@@ -2965,7 +3037,23 @@ async fn start_counter(
     store: &str,
     tid: &str,
     key: &str,
+    os: &OsPlan,
 ) -> anyhow::Result<Counter> {
+    let state_dir = dir.join(format!("agent-state-{tid}"));
+    std::fs::create_dir_all(&state_dir)?;
+    let disk = match &os.disk {
+        Ok(()) => SmallDisk::mount(&state_dir, SMALL_DISK_BYTES),
+        Err(why) => Err(why.clone()),
+    };
+    let clock = match &os.clock {
+        Ok(()) => {
+            let at = dir.join(format!("clock-{tid}"));
+            std::fs::create_dir_all(&at)?;
+            FakeClock::new(&at)
+        }
+        Err(why) => Err(why.clone()),
+    };
+    let env = clock.as_ref().map(FakeClock::env).unwrap_or_default();
     let sim = crate::devices::Devices::start(&crate::devices::Config {
         dir: dir.join(format!("devices-{tid}")),
         record: None,
@@ -3001,27 +3089,54 @@ scanner = "{}"
 display = "{}"
 "#,
             link.url,
-            dir.join(format!("agent-state-{tid}")).display(),
+            state_dir.display(),
             link_path("printer")?,
             link_path("scale")?,
             link_path("scanner")?,
             link_path("display")?,
         ),
     )?;
-    let (child, agent) = start_agent(
-        terminal_bin,
-        &config,
-        key,
-        &dir.join(format!("agent-{tid}.log")),
-    )
-    .await?;
+    let log = dir.join(format!("agent-{tid}.log"));
+    let (child, agent) = start_agent(terminal_bin, &config, key, &log, &env).await?;
     Ok(Counter {
         terminal_id: tid.to_owned(),
         agent,
         devices,
         sim,
         child,
+        clock,
+        disk,
     })
+}
+
+/// Whether the day's store-PC faults can be injected here: `Err` says why
+/// not (not planned, left out, no libfaketime, not root).
+struct OsPlan {
+    clock: Result<(), String>,
+    disk: Result<(), String>,
+}
+
+impl OsPlan {
+    fn new(args: &Args, dir: &Path) -> OsPlan {
+        let planned = |k: FaultKind| {
+            if args.faults != Faults::All {
+                Err("not planned".to_owned())
+            } else if args.skip_faults.iter().any(|f| f == k.as_str()) {
+                Err("left out (--skip-fault)".to_owned())
+            } else {
+                Ok(())
+            }
+        };
+        let clock = planned(FaultKind::ClockJump).and_then(|()| {
+            // One look that libfaketime really moves a child's clock.
+            let at = dir.join("clock-probe");
+            std::fs::create_dir_all(&at).map_err(|e| format!("{}: {e}", at.display()))?;
+            let probe = FakeClock::new(&at)?;
+            probe.probe()
+        });
+        let disk = planned(FaultKind::DiskFull);
+        OsPlan { clock, disk }
+    }
 }
 
 #[cfg(test)]

@@ -43,10 +43,10 @@ async fn a_day_holds(backend: Backend) {
     };
     let dir = tempfile::tempdir().expect("dir");
     let report = dir.path().join("report.json");
-    // Every fault the harness injects, the printer's power cycle mid-job
-    // among them (two more are planned and skipped: a clock jump and a full
-    // disk).
-    let injected = 13;
+    // Every fault of the plan, the store PC's clock jump and full disk
+    // among them (those need libfaketime and root: skipped with why on a
+    // machine without, never under CI).
+    let planned = 15;
     let mut args = vec!["--minutes", "1", "--seed", "1", "--faults", "all"];
     if backend == Backend::Postgres {
         args.extend(["--database-url", db.url()]);
@@ -105,11 +105,17 @@ async fn a_day_holds(backend: Backend) {
             assert!(!st[k].is_null(), "{k} missing: {all}");
         }
     }
-    assert_eq!(
-        r["faults_skipped"].as_array().map(Vec::len),
-        Some(2),
-        "{all}"
-    );
+    let skipped = r["faults_skipped"].as_array().cloned().unwrap_or_default();
+    for f in &skipped {
+        let f = f.as_str().unwrap_or_default();
+        assert!(
+            !tests::in_ci()
+                && (f.starts_with("clock_jump_on_the_store_pc")
+                    || f.starts_with("agent_state_disk_full")),
+            "only the store PC's faults may be skipped, and not in CI: {f}\n{all}"
+        );
+        eprintln!("SKIPPED fault: {f}");
+    }
     assert_eq!(t["receipts_printed"], counter, "{all}");
     // What the printer printed, drawn for a person to look at.
     let images = r["receipt_images"].as_str().unwrap_or_default().to_owned();
@@ -128,9 +134,18 @@ async fn a_day_holds(backend: Backend) {
     }
     assert_eq!(
         r["faults_injected"].as_array().map(Vec::len),
-        Some(injected),
+        Some(planned - skipped.len()),
         "{all}"
     );
+    if skipped.is_empty() {
+        // Sales on the full disk were refused, not half saved.
+        assert!(
+            t["basket_lines_refused"]
+                .as_object()
+                .is_some_and(|m| m.keys().any(|k| k.contains("disk_full"))),
+            "{all}"
+        );
+    }
     assert_eq!(t["charges_not_final"], 0, "{all}");
     assert_eq!(t["ledger_mismatches"], 0, "{all}");
     assert_eq!(t["outbox_undelivered"], 0, "{all}");

@@ -16,9 +16,10 @@ pub enum Faults {
     /// the gateway's calls with 503, the payment provider not answering
     /// micropay (the money moves; a query finds it paid), scale noise, the
     /// scale's cable pulled and replugged, a lost acknowledgement, duplicated
-    /// and reordered platform pushes, a printer power cycle mid-job and the
-    /// WeChat sandbox's negative cases; a clock jump and a full disk are
-    /// planned and reported as skipped.
+    /// and reordered platform pushes, a printer power cycle mid-job, the
+    /// WeChat sandbox's negative cases, the store PC's clock jumping ahead
+    /// (and back) and a full disk under the agent's state (each skipped,
+    /// with why, where libfaketime or root is missing).
     All,
 }
 
@@ -56,10 +57,11 @@ pub enum FaultKind {
     /// still paying, paying never (the charge times out and is reversed), a
     /// pay error, a system error whose query finds it paid.
     WechatNegative,
-    /// The store PC's clock jumps (skipped: the agent has no fake clock).
+    /// The store PC's wall clock jumps 3 h ahead, and back at the fault's
+    /// end (libfaketime under the agent; monotonic time untouched).
     ClockJump,
-    /// The disk under the agent's state directory fills (skipped: needs a
-    /// size-limited mount, i.e. root).
+    /// The disk under the agent's state directory fills, and is freed at
+    /// the fault's end (a small tmpfs on it, mounted as root).
     DiskFull,
 }
 
@@ -80,19 +82,6 @@ impl FaultKind {
             FaultKind::WechatNegative => "wechat_sandbox_negative_cases",
             FaultKind::ClockJump => "clock_jump_on_the_store_pc",
             FaultKind::DiskFull => "agent_state_disk_full",
-        }
-    }
-
-    /// Why a fault is not injected, for those the harness cannot do.
-    pub fn skipped(self) -> Option<&'static str> {
-        match self {
-            FaultKind::ClockJump => {
-                Some("the agent reads the system clock and has no fake clock to jump")
-            }
-            FaultKind::DiskFull => {
-                Some("filling the state directory's disk needs a size-limited mount (root)")
-            }
-            _ => None,
         }
     }
 }
@@ -311,8 +300,8 @@ impl Plan {
                 (FaultKind::PushesReordered, 40, 48, (1, 1)),
                 (FaultKind::PrinterPowerCycle, 55, 60, (2, 3)),
                 (FaultKind::WechatNegative, 86, 90, (1, 1)),
-                (FaultKind::ClockJump, 47, 50, (1, 1)),
-                (FaultKind::DiskFull, 70, 72, (1, 1)),
+                (FaultKind::ClockJump, 47, 50, (2, 3)),
+                (FaultKind::DiskFull, 66, 69, (2, 3)),
             ],
         };
         let mut extra = platform as usize;
@@ -359,6 +348,14 @@ impl Plan {
                 FaultKind::LostAck | FaultKind::PrinterPowerCycle => {
                     let ev = sale(&mut rng);
                     events.push(at(at_ms + 200, ev));
+                }
+                // Sales on the jumped clock and on the full disk (refused
+                // there, the basket cleared), and one each after.
+                FaultKind::ClockJump | FaultKind::DiskFull => {
+                    for t in [300, 900, secs * 1000 + 400] {
+                        let ev = sale(&mut rng);
+                        events.push(at(at_ms + t, ev));
+                    }
                 }
                 // Two more platform orders, pushed b a b a.
                 FaultKind::PushesReordered => {
@@ -525,15 +522,18 @@ mod tests {
                 _ => {}
             }
         }
-        // Each skipped fault says why; the others are injected.
-        let skipped: Vec<FaultKind> = p
-            .events
-            .iter()
-            .filter_map(|e| match e.event {
-                Event::Fault { kind, .. } if kind.skipped().is_some() => Some(kind),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(skipped, [FaultKind::ClockJump, FaultKind::DiskFull]);
+        // Every kind of fault is planned, the store PC's among them.
+        for kind in [
+            FaultKind::ClockJump,
+            FaultKind::DiskFull,
+            FaultKind::LostAck,
+        ] {
+            assert!(
+                p.events
+                    .iter()
+                    .any(|e| matches!(e.event, Event::Fault { kind: k, .. } if k == kind)),
+                "{kind:?}"
+            );
+        }
     }
 }
