@@ -1043,7 +1043,8 @@ impl Store {
 }
 
 /// Whether a connection given back to the pool may be used again: only if
-/// neither sqlx nor SQLite holds a transaction open on it. A COMMIT that
+/// sqlx holds no transaction open on it (one round trip: the ping runs the
+/// rollback a dropped transaction queued, on every release). A COMMIT that
 /// fails on a full disk makes SQLite roll the transaction back itself; the
 /// ROLLBACK that follows then fails and sqlx still counts a transaction, so
 /// its next "transaction" on that connection is a SAVEPOINT, and after one
@@ -1061,19 +1062,7 @@ async fn outside_a_transaction(conn: &mut sqlx::SqliteConnection) -> Result<bool
         );
         return Ok(false);
     }
-    // SQLite's own view: outside a transaction a BEGIN is accepted.
-    match sqlx::raw_sql("BEGIN").execute(&mut *conn).await {
-        Ok(_) => {
-            sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
-            Ok(true)
-        }
-        Err(e) => {
-            tracing::warn!(
-                "local database: the connection was left in a transaction ({e}); reopening it"
-            );
-            Ok(false)
-        }
-    }
+    Ok(true)
 }
 
 /// Brings a state directory written by an older agent up to this schema.
