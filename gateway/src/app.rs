@@ -31,6 +31,7 @@ pub async fn build(
         tracing::info!(config = ?payments, "payments on");
         let p = crate::payments::Payments::new(payments, state.db.clone(), state.hub.clone())
             .context("[payments]")?;
+        p.stop_at(state.closing.clone());
         jobs.push(crate::payments::Payments::sweeper_job(
             &p,
             payments.sweep_interval,

@@ -97,6 +97,28 @@ pub async fn append(
     Ok(())
 }
 
+/// The listener's `application_name` in `pg_stat_activity`.
+pub const LISTENER_APPLICATION: &str = "gateway_feed_listener";
+
+/// A listener on a connection of its own (a pool of one, which it
+/// reconnects through), named [`LISTENER_APPLICATION`]. It does not
+/// reconnect by itself: a lost connection ends the run, so the supervisor
+/// shows it down until the next run has listened again.
+async fn connect_listener(url: &str) -> anyhow::Result<sqlx::postgres::PgListener> {
+    use std::str::FromStr;
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str(url)?.application_name(LISTENER_APPLICATION);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_with(options)
+        .await?;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+    listener.eager_reconnect(false);
+    Ok(listener)
+}
+
 /// Holds a listening connection to PostgreSQL (`url`) that wakes `hub` for
 /// each store another instance (or this one) changed. Supervised: a lost
 /// connection marks it down in `/readyz` and it connects again, the
@@ -110,7 +132,7 @@ pub fn listen(url: &str, db: &Db, hub: &Hub, closing: &tokio::sync::watch::Recei
         move |up| {
             let (url, hub, mut closing) = (url.clone(), hub.clone(), closing.clone());
             async move {
-                let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                let mut listener = connect_listener(&url).await?;
                 listener.listen(CHANNEL).await?;
                 up.ready();
                 tracing::info!("listening for feed changes of other instances");

@@ -15,7 +15,7 @@ mod problem;
 mod server;
 mod stores;
 
-pub use server::{Edge, HttpFile, Limits, check_public_url};
+pub use server::{DRAIN, Edge, HttpFile, Limits, check_public_url};
 pub use stores::Streams;
 
 use std::future::Future;

@@ -352,6 +352,11 @@ pub struct Payments {
     /// Charges and refunds this process is driving right now; the sweeper
     /// leaves them alone.
     active: Arc<Mutex<HashSet<String>>>,
+    /// The gateway's shutdown ([`Payments::stop_at`]): a charge still
+    /// waiting for the customer then stops where it is, recorded `pending`
+    /// with its deadline, and is answered so; the sweeper (this instance's
+    /// next run, or another's) settles it.
+    closing: std::sync::OnceLock<watch::Receiver<bool>>,
 }
 
 /// Marks an id as driven by this process until dropped.
@@ -404,7 +409,40 @@ impl Payments {
             deadline: config.deadline,
             request_timeout: config.request_timeout,
             active: Arc::new(Mutex::new(HashSet::new())),
+            closing: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Charges in flight stop waiting once `closing` turns true (see
+    /// `closing`). Set once; later calls are ignored.
+    pub fn stop_at(&self, closing: watch::Receiver<bool>) {
+        let _ = self.closing.set(closing);
+    }
+
+    /// Resolves once the gateway is shutting down (never without
+    /// [`Payments::stop_at`]).
+    async fn closed(&self) {
+        match self.closing.get() {
+            Some(c) => {
+                let mut c = c.clone();
+                if c.wait_for(|v| *v).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Leaves charge `id` as it is recorded (pending, with its deadline)
+    /// for the sweeper: the gateway is shutting down.
+    async fn left_at_shutdown(&self, id: &str, during: &str) -> Result<()> {
+        tracing::info!(
+            charge = id,
+            during,
+            "shutting down: charge left pending for the sweeper"
+        );
+        self.log(id, during, "left_at_shutdown", None).await;
+        Ok(())
     }
 
     /// Builds the service and starts its sweeper on a scheduler of its own
@@ -417,6 +455,7 @@ impl Payments {
         closing: watch::Receiver<bool>,
     ) -> anyhow::Result<Arc<Payments>> {
         let payments = Payments::new(config, db, hub)?;
+        payments.stop_at(closing.clone());
         crate::jobs::start(
             &payments.db.clone(),
             "payment_jobs",
@@ -604,14 +643,17 @@ impl Payments {
             .await?;
             tx.commit().await?;
         }
-        let answer = provider
-            .micropay(MicropayRequest {
+        // The charge is recorded `pending` before the call: a shutdown may
+        // drop the call, the sweeper's query finds out what it did.
+        let answer = tokio::select! {
+            a = provider.micropay(MicropayRequest {
                 out_trade_no: id,
                 auth_code: code.expose(),
                 total_fen: amount_fen,
                 body: "门店消费",
-            })
-            .await;
+            }) => a,
+            () = self.closed() => return self.left_at_shutdown(id, "micropay").await,
+        };
         let (outcome, detail) = match &answer {
             Micropay::Paid { .. } => ("paid", None),
             Micropay::Declined { provider_code, .. } => ("declined", Some(provider_code.as_str())),
@@ -635,7 +677,10 @@ impl Payments {
             let pause = self
                 .poll_interval
                 .min(Duration::from_micros(u64::try_from(left).unwrap_or(0)));
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.closed() => return self.left_at_shutdown(id, "orderquery").await,
+            }
             if self.query_once(provider, id).await? {
                 return Ok(());
             }
@@ -686,7 +731,10 @@ impl Payments {
                         .finish(id, ChargeState::Reversed, Code::PaymentTimeout)
                         .await;
                 }
-                Reverse::Retry { .. } => tokio::time::sleep(self.poll_interval).await,
+                Reverse::Retry { .. } => tokio::select! {
+                    () = tokio::time::sleep(self.poll_interval) => {}
+                    () = self.closed() => return self.left_at_shutdown(id, "reverse").await,
+                },
                 Reverse::Refused { .. } => {
                     self.query_once(provider, id).await?;
                     return Ok(());
@@ -705,7 +753,11 @@ impl Payments {
         let step = (self.poll_interval / 2).max(Duration::from_millis(20));
         let mut current = charge;
         while !current.state.is_final() && self.db.now_micros() < limit {
-            tokio::time::sleep(step).await;
+            tokio::select! {
+                () = tokio::time::sleep(step) => {}
+                // Answered as it is: the driver leaves it to the sweeper.
+                () = self.closed() => break,
+            }
             current = self.load_charge(&current.id).await?;
         }
         Ok(current)

@@ -298,9 +298,23 @@ pub async fn run(
     // Every connection holds a permit until it ends.
     // `Limits::load` bounds max_connections far below u32::MAX.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = permits.acquire_many(all).await;
+    if tokio::time::timeout(DRAIN, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        // What is still running has recorded its state (a charge is
+        // `pending` before its first call): the next start's sweeper ends it.
+        tracing::warn!(
+            open = limits.max_connections - permits.available_permits(),
+            drain_s = DRAIN.as_secs(),
+            "connections still open after the drain deadline; stopping anyway"
+        );
+    }
     Ok(())
 }
+
+/// How long a stopping server lets requests in flight finish.
+pub const DRAIN: Duration = Duration::from_secs(10);
 
 async fn connection(
     stream: TcpStream,
