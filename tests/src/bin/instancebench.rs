@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
             db.migrate_up().await?;
             let stores: Vec<String> = (1..=args.stores).map(|i| format!("S{i:03}")).collect();
             for s in &stores {
-                tests::seed_cola(&db, s, &format!("门店 {s}"), "100000000").await;
+                tests::seed_cola(&db, s, &format!("门店 {s}"), "100000").await;
             }
             let app = tests::new_key(&db, Role::App, None).await;
             let gws: Vec<GatewayProc> = (0..n)
