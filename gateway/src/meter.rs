@@ -13,11 +13,14 @@
 //! {target, outcome}; `gateway_db_pool_connections` {state}.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// How often the histograms' samples are drained into their buckets.
+const UPKEEP: Duration = Duration::from_secs(5);
 
 /// The process's recorder, installed on first use. When another recorder
 /// already is the global one (an embedding program's), this handle renders
@@ -43,6 +46,22 @@ pub fn handle() -> &'static PrometheusHandle {
             Err(_) => PrometheusBuilder::new().build_recorder(),
         };
         let handle = recorder.handle();
+        // The recorder keeps every histogram sample until it is drained into
+        // its buckets, which a scrape does: without a scraper (or with a slow
+        // one) the samples of every request would pile up. The exporter's own
+        // upkeep task comes only with its HTTP listener, so drain them here.
+        let upkeep = handle.clone();
+        let started = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "no metrics upkeep thread: histograms drain at scrape only");
+        }
         if ::metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!(
                 "another metrics recorder is installed; /metrics shows domain gauges only"
