@@ -106,8 +106,8 @@ const MAX_IDEM_KEY: usize = 200;
     params(("Idempotency-Key" = Option<String>, Header,
         description = "1-200 characters: a retry with the same key and body answers the first result")),
     responses(
-        (status = 201, description = "Placed", body = Order),
-        (status = 200, description = "The order this channel_order_id or Idempotency-Key already placed", body = Order)))]
+        (status = 201, description = "Placed; a retry with the same Idempotency-Key and body gets this first answer again", body = Order),
+        (status = 200, description = "The order this channel_order_id already placed (without a key, or under another one)", body = Order)))]
 async fn create(
     State(st): State<AppState>,
     Auth(who): Auth,
