@@ -1459,27 +1459,7 @@ impl Office {
                 .await
             }
             FaultKind::WechatNegative => Ok(()),
-            FaultKind::ClockJump => {
-                let c = counter.context("a clock jump without its counter")?;
-                let clock = self.counters[c]
-                    .clock
-                    .as_ref()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                clock
-                    .jump(CLOCK_JUMP_S)
-                    .map_err(|e| anyhow::anyhow!("clock jump: {e}"))?;
-                Ok(())
-            }
-            FaultKind::DiskFull => {
-                let c = counter.context("a full disk without its counter")?;
-                let disk = self.counters[c]
-                    .disk
-                    .as_ref()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                disk.fill()
-                    .map_err(|e| anyhow::anyhow!("filling the disk: {e}"))?;
-                Ok(())
-            }
+            FaultKind::ClockJump | FaultKind::DiskFull => self.os_fault(counter, kind, true),
             FaultKind::PaperOut => self.put(&printer, json!({"paper": "end"})).await,
             FaultKind::CoverOpen => self.put(&printer, json!({"cover": "open"})).await,
             FaultKind::NetworkCut => {
@@ -1544,28 +1524,9 @@ impl Office {
             // springs on the next one: a power cycle mid-job all the same).
             FaultKind::PrinterPowerCycle => Ok(()),
             FaultKind::PushesReordered | FaultKind::WechatNegative => Ok(()),
-            // The clock set right again: a jump back by as much.
-            FaultKind::ClockJump => {
-                let c = counter.context("a clock jump without its counter")?;
-                let clock = self.counters[c]
-                    .clock
-                    .as_ref()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                clock
-                    .reset()
-                    .map_err(|e| anyhow::anyhow!("clock back: {e}"))?;
-                Ok(())
-            }
-            FaultKind::DiskFull => {
-                let c = counter.context("a full disk without its counter")?;
-                let disk = self.counters[c]
-                    .disk
-                    .as_ref()
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                disk.free()
-                    .map_err(|e| anyhow::anyhow!("freeing the disk: {e}"))?;
-                Ok(())
-            }
+            // The clock set right again (a jump back by as much), the disk
+            // freed.
+            FaultKind::ClockJump | FaultKind::DiskFull => self.os_fault(counter, kind, false),
             FaultKind::PaperOut => self.put(&printer, json!({"paper": "ok"})).await,
             FaultKind::CoverOpen => self.put(&printer, json!({"cover": "closed"})).await,
             FaultKind::NetworkCut => {
@@ -1592,6 +1553,24 @@ impl Office {
                 Ok(())
             }
         }
+    }
+
+    /// The store PC's clock jump (ahead when `on`, back when not) or full
+    /// disk (filled, freed) on `counter`.
+    fn os_fault(&self, counter: Option<usize>, kind: FaultKind, on: bool) -> anyhow::Result<()> {
+        let c = &self.counters[counter.context("a store-PC fault without its counter")?];
+        let done = (|| -> Result<(), String> {
+            let clock = || c.clock.as_ref().map_err(Clone::clone);
+            let disk = || c.disk.as_ref().map_err(Clone::clone);
+            match (kind, on) {
+                (FaultKind::ClockJump, true) => clock()?.jump(CLOCK_JUMP_S).map(|_| ()),
+                (FaultKind::ClockJump, false) => clock()?.reset(),
+                (FaultKind::DiskFull, true) => disk()?.fill().map(|_| ()),
+                (FaultKind::DiskFull, false) => disk()?.free(),
+                _ => Ok(()),
+            }
+        })();
+        done.map_err(|e| anyhow::anyhow!("{} on {}: {e}", kind.as_str(), c.terminal_id))
     }
 
     fn gateway_url(&self, path: &str) -> Option<String> {
