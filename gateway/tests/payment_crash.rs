@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway::db::Db;
 use serde_json::{Value, json};
@@ -120,22 +120,6 @@ async fn seed(db_url: &str) -> SeedKeys {
     keys
 }
 
-/// Polls `f` until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
     let Some(store) = TestDb::new(backend).await else {
         return;
@@ -186,7 +170,7 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
         calls.push(tokio::spawn(async move { req.send().await }));
     }
     // Both charges reached the provider and wait for the customer.
-    eventually(
+    tests::procs::eventually(
         Duration::from_secs(20),
         "two USERPAYING charges",
         || async {
@@ -219,13 +203,13 @@ async fn killed_mid_charge_then_the_sweeper_settles(backend: Backend) {
     // A new process on the same database: its sweeper finishes both.
     let second = Gateway::start(store.url(), &sim_base, 15_000);
     let charge_state = |v: &Value| v["charges"][0]["state"].as_str().unwrap_or("").to_owned();
-    let paid = eventually(Duration::from_secs(60), "the late payment", || async {
+    let paid = tests::procs::eventually(Duration::from_secs(60), "the late payment", || async {
         let v = c.payments(&second, &late).await;
         (charge_state(&v) == "succeeded").then_some(v)
     })
     .await;
     assert_eq!(paid["payment_status"], "paid");
-    let reversed = eventually(Duration::from_secs(60), "the reverse", || async {
+    let reversed = tests::procs::eventually(Duration::from_secs(60), "the reverse", || async {
         let v = c.payments(&second, &stuck).await;
         (charge_state(&v) == "reversed").then_some(v)
     })

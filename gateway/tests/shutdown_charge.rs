@@ -89,21 +89,6 @@ async fn send(req: reqwest::RequestBuilder, key: &str, body: Option<Value>) -> V
     v
 }
 
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn sigterm_mid_charge_then_the_sweeper_settles(backend: Backend) {
     let Some(store) = TestDb::new(backend).await else {
         return;
@@ -157,7 +142,7 @@ async fn sigterm_mid_charge_then_the_sweeper_settles(backend: Backend) {
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }));
     }
-    eventually(
+    tests::procs::eventually(
         Duration::from_secs(20),
         "two USERPAYING charges",
         || async {
@@ -210,13 +195,13 @@ async fn sigterm_mid_charge_then_the_sweeper_settles(backend: Backend) {
         async move { send(http.get(url), &key, None).await }
     };
     let charge_state = |v: &Value| v["charges"][0]["state"].as_str().unwrap_or("").to_owned();
-    let paid = eventually(Duration::from_secs(60), "the late payment", || async {
+    let paid = tests::procs::eventually(Duration::from_secs(60), "the late payment", || async {
         let v = payments(late.clone()).await;
         (charge_state(&v) == "succeeded").then_some(v)
     })
     .await;
     assert_eq!(paid["payment_status"], "paid");
-    let reversed = eventually(Duration::from_secs(60), "the reverse", || async {
+    let reversed = tests::procs::eventually(Duration::from_secs(60), "the reverse", || async {
         let v = payments(stuck.clone()).await;
         (charge_state(&v) == "reversed").then_some(v)
     })

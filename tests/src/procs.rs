@@ -134,3 +134,20 @@ pub async fn sse(
     });
     rx
 }
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `limit`;
+/// panics naming `what` when it does not.
+pub async fn eventually<T, F, Fut>(limit: std::time::Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
