@@ -40,6 +40,9 @@ pub struct LinkState {
 #[derive(Debug, Default)]
 pub struct Link {
     state: Mutex<LinkState>,
+    /// Signalled when the gateway answers again after it was away, so the
+    /// uploader does not sit out the rest of a long backoff.
+    back: Notify,
 }
 
 impl Link {
@@ -49,8 +52,12 @@ impl Link {
 
     pub(crate) fn ok(&self) {
         if let Ok(mut s) = self.state.lock() {
+            let was_away = s.reachable == Some(false);
             s.reachable = Some(true);
             s.last_ok_at = Some(super::store::rfc3339(now_us()));
+            if was_away {
+                self.back.notify_one();
+            }
         }
     }
 
@@ -59,6 +66,9 @@ impl Link {
     pub(crate) fn failed(&self, e: &ClientError) {
         if let Ok(mut s) = self.state.lock() {
             if matches!(e, ClientError::Fault(_)) {
+                if s.reachable == Some(false) {
+                    self.back.notify_one();
+                }
                 s.reachable = Some(true);
             } else {
                 s.reachable = Some(false);
@@ -239,7 +249,8 @@ pub async fn upload_one(
 }
 
 /// Drains the queue for ever: woken by each new sale, by a held sale's
-/// retry time, or after a backoff while the gateway is away.
+/// retry time, by another task finding the gateway back, or after a backoff
+/// while the gateway is away.
 pub async fn run_uploader(
     store: Store,
     client: GatewayClient,
@@ -293,6 +304,8 @@ pub async fn run_uploader(
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = wake.notified() => {}
+            // Another task reached the gateway: it is back, try now.
+            _ = link.back.notified() => backoff = retry,
             _ = closing.changed() => {}
         }
     }
