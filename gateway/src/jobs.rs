@@ -5,14 +5,20 @@
 //! [`Registry`] (`/metrics`); a job that fails [`FAILING_AFTER`] times in a
 //! row is shown down by `/readyz` until it succeeds again.
 //!
-//! A shared job (all but the WAL checkpoint) runs on one instance at a time:
-//! the instance holding its row in `job_leases` runs it, and renews every
-//! lease it holds each third of the lease time. When the holder dies its
-//! leases expire, and the next instance whose turn comes takes the job over:
-//! within the lease time plus one interval. A run whose lease could not be
-//! renewed in time is stopped rather than let overlap with a new holder's.
+//! A shared job (all but the WAL checkpoint) runs on one instance at a time.
+//! On PostgreSQL the holder is the instance holding the job's advisory lock
+//! (`pg_try_advisory_lock`) on a connection of its scheduler's own: when
+//! the holder dies, its connection closes and the lock goes with it, so the
+//! next instance whose turn comes takes the job over — within one interval
+//! of the job, whatever the lease time. The holder also writes its row in
+//! `job_leases` (for `gateway jobs`) and checks its lock connection each
+//! third of the lease time; a run whose connection could not be confirmed
+//! within the lease time is stopped rather than let overlap with a new
+//! holder's. On SQLite (one file, normally one process) the row in
+//! `job_leases` is the lease itself: renewed each third of the lease time,
+//! taken over once it expired (within the lease time plus one interval).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +28,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
@@ -52,8 +58,11 @@ pub const WAL_CHECKPOINT: &str = "wal_checkpointer";
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsFile {
-    /// How long a job's lease lasts without renewal (default 3000 ms): how
-    /// soon another instance may take a dead holder's jobs over.
+    /// How long a job's lease lasts without renewal (default 3000 ms). On
+    /// SQLite: how soon another process may take a dead holder's jobs
+    /// over. On PostgreSQL (advisory locks, taken over within one interval)
+    /// how long a holder runs its jobs without confirming its lock
+    /// connection.
     pub lease_ms: Option<u64>,
     /// This instance's name in `job_leases` and `job_runs` (default
     /// `host/pid/n`). Give each instance its own.
@@ -196,6 +205,72 @@ struct Leases {
     holder: String,
     lease: Duration,
     sure_until: Mutex<HashMap<&'static str, Instant>>,
+    /// PostgreSQL: the session holding this scheduler's advisory locks.
+    locks: Option<tokio::sync::Mutex<LockSession>>,
+}
+
+/// A connection of the scheduler's own (out of the pool) and the jobs whose
+/// advisory locks it holds. Dropping the connection gives them all up.
+#[derive(Default)]
+struct LockSession {
+    conn: Option<AnyConnection>,
+    held: HashSet<&'static str>,
+}
+
+/// The advisory lock class of the scheduler's jobs (`pg_try_advisory_lock(
+/// class, hashtext(name))`): "jobs" in ASCII.
+const LOCK_CLASS: i32 = 0x6a6f_6273;
+
+impl LockSession {
+    /// The session's connection, opened (out of the pool) if need be.
+    async fn conn(&mut self, db: &Db) -> anyhow::Result<&mut AnyConnection> {
+        if self.conn.is_none() {
+            self.held.clear();
+            let c = db.pool.acquire().await?.detach();
+            self.conn = Some(c);
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no lock connection"))
+    }
+
+    /// Forgets the connection after an error: its locks are gone (or go
+    /// when PostgreSQL sees it closed).
+    fn broken(&mut self) {
+        self.conn = None;
+        self.held.clear();
+    }
+
+    /// Takes `name`'s lock if it is free, or confirms the session still
+    /// holds it. True when this session holds it now.
+    async fn take(&mut self, db: &Db, name: &'static str) -> anyhow::Result<bool> {
+        let had = self.held.contains(name);
+        let conn = self.conn(db).await?;
+        let got = if had {
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map(|_| true)
+        } else {
+            sqlx::query("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                .bind(LOCK_CLASS)
+                .bind(name)
+                .fetch_one(&mut *conn)
+                .await
+                .map(|r| r.get::<bool, _>(0))
+        };
+        match got {
+            Ok(true) => {
+                self.held.insert(name);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                self.broken();
+                Err(e.into())
+            }
+        }
+    }
 }
 
 impl Leases {
@@ -220,6 +295,9 @@ impl Leases {
     /// Takes the job's lease if it is free or expired, or keeps it if this
     /// scheduler holds it. True when this scheduler holds it now.
     async fn acquire(&self, name: &'static str, next_at: i64) -> anyhow::Result<bool> {
+        if let Some(locks) = &self.locks {
+            return self.acquire_locked(locks, name, next_at).await;
+        }
         let asked = Instant::now();
         let now = self.db.now_micros();
         let mut tx = self.db.write().await?;
@@ -250,8 +328,108 @@ impl Leases {
         Ok(row.is_some())
     }
 
+    /// PostgreSQL: takes the job's advisory lock (or confirms it), and
+    /// writes this scheduler in its `job_leases` row as the holder.
+    async fn acquire_locked(
+        &self,
+        locks: &tokio::sync::Mutex<LockSession>,
+        name: &'static str,
+        next_at: i64,
+    ) -> anyhow::Result<bool> {
+        let asked = Instant::now();
+        let taken = locks.lock().await.take(&self.db, name).await;
+        let holding = match taken {
+            Ok(h) => h,
+            Err(e) => {
+                self.forget_all();
+                return Err(e);
+            }
+        };
+        if !holding {
+            self.forget(name);
+            return Ok(false);
+        }
+        self.confirmed(&[name], asked);
+        let now = self.db.now_micros();
+        let mut tx = self.db.write().await?;
+        sqlx::query(
+            "INSERT INTO job_leases (name, holder, expires_at, next_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                 expires_at = excluded.expires_at, next_at = excluded.next_at",
+        )
+        .bind(name)
+        .bind(self.holder.clone())
+        .bind(now.saturating_add(Self::micros(self.lease)))
+        .bind(next_at)
+        .execute(&mut **tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    fn forget(&self, name: &'static str) {
+        self.sure_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
+
+    fn forget_all(&self) {
+        self.sure_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// `names` were confirmed as of `asked`.
+    fn confirmed(&self, names: &[&'static str], asked: Instant) {
+        let mut sure = self
+            .sure_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for name in names {
+            sure.insert(name, asked + self.trust());
+        }
+    }
+
+    /// PostgreSQL: confirms the lock connection (its locks with it) and
+    /// renews the rows in `job_leases` the listing shows.
+    async fn renew_locked(&self, locks: &tokio::sync::Mutex<LockSession>) -> anyhow::Result<()> {
+        let asked = Instant::now();
+        let held: Vec<&'static str> = {
+            let mut session = locks.lock().await;
+            if session.held.is_empty() {
+                return Ok(());
+            }
+            let ping = match session.conn.as_mut() {
+                Some(conn) => sqlx::query("SELECT 1").execute(&mut *conn).await,
+                None => return Ok(()),
+            };
+            if let Err(e) = ping {
+                session.broken();
+                drop(session);
+                self.forget_all();
+                return Err(anyhow::Error::from(e).context("the job lock connection was lost"));
+            }
+            session.held.iter().copied().collect()
+        };
+        self.confirmed(&held, asked);
+        let now = self.db.now_micros();
+        let mut tx = self.db.write().await?;
+        sqlx::query("UPDATE job_leases SET expires_at = $1 WHERE holder = $2")
+            .bind(now.saturating_add(Self::micros(self.lease)))
+            .bind(self.holder.clone())
+            .execute(&mut **tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Renews every lease this scheduler holds.
     async fn renew(&self) -> anyhow::Result<()> {
+        if let Some(locks) = &self.locks {
+            return self.renew_locked(locks).await;
+        }
         let asked = Instant::now();
         let now = self.db.now_micros();
         let mut tx = self.db.write().await?;
@@ -292,6 +470,17 @@ impl Leases {
     /// Gives every lease up (shutdown): another instance may take the jobs
     /// over at its next turn.
     async fn release(&self) -> anyhow::Result<()> {
+        if let Some(locks) = &self.locks {
+            let mut session = locks.lock().await;
+            if let Some(conn) = session.conn.take() {
+                // Closing the session gives its locks up.
+                if let Err(e) = conn.close().await {
+                    tracing::debug!(error = %e, "closing the job lock connection");
+                }
+            }
+            session.held.clear();
+        }
+        self.forget_all();
         let mut tx = self.db.write().await?;
         sqlx::query("UPDATE job_leases SET expires_at = 0 WHERE holder = $1")
             .bind(self.holder.clone())
@@ -317,6 +506,8 @@ pub fn start(
         holder: config.instance.clone().unwrap_or_else(default_instance),
         lease: config.lease,
         sure_until: Mutex::new(HashMap::new()),
+        locks: (db.backend == crate::db::Backend::Postgres)
+            .then(|| tokio::sync::Mutex::new(LockSession::default())),
     });
     tracing::info!(
         instance = %leases.holder,

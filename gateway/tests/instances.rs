@@ -349,3 +349,113 @@ async fn three_instances_share_the_feed_the_outbox_and_the_jobs() {
     drop(gws);
     db.pool.close().await;
 }
+
+/// The newest run of `job` by someone other than `not`, started at or after
+/// `since` (µs), with its holder.
+async fn run_by_other(db: &Db, job: &str, not: &str, since: i64) -> Option<(i64, String)> {
+    sqlx::query(
+        "SELECT started_at, holder FROM job_runs
+         WHERE name = $1 AND holder <> $2 AND started_at >= $3 ORDER BY started_at LIMIT 1",
+    )
+    .bind(job)
+    .bind(not)
+    .bind(since)
+    .fetch_optional(&db.pool)
+    .await
+    .expect("job_runs")
+    .map(|r| (r.get(0), r.get(1)))
+}
+
+/// A job's holder killed with SIGKILL: another instance runs the job within
+/// one interval of it (1 s here), not once a lease expires. The lease is
+/// set to 20 s, so a takeover that waited for the dead holder's lease to
+/// run out (at least two thirds of it after its last renewal) cannot land
+/// within the 1 s + 5 s this allows a loaded machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instances_job_is_taken_over_within_one_interval() {
+    const LEASE_MS: u64 = 20_000;
+    const INTERVAL: Duration = Duration::from_secs(1);
+    const SLACK: Duration = Duration::from_secs(5);
+    let Some(store) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let url = store.url().to_owned();
+    let db = Db::connect(&url).await.expect("connect");
+    db.migrate_up().await.expect("migrate");
+    let gws: Vec<GatewayProc> = (0..3)
+        .map(|i| {
+            let instance = format!("jobs.instance=gw{i}");
+            let lease = format!("jobs.lease_ms={LEASE_MS}");
+            GatewayProc::start(
+                env!("CARGO_BIN_EXE_gateway").as_ref(),
+                &url,
+                &[("GATEWAY_RETENTION_INTERVAL_S", "1")],
+                &[&instance, &lease],
+            )
+        })
+        .collect();
+    let mut gws: Vec<Option<GatewayProc>> = gws.into_iter().map(Some).collect();
+    // Retention (every second) runs on one of them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some((_, _, h)) = runs(&db).await.get("retention").and_then(|r| r.last()) {
+            break h.clone();
+        }
+        assert!(Instant::now() < deadline, "no retention run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Let the holder renew its lease at least once, so the dead holder's
+    // row in `job_leases` is fresh when it dies.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (holding, expires) = holder(&db, "retention").await.expect("a holder");
+    assert_eq!(holding, first, "retention changed hands with no one dying");
+    let victim: usize = first.trim_start_matches("gw").parse().expect("gwN");
+    let killed_at = db.now_micros();
+    let t0 = Instant::now();
+    gws[victim].take().expect("the victim").kill();
+    assert!(
+        expires > killed_at + 5_000_000,
+        "the victim's lease should still run for a long time: {expires} vs {killed_at}"
+    );
+
+    let deadline = t0 + INTERVAL + SLACK + Duration::from_secs(30);
+    let (started, by) = loop {
+        if let Some(found) = run_by_other(&db, "retention", &first, killed_at).await {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention was never taken over after {first} died"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = Duration::from_micros(u64::try_from(started - killed_at).unwrap_or(0));
+    assert!(
+        took < INTERVAL + SLACK,
+        "{by} took retention over {took:?} after {first} was killed (interval {INTERVAL:?}, \
+         the dead holder's lease {LEASE_MS} ms)"
+    );
+    // The dead holder's lease row had not expired yet when it was taken.
+    assert!(
+        started < expires,
+        "taken over only after the lease expired: {started} >= {expires}"
+    );
+    // The new holder shows in `job_leases`, and runs go on one at a time.
+    until("the new holder in job_leases", || {
+        let db = db.clone();
+        let first = first.clone();
+        async move {
+            holder(&db, "retention")
+                .await
+                .is_some_and(|(h, _)| h != first)
+        }
+    })
+    .await;
+    for (job, r) in &runs(&db).await {
+        for w in r.windows(2) {
+            assert!(w[1].0 >= w[0].1, "{job}: overlapping runs {w:?}");
+        }
+    }
+    drop(gws);
+    db.pool.close().await;
+}
