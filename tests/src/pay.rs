@@ -400,6 +400,24 @@ impl PayGateway {
             let _ = rx.wait_for(|c| *c).await;
         }));
 
+        if options.payments {
+            // The sweeper's first run comes at once; wait for it, so the
+            // hourly sweeper never meets charges a test leaves pending for
+            // its own sweep.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while db
+                .jobs()
+                .snapshot()
+                .get(gateway::jobs::PAYMENT_SWEEPER)
+                .is_none_or(|s| s.last_ended_at.is_none())
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the payment sweeper's first run did not end"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let keys = seed_latte_store(&db).await;
         let gw = PayGateway {
             addr,
