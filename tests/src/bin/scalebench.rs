@@ -338,5 +338,35 @@ async fn print_plan(app: &TestApp, b: Backend, n: u64) -> anyhow::Result<()> {
         let line: String = r.try_get(col).unwrap_or_default();
         println!("    {line}");
     }
+    if b == Backend::Postgres {
+        // What the gateway really runs: a prepared statement, whose plan
+        // PostgreSQL may make generic after five executions.
+        let mut conn = pool.acquire().await?;
+        let params = "('S001', 0, 'created', 'accepted', 501)";
+        let prepared = QUEUE_SQL.replace("SELECT *", "SELECT id");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE open_queue (text, bigint, text, text, bigint) AS {prepared}"
+        )))
+        .execute(&mut *conn)
+        .await?;
+        for _ in 0..6 {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("EXECUTE open_queue {params}")))
+                .execute(&mut *conn)
+                .await?;
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, BUFFERS) EXECUTE open_queue {params}"
+        )))
+        .fetch_all(&mut *conn)
+        .await?;
+        println!("postgres N={n}: the prepared open queue after six runs:");
+        for r in rows {
+            let line: String = r.try_get(0).unwrap_or_default();
+            println!("    {line}");
+        }
+        sqlx::raw_sql("DEALLOCATE open_queue")
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
