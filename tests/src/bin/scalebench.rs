@@ -45,6 +45,9 @@ const PAGE: &str = "/api/v1/stores/S001/orders";
 const QUEUE_SQL: &str = "SELECT * FROM orders WHERE store_id = $1 AND seq > $2 \
      AND status IN ($3, $4) AND status IN ('created', 'accepted', 'ready') ORDER BY seq LIMIT $5";
 
+/// How `orders::fill_details` orders the history rows it reads.
+const HISTORY_ORDER: &str = "ORDER BY id";
+
 struct Read {
     name: &'static str,
     p50: f64,
@@ -173,7 +176,7 @@ async fn run(b: Backend, n: u64, samples: usize) -> anyhow::Result<Option<Run>> 
         .fetch_one(&app.db.pool)
         .await?
         .get(0);
-    print_plan(&app, b, n).await?;
+    print_plan(&app, b, n, &open_ids).await?;
 
     let mut reads = Vec::new();
     let ids: Vec<String> = (0..samples as u64)
@@ -291,6 +294,13 @@ async fn seed(app: &TestApp, template: &str, n: u64) -> anyhow::Result<()> {
         .bind(head + n as i64 * span)
         .execute(pool)
         .await?;
+    // Statistics as autovacuum keeps them for a table that grew by itself:
+    // a bulk copy is measured only after it is analysed, as it would be.
+    if app.db.backend == gateway::db::Backend::Postgres {
+        sqlx::raw_sql("ANALYZE orders, order_lines, order_history, order_events")
+            .execute(pool)
+            .await?;
+    }
     Ok(())
 }
 
@@ -319,7 +329,7 @@ async fn db_bytes(app: &TestApp, b: Backend) -> anyhow::Result<i64> {
     })
 }
 
-async fn print_plan(app: &TestApp, b: Backend, n: u64) -> anyhow::Result<()> {
+async fn print_plan(app: &TestApp, b: Backend, n: u64, open: &[String]) -> anyhow::Result<()> {
     let pool = &app.db.pool;
     let (sql, col) = match b {
         Backend::Sqlite => (format!("EXPLAIN QUERY PLAN {QUEUE_SQL}"), 3),
@@ -365,6 +375,41 @@ async fn print_plan(app: &TestApp, b: Backend, n: u64) -> anyhow::Result<()> {
             println!("    {line}");
         }
         sqlx::raw_sql("DEALLOCATE open_queue")
+            .execute(&mut *conn)
+            .await?;
+        // The history of the open orders, as `orders::fill_details` reads it.
+        let types = vec!["text"; open.len()].join(", ");
+        let marks = (1..=open.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let values = open
+            .iter()
+            .map(|id| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE history ({types}) AS SELECT order_id, at, by_whom, from_status, to_status, reason \
+             FROM order_history WHERE order_id IN ({marks}) {HISTORY_ORDER}"
+        )))
+        .execute(&mut *conn)
+        .await?;
+        for _ in 0..6 {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("EXECUTE history ({values})")))
+                .execute(&mut *conn)
+                .await?;
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, BUFFERS) EXECUTE history ({values})"
+        )))
+        .fetch_all(&mut *conn)
+        .await?;
+        println!("postgres N={n}: the prepared history of the open orders after six runs:");
+        for r in rows {
+            let line: String = r.try_get(0).unwrap_or_default();
+            println!("    {line}");
+        }
+        sqlx::raw_sql("DEALLOCATE history")
             .execute(&mut *conn)
             .await?;
     }
