@@ -66,8 +66,20 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
+/// A handle on the database, cloned by every request: one `Arc`, so a clone
+/// is one reference count (not a copy of the SQLite URL and five more).
 #[derive(Clone)]
-pub struct Db {
+pub struct Db(Arc<DbParts>);
+
+impl std::ops::Deref for Db {
+    type Target = DbParts;
+    fn deref(&self) -> &DbParts {
+        &self.0
+    }
+}
+
+/// The parts of [`Db`].
+pub struct DbParts {
     pub pool: AnyPool,
     pub backend: Backend,
     /// SQLite only: the file and its in-process write gate.
@@ -129,14 +141,14 @@ impl Db {
             url: url.clone(),
             gate: Arc::new(Mutex::new(())),
         });
-        Ok(Db {
+        Ok(Db(Arc::new(DbParts {
             pool,
             backend,
             sqlite,
             health: crate::supervise::Health::default(),
             jobs: crate::job_registry::Registry::default(),
             clock,
-        })
+        })))
     }
 
     /// The clock this gateway reads the time from.
