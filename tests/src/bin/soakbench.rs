@@ -439,9 +439,15 @@ fn start_gateway(
 
 /// The gateway's resident set in KiB, from `/proc/<pid>/status`.
 fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// One KiB field of `/proc/<pid>/status` (`RssAnon:`: the heap and stacks,
+/// without the mapped files and SQLite's shared memory).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
@@ -612,8 +618,8 @@ async fn soak(
         Kind::Refund,
         Kind::Queue,
     ];
-    let mut head = "| min | RSS MiB | requests | errors |".to_owned();
-    let mut rule = "|---|---|---|---|".to_owned();
+    let mut head = "| min | RSS MiB | RssAnon MiB | requests | errors |".to_owned();
+    let mut rule = "|---|---|---|---|---|".to_owned();
     for k in shown {
         head.push_str(&format!(" {} p99 ms |", k.name()));
         rule.push_str("---|");
@@ -637,10 +643,12 @@ async fn soak(
         samples.push((t, kib));
         if t.is_multiple_of(60) {
             let (req, err) = (sh.requests(), sh.errors());
+            let anon = status_kib(pid, "RssAnon:").map_or("?".to_owned(), mib);
             let mut row = format!(
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 t / 60,
                 mib(kib),
+                anon,
                 req - last_req,
                 err - last_err
             );

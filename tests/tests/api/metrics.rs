@@ -59,6 +59,14 @@ async fn requests_and_orders_are_counted_as_they_happen(b: Backend) {
         .unwrap();
     assert_eq!(r.status(), 404);
     let _ = app.http.get(app.url("/nowhere")).send().await.unwrap();
+    // A made-up method is counted, but never becomes a label of its own.
+    let brew = reqwest::Method::from_bytes(b"BREWCOFFEE").unwrap();
+    let _ = app
+        .http
+        .request(brew, app.url("/api/v1/orders"))
+        .send()
+        .await
+        .unwrap();
 
     let after = app.metrics().await;
     // The recorder is the process's: other tests in this binary count too.
@@ -74,6 +82,14 @@ async fn requests_and_orders_are_counted_as_they_happen(b: Backend) {
         "{after}"
     );
     assert!(!after.contains("no-such-order"), "ids never become labels");
+    assert!(
+        !after.contains("BREWCOFFEE"),
+        "made-up methods never become labels"
+    );
+    assert!(
+        sample(&after, "gateway_http_requests_total", &["method=\"other\""]).is_some(),
+        "{after}"
+    );
     assert!(
         sample(
             &after,
