@@ -444,7 +444,7 @@ pub async fn new_order(
     };
     let with = {
         let (o, store) = (std::sync::Arc::clone(&o), store.clone());
-        move |order: &Order| {
+        move |order: &Order, now: i64| {
             let s = |v: &str| Val::S(v.to_owned());
             vec![
                 // The push, once: a repeat of its ref is a duplicate.
@@ -470,10 +470,7 @@ pub async fn new_order(
                         s(&o.platform),
                         s(&o.platform_order_id),
                         s(&o.platform_store_id),
-                        match o.day_seq {
-                            Some(d) => Val::I(d),
-                            None => Val::OS(None),
-                        },
+                        Val::OI(o.day_seq),
                         s(&o.recipient_name),
                         s(&o.recipient_phone),
                         s(&o.recipient_address),

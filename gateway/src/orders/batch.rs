@@ -653,7 +653,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
                 let id = s.answer.map(|_| planned.order.id.clone());
                 seen.insert(key(s), id);
             }
-            extras.extend((sold.with)(&planned.order));
+            extras.extend((sold.with)(&planned.order, now));
         }
         outcomes.push(Decided::Plan(outcome));
     }
@@ -880,6 +880,7 @@ impl Script {
                 Val::I(i) => q.bind(i),
                 Val::S(s) => q.bind(s),
                 Val::OS(s) => q.bind(s),
+                Val::OI(i) => q.bind(i),
             };
         }
         q

@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 /// The order's note and attention flags, given the index of its first line
 /// short of stock (the plan's `Finish`, owned).
 pub(crate) type FinishFn = dyn Fn(Option<usize>) -> (Option<String>, Vec<String>) + Send + Sync;
-/// The channel's rows of a planned order.
-pub(crate) type WithFn = dyn Fn(&Order) -> Vec<Extra> + Send + Sync;
+/// The channel's rows of a planned order, written at `now` (µs).
+pub(crate) type WithFn = dyn Fn(&Order, i64) -> Vec<Extra> + Send + Sync;
 
 /// A platform's order, mapped, for the writer.
 pub(crate) struct SoldOrder {
@@ -114,7 +114,7 @@ pub(crate) async fn create_direct(db: &Db, sold: SoldOrder) -> Result<SoldAnswer
             )));
         }
     };
-    for e in (sold.with)(&order) {
+    for e in (sold.with)(&order, now) {
         let sql = format!(
             "{} VALUES ({}){}",
             e.table.insert_head(),
@@ -132,6 +132,7 @@ pub(crate) async fn create_direct(db: &Db, sold: SoldOrder) -> Result<SoldAnswer
                 Val::I(i) => q.bind(*i),
                 Val::S(s) => q.bind(s.clone()),
                 Val::OS(s) => q.bind(s.clone()),
+                Val::OI(i) => q.bind(*i),
             };
         }
         match q.execute(&mut **tx).await {
