@@ -525,6 +525,7 @@ pub async fn new_order(
                 cols: &["platform", "platform_order_id"],
                 answer: Some("order_id"),
                 vals: vec![o.platform.clone(), o.platform_order_id.clone()],
+                direct: true,
             },
             // The same push.
             Seen {
@@ -536,6 +537,8 @@ pub async fn new_order(
                     "new_order".to_owned(),
                     o.dedupe_ref.clone(),
                 ],
+                // One at a time, its insert says so (`or_duplicate`).
+                direct: false,
             },
         ],
         with: Box::new(with),

@@ -41,6 +41,10 @@ pub(crate) struct Seen {
     pub cols: &'static [&'static str],
     pub answer: Option<&'static str>,
     pub vals: Vec<String>,
+    /// Also read by [`create_direct`] before the plan; `false` when the
+    /// direct path learns it from inserting the row instead
+    /// ([`Extra::or_duplicate`]), one round trip fewer.
+    pub direct: bool,
 }
 
 /// One row a channel writes with its order.
@@ -89,7 +93,7 @@ impl Seen {
 pub(crate) async fn create_direct(db: &Db, sold: SoldOrder) -> Result<SoldAnswer> {
     let now = db.now_micros();
     let mut tx = db.write().await?;
-    for s in &sold.seen {
+    for s in sold.seen.iter().filter(|s| s.direct) {
         if let Some(found) = s.find(&mut tx).await? {
             return Ok(SoldAnswer::Duplicate(found));
         }
