@@ -295,3 +295,70 @@ async fn one_batch_of_rest_orders_and_pushes_answers_each_on_its_own() {
         (200, Some("duplicate"), Some(first.as_str()))
     );
 }
+
+// A batch that fails (here a panic inside it) writes its orders again one by
+// one: every push lands once, and a repeat of one still names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_in_a_failed_batch_are_written_again_each_once() {
+    use std::sync::atomic::Ordering;
+    let Some(app) = Chan::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let batcher = app.orders.batcher().expect("SQLite has a batcher").clone();
+    batcher
+        .faults()
+        .panic_in_batch
+        .store(true, Ordering::SeqCst);
+    let now = now_s();
+    let bodies: Vec<(String, String)> = (0..6)
+        .map(|n| {
+            (
+                format!("msg_{n}"),
+                order_body(
+                    &format!("evt_{n}"),
+                    &format!("AG-{n}"),
+                    &[("COLA", 1, "3.50")],
+                ),
+            )
+        })
+        .collect();
+    let answers = futures::future::join_all(bodies.iter().map(|(msg, body)| {
+        send(
+            &app,
+            WEBHOOK_PLATFORM,
+            msg,
+            now,
+            body.as_bytes(),
+            WEBHOOK_SECRET,
+        )
+    }))
+    .await;
+    assert!(
+        !batcher.faults().panic_in_batch.load(Ordering::SeqCst),
+        "it fired"
+    );
+    let mut ids = Vec::new();
+    for (s, v) in &answers {
+        assert_eq!((*s, v["outcome"].as_str()), (200, Some("created")), "{v}");
+        ids.push(v["order_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(app.queue("S001").await.len(), 6);
+    assert_eq!(app.catalog_item("S001", "COLA").await["reserved"], "6");
+    for (n, id) in ids.iter().enumerate() {
+        let tp = app.third_party(id).await;
+        assert_eq!(tp["platform_order_id"], format!("AG-{n}"), "{tp}");
+    }
+    let (s, v) = send(
+        &app,
+        WEBHOOK_PLATFORM,
+        "msg_again",
+        now,
+        bodies[2].1.as_bytes(),
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str(), v["order_id"].as_str()),
+        (200, Some("duplicate"), Some(ids[2].as_str()))
+    );
+}
