@@ -6,6 +6,7 @@
 mod batch;
 pub mod held;
 pub(crate) mod plan;
+pub(crate) mod sold;
 
 pub use batch::Batcher;
 
@@ -273,6 +274,20 @@ pub async fn create(
         crate::meter::order_created(channel.as_str());
     }
     Ok(created)
+}
+
+/// Writes a platform's order, its items mapped by channel ingest: on SQLite
+/// in the group commit with the other new orders, else in a transaction of
+/// its own. The caller notifies the store's feed readers.
+pub(crate) async fn create_sold(
+    db: &Db,
+    writer: &Writer,
+    sold: sold::SoldOrder,
+) -> Result<sold::SoldAnswer> {
+    match writer.batcher() {
+        Some(batcher) => batcher.create_sold(sold).await,
+        None => sold::create_direct(db, sold).await,
+    }
 }
 
 /// Checks what needs no database, and normalises the note (blank → none).

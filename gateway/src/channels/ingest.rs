@@ -1,10 +1,11 @@
 //! What a decoded push does, the same for every platform.
 //!
-//! A new order is written in one transaction of its own: de-duplicated by the
-//! inbox and by the platform's order id, its items mapped to our SKUs, then
-//! handed to the one order plan (`orders::plan`: store row first, stock
-//! reserved, numbered for the day, `order.created` appended to the store's
-//! feed), its delivery details kept with it. The platform has already sold it and taken the money, so it is never
+//! A new order has its items mapped to our SKUs here, then goes to the order
+//! writer (`orders::sold`; on SQLite the group commit, many orders in one
+//! transaction): de-duplicated by the platform's order id and by the inbox,
+//! planned by the one order plan (`orders::plan`: stock reserved, numbered
+//! for the day, `order.created` appended to the store's feed), its delivery
+//! details written with it. The platform has already sold it and taken the money, so it is never
 //! refused for stock or for an item we cannot map: it enters the queue
 //! flagged (`attention`) for the store to resolve. Events about an order not
 //! seen yet are held, and applied right after the order is written; both
@@ -12,7 +13,7 @@
 //! always sees both.
 
 use proto::order::{
-    Channel, Money, OrderAction, OrderLine, PaymentStatus, Quantity, Sku, StoreId, Unit,
+    Channel, Money, Order, OrderAction, OrderLine, PaymentStatus, Quantity, Sku, StoreId, Unit,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -24,7 +25,8 @@ use crate::clock;
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 use crate::events::{self, Hub};
-use crate::orders::plan::{self, SoldLine};
+use crate::orders::plan::{SoldLine, Table, Val};
+use crate::orders::sold::{Extra, Seen, SoldAnswer, SoldOrder};
 use crate::orders::{self, NewOrder};
 
 /// The largest quantity of one platform item line.
@@ -52,9 +54,14 @@ pub enum Outcome {
     },
 }
 
-pub async fn apply(db: &Db, hub: &Hub, inbound: Inbound) -> Result<Outcome> {
+pub async fn apply(
+    db: &Db,
+    hub: &Hub,
+    writer: &orders::Writer,
+    inbound: Inbound,
+) -> Result<Outcome> {
     match inbound {
-        Inbound::NewOrder(o) => new_order(db, hub, o).await,
+        Inbound::NewOrder(o) => new_order(db, hub, writer, o).await,
         Inbound::Event(e) => event(db, hub, e).await,
     }
 }
@@ -322,66 +329,178 @@ async fn record_inbox(conn: &mut AnyConnection, row: InboxRow<'_>, now: i64) -> 
         == 1)
 }
 
-pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> {
+/// The channel's tables a new platform order writes with it.
+const CHANNEL_INBOX: Table = Table {
+    name: "channel_inbox",
+    cols: &[
+        "platform",
+        "kind",
+        "push_ref",
+        "platform_order_id",
+        "store_id",
+        "order_id",
+        "outcome",
+        "received_at",
+    ],
+};
+const THIRD_PARTY_ORDERS: Table = Table {
+    name: "third_party_orders",
+    cols: &[
+        "order_id",
+        "platform",
+        "platform_order_id",
+        "platform_store_id",
+        "day_seq",
+        "recipient_name",
+        "recipient_phone",
+        "recipient_address",
+        "shipping_fee_fen",
+        "paid_fen",
+        "original_fen",
+        "store_receives_fen",
+        "discounts",
+        "attention",
+        "unmapped",
+        "created_at",
+    ],
+};
+const CHANNEL_STORES: Table = Table {
+    name: "channel_stores",
+    cols: &["platform", "platform_store_id", "store_id", "created_at"],
+};
+
+/// A new platform order: its items mapped here (configuration tables read
+/// without the write lock), then handed to the order writer — on SQLite the
+/// group commit, with the orders arriving together — which de-duplicates it
+/// (by platform order id, then by the push's inbox ref), plans it (stock
+/// reserved even when short, flagged) and writes its inbox, delivery and
+/// platform-store rows with it.
+pub async fn new_order(
+    db: &Db,
+    hub: &Hub,
+    writer: &orders::Writer,
+    o: PlatformOrder,
+) -> Result<Outcome> {
     if o.items.is_empty() || o.items.len() > orders::MAX_LINES {
         return Err(Error::new(
             Code::InvalidLines,
             format!("a platform order needs 1-{} items", orders::MAX_LINES),
         ));
     }
-    let store = {
+    let now = db.now_micros();
+    let (store, flags_of, unmapped, lines) = {
         let mut conn = db.pool.acquire().await?;
         // Cheap answer to the common duplicate, without the write lock.
         if let Some((id, _)) = order_of(&mut conn, &o.platform, &o.platform_order_id).await? {
             return Ok(Outcome::Duplicate { order_id: Some(id) });
         }
-        resolve_store(&mut conn, &o.platform, &o.platform_store_id).await?
+        let store = resolve_store(&mut conn, &o.platform, &o.platform_store_id).await?;
+        // Map every item; each line's own flags, in the order they arose.
+        let mut flags_of: Vec<Vec<&'static str>> = Vec::with_capacity(o.items.len());
+        let mut unmapped = Vec::new();
+        let mut lines = Vec::with_capacity(o.items.len());
+        for item in &o.items {
+            let mut flags = Vec::new();
+            let m = map_item(
+                &mut conn,
+                &o.platform,
+                &store,
+                item,
+                now,
+                &mut flags,
+                &mut unmapped,
+            )
+            .await?;
+            flags_of.push(flags);
+            lines.push(SoldLine {
+                line: m.line,
+                reserve: m.reserve,
+            });
+        }
+        (store, flags_of, unmapped, lines)
     };
-    let now = db.now_micros();
-    let actor = Actor::Platform(o.platform.clone()).to_string();
-    let mut tx = db.write().await?;
-    if let Some((id, _)) = order_of(&mut tx, &o.platform, &o.platform_order_id).await? {
-        return Ok(Outcome::Duplicate { order_id: Some(id) });
-    }
-
-    // Map every item; each line's own flags, in the order they arose.
-    let mut flags_of: Vec<Vec<&'static str>> = Vec::with_capacity(o.items.len());
-    let mut unmapped = Vec::new();
-    let mut lines = Vec::with_capacity(o.items.len());
-    for item in &o.items {
-        let mut flags = Vec::new();
-        let m = map_item(
-            &mut tx,
-            &o.platform,
-            &store,
-            item,
-            now,
-            &mut flags,
-            &mut unmapped,
-        )
-        .await?;
-        flags_of.push(flags);
-        lines.push(SoldLine {
-            line: m.line,
-            reserve: m.reserve,
-        });
-    }
+    let unmapped_json = serde_json::to_string(&unmapped).map_err(Error::internal)?;
+    let discounts = serde_json::to_string(&o.discounts).map_err(Error::internal)?;
+    let o = std::sync::Arc::new(o);
     // The plan says which line first found too little stock: it is
     // reserved anyway and the order flagged.
-    let finish = |first_short: Option<usize>| {
-        let mut flags: Vec<&'static str> = Vec::new();
-        for (i, own) in flags_of.iter().enumerate() {
-            let short = (first_short == Some(i)).then_some(SHORT_STOCK);
-            for f in own.iter().copied().chain(short) {
-                if !flags.contains(&f) {
-                    flags.push(f);
+    let finish = {
+        let o = std::sync::Arc::clone(&o);
+        move |first_short: Option<usize>| {
+            let mut flags: Vec<&'static str> = Vec::new();
+            for (i, own) in flags_of.iter().enumerate() {
+                let short = (first_short == Some(i)).then_some(SHORT_STOCK);
+                for f in own.iter().copied().chain(short) {
+                    if !flags.contains(&f) {
+                        flags.push(f);
+                    }
                 }
             }
+            (
+                note_of(&o, &flags, &unmapped),
+                flags.iter().map(|f| (*f).to_owned()).collect(),
+            )
         }
-        (
-            note_of(&o, &flags, &unmapped),
-            flags.iter().map(|f| (*f).to_owned()).collect(),
-        )
+    };
+    let with = {
+        let (o, store) = (std::sync::Arc::clone(&o), store.clone());
+        move |order: &Order, now: i64| {
+            let s = |v: &str| Val::S(v.to_owned());
+            vec![
+                // The push, once: a repeat of its ref is a duplicate.
+                Extra {
+                    table: &CHANNEL_INBOX,
+                    vals: vec![
+                        s(&o.platform),
+                        s("new_order"),
+                        s(&o.dedupe_ref),
+                        s(&o.platform_order_id),
+                        s(store.as_str()),
+                        s(&order.id),
+                        s("created"),
+                        Val::I(now),
+                    ],
+                    unless: Some("platform, kind, push_ref"),
+                    or_duplicate: true,
+                },
+                Extra {
+                    table: &THIRD_PARTY_ORDERS,
+                    vals: vec![
+                        s(&order.id),
+                        s(&o.platform),
+                        s(&o.platform_order_id),
+                        s(&o.platform_store_id),
+                        Val::OI(o.day_seq),
+                        s(&o.recipient_name),
+                        s(&o.recipient_phone),
+                        s(&o.recipient_address),
+                        Val::I(o.shipping_fee_fen),
+                        Val::I(o.paid_fen),
+                        Val::I(o.original_fen),
+                        Val::I(o.store_receives_fen),
+                        s(&discounts),
+                        s(&order.attention.join(",")),
+                        s(&unmapped_json),
+                        Val::I(now),
+                    ],
+                    unless: None,
+                    or_duplicate: false,
+                },
+                // The platform's store is this store from now on (stock goes
+                // there too).
+                Extra {
+                    table: &CHANNEL_STORES,
+                    vals: vec![
+                        s(&o.platform),
+                        s(&o.platform_store_id),
+                        s(store.as_str()),
+                        Val::I(now),
+                    ],
+                    unless: Some("platform, platform_store_id"),
+                    or_duplicate: false,
+                },
+            ]
+        }
     };
     let new = NewOrder {
         store: store.clone(),
@@ -392,87 +511,44 @@ pub async fn new_order(db: &Db, hub: &Hub, o: PlatformOrder) -> Result<Outcome> 
         note: None,
         payment_status: PaymentStatus::Paid,
         prepaid: None,
-        actor,
+        actor: Actor::Platform(o.platform.clone()).to_string(),
         happened: None,
     };
-    let input = plan::Input {
-        new: &new,
-        idem: None,
-        sold: Some(plan::Sold {
-            lines: &lines,
-            finish: &finish,
-        }),
+    let sold = SoldOrder {
+        new,
+        lines,
+        finish: Box::new(finish),
+        seen: vec![
+            // The same platform order, whichever push brought it.
+            Seen {
+                table: THIRD_PARTY_ORDERS.name,
+                cols: &["platform", "platform_order_id"],
+                answer: Some("order_id"),
+                vals: vec![o.platform.clone(), o.platform_order_id.clone()],
+                direct: true,
+            },
+            // The same push.
+            Seen {
+                table: CHANNEL_INBOX.name,
+                cols: &["platform", "kind", "push_ref"],
+                answer: None,
+                vals: vec![
+                    o.platform.clone(),
+                    "new_order".to_owned(),
+                    o.dedupe_ref.clone(),
+                ],
+                // One at a time, its insert says so (`or_duplicate`).
+                direct: false,
+            },
+        ],
+        with: Box::new(with),
     };
-    let order = match plan::write_one(&mut tx, &input, now).await? {
-        plan::Outcome::Written(planned) => planned.order,
-        plan::Outcome::Existing(id) => return Ok(Outcome::Duplicate { order_id: Some(id) }),
-        plan::Outcome::Refused(e) => return Err(e),
-        plan::Outcome::Replay { .. }
-        | plan::Outcome::SameKeyAs(_)
-        | plan::Outcome::SameRefAs(_) => {
-            return Err(Error::internal(anyhow::anyhow!(
-                "a platform order planned as a replay"
-            )));
-        }
+    let order = match orders::create_sold(db, writer, sold).await? {
+        SoldAnswer::Created(order) => order,
+        SoldAnswer::Duplicate(order_id) => return Ok(Outcome::Duplicate { order_id }),
     };
     let id = order.id.clone();
     let flags = order.attention.join(",");
-    let row = InboxRow {
-        platform: &o.platform,
-        kind: "new_order",
-        push_ref: &o.dedupe_ref,
-        platform_order_id: &o.platform_order_id,
-        store: Some(&store),
-        order_id: Some(&id),
-        outcome: "created",
-    };
-    if !record_inbox(&mut tx, row, now).await? {
-        return Ok(Outcome::Duplicate { order_id: None });
-    }
-    sqlx::query(
-        "INSERT INTO third_party_orders (order_id, platform, platform_order_id, platform_store_id, day_seq,
-             recipient_name, recipient_phone, recipient_address, shipping_fee_fen, paid_fen, original_fen,
-             store_receives_fen, discounts, attention, unmapped, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(id.clone())
-    .bind(o.platform.clone())
-    .bind(o.platform_order_id.clone())
-    .bind(o.platform_store_id.clone())
-    .bind(o.day_seq)
-    .bind(o.recipient_name.clone())
-    .bind(o.recipient_phone.clone())
-    .bind(o.recipient_address.clone())
-    .bind(o.shipping_fee_fen)
-    .bind(o.paid_fen)
-    .bind(o.original_fen)
-    .bind(o.store_receives_fen)
-    .bind(serde_json::to_string(&o.discounts).map_err(Error::internal)?)
-    .bind(flags.clone())
-    .bind(serde_json::to_string(&unmapped).map_err(Error::internal)?)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    // The platform's store is this store from now on (stock goes there too).
-    sqlx::query(
-        "INSERT INTO channel_stores (platform, platform_store_id, store_id, created_at)
-         VALUES ($1, $2, $3, $4) ON CONFLICT (platform, platform_store_id) DO NOTHING",
-    )
-    .bind(o.platform.clone())
-    .bind(o.platform_store_id.clone())
-    .bind(store.as_str().to_owned())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-
-    match tx.commit().await {
-        Ok(()) => {}
-        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-            // Another instance wrote the same platform order meanwhile.
-            return Ok(Outcome::Duplicate { order_id: None });
-        }
-        Err(e) => return Err(e.into()),
-    }
     hub.notify(&store);
     crate::meter::order_created(proto::order::Channel::ThirdParty.as_str());
     tracing::info!(order = %id, platform = %o.platform, platform_order = %o.platform_order_id, store = %store, attention = %flags, "third-party order in");

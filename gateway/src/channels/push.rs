@@ -11,6 +11,7 @@ use super::ingest::{self, Outcome};
 use crate::db::Db;
 use crate::error::{Code, Error, Result};
 use crate::events::Hub;
+use crate::orders::Writer;
 use crate::platforms::meituan::{self, MAX_PUSH_BYTES, Meituan};
 use crate::platforms::webhook::{MAX_BODY_BYTES, Webhook};
 use crate::platforms::{Answer, Platform, RawPush};
@@ -33,6 +34,7 @@ pub async fn meituan(
     channels: Option<&Channels>,
     db: &Db,
     hub: &Hub,
+    writer: &Writer,
     gateway_url: Option<&str>,
     forwarded: Option<&str>,
     req: Received<'_>,
@@ -76,7 +78,7 @@ pub async fn meituan(
             return meituan::answer_refused(&r);
         }
     };
-    match ingest::apply(db, hub, inbound).await {
+    match ingest::apply(db, hub, writer, inbound).await {
         Ok(outcome) => {
             tracing::debug!(event, ?outcome, "meituan push");
             meituan::answer_ok()
@@ -109,6 +111,7 @@ pub async fn webhook(
     channels: Option<&Channels>,
     db: &Db,
     hub: &Hub,
+    writer: &Writer,
     req: Received<'_>,
 ) -> Result<Value> {
     let platform = req.segment;
@@ -140,7 +143,7 @@ pub async fn webhook(
         );
         Error::new(r.code, r.message)
     })?;
-    let body = match ingest::apply(db, hub, inbound).await? {
+    let body = match ingest::apply(db, hub, writer, inbound).await? {
         Outcome::Created { order_id } => {
             json!({"status": "accepted", "outcome": "created", "order_id": order_id})
         }

@@ -80,6 +80,7 @@ async fn meituan_push(
             st.channels.as_deref(),
             &st.db,
             &st.hub,
+            &st.orders,
             st.inner.public_url.as_deref(),
             forwarded.as_deref(),
             received,
@@ -102,7 +103,15 @@ async fn webhook_push(
         headers: &parts.headers,
         body: body.as_deref(),
     };
-    match push::webhook(st.channels.as_deref(), &st.db, &st.hub, received).await {
+    match push::webhook(
+        st.channels.as_deref(),
+        &st.db,
+        &st.hub,
+        &st.orders,
+        received,
+    )
+    .await
+    {
         Ok(body) => (StatusCode::OK, Json(body)).into_response(),
         Err(e) => e.into_response(),
     }

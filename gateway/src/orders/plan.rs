@@ -29,6 +29,9 @@ pub(crate) enum Val {
     I(i64),
     S(String),
     OS(Option<String>),
+    /// A nullable integer (a NULL bound as text would not fit a BIGINT
+    /// column on PostgreSQL).
+    OI(Option<i64>),
 }
 
 /// A table a new order writes, with its columns in the order of a row's values.
@@ -850,6 +853,7 @@ pub(crate) async fn write_one(
                 Val::I(i) => q.bind(*i),
                 Val::S(s) => q.bind(s.clone()),
                 Val::OS(s) => q.bind(s.clone()),
+                Val::OI(i) => q.bind(*i),
             };
         }
         match q.execute(&mut *conn).await {

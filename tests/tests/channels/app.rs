@@ -72,6 +72,9 @@ pub struct Chan {
     closing: watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<()>>,
     pub store: Arc<TestDb>,
+    /// The gateway's order writer (on SQLite, its batcher's test faults).
+    #[allow(dead_code)]
+    pub orders: gateway::orders::Writer,
 }
 
 impl Chan {
@@ -166,6 +169,7 @@ impl Chan {
         state.orders = gateway::orders::Writer::start(&db)
             .await
             .expect("order writer");
+        let orders = state.orders.clone();
         Arc::make_mut(&mut state.inner).feed_poll = Duration::from_millis(200);
         let mut cfg = config(&sim.url());
         tweak(&mut cfg);
@@ -201,6 +205,7 @@ impl Chan {
             closing,
             server: Some(server),
             store,
+            orders,
         }
     }
 

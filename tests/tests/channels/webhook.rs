@@ -152,3 +152,213 @@ async fn webhook_accepts_signed_orders_once_and_refuses_the_rest(b: Backend) {
     assert_eq!(counts["pending"], 0);
     assert_eq!(counts["delivered"], 0);
 }
+
+/// A webhook order `id` under event `event`, of `items` (sku, quantity, price).
+fn order_body(event: &str, id: &str, items: &[(&str, i64, &str)]) -> String {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(sku, quantity, price)| json!({"sku": sku, "name": sku, "quantity": quantity, "price": price}))
+        .collect();
+    json!({
+        "event_id": event, "type": "order.created",
+        "order": {"id": id, "store_id": "S001", "total": "1.00", "items": items}
+    })
+    .to_string()
+}
+
+// On SQLite pushes share the group commit with REST orders: a batch that
+// mixes them keeps every answer of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_of_rest_orders_and_pushes_answers_each_on_its_own() {
+    use std::sync::atomic::Ordering;
+    let Some(app) = Chan::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    let batcher = app.orders.batcher().expect("SQLite has a batcher").clone();
+    let faults = batcher.faults();
+    // The writer dies holding a first order and stays down, so what comes
+    // next waits in its queue and is written as one batch.
+    faults.hold_restart.store(true, Ordering::SeqCst);
+    faults.panic_in_writer.store(true, Ordering::SeqCst);
+    let rest = json!({"store_id": "S001", "lines": [{"sku": "COLA", "quantity": "1"}]});
+    let (s, v) = app.post("/api/v1/orders", &app.admin, rest.clone()).await;
+    assert_eq!((s, v["code"].as_str()), (503, Some("order_writer_failed")));
+
+    let now = now_s();
+    let a = order_body("evt_a", "AG-1", &[("COLA", 2, "3.50")]);
+    let pushes = [
+        // 0: the first of AG-1.
+        Some(a.clone()),
+        None,
+        // 2: AG-1 again, under another event: the same order.
+        Some(order_body("evt_b", "AG-1", &[("COLA", 2, "3.50")])),
+        // 3: another order under the first one's event: the same push.
+        Some(order_body("evt_a", "AG-3", &[("COLA", 1, "3.50")])),
+        // 4: a total above what the gateway keeps: refused on its own.
+        Some(order_body(
+            "evt_d",
+            "AG-4",
+            &[("GOLD1", 1, "60000000.00"), ("GOLD2", 1, "60000000.00")],
+        )),
+        None,
+        // 6: more than the store has: taken anyway, flagged.
+        Some(order_body("evt_e", "AG-5", &[("COLA", 150, "3.50")])),
+        // 7: a REST order after it finds no stock left.
+        None,
+    ];
+    let mut waiting = Vec::new();
+    for (n, push) in pushes.into_iter().enumerate() {
+        let app = std::sync::Arc::clone(&app);
+        let rest = rest.clone();
+        waiting.push(tokio::spawn(async move {
+            match push {
+                Some(body) => {
+                    let msg = format!("msg_{n}");
+                    send(
+                        &app,
+                        WEBHOOK_PLATFORM,
+                        &msg,
+                        now,
+                        body.as_bytes(),
+                        WEBHOOK_SECRET,
+                    )
+                    .await
+                }
+                None => app.post("/api/v1/orders", &app.admin, rest).await,
+            }
+        }));
+        // Queued in this order.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while batcher.queued() < n + 1 {
+            assert!(std::time::Instant::now() < deadline, "job {n} never queued");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    assert!(waiting.iter().all(|w| !w.is_finished()), "all wait");
+    faults.hold_restart.store(false, Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for w in waiting {
+        answers.push(w.await.unwrap());
+    }
+
+    let (s, v) = &answers[0];
+    assert_eq!((*s, v["outcome"].as_str()), (200, Some("created")), "{v}");
+    let first = v["order_id"].as_str().unwrap().to_owned();
+    for n in [1, 5] {
+        assert_eq!(answers[n].0, 201, "REST order {n}: {}", answers[n].1);
+    }
+    let (s, v) = &answers[2];
+    assert_eq!(
+        (*s, v["status"].as_str(), v["order_id"].as_str()),
+        (200, Some("duplicate"), Some(first.as_str())),
+        "the same order under another event names the first: {v}"
+    );
+    let (s, v) = &answers[3];
+    assert_eq!((*s, v["status"].as_str()), (200, Some("duplicate")), "{v}");
+    let (s, v) = &answers[4];
+    assert_eq!((*s, v["code"].as_str()), (422, Some("invalid_item")), "{v}");
+    let (s, v) = &answers[6];
+    assert_eq!((*s, v["outcome"].as_str()), (200, Some("created")), "{v}");
+    let short = v["order_id"].as_str().unwrap().to_owned();
+    let (s, v) = &answers[7];
+    assert_eq!((*s, v["code"].as_str()), (409, Some("out_of_stock")), "{v}");
+
+    // What was written: the two REST orders and the two platform orders.
+    let q = app.queue("S001").await;
+    assert_eq!(q.len(), 4, "{q:?}");
+    let ids: Vec<&str> = q
+        .iter()
+        .filter_map(|o| o["channel_order_id"].as_str())
+        .collect();
+    assert!(ids.contains(&"AG-1") && ids.contains(&"AG-5"), "{ids:?}");
+    assert_eq!(app.third_party(&first).await["platform_order_id"], "AG-1");
+    let tp = app.third_party(&short).await;
+    assert_eq!(tp["attention"], json!(["short_stock"]), "{tp}");
+    assert_eq!(
+        app.catalog_item("S001", "COLA").await["reserved"],
+        "154",
+        "2 REST, AG-1's 2 and AG-5's 150"
+    );
+    // Once written, the same order is still a duplicate naming it.
+    let (s, v) = send(
+        &app,
+        WEBHOOK_PLATFORM,
+        "msg_9",
+        now,
+        order_body("evt_z", "AG-1", &[("COLA", 2, "3.50")]).as_bytes(),
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str(), v["order_id"].as_str()),
+        (200, Some("duplicate"), Some(first.as_str()))
+    );
+}
+
+// A batch that fails (here a panic inside it) writes its orders again one by
+// one: every push lands once, and a repeat of one still names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_in_a_failed_batch_are_written_again_each_once() {
+    use std::sync::atomic::Ordering;
+    let Some(app) = Chan::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let batcher = app.orders.batcher().expect("SQLite has a batcher").clone();
+    batcher
+        .faults()
+        .panic_in_batch
+        .store(true, Ordering::SeqCst);
+    let now = now_s();
+    let bodies: Vec<(String, String)> = (0..6)
+        .map(|n| {
+            (
+                format!("msg_{n}"),
+                order_body(
+                    &format!("evt_{n}"),
+                    &format!("AG-{n}"),
+                    &[("COLA", 1, "3.50")],
+                ),
+            )
+        })
+        .collect();
+    let answers = futures::future::join_all(bodies.iter().map(|(msg, body)| {
+        send(
+            &app,
+            WEBHOOK_PLATFORM,
+            msg,
+            now,
+            body.as_bytes(),
+            WEBHOOK_SECRET,
+        )
+    }))
+    .await;
+    assert!(
+        !batcher.faults().panic_in_batch.load(Ordering::SeqCst),
+        "it fired"
+    );
+    let mut ids = Vec::new();
+    for (s, v) in &answers {
+        assert_eq!((*s, v["outcome"].as_str()), (200, Some("created")), "{v}");
+        ids.push(v["order_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(app.queue("S001").await.len(), 6);
+    assert_eq!(app.catalog_item("S001", "COLA").await["reserved"], "6");
+    for (n, id) in ids.iter().enumerate() {
+        let tp = app.third_party(id).await;
+        assert_eq!(tp["platform_order_id"], format!("AG-{n}"), "{tp}");
+    }
+    let (s, v) = send(
+        &app,
+        WEBHOOK_PLATFORM,
+        "msg_again",
+        now,
+        bodies[2].1.as_bytes(),
+        WEBHOOK_SECRET,
+    )
+    .await;
+    assert_eq!(
+        (s, v["status"].as_str(), v["order_id"].as_str()),
+        (200, Some("duplicate"), Some(ids[2].as_str()))
+    );
+}
