@@ -29,7 +29,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::app::AppState;
 use crate::error::{Code, Error};
@@ -63,7 +63,15 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(problem::panic_response))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(observe::request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(observe::request_span)
+                // A 5xx is logged by the gateway itself, with its cause
+                // (`Error::log`); a SOAP Fault is a 500 by the protocol even
+                // when the client is at fault (`out_of_stock`), so the
+                // layer's own line would be an ERROR per refused sale.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }
