@@ -122,12 +122,17 @@ try:
     seen_ms = (time.monotonic() - t0) * 1000
     say(f"board: platform order on screen {seen_ms:.0f} ms after the push was sent")
     check(seen_ms < 5000, f"on screen within 5 s (took {seen_ms:.0f} ms)")
-    el = driver.find_element(By.CSS_SELECTOR, card(first["order_id"]))
-    check("美团" in el.text, f"the platform's label on the card: {el.text!r}")
+    # The board may redraw the card at any moment (a later feed event):
+    # read it through until(), which looks again at a stale element.
+    until(lambda d: "美团" in d.find_element(By.CSS_SELECTOR, card(first["order_id"])).text,
+          "the platform's label on the card")
     label = f"美团 #{first['day_seq']}"
     until(lambda d: label in d.find_element(By.CSS_SELECTOR, card(first["order_id"])).text,
           f"the platform's own number {label!r} on the card")
-    no = el.find_element(By.CSS_SELECTOR, ".no").text
+    seen = {}
+    until(lambda d: seen.update(no=d.find_element(By.CSS_SELECTOR, f"{card(first['order_id'])} .no").text)
+          or seen["no"], "the card's display number")
+    no = seen["no"]
     until(EC.visibility_of_element_located((By.ID, "alert")), "the unconfirmed-order alert")
     check(no in driver.find_element(By.ID, "alert").text, "the alert names the order")
     until(lambda d: "age-warn" in d.find_element(By.CSS_SELECTOR, card(first["order_id"])).get_attribute("class")
@@ -184,7 +189,7 @@ try:
     until(EC.presence_of_element_located(in_column("completed", first["order_id"])), "completed")
     press("#recall")
     until(EC.presence_of_element_located(in_column("ready", first["order_id"])), "recalled next to the ready ones")
-    check("已召回" in driver.find_element(By.CSS_SELECTOR, card(first["order_id"])).text, "marked recalled")
+    until(lambda d: "已召回" in d.find_element(By.CSS_SELECTOR, card(first["order_id"])).text, "marked recalled")
 
     # 6. The gateway's unconfirmed-order alert (after 3 s here) flags the waiting order.
     until(lambda d: "超时未接单" in d.find_element(By.CSS_SELECTOR, card(down["order_id"])).text,
