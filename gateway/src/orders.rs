@@ -5,9 +5,11 @@
 
 mod batch;
 pub mod held;
+mod pgbatch;
 pub(crate) mod plan;
 
 pub use batch::Batcher;
+pub use pgbatch::PgBatcher;
 
 use proto::order::{
     self as po, Channel, Money, Order, OrderAction, OrderLine, OrderStatus, PaymentStatus,
@@ -204,6 +206,7 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
 #[derive(Clone, Default)]
 pub struct Writer {
     batcher: Option<Batcher>,
+    pg: Option<PgBatcher>,
 }
 
 impl Writer {
@@ -212,14 +215,23 @@ impl Writer {
         Writer::default()
     }
 
-    /// The writer for this database: the batcher on SQLite, direct on
-    /// PostgreSQL.
+    /// The writer for this database: a group commit on either engine
+    /// ([`Batcher`] on SQLite, [`PgBatcher`] on PostgreSQL).
     pub async fn start(db: &Db) -> anyhow::Result<Writer> {
-        let batcher = match db.sqlite_file() {
-            Some(file) => Some(Batcher::start(file, db.clone()).await?),
-            None => None,
-        };
-        Ok(Writer { batcher })
+        match db.sqlite_file() {
+            Some(file) => Ok(Writer {
+                batcher: Some(Batcher::start(file, db.clone()).await?),
+                pg: None,
+            }),
+            None => Ok(Writer::start_pg(db)),
+        }
+    }
+
+    fn start_pg(db: &Db) -> Writer {
+        Writer {
+            batcher: None,
+            pg: (db.backend == crate::db::Backend::Postgres).then(|| PgBatcher::start(db.clone())),
+        }
     }
 
     /// The same, the SQLite WAL checkpoint returned as a job for the
@@ -231,17 +243,23 @@ impl Writer {
                 Ok((
                     Writer {
                         batcher: Some(batcher),
+                        pg: None,
                     },
                     Some(job),
                 ))
             }
-            None => Ok((Writer { batcher: None }, None)),
+            None => Ok((Writer::start_pg(db), None)),
         }
     }
 
     /// The SQLite batcher, when this writer has one.
     pub fn batcher(&self) -> Option<&Batcher> {
         self.batcher.as_ref()
+    }
+
+    /// The PostgreSQL batcher, when this writer has one.
+    pub fn pg_batcher(&self) -> Option<&PgBatcher> {
+        self.pg.as_ref()
     }
 }
 
@@ -260,7 +278,11 @@ pub async fn create(
     let created = match writer.batcher() {
         // SQLite: many orders share one transaction (group commit).
         Some(batcher) => batcher.create(new, idem).await?,
-        None => create_direct(db, new, idem).await?,
+        // PostgreSQL: the same, across instances under the store row locks.
+        None => match &writer.pg {
+            Some(pg) => pg.create(new, idem).await?,
+            None => create_direct(db, new, idem).await?,
+        },
     };
     if matches!(
         created,
