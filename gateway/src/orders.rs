@@ -156,6 +156,7 @@ pub(crate) async fn find_prepaid(conn: &mut AnyConnection, p: &Prepaid) -> Resul
 }
 
 /// An `Idempotency-Key` as seen by the order store: scoped to the caller.
+#[derive(Debug, Clone)]
 pub struct IdemKey {
     pub owner: String,
     pub key: String,

@@ -496,7 +496,9 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         })
         .await?;
     }
-    // Stock: what the plan reserves per item, guarded by what it checked.
+    // Stock: what the plan reserves per item, guarded by what it checked
+    // (a sale that already happened takes its stock even when short: an
+    // item only such sales take is not guarded).
     let mut guarded: BTreeMap<(&StoreId, &Sku), i64> = BTreeMap::new();
     for (o, job) in outcomes.iter().zip(jobs) {
         if let Outcome::Written(p) = o {
@@ -523,7 +525,8 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
             q.push(
                 ") AS v (store_id, sku, q, guarded)
                  WHERE store_items.store_id = v.store_id AND store_items.sku = v.sku
-                   AND store_items.on_hand - store_items.reserved >= v.guarded RETURNING 1",
+                   AND (v.guarded = 0 OR store_items.on_hand - store_items.reserved >= v.guarded)
+                 RETURNING 1",
             );
         })
         .await?;
