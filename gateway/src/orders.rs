@@ -1,7 +1,8 @@
 //! Order use cases: create (reserving stock), act on an order (the state
 //! machine), read one, list a store's queue. Each write is one transaction.
 //! A new order is decided and its rows built by the one plan (`plan.rs`),
-//! executed one order at a time or, on SQLite, in groups (`batch.rs`).
+//! executed one order at a time or in groups (`batch.rs` on SQLite,
+//! `pgbatch.rs` on PostgreSQL).
 
 mod batch;
 pub mod held;
