@@ -233,6 +233,9 @@ pub async fn put_item(
     let now = db.now_micros();
     let mut tx = db.write().await?;
     require_store(&mut tx, store).await?;
+    // The store row first, as every order writer takes it before its
+    // items: the reverse order could deadlock with an order on PostgreSQL.
+    bump_catalog(&mut tx, store).await?;
     let unit = product_unit(&mut tx, sku)
         .await?
         .ok_or_else(|| Error::new(Code::UnknownSku, format!("no product {sku}")))?;
@@ -262,7 +265,6 @@ pub async fn put_item(
     if let Some(s) = change.snoozed_until {
         set_item_col(&mut tx, store, sku, "snoozed_until", s, now).await?;
     }
-    bump_catalog(&mut tx, store).await?;
     let item = items(&mut tx, store, Some(sku), now)
         .await?
         .pop()

@@ -129,9 +129,18 @@ impl Db {
                     .await
             }
             Backend::Postgres => {
+                let port = sqlx::postgres::PgConnectOptions::from_str(&url)
+                    .map(|o| o.get_port())
+                    .unwrap_or(5432);
                 AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(move |_, _| {
+                        Box::pin(async move {
+                            nodelay_to(port);
+                            Ok(())
+                        })
+                    })
                     .connect_with(opts)
                     .await
             }
@@ -302,6 +311,64 @@ impl Db {
             .map(|_| ())
     }
 }
+
+/// Turns Nagle's algorithm off on this process's TCP connections to the
+/// database server's `port`. sqlx leaves it on, and a statement larger than
+/// a few kilobytes (the order batch's multi-row INSERTs) then waits for the
+/// server's delayed ACK, some 40 ms, before its last bytes leave. sqlx does
+/// not hand out its socket, so the new connection is found among the
+/// process's descriptors; setting the option again on an older one (or on
+/// another socket to the same port) is harmless.
+#[cfg(target_os = "linux")]
+fn nodelay_to(port: u16) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")) {
+            continue;
+        }
+        // SAFETY: `addr` and `len` are valid for writes of a sockaddr_storage;
+        // a descriptor closed meanwhile makes the calls fail with EBADF.
+        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let peer =
+            unsafe { libc::getpeername(fd, (&raw mut addr).cast::<libc::sockaddr>(), &mut len) };
+        if peer != 0 {
+            continue;
+        }
+        let peer_port = match i32::from(addr.ss_family) {
+            // SAFETY: the family says which sockaddr the storage holds.
+            libc::AF_INET => {
+                u16::from_be(unsafe { (*(&raw const addr).cast::<libc::sockaddr_in>()).sin_port })
+            }
+            libc::AF_INET6 => {
+                u16::from_be(unsafe { (*(&raw const addr).cast::<libc::sockaddr_in6>()).sin6_port })
+            }
+            _ => continue,
+        };
+        if peer_port != port {
+            continue;
+        }
+        let one: libc::c_int = 1;
+        // SAFETY: a c_int option value of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&raw const one).cast::<libc::c_void>(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn nodelay_to(_port: u16) {}
 
 /// A SQLite database as this process writes it: one writer at a time.
 #[derive(Clone)]

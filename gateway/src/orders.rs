@@ -1,14 +1,17 @@
 //! Order use cases: create (reserving stock), act on an order (the state
 //! machine), read one, list a store's queue. Each write is one transaction.
 //! A new order is decided and its rows built by the one plan (`plan.rs`),
-//! executed one order at a time or, on SQLite, in groups (`batch.rs`).
+//! executed one order at a time or in groups (`batch.rs` on SQLite,
+//! `pgbatch.rs` on PostgreSQL).
 
 mod batch;
 pub mod held;
+mod pgbatch;
 pub(crate) mod plan;
 pub(crate) mod sold;
 
 pub use batch::Batcher;
+pub use pgbatch::PgBatcher;
 
 use proto::order::{
     self as po, Channel, Money, Order, OrderAction, OrderLine, OrderStatus, PaymentStatus,
@@ -155,6 +158,7 @@ pub(crate) async fn find_prepaid(conn: &mut AnyConnection, p: &Prepaid) -> Resul
 }
 
 /// An `Idempotency-Key` as seen by the order store: scoped to the caller.
+#[derive(Debug, Clone)]
 pub struct IdemKey {
     pub owner: String,
     pub key: String,
@@ -205,6 +209,7 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
 #[derive(Clone, Default)]
 pub struct Writer {
     batcher: Option<Batcher>,
+    pg: Option<PgBatcher>,
 }
 
 impl Writer {
@@ -213,14 +218,23 @@ impl Writer {
         Writer::default()
     }
 
-    /// The writer for this database: the batcher on SQLite, direct on
-    /// PostgreSQL.
+    /// The writer for this database: a group commit on either engine
+    /// ([`Batcher`] on SQLite, [`PgBatcher`] on PostgreSQL).
     pub async fn start(db: &Db) -> anyhow::Result<Writer> {
-        let batcher = match db.sqlite_file() {
-            Some(file) => Some(Batcher::start(file, db.clone()).await?),
-            None => None,
-        };
-        Ok(Writer { batcher })
+        match db.sqlite_file() {
+            Some(file) => Ok(Writer {
+                batcher: Some(Batcher::start(file, db.clone()).await?),
+                pg: None,
+            }),
+            None => Ok(Writer::start_pg(db)),
+        }
+    }
+
+    fn start_pg(db: &Db) -> Writer {
+        Writer {
+            batcher: None,
+            pg: (db.backend == crate::db::Backend::Postgres).then(|| PgBatcher::start(db.clone())),
+        }
     }
 
     /// The same, the SQLite WAL checkpoint returned as a job for the
@@ -232,17 +246,23 @@ impl Writer {
                 Ok((
                     Writer {
                         batcher: Some(batcher),
+                        pg: None,
                     },
                     Some(job),
                 ))
             }
-            None => Ok((Writer { batcher: None }, None)),
+            None => Ok((Writer::start_pg(db), None)),
         }
     }
 
     /// The SQLite batcher, when this writer has one.
     pub fn batcher(&self) -> Option<&Batcher> {
         self.batcher.as_ref()
+    }
+
+    /// The PostgreSQL batcher, when this writer has one.
+    pub fn pg_batcher(&self) -> Option<&PgBatcher> {
+        self.pg.as_ref()
     }
 }
 
@@ -261,7 +281,11 @@ pub async fn create(
     let created = match writer.batcher() {
         // SQLite: many orders share one transaction (group commit).
         Some(batcher) => batcher.create(new, idem).await?,
-        None => create_direct(db, new, idem).await?,
+        // PostgreSQL: the same, across instances under the store row locks.
+        None => match &writer.pg {
+            Some(pg) => pg.create(new, idem).await?,
+            None => create_direct(db, new, idem).await?,
+        },
     };
     if matches!(
         created,

@@ -209,7 +209,7 @@ impl Batcher {
 
 /// The answer to an order the writer died holding: 503, safe to retry
 /// with the same Idempotency-Key.
-fn writer_failed() -> Error {
+pub(super) fn writer_failed() -> Error {
     let mut e = Error::unavailable(anyhow::anyhow!("order writer failed holding the order"));
     e.code = Code::OrderWriterFailed;
     e.message = "the order writer failed while holding this order, which may or may not \

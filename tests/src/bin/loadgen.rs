@@ -3,6 +3,10 @@
 //! run, on SQLite and on PostgreSQL.
 //!
 //! cargo run --release -p tests --bin loadgen -- --seconds 10 --concurrency 32
+//!
+//! `--db postgres` (PostgreSQL at `TEST_POSTGRES_URL`, else 127.0.0.1:5432) or
+//! `--db sqlite`; `--stores 8` spreads the orders over stores S001…S008
+//! (worker `w` orders in store `w mod N`), one store by default.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +29,9 @@ struct Args {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Stores the orders are spread over (S001, S002, …).
+    #[arg(long, default_value_t = 1)]
+    stores: usize,
 }
 
 const SKUS: usize = 64;
@@ -57,23 +64,34 @@ fn main() -> anyhow::Result<()> {
                 println!("{b:?}: skipped (database unavailable)");
                 continue;
             };
+            let stores: Vec<String> = (1..=args.stores.max(1)).map(|s| format!("S{s:03}")).collect();
+            for s in stores.iter().skip(2) {
+                let id = proto::order::StoreId::parse(s)?;
+                gateway::catalog::put_store(&app.db, &id, format!("门店 {s}")).await?;
+            }
             for i in 0..SKUS {
-                app.product(&format!("SKU{i:03}"), &format!("商品{i}"), Unit::Piece, "2.50", "100000").await;
+                let sku = format!("SKU{i:03}");
+                app.product(&sku, &format!("商品{i}"), Unit::Piece, "2.50", "100000").await;
+                for s in stores.iter().skip(2) {
+                    app.stock(s, &sku, "100000").await;
+                }
             }
             let app = Arc::new(app);
             let name = bench::name(b);
             // Warm both paths up, then measure.
-            run(&app, Route::Noop, Duration::from_secs(1), args.concurrency).await;
-            run(&app, Route::Order, Duration::from_secs(1), args.concurrency).await;
+            let stores = Arc::new(stores);
+            run(&app, &stores, Route::Noop, Duration::from_secs(1), args.concurrency).await;
+            run(&app, &stores, Route::Order, Duration::from_secs(1), args.concurrency).await;
             let before = count_orders(&app).await;
-            let noop = run(&app, Route::Noop, Duration::from_secs(args.seconds), args.concurrency).await;
+            let noop = run(&app, &stores, Route::Noop, Duration::from_secs(args.seconds), args.concurrency).await;
             print_row(&name, "GET /livez (no-op)", &noop);
-            let orders = run(&app, Route::Order, Duration::from_secs(args.seconds), args.concurrency).await;
+            let orders = run(&app, &stores, Route::Order, Duration::from_secs(args.seconds), args.concurrency).await;
             print_row(&name, "POST /api/v1/orders", &orders);
             let stored = count_orders(&app).await - before;
             println!(
-                "{name:<10} ratio orders/no-op = {:.3}   (2xx answered: {}, orders in the database: {stored})",
+                "{name:<10} ratio orders/no-op = {:.3}   ({} stores; 2xx answered: {}, orders in the database: {stored})",
                 orders.per_sec / noop.per_sec,
+                stores.len(),
                 orders.count
             );
             if stored != orders.count {
@@ -105,13 +123,20 @@ enum Route {
     Order,
 }
 
-async fn run(app: &Arc<TestApp>, route: Route, how_long: Duration, concurrency: usize) -> Figures {
+async fn run(
+    app: &Arc<TestApp>,
+    stores: &Arc<Vec<String>>,
+    route: Route,
+    how_long: Duration,
+    concurrency: usize,
+) -> Figures {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|w| {
             let (app, stop, errors) = (app.clone(), stop.clone(), errors.clone());
+            let store = stores[w % stores.len()].clone();
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(4096);
                 let mut n = 0usize;
@@ -131,7 +156,7 @@ async fn run(app: &Arc<TestApp>, route: Route, how_long: Duration, concurrency: 
                                 .post(app.url("/api/v1/orders"))
                                 .bearer_auth(&app.app)
                                 .header("Idempotency-Key", format!("load-{w}-{n}-{}", uuid::Uuid::new_v4()))
-                                .json(&json!({"store_id": "S001", "lines": [{"sku": sku, "quantity": "1"}]}))
+                                .json(&json!({"store_id": store, "lines": [{"sku": sku, "quantity": "1"}]}))
                                 .send()
                                 .await
                                 .is_ok_and(|r| r.status().as_u16() == 201)

@@ -365,3 +365,98 @@ async fn concurrent_retries_make_one_order(b: Backend) {
     assert_eq!(app.queue("S001").await.len(), 2);
     assert_eq!(app.item("S001", "COLA").await["reserved"], "3");
 }
+
+on_both_databases!(writers_side_by_side_sell_the_last_units_exactly_once);
+
+/// Several order writers on one database at once, as gateway instances
+/// sharing one PostgreSQL run: this gateway's group commit, a second one
+/// (another instance's) and the direct path. Selling the last units of one
+/// SKU through all three at once sells exactly the stock, refuses every
+/// other order `out_of_stock` and loses none; one Idempotency-Key sent to
+/// all three at once makes one order, the others replaying it.
+async fn writers_side_by_side_sell_the_last_units_exactly_once(b: Backend) {
+    use gateway::error::Code;
+    use gateway::orders::{Created, IdemKey, NewLine, NewOrder, Writer};
+    use proto::order::{Channel, PaymentStatus, Sku, StoreId};
+
+    let Some(app) = setup(b).await else { return };
+    app.product("LAST", "最后几件", Unit::Piece, "9.90", "7")
+        .await;
+    let other = Writer::start(&app.db).await.expect("a second writer");
+    let writers = [app.state.orders.clone(), other, Writer::direct()];
+    let order = |sku: &str| NewOrder {
+        store: StoreId::parse("S001").unwrap(),
+        channel: Channel::Official,
+        platform: None,
+        channel_order_id: None,
+        lines: vec![NewLine {
+            sku: Sku::parse(sku).unwrap(),
+            quantity: "1".into(),
+            unit_price: None,
+        }],
+        note: None,
+        payment_status: PaymentStatus::Unpaid,
+        prepaid: None,
+        actor: "app:test".into(),
+        happened: None,
+    };
+    let place = |w: &Writer, new: NewOrder, idem: Option<IdemKey>| {
+        let (db, hub, w) = (app.db.clone(), app.state.hub.clone(), w.clone());
+        tokio::spawn(async move { gateway::orders::create(&db, &hub, &w, new, idem).await })
+    };
+
+    let tasks: Vec<_> = (0..30)
+        .map(|i| place(&writers[i % 3], order("LAST"), None))
+        .collect();
+    let (mut sold, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Created::Order {
+                replayed: false, ..
+            }) => sold += 1,
+            Err(e) if e.code == Code::OutOfStock => refused += 1,
+            Err(e) => panic!("an order failed: {:?} {}", e.code, e.message),
+            Ok(_) => panic!("a replay for an order without a key"),
+        }
+    }
+    assert_eq!((sold, refused), (7, 23), "exactly the stock sells");
+    assert_eq!(app.item("S001", "LAST").await["reserved"], "7");
+    assert_eq!(
+        app.queue("S001").await.len(),
+        7,
+        "every sold order is there"
+    );
+
+    let key = IdemKey {
+        owner: "test-owner".into(),
+        key: "same-key".into(),
+        request_hash: "same-request".into(),
+    };
+    let tasks: Vec<_> = (0..9)
+        .map(|i| place(&writers[i % 3], order("COLA"), Some(key.clone())))
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut new_orders = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Created::Order {
+                order,
+                replayed: false,
+            }) => {
+                new_orders += 1;
+                ids.insert(order.id.clone());
+            }
+            Ok(Created::Replay { status, body }) => {
+                assert_eq!(status, 201);
+                let v: Value = serde_json::from_str(&body).unwrap();
+                ids.insert(v["id"].as_str().unwrap().to_owned());
+            }
+            Ok(Created::Order { replayed: true, .. }) => panic!("a channel replay"),
+            Err(e) => panic!("a keyed order failed: {:?} {}", e.code, e.message),
+        }
+    }
+    assert_eq!((new_orders, ids.len()), (1, 1), "one order for one key");
+    assert_eq!(app.queue("S001").await.len(), 8);
+    assert_eq!(app.item("S001", "COLA").await["reserved"], "1");
+    app.stop().await;
+}

@@ -1,0 +1,765 @@
+//! Group commit for PostgreSQL. Orders placed at the same moment are decided
+//! together by the one plan (`plan.rs`, as on the direct path and in the
+//! SQLite batch) and written in one transaction, with a handful of
+//! statements per batch rather than a dozen per order. Each caller hears
+//! back only after the COMMIT.
+//!
+//! Several gateway processes may share the database, and the direct path
+//! (`plan::write_one`) may run next to this writer, so the batch takes its
+//! locks in the order every order writer takes them:
+//!
+//! 1. the idempotency keys, claimed in (owner, key) order with
+//!    `INSERT … ON CONFLICT DO NOTHING`: a key another transaction holds is
+//!    waited for, and its committed answer is then read and replayed;
+//! 2. the store rows, `SELECT … FOR UPDATE` in id order (the feed writers'
+//!    lock: stock, feed numbers and display numbers of a store change only
+//!    under it);
+//! 3. then everything else is read, in statements of their own (so each
+//!    sees what the holders of those locks committed), and written.
+//!
+//! Claimed keys of orders that end up not written are deleted again before
+//! the COMMIT, as the direct path's rollback would. Any error in the batch
+//! rolls it back and writes its orders one by one on the direct path, which
+//! answers a unique violation (another instance won a race) as a replay.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::FutureExt;
+use proto::order::{Sku, StoreId};
+use sqlx::{AnyConnection, Row};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::batch::{Faults, ORDER_WRITER, writer_failed};
+use super::plan::{
+    Facts, Head, IDEMPOTENCY_KEYS, Input, Outcome, PRODUCT_COLS, Planner, TABLES, Val,
+};
+use super::{Created, IdemKey, NewOrder, create_direct, load};
+use crate::clock;
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+/// Most orders written in one transaction.
+const MAX_BATCH: usize = 64;
+/// Rough ceiling of bind parameters in one batch (PostgreSQL allows 65535
+/// in one statement).
+const MAX_PARAMS: usize = 30_000;
+
+struct Job {
+    new: NewOrder,
+    idem: Option<IdemKey>,
+    reply: oneshot::Sender<Result<Created>>,
+}
+
+/// Hands orders to the PostgreSQL batching task.
+#[derive(Clone)]
+pub struct PgBatcher {
+    tx: mpsc::Sender<Job>,
+    faults: Arc<Faults>,
+}
+
+impl PgBatcher {
+    /// Starts the writer, supervised as [`ORDER_WRITER`]: started again on
+    /// the same queue if it dies. Each batch takes a connection of the pool.
+    pub fn start(db: Db) -> PgBatcher {
+        let (tx, rx) = mpsc::channel(1024);
+        // Each run of the writer holds the queue; a dead run's guard drops
+        // while it unwinds, so the next run takes the same queue over.
+        let rx = Arc::new(Mutex::new(rx));
+        let faults = Arc::new(Faults::default());
+        let health = db.health().clone();
+        let writer = {
+            let faults = Arc::clone(&faults);
+            move |up: crate::supervise::Up| {
+                let (rx, db, faults) = (Arc::clone(&rx), db.clone(), Arc::clone(&faults));
+                async move {
+                    anyhow::ensure!(
+                        !faults.hold_restart.load(Ordering::SeqCst),
+                        "held down by a test fault"
+                    );
+                    // Ready once the database answers.
+                    db.ping().await?;
+                    let mut rx = rx.lock_owned().await;
+                    up.ready();
+                    run(&mut rx, db, &faults).await;
+                    Ok(())
+                }
+            }
+        };
+        crate::supervise::spawn(&health, ORDER_WRITER, None, writer);
+        PgBatcher { tx, faults }
+    }
+
+    /// The writer's test faults.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Orders waiting in the queue, not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { new, idem, reply })
+            .await
+            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
+        // Dropped unanswered: the writer died with this order in its hands.
+        answer.await.map_err(|_| writer_failed())?
+    }
+}
+
+async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
+    while let Some(first) = rx.recv().await {
+        let mut params = 48 + 16 * first.new.lines.len();
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH && params < MAX_PARAMS {
+            match rx.try_recv() {
+                Ok(j) => {
+                    params += 48 + 16 * j.new.lines.len();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        if faults.panic_in_writer.swap(false, Ordering::SeqCst) {
+            panic!(
+                "test fault: the order writer panics holding {} orders",
+                jobs.len()
+            );
+        }
+        let started = std::time::Instant::now();
+        let size = jobs.len();
+        // Set just before COMMIT is sent: a panic before it left nothing
+        // committed (the dropped transaction rolls back).
+        let committing = AtomicBool::new(false);
+        let written = AssertUnwindSafe(async {
+            let mut tx = db.pool.begin().await?;
+            if faults.panic_in_batch.swap(false, Ordering::SeqCst) {
+                sqlx::query("SELECT 1").execute(&mut *tx).await?;
+                panic!("test fault: an order batch panics inside its transaction");
+            }
+            let now = db.now_micros();
+            let outcomes = write_batch(&mut tx, &jobs, now).await?;
+            committing.store(true, Ordering::SeqCst);
+            tx.commit().await?;
+            let mut conn = db.pool.acquire().await?;
+            answer(&mut conn, &mut jobs, outcomes).await;
+            Ok::<(), Error>(())
+        })
+        .catch_unwind()
+        .await;
+        tracing::debug!(
+            size,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "order batch"
+        );
+        crate::meter::batch(size, rx.len());
+        let retry = match written {
+            Ok(Ok(())) => Vec::new(),
+            Ok(Err(e)) => {
+                // Rolled back (a failed COMMIT commits nothing): each order
+                // again on its own.
+                tracing::warn!(error = %e.message, orders = jobs.len(), "batch failed; writing its orders one by one");
+                std::mem::take(&mut jobs)
+            }
+            Err(panic) => {
+                let cause = crate::supervise::panic_message(panic.as_ref());
+                let committed = committing.load(Ordering::SeqCst);
+                tracing::error!(
+                    panic = %cause,
+                    orders = jobs.len(),
+                    rolled_back = !committed,
+                    "order batch panicked"
+                );
+                if committed {
+                    // Nobody can tell what was recorded: 503, retry with the key.
+                    for job in jobs.drain(..) {
+                        let _ = job.reply.send(Err(writer_failed()));
+                    }
+                    Vec::new()
+                } else {
+                    std::mem::take(&mut jobs)
+                }
+            }
+        };
+        for job in retry {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let r = AssertUnwindSafe(create_direct(&db, job.new, job.idem))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| {
+                        let cause = crate::supervise::panic_message(panic.as_ref());
+                        Err(Error::internal(anyhow::anyhow!(
+                            "writing an order panicked: {cause}"
+                        )))
+                    });
+                let _ = job.reply.send(r);
+            });
+        }
+    }
+}
+
+/// One statement with numbered parameters.
+#[derive(Default)]
+struct Stmt {
+    sql: String,
+    vals: Vec<Val>,
+}
+
+impl Stmt {
+    fn new(sql: &str) -> Stmt {
+        Stmt {
+            sql: sql.to_owned(),
+            vals: Vec::new(),
+        }
+    }
+
+    /// Appends the next parameter, cast to its type.
+    fn p(&mut self, v: Val) -> &mut Stmt {
+        let cast = match v {
+            Val::I(_) => "bigint",
+            Val::S(_) | Val::OS(_) => "text",
+        };
+        self.vals.push(v);
+        self.sql.push_str(&format!("${}::{cast}", self.vals.len()));
+        self
+    }
+
+    fn push(&mut self, s: &str) -> &mut Stmt {
+        self.sql.push_str(s);
+        self
+    }
+
+    /// `(v, v, …)`.
+    fn tuple(&mut self, vals: Vec<Val>) -> &mut Stmt {
+        self.push("(");
+        for (i, v) in vals.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.p(v);
+        }
+        self.push(")")
+    }
+
+    /// `(…), (…)`.
+    fn tuples(&mut self, rows: Vec<Vec<Val>>) -> &mut Stmt {
+        for (i, row) in rows.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.tuple(row);
+        }
+        self
+    }
+
+    /// Not kept in the statement cache: every batch's statements differ.
+    fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.sql)).persistent(false);
+        for v in self.vals {
+            q = match v {
+                Val::I(i) => q.bind(i),
+                Val::S(s) => q.bind(s),
+                Val::OS(s) => q.bind(s),
+            };
+        }
+        q
+    }
+}
+
+fn s(v: impl ToString) -> Val {
+    Val::S(v.to_string())
+}
+
+/// Reads what the batch needs under its locks, plans every order and
+/// writes the good ones, in `conn`'s open transaction; the caller commits.
+async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result<Vec<Outcome>> {
+    let day = clock::business_day(now);
+    let mut facts = Facts::default();
+
+    // 1. Claim the keys, in key order. A key another transaction holds is
+    // waited for here; a key already answered is not claimed.
+    let mut keys: BTreeMap<(String, String), &str> = BTreeMap::new();
+    for k in jobs.iter().filter_map(|j| j.idem.as_ref()) {
+        keys.entry((k.owner.clone(), k.key.clone()))
+            .or_insert(k.request_hash.as_str());
+    }
+    let mut claimed: BTreeSet<(String, String)> = BTreeSet::new();
+    if !keys.is_empty() {
+        let mut q = Stmt::new(
+            "INSERT INTO idempotency_keys (key_id, idem_key, request_hash, status_code, response, created_at) VALUES ",
+        );
+        q.tuples(
+            keys.iter()
+                .map(|((owner, key), hash)| {
+                    vec![s(owner), s(key), s(hash), Val::I(0), s(""), Val::I(now)]
+                })
+                .collect(),
+        );
+        q.push(" ON CONFLICT (key_id, idem_key) DO NOTHING RETURNING key_id, idem_key");
+        for r in q.query().fetch_all(&mut *conn).await? {
+            claimed.insert((r.get(0), r.get(1)));
+        }
+        let answered: Vec<&(String, String)> =
+            keys.keys().filter(|k| !claimed.contains(*k)).collect();
+        if !answered.is_empty() {
+            let mut q = Stmt::new(
+                "SELECT key_id, idem_key, request_hash, status_code, response FROM idempotency_keys
+                 WHERE (key_id, idem_key) IN (",
+            );
+            for (i, (owner, key)) in answered.into_iter().enumerate() {
+                q.push(if i == 0 { "(" } else { ", (" });
+                q.p(s(owner)).push(", ").p(s(key)).push(")");
+            }
+            q.push(")");
+            for r in q.query().fetch_all(&mut *conn).await? {
+                let status = u16::try_from(r.get::<i64, _>(3)).unwrap_or(200);
+                facts
+                    .answered
+                    .insert((r.get(0), r.get(1)), (r.get(2), status, r.get(4)));
+            }
+        }
+    }
+
+    // 2. Lock the batch's store rows, in id order (ORDER BY sorts before
+    // the rows are locked).
+    let stores: BTreeSet<&StoreId> = jobs.iter().map(|j| &j.new.store).collect();
+    let mut q = Stmt::new("SELECT id, event_seq FROM stores WHERE id IN (");
+    for (i, st) in stores.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.p(s(st));
+    }
+    q.push(") ORDER BY id FOR UPDATE");
+    for r in q.query().fetch_all(&mut *conn).await? {
+        let id = StoreId::parse(&r.get::<String, _>(0)).map_err(Error::internal)?;
+        facts.heads.insert(
+            id,
+            Head {
+                seq: r.get(1),
+                display: 0,
+                written: false,
+            },
+        );
+    }
+    let locked: Vec<&StoreId> = stores
+        .iter()
+        .copied()
+        .filter(|st| facts.heads.contains_key(*st))
+        .collect();
+
+    // 3. Read, each statement after the locks (so it sees their holders'
+    // commits). Orders of unknown stores need nothing more: the plan
+    // refuses them.
+    if !locked.is_empty() {
+        let mut q =
+            Stmt::new("SELECT store_id, last_no FROM display_counters WHERE business_day = ");
+        q.p(s(&day)).push(" AND store_id IN (");
+        for (i, st) in locked.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.p(s(st));
+        }
+        q.push(")");
+        for r in q.query().fetch_all(&mut *conn).await? {
+            let id = StoreId::parse(&r.get::<String, _>(0)).map_err(Error::internal)?;
+            if let Some(h) = facts.heads.get_mut(&id) {
+                h.display = r.get(1);
+            }
+        }
+        let skus: BTreeSet<&Sku> = jobs
+            .iter()
+            .filter(|j| facts.heads.contains_key(&j.new.store))
+            .flat_map(|j| j.new.lines.iter().map(|l| &l.sku))
+            .collect();
+        if !skus.is_empty() {
+            let mut q = Stmt::new(&format!(
+                "SELECT 'P', {PRODUCT_COLS}
+                 FROM products p LEFT JOIN store_items i ON i.sku = p.sku AND i.store_id IN ("
+            ));
+            for (i, st) in locked.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.p(s(st));
+            }
+            q.push(") WHERE p.sku IN (");
+            for (i, sku) in skus.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.p(s(sku));
+            }
+            q.push(")");
+            for r in q.query().fetch_all(&mut *conn).await? {
+                facts.add_product(&r)?;
+            }
+        }
+        let refs: Vec<&NewOrder> = jobs
+            .iter()
+            .map(|j| &j.new)
+            .filter(|n| n.channel_order_id.is_some() && facts.heads.contains_key(&n.store))
+            .collect();
+        if !refs.is_empty() {
+            let mut q = Stmt::new(
+                "SELECT store_id, channel, platform, channel_order_id, id FROM orders
+                 WHERE (store_id, channel, platform, channel_order_id) IN (",
+            );
+            for (i, n) in refs.iter().enumerate() {
+                q.push(if i == 0 { "" } else { ", " });
+                q.tuple(vec![
+                    s(&n.store),
+                    s(n.channel.as_str()),
+                    s(n.platform.clone().unwrap_or_default()),
+                    Val::OS(n.channel_order_id.clone()),
+                ]);
+            }
+            q.push(")");
+            for r in q.query().fetch_all(&mut *conn).await? {
+                facts
+                    .refs
+                    .insert((r.get(0), r.get(1), r.get(2), r.get(3)), r.get(4));
+            }
+        }
+        let prepaid: Vec<&super::Prepaid> =
+            jobs.iter().filter_map(|j| j.new.prepaid.as_ref()).collect();
+        if !prepaid.is_empty() {
+            let mut q = Stmt::new(
+                "SELECT provider, reference FROM prepayments WHERE (provider, reference) IN (",
+            );
+            for (i, p) in prepaid.iter().enumerate() {
+                q.push(if i == 0 { "" } else { ", " });
+                q.tuple(vec![s(&p.provider), s(&p.reference)]);
+            }
+            q.push(")");
+            for r in q.query().fetch_all(&mut *conn).await? {
+                facts.prepaid.insert((r.get(0), r.get(1)));
+            }
+        }
+    }
+
+    // 4. The one plan, for every order in arrival order.
+    let mut planner = Planner::new(facts, now);
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
+    for (idx, job) in jobs.iter().enumerate() {
+        let input = Input {
+            new: &job.new,
+            idem: job.idem.as_ref(),
+            sold: None,
+        };
+        outcomes.push(planner.plan(idx, &input)?);
+    }
+
+    // 5. Write: data-modifying WITH queries packed into as few statements
+    // as keep each under `PACK_BYTES` (PostgreSQL runs all of a statement's
+    // parts, and checks foreign keys at its end).
+    let mut w = Packer::default();
+    // Feed heads, with the feed notification (delivered at COMMIT).
+    let heads: Vec<(&StoreId, &Head)> = planner
+        .facts
+        .heads
+        .iter()
+        .filter(|(_, h)| h.written)
+        .collect();
+    if !heads.is_empty() {
+        let rows: Vec<Vec<Val>> = heads
+            .iter()
+            .map(|(st, h)| vec![s(st), Val::I(h.seq)])
+            .collect();
+        w.part(conn, Some(Count::Heads), &rows, |q, rows| {
+            q.push(
+                "UPDATE stores SET event_seq = v.seq, catalog_rev = catalog_rev + 1 FROM (VALUES ",
+            );
+            q.tuples(rows);
+            q.push(") AS v (id, seq) WHERE stores.id = v.id RETURNING pg_notify(");
+            q.p(s(crate::events::CHANNEL)).push(", stores.id)");
+        })
+        .await?;
+        let rows: Vec<Vec<Val>> = heads
+            .iter()
+            .map(|(st, h)| vec![s(st), s(&day), Val::I(h.display)])
+            .collect();
+        w.part(conn, None, &rows, |q, rows| {
+            q.push("INSERT INTO display_counters (store_id, business_day, last_no) VALUES ");
+            q.tuples(rows);
+            q.push(
+                " ON CONFLICT (store_id, business_day) DO UPDATE SET last_no = excluded.last_no",
+            );
+        })
+        .await?;
+    }
+    // Stock: what the plan reserves per item, guarded by what it checked
+    // (a sale that already happened takes its stock even when short: an
+    // item only such sales take is not guarded).
+    let mut guarded: BTreeMap<(&StoreId, &Sku), i64> = BTreeMap::new();
+    for (o, job) in outcomes.iter().zip(jobs) {
+        if let Outcome::Written(p) = o {
+            for t in p.takes.iter().filter(|t| t.guarded) {
+                *guarded.entry((&job.new.store, &t.sku)).or_default() += t.quantity.milli();
+            }
+        }
+    }
+    let reserves: Vec<Vec<Val>> = planner
+        .facts
+        .stock
+        .iter()
+        .filter(|(_, st)| st.reserve > 0)
+        .map(|((store, sku), st)| {
+            let g = guarded.get(&(store, sku)).copied().unwrap_or(0);
+            vec![s(store), s(sku), Val::I(st.reserve), Val::I(g)]
+        })
+        .collect();
+    let want_reserved = reserves.len() as i64;
+    if !reserves.is_empty() {
+        w.part(conn, Some(Count::Items), &reserves, |q, rows| {
+            q.push("UPDATE store_items SET reserved = reserved + v.q FROM (VALUES ");
+            q.tuples(rows);
+            q.push(
+                ") AS v (store_id, sku, q, guarded)
+                 WHERE store_items.store_id = v.store_id AND store_items.sku = v.sku
+                   AND (v.guarded = 0 OR store_items.on_hand - store_items.reserved >= v.guarded)
+                 RETURNING 1",
+            );
+        })
+        .await?;
+    }
+    // One multi-row INSERT per table (or per slice of its rows), the rows
+    // the plan built.
+    let mut by_table: Vec<Vec<Vec<Val>>> = TABLES.iter().map(|_| Vec::new()).collect();
+    let mut written_keys: BTreeSet<(String, String)> = BTreeSet::new();
+    for (o, job) in outcomes.iter_mut().zip(jobs) {
+        let Outcome::Written(planned) = o else {
+            continue;
+        };
+        if let Some(k) = &job.idem {
+            written_keys.insert((k.owner.clone(), k.key.clone()));
+        }
+        for (table, vals) in std::mem::take(&mut planned.rows) {
+            let Some(t) = TABLES.iter().position(|t| t.name == table.name) else {
+                return Err(Error::internal(anyhow::anyhow!(
+                    "a row for table {}",
+                    table.name
+                )));
+            };
+            by_table[t].push(vals);
+        }
+    }
+    for (table, rows) in TABLES.iter().zip(by_table) {
+        // The claimed key takes the answer.
+        let upsert = if table.name == IDEMPOTENCY_KEYS.name {
+            format!(
+                " ON CONFLICT (key_id, idem_key) DO UPDATE SET {}",
+                table.cols[2..]
+                    .iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            String::new()
+        };
+        for slice in slices(rows) {
+            w.part(conn, None, &slice, |q, rows| {
+                q.push(&table.insert_head());
+                q.push(" VALUES ").tuples(rows);
+                q.push(&upsert);
+            })
+            .await?;
+        }
+    }
+    // Keys claimed for orders not written go again, as a rollback would.
+    let unused: Vec<Vec<Val>> = claimed
+        .difference(&written_keys)
+        .map(|(owner, key)| vec![s(owner), s(key)])
+        .collect();
+    if !unused.is_empty() {
+        w.part(conn, None, &unused, |q, rows| {
+            q.push("DELETE FROM idempotency_keys WHERE (key_id, idem_key) IN (");
+            q.tuples(rows);
+            q.push(")");
+        })
+        .await?;
+    }
+    let (h, r) = w.flush(conn).await?;
+    let (h, r) = (h + w.counted.0, r + w.counted.1);
+    if h != heads.len() as i64 || r != want_reserved {
+        return Err(Error::internal(anyhow::anyhow!(
+            "the batch's rows changed under its locks: {h} of {} stores, \
+             {r} of {want_reserved} items written",
+            heads.len()
+        )));
+    }
+    Ok(outcomes)
+}
+
+/// Most bytes of values in one write statement: a batch's writes are
+/// usually one statement; a batch of long orders is cut in a few, so that
+/// no statement holds more than PostgreSQL's 65,535 parameters nor takes
+/// the server long to parse. (Statements this large need TCP_NODELAY on the
+/// connection, see `db::nodelay_to`, or each waits some 40 ms for the
+/// server's delayed ACK.)
+const PACK_BYTES: usize = 256 * 1024;
+
+/// What a part's rows are counted as, to check the batch wrote them all.
+#[derive(Clone, Copy)]
+enum Count {
+    Heads,
+    Items,
+}
+
+/// Bytes a value takes in a statement, roughly.
+fn size(v: &Val) -> usize {
+    match v {
+        Val::I(_) => 16,
+        Val::S(s) => 12 + s.len(),
+        Val::OS(s) => 12 + s.as_ref().map_or(0, String::len),
+    }
+}
+
+fn copy(v: &Val) -> Val {
+    match v {
+        Val::I(i) => Val::I(*i),
+        Val::S(s) => Val::S(s.clone()),
+        Val::OS(s) => Val::OS(s.clone()),
+    }
+}
+
+/// A table's rows in slices of at most half of [`PACK_BYTES`] each.
+fn slices(rows: Vec<Vec<Val>>) -> Vec<Vec<Vec<Val>>> {
+    let mut out: Vec<Vec<Vec<Val>>> = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let b: usize = row.iter().map(size).sum();
+        match out.last_mut() {
+            Some(last) if bytes + b <= PACK_BYTES / 2 => last.push(row),
+            _ => {
+                bytes = 0;
+                out.push(vec![row]);
+            }
+        }
+        bytes += b;
+    }
+    out
+}
+
+/// Data-modifying parts gathered into `WITH p0 AS (…), p1 AS (…) SELECT
+/// counts`, executed whenever the next part would not fit.
+#[derive(Default)]
+struct Packer {
+    q: Stmt,
+    bytes: usize,
+    parts: usize,
+    counts: Vec<(usize, Count)>,
+    /// Store rows and items updated by the statements executed so far.
+    counted: (i64, i64),
+}
+
+impl Packer {
+    async fn part(
+        &mut self,
+        conn: &mut AnyConnection,
+        count: Option<Count>,
+        rows: &[Vec<Val>],
+        build: impl FnOnce(&mut Stmt, Vec<Vec<Val>>),
+    ) -> Result<()> {
+        let bytes: usize = rows.iter().flatten().map(size).sum();
+        if self.parts > 0 && self.bytes + bytes > PACK_BYTES {
+            let (h, r) = self.flush(conn).await?;
+            self.counted.0 += h;
+            self.counted.1 += r;
+        }
+        let n = self.parts;
+        self.q.push(if n == 0 { "WITH " } else { ",\n" });
+        self.q.push(&format!("p{n} AS ("));
+        let rows = rows.iter().map(|r| r.iter().map(copy).collect()).collect();
+        build(&mut self.q, rows);
+        self.q.push(")");
+        if let Some(c) = count {
+            self.counts.push((n, c));
+        }
+        self.parts += 1;
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Executes the parts gathered: the store rows and items they updated.
+    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(i64, i64)> {
+        if self.parts == 0 {
+            return Ok((0, 0));
+        }
+        let count = |which: fn(Count) -> bool, counts: &[(usize, Count)]| {
+            let terms: Vec<String> = counts
+                .iter()
+                .filter(|(_, c)| which(*c))
+                .map(|(n, _)| format!("(SELECT count(*) FROM p{n})"))
+                .collect();
+            if terms.is_empty() {
+                "0::bigint".to_owned()
+            } else {
+                terms.join(" + ")
+            }
+        };
+        let h = count(|c| matches!(c, Count::Heads), &self.counts);
+        let r = count(|c| matches!(c, Count::Items), &self.counts);
+        let mut q = std::mem::take(&mut self.q);
+        q.push(&format!("\nSELECT {h}, {r}"));
+        self.parts = 0;
+        self.bytes = 0;
+        self.counts.clear();
+        let row = q.query().fetch_one(&mut *conn).await?;
+        Ok((row.get(0), row.get(1)))
+    }
+}
+
+/// Committed: answers every caller.
+async fn answer(conn: &mut AnyConnection, jobs: &mut Vec<Job>, outcomes: Vec<Outcome>) {
+    let mut answers = Vec::with_capacity(outcomes.len());
+    for o in &outcomes {
+        answers.push(match o {
+            Outcome::Refused(e) => Err(Error::new(e.code, e.message.clone()).with_status(e.status)),
+            Outcome::Replay { status, body } => Ok(Created::Replay {
+                status: *status,
+                body: body.clone(),
+            }),
+            Outcome::Existing(id) => load(conn, id).await.and_then(|found| {
+                let order =
+                    found.ok_or_else(|| Error::internal(anyhow::anyhow!("order {id} vanished")))?;
+                Ok(Created::Order {
+                    order: Box::new(order),
+                    replayed: true,
+                })
+            }),
+            Outcome::Written(planned) => Ok(Created::Order {
+                order: Box::new(planned.order.clone()),
+                replayed: false,
+            }),
+            // Both point at an order written by this batch (see `Planner`).
+            Outcome::SameKeyAs(first) | Outcome::SameRefAs(first) => match &outcomes[*first] {
+                Outcome::Written(planned) if matches!(o, Outcome::SameKeyAs(_)) => {
+                    Ok(Created::Replay {
+                        status: 201,
+                        body: planned.body.clone(),
+                    })
+                }
+                Outcome::Written(planned) => Ok(Created::Order {
+                    order: Box::new(planned.order.clone()),
+                    replayed: true,
+                }),
+                _ => Err(Error::internal(anyhow::anyhow!(
+                    "batch replay of an unwritten order"
+                ))),
+            },
+        });
+    }
+    for (job, answer) in std::mem::take(jobs).into_iter().zip(answers) {
+        let _ = job.reply.send(answer);
+    }
+}
