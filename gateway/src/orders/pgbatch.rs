@@ -223,7 +223,7 @@ impl Stmt {
     /// Appends the next parameter, cast to its type.
     fn p(&mut self, v: Val) -> &mut Stmt {
         let cast = match v {
-            Val::I(_) => "bigint",
+            Val::I(_) | Val::OI(_) => "bigint",
             Val::S(_) | Val::OS(_) => "text",
         };
         self.vals.push(v);
@@ -267,6 +267,7 @@ impl Stmt {
                 Val::I(i) => q.bind(i),
                 Val::S(s) => q.bind(s),
                 Val::OS(s) => q.bind(s),
+                Val::OI(i) => q.bind(i),
             };
         }
         q
@@ -621,6 +622,7 @@ fn size(v: &Val) -> usize {
         Val::I(_) => 16,
         Val::S(s) => 12 + s.len(),
         Val::OS(s) => 12 + s.as_ref().map_or(0, String::len),
+        Val::OI(_) => 16,
     }
 }
 
@@ -629,6 +631,7 @@ fn copy(v: &Val) -> Val {
         Val::I(i) => Val::I(*i),
         Val::S(s) => Val::S(s.clone()),
         Val::OS(s) => Val::OS(s.clone()),
+        Val::OI(i) => Val::OI(*i),
     }
 }
 
