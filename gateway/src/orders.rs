@@ -10,7 +10,7 @@ mod pgbatch;
 pub(crate) mod plan;
 pub(crate) mod sold;
 
-pub use batch::Batcher;
+pub use batch::{Batcher, Faults};
 pub use pgbatch::PgBatcher;
 
 use proto::order::{

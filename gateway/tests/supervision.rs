@@ -1,8 +1,9 @@
 //! The supervised order writer through the HTTP surface: a panic is logged,
 //! every waiting order gets an answer, readiness names the writer while it is
 //! down, and the restarted writer serves the next orders. The panics are the
-//! test faults the library exposes on `Batcher::faults` (not reachable from
-//! the network); the writer itself is the real one, on SQLite.
+//! test faults the library exposes on the writers' `faults()` (not reachable
+//! from the network); the writer itself is the real one: SQLite's group
+//! commit, and PostgreSQL's.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -80,16 +81,43 @@ async fn metrics(app: &TestApp) -> String {
         .unwrap()
 }
 
-async fn spawn_app() -> TestApp {
+async fn spawn_app(backend: Backend) -> Option<TestApp> {
     logs();
-    let app = TestApp::spawn(Backend::Sqlite).await.expect("sqlite");
+    let app = TestApp::spawn(backend).await?;
     app.product("EGG", "卤蛋", Unit::Piece, "2.50", "100").await;
-    app
+    Some(app)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restarts() {
-    let app = spawn_app().await;
+/// The test faults of this gateway's order writer, whichever engine.
+fn faults(app: &TestApp) -> &gateway::orders::Faults {
+    let w = &app.state.orders;
+    match (w.batcher(), w.pg_batcher()) {
+        (Some(b), _) => b.faults(),
+        (None, Some(p)) => p.faults(),
+        (None, None) => panic!("the gateway has no order writer"),
+    }
+}
+
+/// Orders waiting in the writer's queue.
+fn queued(app: &TestApp) -> usize {
+    let w = &app.state.orders;
+    w.batcher()
+        .map(|b| b.queued())
+        .or_else(|| w.pg_batcher().map(|p| p.queued()))
+        .unwrap_or(0)
+}
+
+tests::on_both_databases!(
+    a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restarts,
+    a_panic_inside_a_batch_fails_no_order_and_keeps_the_writer_up,
+);
+
+async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restarts(
+    backend: Backend,
+) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
     let (s, body) = readyz(&app, "/readyz").await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["status"], "ready");
@@ -98,12 +126,7 @@ async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restar
     assert_eq!(s, 201);
 
     // The writer dies holding the next order and may not start again yet.
-    let faults = app
-        .state
-        .orders
-        .batcher()
-        .expect("SQLite has a writer")
-        .faults();
+    let faults = faults(&app);
     faults.hold_restart.store(true, Ordering::SeqCst);
     faults.panic_in_writer.store(true, Ordering::SeqCst);
     let (s, body) = app.order("S001", &[("EGG", "1")]).await;
@@ -143,7 +166,7 @@ async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restar
         })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while app.state.orders.batcher().unwrap().queued() == 0 {
+    while queued(&app) == 0 {
         assert!(
             Instant::now() < deadline,
             "the order never reached the queue"
@@ -177,15 +200,11 @@ async fn a_dead_order_writer_answers_its_orders_is_named_by_readiness_and_restar
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_inside_a_batch_fails_no_order_and_keeps_the_writer_up() {
-    let app = spawn_app().await;
-    let faults = app
-        .state
-        .orders
-        .batcher()
-        .expect("SQLite has a writer")
-        .faults();
+async fn a_panic_inside_a_batch_fails_no_order_and_keeps_the_writer_up(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let faults = faults(&app);
     faults.panic_in_batch.store(true, Ordering::SeqCst);
     // Orders placed together: whichever batch panics, each of its orders is
     // written again on its own.
