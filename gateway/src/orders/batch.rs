@@ -748,39 +748,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
                 )));
             }
         };
-        answers.push(Answer::Order(match o {
-            Outcome::Refused(e) => Err(Error::new(e.code, e.message.clone()).with_status(e.status)),
-            Outcome::Replay { status, body } => Ok(Created::Replay {
-                status: *status,
-                body: body.clone(),
-            }),
-            Outcome::Existing(id) => load(conn, id).await.and_then(|found| {
-                let order =
-                    found.ok_or_else(|| Error::internal(anyhow::anyhow!("order {id} vanished")))?;
-                Ok(Created::Order {
-                    order: Box::new(order),
-                    replayed: true,
-                })
-            }),
-            Outcome::Written(planned) => Ok(Created::Order {
-                order: Box::new(planned.order.clone()),
-                replayed: false,
-            }),
-            // Both point at an order written by this batch (see `Planner`).
-            Outcome::SameKeyAs(first) | Outcome::SameRefAs(first) => match written(*first) {
-                Some(planned) if matches!(o, Outcome::SameKeyAs(_)) => Ok(Created::Replay {
-                    status: 201,
-                    body: planned.body.clone(),
-                }),
-                Some(planned) => Ok(Created::Order {
-                    order: Box::new(planned.order.clone()),
-                    replayed: true,
-                }),
-                None => Err(Error::internal(anyhow::anyhow!(
-                    "batch replay of an unwritten order"
-                ))),
-            },
-        }));
+        answers.push(Answer::Order(answer_of(conn, o, written).await));
     }
     for (job, answer) in std::mem::take(jobs).into_iter().zip(answers) {
         match (job, answer) {
@@ -795,6 +763,49 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
         }
     }
     Ok(())
+}
+
+/// What the caller of a committed batch's order hears; `written(i)` is the
+/// batch's `i`th order if it was written (a repeat within the batch points
+/// at it). Shared by SQLite's and PostgreSQL's group commits.
+pub(super) async fn answer_of<'a>(
+    conn: &mut AnyConnection,
+    o: &Outcome,
+    written: impl Fn(usize) -> Option<&'a super::plan::Planned>,
+) -> Result<Created> {
+    match o {
+        Outcome::Refused(e) => Err(Error::new(e.code, e.message.clone()).with_status(e.status)),
+        Outcome::Replay { status, body } => Ok(Created::Replay {
+            status: *status,
+            body: body.clone(),
+        }),
+        Outcome::Existing(id) => load(conn, id).await.and_then(|found| {
+            let order =
+                found.ok_or_else(|| Error::internal(anyhow::anyhow!("order {id} vanished")))?;
+            Ok(Created::Order {
+                order: Box::new(order),
+                replayed: true,
+            })
+        }),
+        Outcome::Written(planned) => Ok(Created::Order {
+            order: Box::new(planned.order.clone()),
+            replayed: false,
+        }),
+        // Both point at an order written by this batch (see `Planner`).
+        Outcome::SameKeyAs(first) | Outcome::SameRefAs(first) => match written(*first) {
+            Some(planned) if matches!(o, Outcome::SameKeyAs(_)) => Ok(Created::Replay {
+                status: 201,
+                body: planned.body.clone(),
+            }),
+            Some(planned) => Ok(Created::Order {
+                order: Box::new(planned.order.clone()),
+                replayed: true,
+            }),
+            None => Err(Error::internal(anyhow::anyhow!(
+                "batch replay of an unwritten order"
+            ))),
+        },
+    }
 }
 
 /// The answer of one job of a committed batch.

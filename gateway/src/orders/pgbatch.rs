@@ -36,7 +36,7 @@ use super::batch::{Faults, ORDER_WRITER, writer_failed};
 use super::plan::{
     Facts, Head, IDEMPOTENCY_KEYS, Input, Outcome, PRODUCT_COLS, Planner, TABLES, Val,
 };
-use super::{Created, IdemKey, NewOrder, create_direct, load};
+use super::{Created, IdemKey, NewOrder, create_direct};
 use crate::clock;
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -724,43 +724,13 @@ impl Packer {
 
 /// Committed: answers every caller.
 async fn answer(conn: &mut AnyConnection, jobs: &mut Vec<Job>, outcomes: Vec<Outcome>) {
+    let written = |first: usize| match &outcomes[first] {
+        Outcome::Written(planned) => Some(&**planned),
+        _ => None,
+    };
     let mut answers = Vec::with_capacity(outcomes.len());
     for o in &outcomes {
-        answers.push(match o {
-            Outcome::Refused(e) => Err(Error::new(e.code, e.message.clone()).with_status(e.status)),
-            Outcome::Replay { status, body } => Ok(Created::Replay {
-                status: *status,
-                body: body.clone(),
-            }),
-            Outcome::Existing(id) => load(conn, id).await.and_then(|found| {
-                let order =
-                    found.ok_or_else(|| Error::internal(anyhow::anyhow!("order {id} vanished")))?;
-                Ok(Created::Order {
-                    order: Box::new(order),
-                    replayed: true,
-                })
-            }),
-            Outcome::Written(planned) => Ok(Created::Order {
-                order: Box::new(planned.order.clone()),
-                replayed: false,
-            }),
-            // Both point at an order written by this batch (see `Planner`).
-            Outcome::SameKeyAs(first) | Outcome::SameRefAs(first) => match &outcomes[*first] {
-                Outcome::Written(planned) if matches!(o, Outcome::SameKeyAs(_)) => {
-                    Ok(Created::Replay {
-                        status: 201,
-                        body: planned.body.clone(),
-                    })
-                }
-                Outcome::Written(planned) => Ok(Created::Order {
-                    order: Box::new(planned.order.clone()),
-                    replayed: true,
-                }),
-                _ => Err(Error::internal(anyhow::anyhow!(
-                    "batch replay of an unwritten order"
-                ))),
-            },
-        });
+        answers.push(super::batch::answer_of(conn, o, written).await);
     }
     for (job, answer) in std::mem::take(jobs).into_iter().zip(answers) {
         let _ = job.reply.send(answer);
