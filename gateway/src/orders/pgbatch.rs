@@ -33,9 +33,7 @@ use sqlx::{AnyConnection, Row};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::batch::{Faults, ORDER_WRITER, writer_failed};
-use super::plan::{
-    Facts, Head, IDEMPOTENCY_KEYS, Input, Outcome, PRODUCT_COLS, Planner, TABLES, Val,
-};
+use super::plan::{Facts, Head, Input, Outcome, PRODUCT_COLS, Planner, TABLES, Val};
 use super::{Created, IdemKey, NewOrder, create_direct};
 use crate::clock;
 use crate::db::Db;
@@ -554,19 +552,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         }
     }
     for (table, rows) in TABLES.iter().zip(by_table) {
-        // The claimed key takes the answer.
-        let upsert = if table.name == IDEMPOTENCY_KEYS.name {
-            format!(
-                " ON CONFLICT (key_id, idem_key) DO UPDATE SET {}",
-                table.cols[2..]
-                    .iter()
-                    .map(|c| format!("{c} = excluded.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            String::new()
-        };
+        let upsert = table.upsert_tail();
         for slice in slices(rows) {
             w.part(conn, None, &slice, |q, rows| {
                 q.push(&table.insert_head());

@@ -45,6 +45,22 @@ impl Table {
     pub fn insert_head(&self) -> String {
         format!("INSERT INTO {} ({})", self.name, self.cols.join(", "))
     }
+
+    /// What follows the `VALUES` of an insert into this table: the claimed
+    /// idempotency key takes the answer; other tables add nothing.
+    pub fn upsert_tail(&self) -> String {
+        if self.name != IDEMPOTENCY_KEYS.name {
+            return String::new();
+        }
+        format!(
+            " ON CONFLICT (key_id, idem_key) DO UPDATE SET {}",
+            self.cols[2..]
+                .iter()
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
 }
 
 pub(crate) const ORDERS: Table = Table {
@@ -826,19 +842,7 @@ pub(crate) async fn write_one(
     .execute(&mut *conn)
     .await?;
     for (table, vals) in &planned.rows {
-        // The claimed key takes the answer.
-        let upsert = if table.name == IDEMPOTENCY_KEYS.name {
-            format!(
-                " ON CONFLICT (key_id, idem_key) DO UPDATE SET {}",
-                table.cols[2..]
-                    .iter()
-                    .map(|c| format!("{c} = excluded.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            String::new()
-        };
+        let upsert = table.upsert_tail();
         let sql = format!(
             "{} VALUES ({}){upsert}",
             table.insert_head(),
