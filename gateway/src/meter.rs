@@ -9,7 +9,8 @@
 //! {method, route, status} (route is the router's pattern, `unmatched` for
 //! none); `gateway_soap_requests_total` / `…_duration_seconds` {operation,
 //! fault}; `gateway_sqlite_batch_orders` (orders per group commit) and
-//! `gateway_sqlite_writer_queue_depth`; `gateway_outbound_request_duration_seconds`
+//! `gateway_sqlite_writer_queue_depth`; `gateway_order_batches_failed_total`
+//! (group commits that failed and went to the direct path); `gateway_outbound_request_duration_seconds`
 //! {target, outcome}; `gateway_db_pool_connections` {state}.
 
 use std::collections::HashMap;
@@ -149,6 +150,11 @@ pub fn batch(orders: usize, queued: usize) {
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     ::metrics::histogram!("gateway_sqlite_batch_orders").record(n(orders));
     ::metrics::gauge!("gateway_sqlite_writer_queue_depth").set(n(queued));
+}
+
+/// An order batch that failed and went to the direct path, order by order.
+pub fn batch_failed() {
+    ::metrics::counter!("gateway_order_batches_failed_total").increment(1);
 }
 
 /// The pool's connections now, set at scrape.

@@ -1,5 +1,6 @@
 //! Creating orders, idempotency, the state machine, totals and names.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gateway::clock::Clock;
@@ -364,6 +365,10 @@ async fn concurrent_retries_make_one_order(b: Backend) {
     assert_eq!(ref_ids.len(), 1, "one order for one channel order id");
     assert_eq!(app.queue("S001").await.len(), 2);
     assert_eq!(app.item("S001", "COLA").await["reserved"], "3");
+    if let Some(batcher) = app.state.orders.batcher() {
+        let failed = batcher.faults().failed_batches.load(Ordering::SeqCst);
+        assert_eq!(failed, 0, "every batch committed as a batch");
+    }
 }
 
 on_both_databases!(writers_side_by_side_sell_the_last_units_exactly_once);

@@ -241,6 +241,11 @@ async fn one_batch_of_rest_orders_and_pushes_answers_each_on_its_own() {
     for w in waiting {
         answers.push(w.await.unwrap());
     }
+    assert_eq!(
+        faults.failed_batches.load(Ordering::SeqCst),
+        0,
+        "the mixed batch committed as one, not order by order"
+    );
 
     let (s, v) = &answers[0];
     assert_eq!((*s, v["outcome"].as_str()), (200, Some("created")), "{v}");
