@@ -34,6 +34,10 @@ use crate::error::{Code, Error, Result};
 
 /// Most orders written in one transaction.
 const MAX_BATCH: usize = 64;
+/// Most rows in one INSERT of the batch's script (a power of two; the widest
+/// table's 15 columns times this stays well inside SQLite's 32,766 bound
+/// values per statement).
+const VALUES_ROWS: usize = 256;
 /// Rough ceiling of values in one batch (they travel as JSON, see
 /// [`JsonRows`]; this bounds how much one batch binds).
 const MAX_PARAMS: usize = 16_000;
@@ -702,7 +706,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
         vec![Val::S(reserve.finish())],
     );
     // One INSERT per table for the whole batch, the rows the plan built.
-    let mut by_table: Vec<JsonRows> = TABLES.iter().map(|_| JsonRows::default()).collect();
+    let mut by_table: Vec<Vec<Vec<Val>>> = TABLES.iter().map(|_| Vec::new()).collect();
     for o in outcomes.iter_mut() {
         let Decided::Plan(Outcome::Written(planned)) = o else {
             continue;
@@ -714,11 +718,11 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
                     table.name
                 )));
             };
-            by_table[t].push(&vals)?;
+            by_table[t].push(vals);
         }
     }
     for (table, rows) in TABLES.iter().zip(by_table) {
-        w.rows(table, rows, "");
+        w.values(table, rows);
     }
     // The platform orders' own rows, one INSERT per table and conflict rule,
     // in the order they first came.
@@ -740,7 +744,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
         let tail = unless
             .map(|c| format!(" ON CONFLICT ({c}) DO NOTHING"))
             .unwrap_or_default();
-        w.rows(table, rows, &tail);
+        w.json_rows(table, rows, &tail);
     }
     w.sql.push_str("COMMIT;");
     w.query().execute(&mut *conn).await?;
@@ -867,8 +871,52 @@ struct Script {
 }
 
 impl Script {
+    /// Appends inserts into `table` of every row of `rows` as bound values,
+    /// over a VALUES list of a power of two rows: each row leads with a
+    /// marker, 1 for a row to write, NULL for the padding after the last one
+    /// (`SELECT column2, … FROM (VALUES …) WHERE column1 IS NOT NULL`). So
+    /// the text takes one of a few shapes per table whatever the batch's
+    /// size, and the values bind as they are (no JSON to pick apart). The
+    /// marker is a column, not a bound `LIMIT`: SQLite compiles a statement
+    /// again whenever its LIMIT's bound value changes.
+    fn values(&mut self, table: &plan::Table, rows: Vec<Vec<Val>>) {
+        let width = table.cols.len();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Vec<Val>> = rows.by_ref().take(VALUES_ROWS).collect();
+            let n = chunk.len();
+            let shape = n.next_power_of_two();
+            self.sql.push_str(&table.insert_head());
+            self.sql.push_str(" SELECT ");
+            for c in 0..width {
+                if c > 0 {
+                    self.sql.push_str(", ");
+                }
+                self.sql.push_str(&format!("column{}", c + 2));
+            }
+            self.sql.push_str(" FROM (VALUES ");
+            for r in 0..shape {
+                self.sql.push_str(if r == 0 { "(?" } else { ", (?" });
+                for _ in 0..width {
+                    self.sql.push_str(", ?");
+                }
+                self.sql.push(')');
+            }
+            self.sql.push_str(") WHERE column1 IS NOT NULL;\n");
+            for row in chunk {
+                self.vals.push(Val::I(1));
+                // A row of another width would shift every value after it.
+                let short = width.saturating_sub(row.len());
+                self.vals.extend(row.into_iter().take(width));
+                self.vals.extend((0..short).map(|_| Val::OS(None)));
+            }
+            self.vals
+                .extend((0..(shape - n) * (width + 1)).map(|_| Val::OS(None)));
+        }
+    }
+
     /// Appends an insert into `table` of every row of `rows`, then `tail`.
-    fn rows(&mut self, table: &plan::Table, rows: JsonRows, tail: &str) {
+    fn json_rows(&mut self, table: &plan::Table, rows: JsonRows, tail: &str) {
         self.sql.push_str(&table.insert_head());
         self.sql.push_str(" SELECT ");
         for c in 0..table.cols.len() {

@@ -465,3 +465,83 @@ async fn writers_side_by_side_sell_the_last_units_exactly_once(b: Backend) {
     assert_eq!(app.item("S001", "COLA").await["reserved"], "1");
     app.stop().await;
 }
+
+// SQLite's group commit writes a table's rows of one batch in INSERTs of at
+// most 256 rows, each padded to a power of two: a batch of orders with
+// hundreds of lines between them is cut and padded without losing, moving
+// or doubling a line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_hundreds_of_lines_writes_each_line_once() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    let app = std::sync::Arc::new(app);
+    for n in 0..100 {
+        app.product(&format!("SKU-{n:03}"), "卤味", Unit::Piece, "1.00", "1000")
+            .await;
+    }
+    let batcher = app
+        .state
+        .orders
+        .batcher()
+        .expect("SQLite has a batcher")
+        .clone();
+    let faults = batcher.faults();
+    // The writer dies holding a first order and stays down, so the next
+    // orders wait in its queue and are written as one batch.
+    faults.hold_restart.store(true, Ordering::SeqCst);
+    faults.panic_in_writer.store(true, Ordering::SeqCst);
+    let (s, v) = app.order("S001", &[("SKU-000", "1")]).await;
+    assert_eq!((s, v["code"].as_str()), (503, Some("order_writer_failed")));
+    // 3 orders × 100 lines + 1 × 37: 337 line rows (256 + 81, padded to 128).
+    let sizes = [100usize, 100, 37, 100];
+    let mut waiting = Vec::new();
+    for (k, size) in sizes.into_iter().enumerate() {
+        let app = std::sync::Arc::clone(&app);
+        waiting.push(tokio::spawn(async move {
+            let lines: Vec<(String, String)> = (0..size)
+                .map(|n| (format!("SKU-{n:03}"), format!("{}", k + 1)))
+                .collect();
+            let lines: Vec<(&str, &str)> = lines
+                .iter()
+                .map(|(s, q)| (s.as_str(), q.as_str()))
+                .collect();
+            app.order("S001", &lines).await
+        }));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while batcher.queued() < k + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "order {k} never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    faults.hold_restart.store(false, Ordering::SeqCst);
+    let mut ids = Vec::new();
+    for w in waiting {
+        let (s, o) = w.await.unwrap();
+        assert_eq!(s, 201, "{o}");
+        ids.push(o["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        faults.failed_batches.load(Ordering::SeqCst),
+        0,
+        "written as one batch, not order by order"
+    );
+    for (k, (id, size)) in ids.iter().zip(sizes).enumerate() {
+        let (s, o) = app
+            .get_json(&format!("/api/v1/orders/{id}"), &app.admin)
+            .await;
+        assert_eq!(s, 200, "{o}");
+        let lines = o["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), size, "order {k}: {o}");
+        for (n, l) in lines.iter().enumerate() {
+            assert_eq!(l["sku"], format!("SKU-{n:03}"), "order {k} line {n}");
+            assert_eq!(l["quantity"], format!("{}", k + 1), "order {k} line {n}");
+        }
+    }
+    // Every order reserved its quantity of SKU-000 once: 1 + 2 + 3 + 4.
+    assert_eq!(app.item("S001", "SKU-000").await["reserved"], "10");
+    assert_eq!(app.item("S001", "SKU-099").await["reserved"], "7");
+}
