@@ -5,6 +5,7 @@
 //! `pgbatch.rs` on PostgreSQL).
 
 mod batch;
+mod group;
 pub mod held;
 mod pgbatch;
 pub(crate) mod plan;
@@ -264,6 +265,26 @@ impl Writer {
     pub fn pg_batcher(&self) -> Option<&PgBatcher> {
         self.pg.as_ref()
     }
+
+    /// The test faults of its group commit, whichever engine (`None`: every
+    /// order on the direct path).
+    pub fn faults(&self) -> Option<&Faults> {
+        match (&self.batcher, &self.pg) {
+            (Some(b), _) => Some(b.faults()),
+            (None, Some(p)) => Some(p.faults()),
+            (None, None) => None,
+        }
+    }
+
+    /// Orders waiting in its group commit's queue, not yet taken by the
+    /// writer.
+    pub fn queued(&self) -> usize {
+        match (&self.batcher, &self.pg) {
+            (Some(b), _) => b.queued(),
+            (None, Some(p)) => p.queued(),
+            (None, None) => 0,
+        }
+    }
 }
 
 /// Creates an order: prices every line from the catalog, reserves its stock,
@@ -300,17 +321,18 @@ pub async fn create(
     Ok(created)
 }
 
-/// Writes a platform's order, its items mapped by channel ingest: on SQLite
-/// in the group commit with the other new orders, else in a transaction of
-/// its own. The caller notifies the store's feed readers.
+/// Writes a platform's order, its items mapped by channel ingest: in the
+/// group commit with the other new orders (either engine), else in a
+/// transaction of its own. The caller notifies the store's feed readers.
 pub(crate) async fn create_sold(
     db: &Db,
     writer: &Writer,
     sold: sold::SoldOrder,
 ) -> Result<sold::SoldAnswer> {
-    match writer.batcher() {
-        Some(batcher) => batcher.create_sold(sold).await,
-        None => sold::create_direct(db, sold).await,
+    match (writer.batcher(), writer.pg_batcher()) {
+        (Some(batcher), _) => batcher.create_sold(sold).await,
+        (None, Some(pg)) => pg.create_sold(sold).await,
+        (None, None) => sold::create_direct(db, sold).await,
     }
 }
 

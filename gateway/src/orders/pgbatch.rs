@@ -1,8 +1,9 @@
-//! Group commit for PostgreSQL. Orders placed at the same moment are decided
-//! together by the one plan (`plan.rs`, as on the direct path and in the
-//! SQLite batch) and written in one transaction, with a handful of
-//! statements per batch rather than a dozen per order. Each caller hears
-//! back only after the COMMIT.
+//! Group commit for PostgreSQL. Orders placed at the same moment, and the
+//! delivery platforms' orders (`sold.rs`) among them, are decided together
+//! by the one plan (`plan.rs`, as on the direct path and in the SQLite
+//! batch, `group.rs` for what the two batches share) and written in one
+//! transaction, with a handful of statements per batch rather than a dozen
+//! per order. Each caller hears back only after the COMMIT.
 //!
 //! Several gateway processes may share the database, and the direct path
 //! (`plan::write_one`) may run next to this writer, so the batch takes its
@@ -15,12 +16,19 @@
 //!    lock: stock, feed numbers and display numbers of a store change only
 //!    under it);
 //! 3. then everything else is read, in statements of their own (so each
-//!    sees what the holders of those locks committed), and written.
+//!    sees what the holders of those locks committed), and written. That
+//!    includes the platform orders' duplicate rows: another instance that
+//!    wrote the same platform order for the same store did so under the
+//!    same store row, so its rows are seen here.
 //!
 //! Claimed keys of orders that end up not written are deleted again before
 //! the COMMIT, as the direct path's rollback would. Any error in the batch
 //! rolls it back and writes its orders one by one on the direct path, which
-//! answers a unique violation (another instance won a race) as a replay.
+//! answers a unique violation (another instance won a race) as a replay, or
+//! as a duplicate for a platform order. So does a platform order's row that
+//! must go in (`Extra::or_duplicate`) but met a row another writer
+//! committed after the batch read (a push of the same ref for another
+//! store): the batch fails rather than write that order twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -29,27 +37,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
 use proto::order::{Sku, StoreId};
-use sqlx::{AnyConnection, Row};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use sqlx::{AnyConnection, Connection, Row};
+use tokio::sync::{Mutex, mpsc};
 
-use super::batch::{Faults, ORDER_WRITER, writer_failed};
-use super::plan::{Facts, Head, Input, Outcome, PRODUCT_COLS, Planner, TABLES, Val};
-use super::{Created, IdemKey, NewOrder, create_direct};
+use super::batch::{Faults, ORDER_WRITER};
+use super::group::{self, Decided, Dups, Job};
+use super::plan::{Facts, Head, PRODUCT_COLS, Planner, TABLES, Val};
+use super::sold::{self, SoldAnswer, SoldOrder};
+use super::{Created, IdemKey, NewOrder};
 use crate::clock;
 use crate::db::Db;
 use crate::error::{Error, Result};
 
-/// Most orders written in one transaction.
-const MAX_BATCH: usize = 64;
 /// Rough ceiling of bind parameters in one batch (PostgreSQL allows 65535
 /// in one statement).
 const MAX_PARAMS: usize = 30_000;
-
-struct Job {
-    new: NewOrder,
-    idem: Option<IdemKey>,
-    reply: oneshot::Sender<Result<Created>>,
-}
 
 /// Hands orders to the PostgreSQL batching task.
 #[derive(Clone)]
@@ -101,29 +103,27 @@ impl PgBatcher {
     }
 
     pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job { new, idem, reply })
-            .await
-            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
-        // Dropped unanswered: the writer died with this order in its hands.
-        answer.await.map_err(|_| writer_failed())?
+        group::send(&self.tx, |reply| Job::Order {
+            new: Box::new(new),
+            idem,
+            reply,
+        })
+        .await
+    }
+
+    /// Writes a platform's order with the batch it arrives in.
+    pub(crate) async fn create_sold(&self, sold: SoldOrder) -> Result<SoldAnswer> {
+        group::send(&self.tx, |reply| Job::Sold {
+            sold: Box::new(sold),
+            reply,
+        })
+        .await
     }
 }
 
 async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
     while let Some(first) = rx.recv().await {
-        let mut params = 48 + 16 * first.new.lines.len();
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH && params < MAX_PARAMS {
-            match rx.try_recv() {
-                Ok(j) => {
-                    params += 48 + 16 * j.new.lines.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+        let mut jobs = group::gather(first, rx, MAX_PARAMS);
         if faults.panic_in_writer.swap(false, Ordering::SeqCst) {
             panic!(
                 "test fault: the order writer panics holding {} orders",
@@ -136,17 +136,20 @@ async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
         // committed (the dropped transaction rolls back).
         let committing = AtomicBool::new(false);
         let written = AssertUnwindSafe(async {
-            let mut tx = db.pool.begin().await?;
+            // One connection for the batch and its answers: once committed,
+            // nothing may fail before everyone is answered (a failure
+            // would write the orders again, one by one).
+            let mut conn = db.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
             if faults.panic_in_batch.swap(false, Ordering::SeqCst) {
                 sqlx::query("SELECT 1").execute(&mut *tx).await?;
                 panic!("test fault: an order batch panics inside its transaction");
             }
             let now = db.now_micros();
-            let outcomes = write_batch(&mut tx, &jobs, now).await?;
+            let decided = write_batch(&mut tx, &jobs, now).await?;
             committing.store(true, Ordering::SeqCst);
             tx.commit().await?;
-            let mut conn = db.pool.acquire().await?;
-            answer(&mut conn, &mut jobs, outcomes).await;
+            group::reply(&mut conn, &mut jobs, &decided).await;
             Ok::<(), Error>(())
         })
         .catch_unwind()
@@ -177,7 +180,7 @@ async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
                 if committed {
                     // Nobody can tell what was recorded: 503, retry with the key.
                     for job in jobs.drain(..) {
-                        let _ = job.reply.send(Err(writer_failed()));
+                        job.failed();
                     }
                     Vec::new()
                 } else {
@@ -186,19 +189,7 @@ async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
             }
         };
         for job in retry {
-            let db = db.clone();
-            tokio::spawn(async move {
-                let r = AssertUnwindSafe(create_direct(&db, job.new, job.idem))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| {
-                        let cause = crate::supervise::panic_message(panic.as_ref());
-                        Err(Error::internal(anyhow::anyhow!(
-                            "writing an order panicked: {cause}"
-                        )))
-                    });
-                let _ = job.reply.send(r);
-            });
+            job.retry(db.clone());
         }
     }
 }
@@ -278,14 +269,14 @@ fn s(v: impl ToString) -> Val {
 
 /// Reads what the batch needs under its locks, plans every order and
 /// writes the good ones, in `conn`'s open transaction; the caller commits.
-async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result<Vec<Outcome>> {
+async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result<Vec<Decided>> {
     let day = clock::business_day(now);
     let mut facts = Facts::default();
 
     // 1. Claim the keys, in key order. A key another transaction holds is
     // waited for here; a key already answered is not claimed.
     let mut keys: BTreeMap<(String, String), &str> = BTreeMap::new();
-    for k in jobs.iter().filter_map(|j| j.idem.as_ref()) {
+    for k in jobs.iter().filter_map(Job::idem) {
         keys.entry((k.owner.clone(), k.key.clone()))
             .or_insert(k.request_hash.as_str());
     }
@@ -328,7 +319,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
 
     // 2. Lock the batch's store rows, in id order (ORDER BY sorts before
     // the rows are locked).
-    let stores: BTreeSet<&StoreId> = jobs.iter().map(|j| &j.new.store).collect();
+    let stores: BTreeSet<&StoreId> = jobs.iter().map(|j| &j.order().store).collect();
     let mut q = Stmt::new("SELECT id, event_seq FROM stores WHERE id IN (");
     for (i, st) in stores.iter().enumerate() {
         if i > 0 {
@@ -376,8 +367,8 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         }
         let skus: BTreeSet<&Sku> = jobs
             .iter()
-            .filter(|j| facts.heads.contains_key(&j.new.store))
-            .flat_map(|j| j.new.lines.iter().map(|l| &l.sku))
+            .filter(|j| facts.heads.contains_key(&j.order().store))
+            .flat_map(Job::skus)
             .collect();
         if !skus.is_empty() {
             let mut q = Stmt::new(&format!(
@@ -404,7 +395,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         }
         let refs: Vec<&NewOrder> = jobs
             .iter()
-            .map(|j| &j.new)
+            .map(Job::order)
             .filter(|n| n.channel_order_id.is_some() && facts.heads.contains_key(&n.store))
             .collect();
         if !refs.is_empty() {
@@ -428,8 +419,10 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
                     .insert((r.get(0), r.get(1), r.get(2), r.get(3)), r.get(4));
             }
         }
-        let prepaid: Vec<&super::Prepaid> =
-            jobs.iter().filter_map(|j| j.new.prepaid.as_ref()).collect();
+        let prepaid: Vec<&super::Prepaid> = jobs
+            .iter()
+            .filter_map(|j| j.order().prepaid.as_ref())
+            .collect();
         if !prepaid.is_empty() {
             let mut q = Stmt::new(
                 "SELECT provider, reference FROM prepayments WHERE (provider, reference) IN (",
@@ -445,17 +438,47 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         }
     }
 
+    // The platform orders' duplicate rows, every kind in one statement
+    // (after the locks too): the kind's index, the order a row names, then
+    // the values it was found by, padded to the widest kind.
+    let mut dups = Dups::of(jobs);
+    if !dups.kinds.is_empty() {
+        let width = (0..dups.kinds.len())
+            .map(|i| dups.width(i))
+            .max()
+            .unwrap_or(0);
+        let mut q = Stmt::default();
+        for (i, ((table, cols, answer), vals)) in dups.kinds.iter().enumerate() {
+            q.push(if i == 0 { "" } else { "\nUNION ALL " });
+            q.push(&format!(
+                "SELECT {i}::bigint, {}::text",
+                answer.unwrap_or("NULL")
+            ));
+            for c in 0..width {
+                match cols.get(c) {
+                    Some(col) => q.push(&format!(", {col}::text")),
+                    None => q.push(", NULL::text"),
+                };
+            }
+            q.push(&format!(" FROM {table} WHERE ({}) IN (", cols.join(", ")));
+            for (j, v) in vals.iter().enumerate() {
+                q.push(if j == 0 { "" } else { ", " });
+                q.tuple(v.iter().map(s).collect());
+            }
+            q.push(")");
+        }
+        for r in q.query().fetch_all(&mut *conn).await? {
+            let i = usize::try_from(r.get::<i64, _>(0)).map_err(Error::internal)?;
+            let vals = (0..dups.width(i))
+                .map(|c| r.get::<String, _>(2 + c))
+                .collect();
+            dups.found(i, vals, r.get::<Option<String>, _>(1));
+        }
+    }
+
     // 4. The one plan, for every order in arrival order.
     let mut planner = Planner::new(facts, now);
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
-    for (idx, job) in jobs.iter().enumerate() {
-        let input = Input {
-            new: &job.new,
-            idem: job.idem.as_ref(),
-            sold: None,
-        };
-        outcomes.push(planner.plan(idx, &input)?);
-    }
+    let (mut decided, extras) = group::decide(&mut planner, jobs, &mut dups, now)?;
 
     // 5. Write: data-modifying WITH queries packed into as few statements
     // as keep each under `PACK_BYTES` (PostgreSQL runs all of a statement's
@@ -499,10 +522,10 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
     // (a sale that already happened takes its stock even when short: an
     // item only such sales take is not guarded).
     let mut guarded: BTreeMap<(&StoreId, &Sku), i64> = BTreeMap::new();
-    for (o, job) in outcomes.iter().zip(jobs) {
-        if let Outcome::Written(p) = o {
+    for (d, job) in decided.iter().zip(jobs) {
+        if let Some(p) = d.written() {
             for t in p.takes.iter().filter(|t| t.guarded) {
-                *guarded.entry((&job.new.store, &t.sku)).or_default() += t.quantity.milli();
+                *guarded.entry((&job.order().store, &t.sku)).or_default() += t.quantity.milli();
             }
         }
     }
@@ -532,25 +555,14 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
     }
     // One multi-row INSERT per table (or per slice of its rows), the rows
     // the plan built.
-    let mut by_table: Vec<Vec<Vec<Val>>> = TABLES.iter().map(|_| Vec::new()).collect();
-    let mut written_keys: BTreeSet<(String, String)> = BTreeSet::new();
-    for (o, job) in outcomes.iter_mut().zip(jobs) {
-        let Outcome::Written(planned) = o else {
-            continue;
-        };
-        if let Some(k) = &job.idem {
-            written_keys.insert((k.owner.clone(), k.key.clone()));
-        }
-        for (table, vals) in std::mem::take(&mut planned.rows) {
-            let Some(t) = TABLES.iter().position(|t| t.name == table.name) else {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "a row for table {}",
-                    table.name
-                )));
-            };
-            by_table[t].push(vals);
-        }
-    }
+    let written_keys: BTreeSet<(String, String)> = decided
+        .iter()
+        .zip(jobs)
+        .filter(|(d, _)| d.written().is_some())
+        .filter_map(|(_, j)| j.idem())
+        .map(|k| (k.owner.clone(), k.key.clone()))
+        .collect();
+    let by_table = group::rows_by_table(&mut decided)?;
     for (table, rows) in TABLES.iter().zip(by_table) {
         let upsert = table.upsert_tail();
         for slice in slices(rows) {
@@ -558,6 +570,27 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
                 q.push(&table.insert_head());
                 q.push(" VALUES ").tuples(rows);
                 q.push(&upsert);
+            })
+            .await?;
+        }
+    }
+    // The platform orders' own rows, one INSERT per table and conflict rule
+    // (the foreign keys to their orders are checked at the statement's end).
+    // Rows that must go in are counted.
+    let mut want_claimed = 0_i64;
+    for g in group::extra_groups(extras) {
+        let (head, tail) = (g.table.insert_head(), sold::conflict_tail(g.unless));
+        let count = g.or_duplicate.then_some(Count::Claimed);
+        for slice in slices(g.rows) {
+            if g.or_duplicate {
+                want_claimed += slice.len() as i64;
+            }
+            w.part(conn, count, &slice, |q, rows| {
+                q.push(&head).push(" VALUES ").tuples(rows);
+                q.push(&tail);
+                if g.or_duplicate {
+                    q.push(" RETURNING 1");
+                }
             })
             .await?;
         }
@@ -575,8 +608,8 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         })
         .await?;
     }
-    let (h, r) = w.flush(conn).await?;
-    let (h, r) = (h + w.counted.0, r + w.counted.1);
+    w.flush(conn).await?;
+    let [h, r, c] = w.counted;
     if h != heads.len() as i64 || r != want_reserved {
         return Err(Error::internal(anyhow::anyhow!(
             "the batch's rows changed under its locks: {h} of {} stores, \
@@ -584,7 +617,15 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
             heads.len()
         )));
     }
-    Ok(outcomes)
+    if c != want_claimed {
+        // Written by another writer after the batch read them: which order
+        // is the duplicate, the direct path finds out, one by one.
+        return Err(Error::internal(anyhow::anyhow!(
+            "another writer recorded {} of the batch's platform orders meanwhile",
+            want_claimed - c
+        )));
+    }
+    Ok(decided)
 }
 
 /// Most bytes of values in one write statement: a batch's writes are
@@ -596,10 +637,16 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
 const PACK_BYTES: usize = 256 * 1024;
 
 /// What a part's rows are counted as, to check the batch wrote them all.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Count {
     Heads,
     Items,
+    /// Platform orders' rows that must go in.
+    Claimed,
+}
+
+impl Count {
+    const ALL: [Count; 3] = [Count::Heads, Count::Items, Count::Claimed];
 }
 
 /// Bytes a value takes in a statement, roughly.
@@ -647,8 +694,8 @@ struct Packer {
     bytes: usize,
     parts: usize,
     counts: Vec<(usize, Count)>,
-    /// Store rows and items updated by the statements executed so far.
-    counted: (i64, i64),
+    /// Rows of each [`Count`] written by the statements executed so far.
+    counted: [i64; 3],
 }
 
 impl Packer {
@@ -661,9 +708,7 @@ impl Packer {
     ) -> Result<()> {
         let bytes: usize = rows.iter().flatten().map(size).sum();
         if self.parts > 0 && self.bytes + bytes > PACK_BYTES {
-            let (h, r) = self.flush(conn).await?;
-            self.counted.0 += h;
-            self.counted.1 += r;
+            self.flush(conn).await?;
         }
         let n = self.parts;
         self.q.push(if n == 0 { "WITH " } else { ",\n" });
@@ -679,46 +724,36 @@ impl Packer {
         Ok(())
     }
 
-    /// Executes the parts gathered: the store rows and items they updated.
-    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(i64, i64)> {
+    /// Executes the parts gathered, adding up the rows they counted.
+    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
         if self.parts == 0 {
-            return Ok((0, 0));
+            return Ok(());
         }
-        let count = |which: fn(Count) -> bool, counts: &[(usize, Count)]| {
-            let terms: Vec<String> = counts
-                .iter()
-                .filter(|(_, c)| which(*c))
-                .map(|(n, _)| format!("(SELECT count(*) FROM p{n})"))
-                .collect();
-            if terms.is_empty() {
-                "0::bigint".to_owned()
-            } else {
-                terms.join(" + ")
-            }
-        };
-        let h = count(|c| matches!(c, Count::Heads), &self.counts);
-        let r = count(|c| matches!(c, Count::Items), &self.counts);
+        let terms: Vec<String> = Count::ALL
+            .iter()
+            .map(|&which| {
+                let terms: Vec<String> = self
+                    .counts
+                    .iter()
+                    .filter(|(_, c)| *c == which)
+                    .map(|(n, _)| format!("(SELECT count(*) FROM p{n})"))
+                    .collect();
+                if terms.is_empty() {
+                    "0::bigint".to_owned()
+                } else {
+                    terms.join(" + ")
+                }
+            })
+            .collect();
         let mut q = std::mem::take(&mut self.q);
-        q.push(&format!("\nSELECT {h}, {r}"));
+        q.push(&format!("\nSELECT {}", terms.join(", ")));
         self.parts = 0;
         self.bytes = 0;
         self.counts.clear();
         let row = q.query().fetch_one(&mut *conn).await?;
-        Ok((row.get(0), row.get(1)))
-    }
-}
-
-/// Committed: answers every caller.
-async fn answer(conn: &mut AnyConnection, jobs: &mut Vec<Job>, outcomes: Vec<Outcome>) {
-    let written = |first: usize| match &outcomes[first] {
-        Outcome::Written(planned) => Some(&**planned),
-        _ => None,
-    };
-    let mut answers = Vec::with_capacity(outcomes.len());
-    for o in &outcomes {
-        answers.push(super::batch::answer_of(conn, o, written).await);
-    }
-    for (job, answer) in std::mem::take(jobs).into_iter().zip(answers) {
-        let _ = job.reply.send(answer);
+        for (i, total) in self.counted.iter_mut().enumerate() {
+            *total += row.get::<i64, _>(i);
+        }
+        Ok(())
     }
 }
