@@ -11,7 +11,8 @@ mod pgbatch;
 pub(crate) mod plan;
 pub(crate) mod sold;
 
-pub use batch::{Batcher, Faults};
+pub use batch::Batcher;
+pub use group::{Faults, GroupCommit};
 pub use pgbatch::PgBatcher;
 
 use proto::order::{
@@ -202,15 +203,14 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
     }
 }
 
-/// How new orders reach the database: on SQLite, group-committed by the
-/// [`Batcher`] (a supervised task on a connection of its own); otherwise, or
-/// when none was started, each in a transaction of its own. Started by
-/// whoever opens the store for serving (`app::build`), carried in the
-/// handlers' state.
+/// How new orders reach the database: group-committed, a supervised task
+/// taking the orders that arrive together ([`Batcher`] on SQLite, on a
+/// connection of its own; [`PgBatcher`] on PostgreSQL); or, when none was
+/// started, each in a transaction of its own. Started by whoever opens the
+/// store for serving (`app::build`), carried in the handlers' state.
 #[derive(Clone, Default)]
 pub struct Writer {
-    batcher: Option<Batcher>,
-    pg: Option<PgBatcher>,
+    group: Option<GroupCommit>,
 }
 
 impl Writer {
@@ -224,8 +224,7 @@ impl Writer {
     pub async fn start(db: &Db) -> anyhow::Result<Writer> {
         match db.sqlite_file() {
             Some(file) => Ok(Writer {
-                batcher: Some(Batcher::start(file, db.clone()).await?),
-                pg: None,
+                group: Some(Batcher::start(file, db.clone()).await?),
             }),
             None => Ok(Writer::start_pg(db)),
         }
@@ -233,8 +232,8 @@ impl Writer {
 
     fn start_pg(db: &Db) -> Writer {
         Writer {
-            batcher: None,
-            pg: (db.backend == crate::db::Backend::Postgres).then(|| PgBatcher::start(db.clone())),
+            group: (db.backend == crate::db::Backend::Postgres)
+                .then(|| PgBatcher::start(db.clone())),
         }
     }
 
@@ -243,47 +242,28 @@ impl Writer {
     pub async fn start_jobs(db: &Db) -> anyhow::Result<(Writer, Option<crate::jobs::Job>)> {
         match db.sqlite_file() {
             Some(file) => {
-                let (batcher, job) = Batcher::start_jobs(file, db.clone()).await?;
-                Ok((
-                    Writer {
-                        batcher: Some(batcher),
-                        pg: None,
-                    },
-                    Some(job),
-                ))
+                let (group, job) = Batcher::start_jobs(file, db.clone()).await?;
+                Ok((Writer { group: Some(group) }, Some(job)))
             }
             None => Ok((Writer::start_pg(db), None)),
         }
     }
 
-    /// The SQLite batcher, when this writer has one.
-    pub fn batcher(&self) -> Option<&Batcher> {
-        self.batcher.as_ref()
+    /// Its group commit, when it has one.
+    pub fn group(&self) -> Option<&GroupCommit> {
+        self.group.as_ref()
     }
 
-    /// The PostgreSQL batcher, when this writer has one.
-    pub fn pg_batcher(&self) -> Option<&PgBatcher> {
-        self.pg.as_ref()
-    }
-
-    /// The test faults of its group commit, whichever engine (`None`: every
-    /// order on the direct path).
+    /// The test faults of its group commit (`None`: every order on the
+    /// direct path).
     pub fn faults(&self) -> Option<&Faults> {
-        match (&self.batcher, &self.pg) {
-            (Some(b), _) => Some(b.faults()),
-            (None, Some(p)) => Some(p.faults()),
-            (None, None) => None,
-        }
+        self.group.as_ref().map(GroupCommit::faults)
     }
 
     /// Orders waiting in its group commit's queue, not yet taken by the
     /// writer.
     pub fn queued(&self) -> usize {
-        match (&self.batcher, &self.pg) {
-            (Some(b), _) => b.queued(),
-            (None, Some(p)) => p.queued(),
-            (None, None) => 0,
-        }
+        self.group.as_ref().map_or(0, GroupCommit::queued)
     }
 }
 
@@ -299,14 +279,11 @@ pub async fn create(
     check_shape(&mut new)?;
     let store = new.store.clone();
     let channel = new.channel;
-    let created = match writer.batcher() {
-        // SQLite: many orders share one transaction (group commit).
-        Some(batcher) => batcher.create(new, idem).await?,
-        // PostgreSQL: the same, across instances under the store row locks.
-        None => match &writer.pg {
-            Some(pg) => pg.create(new, idem).await?,
-            None => create_direct(db, new, idem).await?,
-        },
+    let created = match writer.group() {
+        // Many orders share one transaction (group commit): on SQLite one
+        // writer's, on PostgreSQL across instances under the store row locks.
+        Some(group) => group.create(new, idem).await?,
+        None => create_direct(db, new, idem).await?,
     };
     if matches!(
         created,
@@ -329,10 +306,9 @@ pub(crate) async fn create_sold(
     writer: &Writer,
     sold: sold::SoldOrder,
 ) -> Result<sold::SoldAnswer> {
-    match (writer.batcher(), writer.pg_batcher()) {
-        (Some(batcher), _) => batcher.create_sold(sold).await,
-        (None, Some(pg)) => pg.create_sold(sold).await,
-        (None, None) => sold::create_direct(db, sold).await,
+    match writer.group() {
+        Some(group) => group.create_sold(sold).await,
+        None => sold::create_direct(db, sold).await,
     }
 }
 

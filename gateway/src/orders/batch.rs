@@ -16,47 +16,26 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use proto::order::{Sku, StoreId};
 use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::{Mutex, mpsc};
 
-use super::group::{self, Dups, Job};
+use super::group::{self, Dups, Faults, GroupCommit, Job, ORDER_WRITER};
 use super::plan::{Facts, Head, PRODUCT_COLS, Planner, TABLES, Val};
-use super::sold::{self, SoldAnswer, SoldOrder};
-use super::{Created, IdemKey, NewOrder};
+use super::sold;
+use super::{IdemKey, NewOrder};
 use crate::clock;
 use crate::db::{Db, SqliteFile};
 use crate::error::{Error, Result};
+
 /// Rough ceiling of bind parameters in one batch (SQLite's limit is 32766).
 const MAX_PARAMS: usize = 16_000;
 
-/// Hands orders to the batching task.
-#[derive(Clone)]
-pub struct Batcher {
-    tx: mpsc::Sender<Job>,
-    faults: Arc<Faults>,
-}
-
-/// Faults a test arms through the library to make the real writer fail (see
-/// ARCHITECTURE.md, supervision). Nothing on the network or in configuration
-/// reaches them; unarmed, each costs one atomic load per batch.
-#[derive(Default)]
-pub struct Faults {
-    /// The next batch panics with its transaction open, as a bug in checking
-    /// an order would.
-    pub panic_in_batch: AtomicBool,
-    /// The writer task itself panics after taking the next orders off the
-    /// queue.
-    pub panic_in_writer: AtomicBool,
-    /// While set, the writer fails to start again, so it stays down.
-    pub hold_restart: AtomicBool,
-}
-
-/// The supervised components' names.
-pub const ORDER_WRITER: &str = "order_writer";
+/// Starts SQLite's group commit.
+pub struct Batcher;
 
 impl Batcher {
     /// Starts the task on a connection of its own, supervised: it is started
@@ -66,14 +45,10 @@ impl Batcher {
     pub async fn start_jobs(
         file: &SqliteFile,
         db: Db,
-    ) -> anyhow::Result<(Batcher, crate::jobs::Job)> {
+    ) -> anyhow::Result<(GroupCommit, crate::jobs::Job)> {
         let (url, gate) = (file.url.as_str(), Arc::clone(&file.gate));
         let mut first = Some(open_writer(url).await?);
-        let (tx, rx) = mpsc::channel(1024);
-        // Each run of the writer holds the queue; a dead run's guard drops
-        // while it unwinds, so the next run takes the same queue over.
-        let rx = Arc::new(Mutex::new(rx));
-        let faults = Arc::new(Faults::default());
+        let (group, rx, faults) = GroupCommit::new();
         let health = db.health().clone();
         let writer = {
             let (url, faults) = (url.to_owned(), Arc::clone(&faults));
@@ -105,14 +80,14 @@ impl Batcher {
             }
         };
         crate::supervise::spawn(&health, ORDER_WRITER, None, writer);
-        let checkpoint = checkpoint_job(url, tx.downgrade(), open_writer(url).await?);
-        Ok((Batcher { tx, faults }, checkpoint))
+        let checkpoint = checkpoint_job(url, group.downgrade(), open_writer(url).await?);
+        Ok((group, checkpoint))
     }
 
     /// Starts the batcher with its WAL checkpoint on a scheduler of its own
     /// (`app::build` puts the checkpoint on the gateway's one instead).
-    pub async fn start(file: &SqliteFile, db: Db) -> anyhow::Result<Batcher> {
-        let (batcher, checkpoint) = Batcher::start_jobs(file, db.clone()).await?;
+    pub async fn start(file: &SqliteFile, db: Db) -> anyhow::Result<GroupCommit> {
+        let (group, checkpoint) = Batcher::start_jobs(file, db.clone()).await?;
         crate::jobs::start(
             &db,
             "wal_jobs",
@@ -120,35 +95,7 @@ impl Batcher {
             vec![checkpoint],
             None,
         );
-        Ok(batcher)
-    }
-
-    /// The writer's test faults.
-    pub fn faults(&self) -> &Faults {
-        &self.faults
-    }
-
-    /// Orders waiting in the queue, not yet taken by the writer.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-
-    pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
-        group::send(&self.tx, |reply| Job::Order {
-            new: Box::new(new),
-            idem,
-            reply,
-        })
-        .await
-    }
-
-    /// Writes a platform's order with the batch it arrives in.
-    pub(crate) async fn create_sold(&self, sold: SoldOrder) -> Result<SoldAnswer> {
-        group::send(&self.tx, |reply| Job::Sold {
-            sold: Box::new(sold),
-            reply,
-        })
-        .await
+        Ok(group)
     }
 }
 

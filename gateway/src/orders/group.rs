@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use futures::FutureExt;
 use proto::order::Sku;
 use sqlx::AnyConnection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::plan::{self, Input, Outcome, Planned, Planner, TABLES, Table, Val};
 use super::sold::{self, SoldAnswer, SoldOrder};
@@ -23,6 +25,95 @@ use crate::error::{Code, Error, Result};
 
 /// Most orders written in one transaction.
 pub(super) const MAX_BATCH: usize = 64;
+
+/// The supervised components' names.
+pub const ORDER_WRITER: &str = "order_writer";
+
+/// Faults a test arms through the library to make the real writer fail (see
+/// ARCHITECTURE.md, supervision). Nothing on the network or in configuration
+/// reaches them; unarmed, each costs one atomic load per batch.
+#[derive(Default)]
+pub struct Faults {
+    /// The next batch panics with its transaction open, as a bug in checking
+    /// an order would.
+    pub panic_in_batch: AtomicBool,
+    /// The writer task itself panics after taking the next orders off the
+    /// queue.
+    pub panic_in_writer: AtomicBool,
+    /// While set, the writer fails to start again, so it stays down.
+    pub hold_restart: AtomicBool,
+}
+
+/// Hands orders to a group commit's writer task (`Batcher` on SQLite,
+/// `PgBatcher` on PostgreSQL start one).
+#[derive(Clone)]
+pub struct GroupCommit {
+    tx: mpsc::Sender<Job>,
+    faults: Arc<Faults>,
+}
+
+/// The writer's end of a [`GroupCommit`]: each run of the supervised writer
+/// holds the queue; a dead run's guard drops while it unwinds, so the next
+/// run takes the same queue over.
+pub(super) type Queue = Arc<Mutex<mpsc::Receiver<Job>>>;
+
+impl GroupCommit {
+    /// A new queue, its writer's end and the writer's test faults.
+    pub(super) fn new() -> (GroupCommit, Queue, Arc<Faults>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let faults = Arc::new(Faults::default());
+        let group = GroupCommit {
+            tx,
+            faults: Arc::clone(&faults),
+        };
+        (group, Arc::new(Mutex::new(rx)), faults)
+    }
+
+    /// The writer's test faults.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Orders waiting in the queue, not yet taken by the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Ends when the writer is gone: what SQLite's WAL checkpoint watches.
+    pub(super) fn downgrade(&self) -> mpsc::WeakSender<Job> {
+        self.tx.downgrade()
+    }
+
+    /// Writes an order with the batch it arrives in.
+    pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
+        self.send(|reply| Job::Order {
+            new: Box::new(new),
+            idem,
+            reply,
+        })
+        .await
+    }
+
+    /// Writes a platform's order with the batch it arrives in.
+    pub(crate) async fn create_sold(&self, sold: SoldOrder) -> Result<SoldAnswer> {
+        self.send(|reply| Job::Sold {
+            sold: Box::new(sold),
+            reply,
+        })
+        .await
+    }
+
+    /// Queues the job `job(reply)` for the writer and waits for its answer.
+    async fn send<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(job(reply))
+            .await
+            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
+        // Dropped unanswered: the writer died with this order in its hands.
+        answer.await.map_err(|_| writer_failed())?
+    }
+}
 
 pub(super) enum Job {
     /// An order priced from the catalog (REST, SOAP, the counter).
@@ -112,19 +203,6 @@ impl Job {
     }
 }
 
-/// Queues the job `job(reply)` for the writer and waits for its answer.
-pub(super) async fn send<T>(
-    tx: &mpsc::Sender<Job>,
-    job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job,
-) -> Result<T> {
-    let (reply, answer) = oneshot::channel();
-    tx.send(job(reply))
-        .await
-        .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
-    // Dropped unanswered: the writer died with this order in its hands.
-    answer.await.map_err(|_| writer_failed())?
-}
-
 /// The next batch: `first` and the jobs queued behind it, bounded by
 /// [`MAX_BATCH`] and by roughly `max_params` bind parameters.
 pub(super) fn gather(first: Job, rx: &mut mpsc::Receiver<Job>, max_params: usize) -> Vec<Job> {
@@ -144,7 +222,7 @@ pub(super) fn gather(first: Job, rx: &mut mpsc::Receiver<Job>, max_params: usize
 
 /// The answer to an order the writer died holding: 503, safe to retry
 /// with the same Idempotency-Key.
-pub(super) fn writer_failed() -> Error {
+fn writer_failed() -> Error {
     let mut e = Error::unavailable(anyhow::anyhow!("order writer failed holding the order"));
     e.code = Code::OrderWriterFailed;
     e.message = "the order writer failed while holding this order, which may or may not \

@@ -38,13 +38,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::FutureExt;
 use proto::order::{Sku, StoreId};
 use sqlx::{AnyConnection, Connection, Row};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 
-use super::batch::{Faults, ORDER_WRITER};
-use super::group::{self, Decided, Dups, Job};
+use super::group::{self, Decided, Dups, Faults, GroupCommit, Job, ORDER_WRITER};
 use super::plan::{Facts, Head, PRODUCT_COLS, Planner, TABLES, Val};
-use super::sold::{self, SoldAnswer, SoldOrder};
-use super::{Created, IdemKey, NewOrder};
+use super::sold;
+use super::NewOrder;
 use crate::clock;
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -53,22 +52,14 @@ use crate::error::{Error, Result};
 /// in one statement).
 const MAX_PARAMS: usize = 30_000;
 
-/// Hands orders to the PostgreSQL batching task.
-#[derive(Clone)]
-pub struct PgBatcher {
-    tx: mpsc::Sender<Job>,
-    faults: Arc<Faults>,
-}
+/// Starts PostgreSQL's group commit.
+pub struct PgBatcher;
 
 impl PgBatcher {
     /// Starts the writer, supervised as [`ORDER_WRITER`]: started again on
     /// the same queue if it dies. Each batch takes a connection of the pool.
-    pub fn start(db: Db) -> PgBatcher {
-        let (tx, rx) = mpsc::channel(1024);
-        // Each run of the writer holds the queue; a dead run's guard drops
-        // while it unwinds, so the next run takes the same queue over.
-        let rx = Arc::new(Mutex::new(rx));
-        let faults = Arc::new(Faults::default());
+    pub fn start(db: Db) -> GroupCommit {
+        let (group, rx, faults) = GroupCommit::new();
         let health = db.health().clone();
         let writer = {
             let faults = Arc::clone(&faults);
@@ -89,35 +80,7 @@ impl PgBatcher {
             }
         };
         crate::supervise::spawn(&health, ORDER_WRITER, None, writer);
-        PgBatcher { tx, faults }
-    }
-
-    /// The writer's test faults.
-    pub fn faults(&self) -> &Faults {
-        &self.faults
-    }
-
-    /// Orders waiting in the queue, not yet taken by the writer.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-
-    pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
-        group::send(&self.tx, |reply| Job::Order {
-            new: Box::new(new),
-            idem,
-            reply,
-        })
-        .await
-    }
-
-    /// Writes a platform's order with the batch it arrives in.
-    pub(crate) async fn create_sold(&self, sold: SoldOrder) -> Result<SoldAnswer> {
-        group::send(&self.tx, |reply| Job::Sold {
-            sold: Box::new(sold),
-            reply,
-        })
-        .await
+        group
     }
 }
 
