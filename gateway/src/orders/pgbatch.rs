@@ -40,10 +40,10 @@ use proto::order::{Sku, StoreId};
 use sqlx::{AnyConnection, Connection, Row};
 use tokio::sync::mpsc;
 
+use super::NewOrder;
 use super::group::{self, Decided, Dups, Faults, GroupCommit, Job, ORDER_WRITER};
 use super::plan::{Facts, Head, PRODUCT_COLS, Planner, TABLES, Val};
 use super::sold;
-use super::NewOrder;
 use crate::clock;
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -211,6 +211,25 @@ impl Stmt {
         self
     }
 
+    /// ` FROM table t JOIN (VALUES (…), (…)) AS v (c1, …) ON t.col = v.c1
+    /// AND …`: the table's rows holding one of `rows` in `cols`, each found
+    /// through the index on `cols`. (A row-value `IN` list is planned as ORs
+    /// whose shared values PostgreSQL factors out: `platform = 'meituan'`
+    /// alone then scans every row of the platform, a batch's time growing
+    /// with the table.)
+    fn rows_among(&mut self, table: &str, cols: &[&str], rows: Vec<Vec<Val>>) -> &mut Stmt {
+        self.push(&format!(" FROM {table} t JOIN "));
+        self.values_as(cols.len(), rows);
+        self.push(" ON ").push(&matching(cols))
+    }
+
+    /// `(VALUES (…), (…)) AS v (c1, …, cn)`.
+    fn values_as(&mut self, n: usize, rows: Vec<Vec<Val>>) -> &mut Stmt {
+        self.push("(VALUES ").tuples(rows);
+        let names: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+        self.push(&format!(") AS v ({})", names.join(", ")))
+    }
+
     /// Not kept in the statement cache: every batch's statements differ.
     fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(self.sql)).persistent(false);
@@ -224,6 +243,15 @@ impl Stmt {
         }
         q
     }
+}
+
+/// `t.col = v.c1 AND …`: table `t`'s columns against [`Stmt::values_as`]'s.
+fn matching(cols: &[&str]) -> String {
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{c} = v.c{}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 fn s(v: impl ToString) -> Val {
@@ -262,15 +290,15 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         let answered: Vec<&(String, String)> =
             keys.keys().filter(|k| !claimed.contains(*k)).collect();
         if !answered.is_empty() {
-            let mut q = Stmt::new(
-                "SELECT key_id, idem_key, request_hash, status_code, response FROM idempotency_keys
-                 WHERE (key_id, idem_key) IN (",
+            let mut q = Stmt::new("SELECT key_id, idem_key, request_hash, status_code, response");
+            q.rows_among(
+                "idempotency_keys",
+                &["key_id", "idem_key"],
+                answered
+                    .into_iter()
+                    .map(|(owner, key)| vec![s(owner), s(key)])
+                    .collect(),
             );
-            for (i, (owner, key)) in answered.into_iter().enumerate() {
-                q.push(if i == 0 { "(" } else { ", (" });
-                q.p(s(owner)).push(", ").p(s(key)).push(")");
-            }
-            q.push(")");
             for r in q.query().fetch_all(&mut *conn).await? {
                 let status = u16::try_from(r.get::<i64, _>(3)).unwrap_or(200);
                 facts
@@ -362,20 +390,21 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
             .filter(|n| n.channel_order_id.is_some() && facts.heads.contains_key(&n.store))
             .collect();
         if !refs.is_empty() {
-            let mut q = Stmt::new(
-                "SELECT store_id, channel, platform, channel_order_id, id FROM orders
-                 WHERE (store_id, channel, platform, channel_order_id) IN (",
+            let mut q = Stmt::new("SELECT store_id, channel, platform, channel_order_id, id");
+            q.rows_among(
+                "orders",
+                &["store_id", "channel", "platform", "channel_order_id"],
+                refs.iter()
+                    .map(|n| {
+                        vec![
+                            s(&n.store),
+                            s(n.channel.as_str()),
+                            s(n.platform.clone().unwrap_or_default()),
+                            Val::OS(n.channel_order_id.clone()),
+                        ]
+                    })
+                    .collect(),
             );
-            for (i, n) in refs.iter().enumerate() {
-                q.push(if i == 0 { "" } else { ", " });
-                q.tuple(vec![
-                    s(&n.store),
-                    s(n.channel.as_str()),
-                    s(n.platform.clone().unwrap_or_default()),
-                    Val::OS(n.channel_order_id.clone()),
-                ]);
-            }
-            q.push(")");
             for r in q.query().fetch_all(&mut *conn).await? {
                 facts
                     .refs
@@ -387,14 +416,15 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
             .filter_map(|j| j.order().prepaid.as_ref())
             .collect();
         if !prepaid.is_empty() {
-            let mut q = Stmt::new(
-                "SELECT provider, reference FROM prepayments WHERE (provider, reference) IN (",
+            let mut q = Stmt::new("SELECT provider, reference");
+            q.rows_among(
+                "prepayments",
+                &["provider", "reference"],
+                prepaid
+                    .iter()
+                    .map(|p| vec![s(&p.provider), s(&p.reference)])
+                    .collect(),
             );
-            for (i, p) in prepaid.iter().enumerate() {
-                q.push(if i == 0 { "" } else { ", " });
-                q.tuple(vec![s(&p.provider), s(&p.reference)]);
-            }
-            q.push(")");
             for r in q.query().fetch_all(&mut *conn).await? {
                 facts.prepaid.insert((r.get(0), r.get(1)));
             }
@@ -423,12 +453,11 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
                     None => q.push(", NULL::text"),
                 };
             }
-            q.push(&format!(" FROM {table} WHERE ({}) IN (", cols.join(", ")));
-            for (j, v) in vals.iter().enumerate() {
-                q.push(if j == 0 { "" } else { ", " });
-                q.tuple(v.iter().map(s).collect());
-            }
-            q.push(")");
+            q.rows_among(
+                table,
+                cols,
+                vals.iter().map(|v| v.iter().map(s).collect()).collect(),
+            );
         }
         for r in q.query().fetch_all(&mut *conn).await? {
             let i = usize::try_from(r.get::<i64, _>(0)).map_err(Error::internal)?;
@@ -565,9 +594,9 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         .collect();
     if !unused.is_empty() {
         w.part(conn, None, &unused, |q, rows| {
-            q.push("DELETE FROM idempotency_keys WHERE (key_id, idem_key) IN (");
-            q.tuples(rows);
-            q.push(")");
+            q.push("DELETE FROM idempotency_keys t USING ");
+            q.values_as(2, rows);
+            q.push(" WHERE ").push(&matching(&["key_id", "idem_key"]));
         })
         .await?;
     }
