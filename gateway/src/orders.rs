@@ -5,12 +5,14 @@
 //! `pgbatch.rs` on PostgreSQL).
 
 mod batch;
+mod group;
 pub mod held;
 mod pgbatch;
 pub(crate) mod plan;
 pub(crate) mod sold;
 
-pub use batch::{Batcher, Faults};
+pub use batch::Batcher;
+pub use group::{Faults, GroupCommit};
 pub use pgbatch::PgBatcher;
 
 use proto::order::{
@@ -201,15 +203,14 @@ pub fn check_reason(action: OrderAction, reason: Option<String>) -> Result<Optio
     }
 }
 
-/// How new orders reach the database: on SQLite, group-committed by the
-/// [`Batcher`] (a supervised task on a connection of its own); otherwise, or
-/// when none was started, each in a transaction of its own. Started by
-/// whoever opens the store for serving (`app::build`), carried in the
-/// handlers' state.
+/// How new orders reach the database: group-committed, a supervised task
+/// taking the orders that arrive together ([`Batcher`] on SQLite, on a
+/// connection of its own; [`PgBatcher`] on PostgreSQL); or, when none was
+/// started, each in a transaction of its own. Started by whoever opens the
+/// store for serving (`app::build`), carried in the handlers' state.
 #[derive(Clone, Default)]
 pub struct Writer {
-    batcher: Option<Batcher>,
-    pg: Option<PgBatcher>,
+    group: Option<GroupCommit>,
 }
 
 impl Writer {
@@ -223,8 +224,7 @@ impl Writer {
     pub async fn start(db: &Db) -> anyhow::Result<Writer> {
         match db.sqlite_file() {
             Some(file) => Ok(Writer {
-                batcher: Some(Batcher::start(file, db.clone()).await?),
-                pg: None,
+                group: Some(Batcher::start(file, db.clone()).await?),
             }),
             None => Ok(Writer::start_pg(db)),
         }
@@ -232,8 +232,8 @@ impl Writer {
 
     fn start_pg(db: &Db) -> Writer {
         Writer {
-            batcher: None,
-            pg: (db.backend == crate::db::Backend::Postgres).then(|| PgBatcher::start(db.clone())),
+            group: (db.backend == crate::db::Backend::Postgres)
+                .then(|| PgBatcher::start(db.clone())),
         }
     }
 
@@ -242,27 +242,28 @@ impl Writer {
     pub async fn start_jobs(db: &Db) -> anyhow::Result<(Writer, Option<crate::jobs::Job>)> {
         match db.sqlite_file() {
             Some(file) => {
-                let (batcher, job) = Batcher::start_jobs(file, db.clone()).await?;
-                Ok((
-                    Writer {
-                        batcher: Some(batcher),
-                        pg: None,
-                    },
-                    Some(job),
-                ))
+                let (group, job) = Batcher::start_jobs(file, db.clone()).await?;
+                Ok((Writer { group: Some(group) }, Some(job)))
             }
             None => Ok((Writer::start_pg(db), None)),
         }
     }
 
-    /// The SQLite batcher, when this writer has one.
-    pub fn batcher(&self) -> Option<&Batcher> {
-        self.batcher.as_ref()
+    /// Its group commit, when it has one.
+    pub fn group(&self) -> Option<&GroupCommit> {
+        self.group.as_ref()
     }
 
-    /// The PostgreSQL batcher, when this writer has one.
-    pub fn pg_batcher(&self) -> Option<&PgBatcher> {
-        self.pg.as_ref()
+    /// The test faults of its group commit (`None`: every order on the
+    /// direct path).
+    pub fn faults(&self) -> Option<&Faults> {
+        self.group.as_ref().map(GroupCommit::faults)
+    }
+
+    /// Orders waiting in its group commit's queue, not yet taken by the
+    /// writer.
+    pub fn queued(&self) -> usize {
+        self.group.as_ref().map_or(0, GroupCommit::queued)
     }
 }
 
@@ -278,14 +279,11 @@ pub async fn create(
     check_shape(&mut new)?;
     let store = new.store.clone();
     let channel = new.channel;
-    let created = match writer.batcher() {
-        // SQLite: many orders share one transaction (group commit).
-        Some(batcher) => batcher.create(new, idem).await?,
-        // PostgreSQL: the same, across instances under the store row locks.
-        None => match &writer.pg {
-            Some(pg) => pg.create(new, idem).await?,
-            None => create_direct(db, new, idem).await?,
-        },
+    let created = match writer.group() {
+        // Many orders share one transaction (group commit): on SQLite one
+        // writer's, on PostgreSQL across instances under the store row locks.
+        Some(group) => group.create(new, idem).await?,
+        None => create_direct(db, new, idem).await?,
     };
     if matches!(
         created,
@@ -300,16 +298,16 @@ pub async fn create(
     Ok(created)
 }
 
-/// Writes a platform's order, its items mapped by channel ingest: on SQLite
-/// in the group commit with the other new orders, else in a transaction of
-/// its own. The caller notifies the store's feed readers.
+/// Writes a platform's order, its items mapped by channel ingest: in the
+/// group commit with the other new orders (either engine), else in a
+/// transaction of its own. The caller notifies the store's feed readers.
 pub(crate) async fn create_sold(
     db: &Db,
     writer: &Writer,
     sold: sold::SoldOrder,
 ) -> Result<sold::SoldAnswer> {
-    match writer.batcher() {
-        Some(batcher) => batcher.create_sold(sold).await,
+    match writer.group() {
+        Some(group) => group.create_sold(sold).await,
         None => sold::create_direct(db, sold).await,
     }
 }

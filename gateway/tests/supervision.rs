@@ -90,21 +90,15 @@ async fn spawn_app(backend: Backend) -> Option<TestApp> {
 
 /// The test faults of this gateway's order writer, whichever engine.
 fn faults(app: &TestApp) -> &gateway::orders::Faults {
-    let w = &app.state.orders;
-    match (w.batcher(), w.pg_batcher()) {
-        (Some(b), _) => b.faults(),
-        (None, Some(p)) => p.faults(),
-        (None, None) => panic!("the gateway has no order writer"),
-    }
+    app.state
+        .orders
+        .faults()
+        .expect("the gateway has an order writer")
 }
 
 /// Orders waiting in the writer's queue.
 fn queued(app: &TestApp) -> usize {
-    let w = &app.state.orders;
-    w.batcher()
-        .map(|b| b.queued())
-        .or_else(|| w.pg_batcher().map(|p| p.queued()))
-        .unwrap_or(0)
+    app.state.orders.queued()
 }
 
 tests::on_both_databases!(

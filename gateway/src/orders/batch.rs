@@ -14,112 +14,33 @@
 //! is planned with the others (reserved even when short), and its channel's
 //! rows go in the same script after the orders' own.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use futures::FutureExt;
 use proto::order::{Sku, StoreId};
 use sqlx::{AnyConnection, Connection, Row};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 
-use super::plan::{self, Facts, Head, Input, Outcome, PRODUCT_COLS, Planner, TABLES, Val};
-use super::sold::{self, SoldAnswer, SoldOrder};
-use super::{Created, IdemKey, NewOrder, create_direct, load};
+use super::group::{self, Dups, Faults, GroupCommit, Job, ORDER_WRITER};
+use super::plan::{self, Facts, Head, PRODUCT_COLS, Planner, TABLES, Val};
+use super::sold;
+use super::{IdemKey, NewOrder};
 use crate::clock;
 use crate::db::{Db, SqliteFile};
-use crate::error::{Code, Error, Result};
+use crate::error::{Error, Result};
 
-/// Most orders written in one transaction.
-const MAX_BATCH: usize = 64;
+/// Rough ceiling of values in one batch (it bounds how much one batch binds).
+const MAX_PARAMS: usize = 16_000;
 /// Most rows in one INSERT of the batch's script (a power of two; the widest
 /// table's 15 columns times this stays well inside SQLite's 32,766 bound
 /// values per statement).
 const VALUES_ROWS: usize = 256;
-/// Rough ceiling of values in one batch (they travel as JSON, see
-/// [`JsonRows`]; this bounds how much one batch binds).
-const MAX_PARAMS: usize = 16_000;
 
-enum Job {
-    /// An order priced from the catalog (REST, SOAP, the counter).
-    Order {
-        new: Box<NewOrder>,
-        idem: Option<IdemKey>,
-        reply: oneshot::Sender<Result<Created>>,
-    },
-    /// A platform's order, as channel ingest mapped it.
-    Sold {
-        sold: Box<SoldOrder>,
-        reply: oneshot::Sender<Result<SoldAnswer>>,
-    },
-}
-
-impl Job {
-    fn order(&self) -> &NewOrder {
-        match self {
-            Job::Order { new, .. } => new,
-            Job::Sold { sold, .. } => &sold.new,
-        }
-    }
-
-    /// Roughly how many bind parameters its rows take.
-    fn params(&self) -> usize {
-        match self {
-            Job::Order { new, .. } => 48 + 16 * new.lines.len(),
-            Job::Sold { sold, .. } => 96 + 16 * sold.lines.len(),
-        }
-    }
-
-    /// Answers that the writer failed holding it.
-    fn failed(self) {
-        match self {
-            Job::Order { reply, .. } => {
-                let _ = reply.send(Err(writer_failed()));
-            }
-            Job::Sold { reply, .. } => {
-                let _ = reply.send(Err(writer_failed()));
-            }
-        }
-    }
-}
-
-/// Hands orders to the batching task.
-#[derive(Clone)]
-pub struct Batcher {
-    tx: mpsc::Sender<Job>,
-    faults: Arc<Faults>,
-}
-
-/// Faults a test arms through the library to make the real writer fail (see
-/// ARCHITECTURE.md, supervision). Nothing on the network or in configuration
-/// reaches them; unarmed, each costs one atomic load per batch.
-#[derive(Default)]
-pub struct Faults {
-    /// The next batch panics with its transaction open, as a bug in checking
-    /// an order would.
-    pub panic_in_batch: AtomicBool,
-    /// The writer task itself panics after taking the next orders off the
-    /// queue.
-    pub panic_in_writer: AtomicBool,
-    /// While set, the writer fails to start again, so it stays down.
-    pub hold_restart: AtomicBool,
-    /// Batches that failed (an error or a panic) and so went to the direct
-    /// path one order at a time; also `gateway_order_batches_failed_total`.
-    pub failed_batches: AtomicU64,
-}
-
-impl Faults {
-    /// Counts a failed batch.
-    pub(super) fn batch_failed(&self) {
-        self.failed_batches.fetch_add(1, Ordering::Relaxed);
-        crate::meter::batch_failed();
-    }
-}
-
-/// The supervised components' names.
-pub const ORDER_WRITER: &str = "order_writer";
+/// Starts SQLite's group commit.
+pub struct Batcher;
 
 impl Batcher {
     /// Starts the task on a connection of its own, supervised: it is started
@@ -129,14 +50,10 @@ impl Batcher {
     pub async fn start_jobs(
         file: &SqliteFile,
         db: Db,
-    ) -> anyhow::Result<(Batcher, crate::jobs::Job)> {
+    ) -> anyhow::Result<(GroupCommit, crate::jobs::Job)> {
         let (url, gate) = (file.url.as_str(), Arc::clone(&file.gate));
         let mut first = Some(open_writer(url).await?);
-        let (tx, rx) = mpsc::channel(1024);
-        // Each run of the writer holds the queue; a dead run's guard drops
-        // while it unwinds, so the next run takes the same queue over.
-        let rx = Arc::new(Mutex::new(rx));
-        let faults = Arc::new(Faults::default());
+        let (group, rx, faults) = GroupCommit::new();
         let health = db.health().clone();
         let writer = {
             let (url, faults) = (url.to_owned(), Arc::clone(&faults));
@@ -168,14 +85,14 @@ impl Batcher {
             }
         };
         crate::supervise::spawn(&health, ORDER_WRITER, None, writer);
-        let checkpoint = checkpoint_job(url, tx.downgrade(), open_writer(url).await?);
-        Ok((Batcher { tx, faults }, checkpoint))
+        let checkpoint = checkpoint_job(url, group.downgrade(), open_writer(url).await?);
+        Ok((group, checkpoint))
     }
 
     /// Starts the batcher with its WAL checkpoint on a scheduler of its own
     /// (`app::build` puts the checkpoint on the gateway's one instead).
-    pub async fn start(file: &SqliteFile, db: Db) -> anyhow::Result<Batcher> {
-        let (batcher, checkpoint) = Batcher::start_jobs(file, db.clone()).await?;
+    pub async fn start(file: &SqliteFile, db: Db) -> anyhow::Result<GroupCommit> {
+        let (group, checkpoint) = Batcher::start_jobs(file, db.clone()).await?;
         crate::jobs::start(
             &db,
             "wal_jobs",
@@ -183,56 +100,8 @@ impl Batcher {
             vec![checkpoint],
             None,
         );
-        Ok(batcher)
+        Ok(group)
     }
-
-    /// The writer's test faults.
-    pub fn faults(&self) -> &Faults {
-        &self.faults
-    }
-
-    /// Orders waiting in the queue, not yet taken by the writer.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-
-    pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job::Order {
-                new: Box::new(new),
-                idem,
-                reply,
-            })
-            .await
-            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
-        // Dropped unanswered: the writer died with this order in its hands.
-        answer.await.map_err(|_| writer_failed())?
-    }
-
-    /// Writes a platform's order with the batch it arrives in.
-    pub(crate) async fn create_sold(&self, sold: SoldOrder) -> Result<SoldAnswer> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job::Sold {
-                sold: Box::new(sold),
-                reply,
-            })
-            .await
-            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
-        answer.await.map_err(|_| writer_failed())?
-    }
-}
-
-/// The answer to an order the writer died holding: 503, safe to retry
-/// with the same Idempotency-Key.
-pub(super) fn writer_failed() -> Error {
-    let mut e = Error::unavailable(anyhow::anyhow!("order writer failed holding the order"));
-    e.code = Code::OrderWriterFailed;
-    e.message = "the order writer failed while holding this order, which may or may not \
-                 have been recorded; retry with the same Idempotency-Key"
-        .into();
-    e
 }
 
 async fn open_writer(url: &str) -> Result<AnyConnection, sqlx::Error> {
@@ -300,17 +169,7 @@ async fn run(
 ) {
     while let Some(first) = rx.recv().await {
         // Bounded by count and by the values the batch carries.
-        let mut params = first.params();
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH && params < MAX_PARAMS {
-            match rx.try_recv() {
-                Ok(j) => {
-                    params += j.params();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+        let mut jobs = group::gather(first, rx, MAX_PARAMS);
         if faults.panic_in_writer.swap(false, Ordering::SeqCst) {
             panic!(
                 "test fault: the order writer panics holding {} orders",
@@ -385,46 +244,9 @@ async fn run(
         };
         // Outside the gate: the direct path takes it itself.
         for job in retry {
-            let db = db.clone();
-            tokio::spawn(async move {
-                match job {
-                    Job::Order { new, idem, reply } => {
-                        let r = AssertUnwindSafe(create_direct(&db, *new, idem))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|panic| Err(panicked(panic)));
-                        let _ = reply.send(r);
-                    }
-                    Job::Sold { sold, reply } => {
-                        let r = AssertUnwindSafe(sold::create_direct(&db, *sold))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|panic| Err(panicked(panic)));
-                        let _ = reply.send(r);
-                    }
-                }
-            });
+            job.retry(db.clone());
         }
     }
-}
-
-fn panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
-    let cause = crate::supervise::panic_message(panic.as_ref());
-    Error::internal(anyhow::anyhow!("writing an order panicked: {cause}"))
-}
-
-/// The shape of a [`sold::Seen`]: its table, columns and answer column.
-type SeenKind = (&'static str, &'static [&'static str], Option<&'static str>);
-
-/// One INSERT of platform orders' rows: table, conflict columns, rows.
-type ExtraGroup = (&'static plan::Table, Option<&'static str>, JsonRows);
-
-/// What one job comes to.
-enum Decided {
-    Plan(Outcome),
-    /// A platform order seen before, found before planning: the order it
-    /// duplicates, when known.
-    Seen(Option<String>),
 }
 
 async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) -> Result<()> {
@@ -432,27 +254,10 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     let mut stores: Vec<StoreId> = jobs.iter().map(|j| j.order().store.clone()).collect();
     stores.sort();
     stores.dedup();
-    let mut skus: Vec<Sku> = Vec::new();
-    for job in jobs.iter() {
-        match job {
-            Job::Order { new, .. } => skus.extend(new.lines.iter().map(|l| l.sku.clone())),
-            Job::Sold { sold, .. } => skus.extend(
-                sold.lines
-                    .iter()
-                    .filter(|l| l.reserve.is_some())
-                    .map(|l| l.line.sku.clone()),
-            ),
-        }
-    }
+    let mut skus: Vec<&Sku> = jobs.iter().flat_map(Job::skus).collect();
     skus.sort();
     skus.dedup();
-    let keyed: Vec<&IdemKey> = jobs
-        .iter()
-        .filter_map(|j| match j {
-            Job::Order { idem, .. } => idem.as_ref(),
-            Job::Sold { .. } => None,
-        })
-        .collect();
+    let keyed: Vec<&IdemKey> = jobs.iter().filter_map(Job::idem).collect();
     let refs: Vec<&NewOrder> = jobs
         .iter()
         .map(Job::order)
@@ -463,19 +268,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
         .filter_map(|j| j.order().prepaid.as_ref())
         .collect();
     // The platform orders' duplicate rows, grouped by kind: one SELECT each.
-    let mut kinds: Vec<(SeenKind, Vec<&[String]>)> = Vec::new();
-    for job in jobs.iter() {
-        let Job::Sold { sold, .. } = job else {
-            continue;
-        };
-        for s in &sold.seen {
-            let kind = (s.table, s.cols, s.answer);
-            match kinds.iter_mut().find(|(k, _)| *k == kind) {
-                Some((_, vals)) => vals.push(&s.vals),
-                None => kinds.push((kind, vec![&s.vals])),
-            }
-        }
-    }
+    let mut dups = Dups::of(jobs);
 
     // One round trip: take the write lock, then read everything the batch
     // needs. Each SELECT tags its rows with a letter. The batch's values
@@ -543,7 +336,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     );
     // Rows that make a platform order a duplicate: tagged 'D', the kind's
     // index, the order they name, then the values they were found by.
-    for (i, ((table, cols, answer), vals)) in kinds.iter().enumerate() {
+    for (i, ((table, cols, answer), vals)) in dups.kinds.iter().enumerate() {
         let mut found = JsonRows::default();
         for v in vals {
             found.push_strs(v)?;
@@ -568,8 +361,6 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     let rows = r.query().fetch_all(&mut *conn).await?;
 
     let mut facts = Facts::default();
-    // (kind index, values) → the order a present row names.
-    let mut seen: HashMap<(usize, Vec<String>), Option<String>> = HashMap::new();
     for r in &rows {
         match r.get::<String, _>(0).as_str() {
             "S" => {
@@ -600,9 +391,10 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
             }
             "D" => {
                 let i = usize::try_from(r.get::<i64, _>(1)).map_err(Error::internal)?;
-                let n = kinds.get(i).map_or(0, |((_, cols, _), _)| cols.len());
-                let vals = (0..n).map(|c| r.get::<String, _>(3 + c)).collect();
-                seen.insert((i, vals), r.get::<Option<String>, _>(2));
+                let vals = (0..dups.width(i))
+                    .map(|c| r.get::<String, _>(3 + c))
+                    .collect();
+                dups.found(i, vals, r.get::<Option<String>, _>(2));
             }
             other => {
                 return Err(Error::internal(anyhow::anyhow!(
@@ -613,52 +405,9 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     }
 
     // The one plan, for every order in arrival order against the running
-    // state; a platform order seen before (in the database or earlier in
-    // this batch) is not planned.
+    // state.
     let mut planner = Planner::new(facts, now);
-    let mut outcomes: Vec<Decided> = Vec::with_capacity(jobs.len());
-    let mut extras: Vec<sold::Extra> = Vec::new();
-    for (idx, job) in jobs.iter().enumerate() {
-        let sold = match job {
-            Job::Order { new, idem, .. } => {
-                let input = Input {
-                    new,
-                    idem: idem.as_ref(),
-                    sold: None,
-                };
-                outcomes.push(Decided::Plan(planner.plan(idx, &input)?));
-                continue;
-            }
-            Job::Sold { sold, .. } => sold,
-        };
-        let key = |s: &sold::Seen| {
-            let kind = (s.table, s.cols, s.answer);
-            let i = kinds.iter().position(|(k, _)| *k == kind).unwrap_or(0);
-            (i, s.vals.clone())
-        };
-        if let Some(found) = sold.seen.iter().find_map(|s| seen.get(&key(s))) {
-            outcomes.push(Decided::Seen(found.clone()));
-            continue;
-        }
-        let input = Input {
-            new: &sold.new,
-            idem: None,
-            sold: Some(plan::Sold {
-                lines: &sold.lines,
-                finish: &*sold.finish,
-            }),
-        };
-        let outcome = planner.plan(idx, &input)?;
-        if let Outcome::Written(planned) = &outcome {
-            // The next platform order with the same rows is its duplicate.
-            for s in &sold.seen {
-                let id = s.answer.map(|_| planned.order.id.clone());
-                seen.insert(key(s), id);
-            }
-            extras.extend((sold.with)(&planned.order, now));
-        }
-        outcomes.push(Decided::Plan(outcome));
-    }
+    let (mut decided, extras) = group::decide(&mut planner, jobs, &mut dups, now)?;
 
     // One script: every write of the batch, then COMMIT. Its text is the
     // same whatever the batch holds (the rows are JSON, see [`JsonRows`]), so
@@ -706,156 +455,24 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
         vec![Val::S(reserve.finish())],
     );
     // One INSERT per table for the whole batch, the rows the plan built.
-    let mut by_table: Vec<Vec<Vec<Val>>> = TABLES.iter().map(|_| Vec::new()).collect();
-    for o in outcomes.iter_mut() {
-        let Decided::Plan(Outcome::Written(planned)) = o else {
-            continue;
-        };
-        for (table, vals) in std::mem::take(&mut planned.rows) {
-            let Some(t) = TABLES.iter().position(|t| t.name == table.name) else {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "a row for table {}",
-                    table.name
-                )));
-            };
-            by_table[t].push(vals);
-        }
-    }
-    for (table, rows) in TABLES.iter().zip(by_table) {
+    for (table, rows) in TABLES.iter().zip(group::rows_by_table(&mut decided)?) {
         w.values(table, rows);
     }
     // The platform orders' own rows, one INSERT per table and conflict rule,
     // in the order they first came.
-    let mut groups: Vec<ExtraGroup> = Vec::new();
-    for e in extras {
-        match groups
-            .iter_mut()
-            .find(|(t, u, _)| t.name == e.table.name && *u == e.unless)
-        {
-            Some((_, _, rows)) => rows.push(&e.vals)?,
-            None => {
-                let mut rows = JsonRows::default();
-                rows.push(&e.vals)?;
-                groups.push((e.table, e.unless, rows));
-            }
+    for g in group::extra_groups(extras) {
+        let mut rows = JsonRows::default();
+        for row in &g.rows {
+            rows.push(row)?;
         }
-    }
-    for (table, unless, rows) in groups {
-        let tail = unless
-            .map(|c| format!(" ON CONFLICT ({c}) DO NOTHING"))
-            .unwrap_or_default();
-        w.json_rows(table, rows, &tail);
+        w.json_rows(g.table, rows, &sold::conflict_tail(g.unless));
     }
     w.sql.push_str("COMMIT;");
     w.query().execute(&mut *conn).await?;
 
     // Committed: answer everyone.
-    let written = |first: usize| match &outcomes[first] {
-        Decided::Plan(Outcome::Written(planned)) => Some(&**planned),
-        _ => None,
-    };
-    let mut answers = Vec::with_capacity(outcomes.len());
-    for (job, o) in jobs.iter().zip(&outcomes) {
-        let o = match (job, o) {
-            (Job::Order { .. }, Decided::Plan(o)) => o,
-            (Job::Sold { .. }, o) => {
-                answers.push(Answer::Sold(sold_answer(o, written)));
-                continue;
-            }
-            (Job::Order { .. }, Decided::Seen(_)) => {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "a catalog order found as a platform's duplicate"
-                )));
-            }
-        };
-        answers.push(Answer::Order(answer_of(conn, o, written).await));
-    }
-    for (job, answer) in std::mem::take(jobs).into_iter().zip(answers) {
-        match (job, answer) {
-            (Job::Order { reply, .. }, Answer::Order(a)) => {
-                let _ = reply.send(a);
-            }
-            (Job::Sold { reply, .. }, Answer::Sold(a)) => {
-                let _ = reply.send(a);
-            }
-            // Built pairwise above: cannot happen.
-            (job, _) => job.failed(),
-        }
-    }
+    group::reply(conn, jobs, &decided).await;
     Ok(())
-}
-
-/// What the caller of a committed batch's order hears; `written(i)` is the
-/// batch's `i`th order if it was written (a repeat within the batch points
-/// at it). Shared by SQLite's and PostgreSQL's group commits.
-pub(super) async fn answer_of<'a>(
-    conn: &mut AnyConnection,
-    o: &Outcome,
-    written: impl Fn(usize) -> Option<&'a super::plan::Planned>,
-) -> Result<Created> {
-    match o {
-        Outcome::Refused(e) => Err(Error::new(e.code, e.message.clone()).with_status(e.status)),
-        Outcome::Replay { status, body } => Ok(Created::Replay {
-            status: *status,
-            body: body.clone(),
-        }),
-        Outcome::Existing(id) => load(conn, id).await.and_then(|found| {
-            let order =
-                found.ok_or_else(|| Error::internal(anyhow::anyhow!("order {id} vanished")))?;
-            Ok(Created::Order {
-                order: Box::new(order),
-                replayed: true,
-            })
-        }),
-        Outcome::Written(planned) => Ok(Created::Order {
-            order: Box::new(planned.order.clone()),
-            replayed: false,
-        }),
-        // Both point at an order written by this batch (see `Planner`).
-        Outcome::SameKeyAs(first) | Outcome::SameRefAs(first) => match written(*first) {
-            Some(planned) if matches!(o, Outcome::SameKeyAs(_)) => Ok(Created::Replay {
-                status: 201,
-                body: planned.body.clone(),
-            }),
-            Some(planned) => Ok(Created::Order {
-                order: Box::new(planned.order.clone()),
-                replayed: true,
-            }),
-            None => Err(Error::internal(anyhow::anyhow!(
-                "batch replay of an unwritten order"
-            ))),
-        },
-    }
-}
-
-/// The answer of one job of a committed batch.
-enum Answer {
-    Order(Result<Created>),
-    Sold(Result<SoldAnswer>),
-}
-
-/// What a platform order of a committed batch comes to; `written` gives the
-/// order planned at an earlier index, if it was written.
-fn sold_answer<'a>(
-    o: &Decided,
-    written: impl Fn(usize) -> Option<&'a plan::Planned>,
-) -> Result<SoldAnswer> {
-    match o {
-        Decided::Seen(id) => Ok(SoldAnswer::Duplicate(id.clone())),
-        Decided::Plan(Outcome::Written(planned)) => {
-            Ok(SoldAnswer::Created(Box::new(planned.order.clone())))
-        }
-        Decided::Plan(Outcome::Existing(id)) => Ok(SoldAnswer::Duplicate(Some(id.clone()))),
-        Decided::Plan(Outcome::SameRefAs(first)) => Ok(SoldAnswer::Duplicate(
-            written(*first).map(|p| p.order.id.clone()),
-        )),
-        Decided::Plan(Outcome::Refused(e)) => {
-            Err(Error::new(e.code, e.message.clone()).with_status(e.status))
-        }
-        Decided::Plan(Outcome::Replay { .. } | Outcome::SameKeyAs(_)) => Err(Error::internal(
-            anyhow::anyhow!("a platform order planned as a replay"),
-        )),
-    }
 }
 
 /// A multi-statement script with anonymous `?` parameters, bound in order.

@@ -1,8 +1,9 @@
-//! Group commit for PostgreSQL. Orders placed at the same moment are decided
-//! together by the one plan (`plan.rs`, as on the direct path and in the
-//! SQLite batch) and written in one transaction, with a handful of
-//! statements per batch rather than a dozen per order. Each caller hears
-//! back only after the COMMIT.
+//! Group commit for PostgreSQL. Orders placed at the same moment, and the
+//! delivery platforms' orders (`sold.rs`) among them, are decided together
+//! by the one plan (`plan.rs`, as on the direct path and in the SQLite
+//! batch, `group.rs` for what the two batches share) and written in one
+//! transaction, with a handful of statements per batch rather than a dozen
+//! per order. Each caller hears back only after the COMMIT.
 //!
 //! Several gateway processes may share the database, and the direct path
 //! (`plan::write_one`) may run next to this writer, so the batch takes its
@@ -15,12 +16,19 @@
 //!    lock: stock, feed numbers and display numbers of a store change only
 //!    under it);
 //! 3. then everything else is read, in statements of their own (so each
-//!    sees what the holders of those locks committed), and written.
+//!    sees what the holders of those locks committed), and written. That
+//!    includes the platform orders' duplicate rows: another instance that
+//!    wrote the same platform order for the same store did so under the
+//!    same store row, so its rows are seen here.
 //!
 //! Claimed keys of orders that end up not written are deleted again before
 //! the COMMIT, as the direct path's rollback would. Any error in the batch
 //! rolls it back and writes its orders one by one on the direct path, which
-//! answers a unique violation (another instance won a race) as a replay.
+//! answers a unique violation (another instance won a race) as a replay, or
+//! as a duplicate for a platform order. So does a platform order's row that
+//! must go in (`Extra::or_duplicate`) but met a row another writer
+//! committed after the batch read (a push of the same ref for another
+//! store): the batch fails rather than write that order twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
@@ -29,44 +37,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
 use proto::order::{Sku, StoreId};
-use sqlx::{AnyConnection, Row};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use sqlx::{AnyConnection, Connection, Row};
+use tokio::sync::mpsc;
 
-use super::batch::{Faults, ORDER_WRITER, writer_failed};
-use super::plan::{Facts, Head, Input, Outcome, PRODUCT_COLS, Planner, TABLES, Val};
-use super::{Created, IdemKey, NewOrder, create_direct};
+use super::NewOrder;
+use super::group::{self, Decided, Dups, Faults, GroupCommit, Job, ORDER_WRITER};
+use super::plan::{Facts, Head, PRODUCT_COLS, Planner, TABLES, Val};
+use super::sold;
 use crate::clock;
 use crate::db::Db;
 use crate::error::{Error, Result};
 
-/// Most orders written in one transaction.
-const MAX_BATCH: usize = 64;
 /// Rough ceiling of bind parameters in one batch (PostgreSQL allows 65535
 /// in one statement).
 const MAX_PARAMS: usize = 30_000;
 
-struct Job {
-    new: NewOrder,
-    idem: Option<IdemKey>,
-    reply: oneshot::Sender<Result<Created>>,
-}
-
-/// Hands orders to the PostgreSQL batching task.
-#[derive(Clone)]
-pub struct PgBatcher {
-    tx: mpsc::Sender<Job>,
-    faults: Arc<Faults>,
-}
+/// Starts PostgreSQL's group commit.
+pub struct PgBatcher;
 
 impl PgBatcher {
     /// Starts the writer, supervised as [`ORDER_WRITER`]: started again on
     /// the same queue if it dies. Each batch takes a connection of the pool.
-    pub fn start(db: Db) -> PgBatcher {
-        let (tx, rx) = mpsc::channel(1024);
-        // Each run of the writer holds the queue; a dead run's guard drops
-        // while it unwinds, so the next run takes the same queue over.
-        let rx = Arc::new(Mutex::new(rx));
-        let faults = Arc::new(Faults::default());
+    pub fn start(db: Db) -> GroupCommit {
+        let (group, rx, faults) = GroupCommit::new();
         let health = db.health().clone();
         let writer = {
             let faults = Arc::clone(&faults);
@@ -87,43 +80,13 @@ impl PgBatcher {
             }
         };
         crate::supervise::spawn(&health, ORDER_WRITER, None, writer);
-        PgBatcher { tx, faults }
-    }
-
-    /// The writer's test faults.
-    pub fn faults(&self) -> &Faults {
-        &self.faults
-    }
-
-    /// Orders waiting in the queue, not yet taken by the writer.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-
-    pub async fn create(&self, new: NewOrder, idem: Option<IdemKey>) -> Result<Created> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job { new, idem, reply })
-            .await
-            .map_err(|_| Error::unavailable(anyhow::anyhow!("order writer stopped")))?;
-        // Dropped unanswered: the writer died with this order in its hands.
-        answer.await.map_err(|_| writer_failed())?
+        group
     }
 }
 
 async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
     while let Some(first) = rx.recv().await {
-        let mut params = 48 + 16 * first.new.lines.len();
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH && params < MAX_PARAMS {
-            match rx.try_recv() {
-                Ok(j) => {
-                    params += 48 + 16 * j.new.lines.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+        let mut jobs = group::gather(first, rx, MAX_PARAMS);
         if faults.panic_in_writer.swap(false, Ordering::SeqCst) {
             panic!(
                 "test fault: the order writer panics holding {} orders",
@@ -136,17 +99,20 @@ async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
         // committed (the dropped transaction rolls back).
         let committing = AtomicBool::new(false);
         let written = AssertUnwindSafe(async {
-            let mut tx = db.pool.begin().await?;
+            // One connection for the batch and its answers: once committed,
+            // nothing may fail before everyone is answered (a failure
+            // would write the orders again, one by one).
+            let mut conn = db.pool.acquire().await?;
+            let mut tx = conn.begin().await?;
             if faults.panic_in_batch.swap(false, Ordering::SeqCst) {
                 sqlx::query("SELECT 1").execute(&mut *tx).await?;
                 panic!("test fault: an order batch panics inside its transaction");
             }
             let now = db.now_micros();
-            let outcomes = write_batch(&mut tx, &jobs, now).await?;
+            let decided = write_batch(&mut tx, &jobs, now).await?;
             committing.store(true, Ordering::SeqCst);
             tx.commit().await?;
-            let mut conn = db.pool.acquire().await?;
-            answer(&mut conn, &mut jobs, outcomes).await;
+            group::reply(&mut conn, &mut jobs, &decided).await;
             Ok::<(), Error>(())
         })
         .catch_unwind()
@@ -162,10 +128,12 @@ async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
             Ok(Err(e)) => {
                 // Rolled back (a failed COMMIT commits nothing): each order
                 // again on its own.
+                faults.batch_failed();
                 tracing::warn!(error = %e.message, orders = jobs.len(), "batch failed; writing its orders one by one");
                 std::mem::take(&mut jobs)
             }
             Err(panic) => {
+                faults.batch_failed();
                 let cause = crate::supervise::panic_message(panic.as_ref());
                 let committed = committing.load(Ordering::SeqCst);
                 tracing::error!(
@@ -177,7 +145,7 @@ async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
                 if committed {
                     // Nobody can tell what was recorded: 503, retry with the key.
                     for job in jobs.drain(..) {
-                        let _ = job.reply.send(Err(writer_failed()));
+                        job.failed();
                     }
                     Vec::new()
                 } else {
@@ -186,19 +154,7 @@ async fn run(rx: &mut mpsc::Receiver<Job>, db: Db, faults: &Faults) {
             }
         };
         for job in retry {
-            let db = db.clone();
-            tokio::spawn(async move {
-                let r = AssertUnwindSafe(create_direct(&db, job.new, job.idem))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| {
-                        let cause = crate::supervise::panic_message(panic.as_ref());
-                        Err(Error::internal(anyhow::anyhow!(
-                            "writing an order panicked: {cause}"
-                        )))
-                    });
-                let _ = job.reply.send(r);
-            });
+            job.retry(db.clone());
         }
     }
 }
@@ -257,6 +213,25 @@ impl Stmt {
         self
     }
 
+    /// ` FROM table t JOIN (VALUES (…), (…)) AS v (c1, …) ON t.col = v.c1
+    /// AND …`: the table's rows holding one of `rows` in `cols`, each found
+    /// through the index on `cols`. (A row-value `IN` list is planned as ORs
+    /// whose shared values PostgreSQL factors out: `platform = 'meituan'`
+    /// alone then scans every row of the platform, a batch's time growing
+    /// with the table.)
+    fn rows_among(&mut self, table: &str, cols: &[&str], rows: Vec<Vec<Val>>) -> &mut Stmt {
+        self.push(&format!(" FROM {table} t JOIN "));
+        self.values_as(cols.len(), rows);
+        self.push(" ON ").push(&matching(cols))
+    }
+
+    /// `(VALUES (…), (…)) AS v (c1, …, cn)`.
+    fn values_as(&mut self, n: usize, rows: Vec<Vec<Val>>) -> &mut Stmt {
+        self.push("(VALUES ").tuples(rows);
+        let names: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+        self.push(&format!(") AS v ({})", names.join(", ")))
+    }
+
     /// Not kept in the statement cache: every batch's statements differ.
     fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(self.sql)).persistent(false);
@@ -272,20 +247,29 @@ impl Stmt {
     }
 }
 
+/// `t.col = v.c1 AND …`: table `t`'s columns against [`Stmt::values_as`]'s.
+fn matching(cols: &[&str]) -> String {
+    cols.iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{c} = v.c{}", i + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
 fn s(v: impl ToString) -> Val {
     Val::S(v.to_string())
 }
 
 /// Reads what the batch needs under its locks, plans every order and
 /// writes the good ones, in `conn`'s open transaction; the caller commits.
-async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result<Vec<Outcome>> {
+async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result<Vec<Decided>> {
     let day = clock::business_day(now);
     let mut facts = Facts::default();
 
     // 1. Claim the keys, in key order. A key another transaction holds is
     // waited for here; a key already answered is not claimed.
     let mut keys: BTreeMap<(String, String), &str> = BTreeMap::new();
-    for k in jobs.iter().filter_map(|j| j.idem.as_ref()) {
+    for k in jobs.iter().filter_map(Job::idem) {
         keys.entry((k.owner.clone(), k.key.clone()))
             .or_insert(k.request_hash.as_str());
     }
@@ -308,15 +292,15 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         let answered: Vec<&(String, String)> =
             keys.keys().filter(|k| !claimed.contains(*k)).collect();
         if !answered.is_empty() {
-            let mut q = Stmt::new(
-                "SELECT key_id, idem_key, request_hash, status_code, response FROM idempotency_keys
-                 WHERE (key_id, idem_key) IN (",
+            let mut q = Stmt::new("SELECT key_id, idem_key, request_hash, status_code, response");
+            q.rows_among(
+                "idempotency_keys",
+                &["key_id", "idem_key"],
+                answered
+                    .into_iter()
+                    .map(|(owner, key)| vec![s(owner), s(key)])
+                    .collect(),
             );
-            for (i, (owner, key)) in answered.into_iter().enumerate() {
-                q.push(if i == 0 { "(" } else { ", (" });
-                q.p(s(owner)).push(", ").p(s(key)).push(")");
-            }
-            q.push(")");
             for r in q.query().fetch_all(&mut *conn).await? {
                 let status = u16::try_from(r.get::<i64, _>(3)).unwrap_or(200);
                 facts
@@ -328,7 +312,7 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
 
     // 2. Lock the batch's store rows, in id order (ORDER BY sorts before
     // the rows are locked).
-    let stores: BTreeSet<&StoreId> = jobs.iter().map(|j| &j.new.store).collect();
+    let stores: BTreeSet<&StoreId> = jobs.iter().map(|j| &j.order().store).collect();
     let mut q = Stmt::new("SELECT id, event_seq FROM stores WHERE id IN (");
     for (i, st) in stores.iter().enumerate() {
         if i > 0 {
@@ -376,8 +360,8 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         }
         let skus: BTreeSet<&Sku> = jobs
             .iter()
-            .filter(|j| facts.heads.contains_key(&j.new.store))
-            .flat_map(|j| j.new.lines.iter().map(|l| &l.sku))
+            .filter(|j| facts.heads.contains_key(&j.order().store))
+            .flat_map(Job::skus)
             .collect();
         if !skus.is_empty() {
             let mut q = Stmt::new(&format!(
@@ -404,58 +388,91 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         }
         let refs: Vec<&NewOrder> = jobs
             .iter()
-            .map(|j| &j.new)
+            .map(Job::order)
             .filter(|n| n.channel_order_id.is_some() && facts.heads.contains_key(&n.store))
             .collect();
         if !refs.is_empty() {
-            let mut q = Stmt::new(
-                "SELECT store_id, channel, platform, channel_order_id, id FROM orders
-                 WHERE (store_id, channel, platform, channel_order_id) IN (",
+            let mut q = Stmt::new("SELECT store_id, channel, platform, channel_order_id, id");
+            q.rows_among(
+                "orders",
+                &["store_id", "channel", "platform", "channel_order_id"],
+                refs.iter()
+                    .map(|n| {
+                        vec![
+                            s(&n.store),
+                            s(n.channel.as_str()),
+                            s(n.platform.clone().unwrap_or_default()),
+                            Val::OS(n.channel_order_id.clone()),
+                        ]
+                    })
+                    .collect(),
             );
-            for (i, n) in refs.iter().enumerate() {
-                q.push(if i == 0 { "" } else { ", " });
-                q.tuple(vec![
-                    s(&n.store),
-                    s(n.channel.as_str()),
-                    s(n.platform.clone().unwrap_or_default()),
-                    Val::OS(n.channel_order_id.clone()),
-                ]);
-            }
-            q.push(")");
             for r in q.query().fetch_all(&mut *conn).await? {
                 facts
                     .refs
                     .insert((r.get(0), r.get(1), r.get(2), r.get(3)), r.get(4));
             }
         }
-        let prepaid: Vec<&super::Prepaid> =
-            jobs.iter().filter_map(|j| j.new.prepaid.as_ref()).collect();
+        let prepaid: Vec<&super::Prepaid> = jobs
+            .iter()
+            .filter_map(|j| j.order().prepaid.as_ref())
+            .collect();
         if !prepaid.is_empty() {
-            let mut q = Stmt::new(
-                "SELECT provider, reference FROM prepayments WHERE (provider, reference) IN (",
+            let mut q = Stmt::new("SELECT provider, reference");
+            q.rows_among(
+                "prepayments",
+                &["provider", "reference"],
+                prepaid
+                    .iter()
+                    .map(|p| vec![s(&p.provider), s(&p.reference)])
+                    .collect(),
             );
-            for (i, p) in prepaid.iter().enumerate() {
-                q.push(if i == 0 { "" } else { ", " });
-                q.tuple(vec![s(&p.provider), s(&p.reference)]);
-            }
-            q.push(")");
             for r in q.query().fetch_all(&mut *conn).await? {
                 facts.prepaid.insert((r.get(0), r.get(1)));
             }
         }
     }
 
+    // The platform orders' duplicate rows, every kind in one statement
+    // (after the locks too): the kind's index, the order a row names, then
+    // the values it was found by, padded to the widest kind.
+    let mut dups = Dups::of(jobs);
+    if !dups.kinds.is_empty() {
+        let width = (0..dups.kinds.len())
+            .map(|i| dups.width(i))
+            .max()
+            .unwrap_or(0);
+        let mut q = Stmt::default();
+        for (i, ((table, cols, answer), vals)) in dups.kinds.iter().enumerate() {
+            q.push(if i == 0 { "" } else { "\nUNION ALL " });
+            q.push(&format!(
+                "SELECT {i}::bigint, {}::text",
+                answer.unwrap_or("NULL")
+            ));
+            for c in 0..width {
+                match cols.get(c) {
+                    Some(col) => q.push(&format!(", {col}::text")),
+                    None => q.push(", NULL::text"),
+                };
+            }
+            q.rows_among(
+                table,
+                cols,
+                vals.iter().map(|v| v.iter().map(s).collect()).collect(),
+            );
+        }
+        for r in q.query().fetch_all(&mut *conn).await? {
+            let i = usize::try_from(r.get::<i64, _>(0)).map_err(Error::internal)?;
+            let vals = (0..dups.width(i))
+                .map(|c| r.get::<String, _>(2 + c))
+                .collect();
+            dups.found(i, vals, r.get::<Option<String>, _>(1));
+        }
+    }
+
     // 4. The one plan, for every order in arrival order.
     let mut planner = Planner::new(facts, now);
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
-    for (idx, job) in jobs.iter().enumerate() {
-        let input = Input {
-            new: &job.new,
-            idem: job.idem.as_ref(),
-            sold: None,
-        };
-        outcomes.push(planner.plan(idx, &input)?);
-    }
+    let (mut decided, extras) = group::decide(&mut planner, jobs, &mut dups, now)?;
 
     // 5. Write: data-modifying WITH queries packed into as few statements
     // as keep each under `PACK_BYTES` (PostgreSQL runs all of a statement's
@@ -499,10 +516,10 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
     // (a sale that already happened takes its stock even when short: an
     // item only such sales take is not guarded).
     let mut guarded: BTreeMap<(&StoreId, &Sku), i64> = BTreeMap::new();
-    for (o, job) in outcomes.iter().zip(jobs) {
-        if let Outcome::Written(p) = o {
+    for (d, job) in decided.iter().zip(jobs) {
+        if let Some(p) = d.written() {
             for t in p.takes.iter().filter(|t| t.guarded) {
-                *guarded.entry((&job.new.store, &t.sku)).or_default() += t.quantity.milli();
+                *guarded.entry((&job.order().store, &t.sku)).or_default() += t.quantity.milli();
             }
         }
     }
@@ -532,25 +549,14 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
     }
     // One multi-row INSERT per table (or per slice of its rows), the rows
     // the plan built.
-    let mut by_table: Vec<Vec<Vec<Val>>> = TABLES.iter().map(|_| Vec::new()).collect();
-    let mut written_keys: BTreeSet<(String, String)> = BTreeSet::new();
-    for (o, job) in outcomes.iter_mut().zip(jobs) {
-        let Outcome::Written(planned) = o else {
-            continue;
-        };
-        if let Some(k) = &job.idem {
-            written_keys.insert((k.owner.clone(), k.key.clone()));
-        }
-        for (table, vals) in std::mem::take(&mut planned.rows) {
-            let Some(t) = TABLES.iter().position(|t| t.name == table.name) else {
-                return Err(Error::internal(anyhow::anyhow!(
-                    "a row for table {}",
-                    table.name
-                )));
-            };
-            by_table[t].push(vals);
-        }
-    }
+    let written_keys: BTreeSet<(String, String)> = decided
+        .iter()
+        .zip(jobs)
+        .filter(|(d, _)| d.written().is_some())
+        .filter_map(|(_, j)| j.idem())
+        .map(|k| (k.owner.clone(), k.key.clone()))
+        .collect();
+    let by_table = group::rows_by_table(&mut decided)?;
     for (table, rows) in TABLES.iter().zip(by_table) {
         let upsert = table.upsert_tail();
         for slice in slices(rows) {
@@ -562,6 +568,27 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
             .await?;
         }
     }
+    // The platform orders' own rows, one INSERT per table and conflict rule
+    // (the foreign keys to their orders are checked at the statement's end).
+    // Rows that must go in are counted.
+    let mut want_claimed = 0_i64;
+    for g in group::extra_groups(extras) {
+        let (head, tail) = (g.table.insert_head(), sold::conflict_tail(g.unless));
+        let count = g.or_duplicate.then_some(Count::Claimed);
+        for slice in slices(g.rows) {
+            if g.or_duplicate {
+                want_claimed += slice.len() as i64;
+            }
+            w.part(conn, count, &slice, |q, rows| {
+                q.push(&head).push(" VALUES ").tuples(rows);
+                q.push(&tail);
+                if g.or_duplicate {
+                    q.push(" RETURNING 1");
+                }
+            })
+            .await?;
+        }
+    }
     // Keys claimed for orders not written go again, as a rollback would.
     let unused: Vec<Vec<Val>> = claimed
         .difference(&written_keys)
@@ -569,14 +596,14 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
         .collect();
     if !unused.is_empty() {
         w.part(conn, None, &unused, |q, rows| {
-            q.push("DELETE FROM idempotency_keys WHERE (key_id, idem_key) IN (");
-            q.tuples(rows);
-            q.push(")");
+            q.push("DELETE FROM idempotency_keys t USING ");
+            q.values_as(2, rows);
+            q.push(" WHERE ").push(&matching(&["key_id", "idem_key"]));
         })
         .await?;
     }
-    let (h, r) = w.flush(conn).await?;
-    let (h, r) = (h + w.counted.0, r + w.counted.1);
+    w.flush(conn).await?;
+    let [h, r, c] = w.counted;
     if h != heads.len() as i64 || r != want_reserved {
         return Err(Error::internal(anyhow::anyhow!(
             "the batch's rows changed under its locks: {h} of {} stores, \
@@ -584,7 +611,15 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
             heads.len()
         )));
     }
-    Ok(outcomes)
+    if c != want_claimed {
+        // Written by another writer after the batch read them: which order
+        // is the duplicate, the direct path finds out, one by one.
+        return Err(Error::internal(anyhow::anyhow!(
+            "another writer recorded {} of the batch's platform orders meanwhile",
+            want_claimed - c
+        )));
+    }
+    Ok(decided)
 }
 
 /// Most bytes of values in one write statement: a batch's writes are
@@ -596,10 +631,16 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &[Job], now: i64) -> Result
 const PACK_BYTES: usize = 256 * 1024;
 
 /// What a part's rows are counted as, to check the batch wrote them all.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Count {
     Heads,
     Items,
+    /// Platform orders' rows that must go in.
+    Claimed,
+}
+
+impl Count {
+    const ALL: [Count; 3] = [Count::Heads, Count::Items, Count::Claimed];
 }
 
 /// Bytes a value takes in a statement, roughly.
@@ -647,8 +688,8 @@ struct Packer {
     bytes: usize,
     parts: usize,
     counts: Vec<(usize, Count)>,
-    /// Store rows and items updated by the statements executed so far.
-    counted: (i64, i64),
+    /// Rows of each [`Count`] written by the statements executed so far.
+    counted: [i64; 3],
 }
 
 impl Packer {
@@ -661,9 +702,7 @@ impl Packer {
     ) -> Result<()> {
         let bytes: usize = rows.iter().flatten().map(size).sum();
         if self.parts > 0 && self.bytes + bytes > PACK_BYTES {
-            let (h, r) = self.flush(conn).await?;
-            self.counted.0 += h;
-            self.counted.1 += r;
+            self.flush(conn).await?;
         }
         let n = self.parts;
         self.q.push(if n == 0 { "WITH " } else { ",\n" });
@@ -679,46 +718,36 @@ impl Packer {
         Ok(())
     }
 
-    /// Executes the parts gathered: the store rows and items they updated.
-    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(i64, i64)> {
+    /// Executes the parts gathered, adding up the rows they counted.
+    async fn flush(&mut self, conn: &mut AnyConnection) -> Result<()> {
         if self.parts == 0 {
-            return Ok((0, 0));
+            return Ok(());
         }
-        let count = |which: fn(Count) -> bool, counts: &[(usize, Count)]| {
-            let terms: Vec<String> = counts
-                .iter()
-                .filter(|(_, c)| which(*c))
-                .map(|(n, _)| format!("(SELECT count(*) FROM p{n})"))
-                .collect();
-            if terms.is_empty() {
-                "0::bigint".to_owned()
-            } else {
-                terms.join(" + ")
-            }
-        };
-        let h = count(|c| matches!(c, Count::Heads), &self.counts);
-        let r = count(|c| matches!(c, Count::Items), &self.counts);
+        let terms: Vec<String> = Count::ALL
+            .iter()
+            .map(|&which| {
+                let terms: Vec<String> = self
+                    .counts
+                    .iter()
+                    .filter(|(_, c)| *c == which)
+                    .map(|(n, _)| format!("(SELECT count(*) FROM p{n})"))
+                    .collect();
+                if terms.is_empty() {
+                    "0::bigint".to_owned()
+                } else {
+                    terms.join(" + ")
+                }
+            })
+            .collect();
         let mut q = std::mem::take(&mut self.q);
-        q.push(&format!("\nSELECT {h}, {r}"));
+        q.push(&format!("\nSELECT {}", terms.join(", ")));
         self.parts = 0;
         self.bytes = 0;
         self.counts.clear();
         let row = q.query().fetch_one(&mut *conn).await?;
-        Ok((row.get(0), row.get(1)))
-    }
-}
-
-/// Committed: answers every caller.
-async fn answer(conn: &mut AnyConnection, jobs: &mut Vec<Job>, outcomes: Vec<Outcome>) {
-    let written = |first: usize| match &outcomes[first] {
-        Outcome::Written(planned) => Some(&**planned),
-        _ => None,
-    };
-    let mut answers = Vec::with_capacity(outcomes.len());
-    for o in &outcomes {
-        answers.push(super::batch::answer_of(conn, o, written).await);
-    }
-    for (job, answer) in std::mem::take(jobs).into_iter().zip(answers) {
-        let _ = job.reply.send(answer);
+        for (i, total) in self.counted.iter_mut().enumerate() {
+            *total += row.get::<i64, _>(i);
+        }
+        Ok(())
     }
 }

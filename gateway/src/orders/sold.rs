@@ -1,11 +1,12 @@
 //! A platform's order as channel ingest hands it to the order writer: its
 //! items already mapped (the plan's `Sold` input, reserved even when short),
 //! the rows that, present, make it a duplicate, and the rows its channel
-//! writes with it once the plan has given it an id and its flags. On SQLite
-//! the group commit (`batch.rs`) writes it with the other new orders arriving
-//! together; [`create_direct`] writes it in a transaction of its own
-//! (PostgreSQL, no batcher started, or a failed batch's orders one by one).
-//! Either way the stock decision is the plan's, under the write lock.
+//! writes with it once the plan has given it an id and its flags. The group
+//! commit (`batch.rs` on SQLite, `pgbatch.rs` on PostgreSQL) writes it with
+//! the other new orders arriving together; [`create_direct`] writes it in a
+//! transaction of its own (no group commit started, or a failed batch's
+//! orders one by one). Either way the stock decision is the plan's, under
+//! the write lock.
 
 use proto::order::Order;
 use sqlx::{AnyConnection, Row};
@@ -55,8 +56,18 @@ pub(crate) struct Extra {
     pub unless: Option<&'static str>,
     /// Nothing inserted (the conflict) makes the order a duplicate: a
     /// concurrent writer got there first. Such a row must also be a
-    /// [`Seen`], so the batch finds it before planning.
+    /// [`Seen`], so the batch finds it before planning; PostgreSQL's batch,
+    /// finding one inserted nothing all the same (another instance wrote it
+    /// after the batch read), fails and writes its orders one by one here.
     pub or_duplicate: bool,
+}
+
+/// What follows the `VALUES` of an [`Extra`]'s insert: `ON CONFLICT (unless)
+/// DO NOTHING`, or nothing.
+pub(crate) fn conflict_tail(unless: Option<&str>) -> String {
+    unless
+        .map(|c| format!(" ON CONFLICT ({c}) DO NOTHING"))
+        .unwrap_or_default()
 }
 
 /// What became of a platform's order.
@@ -126,9 +137,7 @@ pub(crate) async fn create_direct(db: &Db, sold: SoldOrder) -> Result<SoldAnswer
                 .map(|i| format!("${i}"))
                 .collect::<Vec<_>>()
                 .join(", "),
-            e.unless
-                .map(|c| format!(" ON CONFLICT ({c}) DO NOTHING"))
-                .unwrap_or_default()
+            conflict_tail(e.unless)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for v in &e.vals {

@@ -365,13 +365,16 @@ async fn concurrent_retries_make_one_order(b: Backend) {
     assert_eq!(ref_ids.len(), 1, "one order for one channel order id");
     assert_eq!(app.queue("S001").await.len(), 2);
     assert_eq!(app.item("S001", "COLA").await["reserved"], "3");
-    if let Some(batcher) = app.state.orders.batcher() {
-        let failed = batcher.faults().failed_batches.load(Ordering::SeqCst);
+    if let Some(faults) = app.state.orders.faults() {
+        let failed = faults.failed_batches.load(Ordering::SeqCst);
         assert_eq!(failed, 0, "every batch committed as a batch");
     }
 }
 
-on_both_databases!(writers_side_by_side_sell_the_last_units_exactly_once);
+on_both_databases!(
+    writers_side_by_side_sell_the_last_units_exactly_once,
+    pushes_to_writers_side_by_side_make_one_order_and_flag_the_short,
+);
 
 /// Several order writers on one database at once, as gateway instances
 /// sharing one PostgreSQL run: this gateway's group commit, a second one
@@ -483,8 +486,8 @@ async fn a_batch_of_hundreds_of_lines_writes_each_line_once() {
     let batcher = app
         .state
         .orders
-        .batcher()
-        .expect("SQLite has a batcher")
+        .group()
+        .expect("SQLite has a group commit")
         .clone();
     let faults = batcher.faults();
     // The writer dies holding a first order and stays down, so the next
@@ -544,4 +547,124 @@ async fn a_batch_of_hundreds_of_lines_writes_each_line_once() {
     // Every order reserved its quantity of SKU-000 once: 1 + 2 + 3 + 4.
     assert_eq!(app.item("S001", "SKU-000").await["reserved"], "10");
     assert_eq!(app.item("S001", "SKU-099").await["reserved"], "7");
+}
+
+/// A delivery platform's pushes through several order writers at once (this
+/// gateway's group commit, another instance's, the direct path): one
+/// platform order pushed nine times, under two push refs, makes one order
+/// and reserves its stock once; distinct pushes that sell more than the
+/// store has are all taken (the platform sold them), and exactly those past
+/// the stock are flagged `short_stock`.
+async fn pushes_to_writers_side_by_side_make_one_order_and_flag_the_short(b: Backend) {
+    use gateway::channels::ingest::{self, Outcome};
+    use gateway::orders::Writer;
+    use gateway::platforms::{PlatformItem, PlatformOrder};
+
+    let Some(app) = setup(b).await else { return };
+    app.product("LAST", "最后几件", Unit::Piece, "9.90", "3")
+        .await;
+    let other = Writer::start(&app.db).await.expect("a second writer");
+    let writers = [app.state.orders.clone(), other, Writer::direct()];
+    let push = |poid: &str, push_ref: &str| PlatformOrder {
+        platform: "meituan".into(),
+        platform_order_id: poid.into(),
+        platform_store_id: "S001".into(),
+        dedupe_ref: push_ref.into(),
+        day_seq: Some(1),
+        note: String::new(),
+        recipient_name: "顾客".into(),
+        recipient_phone: "13800000000".into(),
+        recipient_address: "人民路 8 号".into(),
+        shipping_fee_fen: 0,
+        paid_fen: 990,
+        original_fen: 990,
+        store_receives_fen: 900,
+        items: vec![PlatformItem {
+            platform_sku: "LAST".into(),
+            name: "最后几件".into(),
+            quantity: 1,
+            price_fen: 990,
+        }],
+        discounts: Vec::new(),
+    };
+    let send = |w: &Writer, o: PlatformOrder| {
+        let (db, hub, w) = (app.db.clone(), app.state.hub.clone(), w.clone());
+        tokio::spawn(async move { ingest::new_order(&db, &hub, &w, o).await })
+    };
+
+    let tasks: Vec<_> = (0..9)
+        .map(|i| send(&writers[i % 3], push("P-SAME", &format!("ref-{}", i % 2))))
+        .collect();
+    let (mut created, mut duplicates) = (std::collections::HashSet::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Outcome::Created { order_id }) => {
+                created.insert(order_id);
+            }
+            Ok(Outcome::Duplicate { order_id }) => {
+                duplicates += 1;
+                created.extend(order_id);
+            }
+            Ok(_) => panic!("a new order answered as an event"),
+            Err(e) => panic!("a push failed: {:?} {}", e.code, e.message),
+        }
+    }
+    assert_eq!(duplicates, 8, "one push of nine makes the order");
+    assert_eq!(created.len(), 1, "every duplicate names the one order");
+    assert_eq!(app.queue("S001").await.len(), 1);
+    assert_eq!(app.item("S001", "LAST").await["reserved"], "1");
+    let rows: (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM third_party_orders WHERE platform_order_id = 'P-SAME'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.0, 1);
+
+    // Two units left; five more sold on the platform, all at once.
+    let tasks: Vec<_> = (0..5)
+        .map(|i| send(&writers[i % 3], push(&format!("P-{i}"), &format!("P-{i}"))))
+        .collect();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Outcome::Created { .. }) => {}
+            Ok(_) => panic!("a distinct push not taken as a new order"),
+            Err(e) => panic!("a push failed: {:?} {}", e.code, e.message),
+        }
+    }
+    let queue = app.queue("S001").await;
+    assert_eq!(queue.len(), 6, "every platform order is there");
+    let short = queue
+        .iter()
+        .filter(|o| o["attention"] == json!(["short_stock"]))
+        .count();
+    assert_eq!(short, 3, "exactly the orders past the stock are flagged");
+    assert_eq!(app.item("S001", "LAST").await["reserved"], "6");
+
+    // One platform order pushed for two stores at once: the writers lock
+    // different store rows, so the loser meets the winner's rows only as it
+    // writes, and still answers a duplicate.
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let mut o = push("P-TWO", "P-TWO");
+            o.platform_store_id = ["S001", "S002"][i % 2].into();
+            send(&writers[i % 3], o)
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(Outcome::Created { .. }) => created += 1,
+            Ok(Outcome::Duplicate { .. }) => {}
+            Ok(_) => panic!("a new order answered as an event"),
+            Err(e) => panic!("a push failed: {:?} {}", e.code, e.message),
+        }
+    }
+    assert_eq!(created, 1, "one order for one platform order");
+    let orders: (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM orders WHERE channel_order_id = 'P-TWO'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(orders.0, 1);
 }

@@ -7,7 +7,11 @@ use tests::{Backend, on_both_databases};
 
 use crate::app::{Chan, WEBHOOK_PLATFORM, WEBHOOK_SECRET};
 
-on_both_databases!(webhook_accepts_signed_orders_once_and_refuses_the_rest);
+on_both_databases!(
+    webhook_accepts_signed_orders_once_and_refuses_the_rest,
+    one_batch_of_rest_orders_and_pushes_answers_each_on_its_own,
+    pushes_in_a_failed_batch_are_written_again_each_once,
+);
 
 fn now_s() -> i64 {
     std::time::SystemTime::now()
@@ -166,17 +170,16 @@ fn order_body(event: &str, id: &str, items: &[(&str, i64, &str)]) -> String {
     .to_string()
 }
 
-// On SQLite pushes share the group commit with REST orders: a batch that
-// mixes them keeps every answer of its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_batch_of_rest_orders_and_pushes_answers_each_on_its_own() {
+// Pushes share the group commit with REST orders (either engine): a batch
+// that mixes them keeps every answer of its own.
+async fn one_batch_of_rest_orders_and_pushes_answers_each_on_its_own(b: Backend) {
     use std::sync::atomic::Ordering;
-    let Some(app) = Chan::spawn(Backend::Sqlite).await else {
+    let Some(app) = Chan::spawn(b).await else {
         return;
     };
     let app = std::sync::Arc::new(app);
-    let batcher = app.orders.batcher().expect("SQLite has a batcher").clone();
-    let faults = batcher.faults();
+    let writer = app.orders.clone();
+    let faults = writer.faults().expect("a group commit");
     // The writer dies holding a first order and stays down, so what comes
     // next waits in its queue and is written as one batch.
     faults.hold_restart.store(true, Ordering::SeqCst);
@@ -230,7 +233,7 @@ async fn one_batch_of_rest_orders_and_pushes_answers_each_on_its_own() {
         }));
         // Queued in this order.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while batcher.queued() < n + 1 {
+        while writer.queued() < n + 1 {
             assert!(std::time::Instant::now() < deadline, "job {n} never queued");
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -303,17 +306,14 @@ async fn one_batch_of_rest_orders_and_pushes_answers_each_on_its_own() {
 
 // A batch that fails (here a panic inside it) writes its orders again one by
 // one: every push lands once, and a repeat of one still names it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pushes_in_a_failed_batch_are_written_again_each_once() {
+async fn pushes_in_a_failed_batch_are_written_again_each_once(b: Backend) {
     use std::sync::atomic::Ordering;
-    let Some(app) = Chan::spawn(Backend::Sqlite).await else {
+    let Some(app) = Chan::spawn(b).await else {
         return;
     };
-    let batcher = app.orders.batcher().expect("SQLite has a batcher").clone();
-    batcher
-        .faults()
-        .panic_in_batch
-        .store(true, Ordering::SeqCst);
+    let writer = app.orders.clone();
+    let faults = writer.faults().expect("a group commit");
+    faults.panic_in_batch.store(true, Ordering::SeqCst);
     let now = now_s();
     let bodies: Vec<(String, String)> = (0..6)
         .map(|n| {
@@ -338,10 +338,7 @@ async fn pushes_in_a_failed_batch_are_written_again_each_once() {
         )
     }))
     .await;
-    assert!(
-        !batcher.faults().panic_in_batch.load(Ordering::SeqCst),
-        "it fired"
-    );
+    assert!(!faults.panic_in_batch.load(Ordering::SeqCst), "it fired");
     let mut ids = Vec::new();
     for (s, v) in &answers {
         assert_eq!((*s, v["outcome"].as_str()), (200, Some("created")), "{v}");
