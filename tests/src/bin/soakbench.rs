@@ -48,9 +48,9 @@ use tests::pay::{self, PaySim};
 #[derive(Parser)]
 #[command(about = "ten minutes of mixed load against the gateway process, memory sampled")]
 struct Args {
-    /// Minutes of load (at most 45; the stock seeded lasts about five hours
-    /// at the default rates: 100,000 ran out at 29 minutes).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=45))]
+    /// Minutes of load (at most 25: at the default rates the stock seeded,
+    /// 100,000 of each item, the most one holds, ran out at 29 minutes).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=25))]
     minutes: u64,
     /// A PostgreSQL server (`postgres://user@host:port/db`): the soak runs on
     /// a throwaway database made there. Default: a throwaway SQLite file.
@@ -98,8 +98,9 @@ const PRODUCTS: &[(&str, &str, &str)] = &[
     ("BAGEL", "贝果", "8.80"),
     ("COLA", "可乐", "3.50"),
 ];
-/// Pieces of each product on hand in each store: the most an item holds.
-const STOCK: &str = "1000000";
+/// Pieces of each product on hand in each store: the most an item holds
+/// (`proto::order::MAX_MILLI` thousandths).
+const STOCK: &str = "100000";
 /// First errors kept for the report.
 const KEEP_ERRORS: usize = 12;
 /// Largest SSE event the readers buffer.
