@@ -593,33 +593,40 @@ impl JsonRows {
         self.0.push(if self.0.is_empty() { b'[' } else { b',' });
     }
 
+    /// Appends one row of values.
     fn push(&mut self, row: &[Val]) -> Result<()> {
-        self.sep();
-        for (i, v) in row.iter().enumerate() {
-            self.0.push(if i == 0 { b'[' } else { b',' });
+        self.push_with(row, |out, v| {
             match v {
-                Val::I(n) | Val::OI(Some(n)) => write!(self.0, "{n}").map_err(Error::internal)?,
+                Val::I(n) | Val::OI(Some(n)) => write!(out, "{n}").map_err(Error::internal)?,
                 Val::S(s) | Val::OS(Some(s)) => {
-                    serde_json::to_writer(&mut self.0, s).map_err(Error::internal)?
+                    serde_json::to_writer(out, s).map_err(Error::internal)?
                 }
-                Val::OS(None) | Val::OI(None) => self.0.extend_from_slice(b"null"),
+                Val::OS(None) | Val::OI(None) => out.extend_from_slice(b"null"),
             }
-        }
-        if row.is_empty() {
-            self.0.push(b'[');
-        }
-        self.0.push(b']');
-        Ok(())
+            Ok(())
+        })
     }
 
+    /// Appends one row of strings.
     fn push_strs(&mut self, row: &[String]) -> Result<()> {
+        self.push_with(row, |out, s| {
+            serde_json::to_writer(out, s).map_err(Error::internal)
+        })
+    }
+
+    /// Appends `[a,b,…]`, each element written by `one`.
+    fn push_with<T>(
+        &mut self,
+        row: &[T],
+        mut one: impl FnMut(&mut Vec<u8>, &T) -> Result<()>,
+    ) -> Result<()> {
         self.sep();
-        for (i, s) in row.iter().enumerate() {
-            self.0.push(if i == 0 { b'[' } else { b',' });
-            serde_json::to_writer(&mut self.0, s).map_err(Error::internal)?;
-        }
-        if row.is_empty() {
-            self.0.push(b'[');
+        self.0.push(b'[');
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            one(&mut self.0, v)?;
         }
         self.0.push(b']');
         Ok(())
