@@ -409,9 +409,9 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     let mut planner = Planner::new(facts, now);
     let (mut decided, extras) = group::decide(&mut planner, jobs, &mut dups, now)?;
 
-    // One script: every write of the batch, then COMMIT. Its text is the
-    // same whatever the batch holds (the rows are JSON, see [`JsonRows`]), so
-    // SQLite compiles it once.
+    // One script: every write of the batch, then COMMIT. Its text takes one
+    // of a few shapes whatever the batch holds (lists as JSON, rows as padded
+    // VALUES, see [`Script`]), so SQLite compiles each shape once.
     let mut w = Script::default();
     let (mut heads, mut counters, mut reserve) = (
         JsonRows::default(),
@@ -456,16 +456,12 @@ async fn write_batch(conn: &mut AnyConnection, jobs: &mut Vec<Job>, now: i64) ->
     );
     // One INSERT per table for the whole batch, the rows the plan built.
     for (table, rows) in TABLES.iter().zip(group::rows_by_table(&mut decided)?) {
-        w.values(table, rows);
+        w.values(table, rows, "")?;
     }
     // The platform orders' own rows, one INSERT per table and conflict rule,
     // in the order they first came.
     for g in group::extra_groups(extras) {
-        let mut rows = JsonRows::default();
-        for row in &g.rows {
-            rows.push(row)?;
-        }
-        w.json_rows(g.table, rows, &sold::conflict_tail(g.unless));
+        w.values(g.table, g.rows, &sold::conflict_tail(g.unless))?;
     }
     w.sql.push_str("COMMIT;");
     w.query().execute(&mut *conn).await?;
@@ -489,15 +485,23 @@ struct Script {
 
 impl Script {
     /// Appends inserts into `table` of every row of `rows` as bound values,
-    /// over a VALUES list of a power of two rows: each row leads with a
-    /// marker, 1 for a row to write, NULL for the padding after the last one
-    /// (`SELECT column2, … FROM (VALUES …) WHERE column1 IS NOT NULL`). So
-    /// the text takes one of a few shapes per table whatever the batch's
-    /// size, and the values bind as they are (no JSON to pick apart). The
-    /// marker is a column, not a bound `LIMIT`: SQLite compiles a statement
-    /// again whenever its LIMIT's bound value changes.
-    fn values(&mut self, table: &plan::Table, rows: Vec<Vec<Val>>) {
+    /// each followed by `tail` (an `ON CONFLICT` clause, or nothing), over a
+    /// VALUES list of a power of two rows: each row leads with a marker, 1
+    /// for a row to write, NULL for the padding after the last one (`SELECT
+    /// column2, … FROM (VALUES …) WHERE column1 IS NOT NULL`; the WHERE also
+    /// keeps a tail from reading as a join's `ON`). So the text takes one of
+    /// a few shapes per table whatever the batch's size, and the values bind
+    /// as they are. The marker is a column, not a bound `LIMIT`: SQLite
+    /// compiles a statement again whenever its LIMIT's bound value changes.
+    fn values(&mut self, table: &plan::Table, rows: Vec<Vec<Val>>, tail: &str) -> Result<()> {
         let width = table.cols.len();
+        if let Some(row) = rows.iter().find(|r| r.len() != width) {
+            return Err(Error::internal(anyhow::anyhow!(
+                "a row of {} values for the {width} columns of {}",
+                row.len(),
+                table.name
+            )));
+        }
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<Vec<Val>> = rows.by_ref().take(VALUES_ROWS).collect();
@@ -519,34 +523,17 @@ impl Script {
                 }
                 self.sql.push(')');
             }
-            self.sql.push_str(") WHERE column1 IS NOT NULL;\n");
+            self.sql.push_str(") WHERE column1 IS NOT NULL");
+            self.sql.push_str(tail);
+            self.sql.push_str(";\n");
             for row in chunk {
                 self.vals.push(Val::I(1));
-                // A row of another width would shift every value after it.
-                let short = width.saturating_sub(row.len());
-                self.vals.extend(row.into_iter().take(width));
-                self.vals.extend((0..short).map(|_| Val::OS(None)));
+                self.vals.extend(row);
             }
             self.vals
                 .extend((0..(shape - n) * (width + 1)).map(|_| Val::OS(None)));
         }
-    }
-
-    /// Appends an insert into `table` of every row of `rows`, then `tail`.
-    fn json_rows(&mut self, table: &plan::Table, rows: JsonRows, tail: &str) {
-        self.sql.push_str(&table.insert_head());
-        self.sql.push_str(" SELECT ");
-        for c in 0..table.cols.len() {
-            if c > 0 {
-                self.sql.push_str(", ");
-            }
-            self.sql.push_str(&format!("value ->> {c}"));
-        }
-        // `WHERE true` keeps an `ON CONFLICT` tail from reading as a join's.
-        self.sql.push_str(" FROM jsonb_each(?) WHERE true");
-        self.sql.push_str(tail);
-        self.sql.push_str(";\n");
-        self.vals.push(Val::S(rows.finish()));
+        Ok(())
     }
 
     /// Appends a statement written with its own `?` parameters.
